@@ -1,0 +1,39 @@
+"""The ledger's error types: the one place callers look to tell bad input from our own bugs.
+
+Rules:
+- ``DecodeError`` is the single documented error for bytes that are not a canonical
+  encoding of the expected type (wrong types, unknown or missing fields, trailing
+  bytes, non-canonical forms, oversize input). Decoders raise nothing else.
+- ``ValidationError`` is a well-formed object that breaks a stateless rule
+  (bad signature, wrong chain id, out-of-range field).
+- ``RuleError`` is a well-formed, validly signed transaction or block that the
+  state machine refuses (not an issuer for that document type, already attested...).
+  It carries a stable machine-readable ``code``.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base class of every error the ledger raises on purpose."""
+
+
+class DecodeError(LedgerError, ValueError):
+    """Input bytes are not the canonical encoding of the expected object."""
+
+
+class ValidationError(LedgerError, ValueError):
+    """A decoded object breaks a stateless rule (signature, chain id, ranges)."""
+
+
+class RuleError(LedgerError):
+    """The state machine refuses a transaction or block; ``code`` is stable for clients."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class StoreError(LedgerError):
+    """The on-disk store is missing, corrupt, foreign, or failed to write."""
