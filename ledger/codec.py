@@ -80,7 +80,6 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             use_list=True,
             strict_map_key=True,
             ext_hook=_reject_ext,
-            max_buffer_size=max_bytes,
         )
     except msgpack.ExtraData as exc:
         raise DecodeError("trailing bytes after the object") from exc

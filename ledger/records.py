@@ -1,0 +1,242 @@
+"""State-tree records and their keys: what the authenticated state holds, byte for byte.
+
+Every record lives in the sparse Merkle tree (``ledger.smt``) under a 32-byte key
+
+    state_key(namespace, id) = SHA-256("dvp/statekey/v1" || 0x00 || encode([namespace, id]))
+
+with namespaces ``"attestation"`` (id = commitment bytes), ``"member"`` (id = member
+id text), ``"proposal"`` (id = proposal tx id bytes) and ``"chain"`` (id = empty bytes:
+the validator set, scheduled validator-set changes, parameters and document types).
+Values are the canonical encodings below. ``attestation_status`` is the one function
+that turns a record into a verifier's verdict; node, CLI and auditor all call it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum, IntEnum
+from typing import Any
+
+from ledger.codec import (
+    Domain,
+    as_bytes,
+    as_hash,
+    as_int,
+    as_list,
+    decode,
+    encode,
+    fields,
+    require_sorted_unique,
+    tagged_hash,
+)
+from ledger.errors import DecodeError
+from ledger.types import (
+    ChainParams,
+    GovAction,
+    GovPropose,
+    RevokeReason,
+    ValidatorSet,
+    check_identifier,
+)
+
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def state_key(namespace: str, ident: bytes | str) -> bytes:
+    return tagged_hash(Domain.STATE_KEY, encode([namespace, ident]))
+
+
+def attestation_key(commitment: bytes) -> bytes:
+    return state_key("attestation", commitment)
+
+
+def member_key(member_id: str) -> bytes:
+    return state_key("member", member_id)
+
+
+def proposal_key(proposal_id: bytes) -> bytes:
+    return state_key("proposal", proposal_id)
+
+
+CHAIN_KEY = state_key("chain", b"")
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationRecord:
+    """What the ledger knows about one commitment. ``revoked_height`` 0 = not revoked."""
+
+    issuer: str
+    doc_type: str
+    issued_at_ms: int
+    valid_until_ms: int
+    metadata_digest: bytes
+    height: int
+    tx_id: bytes
+    revoked_height: int = 0
+    revoke_reason: int = 0
+    revoke_tx_id: bytes = b""
+
+    def to_wire(self) -> list[Any]:
+        return [self.issuer, self.doc_type, self.issued_at_ms, self.valid_until_ms,
+                self.metadata_digest, self.height, self.tx_id, self.revoked_height,
+                self.revoke_reason, self.revoke_tx_id]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def decode(cls, data: bytes) -> AttestationRecord:
+        f = fields(decode(data, MAX_RECORD_BYTES), 10, "attestation_record")
+        revoke_tx = as_bytes(f[9], "record.revoke_tx_id", max_size=32)
+        return cls(check_identifier(f[0], "record.issuer") if isinstance(f[0], str)
+                   else _bad("record.issuer"),
+                   check_identifier(f[1], "record.doc_type") if isinstance(f[1], str)
+                   else _bad("record.doc_type"),
+                   as_int(f[2], "record.issued_at_ms"), as_int(f[3], "record.valid_until_ms"),
+                   as_bytes(f[4], "record.metadata_digest", max_size=32),
+                   as_int(f[5], "record.height"), as_hash(f[6], "record.tx_id"),
+                   as_int(f[7], "record.revoked_height"),
+                   as_int(f[8], "record.revoke_reason", 0, 255), revoke_tx)
+
+    def revoked(self, height: int, reason: int, tx_id: bytes) -> AttestationRecord:
+        return replace(self, revoked_height=height, revoke_reason=reason, revoke_tx_id=tx_id)
+
+
+def _bad(name: str) -> Any:
+    raise DecodeError(f"{name}: expected text")
+
+
+class Status(str, Enum):
+    """A verifier's verdict on a commitment at a certified height."""
+
+    VALID = "VALID"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+    NOT_FOUND = "NOT_FOUND"
+
+
+def attestation_status(record: AttestationRecord | None, at_time_ms: int) -> Status:
+    """Verdict for ``record`` as of a block whose time is ``at_time_ms``.
+
+    Revocation wins over expiry: a withdrawn document is reported as REVOKED even after
+    its validity would have run out, because the reason matters to the verifier.
+    """
+    if record is None:
+        return Status.NOT_FOUND
+    if record.revoked_height:
+        return Status.REVOKED
+    if record.valid_until_ms and at_time_ms >= record.valid_until_ms:
+        return Status.EXPIRED
+    return Status.VALID
+
+
+class ProposalStatus(IntEnum):
+    OPEN = 0
+    APPROVED = 1
+    REJECTED = 2
+    EXPIRED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRecord:
+    """A governance proposal and its votes (member ids, sorted)."""
+
+    action: int
+    args: tuple[Any, ...]
+    proposer: str
+    deadline_height: int
+    yes: tuple[str, ...]
+    no: tuple[str, ...]
+    status: int = ProposalStatus.OPEN
+    decided_height: int = 0
+
+    def to_wire(self) -> list[Any]:
+        return [self.action, list(self.args), self.proposer, self.deadline_height,
+                list(self.yes), list(self.no), int(self.status), self.decided_height]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def decode(cls, data: bytes) -> ProposalRecord:
+        f = fields(decode(data, MAX_RECORD_BYTES), 8, "proposal_record")
+        prop = GovPropose.from_wire([f[0], f[1], f[3]])
+        yes = tuple(as_list(f[4], "proposal.yes", 256))
+        no = tuple(as_list(f[5], "proposal.no", 256))
+        for v in (*yes, *no):
+            if not isinstance(v, str):
+                raise DecodeError("proposal votes: expected member ids")
+        require_sorted_unique(list(yes), "proposal.yes")
+        require_sorted_unique(list(no), "proposal.no")
+        status = as_int(f[6], "proposal.status", 0, 3)
+        if not isinstance(f[2], str):
+            raise DecodeError("proposal.proposer: expected text")
+        return cls(int(prop.action), prop.args, check_identifier(f[2], "proposal.proposer"),
+                   prop.deadline_height, yes, no, status, as_int(f[7], "proposal.decided_height"))
+
+    @property
+    def gov_action(self) -> GovAction:
+        return GovAction(self.action)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainRecord:
+    """Consortium-wide configuration kept in state (key ``CHAIN_KEY``).
+
+    ``scheduled`` lists validator sets that take effect at a future height, ascending.
+    """
+
+    validators: ValidatorSet
+    scheduled: tuple[tuple[int, ValidatorSet], ...]
+    params: ChainParams
+    doc_types: tuple[str, ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.validators.to_wire(), [[h, vs.to_wire()] for h, vs in self.scheduled],
+                self.params.to_wire(), list(self.doc_types)]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ChainRecord:
+        f = fields(obj, 4, "chain_record")
+        sched = []
+        for item in as_list(f[1], "chain.scheduled", 64):
+            pair = fields(item, 2, "chain.scheduled[]")
+            sched.append((as_int(pair[0], "chain.scheduled.height"),
+                          ValidatorSet.from_wire(pair[1])))
+        require_sorted_unique([h for h, _ in sched], "chain.scheduled")
+        docs = as_list(f[3], "chain.doc_types", 256)
+        for d in docs:
+            if not isinstance(d, str):
+                raise DecodeError("chain.doc_types: expected text")
+            check_identifier(d, "chain.doc_types[]")
+        require_sorted_unique(docs, "chain.doc_types")
+        return cls(ValidatorSet.from_wire(f[0]), tuple(sched), ChainParams.from_wire(f[2]),
+                   tuple(docs))
+
+    @classmethod
+    def decode(cls, data: bytes) -> ChainRecord:
+        return cls.from_wire(decode(data, MAX_RECORD_BYTES))
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The set in force at ``height`` (>= the height this record describes)."""
+        current = self.validators
+        for eff, vs in self.scheduled:
+            if eff <= height:
+                current = vs
+        return current
+
+    def settle(self, height: int) -> ChainRecord:
+        """Fold scheduled changes whose height has arrived into ``validators``."""
+        if not self.scheduled or self.scheduled[0][0] > height:
+            return self
+        return replace(self, validators=self.validators_at(height),
+                       scheduled=tuple((h, v) for h, v in self.scheduled if h > height))
+
+    def latest_validators(self) -> ValidatorSet:
+        return self.scheduled[-1][1] if self.scheduled else self.validators
+
+    def revoke_reason_ok(self, code: int) -> bool:
+        return code in RevokeReason._value2member_map_

@@ -1,0 +1,191 @@
+"""Canonical encoding and strict decoding of every ledger type (docs/PROOFS.md §Encoding)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import codec
+from ledger.errors import DecodeError, ValidationError
+from ledger.types import (
+    Block,
+    BlockHeader,
+    ChainParams,
+    CommitCertificate,
+    Member,
+    Transaction,
+    ValidatorSet,
+)
+from tests import strategies as S
+
+TYPES: list[tuple[Any, Any]] = [
+    (Transaction, S.transactions()),
+    (BlockHeader, S.headers),
+    (ValidatorSet, S.validator_sets),
+    (CommitCertificate, S.certificates),
+]
+
+
+def _decode(cls: Any, data: bytes) -> Any:
+    if hasattr(cls, "decode"):
+        return cls.decode(data)
+    return cls.from_wire(codec.decode(data))
+
+
+@pytest.mark.parametrize("cls,strategy", TYPES, ids=lambda x: getattr(x, "__name__", ""))
+def test_round_trip(cls: Any, strategy: Any) -> None:
+    @given(strategy)
+    @settings(max_examples=150, deadline=None)
+    def check(obj: Any) -> None:
+        data = obj.encode()
+        again = _decode(cls, data)
+        assert again.to_wire() == obj.to_wire()
+        assert again.encode() == data
+
+    check()
+
+
+@given(S.members())
+def test_member_and_params_round_trip(m: Member) -> None:
+    assert Member.from_wire(codec.decode(codec.encode(m.to_wire()))) == m
+    p = ChainParams()
+    assert ChainParams.from_wire(codec.decode(codec.encode(p.to_wire()))) == p
+
+
+@pytest.mark.parametrize("cls,strategy", TYPES, ids=lambda x: getattr(x, "__name__", ""))
+def test_single_byte_mutations_never_crash(cls: Any, strategy: Any) -> None:
+    """Every one-byte change either fails to decode (DecodeError only) or changes the object.
+
+    For signed transactions a changed object must also fail its signature check, so no
+    mutation yields a different transaction that still verifies.
+    """
+
+    @given(strategy, st.data())
+    @settings(max_examples=60, deadline=None)
+    def check(obj: Any, data: st.DataObject) -> None:
+        raw = obj.encode()
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        new = data.draw(st.integers(0, 255).filter(lambda b: b != raw[pos]))
+        mutated = raw[:pos] + bytes([new]) + raw[pos + 1:]
+        try:
+            decoded = _decode(cls, mutated)
+        except DecodeError:
+            return
+        assert decoded.encode() == mutated
+        assert decoded.to_wire() != obj.to_wire()
+        if isinstance(decoded, Transaction):
+            assert not decoded.signature_ok()
+
+    check()
+
+
+def test_every_byte_of_a_transaction_is_covered() -> None:
+    """Exhaustive: each position and each replacement byte of one signed transaction."""
+    tx = S.sample_tx(3)
+    raw = tx.encode()
+    for pos in range(len(raw)):
+        for new in (raw[pos] ^ 0x01, raw[pos] ^ 0x80, 0x00, 0xFF, 0xC1):
+            if new == raw[pos]:
+                continue
+            mutated = raw[:pos] + bytes([new]) + raw[pos + 1:]
+            try:
+                t = Transaction.decode(mutated)
+            except DecodeError:
+                continue
+            assert not t.signature_ok(), f"mutation at byte {pos} still verifies"
+
+
+@pytest.mark.parametrize(
+    "bad,reason",
+    [
+        (codec.encode([1, 2]) + b"\x00", "trailing"),
+        (b"\xcd\x00\x05", "non-canonical"),  # 5 encoded as uint16
+        (msgpack.packb({"a": 1}), "maps"),
+        (msgpack.packb(1.5), "floats"),
+        (msgpack.packb(None), "nil"),
+        (b"\xc1", "malformed"),
+        (b"", "empty"),
+        (b"\xd9\x01a", "non-canonical"),  # str8 for a 1-char string
+        (b"\xa2\xff\xfe", "malformed"),  # invalid UTF-8
+        (msgpack.ExtType(1, b"x") and msgpack.packb(msgpack.ExtType(1, b"x")), "extension"),
+    ],
+)
+def test_decode_rejects(bad: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError, match=reason):
+        codec.decode(bad)
+
+
+def test_decode_size_limit() -> None:
+    big = codec.encode([b"x" * 5000])
+    with pytest.raises(DecodeError, match="exceeds"):
+        codec.decode(big, max_bytes=4096)
+    with pytest.raises(DecodeError, match="exceeds"):
+        Transaction.decode(codec.encode([b"x" * 5000]))
+
+
+def test_unknown_and_missing_fields_rejected() -> None:
+    tx = S.sample_tx(4)
+    wire = tx.to_wire()
+    with pytest.raises(DecodeError, match="expected 7 fields"):
+        Transaction.decode(codec.encode([*wire, 1]))
+    with pytest.raises(DecodeError, match="expected 7 fields"):
+        Transaction.decode(codec.encode(wire[:-1]))
+    bad_type = list(wire)
+    bad_type[2] = "7"
+    with pytest.raises(DecodeError, match="nonce"):
+        Transaction.decode(codec.encode(bad_type))
+    bool_int = list(wire)
+    bool_int[3] = True
+    with pytest.raises(DecodeError, match="expiry_height"):
+        Transaction.decode(codec.encode(bool_int))
+
+
+def test_deep_nesting_is_a_decode_error() -> None:
+    deep = b"\x91" * 100_000 + b"\x00"
+    with pytest.raises(DecodeError):
+        codec.decode(deep)
+
+
+def test_block_splice_encoding_matches_canonical() -> None:
+    txs = tuple(S.sample_tx(i) for i in range(20))
+    header = S.sample_header()
+    from dataclasses import replace
+
+    block = Block(replace(header, tx_count=len(txs)), txs)
+    assert block.encode() == codec.encode(block.to_wire())
+    assert Block.decode(block.encode()).tx_ids == block.tx_ids
+    empty = Block(replace(header, tx_count=0), ())
+    assert empty.encode() == codec.encode(empty.to_wire())
+
+
+def test_certificate_verification_counts_distinct_valid_signatures() -> None:
+    keys = S.KEYS[:4]
+    from ledger.types import Validator, commit_vote_body
+
+    vs = ValidatorSet.of([Validator(f"v{i}", k.public_key) for i, k in enumerate(keys)])
+    block_id = b"\x07" * 32
+    body = commit_vote_body("dvp-test", 5, 0, block_id)
+    sigs = tuple((vs.index_of(k.public_key), k.sign(codec.Domain.COMMIT, body))  # type: ignore[misc]
+                 for k in keys)
+    sigs = tuple(sorted(sigs))
+    CommitCertificate(5, 0, block_id, sigs[:3]).verify("dvp-test", vs, block_id)
+    with pytest.raises(ValidationError, match="3 of 4 needed"):
+        CommitCertificate(5, 0, block_id, sigs[:2]).verify("dvp-test", vs)
+    with pytest.raises(ValidationError, match="invalid"):
+        CommitCertificate(5, 1, block_id, sigs[:3]).verify("dvp-test", vs)  # wrong view
+    with pytest.raises(ValidationError, match="invalid"):
+        CommitCertificate(5, 0, block_id, sigs[:3]).verify("other-chain", vs)
+    with pytest.raises(ValidationError, match="different block"):
+        CommitCertificate(5, 0, block_id, sigs[:3]).verify("dvp-test", vs, b"\x08" * 32)
+    forged = ((0, sigs[0][1]), (1, sigs[0][1]), (2, sigs[0][1]))
+    with pytest.raises(ValidationError, match="invalid"):
+        CommitCertificate(5, 0, block_id, forged).verify("dvp-test", vs)
+    # A signature under another domain tag (e.g. a prepare) is not a commit.
+    prep = tuple((i, keys[j].sign(codec.Domain.PREPARE, body)) for j, (i, _) in
+                 enumerate(sorted((vs.index_of(k.public_key), k) for k in keys)[:3]))  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        CommitCertificate(5, 0, block_id, tuple(sorted(prep))).verify("dvp-test", vs)
