@@ -1,0 +1,627 @@
+"""The block store: LevelDB (plyvel) persistence of the committed chain and its state tree.
+
+This module owns everything the ledger keeps on disk: blocks, headers, commit
+certificates, the block-id and transaction indexes, the state tree's nodes and its
+stale-node journal, per-height application metadata, and the store's own metadata
+(format, chain, committed height). It is the only module that touches the disk. It
+checks what it can without chain state (height continuity, the chain link, that the
+certificate names the block); verifying certificates and executing blocks is
+``ledger.state``'s and ``ledger.chain``'s job.
+
+Rules:
+
+* **One atomic, synced batch per block.** ``commit`` writes the block, header,
+  certificate, both indexes, the block's new state nodes, its stale-node journal, its
+  app metadata *and the new committed height* in one LevelDB write batch with
+  ``sync=True``. LevelDB applies a batch all or nothing (its log records are
+  checksummed and a torn tail is dropped on recovery), so a process killed at any
+  instant reopens at the last block whose batch reached the log, never at half a block.
+  ``commit`` returns only after the batch is on disk.
+* **Height continuity.** Block h is accepted only when the store is at h - 1; the
+  genesis block is height 0 and has no certificate, every later block needs one whose
+  height and block id match, and ``prev_block_id`` must be the stored tip's id.
+* **Refuse what is not ours at open.** A path that is not a LevelDB, a LevelDB without
+  our magic, another chain id or genesis hash, a newer (or unknown) format version, or a
+  committed height whose block is missing or damaged: each is a ``StoreError`` naming
+  the path and what to do. ``create=True`` initialises an empty store only.
+* **Integrity.** Block, header, certificate and app-metadata values are sealed with a
+  CRC-32 over key || payload, and those reads also verify LevelDB's block checksums.
+  A mismatch, a value under the wrong key, or bytes that do not decode are reported as
+  ``StoreError`` naming the height. State nodes and index entries are not sealed (they
+  are small and numerous; the state tree's root check catches damaged nodes).
+* **Nothing stored twice.** The block value holds only the transactions; the header
+  lives under its own key and a block's bytes are the splice ``0x92 || header ||
+  txs`` (exactly ``Block.encode()``). The tx index points into the block by (height,
+  position); ``get_tx`` decodes the block through a small LRU of decoded blocks.
+* **State versions are heights.** The state tree's version after block h is h. The
+  nodes of block h's update are all written at version h (checked), and the keys its
+  update made stale are journaled under h. A node listed stale by version v is needed
+  only by versions < v, so ``prune_state(before)`` deletes the journals of every
+  v <= before (and their nodes): afterwards every version >= ``before`` is whole and
+  versions < ``before`` may be unreadable.
+* One owner: not thread- or task-safe.
+
+Key layout (1-byte prefix; ``h8`` = height as 8-byte big-endian, so keys sort by
+height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
+
+    key                      value
+    "M" "magic"              b"dvp-ledger-store"
+    "M" "format"             format version, 4 bytes big-endian (currently 1)
+    "M" "chain"              chain id, UTF-8
+    "M" "genesis"            genesis hash (32 bytes)
+    "M" "height"             last committed height, h8 (absent while empty)
+    "M" "pruned"             state versions below this may be pruned, h8 (absent: none)
+    "H" h8                   seal(canonical header bytes)
+    "B" h8                   seal(msgpack array of the block's transactions)
+    "C" h8                   seal(commit certificate bytes)      (no entry at height 0)
+    "A" h8                   seal(application metadata blob)
+    "I" block_id (32)        h8
+    "T" tx_id (32)           uvarint(height) || uvarint(position in block)
+    "N" node_key             state-tree node (ledger.smt encoding)
+    "S" v8                   msgpack array of the node keys made stale by version v
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn
+
+import plyvel
+
+from ledger.codec import Domain, decode, encode, tagged_hash
+from ledger.errors import DecodeError, StoreError
+from ledger.types import ZERO_HASH, Block, BlockHeader, CommitCertificate, Transaction
+
+FORMAT_VERSION = 1
+MAGIC = b"dvp-ledger-store"
+
+P_META = b"M"
+P_HEADER = b"H"
+P_BLOCK = b"B"
+P_CERT = b"C"
+P_APP = b"A"
+P_BLOCK_ID = b"I"
+P_TX = b"T"
+P_NODE = b"N"
+P_STALE = b"S"
+
+K_MAGIC = P_META + b"magic"
+K_FORMAT = P_META + b"format"
+K_CHAIN = P_META + b"chain"
+K_GENESIS = P_META + b"genesis"
+K_HEIGHT = P_META + b"height"
+K_PRUNED = P_META + b"pruned"
+
+DEFAULT_BLOCK_CACHE = 8
+# Journals per prune batch: bounds one batch's size (a journal lists ~3 keys per changed
+# state key) while keeping the number of LevelDB writes small.
+PRUNE_JOURNALS_PER_BATCH = 64
+
+_MAX_HEIGHT = (1 << 64) - 1
+_HINT_INIT = "initialise it first (Store.open(..., create=True), e.g. via `dvp init`)"
+
+
+def h8(height: int) -> bytes:
+    """A height (or state version) as the 8-byte big-endian key suffix."""
+    return height.to_bytes(8, "big")
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def _seal(key: bytes, payload: bytes) -> bytes:
+    return zlib.crc32(payload, zlib.crc32(key)).to_bytes(4, "big") + payload
+
+
+def _unseal(key: bytes, value: bytes, what: str) -> bytes:
+    if len(value) < 4 or zlib.crc32(value[4:], zlib.crc32(key)) != int.from_bytes(
+        value[:4], "big"
+    ):
+        raise StoreError(f"{what} is corrupt: checksum mismatch (the stored value was damaged)")
+    return value[4:]
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tx_location_value(height: int, position: int) -> bytes:
+    return _uvarint(height) + _uvarint(position)
+
+
+def _parse_tx_location(value: bytes) -> tuple[int, int]:
+    """Inverse of ``_tx_location_value``; ValueError if malformed."""
+    nums: list[int] = []
+    n = shift = 0
+    for b in value:
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            nums.append(n)
+            n = shift = 0
+        elif shift > 63:
+            raise ValueError("varint too long")
+    if shift or len(nums) != 2:
+        raise ValueError("expected two varints")
+    return nums[0], nums[1]
+
+
+class _ClosedDB:
+    """Stands in for the database after ``close`` so every use fails clearly."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise StoreError("the store is closed")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The committed chain on disk. Open with ``Store.open``; use as a context manager.
+
+    ``height`` is the last committed height (-1 while empty). Getters for a height
+    outside ``[0, height]`` return None; inside it, a missing or damaged value is a
+    ``StoreError`` naming the height. ``get_node`` makes the store a ``NodeReader`` for
+    ``ledger.smt.SparseMerkleTree``.
+    """
+
+    def __init__(self, db: Any, path: Path, chain_id: str, genesis_hash: bytes,
+                 block_cache: int) -> None:
+        # Use Store.open: this constructor trusts that the metadata was checked.
+        self._db: Any = db
+        self._path = path
+        self._chain_id = chain_id
+        self._genesis_hash = genesis_hash
+        self._height = -1
+        self._tip_id = ZERO_HASH
+        self._pruned = 0
+        self._blocks: OrderedDict[int, Block] = OrderedDict()
+        self._block_cache = max(1, block_cache)
+
+    # ------------------------------------------------------------------ open / close
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, chain_id: str, genesis_hash: bytes,
+             create: bool = False, block_cache: int = DEFAULT_BLOCK_CACHE) -> Store:
+        """Open the store at ``path`` for the chain (``chain_id``, ``genesis_hash``).
+
+        ``create=True`` creates the directory and initialises an empty store if there is
+        none, and otherwise opens the existing one (it never adopts another chain's).
+        Raises ``StoreError`` for anything that is not this chain's intact store.
+        """
+        if not isinstance(genesis_hash, bytes) or len(genesis_hash) != 32:
+            raise ValueError("genesis_hash must be 32 bytes")
+        p = Path(path)
+        if p.exists() and not p.is_dir():
+            raise StoreError(f"{p} is a file, not a ledger store directory: check the data "
+                             f"directory setting")
+        if not (p / "CURRENT").exists():
+            if not create:
+                why = "does not exist" if not p.exists() else "is not a LevelDB database"
+                raise StoreError(f"no ledger store at {p}: the directory {why}; {_HINT_INIT}")
+            if p.exists() and any(p.iterdir()):
+                raise StoreError(f"refusing to create a ledger store in {p}: the directory "
+                                 f"is not empty and holds no LevelDB database")
+            try:
+                p.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the ledger store directory {p}: {exc}") from exc
+        try:
+            db = plyvel.DB(str(p), create_if_missing=create, compression="snappy",
+                           bloom_filter_bits=10)
+        except plyvel.CorruptionError as exc:
+            raise StoreError(f"{p}: LevelDB reports corruption ({exc}); restore the data "
+                             f"directory from a backup or re-sync it from peers") from exc
+        except (plyvel.Error, OSError) as exc:
+            text = str(exc)
+            hint = ("is it open in another process (a running node)?" if "lock" in text.lower()
+                    else "is it a LevelDB database, readable by this user?")
+            raise StoreError(f"cannot open ledger store at {p}: {text}; {hint}") from exc
+        store = cls(db, p, chain_id, genesis_hash, block_cache)
+        try:
+            store._check_or_init(create)
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    def _check_or_init(self, create: bool) -> None:
+        db, p = self._db, self._path
+        magic = db.get(K_MAGIC)
+        if magic is None:
+            with db.iterator(include_value=False) as it:
+                first = next(it, None)
+            if first is not None:
+                raise StoreError(f"{p} is a LevelDB database of another program (it holds "
+                                 f"data but no dvp ledger-store magic); point the node at "
+                                 f"its own data directory")
+            if not create:
+                raise StoreError(f"{p} is an empty LevelDB database, not an initialised "
+                                 f"ledger store; {_HINT_INIT}")
+            with db.write_batch(sync=True) as wb:
+                wb.put(K_MAGIC, MAGIC)
+                wb.put(K_FORMAT, FORMAT_VERSION.to_bytes(4, "big"))
+                wb.put(K_CHAIN, self._chain_id.encode())
+                wb.put(K_GENESIS, self._genesis_hash)
+            return
+        if magic != MAGIC:
+            raise StoreError(f"{p} is not a dvp ledger store (magic {magic[:32]!r}, expected "
+                             f"{MAGIC!r})")
+        fmt_raw = db.get(K_FORMAT)
+        fmt = int.from_bytes(fmt_raw, "big") if fmt_raw and len(fmt_raw) == 4 else None
+        if fmt is None:
+            raise StoreError(f"{p}: the store's format version record is missing or damaged")
+        if fmt > FORMAT_VERSION:
+            raise StoreError(f"{p} was written in store format version {fmt}, newer than the "
+                             f"version {FORMAT_VERSION} this software reads; upgrade dvp")
+        if fmt != FORMAT_VERSION:
+            raise StoreError(f"{p} uses store format version {fmt}, which this software "
+                             f"(format {FORMAT_VERSION}) cannot read")
+        stored_chain = (db.get(K_CHAIN) or b"").decode("utf-8", "replace")
+        if stored_chain != self._chain_id:
+            raise StoreError(f"{p} holds chain {stored_chain!r}, not {self._chain_id!r}: "
+                             f"wrong data directory or wrong genesis file")
+        stored_genesis = db.get(K_GENESIS) or b""
+        if stored_genesis != self._genesis_hash:
+            raise StoreError(f"{p} holds chain {stored_chain!r} with genesis hash "
+                             f"{stored_genesis.hex()}, not {self._genesis_hash.hex()}: "
+                             f"wrong data directory or wrong genesis file")
+        pruned = db.get(K_PRUNED)
+        self._pruned = int.from_bytes(pruned, "big") if pruned else 0
+        raw_height = db.get(K_HEIGHT)
+        if raw_height is None:
+            return
+        if len(raw_height) != 8:
+            raise StoreError(f"{p}: the committed-height record is damaged")
+        height = int.from_bytes(raw_height, "big")
+        self._height = height
+        try:
+            # Only the tip is checked (cheap, every open): the batch that wrote it wrote
+            # all of it, so a missing part means damage, not a crash.
+            header = self.get_header(height)
+            self._sealed(P_BLOCK, height, "block")
+            self._sealed(P_APP, height, "app metadata")
+            self.get_certificate_bytes(height)
+        except StoreError as exc:
+            raise StoreError(f"{p}: the store says height {height} is committed but that "
+                             f"block is unusable ({exc}); restore from a backup or re-sync "
+                             f"from peers") from exc
+        assert header is not None
+        if db.get(P_HEADER + h8(height + 1)) is not None:
+            raise StoreError(f"{p}: a block above the committed height {height} exists; the "
+                             f"store was written outside its batches and cannot be trusted")
+        self._tip_id = header.block_id
+
+    def close(self) -> None:
+        """Close the database (idempotent). Later calls raise ``StoreError``."""
+        db = self._db
+        if isinstance(db, _ClosedDB):
+            return
+        self._db = _ClosedDB()
+        self._blocks.clear()
+        db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ metadata
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def chain_id(self) -> str:
+        return self._chain_id
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self._genesis_hash
+
+    @property
+    def height(self) -> int:
+        """The last committed height; -1 while the store is empty."""
+        return self._height
+
+    @property
+    def state_pruned_below(self) -> int:
+        """State versions below this may have lost nodes to ``prune_state`` (0: none)."""
+        return self._pruned
+
+    # ------------------------------------------------------------------ commit
+
+    def commit(self, block: Block, certificate: CommitCertificate | None,
+               state_nodes: Mapping[bytes, bytes], stale_nodes: Iterable[bytes],
+               app_meta: bytes) -> None:
+        """Persist ``block`` as height ``height + 1`` in one synced batch.
+
+        ``state_nodes``/``stale_nodes`` are the block's state-tree update
+        (``UpdateResult.new_nodes`` / ``.stale``, written at version = block height);
+        ``app_meta`` is the opaque blob ``app_meta(height)`` returns. Raises
+        ``StoreError`` (and writes nothing) if the block does not extend the stored chain.
+        """
+        h = block.height
+        header = block.header
+        if h != self._height + 1:
+            raise StoreError(f"cannot commit block at height {h}: the store is at height "
+                             f"{self._height}, so the next block must be at height "
+                             f"{self._height + 1}")
+        if header.chain_id != self._chain_id:
+            raise StoreError(f"block {h} is for chain {header.chain_id!r}, not "
+                             f"{self._chain_id!r}")
+        if header.prev_block_id != self._tip_id:
+            raise StoreError(f"block {h} does not extend the stored chain: its prev_block_id "
+                             f"{header.prev_block_id.hex()} is not the id of block {h - 1} "
+                             f"({self._tip_id.hex()})")
+        if h == 0:
+            if certificate is not None:
+                raise StoreError("the genesis block (height 0) takes no certificate")
+        elif certificate is None:
+            raise StoreError(f"block {h} needs a commit certificate")
+        elif certificate.height != h or certificate.block_id != block.block_id:
+            raise StoreError(f"the certificate (height {certificate.height}, block "
+                             f"{certificate.block_id.hex()}) does not commit block {h} "
+                             f"({block.block_id.hex()})")
+        hb = h8(h)
+        for nk in state_nodes:
+            if nk[:8] != hb:
+                raise StoreError(f"state node {nk.hex()} of block {h} is not at version {h}: "
+                                 f"the state version must equal the block height")
+        tx_ids = block.tx_ids
+        if len(set(tx_ids)) != len(tx_ids):
+            raise StoreError(f"block {h} contains the same transaction twice")
+        db = self._db
+        for tx_id in tx_ids:
+            # The state machine refuses replays; this guard keeps a bug there from
+            # silently re-pointing the index (bloom filters make misses cheap).
+            loc = db.get(P_TX + tx_id)
+            if loc is not None:
+                raise StoreError(f"transaction {tx_id.hex()} is already committed at height "
+                                 f"{_parse_tx_location(loc)[0]}")
+        stale = list(stale_nodes)
+        try:
+            wb = db.write_batch(sync=True)
+            # Block.encoded is 0x92 || header || txs: store the two parts apart so the
+            # header is cheap to serve and nothing is stored twice.
+            hk, bk = P_HEADER + hb, P_BLOCK + hb
+            header_bytes = header.encoded
+            wb.put(hk, _seal(hk, header_bytes))
+            wb.put(bk, _seal(bk, block.encoded[1 + len(header_bytes):]))
+            if certificate is not None:
+                ck = P_CERT + hb
+                wb.put(ck, _seal(ck, certificate.encode()))
+            ak = P_APP + hb
+            wb.put(ak, _seal(ak, bytes(app_meta)))
+            wb.put(P_BLOCK_ID + block.block_id, hb)
+            for pos, tx_id in enumerate(tx_ids):
+                wb.put(P_TX + tx_id, _tx_location_value(h, pos))
+            for nk, node in state_nodes.items():
+                wb.put(P_NODE + nk, node)
+            if stale:
+                wb.put(P_STALE + hb, encode(stale))
+            wb.put(K_HEIGHT, hb)
+            wb.write()
+        except plyvel.Error as exc:
+            raise StoreError(f"writing block {h} to {self._path} failed ({exc}); the store "
+                             f"still ends at height {self._height}") from exc
+        self._height = h
+        self._tip_id = block.block_id
+
+    # ------------------------------------------------------------------ state tree
+
+    def get_node(self, node_key: bytes) -> bytes | None:
+        """A state-tree node by its NodeKey, or None (``ledger.smt.NodeReader``)."""
+        return self._db.get(P_NODE + node_key)
+
+    def prune_state(self, before_version: int) -> int:
+        """Delete state nodes that only versions < ``before_version`` need.
+
+        Deletes the nodes journaled stale by every version v <= ``before_version`` (such
+        a node is unreachable from every version >= v). Versions >= ``before_version``
+        stay whole. Requires ``0 <= before_version <= height``. Returns how many node
+        keys were deleted. Not synced: a prune lost in an OS crash is redone next time.
+        """
+        if not 0 <= before_version <= self._height:
+            raise StoreError(f"cannot prune state before version {before_version}: the "
+                             f"latest version is {self._height} and must stay readable")
+        deleted = 0
+        chunk: list[tuple[bytes, bytes]] = []
+        with self._db.iterator(start=P_STALE, stop=P_STALE + h8(before_version + 1)) as it:
+            for item in it:
+                chunk.append(item)
+                if len(chunk) >= PRUNE_JOURNALS_PER_BATCH:
+                    # Journals go in version order, so once this batch is written every
+                    # version up to the last one in it may have lost nodes.
+                    deleted += self._prune_batch(chunk, int.from_bytes(chunk[-1][0][1:], "big"))
+                    chunk = []
+        deleted += self._prune_batch(chunk, before_version)
+        return deleted
+
+    def _prune_batch(self, journals: list[tuple[bytes, bytes]], mark: int) -> int:
+        """Delete the nodes and journals in ``journals``; record ``mark`` as pruned."""
+        deleted = 0
+        mark = max(mark, self._pruned)
+        with self._db.write_batch() as wb:
+            for key, value in journals:
+                try:
+                    stale = decode(value)
+                    if not isinstance(stale, list) or not all(isinstance(k, bytes)
+                                                              for k in stale):
+                        raise DecodeError("expected an array of node keys")
+                except DecodeError as exc:
+                    version = int.from_bytes(key[1:], "big")
+                    raise StoreError(f"stale-node journal of version {version} is corrupt "
+                                     f"({exc})") from exc
+                for nk in stale:
+                    wb.delete(P_NODE + nk)
+                deleted += len(stale)
+                wb.delete(key)
+            wb.put(K_PRUNED, h8(mark))
+        self._pruned = mark
+        return deleted
+
+    # ------------------------------------------------------------------ raw reads
+
+    def _sealed(self, prefix: bytes, height: int, what: str) -> bytes | None:
+        if type(height) is not int or not 0 <= height <= self._height:
+            return None
+        key = prefix + h8(height)
+        try:
+            value = self._db.get(key, verify_checksums=True)
+        except plyvel.Error as exc:
+            raise StoreError(f"{what} at height {height}: LevelDB read failed ({exc}); the "
+                             f"database is damaged") from exc
+        if value is None:
+            raise StoreError(f"{what} at height {height} is missing although the store is "
+                             f"at height {self._height}; the database is damaged")
+        return _unseal(key, value, f"{what} at height {height}")
+
+    def get_header_bytes(self, height: int) -> bytes | None:
+        """Canonical header bytes of block ``height`` (None outside [0, height])."""
+        return self._sealed(P_HEADER, height, "header")
+
+    def get_block_bytes(self, height: int) -> bytes | None:
+        """Canonical block bytes (``Block.encode()``) of block ``height``."""
+        header = self._sealed(P_HEADER, height, "header")
+        if header is None:
+            return None
+        txs = self._sealed(P_BLOCK, height, "block")
+        return b"\x92" + header + txs  # type: ignore[operator]
+
+    def get_certificate_bytes(self, height: int) -> bytes | None:
+        """Certificate bytes of block ``height`` (None at 0 and outside [0, height])."""
+        if height == 0:
+            return None
+        return self._sealed(P_CERT, height, "certificate")
+
+    # ------------------------------------------------------------------ decoded reads
+
+    def get_header(self, height: int) -> BlockHeader | None:
+        raw = self.get_header_bytes(height)
+        if raw is None:
+            return None
+        try:
+            header = BlockHeader.decode(raw)
+        except DecodeError as exc:
+            raise StoreError(f"header at height {height} does not decode ({exc})") from exc
+        if header.height != height:
+            raise StoreError(f"header at height {height} says height {header.height}")
+        return header
+
+    def _load_block(self, height: int) -> Block | None:
+        raw = self.get_block_bytes(height)
+        if raw is None:
+            return None
+        try:
+            block = Block.decode(raw)
+        except DecodeError as exc:
+            raise StoreError(f"block at height {height} does not decode ({exc})") from exc
+        if block.height != height:
+            raise StoreError(f"block at height {height} says height {block.height}")
+        return block
+
+    def get_block(self, height: int) -> Block | None:
+        """Block ``height`` (decoded blocks are kept in a small LRU)."""
+        block = self._blocks.get(height)
+        if block is not None:
+            self._blocks.move_to_end(height)
+            return block
+        block = self._load_block(height)
+        if block is not None:
+            self._blocks[height] = block
+            if len(self._blocks) > self._block_cache:
+                self._blocks.popitem(last=False)
+        return block
+
+    def iter_blocks(self, from_h: int = 0, to_h: int | None = None) -> Iterator[Block]:
+        """Blocks ``from_h`` .. ``to_h`` *inclusive* (default: up to the committed height),
+        read one at a time without filling the block cache."""
+        last = self._height if to_h is None else min(to_h, self._height)
+        for h in range(max(0, from_h), last + 1):
+            block = self._load_block(h)
+            assert block is not None
+            yield block
+
+    def get_certificate(self, height: int) -> CommitCertificate | None:
+        raw = self.get_certificate_bytes(height)
+        if raw is None:
+            return None
+        try:
+            cert = CommitCertificate.decode(raw)
+        except DecodeError as exc:
+            raise StoreError(f"certificate at height {height} does not decode ({exc})") from exc
+        if cert.height != height:
+            raise StoreError(f"certificate at height {height} says height {cert.height}")
+        return cert
+
+    def get_block_id(self, height: int) -> bytes | None:
+        """Id of block ``height``: the tagged hash of its (checksummed) header bytes."""
+        if height == self._height:
+            return self._tip_id
+        raw = self.get_header_bytes(height)
+        return None if raw is None else tagged_hash(Domain.BLOCK_ID, raw)
+
+    def height_of_block(self, block_id: bytes) -> int | None:
+        raw = self._db.get(P_BLOCK_ID + block_id)
+        if raw is None:
+            return None
+        if len(raw) != 8:
+            raise StoreError(f"block-id index entry for {block_id.hex()} is corrupt")
+        return int.from_bytes(raw, "big")
+
+    def app_meta(self, height: int) -> bytes | None:
+        """The application metadata blob committed with block ``height``."""
+        return self._sealed(P_APP, height, "app metadata")
+
+    # ------------------------------------------------------------------ transactions
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        """(height, position in block) of a committed transaction, or None."""
+        raw = self._db.get(P_TX + tx_id)
+        if raw is None:
+            return None
+        try:
+            return _parse_tx_location(raw)
+        except ValueError as exc:
+            raise StoreError(f"tx index entry for {tx_id.hex()} is corrupt ({exc})") from exc
+
+    def get_tx(self, tx_id: bytes) -> Transaction | None:
+        """A committed transaction by id (decodes its block through the block cache)."""
+        loc = self.tx_location(tx_id)
+        if loc is None:
+            return None
+        height, pos = loc
+        block = self.get_block(height)
+        if block is None or pos >= len(block.txs) or block.txs[pos].tx_id != tx_id:
+            raise StoreError(f"tx index entry for {tx_id.hex()} points to height {height} "
+                             f"position {pos}, which does not hold that transaction")
+        return block.txs[pos]
+
+    # ------------------------------------------------------------------ disk
+
+    def disk_bytes(self) -> int:
+        """Total size of the files in the database directory."""
+        total = 0
+        with os.scandir(self._path) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+        return total
+
+    def compact(self) -> None:
+        """Ask LevelDB to compact everything now (reclaims space after pruning)."""
+        self._db.compact_range()
