@@ -156,6 +156,12 @@ def _parse_tx_location(value: bytes) -> tuple[int, int]:
     return nums[0], nums[1]
 
 
+def _reason(exc: BaseException) -> str:
+    """plyvel's message as text (it carries LevelDB's status as bytes)."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
 class _ClosedDB:
     """Stands in for the database after ``close`` so every use fails clearly."""
 
@@ -187,6 +193,7 @@ class Store:
         self._pruned = 0
         self._blocks: OrderedDict[int, Block] = OrderedDict()
         self._block_cache = max(1, block_cache)
+        self._closed = False
 
     # ------------------------------------------------------------------ open / close
 
@@ -220,10 +227,10 @@ class Store:
             db = plyvel.DB(str(p), create_if_missing=create, compression="snappy",
                            bloom_filter_bits=10)
         except plyvel.CorruptionError as exc:
-            raise StoreError(f"{p}: LevelDB reports corruption ({exc}); restore the data "
+            raise StoreError(f"{p}: LevelDB reports corruption ({_reason(exc)}); restore the data "
                              f"directory from a backup or re-sync it from peers") from exc
         except (plyvel.Error, OSError) as exc:
-            text = str(exc)
+            text = _reason(exc)
             hint = ("is it open in another process (a running node)?" if "lock" in text.lower()
                     else "is it a LevelDB database, readable by this user?")
             raise StoreError(f"cannot open ledger store at {p}: {text}; {hint}") from exc
@@ -308,6 +315,7 @@ class Store:
         if isinstance(db, _ClosedDB):
             return
         self._db = _ClosedDB()
+        self._closed = True
         self._blocks.clear()
         db.close()
 
@@ -356,6 +364,8 @@ class Store:
         """
         h = block.height
         header = block.header
+        if self._closed:
+            raise StoreError("the store is closed")
         if h != self._height + 1:
             raise StoreError(f"cannot commit block at height {h}: the store is at height "
                              f"{self._height}, so the next block must be at height "
@@ -416,8 +426,8 @@ class Store:
             wb.put(K_HEIGHT, hb)
             wb.write()
         except plyvel.Error as exc:
-            raise StoreError(f"writing block {h} to {self._path} failed ({exc}); the store "
-                             f"still ends at height {self._height}") from exc
+            raise StoreError(f"writing block {h} to {self._path} failed ({_reason(exc)}); "
+                             f"the store still ends at height {self._height}") from exc
         self._height = h
         self._tip_id = block.block_id
 
@@ -477,14 +487,16 @@ class Store:
     # ------------------------------------------------------------------ raw reads
 
     def _sealed(self, prefix: bytes, height: int, what: str) -> bytes | None:
+        if self._closed:
+            raise StoreError("the store is closed")
         if type(height) is not int or not 0 <= height <= self._height:
             return None
         key = prefix + h8(height)
         try:
             value = self._db.get(key, verify_checksums=True)
         except plyvel.Error as exc:
-            raise StoreError(f"{what} at height {height}: LevelDB read failed ({exc}); the "
-                             f"database is damaged") from exc
+            raise StoreError(f"{what} at height {height}: LevelDB read failed "
+                             f"({_reason(exc)}); the database is damaged") from exc
         if value is None:
             raise StoreError(f"{what} at height {height} is missing although the store is "
                              f"at height {self._height}; the database is damaged")
@@ -570,7 +582,7 @@ class Store:
 
     def get_block_id(self, height: int) -> bytes | None:
         """Id of block ``height``: the tagged hash of its (checksummed) header bytes."""
-        if height == self._height:
+        if height == self._height and not self._closed:
             return self._tip_id
         raw = self.get_header_bytes(height)
         return None if raw is None else tagged_hash(Domain.BLOCK_ID, raw)
