@@ -64,6 +64,7 @@ height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -102,7 +103,8 @@ DEFAULT_BLOCK_CACHE = 8
 # state key) while keeping the number of LevelDB writes small.
 PRUNE_JOURNALS_PER_BATCH = 64
 
-_MAX_HEIGHT = (1 << 64) - 1
+# Files LevelDB creates before CURRENT exists (LOCK, info log, first manifest, temps).
+_LEVELDB_FILE = re.compile(r"LOCK|LOG(\.old)?|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
 _HINT_INIT = "initialise it first (Store.open(..., create=True), e.g. via `dvp init`)"
 
 
@@ -216,7 +218,9 @@ class Store:
             if not create:
                 why = "does not exist" if not p.exists() else "is not a LevelDB database"
                 raise StoreError(f"no ledger store at {p}: the directory {why}; {_HINT_INIT}")
-            if p.exists() and any(p.iterdir()):
+            if p.exists() and not all(_LEVELDB_FILE.fullmatch(f.name) for f in p.iterdir()):
+                # Only LevelDB's own files (a creation killed before CURRENT was written)
+                # may be there: never mix the store into someone else's directory.
                 raise StoreError(f"refusing to create a ledger store in {p}: the directory "
                                  f"is not empty and holds no LevelDB database")
             try:
