@@ -14,7 +14,7 @@ that turns a record into a verifier's verdict; node, CLI and auditor all call it
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from ledger.codec import (
@@ -106,7 +106,7 @@ def _bad(name: str) -> Any:
     raise DecodeError(f"{name}: expected text")
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """A verifier's verdict on a commitment at a certified height."""
 
     VALID = "VALID"

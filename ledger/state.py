@@ -40,7 +40,7 @@ from ledger.records import (
     member_key,
     proposal_key,
 )
-from ledger.smt import NodeReader, SparseMerkleTree, UpdateResult
+from ledger.smt import SparseMerkleTree, UpdateResult
 from ledger.types import (
     ZERO_HASH,
     Attest,
@@ -101,11 +101,23 @@ class LedgerState:
     def app_meta(self) -> bytes:
         """What the store keeps per height so a snapshot can be reopened without replay."""
         return encode([self.time_ms, self.history.size, list(self.history.frontier),
-                       sorted(self.members), sorted(self.open_proposals)])
+                       sorted(self.members), sorted(self.open_proposals),
+                       self.chain.to_wire()])
 
 
-def decode_app_meta(data: bytes) -> tuple[int, merkle.MerkleAccumulator, list[str], list[bytes]]:
-    f = fields(decode(data), 5, "app_meta")
+@dataclass(frozen=True)
+class AppMeta:
+    """Per-height metadata kept beside each block (see ``LedgerState.app_meta``)."""
+
+    time_ms: int
+    history: merkle.MerkleAccumulator
+    member_ids: list[str]
+    proposal_ids: list[bytes]
+    chain: ChainRecord
+
+
+def decode_app_meta(data: bytes) -> AppMeta:
+    f = fields(decode(data), 6, "app_meta")
     acc = merkle.MerkleAccumulator(as_int(f[1], "app_meta.history_size"),
                                    [as_hash(h, "app_meta.frontier") for h in
                                     as_list(f[2], "app_meta.frontier", 64)])
@@ -113,22 +125,22 @@ def decode_app_meta(data: bytes) -> tuple[int, merkle.MerkleAccumulator, list[st
     if not all(isinstance(m, str) for m in members):
         raise DecodeError("app_meta.members: expected member ids")
     props = [as_hash(p, "app_meta.proposals") for p in as_list(f[4], "app_meta.proposals", 1 << 16)]
-    return as_int(f[0], "app_meta.time_ms"), acc, members, props
+    return AppMeta(as_int(f[0], "app_meta.time_ms"), acc, members, props,
+                   ChainRecord.from_wire(f[5]))
 
 
 def load_state(chain_id: str, height: int, header: BlockHeader, app_meta: bytes,
                tree: SparseMerkleTree, tx_seen: Callable[[bytes], bool]) -> LedgerState:
     """Rebuild the snapshot of a committed height from its header, app meta and tree."""
-    time_ms, history, member_ids, proposal_ids = decode_app_meta(app_meta)
+    meta = decode_app_meta(app_meta)
+    time_ms, history, member_ids, proposal_ids = (meta.time_ms, meta.history, meta.member_ids,
+                                                  meta.proposal_ids)
     members: dict[str, Member] = {}
     for mid in member_ids:
         raw = tree.get(member_key(mid), height)
         if raw is None:
             raise DecodeError(f"member {mid!r} listed in app meta is missing from state")
         members[mid] = Member.from_wire(decode(raw))
-    chain_raw = tree.get(CHAIN_KEY, height)
-    if chain_raw is None:
-        raise DecodeError("chain record missing from state")
     proposals: dict[bytes, ProposalRecord] = {}
     for pid in proposal_ids:
         raw = tree.get(proposal_key(pid), height)
@@ -136,7 +148,7 @@ def load_state(chain_id: str, height: int, header: BlockHeader, app_meta: bytes,
             raise DecodeError("open proposal missing from state")
         proposals[pid] = ProposalRecord.decode(raw)
     return LedgerState(chain_id, height, header.block_id, time_ms, header.state_root,
-                       ChainRecord.decode(chain_raw), members,
+                       meta.chain, members,
                        {m.key: m.member_id for m in members.values()}, proposals, history,
                        tree, tx_seen)
 

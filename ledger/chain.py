@@ -1,0 +1,205 @@
+"""The ledger as a node or auditor uses it: store + state tree + rules, in one object.
+
+``Ledger`` owns the committed head (``head``), a chain of *pending* executions above it
+(blocks proposed or prepared but not yet certified, at most one per height), and the
+state tree that reads through both. It is the only path by which blocks reach the store.
+
+Rules:
+- ``commit`` persists a block only with a certificate that verifies against the
+  validator set in force at its height, re-executing the block unless the identical
+  block is already pending (executed and validated earlier).
+- Pending executions are speculative: a new execution at height h discards every pending
+  one at >= h, so the state tree's overlay only ever holds one branch.
+- State-tree versions older than ``retain_versions`` are pruned after each commit;
+  proofs can be served for every retained height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from ledger.errors import RuleError, StoreError, ValidationError
+from ledger.smt import OverlayReader, SparseMerkleTree
+from ledger.state import (
+    Execution,
+    LedgerState,
+    decode_app_meta,
+    execute,
+    execute_genesis,
+    load_state,
+    validate_block,
+)
+from ledger.store import Store
+from ledger.types import Block, CommitCertificate, Genesis, Transaction, ValidatorSet
+
+DEFAULT_RETAIN_VERSIONS = 1000
+
+
+class Ledger:
+    """A chain on disk plus speculative executions above its committed head."""
+
+    def __init__(self, store: Store, genesis: Genesis,
+                 retain_versions: int = DEFAULT_RETAIN_VERSIONS) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.retain_versions = max(1, retain_versions)
+        self._overlay = OverlayReader(store)
+        self.tree = SparseMerkleTree(self._overlay)
+        self.pending: dict[int, Execution] = {}
+        if store.height < 0:
+            ex = execute_genesis(genesis, SparseMerkleTree(store))
+            store.commit(ex.block, None, ex.update.new_nodes, ex.update.stale,
+                         ex.state.app_meta())
+        self.head = self._load(store.height)
+
+    @classmethod
+    def open(cls, path: Path | str, genesis: Genesis, *, create: bool = True,
+             retain_versions: int = DEFAULT_RETAIN_VERSIONS) -> Ledger:
+        store = Store.open(path, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
+                           create=create)
+        try:
+            return cls(store, genesis, retain_versions)
+        except BaseException:
+            store.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def _load(self, height: int) -> LedgerState:
+        header = self.store.get_header(height)
+        meta = self.store.app_meta(height)
+        if header is None or meta is None:
+            raise StoreError(f"height {height} has no header or app metadata")
+        return load_state(self.chain_id, height, header, meta, self.tree, self._tx_committed)
+
+    def _tx_committed(self, tx_id: bytes) -> bool:
+        return self.store.tx_location(tx_id) is not None
+
+    @property
+    def height(self) -> int:
+        return self.head.height
+
+    @property
+    def tip(self) -> LedgerState:
+        """The newest state: the highest pending execution, else the committed head."""
+        if self.pending:
+            return self.pending[max(self.pending)].state
+        return self.head
+
+    def state_at(self, height: int) -> LedgerState:
+        """The committed head or a pending state at ``height`` (KeyError otherwise)."""
+        if height == self.head.height:
+            return self.head
+        return self.pending[height].state
+
+    def validators_at(self, height: int) -> ValidatorSet:
+        """The set in force at ``height``; known up to the validator-change delay ahead."""
+        if height > self.head.height:
+            return self.tip.validators_at(height)
+        if height <= 0:
+            return self.genesis.validators
+        meta = self.store.app_meta(height - 1)
+        if meta is None:
+            raise KeyError(height)
+        return decode_app_meta(meta).chain.validators_at(height)
+
+    # ------------------------------------------------------------------ execution
+
+    def _set_pending(self, ex: Execution) -> None:
+        for h in [h for h in self.pending if h >= ex.height]:
+            del self.pending[h]
+        self.pending[ex.height] = ex
+        self._rebuild_overlay()
+
+    def _rebuild_overlay(self) -> None:
+        self._overlay.pending = [self.pending[h].update.new_nodes for h in sorted(self.pending)]
+
+    def discard_pending(self, from_height: int) -> None:
+        """Forget speculative executions at >= ``from_height`` (e.g. after a view change)."""
+        for h in [h for h in self.pending if h >= from_height]:
+            del self.pending[h]
+        self._rebuild_overlay()
+
+    def build(self, txs: Iterable[Transaction], *, time_ms: int, proposer: bytes,
+              verified: Callable[[bytes], bool] | None = None) -> Execution:
+        """Build the next block on the tip from ``txs`` (invalid ones are dropped) and
+        keep it pending."""
+        parent = self.tip
+        ex = execute(parent, txs, time_ms=max(time_ms, parent.time_ms + 1), proposer=proposer,
+                     strict=False, verified=verified)
+        self._set_pending(ex)
+        return ex
+
+    def validate(self, block: Block, verified: Callable[[bytes], bool] | None = None
+                 ) -> Execution:
+        """Re-execute a proposed block on its parent (head or pending) and keep it pending.
+
+        Raises ``RuleError`` if the block is invalid or its parent is unknown.
+        """
+        existing = self.pending.get(block.height)
+        if existing is not None and existing.block.block_id == block.block_id:
+            return existing
+        try:
+            parent = self.state_at(block.height - 1)
+        except KeyError:
+            raise RuleError("unknown_parent",
+                            f"no state at height {block.height - 1} to execute on") from None
+        ex = validate_block(parent, block, verified)
+        self._set_pending(ex)
+        return ex
+
+    def commit(self, block: Block, certificate: CommitCertificate,
+               verified: Callable[[bytes], bool] | None = None) -> Execution:
+        """Verify ``certificate``, execute ``block`` if needed, persist both atomically."""
+        h = block.height
+        if h != self.head.height + 1:
+            raise StoreError(f"cannot commit height {h}: the ledger is at {self.head.height}")
+        validators = self.head.validators_at(h)
+        try:
+            certificate.verify(self.chain_id, validators, block.block_id)
+        except ValidationError as exc:
+            raise RuleError("bad_certificate", str(exc)) from None
+        if certificate.height != h:
+            raise RuleError("bad_certificate", "certificate height does not match the block")
+        pending = self.pending.get(h)
+        if pending is None or pending.block.block_id != block.block_id:
+            self.discard_pending(h)
+            pending = validate_block(self.head, block, verified)
+            self.pending[h] = pending
+            self._rebuild_overlay()
+        ex = pending
+        self.store.commit(ex.block, certificate, ex.update.new_nodes, ex.update.stale,
+                          ex.state.app_meta())
+        del self.pending[h]
+        self._rebuild_overlay()
+        # Re-anchor the committed state on the store's tx index (the speculative chain of
+        # seen-sets is no longer needed once the block's ids are indexed).
+        self.head = self._rebase(ex.state)
+        self._rebase_pending()
+        oldest = h - self.retain_versions
+        if oldest > self.store.state_pruned_below:
+            self.store.prune_state(oldest)
+        return ex
+
+    def _rebase(self, state: LedgerState) -> LedgerState:
+        from dataclasses import replace
+
+        return replace(state, tx_seen=self._tx_committed)
+
+    def _rebase_pending(self) -> None:
+        """Keep pending states' seen-sets short: ids at or below the head are indexed now."""
+        # Pending states chain closures down to the head; they stay correct because the
+        # committed ids are both in the closure and in the index. Nothing to do, but the
+        # chain is bounded by the pipeline window so memory stays bounded.
+        return

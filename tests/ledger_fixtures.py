@@ -1,0 +1,94 @@
+"""A small consortium (genesis, keys, helpers to sign and certify) for ledger tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ledger.codec import Domain
+from ledger.crypto import KeyPair
+from ledger.types import (
+    Attest,
+    Block,
+    ChainParams,
+    CommitCertificate,
+    Genesis,
+    Member,
+    Payload,
+    Role,
+    Transaction,
+    Validator,
+    ValidatorSet,
+    commit_vote_body,
+)
+
+CHAIN_ID = "dvp-test"
+GENESIS_TIME_MS = 1_760_000_000_000
+DOC_TYPES = ("bank-statement", "credit-report")
+
+
+def _key(tag: str) -> KeyPair:
+    import hashlib
+
+    return KeyPair.from_seed(hashlib.sha256(tag.encode()).digest())
+
+
+@dataclass
+class Consortium:
+    """The demo consortium: four validator members, one of them an issuer."""
+
+    member_keys: dict[str, KeyPair] = field(default_factory=dict)
+    node_keys: dict[str, KeyPair] = field(default_factory=dict)
+    genesis: Genesis = None  # type: ignore[assignment]
+    nonce: int = 0
+
+    @classmethod
+    def make(cls, params: ChainParams | None = None, n_validators: int = 4) -> Consortium:
+        c = cls()
+        names = ["cnix", "hkbank", "szcredit", "webank", "bochk", "icbc", "citic"][:max(4, n_validators)]
+        members = []
+        validators = []
+        for name in sorted(names):
+            c.member_keys[name] = _key("member/" + name)
+            c.node_keys[name] = _key("node/" + name)
+            roles = [int(Role.VALIDATOR)] if name in names[:n_validators] else []
+            docs: tuple[str, ...] = ()
+            if name == "szcredit":
+                roles.append(int(Role.ISSUER))
+                docs = DOC_TYPES
+            if name == "hkbank":
+                roles.append(int(Role.VERIFIER))
+            members.append(Member(name, name.upper(), c.member_keys[name].public_key,
+                                  tuple(sorted(roles)), docs))
+            if name in names[:n_validators]:
+                validators.append(Validator(name, c.node_keys[name].public_key))
+        c.genesis = Genesis(CHAIN_ID, GENESIS_TIME_MS, tuple(members), ValidatorSet.of(validators),
+                            DOC_TYPES, params or ChainParams())
+        return c
+
+    def tx(self, member: str, payload: Payload, expiry_height: int = 500,
+           key: KeyPair | None = None) -> Transaction:
+        self.nonce += 1
+        k = key or self.member_keys[member]
+        return Transaction(CHAIN_ID, k.public_key, self.nonce, expiry_height, payload).signed(k)
+
+    def attest(self, commitment: bytes, doc_type: str = "credit-report", member: str = "szcredit",
+               valid_until_ms: int = 0) -> Transaction:
+        return self.tx(member, Attest(doc_type, commitment, GENESIS_TIME_MS, valid_until_ms))
+
+    def certify(self, block: Block, view: int = 0, signers: list[str] | None = None,
+                validators: ValidatorSet | None = None) -> CommitCertificate:
+        vs = validators or self.genesis.validators
+        body = commit_vote_body(CHAIN_ID, block.height, view, block.block_id)
+        keys = {k.public_key: k for k in self.node_keys.values()}
+        sigs = []
+        for i, v in enumerate(vs.validators):
+            if signers is not None and v.member_id not in signers:
+                continue
+            sigs.append((i, keys[v.node_key].sign(Domain.COMMIT, body)))
+            if signers is None and len(sigs) == vs.quorum:
+                break
+        return CommitCertificate(block.height, view, block.block_id, tuple(sigs))
+
+    @property
+    def proposer(self) -> bytes:
+        return self.node_keys["cnix"].public_key
