@@ -109,18 +109,19 @@ class ChainBuilder:
         # deletions, not only inserts, so the stale journal sees every kind of change.
         changes[hashlib.sha256(b"counter").digest()] = height.to_bytes(8, "big")
         changes[hashlib.sha256(b"blinker").digest()] = b"on" if height % 2 else None
+        prev_id: bytes | None = ZERO_HASH
         if height == 0:
             update = self.tree.update(None, 0, changes)
-            prev_id, time_ms = ZERO_HASH, GENESIS_TIME_MS
+            time_ms = GENESIS_TIME_MS
             history = merkle.MerkleAccumulator()
         else:
             update = self.tree.update(height - 1, height, changes)
             prev_id = store.get_block_id(height - 1)
-            assert prev_id is not None
             meta = store.app_meta(height - 1)
             assert meta is not None
             parent_time, history = decode_app_meta(meta)
             time_ms = parent_time + 1 + self.rng.randrange(1000)
+        assert prev_id is not None
         tx_ids = [tx.tx_id for tx in txs]
         header = BlockHeader(CHAIN_ID, height, prev_id, time_ms,
                              VALIDATOR_KEYS[height % 4].public_key if height else b"",

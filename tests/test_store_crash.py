@@ -84,9 +84,9 @@ def check_store(store: Store, verified: Verified, ctx: str) -> None:
     _time_ms, acc = decode_app_meta(meta)
     assert acc.root() == history.root(), f"{ctx}: app meta frontier at {height}"
     tree = SparseMerkleTree(store)
-    header = store.get_header(height)
-    assert header is not None
-    assert tree.root(height) == header.state_root, f"{ctx}: state root at {height}"
+    tip = store.get_header(height)
+    assert tip is not None
+    assert tree.root(height) == tip.state_root, f"{ctx}: state root at {height}"
     # The whole tree at the tip is readable (pruning never removed a live node), and so
     # are the roots of every retained version.
     assert sum(1 for _ in tree.items(height)) > 0
