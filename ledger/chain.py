@@ -33,7 +33,9 @@ from ledger.state import (
 from ledger.store import Store
 from ledger.types import Block, CommitCertificate, Genesis, Transaction, ValidatorSet
 
-DEFAULT_RETAIN_VERSIONS = 1000
+# Proofs are served at the newest certified height; 128 older versions cover a pipeline
+# of in-flight blocks and slow clients, and keep disk use near the live tree size.
+DEFAULT_RETAIN_VERSIONS = 128
 
 
 class Ledger:

@@ -59,8 +59,12 @@ def encode(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *, typed: bool = False) -> Any:
     """Decode canonical msgpack strictly; raise ``DecodeError`` on anything else.
+
+    ``typed=True`` is for callers whose field readers check the type of *every* value
+    (all ``from_wire`` methods do): it skips the generic walk for floats, maps and nil,
+    which those readers refuse anyway, and which costs ~10 us per transaction.
 
     The round-trip check is what makes decoding strict about *form*: msgpack-python's
     packer always emits the shortest encoding, so any other encoding of the same value
@@ -89,7 +93,7 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         raise DecodeError(f"malformed msgpack: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - msgpack raises assorted types on garbage
         raise DecodeError(f"malformed msgpack: {exc!r}") from exc
-    if _has_forbidden(obj):
+    if not typed and _has_forbidden(obj):
         raise DecodeError("floats, maps and nil are not allowed in canonical objects")
     if encode(obj) != data:
         raise DecodeError("non-canonical encoding")

@@ -56,8 +56,17 @@ def check_identifier(value: str, what: str) -> str:
     return value
 
 
+_KNOWN_IDENTS: set[str] = set()
+
+
 def _ident(value: Any, what: str) -> str:
-    return check_identifier(as_str(value, what, MAX_NAME, 1), what)
+    # Chain ids and document types repeat in every transaction: remember good ones.
+    if type(value) is str and value in _KNOWN_IDENTS:
+        return value
+    check_identifier(as_str(value, what, MAX_NAME, 1), what)
+    if len(_KNOWN_IDENTS) < 4096:
+        _KNOWN_IDENTS.add(value)
+    return value
 
 
 class Role(IntEnum):
@@ -298,6 +307,11 @@ class Transaction:
 
     @cached_property
     def body_bytes(self) -> bytes:
+        enc = self.__dict__.get("encoded")
+        if enc is not None and enc[0] == 0x97 and enc[-66:-64] == b"\xc4\x40":
+            # A canonical signed encoding is fixarray(7) || body fields || bin8(64) sig;
+            # the body is the same fields under fixarray(6): no need to re-encode.
+            return b"\x96" + enc[1:-66]
         return encode(self.body_wire())
 
     @cached_property
@@ -340,21 +354,25 @@ class Transaction:
         payload_type = _PAYLOADS.get(kind)
         if payload_type is None:
             raise DecodeError(f"transaction.kind: unknown kind {kind}")
-        tx = cls(
-            chain_id=_ident(f[0], "transaction.chain_id"),
-            sender=as_bytes(f[1], "transaction.sender", 32),
-            nonce=as_int(f[2], "transaction.nonce"),
-            expiry_height=as_int(f[3], "transaction.expiry_height"),
-            payload=payload_type.from_wire(f[5]),
-            signature=as_bytes(f[6], "transaction.signature", 64),
-        )
+        values = {
+            "chain_id": _ident(f[0], "transaction.chain_id"),
+            "sender": as_bytes(f[1], "transaction.sender", 32),
+            "nonce": as_int(f[2], "transaction.nonce"),
+            "expiry_height": as_int(f[3], "transaction.expiry_height"),
+            "payload": payload_type.from_wire(f[5]),
+            "signature": as_bytes(f[6], "transaction.signature", 64),
+        }
+        # Every field is checked above; filling __dict__ directly skips the frozen
+        # dataclass __init__ (six object.__setattr__ calls), a hot path in block decoding.
+        tx = object.__new__(cls)
+        tx.__dict__.update(values)
         if encoded is not None:
             tx.__dict__["encoded"] = encoded
         return tx
 
     @classmethod
     def decode(cls, data: bytes) -> Transaction:
-        return cls.from_wire(decode(data, MAX_TX_BYTES), bytes(data))
+        return cls.from_wire(decode(data, MAX_TX_BYTES, typed=True), bytes(data))
 
 
 # ---------------------------------------------------------------------------
@@ -676,7 +694,7 @@ class Block:
 
     @classmethod
     def decode(cls, data: bytes) -> Block:
-        return cls.from_wire(decode(data, MAX_BLOCK_BYTES))
+        return cls.from_wire(decode(data, MAX_BLOCK_BYTES, typed=True))
 
 
 def _array_header(n: int) -> bytes:
