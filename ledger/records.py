@@ -20,8 +20,6 @@ from typing import Any
 
 from ledger.codec import (
     Domain,
-    as_bytes,
-    as_hash,
     as_int,
     as_list,
     decode,
@@ -70,47 +68,46 @@ CHAIN_KEY = state_key("chain", b"")
 
 @dataclass(frozen=True, slots=True)
 class AttestationRecord:
-    """What the ledger knows about one commitment. ``revoked_height`` 0 = not revoked."""
+    """What the state keeps about one commitment: the facts a verdict needs, and where
+    the signed transactions are. ``revoked_height`` 0 = not revoked.
+
+    Deliberately small (it is stored once per attestation): the issue time and metadata
+    digest stay in the ATTEST transaction, which the proof bundle carries with its
+    inclusion proof at (``height``, ``position``).
+    """
 
     issuer: str
     doc_type: str
-    issued_at_ms: int
     valid_until_ms: int
-    metadata_digest: bytes
     height: int
-    tx_id: bytes
+    position: int
     revoked_height: int = 0
     revoke_reason: int = 0
-    revoke_tx_id: bytes = b""
+    revoke_position: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.issuer, self.doc_type, self.issued_at_ms, self.valid_until_ms,
-                self.metadata_digest, self.height, self.tx_id, self.revoked_height,
-                self.revoke_reason, self.revoke_tx_id]
+        return [self.issuer, self.doc_type, self.valid_until_ms, self.height, self.position,
+                self.revoked_height, self.revoke_reason, self.revoke_position]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
 
     @classmethod
     def decode(cls, data: bytes) -> AttestationRecord:
-        f = fields(decode(data, MAX_RECORD_BYTES), 10, "attestation_record")
-        revoke_tx = as_bytes(f[9], "record.revoke_tx_id", max_size=32)
-        return cls(check_identifier(f[0], "record.issuer") if isinstance(f[0], str)
-                   else _bad("record.issuer"),
-                   check_identifier(f[1], "record.doc_type") if isinstance(f[1], str)
-                   else _bad("record.doc_type"),
-                   as_int(f[2], "record.issued_at_ms"), as_int(f[3], "record.valid_until_ms"),
-                   as_bytes(f[4], "record.metadata_digest", max_size=32),
-                   as_int(f[5], "record.height"), as_hash(f[6], "record.tx_id"),
-                   as_int(f[7], "record.revoked_height"),
-                   as_int(f[8], "record.revoke_reason", 0, 255), revoke_tx)
+        f = fields(decode(data, MAX_RECORD_BYTES), 8, "attestation_record")
+        for i, name in ((0, "issuer"), (1, "doc_type")):
+            if not isinstance(f[i], str):
+                raise DecodeError(f"record.{name}: expected text")
+            check_identifier(f[i], f"record.{name}")
+        return cls(f[0], f[1], as_int(f[2], "record.valid_until_ms"),
+                   as_int(f[3], "record.height"), as_int(f[4], "record.position"),
+                   as_int(f[5], "record.revoked_height"),
+                   as_int(f[6], "record.revoke_reason", 0, 255),
+                   as_int(f[7], "record.revoke_position"))
 
-    def revoked(self, height: int, reason: int, tx_id: bytes) -> AttestationRecord:
-        return replace(self, revoked_height=height, revoke_reason=reason, revoke_tx_id=tx_id)
-
-
-def _bad(name: str) -> Any:
-    raise DecodeError(f"{name}: expected text")
+    def revoked(self, height: int, reason: int, position: int) -> AttestationRecord:
+        return replace(self, revoked_height=height, revoke_reason=reason,
+                       revoke_position=position)
 
 
 class Status(StrEnum):

@@ -233,6 +233,7 @@ class _Block:
         self.chain_dirty = self.chain is not parent.chain
         self.members_dirty = False
         self.tx_ids: set[bytes] = set()
+        self.position = 0  # index in the block of the transaction being applied
 
     # -- reads through the block's own writes --------------------------------
     def attestation(self, commitment: bytes) -> AttestationRecord | None:
@@ -306,6 +307,7 @@ def execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int, pr
             if strict:
                 raise RuleError("block_too_large", f"more than {max_txs} transactions")
             break
+        work.position = len(included)
         try:
             _apply_tx(work, tx, verified)
         except RuleError as err:
@@ -383,9 +385,9 @@ def _apply_tx(work: _Block, tx: Transaction, verified: Callable[[bytes], bool] |
     member = work.members[mid]
     p = tx.payload
     if isinstance(p, Attest):
-        _attest(work, member, p, tx_id)
+        _attest(work, member, p)
     elif isinstance(p, Revoke):
-        _revoke(work, member, p.commitment, int(p.reason), tx_id, by_governance=False)
+        _revoke(work, member, p.commitment, int(p.reason), by_governance=False)
     elif isinstance(p, GovPropose):
         _propose(work, member, p, tx_id)
     elif isinstance(p, GovVote):
@@ -395,7 +397,7 @@ def _apply_tx(work: _Block, tx: Transaction, verified: Callable[[bytes], bool] |
     work.tx_ids.add(tx_id)
 
 
-def _attest(work: _Block, member: Member, p: Attest, tx_id: bytes) -> None:
+def _attest(work: _Block, member: Member, p: Attest) -> None:
     if not member.has_role(Role.ISSUER):
         raise RuleError("not_issuer", f"{member.member_id} does not hold the issuer role")
     if p.doc_type not in member.doc_types:
@@ -404,12 +406,12 @@ def _attest(work: _Block, member: Member, p: Attest, tx_id: bytes) -> None:
     if work.attestation(p.commitment) is not None:
         raise RuleError("already_attested", "this commitment is already attested")
     work.put_attestation(p.commitment, AttestationRecord(
-        member.member_id, p.doc_type, p.issued_at_ms, p.valid_until_ms, p.metadata_digest,
-        work.height, tx_id))
+        member.member_id, p.doc_type, p.valid_until_ms, work.height, work.position))
 
 
-def _revoke(work: _Block, member: Member | None, commitment: bytes, reason: int, tx_id: bytes,
+def _revoke(work: _Block, member: Member | None, commitment: bytes, reason: int,
             *, by_governance: bool) -> None:
+    """Mark revoked; ``revoke_position`` is the REVOKE (or deciding GOV_VOTE) transaction."""
     rec = work.attestation(commitment)
     if rec is None:
         raise RuleError("not_found", "no attestation of this commitment")
@@ -417,7 +419,7 @@ def _revoke(work: _Block, member: Member | None, commitment: bytes, reason: int,
         raise RuleError("already_revoked", f"revoked at height {rec.revoked_height}")
     if not by_governance and (member is None or rec.issuer != member.member_id):
         raise RuleError("not_original_issuer", "only the original issuer may revoke")
-    work.put_attestation(commitment, rec.revoked(work.height, reason, tx_id))
+    work.put_attestation(commitment, rec.revoked(work.height, reason, work.position))
 
 
 def _voters(work: _Block) -> ValidatorSet:
@@ -561,7 +563,7 @@ def _execute_action(work: _Block, action: GovAction, args: tuple[Any, ...]) -> N
         work.set_chain(replace(work.chain, params=params))
     elif action == GovAction.REVOKE_ATTESTATION:
         commitment, reason = args
-        _revoke(work, None, commitment, reason, b"", by_governance=True)
+        _revoke(work, None, commitment, reason, by_governance=True)
     else:  # pragma: no cover
         raise AssertionError(action)
 

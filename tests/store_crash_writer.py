@@ -99,11 +99,10 @@ class ChainBuilder:
         height = store.height + 1
         txs = self.make_txs(height, n_txs) if height else []
         changes: dict[bytes, bytes | None] = {}
-        for tx in txs:
+        for pos, tx in enumerate(txs):
             assert isinstance(tx.payload, Attest)
             issuer = ISSUER_IDS[[k.public_key for k in ISSUER_KEYS].index(tx.sender)]
-            record = AttestationRecord(issuer, tx.payload.doc_type, tx.payload.issued_at_ms,
-                                       0, b"", height, tx.tx_id)
+            record = AttestationRecord(issuer, tx.payload.doc_type, 0, height, pos)
             changes[attestation_key(tx.payload.commitment)] = record.encode()
         # A counter every block rewrites and a key that comes and goes: updates and
         # deletions, not only inserts, so the stale journal sees every kind of change.

@@ -94,13 +94,13 @@ def test_round_trip_of_every_stored_kind(tmp_path: Path) -> None:
         assert list(store.iter_blocks(2, 4)) == chain[2:5]  # inclusive bounds
         assert list(store.iter_blocks(5, 99)) == chain[5:]
         # State written by block 3 reads back through the store, at version 3 and later.
-        for tx in chain[3].txs:
+        for pos, tx in enumerate(chain[3].txs):
             assert isinstance(tx.payload, Attest)
             for version in (3, 6):
                 raw = tree.get(attestation_key(tx.payload.commitment), version)
                 assert raw is not None
                 record = AttestationRecord.decode(raw)
-                assert (record.height, record.tx_id) == (3, tx.tx_id)
+                assert (record.height, record.position) == (3, pos)
         assert tree.get(hashlib.sha256(b"counter").digest(), 3) == (3).to_bytes(8, "big")
 
 

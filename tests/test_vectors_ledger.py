@@ -89,8 +89,7 @@ def generate() -> dict[str, Any]:
     out["certificate"] = {"commit_vote_body": body.hex(),
                           "signing_message": codec.tagged(codec.Domain.COMMIT, body).hex(),
                           "encoded": cert.encode().hex()}
-    rec = AttestationRecord("szcredit", "credit-report", 1_760_000_000_000, 0, b"", 7,
-                            tx_ids[0])
+    rec = AttestationRecord("szcredit", "credit-report", 1_791_536_000_000, 7, 0)
     out["state"] = {
         "attestation_key": attestation_key(commitment).hex(),
         "member_key_cnix": member_key("cnix").hex(),
