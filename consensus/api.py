@@ -1,0 +1,298 @@
+"""The replica's boundary: events in, actions out, and the two injected interfaces.
+
+Owns every type that crosses ``Replica.step``: the ``Event`` and ``Action`` frozen
+dataclasses, the ``App`` and ``Crypto`` protocols the caller supplies, and
+``Config``. Nothing here does I/O; the replica never reads a clock (time is the
+caller's ``TimerFired``) and never picks randomness.
+
+Executing actions (like etcd raft's ``Ready``): the caller carries out the list
+returned by one ``step`` *in order*, and:
+
+1. ``Persist(record)`` must be durable before any action after it is executed. The
+   replica always emits it before the ``Send``/``Broadcast`` of a message it has just
+   signed, so "persist before send" holds by executing in order. A replica rebuilt
+   from the last persisted record never signs a conflicting message.
+2. ``CommitBlock`` actions arrive in strictly increasing height order, exactly once
+   per height for the replica's lifetime. After executing one (applying the block to
+   the ledger), the caller steps ``Applied(height, state_root)`` -- the analogue of
+   raft's ``Advance``: checkpoints and heights whose validator set depends on that
+   block wait for it.
+3. ``Send``/``Broadcast`` may be executed asynchronously, dropped or reordered; the
+   protocol tolerates loss. ``Broadcast`` goes to every validator the caller knows of
+   (members of the sets in force near the current height), never back to itself.
+4. ``SetTimer(kind, key, delay_ms)`` replaces a running timer with the same
+   ``(kind, key)``; when it expires the caller steps ``TimerFired(kind, key)``.
+   ``CancelTimer`` is best-effort: a late ``TimerFired`` is ignored.
+5. ``RequestProposal`` asks the block builder for a block at ``height`` on top of
+   ``parent_block_id``; answer with ``ProposalReady``, whenever suitable. Empty
+   heartbeat blocks are the caller's policy: it may answer with an empty block after
+   a linger, or wait for transactions.
+6. ``RequestBlocks(peer, lo, hi)`` asks the caller to fetch certified blocks lo..hi
+   (any subset, in order) from ``peer``; answer with ``BlocksReceived``. The replica
+   verifies every certificate itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol, runtime_checkable
+
+from consensus.messages import Message
+from ledger.codec import Domain
+from ledger.types import CertifiedBlock, CommitCertificate, ValidatorSet
+
+# ---------------------------------------------------------------------------
+# Injected interfaces
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """What ``App.block_info`` parses out of a payload without validating it."""
+
+    block_id: bytes
+    parent_id: bytes
+    height: int
+
+
+@runtime_checkable
+class App(Protocol):
+    """The ledger, as consensus sees it. Pure and deterministic given the applied chain.
+
+    Answers may depend only on blocks the caller has applied (``Applied`` events), so
+    a height whose answer depends on a block not yet applied returns None and the
+    replica asks again later.
+    """
+
+    def validators_at(self, height: int) -> ValidatorSet | None:
+        """The set that certifies ``height``; None if not yet determined."""
+        ...
+
+    def epoch_start(self, height: int) -> int | None:
+        """First height of the run of heights that share ``height``'s validator set."""
+        ...
+
+    def validate_proposal(self, height: int, payload: bytes,
+                          parent_block_id: bytes) -> bytes | None:
+        """The block id of a valid block at ``height`` on ``parent_block_id``, else None.
+
+        With pipelining the parent may not be applied yet; the App must decide from the
+        payload, the parent id and applied state (e.g. speculative execution keyed by
+        parent id), and must answer the same way on every honest replica.
+        """
+        ...
+
+    def block_info(self, payload: bytes) -> BlockInfo | None:
+        """Id, parent id and height of a payload (parsing only), or None if malformed."""
+        ...
+
+    def tx_ids(self, payload: bytes) -> Sequence[bytes]:
+        """Ids of the transactions in a (validated) payload, for censorship detection."""
+        ...
+
+
+@runtime_checkable
+class Crypto(Protocol):
+    """Signing for this replica and verification for everyone.
+
+    The node uses Ed25519 (``consensus.signer.Ed25519Crypto``); the simulator uses a
+    fast keyed-hash test double. Signatures are over ``codec.tagged(domain, body)``.
+    """
+
+    public_key: bytes
+
+    def sign(self, domain: Domain, body: bytes) -> bytes: ...
+
+    def verify(self, public_key: bytes, domain: Domain, body: bytes, signature: bytes) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Config:
+    """Protocol parameters. Units are in the names; all times are abstract milliseconds.
+
+    - ``window``: W, heights the primary may have in flight above the last commit.
+    - ``checkpoint_interval``: K, heights between checkpoints (PBFT §4.3).
+    - ``log_size``: L, width of the watermark window (low, low + L]; default 2*max(K, W).
+    - ``view_timeout_ms``: base of the view-change timers; doubles per consecutive
+      failed view up to ``2**max_backoff_exp`` times, resets after a commit.
+    - ``censor_timeout_ms``: a known pending transaction still uncommitted after this
+      long counts as censorship by the primary (view change).
+    """
+
+    chain_id: str
+    genesis_block_id: bytes
+    window: int = 4
+    checkpoint_interval: int = 16
+    log_size: int = 0
+    view_timeout_ms: int = 2000
+    max_backoff_exp: int = 6
+    censor_timeout_ms: int = 10_000
+    fetch_timeout_ms: int = 2000
+    max_fetch_heights: int = 256
+    max_pending_txs: int = 100_000
+    max_views_ahead: int = 64
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.checkpoint_interval < 1:
+            raise ValueError("window and checkpoint_interval must be >= 1")
+        if self.log_size == 0:
+            object.__setattr__(self, "log_size", 2 * max(self.checkpoint_interval, self.window))
+        if self.log_size < self.window + self.checkpoint_interval:
+            raise ValueError("log_size must be >= window + checkpoint_interval")
+        if len(self.genesis_block_id) != 32:
+            raise ValueError("genesis_block_id must be 32 bytes")
+
+
+class TimerKind(IntEnum):
+    PROGRESS = 1  # no commit while work is pending -> view change (PBFT §4.4)
+    VIEW_CHANGE = 2  # a quorum moved to view v but no NEW-VIEW arrived -> v + 1
+    RETRANSMIT = 3  # resend our VIEW-CHANGE / unstable CHECKPOINTs over a lossy network
+    CENSOR = 4  # known transactions left out for too long -> view change
+    FETCH = 5  # an outstanding RequestBlocks got no (useful) answer
+
+
+# ---------------------------------------------------------------------------
+# Events (caller -> replica)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """First event after construction: arms timers, resends a restored VIEW-CHANGE."""
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A message from the network. ``verified`` = the caller already checked its signature."""
+
+    message: Message
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    kind: TimerKind
+    key: int
+
+
+@dataclass(frozen=True)
+class ProposalReady:
+    """The block builder's answer to ``RequestProposal``."""
+
+    height: int
+    view: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class TxsPending:
+    """Valid transactions the caller holds and expects to be committed."""
+
+    tx_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class TxsDropped:
+    """Transactions the caller no longer expects (expired, invalidated)."""
+
+    tx_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class CertifiedPayload:
+    """An opaque committed payload and its certificate (what catch-up transfers)."""
+
+    payload: bytes
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True)
+class BlocksReceived:
+    """The answer to ``RequestBlocks``: certified blocks in increasing height order."""
+
+    peer: bytes
+    blocks: tuple[CertifiedPayload | CertifiedBlock, ...]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The caller applied the block at ``height``; ``state_root`` is the state after it."""
+
+    height: int
+    state_root: bytes
+
+
+Event = (Start | MessageReceived | TimerFired | ProposalReady | TxsPending | TxsDropped
+         | BlocksReceived | Applied)
+
+
+# ---------------------------------------------------------------------------
+# Actions (replica -> caller), executed in order
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Persist:
+    """Make ``record`` (a ``consensus.record.SigningRecord``) durable before going on."""
+
+    record: object
+
+
+@dataclass(frozen=True)
+class Send:
+    to: bytes
+    message: Message
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    message: Message
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    kind: TimerKind
+    key: int
+    delay_ms: int
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    kind: TimerKind
+    key: int
+
+
+@dataclass(frozen=True)
+class RequestProposal:
+    height: int
+    view: int
+    parent_block_id: bytes
+
+
+@dataclass(frozen=True)
+class CommitBlock:
+    """Deliver a decided block; ``certificate`` is a quorum of COMMIT signatures."""
+
+    height: int
+    payload: bytes
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True)
+class RequestBlocks:
+    peer: bytes
+    from_height: int
+    to_height: int
+
+
+@dataclass(frozen=True)
+class ReportEvidence:
+    """Two conflicting signed messages by one validator (``consensus.evidence``)."""
+
+    evidence: object
+
+
+Action = (Persist | Send | Broadcast | SetTimer | CancelTimer | RequestProposal | CommitBlock
+          | RequestBlocks | ReportEvidence)

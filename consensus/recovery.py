@@ -1,0 +1,248 @@
+"""Checkpoints, garbage collection, epochs and catch-up.
+
+Owns the parts of the replica that keep it bounded and bring it back when it falls
+behind (Castro & Liskov, OSDI'99 §4.3 "garbage collection", TOCS'02 §4.4, §5.3 state
+transfer):
+
+- After applying a checkpoint height (every K heights, and the last height of each
+  epoch) a validator signs CHECKPOINT(height, block id, state root). A quorum of the
+  set in force at that height makes it *stable*: the low watermark moves up and every
+  slot, vote, certificate and record entry at or below it is dropped.
+- Epochs: the run of heights with one validator set. A replica enters epoch E only
+  once the checkpoint at E - 1 is stable, so one view-change never spans two sets.
+- Catch-up: a stable checkpoint above our last commit, a commit certificate whose
+  block we never received, or f + 1 members showing heights beyond our window make us
+  emit ``RequestBlocks``. Blocks that come back are delivered only after their
+  certificate verifies against the set in force at their height and they extend our
+  chain. One request is outstanding at a time; a timer moves on to the next peer.
+- Helping: a peer whose messages show it below our low watermark gets the signed
+  CHECKPOINT messages that make up our stable proof, so it can catch up.
+"""
+
+from __future__ import annotations
+
+from consensus.api import (
+    Applied,
+    BlocksReceived,
+    CertifiedPayload,
+    RequestBlocks,
+    Send,
+    TimerKind,
+)
+from consensus.certs import verify_commit_certificate
+from consensus.messages import Checkpoint, CheckpointProof
+from consensus.quorum import kth_highest, weak_quorum
+from consensus.state import CHECKPOINTS_PER_SENDER, ReplicaBase
+from ledger.types import CertifiedBlock
+
+
+class RecoveryMixin(ReplicaBase):
+    """Checkpoint, GC, epoch and catch-up transitions."""
+
+    # -- checkpoints ------------------------------------------------------------
+
+    def is_checkpoint_height(self, height: int) -> bool:
+        if height % self.config.checkpoint_interval == 0:
+            return True
+        return self.app.epoch_start(height + 1) == height + 1  # last height of an epoch
+
+    def on_applied(self, event: Applied) -> None:
+        height = event.height
+        self.applied = max(self.applied, height)
+        if height <= self.low or height > self.committed or height in self.own_cps:
+            return
+        if not self.is_checkpoint_height(height):
+            return
+        validators = self.app.validators_at(height)
+        block_id = self.committed_ids.get(height)
+        if validators is None or block_id is None or validators.index_of(self.me) is None:
+            return
+        cp = self.sign(Checkpoint(height, block_id, event.state_root))
+        self.own_cps[height] = cp
+        self.send_signed(cp)
+        self.on_checkpoint(cp, verified=True)
+
+    def on_checkpoint(self, cp: Checkpoint, verified: bool) -> None:
+        height = cp.height
+        if height <= self.low:
+            if cp.sender != self.me:
+                self.count("stale_checkpoint")
+                if self.is_member(cp.sender) and self.verify(cp, verified):
+                    self.help(cp.sender, height)
+            return
+        validators = self.app.validators_at(height)
+        if validators is None:
+            self.note_ahead(cp, height, verified)
+            return
+        if validators.index_of(cp.sender) is None:
+            self.count("non_member")
+            return
+        mine = self.cps.setdefault(cp.sender, {})
+        prior = mine.get(height)
+        if prior is not None:
+            if prior != cp:
+                self.report(prior, cp)
+            return
+        if not self.verify(cp, verified):
+            return
+        mine[height] = cp
+        if len(mine) > CHECKPOINTS_PER_SENDER:
+            del mine[min(mine)]
+        if self.is_member(cp.sender):
+            self.ahead[cp.sender] = max(self.ahead.get(cp.sender, 0), height)
+        sigs = []
+        for sender, by_height in self.cps.items():
+            other = by_height.get(height)
+            index = validators.index_of(sender)
+            if (other is not None and index is not None and other.block_id == cp.block_id
+                    and other.state_root == cp.state_root):
+                sigs.append((index, other.signature))
+        if len(sigs) >= validators.quorum:
+            self.adopt_stable(CheckpointProof(height, cp.block_id, cp.state_root,
+                                              tuple(sorted(sigs))))
+
+    def adopt_stable(self, proof: CheckpointProof) -> None:
+        """Move the low watermark to a proven stable checkpoint and collect garbage."""
+        if proof.height <= self.low:
+            return
+        self.deliver()  # certified heights below the checkpoint go out before GC
+        self.stable = proof
+        self.low = low = proof.height
+        self.guard.note_stable(proof)
+        self.count("stable_checkpoints")
+        self.slots = {h: s for h, s in self.slots.items() if h > low}
+        self.own_cps = {h: c for h, c in self.own_cps.items() if h > low}
+        for sender in list(self.cps):
+            kept = {h: c for h, c in self.cps[sender].items() if h > low}
+            if kept:
+                self.cps[sender] = kept
+            else:
+                del self.cps[sender]
+        self.prune_chain()
+        self.fetched = {h: b for h, b in self.fetched.items() if h > self.committed}
+        self.answered = {k: v for k, v in self.answered.items() if k[1] > low}
+
+    def prune_chain(self) -> None:
+        """Keep committed ids and certificates only for the last L heights above low."""
+        floor = max(self.low, self.committed - self.config.log_size)
+        self.committed_ids = {h: b for h, b in self.committed_ids.items() if h >= floor}
+        self.certs = {h: c for h, c in self.certs.items() if h > floor}
+
+    # -- epochs -------------------------------------------------------------------
+
+    def maybe_enter_epoch(self) -> bool:
+        """Enter the next epoch once our commits reach it and its boundary is stable."""
+        nxt = self.app.epoch_start(self.committed + 1)
+        if nxt is None or nxt <= self.epoch or self.low < nxt - 1:
+            return False
+        validators = self.app.validators_at(nxt)
+        assert validators is not None, "epoch_start answered but validators_at did not"
+        self.enter_epoch(nxt, validators, view=0)
+        return True
+
+    # -- catch-up -------------------------------------------------------------------
+
+    def maybe_fetch(self) -> None:
+        """Emit one RequestBlocks if there is evidence of certified heights we lack."""
+        if self.fetch is not None:
+            return
+        target, peers = 0, []
+        if self.low > self.committed:
+            target = self.low
+            validators = self.app.validators_at(self.low)
+            if validators is not None:
+                peers += [validators.keys[i] for i, _ in self.stable.signatures]
+        nxt = self.slots.get(self.committed + 1)
+        if nxt is not None and nxt.cert is not None and nxt.cert.block_id not in nxt.payloads:
+            target = max(target, self.committed + 1)
+            peers += [self.vset.keys[i] for i, _ in nxt.cert.signatures if i < self.vset.n]
+        far = kth_highest(self.ahead.values(), weak_quorum(self.vset.n))
+        if far is not None and far > self.low + self.config.log_size:
+            target = max(target, far)
+            peers += [s for s, h in self.ahead.items() if h >= far]
+        self.request_blocks(target, peers)
+
+    def fetch_gap(self) -> bool:
+        """Certificates exist above a height we cannot deliver: fetch rather than time out."""
+        top = max((h for h, s in self.slots.items() if s.cert is not None), default=0)
+        if top <= self.committed or self.fetch is not None or self.gap_tried == self.committed:
+            return False  # tried once for this gap already: let the view change fix it
+        self.gap_tried = self.committed
+        nxt = self.slots.get(self.committed + 1)
+        peers = [] if nxt is None else [m.sender for m in nxt.commits.values()]
+        peers += [self.vset.keys[i] for i, _ in self.slots[top].cert.signatures  # type: ignore[union-attr]
+                  if i < self.vset.n]
+        return self.request_blocks(top, peers)
+
+    def request_blocks(self, target: int, peers: list[bytes]) -> bool:
+        peers = [p for p in dict.fromkeys(peers) if p != self.me]
+        if target <= self.committed or not peers:
+            return False
+        peer = peers[self.fetch_attempt % len(peers)]
+        hi = min(target, self.committed + self.config.max_fetch_heights)
+        self.fetch = (peer, self.committed + 1, hi)
+        self.count("fetch_requests")
+        self.emit(RequestBlocks(peer, self.committed + 1, hi))
+        self.set_timer(TimerKind.FETCH, 0, self.config.fetch_timeout_ms)
+        return True
+
+    def on_fetch_timeout(self) -> None:
+        self.fetch = None
+        self.fetch_attempt += 1
+
+    def on_blocks(self, event: BlocksReceived) -> None:
+        useful = False
+        for item in event.blocks[: self.config.max_fetch_heights]:
+            if isinstance(item, CertifiedBlock):
+                item = CertifiedPayload(item.block.encode(), item.certificate)
+            height = item.certificate.height
+            if self.committed < height <= self.committed + self.config.max_fetch_heights:
+                self.fetched[height] = item
+                useful = True
+        if self.fetch is not None and self.fetch[0] == event.peer:
+            self.fetch = None
+            self.cancel_timer(TimerKind.FETCH, 0)
+            if not useful:
+                self.fetch_attempt += 1
+
+    def take_fetched(self) -> CertifiedPayload | None:
+        """The verified fetched block at committed + 1, if any (else waits or discards)."""
+        height = self.committed + 1
+        item = self.fetched.get(height)
+        if item is None:
+            return None
+        validators = self.app.validators_at(height)
+        if validators is None:
+            return None  # its set depends on a block not applied yet: Applied will retry
+        cert = item.certificate
+        info = self.app.block_info(item.payload)
+        ok = (info is not None and info.block_id == cert.block_id
+              and info.parent_id == self.last_block_id and info.height == height
+              and verify_commit_certificate(cert, self.config.chain_id, validators, self.crypto))
+        if not ok:
+            self.count("bad_fetched_block")
+            self.fetched.clear()
+            self.fetch_attempt += 1
+            return None
+        del self.fetched[height]
+        return item
+
+    # -- helping laggards -------------------------------------------------------------
+
+    def help(self, peer: bytes, their_height: int, force: bool = False) -> None:
+        """Send ``peer`` the CHECKPOINTs proving our stable checkpoint, once per checkpoint."""
+        if peer == self.me or their_height >= self.low or self.low == 0:
+            return
+        if not force and self.helped.get(peer, -1) >= self.low:
+            return
+        validators = self.app.validators_at(self.low)
+        if validators is None:
+            return
+        if peer not in self.helped and len(self.helped) >= 4 * self.vset.n:
+            return  # bound: only validators we heard from recently
+        self.helped[peer] = self.low
+        self.count("help_sent")
+        s = self.stable
+        for index, sig in s.signatures:
+            self.emit(Send(peer, Checkpoint(s.height, s.block_id, s.state_root,
+                                            validators.keys[index], sig)))
