@@ -1,0 +1,71 @@
+"""The node's RPC server foundation: JSON-RPC 2.0 over HTTP (hypercorn-trio) + metrics.
+
+Modules, each owning one thing:
+
+- ``errors``  -- the ``RpcError`` classes and what each JSON-RPC code means to a client;
+- ``params``  -- declarative param schemas (``Int``, ``Hex``, ``Str``...) and ``Param``;
+- ``auth``    -- API keys per member organisation (stored hashed), roles, open mode;
+- ``jsonrpc`` -- ``MethodRegistry`` (+ OpenRPC) and ``Dispatcher``: pure, bytes in/out;
+- ``http``    -- the ASGI app (/, /rpc, /metrics, /health) and ``serve_http``.
+
+Typical use by the node::
+
+    rpc = MethodRegistry(title="dvp node", version=__version__)
+    register_node_methods(rpc, node)        # @rpc.method(...) handlers
+    app = make_app(rpc, CredentialStore.from_config(cfg["api_credentials"]), metrics)
+    port = await nursery.start(serve_http, app, cfg["rpc_host"], cfg["rpc_port"])
+"""
+
+from node.rpc.auth import ApiKey, CredentialStore, Principal, generate_api_key, hash_api_key
+from node.rpc.errors import (
+    Busy,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    NotFound,
+    ParseError,
+    Rejected,
+    RpcError,
+    Timeout,
+    Unauthorised,
+)
+from node.rpc.http import RpcApp, RpcMetrics, make_app, serve_http
+from node.rpc.jsonrpc import CallContext, Dispatcher, Limits, Method, MethodRegistry, Result
+from node.rpc.params import Bool, Choice, Hex, Int, ListOf, Param, Str
+
+__all__ = [
+    "ApiKey",
+    "Bool",
+    "Busy",
+    "CallContext",
+    "Choice",
+    "CredentialStore",
+    "Dispatcher",
+    "Hex",
+    "Int",
+    "InternalError",
+    "InvalidParams",
+    "InvalidRequest",
+    "Limits",
+    "ListOf",
+    "Method",
+    "MethodNotFound",
+    "MethodRegistry",
+    "NotFound",
+    "ParseError",
+    "Param",
+    "Principal",
+    "Rejected",
+    "Result",
+    "RpcApp",
+    "RpcError",
+    "RpcMetrics",
+    "Str",
+    "Timeout",
+    "Unauthorised",
+    "generate_api_key",
+    "hash_api_key",
+    "make_app",
+    "serve_http",
+]

@@ -1,0 +1,576 @@
+"""JSON-RPC 2.0 method registry and dispatcher: bytes in, bytes out, no I/O.
+
+Owns ``MethodRegistry`` (what the node exposes, with declared params, roles, result
+and errors; it also generates the OpenRPC document served by ``rpc.discover``) and
+``Dispatcher`` (one HTTP body in, one HTTP body or nothing out).
+
+How the node mounts a method::
+
+    rpc = MethodRegistry(title="dvp node", version="0.1.0")
+
+    @rpc.method("dvp_getAttestation",
+                Param("commitment", Hex(32), description="salted document hash"),
+                Param("with_proof", Bool(), default=False),
+                roles={"verifier", "auditor"}, errors=(NotFound,),
+                result=Result("attestation", "issuer, time, status and proofs"))
+    async def get_attestation(ctx: CallContext, commitment: bytes, with_proof: bool):
+        ...  # raise NotFound(...) / Busy(...) / Rejected(code, msg); return JSON-able
+
+Rules:
+- Strict input. The body must be UTF-8 JSON within ``Limits`` (size, nesting depth,
+  batch length); duplicate object keys and NaN/Infinity are parse errors; integer
+  literals beyond 2^64 are kept as ``OutOfRange`` and refused by every schema.
+  Params are by name only; a positional array gets -32602 saying so.
+- Order of checks for one call: request shape (-32600), method (-32601), credentials
+  and roles (-32002), params (-32602), then the handler. Unauthenticated callers learn
+  nothing about a protected method's params.
+- Notifications (no ``id``) never get a response, whatever happens; a request whose
+  shape is invalid is answered with ``id: null`` as the spec requires, since we cannot
+  tell whether it was meant as a notification.
+- Calls in a batch run one after another, in order; responses keep that order.
+- ``dispatch`` never raises ``Exception``: a handler bug becomes -32603 with an
+  incident id, logged here with its traceback. Cancellation (BaseException) passes
+  through untouched so the caller's cancel scopes keep working.
+- Pure: the clock is injected (for latency metrics) and the call runner is injected
+  (the HTTP shell adds deadlines); this module imports no async library.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ledger.errors import RuleError
+from node.rpc.auth import CredentialStore, Principal
+from node.rpc.errors import (
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    ParseError,
+    Rejected,
+    RpcError,
+    Unauthorised,
+)
+from node.rpc.params import OutOfRange, Param, check_params
+
+__all__ = [
+    "CallContext",
+    "CallRunner",
+    "Dispatcher",
+    "Handler",
+    "Limits",
+    "Method",
+    "MethodRegistry",
+    "Observer",
+    "Result",
+]
+
+log = logging.getLogger("node.rpc")
+
+JsonValue = Any
+Handler = Callable[..., Awaitable[JsonValue]]
+
+OPENRPC_VERSION: Final = "1.2.6"
+# Metric labels must be a bounded set: unknown method names all share one label.
+UNKNOWN_METHOD_LABEL: Final = "<unknown>"
+INVALID_REQUEST_LABEL: Final = "<invalid>"
+_REQUEST_KEYS: Final = frozenset({"jsonrpc", "method", "params", "id"})
+_MAX_ID_CHARS: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on one HTTP body. ``max_body_bytes`` is also enforced by the HTTP shell."""
+
+    max_body_bytes: int = 1 << 20
+    max_depth: int = 32
+    max_batch: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a handler knows about its caller. ``principal`` is None for anonymous."""
+
+    method: str
+    principal: Principal | None
+    request_id: JsonValue
+    is_notification: bool
+    remote: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The OpenRPC description of a method's result (``schema`` is JSON Schema)."""
+
+    name: str = "result"
+    description: str = ""
+    schema: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One registered method. ``roles`` None = public; empty = any authenticated member."""
+
+    name: str
+    handler: Handler
+    params: tuple[Param, ...]
+    by_name: dict[str, Param]
+    roles: frozenset[str] | None
+    summary: str
+    description: str
+    result: Result
+    errors: tuple[type[RpcError], ...]
+    timeout_s: float | None
+
+    def describe(self) -> dict[str, Any]:
+        """This method as an OpenRPC Method object."""
+        errors: dict[int, type[RpcError]] = {}
+        if self.params:
+            errors[InvalidParams.code] = InvalidParams
+        if self.roles is not None:
+            errors[Unauthorised.code] = Unauthorised
+        for err in self.errors:
+            errors[err.code] = err
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "paramStructure": "by-name",
+            "params": [p.describe() for p in self.params],
+            "result": {
+                "name": self.result.name,
+                "description": self.result.description,
+                "schema": self.result.schema,
+            },
+            "errors": [{"code": c, "message": e.title} for c, e in sorted(errors.items())],
+            # Not part of OpenRPC: who may call it. "public", "member" (any
+            # authenticated caller), or the list of roles of which one is needed.
+            "x-access": (
+                "public" if self.roles is None else sorted(self.roles) if self.roles else "member"
+            ),
+        }
+        if self.summary:
+            doc["summary"] = self.summary
+        if self.description:
+            doc["description"] = self.description
+        return doc
+
+
+class MethodRegistry:
+    """The methods a server exposes. ``rpc.discover`` is built in; ``rpc.*`` is reserved."""
+
+    def __init__(self, *, title: str = "dvp node", version: str = "0.1.0") -> None:
+        self.title = title
+        self.version = version
+        self._methods: dict[str, Method] = {}
+        self._openrpc: dict[str, Any] | None = None
+        self._add(
+            "rpc.discover",
+            self._discover,
+            params=(),
+            roles=None,
+            summary="This API's OpenRPC document.",
+            description="",
+            result=Result(
+                "OpenRPC document",
+                "OpenRPC 1.2.6 description of every method, its params, result and errors",
+                {"$ref": "https://meta.open-rpc.org/"},
+            ),
+            errors=(),
+            timeout_s=None,
+        )
+
+    async def _discover(self, ctx: CallContext) -> JsonValue:
+        return self.openrpc()
+
+    def add(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        params: Collection[Param] = (),
+        roles: Collection[str] | None = None,
+        summary: str = "",
+        description: str = "",
+        result: Result | None = None,
+        errors: Collection[type[RpcError]] = (),
+        timeout_s: float | None = None,
+    ) -> Method:
+        """Register ``handler`` (``async def handler(ctx, **params)``) under ``name``."""
+        if name.startswith("rpc."):
+            raise ValueError("method names starting with 'rpc.' are reserved by JSON-RPC")
+        return self._add(
+            name,
+            handler,
+            params=tuple(params),
+            roles=None if roles is None else frozenset(roles),
+            summary=summary,
+            description=description,
+            result=result if result is not None else Result(),
+            errors=tuple(errors),
+            timeout_s=timeout_s,
+        )
+
+    def method(self, name: str, *params: Param, **options: Any) -> Callable[[Handler], Handler]:
+        """Decorator form of ``add``: ``@rpc.method("name", Param(...), roles=...)``."""
+
+        def register(handler: Handler) -> Handler:
+            self.add(name, handler, params=params, **options)
+            return handler
+
+        return register
+
+    def _add(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        params: tuple[Param, ...],
+        roles: frozenset[str] | None,
+        summary: str,
+        description: str,
+        result: Result,
+        errors: tuple[type[RpcError], ...],
+        timeout_s: float | None,
+    ) -> Method:
+        if not name or len(name) > 128 or not name.isprintable():
+            raise ValueError(f"bad method name {name!r}")
+        if name in self._methods:
+            raise ValueError(f"method {name} registered twice")
+        if not inspect.iscoroutinefunction(handler):
+            raise TypeError(f"handler of {name} must be an async def")
+        by_name = {p.name: p for p in params}
+        if len(by_name) != len(params):
+            raise ValueError(f"{name}: duplicate param names")
+        _check_signature(name, handler, by_name)
+        if not all(isinstance(e, type) and issubclass(e, RpcError) for e in errors):
+            raise TypeError(f"{name}: errors must be RpcError subclasses")
+        if timeout_s is not None and not timeout_s > 0:
+            raise ValueError(f"{name}: timeout_s must be positive")
+        method = Method(
+            name, handler, params, by_name, roles, summary, description, result, errors, timeout_s
+        )
+        self._methods[name] = method
+        self._openrpc = None
+        return method
+
+    def get(self, name: str) -> Method | None:
+        return self._methods.get(name)
+
+    def __iter__(self) -> Iterator[Method]:
+        return iter(self._methods.values())
+
+    def __len__(self) -> int:
+        return len(self._methods)
+
+    def openrpc(self) -> dict[str, Any]:
+        """The OpenRPC document (cached until the next registration)."""
+        if self._openrpc is None:
+            self._openrpc = {
+                "openrpc": OPENRPC_VERSION,
+                "info": {"title": self.title, "version": self.version},
+                "methods": [m.describe() for m in sorted(self, key=lambda m: m.name)],
+            }
+        return self._openrpc
+
+
+def _check_signature(name: str, handler: Handler, by_name: dict[str, Param]) -> None:
+    """Refuse at registration a handler whose keyword params differ from the declaration."""
+    sig = inspect.signature(handler)
+    args = list(sig.parameters.values())
+    if not args or args[0].kind not in (args[0].POSITIONAL_ONLY, args[0].POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"{name}: handler must take ctx as its first positional argument")
+    accepts_any = any(a.kind is a.VAR_KEYWORD for a in args)
+    keyword_args = {
+        a.name: a for a in args[1:] if a.kind in (a.POSITIONAL_OR_KEYWORD, a.KEYWORD_ONLY)
+    }
+    for pname in by_name:
+        if pname not in keyword_args and not accepts_any:
+            raise TypeError(f"{name}: declared param {pname!r} missing from handler signature")
+    for aname, arg in keyword_args.items():
+        if aname not in by_name and arg.default is arg.empty:
+            raise TypeError(f"{name}: handler argument {aname!r} is not a declared param")
+
+
+# --- parsing -----------------------------------------------------------------------
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ParseError(f"duplicate object key {key[:64]!r}")
+            seen.add(key)
+    return obj
+
+
+def _parse_constant(name: str) -> Any:
+    raise ParseError(f"{name} is not valid JSON")
+
+
+def _parse_int(text: str) -> int | OutOfRange:
+    # 20 characters hold every value up to 2^64 (and "-" + 19 digits); only longer
+    # literals need the careful path, and those never become big ints.
+    if len(text) <= 20:
+        value = int(text)
+        if -(2**64) <= value <= 2**64:
+            return value
+    return OutOfRange(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf, which JSON cannot carry back
+        raise ParseError("number out of range")
+    return value
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_object_pairs,
+    parse_constant=_parse_constant,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+)
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _too_deep(value: JsonValue, max_depth: int) -> bool:
+    """True if containers nest deeper than ``max_depth`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_body(body: bytes, limits: Limits) -> JsonValue:
+    """Decode a request body under ``limits`` or raise ParseError / InvalidRequest."""
+    if len(body) > limits.max_body_bytes:
+        raise InvalidRequest(f"body of {len(body)} bytes exceeds {limits.max_body_bytes}")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        value = _DECODER.decode(text)
+    except RecursionError:
+        raise ParseError(f"JSON nested deeper than {limits.max_depth}") from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ParseError(f"invalid JSON: {exc.msg} at {where}") from None
+    except ValueError:  # int() of a pathological literal; the hooks raise ParseError
+        raise ParseError("invalid JSON number") from None
+    # Counting brackets is C-speed and bounds the depth from above; only bodies with
+    # more brackets than the limit (batches, list params) pay for the walk.
+    if (type(value) is dict or type(value) is list) and (
+        body.count(b"[") + body.count(b"{") > limits.max_depth
+    ):
+        if _too_deep(value, limits.max_depth):
+            raise ParseError(f"JSON nested deeper than {limits.max_depth}")
+    return value
+
+
+# --- dispatch ----------------------------------------------------------------------
+
+CallRunner = Callable[[Method, CallContext, dict[str, Any]], Awaitable[JsonValue]]
+Observer = Callable[[str, str, float], None]  # (method label, outcome, seconds)
+
+
+async def run_directly(method: Method, ctx: CallContext, kwargs: dict[str, Any]) -> JsonValue:
+    """The default call runner: no deadline."""
+    return await method.handler(ctx, **kwargs)
+
+
+def _ignore(label: str, outcome: str, seconds: float) -> None:
+    pass
+
+
+def _error_response(error: RpcError, request_id: JsonValue) -> bytes:
+    return _ENCODE({"jsonrpc": "2.0", "error": error.to_json(), "id": request_id}).encode()
+
+
+class Dispatcher:
+    """Runs JSON-RPC bodies against a registry, with credentials and limits."""
+
+    def __init__(
+        self,
+        registry: MethodRegistry,
+        credentials: CredentialStore,
+        *,
+        limits: Limits | None = None,
+        run_call: CallRunner = run_directly,
+        observe: Observer = _ignore,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.registry = registry
+        self.credentials = credentials
+        self.limits = limits if limits is not None else Limits()
+        self._run_call = run_call
+        self._observe = observe
+        self._clock = clock
+
+    async def dispatch(
+        self, body: bytes, *, authorization: str | None = None, remote: str | None = None
+    ) -> bytes | None:
+        """Handle one body; return the response body, or None if nothing to answer."""
+        try:
+            return await self._dispatch(body, authorization, remote)
+        except Exception:  # last resort: a bug in this module, not in a handler
+            incident = secrets.token_hex(6)
+            log.exception("rpc dispatcher failed (incident %s)", incident)
+            return _error_response(InternalError(data={"incident": incident}), None)
+
+    async def _dispatch(
+        self, body: bytes, authorization: str | None, remote: str | None
+    ) -> bytes | None:
+        try:
+            value = parse_body(body, self.limits)
+        except RpcError as error:
+            self._observe(INVALID_REQUEST_LABEL, error.outcome, 0.0)
+            return _error_response(error, None)
+
+        principal: Principal | None = None
+        auth_error: Unauthorised | None = None
+        try:
+            principal = self.credentials.authenticate(authorization)
+        except Unauthorised as error:
+            auth_error = error
+
+        if type(value) is not list:
+            return await self._call(value, principal, auth_error, remote)
+        if not value:
+            self._observe(INVALID_REQUEST_LABEL, InvalidRequest.outcome, 0.0)
+            return _error_response(InvalidRequest("empty batch"), None)
+        if len(value) > self.limits.max_batch:
+            self._observe(INVALID_REQUEST_LABEL, InvalidRequest.outcome, 0.0)
+            return _error_response(
+                InvalidRequest(f"batch of {len(value)} exceeds {self.limits.max_batch} calls"),
+                None,
+            )
+        parts = []
+        for request in value:
+            part = await self._call(request, principal, auth_error, remote)
+            if part is not None:
+                parts.append(part)
+        if not parts:  # a batch of notifications only
+            return None
+        return b"[" + b",".join(parts) + b"]"
+
+    async def _call(
+        self,
+        request: JsonValue,
+        principal: Principal | None,
+        auth_error: Unauthorised | None,
+        remote: str | None,
+    ) -> bytes | None:
+        """One request object -> one encoded response, or None for a notification."""
+        started = self._clock()
+        # Shape first: these errors are answered even without an id.
+        if type(request) is not dict:
+            return self._invalid("request must be a JSON object", None, started)
+        request_id = request.get("id")
+        is_notification = "id" not in request
+        if not (request_id is None or type(request_id) is int or type(request_id) is str):
+            return self._invalid("id must be a string, an integer or null", None, started)
+        if type(request_id) is str and len(request_id) > _MAX_ID_CHARS:
+            return self._invalid(f"id longer than {_MAX_ID_CHARS} characters", None, started)
+        if request.get("jsonrpc") != "2.0":
+            return self._invalid('"jsonrpc" must be exactly "2.0"', request_id, started)
+        name = request.get("method")
+        if type(name) is not str:
+            return self._invalid('"method" must be a string', request_id, started)
+        if len(request) > 2 and not _REQUEST_KEYS.issuperset(request):
+            extra = sorted(k[:32] for k in request if k not in _REQUEST_KEYS)
+            message = f"unknown request members: {', '.join(extra)}"
+            return self._invalid(message, request_id, started)
+        params = request.get("params", {})
+        if type(params) is not dict and type(params) is not list:
+            return self._invalid('"params" must be an object', request_id, started)
+
+        method = self.registry.get(name)
+        label = name if method is not None else UNKNOWN_METHOD_LABEL
+        try:
+            if method is None:
+                raise MethodNotFound(f"method '{name[:64]}' not found")
+            if method.roles is not None:
+                self._authorise(method, principal, auth_error)
+            elif auth_error is not None:
+                raise auth_error
+            if not isinstance(params, dict):
+                raise InvalidParams(
+                    "params must be an object of named params (by-name); "
+                    "positional arrays are not supported"
+                )
+            kwargs = check_params(method.params, method.by_name, params)
+            ctx = CallContext(name, principal, request_id, is_notification, remote)
+            result = await self._run_call(method, ctx, kwargs)
+            if is_notification:
+                self._observe(label, "ok", self._clock() - started)
+                return None
+            encoded = _ENCODE({"jsonrpc": "2.0", "result": result, "id": request_id}).encode()
+        except RpcError as error:
+            return self._failed(label, error, request_id, is_notification, started)
+        except RuleError as exc:
+            return self._failed(
+                label, Rejected(exc.code, exc.message), request_id, is_notification, started
+            )
+        except Exception as exc:
+            # A bug (or a result json cannot encode): log the traceback here, send none.
+            incident = secrets.token_hex(6)
+            log.error("rpc %s failed (incident %s)", label, incident, exc_info=exc)
+            internal = InternalError(data={"incident": incident})
+            return self._failed(label, internal, request_id, is_notification, started)
+        self._observe(label, "ok", self._clock() - started)
+        return encoded
+
+    def _authorise(
+        self, method: Method, principal: Principal | None, auth_error: Unauthorised | None
+    ) -> None:
+        assert method.roles is not None
+        if auth_error is not None:
+            raise auth_error
+        if principal is None:
+            raise Unauthorised(
+                f"method {method.name} requires credentials (Authorization: Bearer <api key>)"
+            )
+        if not principal.has_any_role(method.roles):
+            raise Unauthorised(
+                f"method {method.name} requires role {' or '.join(sorted(method.roles))}; "
+                f"{principal.member_id} has {', '.join(sorted(principal.roles)) or 'none'}"
+            )
+
+    def _invalid(self, message: str, request_id: JsonValue, started: float) -> bytes:
+        self._observe(INVALID_REQUEST_LABEL, InvalidRequest.outcome, self._clock() - started)
+        return _error_response(InvalidRequest(message), request_id)
+
+    def _failed(
+        self,
+        label: str,
+        error: RpcError,
+        request_id: JsonValue,
+        is_notification: bool,
+        started: float,
+    ) -> bytes | None:
+        self._observe(label, error.outcome, self._clock() - started)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("rpc %s -> %d %s", label, error.code, error.message)
+        if is_notification:
+            return None
+        try:
+            return _error_response(error, request_id)
+        except (TypeError, ValueError):  # a handler put something unencodable in data
+            incident = secrets.token_hex(6)
+            log.error("rpc %s: error data not JSON-able (incident %s)", label, incident)
+            return _error_response(InternalError(data={"incident": incident}), request_id)
