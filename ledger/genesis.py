@@ -78,8 +78,9 @@ def genesis_from_json(doc: Any) -> Genesis:
                     raise GenesisError(f"members[{i}]: unknown role {r!r} "
                                        f"(one of {sorted(ROLE_NAMES)})")
                 roles.append(ROLE_NAMES[r])
+            docs = tuple(sorted(set(m.get("doc_types", []))))
             members.append(Member(m["id"], m["name"], _hex(m["key"], f"members[{i}].key", 32),
-                                  tuple(sorted(set(roles))), tuple(sorted(set(m.get("doc_types", []))))))
+                                  tuple(sorted(set(roles))), docs))
         validators = ValidatorSet.of([
             Validator(v["member_id"], _hex(v["node_key"], f"validators[{i}].node_key", 32))
             for i, v in enumerate(doc["validators"])])

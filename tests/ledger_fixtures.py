@@ -44,7 +44,8 @@ class Consortium:
     @classmethod
     def make(cls, params: ChainParams | None = None, n_validators: int = 4) -> Consortium:
         c = cls()
-        names = ["cnix", "hkbank", "szcredit", "webank", "bochk", "icbc", "citic"][:max(4, n_validators)]
+        names = ["cnix", "hkbank", "szcredit", "webank", "bochk", "icbc", "citic"]
+        names = names[:max(4, n_validators)]
         members = []
         validators = []
         for name in sorted(names):

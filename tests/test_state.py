@@ -61,8 +61,8 @@ def test_genesis_block(ledger: Ledger, cons: Consortium) -> None:
 
 
 def test_attest_then_verify_status(ledger: Ledger, cons: Consortium) -> None:
-    h, _ = commit(ledger, cons, [cons.attest(C32[0]), cons.attest(C32[1], "bank-statement",
-                                                                   valid_until_ms=GENESIS_TIME_MS + 5)])
+    expiring = cons.attest(C32[1], "bank-statement", valid_until_ms=GENESIS_TIME_MS + 5)
+    h, _ = commit(ledger, cons, [cons.attest(C32[0]), expiring])
     rec = ledger.head.attestation(C32[0])
     assert rec is not None and rec.issuer == "szcredit" and rec.height == h
     assert attestation_status(rec, ledger.head.time_ms) == Status.VALID
@@ -225,7 +225,8 @@ def _vote(lg: Ledger, cons: Consortium, pid: bytes, voters: list[str], approve: 
 
 def test_governance_admits_a_new_issuer(ledger: Ledger, cons: Consortium) -> None:
     newkey = cons.member_keys["cnix"].from_seed(b"\x77" * 32)
-    pid = _propose(ledger, cons, "cnix", GovAction.ADD_MEMBER, ("bochk", "BOC HK", newkey.public_key))
+    pid = _propose(ledger, cons, "cnix", GovAction.ADD_MEMBER,
+                   ("bochk", "BOC HK", newkey.public_key))
     assert ledger.head.open_proposals[pid].yes == ("cnix",)
     _vote(ledger, cons, pid, ["webank"])
     assert "bochk" not in ledger.head.members  # 2 of 4: below the quorum of 3
@@ -239,7 +240,8 @@ def test_governance_admits_a_new_issuer(ledger: Ledger, cons: Consortium) -> Non
     m = ledger.head.members["bochk"]
     assert m.has_role(Role.ISSUER) and m.doc_types == ("trade-invoice",)
     assert "trade-invoice" in ledger.head.chain.doc_types
-    commit(ledger, cons, [cons.tx("bochk", cons.attest(C32[0], "trade-invoice").payload, key=newkey)])
+    payload = cons.attest(C32[0], "trade-invoice").payload
+    commit(ledger, cons, [cons.tx("bochk", payload, key=newkey)])
     assert ledger.head.attestation(C32[0]).issuer == "bochk"  # type: ignore[union-attr]
 
 
