@@ -1,0 +1,168 @@
+"""The mempool: transactions this node holds until a block commits them.
+
+Rules:
+- Deduplicated by tx id; bounded (``max_txs`` and ``max_bytes``): when full, ``add``
+  answers BUSY instead of growing, which the RPC turns into a "busy, retry" error.
+- Each signature is verified once per node: ``verified(tx_id)`` tells block execution
+  it may skip the check (the id covers the signature bytes, so a different signature
+  is a different id).
+- ``add`` pre-checks against the newest state (member key, issuer rights, already
+  attested, expiry) so obviously doomed transactions are refused at the door; the
+  block builder still applies the full rules.
+- Transactions are proposed in arrival order (FIFO); committed ones are removed by id;
+  expired ones are dropped when the chain passes their ``expiry_height``.
+Pure data structure: no I/O, no clock; owned by one task.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from ledger.errors import RuleError
+from ledger.state import LedgerState
+from ledger.types import Attest, Revoke, Role, Transaction
+
+
+class AddStatus(StrEnum):
+    ADDED = "added"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class AddResult:
+    status: AddStatus
+    code: str = ""
+    message: str = ""
+
+
+ADDED = AddResult(AddStatus.ADDED)
+DUPLICATE = AddResult(AddStatus.DUPLICATE)
+
+
+class Mempool:
+    """Pending transactions in arrival order, with a verified-signature cache."""
+
+    def __init__(self, chain_id: str, max_txs: int = 100_000,
+                 max_bytes: int = 64 * 1024 * 1024, verified_cache: int = 200_000) -> None:
+        self.chain_id = chain_id
+        self.max_txs = max_txs
+        self.max_bytes = max_bytes
+        self._txs: OrderedDict[bytes, Transaction] = OrderedDict()
+        self._bytes = 0
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+        self._verified_cap = verified_cache
+        self.stats = {"added": 0, "duplicate": 0, "busy": 0, "rejected": 0, "expired": 0,
+                      "committed": 0}
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._txs
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def verified(self, tx_id: bytes) -> bool:
+        """True if this node already checked the signature of ``tx_id``."""
+        return tx_id in self._verified
+
+    def _mark_verified(self, tx_id: bytes) -> None:
+        self._verified[tx_id] = None
+        if len(self._verified) > self._verified_cap:
+            self._verified.popitem(last=False)
+
+    def add(self, tx: Transaction, state: LedgerState) -> AddResult:
+        """Admit ``tx`` if it can plausibly commit on top of ``state``."""
+        tx_id = tx.tx_id
+        if tx_id in self._txs:
+            self.stats["duplicate"] += 1
+            return DUPLICATE
+        if len(self._txs) >= self.max_txs or self._bytes + len(tx.encoded) > self.max_bytes:
+            self.stats["busy"] += 1
+            return AddResult(AddStatus.BUSY, "busy", "the mempool is full; retry later")
+        try:
+            self._precheck(tx, state)
+        except RuleError as err:
+            self.stats["rejected"] += 1
+            return AddResult(AddStatus.REJECTED, err.code, err.message)
+        self._txs[tx_id] = tx
+        self._bytes += len(tx.encoded)
+        self.stats["added"] += 1
+        return ADDED
+
+    def _precheck(self, tx: Transaction, state: LedgerState) -> None:
+        if tx.chain_id != self.chain_id:
+            raise RuleError("wrong_chain", f"transaction is for chain {tx.chain_id!r}")
+        next_height = state.height + 1
+        if tx.expiry_height < next_height:
+            raise RuleError("expired", f"expiry_height {tx.expiry_height} has passed")
+        ttl = state.chain.params.tx_ttl_heights
+        if tx.expiry_height > next_height + ttl:
+            raise RuleError("expiry_too_far", f"expiry_height may be at most {ttl} blocks ahead")
+        if state.tx_seen(tx.tx_id):
+            raise RuleError("replay", "transaction already committed")
+        member = state.member_of_key(tx.sender)
+        if member is None:
+            raise RuleError("unknown_sender", "the signing key is not a current member key")
+        if not self.verified(tx.tx_id):
+            if not tx.signature_ok():
+                raise RuleError("bad_signature", "transaction signature does not verify")
+            self._mark_verified(tx.tx_id)
+        p = tx.payload
+        if isinstance(p, Attest):
+            if not member.has_role(Role.ISSUER):
+                raise RuleError("not_issuer", f"{member.member_id} does not hold the issuer role")
+            if p.doc_type not in member.doc_types:
+                raise RuleError("doc_type_not_granted",
+                                f"{member.member_id} is not admitted to issue {p.doc_type!r}")
+            if state.attestation(p.commitment) is not None:
+                raise RuleError("already_attested", "this commitment is already attested")
+        elif isinstance(p, Revoke):
+            rec = state.attestation(p.commitment)
+            if rec is None:
+                raise RuleError("not_found", "no attestation of this commitment")
+            if rec.issuer != member.member_id:
+                raise RuleError("not_original_issuer", "only the original issuer may revoke")
+
+    def take(self, max_txs: int, max_bytes: int, exclude: set[bytes] | None = None
+             ) -> list[Transaction]:
+        """Up to ``max_txs``/``max_bytes`` of the oldest transactions (not removed)."""
+        out: list[Transaction] = []
+        size = 0
+        for tx_id, tx in self._txs.items():
+            if exclude and tx_id in exclude:
+                continue
+            n = len(tx.encoded)
+            if len(out) >= max_txs or size + n > max_bytes:
+                break
+            out.append(tx)
+            size += n
+        return out
+
+    def tx_ids(self) -> list[bytes]:
+        return list(self._txs)
+
+    def remove(self, tx_ids: Iterable[bytes], *, committed: bool = True) -> int:
+        removed = 0
+        for tx_id in tx_ids:
+            tx = self._txs.pop(tx_id, None)
+            if tx is not None:
+                self._bytes -= len(tx.encoded)
+                removed += 1
+        if committed:
+            self.stats["committed"] += removed
+        return removed
+
+    def drop_expired(self, next_height: int) -> list[bytes]:
+        """Drop transactions that can no longer commit at ``next_height`` or later."""
+        gone = [tid for tid, tx in self._txs.items() if tx.expiry_height < next_height]
+        self.remove(gone, committed=False)
+        self.stats["expired"] += len(gone)
+        return gone
