@@ -109,14 +109,23 @@ class Ledger:
 
     def validators_at(self, height: int) -> ValidatorSet:
         """The set in force at ``height``; known up to the validator-change delay ahead."""
+        return self.epoch_at(height)[1]
+
+    def epoch_at(self, height: int) -> tuple[int, ValidatorSet]:
+        """(first height of the validator set in force at ``height``, that set).
+
+        Heights above the head are answered from the tip (changes are scheduled at
+        least ``pipeline_window + 1`` heights ahead, so in-flight heights are known);
+        committed heights from the chain record stored beside their parent block.
+        """
         if height > self.head.height:
-            return self.tip.validators_at(height)
+            return self.tip.chain.epoch_at(height)
         if height <= 0:
-            return self.genesis.validators
+            return 0, self.genesis.validators
         meta = self.store.app_meta(height - 1)
         if meta is None:
             raise KeyError(height)
-        return decode_app_meta(meta).chain.validators_at(height)
+        return decode_app_meta(meta).chain.epoch_at(height)
 
     # ------------------------------------------------------------------ execution
 

@@ -33,7 +33,6 @@ from ledger.types import (
     ChainParams,
     GovAction,
     GovPropose,
-    RevokeReason,
     ValidatorSet,
     check_identifier,
 )
@@ -187,16 +186,20 @@ class ProposalRecord:
 class ChainRecord:
     """Consortium-wide configuration kept in state (key ``CHAIN_KEY``).
 
-    ``scheduled`` lists validator sets that take effect at a future height, ascending.
+    ``validators`` has been in force since height ``validators_since`` (an *epoch*
+    start, which consensus needs); ``scheduled`` lists sets that take effect at future
+    heights, ascending.
     """
 
     validators: ValidatorSet
+    validators_since: int
     scheduled: tuple[tuple[int, ValidatorSet], ...]
     params: ChainParams
     doc_types: tuple[str, ...]
 
     def to_wire(self) -> list[Any]:
-        return [self.validators.to_wire(), [[h, vs.to_wire()] for h, vs in self.scheduled],
+        return [self.validators.to_wire(), self.validators_since,
+                [[h, vs.to_wire()] for h, vs in self.scheduled],
                 self.params.to_wire(), list(self.doc_types)]
 
     def encode(self) -> bytes:
@@ -204,21 +207,21 @@ class ChainRecord:
 
     @classmethod
     def from_wire(cls, obj: Any) -> ChainRecord:
-        f = fields(obj, 4, "chain_record")
+        f = fields(obj, 5, "chain_record")
         sched = []
-        for item in as_list(f[1], "chain.scheduled", 64):
+        for item in as_list(f[2], "chain.scheduled", 64):
             pair = fields(item, 2, "chain.scheduled[]")
             sched.append((as_int(pair[0], "chain.scheduled.height"),
                           ValidatorSet.from_wire(pair[1])))
         require_sorted_unique([h for h, _ in sched], "chain.scheduled")
-        docs = as_list(f[3], "chain.doc_types", 256)
+        docs = as_list(f[4], "chain.doc_types", 256)
         for d in docs:
             if not isinstance(d, str):
                 raise DecodeError("chain.doc_types: expected text")
             check_identifier(d, "chain.doc_types[]")
         require_sorted_unique(docs, "chain.doc_types")
-        return cls(ValidatorSet.from_wire(f[0]), tuple(sched), ChainParams.from_wire(f[2]),
-                   tuple(docs))
+        return cls(ValidatorSet.from_wire(f[0]), as_int(f[1], "chain.validators_since"),
+                   tuple(sched), ChainParams.from_wire(f[3]), tuple(docs))
 
     @classmethod
     def decode(cls, data: bytes) -> ChainRecord:
@@ -226,21 +229,23 @@ class ChainRecord:
 
     def validators_at(self, height: int) -> ValidatorSet:
         """The set in force at ``height`` (>= the height this record describes)."""
-        current = self.validators
+        return self.epoch_at(height)[1]
+
+    def epoch_at(self, height: int) -> tuple[int, ValidatorSet]:
+        """(first height of the set in force at ``height``, that set)."""
+        since, current = self.validators_since, self.validators
         for eff, vs in self.scheduled:
             if eff <= height:
-                current = vs
-        return current
+                since, current = eff, vs
+        return since, current
 
     def settle(self, height: int) -> ChainRecord:
         """Fold scheduled changes whose height has arrived into ``validators``."""
         if not self.scheduled or self.scheduled[0][0] > height:
             return self
-        return replace(self, validators=self.validators_at(height),
+        since, current = self.epoch_at(height)
+        return replace(self, validators=current, validators_since=since,
                        scheduled=tuple((h, v) for h, v in self.scheduled if h > height))
 
     def latest_validators(self) -> ValidatorSet:
         return self.scheduled[-1][1] if self.scheduled else self.validators
-
-    def revoke_reason_ok(self, code: int) -> bool:
-        return code in RevokeReason._value2member_map_
