@@ -144,11 +144,30 @@ class Ledger:
             del self.pending[h]
         self._rebuild_overlay()
 
+    def state_of_block(self, block_id: bytes) -> LedgerState | None:
+        """The head or pending state whose block is ``block_id`` (None if unknown)."""
+        if self.head.block_id == block_id:
+            return self.head
+        for ex in self.pending.values():
+            if ex.block.block_id == block_id:
+                return ex.state
+        return None
+
     def build(self, txs: Iterable[Transaction], *, time_ms: int, proposer: bytes,
-              verified: Callable[[bytes], bool] | None = None) -> Execution:
-        """Build the next block on the tip from ``txs`` (invalid ones are dropped) and
-        keep it pending."""
+              verified: Callable[[bytes], bool] | None = None,
+              parent_block_id: bytes | None = None) -> Execution:
+        """Build the next block from ``txs`` (invalid ones are dropped) and keep it pending.
+
+        The parent is the tip, or the head/pending block ``parent_block_id`` (pending
+        blocks above it are discarded). ``KeyError`` if that parent is unknown.
+        """
         parent = self.tip
+        if parent_block_id is not None and parent.block_id != parent_block_id:
+            found = self.state_of_block(parent_block_id)
+            if found is None:
+                raise KeyError(parent_block_id)
+            parent = found
+            self.discard_pending(parent.height + 1)
         ex = execute(parent, txs, time_ms=max(time_ms, parent.time_ms + 1), proposer=proposer,
                      strict=False, verified=verified)
         self._set_pending(ex)

@@ -1,0 +1,131 @@
+"""The ledger as consensus sees it: ``consensus.api.App`` and ``Crypto`` for a real node.
+
+``LedgerApp`` answers the replica's questions from ``ledger.chain.Ledger``:
+validator sets and epochs by height, proposal validation by (speculative) block
+execution, and transaction ids of payloads. Payloads are canonical ``Block``
+encodings. Decoded blocks are cached by block id, so the replica's repeated
+questions about one payload cost one decode.
+
+``Ed25519Crypto`` signs with the node key and verifies with PyNaCl, with a bounded
+cache of verified (key, message, signature) triples: the same vote often arrives
+twice (retransmission, view change proofs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import msgpack
+
+from consensus.api import BlockInfo
+from ledger import crypto
+from ledger.chain import Ledger
+from ledger.codec import Domain, tagged
+from ledger.errors import DecodeError, LedgerError
+from ledger.types import Block, BlockHeader, ValidatorSet
+
+
+class Ed25519Crypto:
+    """The replica's signer (node key) and verifier (any validator key)."""
+
+    def __init__(self, key: crypto.KeyPair, cache_size: int = 50_000) -> None:
+        self._key = key
+        self.public_key = key.public_key
+        self._ok: OrderedDict[bytes, None] = OrderedDict()
+        self._cap = cache_size
+
+    def sign(self, domain: Domain, body: bytes) -> bytes:
+        return self._key.sign(domain, body)
+
+    def verify(self, public_key: bytes, domain: Domain, body: bytes, signature: bytes) -> bool:
+        message = tagged(domain, body)
+        k = hashlib.sha256(public_key + signature + message).digest()
+        if k in self._ok:
+            return True
+        if not crypto.verify_message(public_key, message, signature):
+            return False
+        self._ok[k] = None
+        if len(self._ok) > self._cap:
+            self._ok.popitem(last=False)
+        return True
+
+
+class LedgerApp:
+    """``consensus.api.App`` over a ``Ledger`` (see the module docstring)."""
+
+    def __init__(self, ledger: Ledger, verified: Callable[[bytes], bool] | None = None,
+                 cache_blocks: int = 64) -> None:
+        self.ledger = ledger
+        self.verified = verified
+        self._blocks: OrderedDict[bytes, Block] = OrderedDict()
+        self._cap = cache_blocks
+        self.invalid: dict[str, int] = {}
+
+    # -- payload parsing ---------------------------------------------------------------
+
+    def remember(self, block: Block) -> None:
+        self._blocks[block.block_id] = block
+        self._blocks.move_to_end(block.block_id)
+        while len(self._blocks) > self._cap:
+            self._blocks.popitem(last=False)
+
+    def block_of(self, payload: bytes) -> Block | None:
+        info = self.block_info(payload)
+        if info is None:
+            return None
+        cached = self._blocks.get(info.block_id)
+        if cached is not None:
+            return cached
+        try:
+            block = Block.decode(payload)
+        except DecodeError:
+            return None
+        self.remember(block)
+        return block
+
+    def block_info(self, payload: bytes) -> BlockInfo | None:
+        # Parse only the header: the payload is 0x92 || header || txs.
+        try:
+            unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(payload) + 1)
+            unpacker.feed(payload)
+            if unpacker.read_array_header() != 2:
+                return None
+            header = BlockHeader.from_wire(unpacker.unpack())
+        except (DecodeError, ValueError, TypeError, msgpack.UnpackException, StopIteration):
+            return None
+        except Exception:  # noqa: BLE001 - msgpack raises assorted types on garbage
+            return None
+        return BlockInfo(header.block_id, header.prev_block_id, header.height)
+
+    # -- consensus.api.App -------------------------------------------------------------
+
+    def validators_at(self, height: int) -> ValidatorSet | None:
+        try:
+            return self.ledger.validators_at(height)
+        except KeyError:
+            return None
+
+    def epoch_start(self, height: int) -> int | None:
+        try:
+            return self.ledger.epoch_at(height)[0]
+        except KeyError:
+            return None
+
+    def validate_proposal(self, height: int, payload: bytes,
+                          parent_block_id: bytes) -> bytes | None:
+        block = self.block_of(payload)
+        if block is None or block.height != height or block.header.prev_block_id != parent_block_id:
+            return None
+        try:
+            ex = self.ledger.validate(block, self.verified)
+        except LedgerError as err:
+            code = getattr(err, "code", type(err).__name__)
+            self.invalid[code] = self.invalid.get(code, 0) + 1
+            return None
+        return ex.block.block_id
+
+    def tx_ids(self, payload: bytes) -> Sequence[bytes]:
+        block = self.block_of(payload)
+        return block.tx_ids if block is not None else ()

@@ -1,0 +1,73 @@
+"""Durable consensus state: the signing record and the payloads this replica accepted.
+
+A small LevelDB beside the ledger store (``<data_dir>/consensus``). Every write is
+synced: the replica's ``Persist`` / ``PersistBlock`` actions must be durable before the
+messages that follow them are sent (docs/CONSENSUS.md, "what is persisted").
+
+Keys: ``r`` -> SigningRecord encoding; ``p`` h8 block_id -> payload; ``e`` seq ->
+evidence encoding (kept for operators and the ledger).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import plyvel
+
+from consensus.record import SigningRecord
+from ledger.errors import DecodeError, StoreError
+
+
+def _h8(h: int) -> bytes:
+    return h.to_bytes(8, "big")
+
+
+class ConsensusDB:
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = plyvel.DB(str(path), create_if_missing=True)
+        except plyvel.Error as exc:
+            raise StoreError(f"cannot open the consensus database {path}: {exc}") from None
+        self.path = path
+
+    def close(self) -> None:
+        self.db.close()
+
+    def load_record(self) -> SigningRecord | None:
+        raw = self.db.get(b"r")
+        if raw is None:
+            return None
+        try:
+            return SigningRecord.decode(raw)
+        except DecodeError as exc:
+            raise StoreError(f"{self.path}: the signing record is corrupt ({exc}); refusing to "
+                             "start, since signing without it could equivocate") from None
+
+    def save_record(self, record: SigningRecord) -> None:
+        self.db.put(b"r", record.encode(), sync=True)
+
+    def save_payload(self, height: int, block_id: bytes, payload: bytes) -> None:
+        self.db.put(b"p" + _h8(height) + block_id, payload, sync=True)
+
+    def payloads(self) -> list[bytes]:
+        return [v for _k, v in self.db.iterator(prefix=b"p")]
+
+    def prune_payloads(self, up_to_height: int) -> None:
+        with self.db.write_batch() as wb:
+            for k in self.db.iterator(start=b"p", stop=b"p" + _h8(up_to_height + 1),
+                                      include_value=False):
+                wb.delete(k)
+
+    def save_evidence(self, data: bytes) -> None:
+        last = self.db.iterator(prefix=b"e", reverse=True, include_value=False)
+        try:
+            seq = int.from_bytes(next(last)[1:], "big") + 1
+        except StopIteration:
+            seq = 0
+        finally:
+            last.close()
+        self.db.put(b"e" + _h8(seq), data, sync=True)
+
+    def evidence(self) -> list[bytes]:
+        return [v for _k, v in self.db.iterator(prefix=b"e")]

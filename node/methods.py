@@ -1,0 +1,171 @@
+"""The node's JSON-RPC methods (this module registers them; ``node/rpc`` serves them).
+
+Public contract (docs/RPC.md): ``submitTransaction``, ``submitTransactions``, ``status``.
+Writes are authorised by the transaction's own signature, so submitting needs no API
+key; the mempool answers BUSY (-32003) when full and rule failures are -32004 with a
+stable ``data.code``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ledger.errors import DecodeError
+from ledger.types import MAX_TX_BYTES, Transaction
+from node.logs import get_logger
+from node.mempool import AddResult, AddStatus
+from node.rpc import (
+    Bool,
+    Busy,
+    CallContext,
+    CredentialStore,
+    Hex,
+    Int,
+    InvalidParams,
+    ListOf,
+    MethodRegistry,
+    Param,
+    Rejected,
+    Timeout,
+    make_app,
+    serve_http,
+)
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+log = get_logger("rpc")
+MAX_WAIT_S = 60
+
+
+def _decode_tx(raw: bytes, where: str) -> Transaction:
+    try:
+        return Transaction.decode(raw)
+    except DecodeError as exc:
+        raise InvalidParams(f"invalid param '{where}': not a transaction ({exc})",
+                            param=where, reason=str(exc)) from None
+
+
+def _outcome(node: Node, tx: Transaction, result: AddResult) -> dict[str, Any]:
+    if result.status == AddStatus.BUSY:
+        raise Busy("the mempool is full; retry later")
+    if result.status == AddStatus.REJECTED:
+        raise Rejected(result.code, result.message)
+    height = node.committed_height_of(tx.tx_id)
+    return {"tx_id": tx.tx_id.hex(), "status": "committed" if height is not None else "pending",
+            "height": height}
+
+
+def build_registry(node: Node) -> MethodRegistry:
+    rpc = MethodRegistry(title="dvp node", version="0.1.0")
+
+    @rpc.method("submitTransaction",
+                Param("tx", Hex(min_length=1, max_length=MAX_TX_BYTES),
+                      description="canonical encoding of a signed transaction, hex"),
+                Param("wait", Bool(), default=False,
+                      description="return only once committed (or timed out)"),
+                Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
+                summary="Submit one signed transaction; returns its id (and height if waited)",
+                errors=(Busy, Rejected, Timeout, InvalidParams))
+    async def submit_transaction(ctx: CallContext, tx: bytes, wait: bool,
+                                 timeout_s: int) -> dict[str, Any]:
+        t = _decode_tx(tx, "tx")
+        result = node.submit(t)
+        if result.status == AddStatus.DUPLICATE or result.status == AddStatus.ADDED:
+            out = _outcome(node, t, result)
+        else:
+            committed = node.committed_height_of(t.tx_id)
+            if committed is not None:  # a resubmission of a committed tx: report it
+                return {"tx_id": t.tx_id.hex(), "status": "committed", "height": committed}
+            out = _outcome(node, t, result)
+        if wait and out["status"] != "committed":
+            height = await node.wait_committed(t.tx_id, timeout_s)
+            if height is None:
+                raise Timeout(f"not committed within {timeout_s} s; it may still commit",
+                              {"tx_id": t.tx_id.hex()})
+            out = {"tx_id": t.tx_id.hex(), "status": "committed", "height": height}
+        return out
+
+    @rpc.method("submitTransactions",
+                Param("txs", ListOf(Hex(min_length=1, max_length=MAX_TX_BYTES), max_items=5000),
+                      description="signed transactions, hex; each is admitted independently"),
+                Param("wait", Bool(), default=False),
+                Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
+                summary="Submit many transactions in one request (how issuers attest in bulk)",
+                errors=(Busy, InvalidParams))
+    async def submit_transactions(ctx: CallContext, txs: list[bytes], wait: bool,
+                                  timeout_s: int) -> dict[str, Any]:
+        results: list[dict[str, Any]] = []
+        accepted: list[bytes] = []
+        for i, raw in enumerate(txs):
+            t = _decode_tx(raw, f"txs[{i}]")
+            r = node.submit(t)
+            if r.status in (AddStatus.ADDED, AddStatus.DUPLICATE):
+                results.append({"tx_id": t.tx_id.hex(), "status": "pending"})
+                accepted.append(t.tx_id)
+            else:
+                results.append({"tx_id": t.tx_id.hex(), "status": "rejected",
+                                "code": r.code, "message": r.message})
+            if i % 256 == 255:
+                await trio.sleep(0)
+        if wait:
+            with trio.move_on_after(timeout_s):
+                for tx_id in accepted:
+                    await node.wait_committed(tx_id, timeout_s)
+        for r in results:
+            if r["status"] == "pending":
+                h = node.committed_height_of(bytes.fromhex(r["tx_id"]))
+                if h is not None:
+                    r["status"], r["height"] = "committed", h
+        return {"results": results,
+                "accepted": sum(1 for r in results if r["status"] != "rejected")}
+
+    @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time")
+    async def status(ctx: CallContext) -> dict[str, Any]:
+        return node_status(node)
+
+    return rpc
+
+
+def node_status(node: Node) -> dict[str, Any]:
+    head = node.ledger.head
+    replica = node.replica
+    view = replica.view if replica is not None else None
+    vset = head.validators_at(head.height + 1)
+    primary = vset.validators[view % vset.n].member_id if view is not None else None
+    return {
+        "chain_id": node.chain_id,
+        "node": node.config.name,
+        "role": node.config.role,
+        "height": head.height,
+        "block_id": head.block_id.hex(),
+        "state_root": head.state_root.hex(),
+        "block_time_ms": head.time_ms,
+        "view": view,
+        "primary": primary,
+        "validators": [v.member_id for v in vset.validators],
+        "peers": len(node.transport.connected_peers()),
+        "mempool": len(node.mempool),
+        "last_commit_unix_ms": int(node.status.last_commit_wall * 1000) or None,
+        "view_changes": node.status.view_changes,
+    }
+
+
+async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
+    """Start the public RPC listener (and the admin one if configured); return ports."""
+    cfg = node.config
+    if cfg.rpc_open:
+        creds = CredentialStore.open_mode()
+        log.warning("RPC IS OPEN: no API credentials are checked (devnet mode). "
+                    "Never run a consortium node like this.")
+    else:
+        creds = CredentialStore.from_config(cfg.credentials)
+    app = make_app(build_registry(node), creds, node.metrics.registry)
+    ports = {"rpc": await nursery.start(
+        lambda task_status: serve_http(app, cfg.rpc_listen.host, cfg.rpc_listen.port,
+                                       task_status=task_status,
+                                       tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
+                                       tls_key=str(cfg.tls_key) if cfg.tls_key else None))}
+    return ports

@@ -1,0 +1,589 @@
+"""The node process: one trio nursery of long-lived tasks around the ledger and PBFT.
+
+Tasks (each owned by ``Node.run``'s nursery; shutdown is the nursery's cancel scope):
+
+- ``driver``  -- owns the consensus ``Replica``: receives events from one bounded
+  channel, steps the replica, executes its actions in order (persist before send), keeps
+  the replica's timers, builds proposals (batching: cut at ``max_block_txs`` or after
+  ``linger_ms``; an empty heartbeat block at least every ``heartbeat_ms``), commits
+  certified blocks to the ledger and wakes RPC callers waiting for them;
+- ``tx_ingest`` -- decodes gossiped transaction batches into the mempool;
+- ``gossip`` -- floods newly admitted transactions to peers in batches;
+- ``follow``  -- observers (and validators before they start voting) fetch certified
+  blocks from peers and commit them after verifying every certificate;
+- the RPC server(s) (``node.methods``) and the transport (``p2p``).
+
+Everything that touches the ledger or the replica runs on the trio thread without
+awaiting in between, so those objects need no locks. Inbound network traffic goes
+through ``deliver``, which never blocks: when a bounded queue is full the frame is
+dropped and counted (consensus tolerates loss; clients retry transactions).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from consensus.api import (
+    Applied,
+    BlocksReceived,
+    Broadcast,
+    CancelTimer,
+    CertifiedPayload,
+    CommitBlock,
+    Config,
+    Event,
+    MessageReceived,
+    Persist,
+    PersistBlock,
+    ProposalReady,
+    ReportEvidence,
+    RequestBlocks,
+    RequestProposal,
+    Send,
+    SetTimer,
+    Start,
+    TimerFired,
+    TxsPending,
+)
+from consensus.messages import decode_message
+from consensus.replica import Replica
+from ledger.chain import Ledger
+from ledger.codec import as_bytes, as_list, decode, encode
+from ledger.crypto import read_key_file
+from ledger.errors import DecodeError, LedgerError
+from ledger.genesis import read_genesis
+from ledger.types import CommitCertificate, Transaction
+from node import sync
+from node.app import Ed25519Crypto, LedgerApp
+from node.config import NodeConfig
+from node.consensus_db import ConsensusDB
+from node.logs import get_logger
+from node.mempool import AddResult, AddStatus, Mempool
+from node.metrics import NodeMetrics
+from node.transport import CONSENSUS, TXS, Transport, TransportError
+
+log = get_logger("node")
+
+EVENT_QUEUE = 4096
+TX_QUEUE = 256
+GOSSIP_FLUSH_S = 0.01
+GOSSIP_MAX_BYTES = 256 * 1024
+MAX_TX_BATCH = 4096
+FETCH_TIMEOUT_S = 5.0
+MAX_CLOCK_DRIFT_MS = 10_000
+DRIVER_TICK_S = 0.02
+START_REPLICA = object()  # driver event: catch-up is done, start voting
+
+
+@dataclass
+class Pending:
+    """An outstanding ``RequestProposal`` from the replica."""
+
+    height: int
+    view: int
+    parent_block_id: bytes
+    since: float
+
+
+@dataclass
+class NodeStatus:
+    started_at: float = field(default_factory=time.time)
+    last_commit_wall: float = 0.0
+    view_changes: int = 0
+
+
+TransportFactory = Callable[["Node", dict[bytes, str]], Transport]
+
+
+class Node:
+    """A validator or observer built from a ``NodeConfig`` (see the module docstring)."""
+
+    def __init__(self, config: NodeConfig, transport_factory: TransportFactory) -> None:
+        self.config = config
+        self.key = read_key_file(config.key_file)
+        self.genesis = read_genesis(config.genesis)
+        self.chain_id = self.genesis.chain_id
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger.open(config.data_dir / "ledger", self.genesis, create=True)
+        self.mempool = Mempool(self.chain_id, max_txs=config.mempool_max_txs)
+        self.metrics = NodeMetrics()
+        self.app = LedgerApp(self.ledger, self.mempool.verified)
+        self.crypto = Ed25519Crypto(self.key)
+        self.status = NodeStatus()
+        self.is_validator = config.is_validator
+        self.cdb = ConsensusDB(config.data_dir / "consensus") if self.is_validator else None
+        self.replica: Replica | None = None
+        self.events_tx, self.events_rx = trio.open_memory_channel[Any](EVENT_QUEUE)
+        self.txs_tx, self.txs_rx = trio.open_memory_channel[tuple[bytes, bytes]](TX_QUEUE)
+        self.timers: dict[tuple[int, int], float] = {}
+        self.proposals: dict[int, Pending] = {}
+        self.gossip_buf: list[bytes] = []
+        self.new_pending: list[bytes] = []
+        self.waiters: dict[bytes, trio.Event] = {}
+        self.submitted_at: OrderedDict[bytes, float] = OrderedDict()
+        self.dropped: dict[str, int] = {}
+        self.last_commit = trio.current_time() if _in_trio() else 0.0
+        self.ready = False
+        self.best_peer_height = 0
+        self.last_built = 0.0
+        self._nursery: trio.Nursery | None = None
+        peers = self._peer_addresses()
+        self.transport = transport_factory(self, peers)
+        self.transport.set_allowlist(self.allowed_keys())
+        self.peer_keys = set(peers)
+
+    # ------------------------------------------------------------------ identity
+
+    def allowed_keys(self) -> set[bytes]:
+        """Who may connect: validators' node keys (at the tip and next heights) and every
+        member's key (members run observers under their member key)."""
+        tip = self.ledger.tip
+        keys = {m.key for m in tip.members.values()}
+        for h in (tip.height + 1, tip.height + 1 + tip.chain.params.validator_change_delay + 8):
+            keys |= set(tip.validators_at(h).keys)
+        return keys
+
+    def _peer_addresses(self) -> dict[bytes, str]:
+        tip = self.ledger.tip
+        by_member = {v.member_id: v.node_key for v in tip.validators_at(tip.height + 1).validators}
+        out: dict[bytes, str] = {}
+        for member_id, addr in self.config.peers.items():
+            key = by_member.get(member_id)
+            if key is None and member_id in tip.members:
+                key = tip.members[member_id].key
+            if key is None:
+                log.warning("config names a peer that is not a member", peer=member_id)
+                continue
+            if key != self.key.public_key:
+                out[key] = str(addr)
+        return out
+
+    def validator_keys(self) -> set[bytes]:
+        tip = self.ledger.tip
+        return set(tip.validators_at(tip.height + 1).keys)
+
+    # ------------------------------------------------------------------ network input
+
+    def deliver(self, channel: str, peer: bytes, payload: bytes) -> None:
+        """Called by the transport for every inbound frame; never blocks."""
+        if channel == CONSENSUS:
+            if self.replica is None:
+                return
+            try:
+                msg = decode_message(payload)
+            except DecodeError:
+                self._drop("malformed_consensus")
+                return
+            try:
+                self.events_tx.send_nowait(MessageReceived(msg))
+            except trio.WouldBlock:
+                self._drop("consensus_queue_full")
+        elif channel == TXS:
+            try:
+                self.txs_tx.send_nowait((peer, payload))
+            except trio.WouldBlock:
+                self._drop("tx_queue_full")
+        else:
+            self._drop("unknown_channel")
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.metrics.dropped.labels(reason).inc()
+
+    async def handle_request(self, peer: bytes, request: bytes) -> bytes:
+        try:
+            return sync.serve(self.ledger.store, request)
+        except DecodeError as exc:
+            self._drop("malformed_sync")
+            return encode(["error", str(exc)[:200]])
+
+    # ------------------------------------------------------------------ transactions
+
+    def submit(self, tx: Transaction, *, gossip: bool = True) -> AddResult:
+        """Admit a transaction from a client (or peer) into the mempool."""
+        result = self.mempool.add(tx, self.ledger.tip)
+        if result.status == AddStatus.ADDED:
+            now = trio.current_time()
+            self.submitted_at[tx.tx_id] = now
+            if len(self.submitted_at) > 2 * self.config.mempool_max_txs:
+                self.submitted_at.popitem(last=False)
+            self.new_pending.append(tx.tx_id)
+            if gossip:
+                self.gossip_buf.append(tx.encoded)
+            self.metrics.mempool.set(len(self.mempool))
+        return result
+
+    def committed_height_of(self, tx_id: bytes) -> int | None:
+        loc = self.ledger.store.tx_location(tx_id)
+        return None if loc is None else loc[0]
+
+    async def wait_committed(self, tx_id: bytes, timeout_s: float) -> int | None:
+        """Height at which ``tx_id`` committed, or None after ``timeout_s``."""
+        h = self.committed_height_of(tx_id)
+        if h is not None:
+            return h
+        event = self.waiters.get(tx_id)
+        if event is None:
+            event = self.waiters[tx_id] = trio.Event()
+        with trio.move_on_after(timeout_s):
+            await event.wait()
+        return self.committed_height_of(tx_id)
+
+    async def _tx_ingest(self) -> None:
+        async for _peer, payload in self.txs_rx:
+            try:
+                items = as_list(decode(payload, 2 * GOSSIP_MAX_BYTES), "tx batch", MAX_TX_BATCH)
+            except DecodeError:
+                self._drop("malformed_tx_batch")
+                continue
+            for i, raw in enumerate(items):
+                try:
+                    tx = Transaction.decode(as_bytes(raw, "tx", max_size=8192))
+                except DecodeError:
+                    self._drop("malformed_tx")
+                    continue
+                self.submit(tx, gossip=False)
+                if i % 256 == 255:
+                    await trio.sleep(0)
+
+    async def _gossip(self) -> None:
+        while True:
+            await trio.sleep(GOSSIP_FLUSH_S)
+            if self.new_pending and self.replica is not None and self.is_validator:
+                ids, self.new_pending = tuple(self.new_pending), []
+                await self.events_tx.send(TxsPending(ids))
+            else:
+                self.new_pending.clear()
+            while self.gossip_buf:
+                buf = self.gossip_buf
+                n = size = 0
+                while n < len(buf) and n < MAX_TX_BATCH and size < GOSSIP_MAX_BYTES:
+                    size += len(buf[n])
+                    n += 1
+                batch, self.gossip_buf = buf[:n], buf[n:]
+                self.transport.broadcast(TXS, encode(batch))
+
+    # ------------------------------------------------------------------ consensus driver
+
+    def _consensus_config(self) -> Config:
+        p = self.ledger.head.chain.params
+        genesis_id = self.ledger.store.get_block_id(0)
+        assert genesis_id is not None
+        return Config(chain_id=self.chain_id, genesis_block_id=genesis_id,
+                      window=p.pipeline_window, checkpoint_interval=p.checkpoint_interval,
+                      view_timeout_ms=p.view_timeout_ms,
+                      censor_timeout_ms=max(10 * p.view_timeout_ms, 2 * p.heartbeat_ms))
+
+    def _start_replica(self) -> None:
+        assert self.cdb is not None
+        if self.key.public_key not in self.validator_keys():
+            raise SystemExit(f"{self.config.path}: this node's key "
+                             f"{self.key.public_key.hex()[:16]}... is not a validator at height "
+                             f"{self.ledger.height + 1}; run it with role = \"observer\"")
+        head = self.ledger.head
+        self.replica = Replica(self._consensus_config(), self.app, self.crypto,
+                               committed_height=head.height, committed_block_id=head.block_id,
+                               record=self.cdb.load_record(), blocks=self.cdb.payloads())
+        self._step(Start())
+        ids = tuple(self.mempool.tx_ids())
+        if ids:
+            self._step(TxsPending(ids))
+        log.info("replica started", height=head.height, view=self.replica.view)
+
+    def _step(self, first: Event) -> None:
+        assert self.replica is not None
+        queue: deque[Event] = deque([first])
+        while queue:
+            event = queue.popleft()
+            view_before = self.replica.view
+            for action in self.replica.step(event):
+                follow = self._execute(action)
+                if follow is not None:
+                    queue.append(follow)
+            if self.replica.view != view_before:
+                self.status.view_changes += 1
+                self.metrics.view_changes.inc()
+                self.metrics.view.set(self.replica.view)
+                log.warning("view change", view=self.replica.view, height=self.ledger.height)
+
+    def _execute(self, action: Any) -> Event | None:
+        now = trio.current_time()
+        if isinstance(action, Persist):
+            assert self.cdb is not None
+            self.cdb.save_record(action.record)  # type: ignore[arg-type]
+        elif isinstance(action, PersistBlock):
+            assert self.cdb is not None
+            self.cdb.save_payload(action.height, action.block_id, action.payload)
+        elif isinstance(action, Send):
+            self.transport.send(action.to, CONSENSUS, action.message.encoded)
+        elif isinstance(action, Broadcast):
+            self.transport.broadcast(CONSENSUS, action.message.encoded)
+        elif isinstance(action, SetTimer):
+            self.timers[(int(action.kind), action.key)] = now + action.delay_ms / 1000
+        elif isinstance(action, CancelTimer):
+            self.timers.pop((int(action.kind), action.key), None)
+        elif isinstance(action, RequestProposal):
+            self.proposals[action.height] = Pending(action.height, action.view,
+                                                    action.parent_block_id, now)
+        elif isinstance(action, CommitBlock):
+            return self._commit(action.height, action.payload, action.certificate)
+        elif isinstance(action, RequestBlocks):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._fetch, action)
+        elif isinstance(action, ReportEvidence):
+            assert self.cdb is not None
+            self.cdb.save_evidence(action.evidence.encode())  # type: ignore[attr-defined]
+            log.warning("equivocation evidence recorded",
+                        peer=action.evidence.sender)  # type: ignore[attr-defined]
+        return None
+
+    def _commit(self, height: int, payload: bytes, cert: CommitCertificate) -> Event | None:
+        block = self.app.block_of(payload)
+        if block is None or block.height != height:
+            # A certified payload we cannot parse means a Byzantine quorum or a bug.
+            raise RuntimeError(f"certified block at height {height} does not decode")
+        if height <= self.ledger.height:
+            return None
+        ex = self.ledger.commit(block, cert, verified=self.mempool.verified)
+        self._after_commit(ex.block.tx_ids, height)
+        if self.cdb is not None:
+            self.cdb.prune_payloads(height)
+        return Applied(height, ex.state.state_root)
+
+    def _after_commit(self, tx_ids: list[bytes], height: int) -> None:
+        now = trio.current_time()
+        self.mempool.remove(tx_ids)
+        for tx_id in tx_ids:
+            t0 = self.submitted_at.pop(tx_id, None)
+            if t0 is not None:
+                self.metrics.commit_latency.observe(now - t0)
+            ev = self.waiters.pop(tx_id, None)
+            if ev is not None:
+                ev.set()
+        self.mempool.drop_expired(height + 1)
+        self.metrics.block_interval.observe(now - self.last_commit)
+        self.last_commit = now
+        self.status.last_commit_wall = time.time()
+        self.metrics.height.set(height)
+        self.metrics.committed_txs.inc(len(tx_ids))
+        self.metrics.mempool.set(len(self.mempool))
+        for h in [h for h in self.proposals if h <= height]:
+            del self.proposals[h]
+        if tx_ids:
+            log.debug("committed", height=height, txs=len(tx_ids))
+        if height % 50 == 0 or tx_ids:
+            allowed = self.allowed_keys()
+            self.transport.set_allowlist(allowed)
+
+    async def _fetch(self, req: RequestBlocks) -> None:
+        try:
+            data = await self.transport.request(req.peer, sync.blocks_request(
+                req.from_height, req.to_height), FETCH_TIMEOUT_S)
+            blocks = sync.parse_blocks(data)
+            certified = tuple(CertifiedPayload(b, CommitCertificate.decode(c)) for b, c in blocks)
+        except (TransportError, DecodeError) as exc:
+            log.info("block fetch failed", peer=req.peer, error=str(exc)[:120])
+            return
+        await self.events_tx.send(BlocksReceived(req.peer, certified))
+
+    def _next_deadline(self) -> float:
+        deadline = min(self.timers.values(), default=math.inf)
+        if self.proposals:
+            deadline = min(deadline, self._build_deadline())
+        return deadline
+
+    def _build_deadline(self) -> float:
+        params = self.ledger.head.chain.params
+        if len(self.mempool) >= params.max_block_txs:
+            return 0.0
+        if len(self.mempool) > 0:
+            oldest = min(p.since for p in self.proposals.values())
+            return oldest + self.config.linger_ms / 1000
+        # An empty heartbeat block at most every heartbeat_ms, counted from the last
+        # commit or the last block we built (pipelined heights must not all fire at once).
+        return max(self.last_commit, self.last_built) + params.heartbeat_ms / 1000
+
+    def _fire_timers(self, now: float) -> None:
+        if self.replica is None:
+            return
+        due = sorted((t, k) for k, t in self.timers.items() if t <= now)
+        for _t, (kind, key) in due:
+            self.timers.pop((kind, key), None)
+            from consensus.api import TimerKind
+
+            self._step(TimerFired(TimerKind(kind), key))
+
+    def _maybe_build(self, now: float) -> None:
+        if not self.proposals or self._build_deadline() > now:
+            return
+        height = min(self.proposals)
+        req = self.proposals.pop(height)
+        params = self.ledger.head.chain.params
+        in_flight = {tid for ex in self.ledger.pending.values() for tid in ex.block.tx_ids}
+        txs = self.mempool.take(params.max_block_txs, params.max_block_bytes // 2,
+                                exclude=in_flight)
+        parent = self.ledger.state_of_block(req.parent_block_id)
+        if parent is None or parent.height + 1 != req.height:
+            log.info("proposal parent unknown; skipping", height=req.height)
+            return
+        time_ms = max(int(time.time() * 1000), parent.time_ms + 1)
+        try:
+            ex = self.ledger.build(txs, time_ms=time_ms, proposer=self.key.public_key,
+                                   verified=self.mempool.verified,
+                                   parent_block_id=req.parent_block_id)
+        except LedgerError as exc:
+            log.error("building a block failed", height=req.height, error=str(exc))
+            return
+        if ex.rejected:
+            self.mempool.remove([tx.tx_id for tx, _ in ex.rejected], committed=False)
+        self.app.remember(ex.block)
+        self.last_built = now
+        self._step(ProposalReady(req.height, req.view, ex.block.encode()))
+
+    async def _driver(self) -> None:
+        while True:
+            # Re-evaluate at least every DRIVER_TICK_S: transactions arriving through the
+            # RPC or gossip tasks move the block-cutting deadline without an event.
+            deadline = min(self._next_deadline(), trio.current_time() + DRIVER_TICK_S)
+            event = None
+            if deadline > trio.current_time():
+                with trio.move_on_at(deadline):
+                    event = await self.events_rx.receive()
+            if event is START_REPLICA:
+                self._start_replica()
+            elif event is not None and self.replica is not None:
+                self._step(event)
+                # Drain what is already queued before timers and building, so a burst of
+                # votes is handled before we decide anything on stale information.
+                for _ in range(256):
+                    try:
+                        more = self.events_rx.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if more is START_REPLICA:
+                        self._start_replica()
+                    elif self.replica is not None:
+                        self._step(more)
+            now = trio.current_time()
+            self._fire_timers(now)
+            self._maybe_build(now)
+
+    # ------------------------------------------------------------------ follower
+
+    async def _sync_from_peers(self) -> bool:
+        """Fetch and commit blocks from the best peer; True if anything was committed.
+
+        Sets ``self.best_peer_height`` to the highest height a peer reported."""
+        best: tuple[int, bytes] | None = None
+        for peer in list(self.transport.connected_peers()):
+            try:
+                h, _ = sync.parse_status(await self.transport.request(
+                    peer, sync.status_request(), 2.0))
+            except (TransportError, DecodeError):
+                continue
+            if h > self.ledger.height and (best is None or h > best[0]):
+                best = (h, peer)
+        self.best_peer_height = best[0] if best is not None else self.ledger.height
+        if best is None:
+            return False
+        progressed = False
+        while self.ledger.height < best[0]:
+            lo = self.ledger.height + 1
+            try:
+                blocks = sync.parse_blocks(await self.transport.request(
+                    best[1], sync.blocks_request(lo, best[0]), FETCH_TIMEOUT_S))
+            except (TransportError, DecodeError) as exc:
+                log.info("sync failed", peer=best[1], error=str(exc)[:120])
+                return progressed
+            if not blocks:
+                return progressed
+            for raw_block, raw_cert in blocks:
+                if self.replica is not None:
+                    return progressed  # the replica took over
+                from ledger.types import Block
+
+                try:
+                    block = Block.decode(raw_block)
+                    cert = CommitCertificate.decode(raw_cert)
+                    if block.height != self.ledger.height + 1:
+                        return progressed
+                    ex = self.ledger.commit(block, cert, verified=self.mempool.verified)
+                except LedgerError as exc:
+                    log.warning("peer sent an invalid block", peer=best[1], error=str(exc))
+                    return progressed
+                self._after_commit(ex.block.tx_ids, block.height)
+                progressed = True
+            await trio.sleep(0)
+        return progressed
+
+    async def _follow(self) -> None:
+        """Observers: follow the chain forever. Validators: catch up, then vote.
+
+        A validator starts its replica once no peer is more than a pipeline window ahead
+        (or after a second of finding no peer at all); from then on the replica fetches
+        what it misses itself (``RequestBlocks``).
+        """
+        started = trio.current_time()
+        while True:
+            progressed = await self._sync_from_peers()
+            if self.is_validator and self.replica is None:
+                window = self.ledger.head.chain.params.pipeline_window
+                caught_up = self.best_peer_height <= self.ledger.height + window
+                alone = not self.transport.connected_peers()
+                if (caught_up and not progressed and not alone) or \
+                        trio.current_time() - started > 1.0 and (caught_up or alone):
+                    await self.events_tx.send(START_REPLICA)
+                    return
+            await trio.sleep(0.05 if progressed else 0.2)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        from node.methods import serve_rpc
+
+        self.last_commit = trio.current_time()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                runner = getattr(self.transport, "run", None)
+                if runner is not None:
+                    await nursery.start(runner)
+                ports = await serve_rpc(self, nursery)
+                self.rpc_ports = ports
+                nursery.start_soon(self._driver)
+                nursery.start_soon(self._tx_ingest)
+                nursery.start_soon(self._gossip)
+                nursery.start_soon(self._follow)
+                nursery.start_soon(self._watch_peers)
+                self.ready = True
+                log.info("node started", role=self.config.role, height=self.ledger.height,
+                         rpc=ports.get("rpc"), key=self.key.public_key)
+                task_status.started()
+        finally:
+            self.close()
+
+    async def _watch_peers(self) -> None:
+        while True:
+            self.metrics.peers.set(len(self.transport.connected_peers()))
+            await trio.sleep(1.0)
+
+    def close(self) -> None:
+        self.ledger.close()
+        if self.cdb is not None:
+            self.cdb.close()
+
+
+def _in_trio() -> bool:
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True

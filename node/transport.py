@@ -1,0 +1,107 @@
+"""What the node needs from the network, and an in-memory implementation for tests.
+
+The node talks to peers through ``Transport``: fire-and-forget frames on named
+channels (``consensus``, ``txs``) and request/response for block sync. Inbound frames
+are pushed into the node through the ``deliver`` callback it registers, which must
+never block (the node drops and counts when its bounded queues are full). The real
+implementation is libp2p (``p2p/``); ``MemoryHub`` connects nodes inside one trio run
+with the same semantics, including loss when a peer is cut off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import trio
+
+CONSENSUS = "consensus"
+TXS = "txs"
+CHANNELS = (CONSENSUS, TXS)
+
+Deliver = Callable[[str, bytes, bytes], None]  # (channel, peer key, payload)
+RequestHandler = Callable[[bytes, bytes], Awaitable[bytes]]  # (peer key, request) -> response
+
+
+class TransportError(Exception):
+    """A request could not be answered (peer unreachable, timed out, refused)."""
+
+
+class Transport(Protocol):
+    def send(self, peer: bytes, channel: str, payload: bytes) -> None: ...
+
+    def broadcast(self, channel: str, payload: bytes) -> None: ...
+
+    async def request(self, peer: bytes, payload: bytes, timeout_s: float) -> bytes: ...
+
+    def connected_peers(self) -> set[bytes]: ...
+
+    def set_allowlist(self, keys: set[bytes]) -> None: ...
+
+
+class MemoryHub:
+    """Connects ``MemoryTransport``s by node key; ``cut``/``heal`` simulate partitions."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[bytes, MemoryTransport] = {}
+        self.cut_links: set[frozenset[bytes]] = set()
+
+    def transport(self, key: bytes) -> MemoryTransport:
+        t = MemoryTransport(self, key)
+        self.endpoints[key] = t
+        return t
+
+    def linked(self, a: bytes, b: bytes) -> bool:
+        return frozenset((a, b)) not in self.cut_links and a in self.endpoints and \
+            b in self.endpoints and self.endpoints[a].up and self.endpoints[b].up
+
+    def isolate(self, key: bytes) -> None:
+        for other in self.endpoints:
+            if other != key:
+                self.cut_links.add(frozenset((key, other)))
+
+    def heal(self) -> None:
+        self.cut_links.clear()
+
+
+class MemoryTransport:
+    def __init__(self, hub: MemoryHub, key: bytes) -> None:
+        self.hub = hub
+        self.key = key
+        self.deliver: Deliver | None = None
+        self.handler: RequestHandler | None = None
+        self.allow: set[bytes] | None = None
+        self.up = True
+
+    def _allowed(self, peer: bytes) -> bool:
+        return self.allow is None or peer in self.allow
+
+    def send(self, peer: bytes, channel: str, payload: bytes) -> None:
+        target = self.hub.endpoints.get(peer)
+        if target is None or not self.hub.linked(self.key, peer) or target.deliver is None:
+            return
+        if not target._allowed(self.key):
+            return
+        target.deliver(channel, self.key, payload)
+
+    def broadcast(self, channel: str, payload: bytes) -> None:
+        for peer in list(self.hub.endpoints):
+            if peer != self.key:
+                self.send(peer, channel, payload)
+
+    async def request(self, peer: bytes, payload: bytes, timeout_s: float) -> bytes:
+        target = self.hub.endpoints.get(peer)
+        if target is None or not self.hub.linked(self.key, peer) or target.handler is None \
+                or not target._allowed(self.key):
+            raise TransportError("peer unreachable")
+        with trio.move_on_after(timeout_s) as scope:
+            await trio.sleep(0)
+            return await target.handler(self.key, payload)
+        assert scope.cancelled_caught
+        raise TransportError("request timed out")
+
+    def connected_peers(self) -> set[bytes]:
+        return {k for k in self.hub.endpoints if k != self.key and self.hub.linked(self.key, k)}
+
+    def set_allowlist(self, keys: set[bytes]) -> None:
+        self.allow = set(keys)

@@ -1,0 +1,74 @@
+"""Four nodes in one trio run over the in-memory transport: the node wiring end to end.
+
+The real multi-process tests (libp2p, kill -9) are in tests/test_node_processes.py;
+these run the same Node code deterministically enough to debug, in a few seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import trio
+
+from cli.devnet_files import create_devnet
+from ledger.crypto import read_key_file
+from ledger.types import Attest, Transaction
+from node.config import load_config
+from node.node import Node
+from node.transport import MemoryHub
+
+
+def _factory(hub: MemoryHub):  # type: ignore[no-untyped-def]
+    def make(node: Node, peers: dict[bytes, str]):  # type: ignore[no-untyped-def]
+        t = hub.transport(node.key.public_key)
+        t.deliver = node.deliver
+        t.handler = node.handle_request
+        return t
+    return make
+
+
+def _attest(root: Path, i: int, expiry: int = 200) -> Transaction:
+    key = read_key_file(root / "keys" / "szcredit.member.json")
+    c = hashlib.sha256(b"doc %d" % i).digest()
+    p = Attest("credit-report", c, 1_760_000_000_000, 0, b"")
+    return Transaction("dvp-demo", key.public_key, i, expiry, p).signed(key)
+
+
+async def _run_cluster(root: Path, seconds_budget: float) -> list[Node]:
+    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 200})
+    hub = MemoryHub()
+    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    async with trio.open_nursery() as nursery:
+        for n in nodes:
+            await nursery.start(n.run)
+        with trio.fail_after(seconds_budget):
+            # transactions submitted to different nodes
+            for i in range(40):
+                nodes[i % 4].submit(_attest(root, i))
+            while min(n.ledger.height for n in nodes) < 6 or \
+                    any(len(n.mempool) for n in nodes):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    return nodes
+
+
+def test_four_nodes_commit_the_same_chain(tmp_path: Path) -> None:
+    nodes = trio.run(_run_cluster, tmp_path / "net", 60.0)
+    heights = [n.ledger.height for n in nodes]
+    assert min(heights) >= 6
+    # reopen the stores (the nodes closed them on shutdown) and compare block ids
+    from ledger.chain import Ledger
+
+    ledgers = [Ledger.open(n.config.data_dir / "ledger", n.genesis, create=False)
+               for n in nodes]
+    try:
+        top = min(lg.height for lg in ledgers)
+        for h in range(top + 1):
+            assert len({lg.store.get_block_id(h) for lg in ledgers}) == 1, f"fork at {h}"
+        committed = sum(ledgers[0].store.get_block(h).header.tx_count  # type: ignore[union-attr]
+                        for h in range(1, ledgers[0].height + 1))
+        assert committed == 40
+    finally:
+        for lg in ledgers:
+            lg.close()
