@@ -1,31 +1,287 @@
-"""The ``dvp`` command: parse arguments, load config, run (thin, like uvicorn's main)."""
+"""The ``dvp`` command: parse arguments, load config, run (thin, like uvicorn's main).
+
+Every subcommand has ``--help`` with an example, ``--json`` where it prints data, one
+clear error line instead of a traceback, and an exit status that means something:
+0 success, 1 a failure the command reports (e.g. verification not VALID), 2 bad usage
+or configuration, 3 a node or network that could not be reached.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _print(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2))
+    else:
+        human()
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from ledger.crypto import KeyFileError, KeyPair, write_key_file
+
+    key = KeyPair.generate()
+    try:
+        write_key_file(Path(args.file), key, overwrite=args.force)
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    _print(args, {"file": args.file, "public_key": key.public_key.hex()},
+           lambda: print(f"wrote {args.file}\npublic key: {key.public_key.hex()}"))
+    return EXIT_OK
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    from ledger.crypto import KeyFileError, read_key_file
+
+    try:
+        key = read_key_file(Path(args.file))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+    _print(args, {"file": args.file, "public_key": key.public_key.hex()},
+           lambda: print(key.public_key.hex()))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- genesis
+
+
+def cmd_genesis_new(args: argparse.Namespace) -> int:
+    from cli.devnet_files import DEFAULT_TEMPLATE
+    from ledger.crypto import read_key_file
+    from ledger.genesis import GenesisError, genesis_from_template, read_template, write_genesis
+
+    try:
+        tpl = read_template(Path(args.template or DEFAULT_TEMPLATE))
+        keys_dir = Path(args.keys)
+        member_keys, node_keys = {}, {}
+        for m in tpl["members"]:
+            member_keys[m["id"]] = read_key_file(keys_dir / f"{m['id']}.member.json").public_key
+            if "validator" in m.get("roles", []):
+                node_keys[m["id"]] = read_key_file(keys_dir / f"{m['id']}.node.json").public_key
+        g = genesis_from_template(tpl, member_keys, node_keys, int(time.time() * 1000))
+    except (GenesisError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise CliError(f"{out} exists; pass --force to replace it")
+    write_genesis(out, g)
+    _print(args, {"file": str(out), "genesis_hash": g.hash.hex()},
+           lambda: print(f"wrote {out}\ngenesis hash: {g.hash.hex()}"))
+    return EXIT_OK
+
+
+def cmd_genesis_show(args: argparse.Namespace) -> int:
+    from ledger.genesis import GenesisError, genesis_to_json, read_genesis
+
+    try:
+        g = read_genesis(Path(args.file))
+    except GenesisError as exc:
+        raise CliError(str(exc)) from None
+
+    def human() -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        c = Console()
+        c.print(f"[bold]chain[/bold] {g.chain_id}   [bold]genesis hash[/bold] {g.hash.hex()}")
+        t = Table("member", "name", "roles", "document types", "validator")
+        validators = {v.member_id for v in g.validators.validators}
+        names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
+        for m in g.members:
+            t.add_row(m.member_id, m.name, ", ".join(names[r] for r in m.roles),
+                      ", ".join(m.doc_types), "yes" if m.member_id in validators else "")
+        c.print(t)
+
+    _print(args, genesis_to_json(g), human)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- node
+
+
+def cmd_node_run(args: argparse.Namespace) -> int:
+    from node.runner import run_node
+
+    return run_node(Path(args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cli.rpc_client import RpcCallError, RpcClient
+
+    try:
+        st = RpcClient(args.rpc, timeout_s=5).call("status")
+    except (RpcCallError, ValueError) as exc:
+        raise CliError(f"cannot get status from {args.rpc}: {exc}", EXIT_UNREACHABLE) from None
+    _print(args, st, lambda: [print(f"{k:>20}: {v}") for k, v in st.items()])
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- devnet
+
+
+def cmd_devnet_up(args: argparse.Namespace) -> int:
+    from cli import devnet
+
+    root = Path(args.dir)
+    try:
+        entries = devnet.up(root, nodes=args.nodes, observers=args.observers,
+                            wait_s=args.wait)
+    except (TimeoutError, RuntimeError) as exc:
+        raise CliError(str(exc), EXIT_FAIL) from None
+    rows = devnet.status(root)
+    _print(args, rows, lambda: _devnet_table(rows, f"devnet in {root} is up"))
+    _ = entries
+    return EXIT_OK
+
+
+def _devnet_table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("node", "role", "pid", "RPC URL", "height", "last block", title=title)
+    for r in rows:
+        t.add_row(r["name"], r["role"], str(r["pid"] or "down"), r["rpc_url"],
+                  str(r["height"] if r["height"] is not None else "-"),
+                  (r["last_block_id"] or "-")[:16])
+    Console().print(t)
+
+
+def cmd_devnet_status(args: argparse.Namespace) -> int:
+    from cli import devnet
+
+    root = Path(args.dir)
+    if not (root / "devnet.json").exists():
+        raise CliError(f"no devnet in {root}; start one with `dvp devnet up --dir {root}`")
+    rows = devnet.status(root)
+    _print(args, rows, lambda: _devnet_table(rows, f"devnet in {root}"))
+    return EXIT_OK if all(r["pid"] for r in rows) else EXIT_FAIL
+
+
+def cmd_devnet_down(args: argparse.Namespace) -> int:
+    from cli import devnet
+
+    root = Path(args.dir)
+    if not (root / "devnet.json").exists():
+        raise CliError(f"no devnet in {root}")
+    stopped = devnet.down(root)
+    _print(args, {"stopped": stopped}, lambda: print(f"stopped: {', '.join(stopped) or 'none'}"))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    print("dvp demo: not yet — the proof RPC and the verifier (issue #5) have not landed. "
+          "`dvp devnet up` starts the 4-member consortium.", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="dvp",
-        description="dvp: a consortium ledger for cross-border document verification.",
-    )
+        prog="dvp", formatter_class=fmt,
+        description="dvp: a consortium ledger for cross-border document verification.\n\n"
+                    "Start a local 4-member consortium:  dvp devnet up --dir devnet\n"
+                    "Run one node from its config:        dvp node run --config node.toml")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("demo", help="run the loan-verification demo on a local 4-node consortium")
+
+    def add(parent: Any, name: str, help_: str, example: str, fn: Callable[..., int],
+            json_flag: bool = True) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_, description=f"{help_}\n\nexample:\n  {example}",
+            formatter_class=fmt)
+        p.set_defaults(fn=fn)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return p
+
+    keys = sub.add_parser("keys", help="create and show Ed25519 key files").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True)
+    p = add(keys, "new", "create a key file (mode 0600)", "dvp keys new keys/cnix.node.json",
+            cmd_keys_new)
+    p.add_argument("file")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p = add(keys, "show", "print a key file's public key", "dvp keys show keys/cnix.node.json",
+            cmd_keys_show)
+    p.add_argument("file")
+
+    gen = sub.add_parser("genesis", help="create and inspect genesis files").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True)
+    p = add(gen, "new", "fill a genesis template with the members' keys",
+            "dvp genesis new --keys keys --out genesis.json", cmd_genesis_new)
+    p.add_argument("--template", help="genesis template (default: configs/genesis.template.toml)")
+    p.add_argument("--keys", required=True,
+                   help="folder with <member>.member.json (and <member>.node.json for validators)")
+    p.add_argument("--out", default="genesis.json")
+    p.add_argument("--force", action="store_true")
+    p = add(gen, "show", "show a genesis file's members, roles and hash",
+            "dvp genesis show genesis.json", cmd_genesis_show)
+    p.add_argument("file")
+
+    nodep = sub.add_parser("node", help="run a node").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True)
+    p = add(nodep, "run", "run a validator or observer node until SIGTERM/SIGINT",
+            "dvp node run --config devnet/nodes/cnix.toml", cmd_node_run, json_flag=False)
+    p.add_argument("--config", required=True, help="the node's TOML config")
+
+    p = add(sub, "status", "a node's height, view, primary, peers and mempool",
+            "dvp status --rpc http://127.0.0.1:26701/", cmd_status)
+    p.add_argument("--rpc", required=True, help="the node's RPC URL")
+
+    dev = sub.add_parser("devnet", help="a local consortium on loopback").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True)
+    p = add(dev, "up", "create (if needed) and start a local consortium; restarts nodes "
+                       "that are down, keeping their data",
+            "dvp devnet up --dir devnet --nodes 4 --observers 1", cmd_devnet_up)
+    p.add_argument("--dir", default="devnet")
+    p.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
+    p.add_argument("--observers", type=int, default=0, help="non-voting observer nodes")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for commits")
+    p = add(dev, "status", "each node's role, pid, RPC URL, height and last block",
+            "dvp devnet status --dir devnet", cmd_devnet_status)
+    p.add_argument("--dir", default="devnet")
+    p = add(dev, "down", "stop every node of the devnet (SIGTERM, then SIGKILL)",
+            "dvp devnet down --dir devnet", cmd_devnet_down)
+    p.add_argument("--dir", default="devnet")
+
+    add(sub, "demo", "the loan-verification story on a local consortium", "dvp demo",
+        cmd_demo, json_flag=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        print("dvp demo: not yet — the node processes (issue #4) and the proof RPC (issue #5) "
-              "have not landed. The ledger and consensus cores are tested by "
-              "`python -m pytest`.", file=sys.stderr)
-        return 2
-    parser.print_help()
-    return 0
+    fn = getattr(args, "fn", None)
+    if fn is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(fn(args))
+    except CliError as exc:
+        print(f"dvp {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

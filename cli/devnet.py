@@ -1,0 +1,147 @@
+"""``dvp devnet up|status|down``: a local consortium of node processes on loopback.
+
+``up`` creates the devnet folder if needed (``cli.devnet_files``), starts every node
+that is not running as its own OS process (``dvp node run --config ...``, logs in
+``data/<name>/node.log``, pid in ``data/<name>/node.pid``), waits until they commit,
+and prints their RPC URLs. Run again on an existing folder it restarts only the nodes
+that are down, keeping their data. ``down`` sends SIGTERM, then SIGKILL after a grace
+period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cli.devnet_files import NodeEntry, create_devnet, load_devnet
+from cli.rpc_client import RpcCallError, RpcClient
+
+
+def pid_file(root: Path, e: NodeEntry) -> Path:
+    return root / "data" / e.name / "node.pid"
+
+
+def log_file(root: Path, e: NodeEntry) -> Path:
+    return root / "data" / e.name / "node.log"
+
+
+def running_pid(root: Path, e: NodeEntry) -> int | None:
+    try:
+        pid = int(pid_file(root, e).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:  # a zombie child of ours counts as dead
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return None
+    except (OSError, IndexError):
+        pass
+    return pid
+
+
+def start_node(root: Path, e: NodeEntry) -> int:
+    log = log_file(root, e)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "node", "run", "--config", str(e.config)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
+    pid_file(root, e).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def node_status(e: NodeEntry, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    client = RpcClient(e.rpc_url, timeout_s=timeout_s)
+    try:
+        result: dict[str, Any] = client.call("status")
+        return result
+    except (RpcCallError, OSError, ValueError):
+        return None
+    finally:
+        client.close()
+
+
+def up(root: Path, *, nodes: int = 4, observers: int = 0, wait_s: float = 60.0,
+       params: dict[str, Any] | None = None, min_height: int = 1) -> list[NodeEntry]:
+    if not (root / "devnet.json").exists():
+        create_devnet(root, nodes=nodes, observers=observers, params=params)
+    entries = load_devnet(root)
+    for e in entries:
+        if running_pid(root, e) is None:
+            start_node(root, e)
+    deadline = time.monotonic() + wait_s
+    pending = list(entries)
+    while pending and time.monotonic() < deadline:
+        for e in list(pending):
+            st = node_status(e, timeout_s=1.0)
+            if st is not None and st["height"] >= min_height:
+                pending.remove(e)
+            elif running_pid(root, e) is None:
+                raise RuntimeError(f"node {e.name} exited; see {log_file(root, e)}:\n"
+                                   + _tail(log_file(root, e)))
+        time.sleep(0.2)
+    if pending:
+        raise TimeoutError(f"nodes {[e.name for e in pending]} did not commit within "
+                           f"{wait_s:.0f} s; see their logs in {root / 'data'}")
+    return entries
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def down(root: Path, grace_s: float = 10.0) -> list[str]:
+    stopped = []
+    entries = load_devnet(root)
+    pids = {e.name: running_pid(root, e) for e in entries}
+    for pid in pids.values():
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace_s
+    for e in entries:
+        pid = pids[e.name]
+        if pid is None:
+            continue
+        while running_pid(root, e) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if running_pid(root, e) is not None:
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+        pid_file(root, e).unlink(missing_ok=True)
+        stopped.append(e.name)
+    return stopped
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def status(root: Path) -> list[dict[str, Any]]:
+    rows = []
+    for e in load_devnet(root):
+        st = node_status(e)
+        rows.append({"name": e.name, "role": e.role, "pid": running_pid(root, e),
+                     "rpc_url": e.rpc_url, "height": st["height"] if st else None,
+                     "last_block_id": st["block_id"] if st else None,
+                     "view": st["view"] if st else None})
+    return rows

@@ -1,0 +1,86 @@
+"""A minimal JSON-RPC 2.0 client over the standard library's HTTP client (for the CLI)."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class RpcCallError(Exception):
+    """The node answered with a JSON-RPC error (``code``, ``data``) or could not be reached."""
+
+    def __init__(self, message: str, code: int | None = None, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.data = data
+
+
+class RpcClient:
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 30.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.url = url
+        self.parts = parts
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self._ids = itertools.count(1)
+        self._conn: http.client.HTTPConnection | None = None
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self.parts.scheme == "https" else \
+                http.client.HTTPConnection
+            self._conn = cls(self.parts.hostname, self.parts.port, timeout=self.timeout_s)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _post(self, body: bytes) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(2):  # one retry on a keep-alive connection the server closed
+            conn = self._connection()
+            try:
+                conn.request("POST", self.parts.path or "/", body, headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
+                self.close()
+                if attempt:
+                    raise RpcCallError(f"cannot reach {self.url}: {exc}") from None
+        if resp.status != 200:
+            raise RpcCallError(f"{self.url} answered HTTP {resp.status}: {data[:200]!r}")
+        return json.loads(data)
+
+    def call(self, method: str, **params: Any) -> Any:
+        doc = self._post(json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method,
+                                     "params": params}).encode())
+        if "error" in doc:
+            err = doc["error"]
+            raise RpcCallError(err.get("message", "error"), err.get("code"), err.get("data"))
+        return doc["result"]
+
+    def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Results (or RpcCallError instances) in the order of ``calls``."""
+        ids = [next(self._ids) for _ in calls]
+        body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                           for i, (m, p) in zip(ids, calls, strict=True)]).encode()
+        by_id = {d.get("id"): d for d in self._post(body)}
+        out: list[Any] = []
+        for i in ids:
+            d = by_id.get(i, {"error": {"message": "no answer"}})
+            if "error" in d:
+                e = d["error"]
+                out.append(RpcCallError(e.get("message", "error"), e.get("code"), e.get("data")))
+            else:
+                out.append(d["result"])
+        return out
