@@ -56,6 +56,11 @@ def make_registry() -> MethodRegistry:
         await trio.sleep(ms / 1000)
         return ms
 
+    @rpc.method("patient", Param("ms", Int(0, 60_000)), timeout_s=2.0)
+    async def patient(ctx: CallContext, ms: int) -> int:
+        await trio.sleep(ms / 1000)
+        return ms
+
     @rpc.method("whoami", roles={"verifier"})
     async def whoami(ctx: CallContext) -> str:
         assert ctx.principal is not None
@@ -301,6 +306,24 @@ def test_call_deadline_gives_timeout_error() -> None:
             assert json.loads(raw)["error"] == {
                 "code": -32005, "message": "sleep did not finish within 0.2 s"}  # fmt: skip
             assert time.monotonic() - started < 2
+            # In a batch, a call that overruns does not take the others down with it,
+            # and a method's own timeout_s overrides the server default.
+            batch = [
+                {"jsonrpc": "2.0", "method": "sleep", "params": {"ms": 5000}, "id": 1},
+                {"jsonrpc": "2.0", "method": "noop", "id": 2},
+                {"jsonrpc": "2.0", "method": "sleep", "params": {"ms": 50}, "id": 3},
+                {"jsonrpc": "2.0", "method": "patient", "params": {"ms": 400}, "id": 4},
+                {"jsonrpc": "2.0", "method": "sleep", "params": {"ms": 5000}, "id": 5},
+            ]
+            started = time.monotonic()
+            _, _, raw = post(conn, json.dumps(batch).encode())
+            responses = json.loads(raw)
+            assert [r["id"] for r in responses] == [1, 2, 3, 4, 5]
+            assert responses[0]["error"]["code"] == -32005
+            assert responses[1]["result"] is None and responses[2]["result"] == 50
+            assert responses[3]["result"] == 400
+            assert responses[4]["error"]["code"] == -32005
+            assert time.monotonic() - started < 3
             conn.close()
 
         await in_thread(talk)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ledger.errors import RuleError
 from node.rpc.auth import CredentialStore, Principal, generate_api_key, hash_api_key
 from node.rpc.errors import Busy, InvalidParams, NotFound, Rejected, Timeout
-from node.rpc.jsonrpc import CallContext, Dispatcher, Limits, MethodRegistry, Result
+from node.rpc.jsonrpc import Call, CallContext, Dispatcher, Limits, MethodRegistry, Result
 from node.rpc.params import Bool, Choice, Hex, Int, ListOf, Param, Str
 
 BANK_KEY = generate_api_key()
@@ -514,14 +514,41 @@ def test_observer_sees_bounded_labels() -> None:
     )
     run(d, [req("noop"), req("nope"), 1, req("lookup", {}), req("fail", {"how": "busy"})])
     run(d, b"{")
+    # Validation failures are seen first: every request is checked before any runs.
     assert seen == [
-        ("noop", "ok"),
         ("<unknown>", "method_not_found"),
         ("<invalid>", "invalid_request"),
         ("lookup", "invalid_params"),
+        ("noop", "ok"),
         ("fail", "busy"),
         ("<invalid>", "parse_error"),
     ]
+
+
+def test_executor_contract_and_validation_before_execution() -> None:
+    seen: list[list[str]] = []
+
+    async def lazy(calls: list[Call]) -> None:
+        seen.append([c.method.name for c in calls])  # runs nothing, settles nothing
+
+    d = Dispatcher(make_registry(), CredentialStore.open_mode(), execute=lazy)
+    batch = [req("noop", id=1), req("lookup", {}, id=2), req("getBlock", {"height": 1}, id=3)]
+    response = run(d, batch)  # a broken executor is our bug: -32603, never an exception
+    assert error_of(response)["code"] == -32603 and response["id"] is None
+    assert seen == [["noop", "getBlock"]]  # invalid lookup never reached the executor
+
+
+def test_list_defaults_are_not_shared_between_calls() -> None:
+    rpc = MethodRegistry()
+
+    @rpc.method("grow", Param("items", ListOf(Int(), max_items=5), default=[]))
+    async def grow(ctx: CallContext, items: list[int]) -> list[int]:
+        items.append(1)
+        return items
+
+    d = Dispatcher(rpc, CredentialStore.open_mode())
+    assert run(d, req("grow"))["result"] == [1]
+    assert run(d, req("grow"))["result"] == [1]
 
 
 # --- garbage never escapes ----------------------------------------------------------

@@ -27,12 +27,14 @@ Rules:
 - Notifications (no ``id``) never get a response, whatever happens; a request whose
   shape is invalid is answered with ``id: null`` as the spec requires, since we cannot
   tell whether it was meant as a notification.
-- Calls in a batch run one after another, in order; responses keep that order.
+- Everything in a body is parsed, authorised and validated before any handler runs;
+  the calls that passed go to the executor together (the HTTP shell's runs them in
+  order under deadlines); responses keep request order.
 - ``dispatch`` never raises ``Exception``: a handler bug becomes -32603 with an
   incident id, logged here with its traceback. Cancellation (BaseException) passes
   through untouched so the caller's cancel scopes keep working.
-- Pure: the clock is injected (for latency metrics) and the call runner is injected
-  (the HTTP shell adds deadlines); this module imports no async library.
+- Pure: the clock is injected (for latency metrics) and so is the executor (the HTTP
+  shell adds deadlines); this module imports no async library.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ from node.rpc.errors import (
 from node.rpc.params import OutOfRange, Param, check_params
 
 __all__ = [
+    "Call",
     "CallContext",
-    "CallRunner",
     "Dispatcher",
+    "Executor",
     "Handler",
     "Limits",
     "Method",
@@ -84,6 +87,7 @@ UNKNOWN_METHOD_LABEL: Final = "<unknown>"
 INVALID_REQUEST_LABEL: Final = "<invalid>"
 _REQUEST_KEYS: Final = frozenset({"jsonrpc", "method", "params", "id"})
 _MAX_ID_CHARS: Final = 256
+_NO_PARAMS: Final[dict[str, Any]] = {}  # shared, never mutated
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,13 +388,73 @@ def parse_body(body: bytes, limits: Limits) -> JsonValue:
 
 # --- dispatch ----------------------------------------------------------------------
 
-CallRunner = Callable[[Method, CallContext, dict[str, Any]], Awaitable[JsonValue]]
 Observer = Callable[[str, str, float], None]  # (method label, outcome, seconds)
 
 
-async def run_directly(method: Method, ctx: CallContext, kwargs: dict[str, Any]) -> JsonValue:
-    """The default call runner: no deadline."""
-    return await method.handler(ctx, **kwargs)
+class Call:
+    """One validated call, ready to run. The executor runs it; the dispatcher encodes.
+
+    Exactly one of ``run()`` (to completion) or ``fail(error)`` settles a call;
+    ``response`` is then its encoded response, or None for a notification.
+    """
+
+    __slots__ = ("method", "ctx", "kwargs", "response", "settled", "_owner", "_started")
+
+    def __init__(
+        self,
+        owner: Dispatcher,
+        method: Method,
+        ctx: CallContext,
+        kwargs: dict[str, Any],
+        started: float,
+    ) -> None:
+        self.method = method
+        self.ctx = ctx
+        self.kwargs = kwargs
+        self.response: bytes | None = None
+        self.settled = False
+        self._owner = owner
+        self._started = started
+
+    async def run(self) -> None:
+        """Await the handler and record its result or error (cancellation passes through)."""
+        owner = self._owner
+        try:
+            result = await self.method.handler(self.ctx, **self.kwargs)
+            if not self.ctx.is_notification:
+                payload = {"jsonrpc": "2.0", "result": result, "id": self.ctx.request_id}
+                self.response = _ENCODE(payload).encode()
+        except RpcError as error:
+            self.fail(error)
+            return
+        except RuleError as exc:
+            self.fail(Rejected(exc.code, exc.message))
+            return
+        except Exception as exc:
+            # A bug (or a result json cannot encode): log the traceback here, send none.
+            incident = secrets.token_hex(6)
+            log.error("rpc %s failed (incident %s)", self.method.name, incident, exc_info=exc)
+            self.fail(InternalError(data={"incident": incident}))
+            return
+        self.settled = True
+        owner._observe(self.method.name, "ok", owner._clock() - self._started)
+
+    def fail(self, error: RpcError) -> None:
+        """Settle with ``error`` (the executor uses this for deadlines)."""
+        ctx = self.ctx
+        self.response = self._owner._failed(
+            self.method.name, error, ctx.request_id, ctx.is_notification, self._started
+        )
+        self.settled = True
+
+
+Executor = Callable[[list[Call]], Awaitable[None]]
+
+
+async def run_in_order(calls: list[Call]) -> None:
+    """The default executor: each call in turn, no deadlines."""
+    for call in calls:
+        await call.run()
 
 
 def _ignore(label: str, outcome: str, seconds: float) -> None:
@@ -402,7 +466,11 @@ def _error_response(error: RpcError, request_id: JsonValue) -> bytes:
 
 
 class Dispatcher:
-    """Runs JSON-RPC bodies against a registry, with credentials and limits."""
+    """Runs JSON-RPC bodies against a registry, with credentials and limits.
+
+    ``dispatch`` parses and validates everything first, hands the calls that passed to
+    ``execute`` (the shell's hook: it owns deadlines and cancellation), then encodes.
+    """
 
     def __init__(
         self,
@@ -410,14 +478,14 @@ class Dispatcher:
         credentials: CredentialStore,
         *,
         limits: Limits | None = None,
-        run_call: CallRunner = run_directly,
+        execute: Executor = run_in_order,
         observe: Observer = _ignore,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.registry = registry
         self.credentials = credentials
         self.limits = limits if limits is not None else Limits()
-        self._run_call = run_call
+        self._execute = execute
         self._observe = observe
         self._clock = clock
 
@@ -427,7 +495,7 @@ class Dispatcher:
         """Handle one body; return the response body, or None if nothing to answer."""
         try:
             return await self._dispatch(body, authorization, remote)
-        except Exception:  # last resort: a bug in this module, not in a handler
+        except Exception:  # last resort: a bug in this module or the executor
             incident = secrets.token_hex(6)
             log.exception("rpc dispatcher failed (incident %s)", incident)
             return _error_response(InternalError(data={"incident": incident}), None)
@@ -449,7 +517,11 @@ class Dispatcher:
             auth_error = error
 
         if type(value) is not list:
-            return await self._call(value, principal, auth_error, remote)
+            slot = self._prepare(value, principal, auth_error, remote)
+            if not isinstance(slot, Call):
+                return slot
+            await self._execute([slot])
+            return self._settled(slot)
         if not value:
             self._observe(INVALID_REQUEST_LABEL, InvalidRequest.outcome, 0.0)
             return _error_response(InvalidRequest("empty batch"), None)
@@ -459,23 +531,29 @@ class Dispatcher:
                 InvalidRequest(f"batch of {len(value)} exceeds {self.limits.max_batch} calls"),
                 None,
             )
-        parts = []
-        for request in value:
-            part = await self._call(request, principal, auth_error, remote)
-            if part is not None:
-                parts.append(part)
-        if not parts:  # a batch of notifications only
+        slots = [self._prepare(request, principal, auth_error, remote) for request in value]
+        calls = [slot for slot in slots if isinstance(slot, Call)]
+        if calls:
+            await self._execute(calls)
+        parts = [self._settled(s) if isinstance(s, Call) else s for s in slots]
+        present = [part for part in parts if part is not None]
+        if not present:  # a batch of notifications only
             return None
-        return b"[" + b",".join(parts) + b"]"
+        return b"[" + b",".join(present) + b"]"
 
-    async def _call(
+    def _settled(self, call: Call) -> bytes | None:
+        if not call.settled:  # the executor broke its contract: a bug, not the caller's
+            raise RuntimeError(f"executor left call {call.method.name} unsettled")
+        return call.response
+
+    def _prepare(
         self,
         request: JsonValue,
         principal: Principal | None,
         auth_error: Unauthorised | None,
         remote: str | None,
-    ) -> bytes | None:
-        """One request object -> one encoded response, or None for a notification."""
+    ) -> Call | bytes | None:
+        """Validate one request object: a Call to run, or its final (error) response."""
         started = self._clock()
         # Shape first: these errors are answered even without an id.
         if type(request) is not dict:
@@ -495,12 +573,11 @@ class Dispatcher:
             extra = sorted(k[:32] for k in request if k not in _REQUEST_KEYS)
             message = f"unknown request members: {', '.join(extra)}"
             return self._invalid(message, request_id, started)
-        params = request.get("params", {})
+        params = request.get("params", _NO_PARAMS)
         if type(params) is not dict and type(params) is not list:
             return self._invalid('"params" must be an object', request_id, started)
 
         method = self.registry.get(name)
-        label = name if method is not None else UNKNOWN_METHOD_LABEL
         try:
             if method is None:
                 raise MethodNotFound(f"method '{name[:64]}' not found")
@@ -514,26 +591,11 @@ class Dispatcher:
                     "positional arrays are not supported"
                 )
             kwargs = check_params(method.params, method.by_name, params)
-            ctx = CallContext(name, principal, request_id, is_notification, remote)
-            result = await self._run_call(method, ctx, kwargs)
-            if is_notification:
-                self._observe(label, "ok", self._clock() - started)
-                return None
-            encoded = _ENCODE({"jsonrpc": "2.0", "result": result, "id": request_id}).encode()
         except RpcError as error:
+            label = name if method is not None else UNKNOWN_METHOD_LABEL
             return self._failed(label, error, request_id, is_notification, started)
-        except RuleError as exc:
-            return self._failed(
-                label, Rejected(exc.code, exc.message), request_id, is_notification, started
-            )
-        except Exception as exc:
-            # A bug (or a result json cannot encode): log the traceback here, send none.
-            incident = secrets.token_hex(6)
-            log.error("rpc %s failed (incident %s)", label, incident, exc_info=exc)
-            internal = InternalError(data={"incident": incident})
-            return self._failed(label, internal, request_id, is_notification, started)
-        self._observe(label, "ok", self._clock() - started)
-        return encoded
+        ctx = CallContext(name, principal, request_id, is_notification, remote)
+        return Call(self, method, ctx, kwargs, started)
 
     def _authorise(
         self, method: Method, principal: Principal | None, auth_error: Unauthorised | None

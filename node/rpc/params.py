@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import copy
 import keyword
 import re
 from abc import ABC, abstractmethod
@@ -309,7 +310,15 @@ class Param:
     means required.
     """
 
-    __slots__ = ("default", "description", "name", "schema", "json_default", "required")
+    __slots__ = (
+        "default",
+        "description",
+        "name",
+        "schema",
+        "json_default",
+        "required",
+        "copy_default",
+    )
 
     def __init__(
         self, name: str, schema: Schema, *, default: Any = MISSING, description: str = ""
@@ -325,6 +334,8 @@ class Param:
             self.default: Any = None
         else:
             self.default = schema.check(default, name)
+        # A list default must not be shared between calls: a handler may mutate it.
+        self.copy_default = isinstance(self.default, list)
 
     def describe(self) -> dict[str, Any]:
         """The OpenRPC ContentDescriptor of this param."""
@@ -366,5 +377,5 @@ def check_params(
                 f"missing required param '{p.name}'", param=p.name, reason="missing"
             )
         else:
-            kwargs[p.name] = p.default
+            kwargs[p.name] = copy.deepcopy(p.default) if p.copy_default else p.default
     return kwargs
