@@ -1,0 +1,1012 @@
+"""The authenticated state tree: a versioned, path-compressed, 16-ary sparse Merkle tree.
+
+This module owns the tree's shape, its node encoding and node keys, batched updates,
+reads and proof generation. Hashes, the ``Proof`` object and verification live in
+ledger/smt_proof.py (re-exported here); the byte-exact spec is docs/proofs-smt.md.
+
+Rules:
+
+* Shape (Jellyfish-Merkle-like, a function of the key set alone): the subtree holding
+  the keys with a given nibble prefix is nothing if there are none, a leaf if there is
+  one, else an internal node with up to 16 children (the next nibble). So a leaf sits at
+  the shallowest depth where its prefix is unique; there are no extension nodes (keys are
+  SHA-256 outputs, so single-child chains are short and rare).
+* Nodes are immutable and stored under ``NodeKey = version (8 bytes, BE) || depth (1
+  byte) || path nibbles packed two per byte, high nibble first, a trailing odd nibble
+  padded with 0``. An update writes new nodes at ``new_version`` only along changed
+  paths; everything else is shared with older versions by reference (a child reference
+  is its hash, the version it was written at, and whether it is a leaf).
+* Every version has a root record at NodeKey(version, depth 0) even if its batch changed
+  nothing (then it is a copy of the base's root node): ``root(version)`` is one read.
+* The tree writes nothing: ``update`` returns the new nodes and the node keys its
+  version made stale, and the caller commits them (in its block's write batch). Stale
+  keys of the update that produced version u are unreachable from every version >= u,
+  so deleting them when u falls out of the retention window keeps all newer versions
+  whole (for a linear history of versions).
+* Storage is trusted (it is our own database): reads do not re-hash what they read.
+  Proofs are checked by the receiver with ``verify_proof``.
+* No I/O except through the ``NodeReader`` passed in. Not thread-safe.
+
+Node encoding (the values behind node keys):
+
+* ``0x00``: the empty tree (only ever a root record).
+* ``0x01 || key (32) || value``: a leaf.
+* ``0x02 || bitmap (2, BE) || leafmap (2, BE) || n child hashes (32 each) || n child
+  versions (8 each, BE)``: an internal node with n = popcount(bitmap) children; bit i
+  (value 1 << i) of bitmap marks child i present, of leafmap marks it a leaf.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from itertools import islice
+from typing import Protocol
+
+from ledger.smt_proof import (
+    EMPTY_ROOT,
+    HASH_SIZE,
+    KEY_NIBBLES,
+    KEY_SIZE,
+    LEAF_TAG,
+    NODE_TAG,
+    TERMINAL_EMPTY,
+    TERMINAL_LEAF,
+    TERMINAL_OTHER_LEAF,
+    Proof,
+    ProofError,
+    ProofLevel,
+    leaf_hash,
+    nibble,
+    node_hash,
+    root_from_proof,
+    value_hash,
+    verify_proof,
+)
+
+__all__ = [
+    "DEFAULT_CACHE_NODES",
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "KEY_SIZE",
+    "MemoryNodeStore",
+    "MissingNodeError",
+    "NodeError",
+    "NodeReader",
+    "OverlayReader",
+    "Proof",
+    "ProofError",
+    "ProofLevel",
+    "SparseMerkleTree",
+    "TERMINAL_EMPTY",
+    "TERMINAL_LEAF",
+    "TERMINAL_OTHER_LEAF",
+    "UpdateResult",
+    "leaf_hash",
+    "nibble",
+    "node_hash",
+    "node_key",
+    "root_from_proof",
+    "value_hash",
+    "verify_proof",
+]
+
+MAX_VERSION = (1 << 64) - 1
+DEFAULT_CACHE_NODES = 1 << 17
+
+_T_EMPTY = 0
+_T_LEAF = 1
+_T_INTERNAL = 2
+_EMPTY_NODE = b"\x00"
+_LEAF_PREFIX = b"\x01"
+_INTERNAL_PREFIX = b"\x02"
+
+_sha256 = hashlib.sha256
+_DEPTH = [bytes([d]) for d in range(KEY_NIBBLES + 1)]
+_BYTE = [bytes([b]) for b in range(256)]
+_HIGH = [bytes([b & 0xF0]) for b in range(256)]
+_EMPTY16: list[bytes] = [b""] * 16
+
+# Bitmap -> positions of its set bits, filled lazily (most trees use few distinct maps).
+_POSITIONS: dict[int, tuple[int, ...]] = {}
+
+
+def _positions(bitmap: int) -> tuple[int, ...]:
+    pos = _POSITIONS.get(bitmap)
+    if pos is None:
+        pos = _POSITIONS[bitmap] = tuple(i for i in range(16) if bitmap >> i & 1)
+    return pos
+
+
+class NodeError(ValueError):
+    """A stored node is corrupt (cannot be decoded, or is not what its parent says)."""
+
+
+class MissingNodeError(LookupError):
+    """A node the tree needs is not in storage (unknown or pruned version)."""
+
+
+class NodeReader(Protocol):
+    """Read access to the node store; ``None`` for an absent key."""
+
+    def get_node(self, node_key: bytes) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    """What one ``update`` produced; the caller persists it (nothing is written yet).
+
+    ``new_nodes``: node_key -> encoded node, to write together with the block.
+    ``stale``: node keys no version >= ``version`` needs; delete them once ``version``
+    is the oldest retained version (or older).
+    """
+
+    root: bytes
+    new_nodes: dict[bytes, bytes]
+    stale: list[bytes]
+    version: int = 0
+
+
+def _path(key: bytes, depth: int) -> bytes:
+    """The first ``depth`` nibbles of ``key`` packed two per byte, odd one padded."""
+    half = depth >> 1
+    if depth & 1:
+        return key[:half] + _HIGH[key[half]]
+    return key[:half]
+
+
+def node_key(version: int, depth: int, key: bytes) -> bytes:
+    """NodeKey of the node at ``depth`` on ``key``'s path written at ``version``."""
+    return version.to_bytes(8, "big") + _DEPTH[depth] + _path(key, depth)
+
+
+def _check_internal(enc: bytes) -> bytes:
+    """``enc`` if it is a well-formed internal node encoding, else NodeError."""
+    if len(enc) < 5 or enc[0] != _T_INTERNAL:
+        raise NodeError("expected an internal node")
+    bitmap = enc[1] << 8 | enc[2]
+    leafmap = enc[3] << 8 | enc[4]
+    n = bitmap.bit_count()
+    if not n or len(enc) != 5 + 40 * n or leafmap & ~bitmap or (n == 1 and leafmap):
+        raise NodeError("corrupt internal node")
+    return enc
+
+
+def _decode_internal(enc: bytes) -> tuple[int, int, list[bytes], list[bytes]]:
+    """(bitmap, leafmap, child hashes[16], child versions[16]), b"" for empty slots."""
+    bitmap = enc[1] << 8 | enc[2]
+    pos = _positions(bitmap)
+    hashes = _EMPTY16[:]
+    versions = _EMPTY16[:]
+    off = 5
+    voff = 5 + 32 * len(pos)
+    for i in pos:
+        hashes[i] = enc[off : off + 32]
+        versions[i] = enc[voff : voff + 8]
+        off += 32
+        voff += 8
+    return bitmap, enc[3] << 8 | enc[4], hashes, versions
+
+
+def _internal_hash(enc: bytes) -> bytes:
+    """Hash of an encoded internal node: its preimage is two slices of the encoding."""
+    n = (enc[1] << 8 | enc[2]).bit_count()
+    return _sha256(NODE_TAG + enc[1:3] + enc[5 : 5 + 32 * n]).digest()
+
+
+def _node_hash_of(enc: bytes) -> bytes:
+    """Hash of any encoded node (root records included)."""
+    t = enc[0]
+    if t == _T_INTERNAL:
+        return _internal_hash(_check_internal(enc))
+    if t == _T_LEAF and len(enc) >= 33:
+        return _sha256(LEAF_TAG + enc[1:33] + _sha256(enc[33:]).digest()).digest()
+    if t == _T_EMPTY and len(enc) == 1:
+        return EMPTY_ROOT
+    raise NodeError("corrupt node")
+
+
+def _with_nibble(key: bytes, depth: int, nib: int) -> bytes:
+    """``key`` with nibble ``depth`` replaced by ``nib`` (other nibbles kept)."""
+    i = depth >> 1
+    b = key[i]
+    b = (b & 0xF0) | nib if depth & 1 else (nib << 4) | (b & 15)
+    return key[:i] + _BYTE[b] + key[i + 1 :]
+
+
+# A child reference while a batch runs: (hash, version bytes or None, is_leaf, key, value).
+# Leaves produced by a batch are "pending" (version None, key and value set): where a
+# leaf lands is known only once its parent knows whether it keeps other children (else
+# the leaf is hoisted into the parent's place), so the parent writes it.
+_Ref = tuple[bytes, bytes | None, bool, bytes | None, bytes | None]
+# Sentinel (compared by identity): the subtree is unchanged, keep the old reference.
+_SAME: _Ref = (b"", None, False, None, None)
+
+
+class SparseMerkleTree:
+    """Versioned 16-ary sparse Merkle tree over 32-byte keys, read through a NodeReader.
+
+    Internal nodes are handled in their encoded form (child hashes and versions are
+    slices of it) and kept in a bounded LRU cache, hash -> (version, encoding). A hit
+    counts only if the version matches the parent's reference: a hash fixes a node's
+    content and position, and (hash, version) also fixes its children's versions. So one
+    cache can serve several readers (``with_reader``, e.g. speculative overlays), and
+    cache entries hold only bytes, which the garbage collector does not have to scan.
+    """
+
+    def __init__(self, reader: NodeReader, cache_nodes: int = DEFAULT_CACHE_NODES) -> None:
+        self._reader = reader
+        self._get = reader.get_node
+        self._cache_nodes = max(16, cache_nodes)
+        self._cache: dict[bytes, tuple[bytes, bytes]] = {}
+
+    @property
+    def reader(self) -> NodeReader:
+        return self._reader
+
+    def with_reader(self, reader: NodeReader) -> SparseMerkleTree:
+        """A tree over another reader (e.g. an OverlayReader) sharing this node cache."""
+        tree = SparseMerkleTree(reader, self._cache_nodes)
+        tree._cache = self._cache
+        return tree
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ reads
+
+    def _root_record(self, version: int) -> bytes:
+        if type(version) is not int or not 0 <= version <= MAX_VERSION:
+            raise ValueError(f"version must be an integer in [0, 2**64-1], got {version!r}")
+        enc = self._get(version.to_bytes(8, "big") + b"\x00")
+        if not enc:
+            raise MissingNodeError(f"no root record for version {version}")
+        return enc
+
+    def root(self, version: int) -> bytes:
+        """Root hash of the tree at ``version`` (MissingNodeError if not stored)."""
+        return _node_hash_of(self._root_record(version))
+
+    def _node(self, h: bytes, v8: bytes, depth: int, key: bytes) -> bytes:
+        """Encoding of the internal node with hash h written at v8, at ``depth`` on
+        ``key``'s path."""
+        e = self._cache.get(h)
+        if e is not None and e[0] == v8:
+            return e[1]
+        enc = self._get(v8 + _DEPTH[depth] + _path(key, depth))
+        if enc is None:
+            raise MissingNodeError(f"missing node at depth {depth}, version {v8.hex()}")
+        self._cache[h] = (v8, _check_internal(enc))
+        return enc
+
+    def _leaf(self, v8: bytes, depth: int, key: bytes) -> bytes:
+        """Encoding of the leaf written at v8, at ``depth`` on ``key``'s path."""
+        enc = self._get(v8 + _DEPTH[depth] + _path(key, depth))
+        if enc is None:
+            raise MissingNodeError(f"missing leaf at depth {depth}, version {v8.hex()}")
+        if enc[0] != _T_LEAF or len(enc) < 33:
+            raise NodeError("expected a leaf")
+        return enc
+
+    def _trim_cache(self) -> None:
+        cache = self._cache
+        excess = len(cache) - self._cache_nodes
+        if excess > 0:
+            # Evict the oldest eighth at once: dict order is insertion order, and hits and
+            # rewrites move entries to the end, so the front is least recently used.
+            for h in list(islice(cache, excess + self._cache_nodes // 8)):
+                del cache[h]
+
+    def _walk(
+        self, key: bytes, version: int, want_proof: bool
+    ) -> tuple[bytes | None, Proof | None]:
+        """Follow key's path at version: (value or None, proof if asked)."""
+        if type(key) is not bytes or len(key) != KEY_SIZE:
+            raise ValueError(f"key must be {KEY_SIZE} bytes")
+        enc = self._root_record(version)
+        v8 = version.to_bytes(8, "big")
+        levels: list[ProofLevel] = []
+        t = enc[0]
+        if t == _T_EMPTY:
+            return None, (_proof(TERMINAL_EMPTY, levels, None, None) if want_proof else None)
+        if t == _T_INTERNAL:
+            _check_internal(enc)
+        cache = self._cache
+        depth = 0
+        try:
+            while t == _T_INTERNAL:
+                bitmap = enc[1] << 8 | enc[2]
+                b = key[depth >> 1]
+                bit = 1 << (b & 15 if depth & 1 else b >> 4)
+                n = bitmap.bit_count()
+                rank = (bitmap & (bit - 1)).bit_count()
+                ho = 5 + 32 * rank
+                if want_proof:
+                    skip = ho if bitmap & bit else -1
+                    sibs = tuple(enc[o : o + 32] for o in range(5, 5 + 32 * n, 32) if o != skip)
+                    levels.append(ProofLevel(bitmap, sibs))
+                if not bitmap & bit:
+                    proof = _proof(TERMINAL_EMPTY, levels, None, None) if want_proof else None
+                    return None, proof
+                vo = 5 + 32 * n + 8 * rank
+                h = enc[ho : ho + 32]
+                v8 = enc[vo : vo + 8]
+                depth += 1
+                if (enc[3] << 8 | enc[4]) & bit:
+                    enc = self._leaf(v8, depth, key)
+                    break
+                e = cache.pop(h, None)
+                if e is not None and e[0] == v8:
+                    cache[h] = e  # LRU: move to the end
+                    enc = e[1]
+                else:
+                    enc = self._node(h, v8, depth, key)
+                t = enc[0]
+        finally:
+            self._trim_cache()
+        if enc[0] != _T_LEAF or len(enc) < 33:
+            raise NodeError("expected a leaf")
+        lkey = enc[1:33]
+        value = enc[33:]
+        found = value if lkey == key else None
+        if not want_proof:
+            return found, None
+        kind = TERMINAL_LEAF if found is not None else TERMINAL_OTHER_LEAF
+        return found, _proof(kind, levels, lkey, _sha256(value).digest())
+
+    def get(self, key: bytes, version: int) -> bytes | None:
+        """The value of ``key`` at ``version``, or None if absent."""
+        return self._walk(key, version, False)[0]
+
+    def prove(self, key: bytes, version: int) -> Proof:
+        """A membership or non-membership proof for ``key`` against ``root(version)``."""
+        proof = self._walk(key, version, True)[1]
+        assert proof is not None
+        return proof
+
+    def get_with_proof(self, key: bytes, version: int) -> tuple[bytes | None, Proof]:
+        """(value or None, proof) in one walk: what an RPC query returns."""
+        value, proof = self._walk(key, version, True)
+        assert proof is not None
+        return value, proof
+
+    def items(self, version: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) at ``version`` in key order (for tests, dumps and audits)."""
+        enc = self._root_record(version)
+        if enc[0] == _T_LEAF:
+            yield enc[1:33], enc[33:]
+        elif enc[0] == _T_INTERNAL:
+            yield from self._items(_check_internal(enc), 0, bytes(KEY_SIZE))
+
+    def _items(self, enc: bytes, depth: int, key: bytes) -> Iterator[tuple[bytes, bytes]]:
+        bitmap, leafmap, hashes, versions = _decode_internal(enc)
+        for nib in _positions(bitmap):
+            child = _with_nibble(key, depth, nib)
+            if leafmap >> nib & 1:
+                leaf = self._leaf(versions[nib], depth + 1, child)
+                yield leaf[1:33], leaf[33:]
+            else:
+                node = self._node(hashes[nib], versions[nib], depth + 1, child)
+                yield from self._items(node, depth + 1, child)
+
+    # ------------------------------------------------------------------ update
+
+    def update(
+        self,
+        base_version: int | None,
+        new_version: int,
+        changes: Mapping[bytes, bytes | None],
+    ) -> UpdateResult:
+        """Apply ``changes`` (value None = delete) to the tree at ``base_version`` (None:
+        the empty tree) as ``new_version``. Writes nothing; see ``UpdateResult``."""
+        if type(new_version) is not int or not 0 <= new_version <= MAX_VERSION:
+            raise ValueError(f"new_version must be an integer in [0, 2**64-1]: {new_version!r}")
+        if base_version is not None:
+            if type(base_version) is not int or not 0 <= base_version < new_version:
+                raise ValueError("base_version must be None or an integer below new_version")
+        keys = sorted(changes)
+        vals = [changes[k] for k in keys]
+        for k in keys:
+            if type(k) is not bytes or len(k) != KEY_SIZE:
+                raise ValueError(f"keys must be {KEY_SIZE}-byte bytes")
+        for v in vals:
+            if v is not None and type(v) is not bytes:
+                raise ValueError("values must be bytes or None")
+        batch = _Batch(self, new_version.to_bytes(8, "big"), keys, vals)
+        try:
+            root = batch.run(base_version)
+        finally:
+            self._trim_cache()
+        return UpdateResult(root, batch.new_nodes, batch.stale, new_version)
+
+
+def _proof(
+    kind: str, levels: list[ProofLevel], key: bytes | None, vh: bytes | None
+) -> Proof:
+    """A Proof built from parts this module produced itself, skipping the structural
+    checks of Proof's constructor (they are for proofs that come from outside)."""
+    proof = object.__new__(Proof)
+    object.__setattr__(proof, "terminal", kind)
+    object.__setattr__(proof, "levels", tuple(levels))
+    object.__setattr__(proof, "leaf_key", key)
+    object.__setattr__(proof, "leaf_value_hash", vh)
+    return proof
+
+
+def _groups(keys: list[bytes], lo: int, hi: int, depth: int) -> list[tuple[int, int, int]]:
+    """Split sorted keys[lo:hi] (sharing ``depth`` nibbles) by nibble ``depth``:
+    [(nibble, start, end)...] in nibble order."""
+    half = depth >> 1
+    out = []
+    if hi - lo <= 8:
+        # Few keys (the lower levels): a linear scan beats bisecting.
+        start = lo
+        b = keys[lo][half]
+        cur = b & 15 if depth & 1 else b >> 4
+        for i in range(lo + 1, hi):
+            b = keys[i][half]
+            n = b & 15 if depth & 1 else b >> 4
+            if n != cur:
+                out.append((cur, start, i))
+                start = i
+                cur = n
+        out.append((cur, start, hi))
+        return out
+    prefix = keys[lo][:half]
+    i = lo
+    left = bisect.bisect_left
+    if depth & 1:
+        while i < hi:
+            b = keys[i][half]
+            # The group: every key whose byte ``half`` is b (the high nibble is shared).
+            if b == 255 or keys[hi - 1][half] == b:
+                j = hi
+            else:
+                j = left(keys, prefix + _BYTE[b + 1], i, hi)
+            out.append((b & 15, i, j))
+            i = j
+    else:
+        while i < hi:
+            n = keys[i][half] >> 4
+            if n == 15 or keys[hi - 1][half] >> 4 == n:
+                j = hi
+            else:
+                j = left(keys, prefix + _BYTE[(n + 1) << 4], i, hi)
+            out.append((n, i, j))
+            i = j
+    return out
+
+
+class _Batch:
+    """One ``update``. Changes are sorted and partitioned recursively by nibble, so each
+    touched node is read once and rewritten once. Where a single change is left (most of
+    the tree below the top levels), it descends iteratively and splices the new child
+    into each ancestor's encoding on the way back up."""
+
+    __slots__ = ("tree", "v8", "keys", "vals", "new_nodes", "stale", "cache", "get", "node")
+
+    def __init__(
+        self, tree: SparseMerkleTree, v8: bytes, keys: list[bytes], vals: list[bytes | None]
+    ) -> None:
+        self.tree = tree
+        self.v8 = v8
+        self.keys = keys
+        self.vals = vals
+        self.new_nodes: dict[bytes, bytes] = {}
+        self.stale: list[bytes] = []
+        self.cache = tree._cache
+        self.get = tree._get
+        self.node = tree._node
+
+    def run(self, base_version: int | None) -> bytes:
+        root_key = self.v8 + b"\x00"
+        n = len(self.keys)
+        if base_version is None:
+            old = _EMPTY_NODE
+        else:
+            old = self.tree._root_record(base_version)
+            # The base's root record is always superseded by this version's own; the
+            # depth-0 node of every version lives at its root record key, so nothing
+            # below marks depth-0 nodes stale.
+            self.stale.append(base_version.to_bytes(8, "big") + b"\x00")
+        t = old[0]
+        r: _Ref | None
+        if not n:
+            r = _SAME
+        elif t == _T_EMPTY:
+            r = self.build(self.keys, self.vals, 0, n, 0, None)
+        elif t == _T_LEAF:
+            r = self.update_leaf(old, None, None, 0, 0, n)
+        else:
+            h = _internal_hash(_check_internal(old))
+            assert base_version is not None
+            self.cache[h] = (base_version.to_bytes(8, "big"), old)
+            if n == 1:
+                r = self.one(h, base_version.to_bytes(8, "big"), False, 0, 0)
+            else:
+                r = self.update_internal(h, base_version.to_bytes(8, "big"), 0, 0, n)
+        if r is _SAME:
+            # Nothing changed: this version's root record is a copy of the old root node
+            # (its children keep their versions), so root(new_version) is still one read.
+            self.new_nodes[root_key] = old
+            return _node_hash_of(old)
+        if r is None:
+            self.new_nodes[root_key] = _EMPTY_NODE
+            return EMPTY_ROOT
+        if r[1] is None:  # a pending leaf becomes the root
+            self.new_nodes[root_key] = _LEAF_PREFIX + r[3] + r[4]  # type: ignore[operator]
+        # else: the new internal root was written under root_key already
+        return r[0]
+
+    # -- new subtrees --------------------------------------------------------------------
+
+    def build(
+        self,
+        keys: list[bytes],
+        vals: list[bytes | None],
+        lo: int,
+        hi: int,
+        depth: int,
+        known: tuple[bytes, bytes] | None,
+    ) -> _Ref | None:
+        """The subtree at ``depth`` holding keys[lo:hi] (None values skipped). ``known``
+        is a (key, leaf hash) computed before (a leaf being moved)."""
+        if hi - lo == 1:
+            v = vals[lo]
+            if v is None:
+                return None
+            k = keys[lo]
+            if known is not None and known[0] == k:
+                return (known[1], None, True, k, v)
+            return (_sha256(LEAF_TAG + k + _sha256(v).digest()).digest(), None, True, k, v)
+        hashes = _EMPTY16[:]
+        versions = _EMPTY16[:]
+        bitmap = leafmap = 0
+        pending: list[_Ref] = []
+        d1 = depth + 1
+        for nib, glo, ghi in _groups(keys, lo, hi, depth):
+            r = self.build(keys, vals, glo, ghi, d1, known)
+            if r is None:
+                continue
+            bit = 1 << nib
+            bitmap |= bit
+            hashes[nib] = r[0]
+            rv = r[1]
+            if rv is None:  # a new leaf
+                leafmap |= bit
+                pending.append(r)
+            else:
+                versions[nib] = rv
+        return self.finish(bitmap, leafmap, hashes, versions, pending, depth, keys[lo])
+
+    def pair(self, depth: int, k1: bytes, v1: bytes, h1: bytes, k2: bytes, v2: bytes) -> _Ref:
+        """The subtree at ``depth`` holding exactly two keys (an insert meeting a leaf)."""
+        d = depth
+        while True:  # the first nibble where the keys part (they differ somewhere)
+            b1 = k1[d >> 1]
+            b2 = k2[d >> 1]
+            n1 = b1 & 15 if d & 1 else b1 >> 4
+            n2 = b2 & 15 if d & 1 else b2 >> 4
+            if n1 != n2:
+                break
+            d += 1
+        v8 = self.v8
+        new_nodes = self.new_nodes
+        h2 = _sha256(LEAF_TAG + k2 + _sha256(v2).digest()).digest()
+        d1 = d + 1
+        half = d1 >> 1
+        if d1 & 1:
+            new_nodes[v8 + _DEPTH[d1] + k1[:half] + _HIGH[k1[half]]] = _LEAF_PREFIX + k1 + v1
+            new_nodes[v8 + _DEPTH[d1] + k2[:half] + _HIGH[k2[half]]] = _LEAF_PREFIX + k2 + v2
+        else:
+            new_nodes[v8 + _DEPTH[d1] + k1[:half]] = _LEAF_PREFIX + k1 + v1
+            new_nodes[v8 + _DEPTH[d1] + k2[:half]] = _LEAF_PREFIX + k2 + v2
+        bitmap = (1 << n1) | (1 << n2)
+        bm2 = bitmap.to_bytes(2, "big")
+        hs = h1 + h2 if n1 < n2 else h2 + h1
+        enc = b"".join((_INTERNAL_PREFIX, bm2, bm2, hs, v8, v8))
+        h = _sha256(NODE_TAG + bm2 + hs).digest()
+        new_nodes[v8 + _DEPTH[d] + _path(k1, d)] = enc
+        self.cache[h] = (v8, enc)
+        while d > depth:  # single-child nodes down to where the keys part (rare)
+            d -= 1
+            b1 = k1[d >> 1]
+            bm2 = (1 << (b1 & 15 if d & 1 else b1 >> 4)).to_bytes(2, "big")
+            enc = b"".join((_INTERNAL_PREFIX, bm2, b"\x00\x00", h, v8))
+            h = _sha256(NODE_TAG + bm2 + h).digest()
+            new_nodes[v8 + _DEPTH[d] + _path(k1, d)] = enc
+            self.cache[h] = (v8, enc)
+        return (h, v8, False, None, None)
+
+    def finish(
+        self,
+        bitmap: int,
+        leafmap: int,
+        hashes: list[bytes],
+        versions: list[bytes],
+        pending: list[_Ref],
+        depth: int,
+        key: bytes,
+    ) -> _Ref | None:
+        """Write the internal node at ``depth`` on ``key``'s path from its 16 slots, or
+        hoist its only child if that is a leaf. ``pending``: new leaves among them."""
+        if not bitmap:
+            return None
+        d1 = depth + 1
+        if leafmap == bitmap and not bitmap & (bitmap - 1):
+            # A single child that is a leaf: the leaf takes this node's place.
+            if pending:
+                return pending[0]
+            nib = bitmap.bit_length() - 1
+            nk = versions[nib] + _DEPTH[d1] + _path(_with_nibble(key, depth, nib), d1)
+            enc = self.tree._leaf(versions[nib], d1, _with_nibble(key, depth, nib))
+            self.stale.append(nk)
+            return (hashes[nib], None, True, enc[1:33], enc[33:])
+        v8 = self.v8
+        new_nodes = self.new_nodes
+        if pending:
+            dep = _DEPTH[d1]
+            for p in pending:
+                k = p[3]
+                assert k is not None and p[4] is not None
+                new_nodes[v8 + dep + _path(k, d1)] = _LEAF_PREFIX + k + p[4]
+                b = k[depth >> 1]
+                versions[b & 15 if depth & 1 else b >> 4] = v8
+        bm2 = bitmap.to_bytes(2, "big")
+        hs = b"".join(hashes)
+        h = _sha256(NODE_TAG + bm2 + hs).digest()
+        enc = b"".join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, b"".join(versions)))
+        new_nodes[v8 + _DEPTH[depth] + _path(key, depth)] = enc
+        self.cache[h] = (v8, enc)
+        return (h, v8, False, None, None)
+
+    # -- changed subtrees ----------------------------------------------------------------
+
+    def update_leaf(
+        self, enc: bytes, nk: bytes | None, h: bytes | None, depth: int, lo: int, hi: int
+    ) -> _Ref | None:
+        """The subtree at ``depth`` that was the single leaf ``enc`` with hash ``h``,
+        stored under ``nk`` (None for the root, whose record run() handles)."""
+        keys, vals = self.keys, self.vals
+        lkey = enc[1:33]
+        lval = enc[33:]
+        sub_k = keys[lo:hi]
+        sub_v = vals[lo:hi]
+        i = bisect.bisect_left(sub_k, lkey)
+        if i == len(sub_k) or sub_k[i] != lkey:
+            sub_k.insert(i, lkey)
+            sub_v.insert(i, lval)
+            known = None if h is None else (lkey, h)
+        else:
+            known = None  # the batch gives the old leaf's key a value of its own
+        r = self.build(sub_k, sub_v, 0, len(sub_k), depth, known)
+        if r is not None and r[1] is None and r[3] == lkey and r[4] == lval:
+            return _SAME  # only no-op changes: the leaf stays where it is
+        if nk is not None:
+            self.stale.append(nk)
+        return r
+
+    def update_internal(self, h: bytes, v8: bytes, depth: int, lo: int, hi: int) -> _Ref | None:
+        """The subtree at ``depth`` whose internal node (hash h, written at v8) meets the
+        changes keys[lo:hi], hi - lo >= 2."""
+        keys = self.keys
+        key0 = keys[lo]
+        enc = self.node(h, v8, depth, key0)
+        bitmap = enc[1] << 8 | enc[2]
+        leafmap = enc[3] << 8 | enc[4]
+        hend = 5 + 32 * bitmap.bit_count()
+        d1 = depth + 1
+        changed: list[tuple[int, _Ref | None]] = []
+        for nib, glo, ghi in _groups(keys, lo, hi, depth):
+            bit = 1 << nib
+            r: _Ref | None
+            if bitmap & bit:
+                rank = (bitmap & (bit - 1)).bit_count()
+                ch = enc[5 + 32 * rank : 37 + 32 * rank]
+                cv = enc[hend + 8 * rank : hend + 8 * rank + 8]
+                if ghi - glo == 1:
+                    r = self.one(ch, cv, bool(leafmap & bit), d1, glo)
+                elif leafmap & bit:
+                    nk = cv + _DEPTH[d1] + _path(keys[glo], d1)
+                    leaf = self.tree._leaf(cv, d1, keys[glo])
+                    r = self.update_leaf(leaf, nk, ch, d1, glo, ghi)
+                else:
+                    r = self.update_internal(ch, cv, d1, glo, ghi)
+                if r is _SAME:
+                    continue
+            else:
+                r = self.build(keys, self.vals, glo, ghi, d1, None)
+                if r is None:
+                    continue  # only deletions of absent keys
+            changed.append((bit, r))
+        if not changed:
+            return _SAME
+        if depth:  # depth-0 nodes are root records, handled by run()
+            self.stale.append(v8 + _DEPTH[depth] + _path(key0, depth))
+        self.cache.pop(h, None)  # superseded: only older versions still refer to it
+        nv8 = self.v8
+        pending: list[_Ref] = []
+        if len(changed) > 4:
+            # Many children change (the top levels): rebuild from the 16 slots.
+            _, _, hashes, versions = _decode_internal(enc)
+            for bit, r in changed:
+                nib = bit.bit_length() - 1
+                if r is None:
+                    bitmap &= ~bit
+                    leafmap &= ~bit
+                    hashes[nib] = b""
+                    versions[nib] = b""
+                else:
+                    bitmap |= bit
+                    hashes[nib] = r[0]
+                    versions[nib] = nv8
+                    if r[1] is None:
+                        leafmap |= bit
+                        pending.append(r)
+                    else:
+                        leafmap &= ~bit
+            return self.finish(bitmap, leafmap, hashes, versions, pending, depth, key0)
+        # A few children change: splice them into the encoding's two sections.
+        hs = enc[5:hend]
+        vs = enc[hend:]
+        for bit, r in changed:
+            rank = (bitmap & (bit - 1)).bit_count()
+            o = 32 * rank
+            q = 8 * rank
+            if r is None:
+                bitmap ^= bit
+                leafmap &= ~bit
+                hs = hs[:o] + hs[o + 32 :]
+                vs = vs[:q] + vs[q + 8 :]
+                continue
+            if bitmap & bit:
+                hs = hs[:o] + r[0] + hs[o + 32 :]
+                vs = vs[:q] + nv8 + vs[q + 8 :]
+            else:
+                bitmap |= bit
+                hs = hs[:o] + r[0] + hs[o:]
+                vs = vs[:q] + nv8 + vs[q:]
+            if r[1] is None:
+                leafmap |= bit
+                pending.append(r)
+            else:
+                leafmap &= ~bit
+        if not bitmap:
+            return None
+        if leafmap == bitmap and not bitmap & (bitmap - 1):
+            # A single child that is a leaf: the leaf takes this node's place.
+            if pending:
+                return pending[0]
+            left = _with_nibble(key0, depth, bitmap.bit_length() - 1)
+            leaf = self.tree._leaf(vs, d1, left)
+            self.stale.append(vs + _DEPTH[d1] + _path(left, d1))
+            return (hs, None, True, leaf[1:33], leaf[33:])
+        new_nodes = self.new_nodes
+        if pending:
+            dep = _DEPTH[d1]
+            for p in pending:
+                k = p[3]
+                assert k is not None and p[4] is not None
+                new_nodes[nv8 + dep + _path(k, d1)] = _LEAF_PREFIX + k + p[4]
+        bm2 = bitmap.to_bytes(2, "big")
+        ne = b"".join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, vs))
+        nh = _sha256(NODE_TAG + bm2 + hs).digest()
+        new_nodes[nv8 + _DEPTH[depth] + _path(key0, depth)] = ne
+        self.cache[nh] = (nv8, ne)
+        return (nh, nv8, False, None, None)
+
+    def one(self, h: bytes, v8: bytes, is_leaf: bool, depth: int, idx: int) -> _Ref | None:
+        """The subtree at ``depth`` (hash h, written at v8) meeting the single change
+        keys[idx]: walk down to the slot, then splice the new child into each node's
+        encoding on the way back up. (Inlined by hand: this is the hot loop of update.)"""
+        k = self.keys[idx]
+        v = self.vals[idx]
+        cache = self.cache
+        # per node on the way down: (encoding, hash, version, depth, bit, offset of the
+        # path child's hash, end of the hash section, offset of the path child's version)
+        stack: list[tuple[bytes, bytes, bytes, int, int, int, int, int]] = []
+        # The new child being spliced upwards: hash (None: removed), whether it is a
+        # (pending, not yet written) leaf, and that leaf's key and value.
+        rh: bytes | None
+        rleaf = True
+        rk = k
+        rval = v
+        while not is_leaf:
+            e = cache.get(h)
+            if e is not None and e[0] == v8:
+                enc = e[1]
+            else:
+                enc = self.node(h, v8, depth, k)
+            bitmap = enc[1] << 8 | enc[2]
+            b = k[depth >> 1]
+            bit = 1 << (b & 15 if depth & 1 else b >> 4)
+            rank = (bitmap & (bit - 1)).bit_count()
+            ho = 5 + 32 * rank
+            hend = 5 + 32 * bitmap.bit_count()
+            vo = hend + 8 * rank
+            stack.append((enc, h, v8, depth, bit, ho, hend, vo))
+            if not bitmap & bit:
+                if v is None:
+                    return _SAME  # deleting a key that is not there
+                rh = _sha256(LEAF_TAG + k + _sha256(v).digest()).digest()
+                break
+            h = enc[ho : ho + 32]
+            v8 = enc[vo : vo + 8]
+            depth += 1
+            is_leaf = bool((enc[3] << 8 | enc[4]) & bit)
+        else:
+            # The path ends at a leaf at ``depth``.
+            nk = v8 + _DEPTH[depth] + _path(k, depth)
+            leaf = self.get(nk)
+            if leaf is None or leaf[0] != _T_LEAF or len(leaf) < 33:
+                raise MissingNodeError(f"missing leaf at depth {depth}, version {v8.hex()}")
+            lkey = leaf[1:33]
+            if lkey == k:
+                if v == leaf[33:]:
+                    return _SAME
+                if v is None:
+                    rh = None
+                else:
+                    rh = _sha256(LEAF_TAG + k + _sha256(v).digest()).digest()
+            else:
+                if v is None:
+                    return _SAME  # deleting a key that is not there
+                rh, _, rleaf, _, _ = self.pair(depth, lkey, leaf[33:], h, k, v)
+            if depth:
+                self.stale.append(nk)
+        # Back up: node ``enc`` (hash h, written at v8, at ``depth``) gets child ``bit``
+        # replaced by the new child and is rewritten at this batch's version, unless a
+        # lone leaf is left, which then takes the node's place.
+        nv8 = self.v8
+        new_nodes = self.new_nodes
+        stale = self.stale
+        sha = _sha256
+        tag = NODE_TAG
+        while stack:
+            enc, h, v8, depth, bit, ho, hend, vo = stack.pop()
+            half = depth >> 1
+            pk = _DEPTH[depth] + (k[:half] + _HIGH[k[half]] if depth & 1 else k[:half])
+            if depth:  # depth-0 nodes are root records, handled by run()
+                stale.append(v8 + pk)
+            cache.pop(h, None)
+            leafmap = enc[3] << 8 | enc[4]
+            if rh is not None and not rleaf and not leafmap & bit:
+                # The common case: a rewritten internal child in place of the old one.
+                # Bitmap and leafmap stay; only its hash and version change.
+                ne = b"".join((enc[:ho], rh, enc[ho + 32 : vo], nv8, enc[vo + 8 :]))
+                rh = sha(tag + enc[1:3] + ne[5:hend]).digest()
+                new_nodes[nv8 + pk] = ne
+                cache[rh] = (nv8, ne)
+                continue
+            bitmap = enc[1] << 8 | enc[2]
+            if rleaf and not bitmap & bit:
+                # The other common case: a new leaf in an empty slot. Write the leaf one
+                # level down, and this node with the slot filled.
+                d1 = depth + 1
+                h1 = d1 >> 1
+                assert rh is not None and rval is not None
+                new_nodes[
+                    nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])
+                ] = _LEAF_PREFIX + rk + rval
+                bm2 = (bitmap | bit).to_bytes(2, "big")
+                ne = b"".join((
+                    _INTERNAL_PREFIX, bm2, (leafmap | bit).to_bytes(2, "big"),
+                    enc[5:ho], rh, enc[ho:vo], nv8, enc[vo:],
+                ))
+                rh = sha(tag + bm2 + ne[5 : hend + 32]).digest()
+                rleaf = False
+                new_nodes[nv8 + pk] = ne
+                cache[rh] = (nv8, ne)
+                continue
+            if rh is None:  # the child is gone
+                bitmap ^= bit
+                leafmap &= ~bit
+                hs = enc[5:ho] + enc[ho + 32 : hend]
+                vs = enc[hend:vo] + enc[vo + 8 :]
+                if leafmap == bitmap and not bitmap & (bitmap - 1):
+                    if not bitmap:  # unreachable: a lone child holds >= 2 keys
+                        continue
+                    # One leaf is left: it moves up into this node's place.
+                    left = _with_nibble(k, depth, bitmap.bit_length() - 1)
+                    leaf = self.tree._leaf(vs, depth + 1, left)
+                    stale.append(vs + _DEPTH[depth + 1] + _path(left, depth + 1))
+                    rh = hs
+                    rleaf = True
+                    rk = leaf[1:33]
+                    rval = leaf[33:]
+                    continue
+            else:
+                if bitmap & bit:
+                    if bitmap == bit and rleaf:
+                        continue  # the only child became a leaf: it moves up
+                    hs = enc[5:ho] + rh + enc[ho + 32 : hend]
+                    vs = enc[hend:vo] + nv8 + enc[vo + 8 :]
+                else:
+                    bitmap |= bit
+                    hs = enc[5:ho] + rh + enc[ho:hend]
+                    vs = enc[hend:vo] + nv8 + enc[vo:]
+                if rleaf:  # the pending leaf lands here, one level down
+                    leafmap |= bit
+                    d1 = depth + 1
+                    h1 = d1 >> 1
+                    assert rval is not None
+                    new_nodes[
+                        nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])
+                    ] = _LEAF_PREFIX + rk + rval
+                else:
+                    leafmap &= ~bit
+            bm2 = bitmap.to_bytes(2, "big")
+            ne = b"".join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, vs))
+            rh = sha(tag + bm2 + hs).digest()
+            rleaf = False
+            new_nodes[nv8 + pk] = ne
+            cache[rh] = (nv8, ne)
+        if rh is None:
+            return None
+        if rleaf:
+            return (rh, None, True, rk, rval)
+        return (rh, nv8, False, None, None)
+
+
+# --------------------------------------------------------------------------- stores
+
+
+class MemoryNodeStore:
+    """Dict-backed node store: a NodeReader plus ``apply``/``prune`` (tests, benchmarks)."""
+
+    def __init__(self, nodes: dict[bytes, bytes] | None = None) -> None:
+        self._nodes: dict[bytes, bytes] = {} if nodes is None else nodes
+        # The dict's own get is the reader: a Python-level method around it would cost
+        # a call frame per node read, which shows in update throughput.
+        self.get_node: Callable[[bytes], bytes | None] = self._nodes.get
+        # version -> stale keys its update produced (JMT's stale node index)
+        self.stale_index: dict[int, list[bytes]] = {}
+
+    @property
+    def nodes(self) -> dict[bytes, bytes]:
+        """node_key -> encoded node."""
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes: dict[bytes, bytes]) -> None:
+        self._nodes = nodes
+        self.get_node = nodes.get
+
+    def apply(self, result: UpdateResult) -> None:
+        """Persist an update's nodes and remember its stale keys for ``prune``."""
+        self.nodes.update(result.new_nodes)
+        if result.stale:
+            self.stale_index.setdefault(result.version, []).extend(result.stale)
+
+    def prune(self, oldest_kept: int) -> int:
+        """Delete nodes only versions < ``oldest_kept`` need; return how many."""
+        removed = 0
+        for version in [v for v in self.stale_index if v <= oldest_kept]:
+            for k in self.stale_index.pop(version):
+                if self.nodes.pop(k, None) is not None:
+                    removed += 1
+        return removed
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+class OverlayReader:
+    """A NodeReader over ``base`` with pending, not yet committed ``new_nodes`` dicts on
+    top (later dicts win), to execute block h+1 on top of an uncommitted block h."""
+
+    def __init__(self, base: NodeReader, *pending: Mapping[bytes, bytes]) -> None:
+        self.base = base
+        self.pending = list(pending)
+
+    def push(self, nodes: Mapping[bytes, bytes]) -> None:
+        self.pending.append(nodes)
+
+    def get_node(self, node_key: bytes) -> bytes | None:
+        for nodes in reversed(self.pending):
+            enc = nodes.get(node_key)
+            if enc is not None:
+                return enc
+        return self.base.get_node(node_key)
