@@ -19,7 +19,7 @@ import shutil
 import ssl
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,9 @@ from prometheus_client import CollectorRegistry
 
 from node.rpc.auth import CredentialStore, generate_api_key
 from node.rpc.http import RpcApp, make_app, serve_http
-from node.rpc.jsonrpc import CallContext, Limits, MethodRegistry
+from node.rpc.jsonrpc import Limits
 from node.rpc.params import Int, Param
+from node.rpc.registry import CallContext, MethodRegistry
 
 KEY = generate_api_key()
 CREDENTIALS = {"hk-bank": {"roles": ["verifier"], "key_sha256": KEY.key_sha256}}
@@ -240,7 +241,9 @@ def test_errors_404_405_415_keep_connection_usable() -> None:
             response = conn.getresponse()
             assert response.status == 405 and response.getheader("allow") == "GET"
             response.read()
-            for content_type in ("text/plain", "application/json; charset=latin-1", None):
+            content_types: list[str | None] = [
+                "text/plain", "application/json; charset=latin-1", None]  # fmt: skip
+            for content_type in content_types:
                 headers_ = {} if content_type is None else {"Content-Type": content_type}
                 status, _, raw = post(conn, NOOP, headers_)
                 assert status == 415 and b"application/json" in raw
@@ -256,7 +259,7 @@ def test_errors_404_405_415_keep_connection_usable() -> None:
 
 def test_metrics_and_health() -> None:
     metrics = CollectorRegistry()
-    reports = iter([{"height": 7}, {"height": 8, "status": "x"}])
+    reports: Iterator[dict[str, Any]] = iter([{"height": 7}, {"height": 8, "status": "x"}])
     app = make_app(
         make_registry(), CredentialStore.open_mode(), metrics, health=lambda: next(reports)
     )

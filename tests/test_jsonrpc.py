@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from ledger.errors import RuleError
 from node.rpc.auth import CredentialStore, Principal, generate_api_key, hash_api_key
 from node.rpc.errors import Busy, InvalidParams, NotFound, Rejected, Timeout
-from node.rpc.jsonrpc import Call, CallContext, Dispatcher, Limits, MethodRegistry, Result
+from node.rpc.jsonrpc import Call, Dispatcher, Limits
 from node.rpc.params import Bool, Choice, Hex, Int, ListOf, Param, Str
+from node.rpc.registry import CallContext, MethodRegistry, Result
 
 BANK_KEY = generate_api_key()
 AUDITOR_KEY = generate_api_key()

@@ -5,7 +5,8 @@ Modules, each owning one thing:
 - ``errors``  -- the ``RpcError`` classes and what each JSON-RPC code means to a client;
 - ``params``  -- declarative param schemas (``Int``, ``Hex``, ``Str``...) and ``Param``;
 - ``auth``    -- API keys per member organisation (stored hashed), roles, open mode;
-- ``jsonrpc`` -- ``MethodRegistry`` (+ OpenRPC) and ``Dispatcher``: pure, bytes in/out;
+- ``registry`` -- ``MethodRegistry``: methods, their declarations, the OpenRPC document;
+- ``jsonrpc`` -- ``Dispatcher``: the JSON-RPC 2.0 wire protocol, pure, bytes in/out;
 - ``http``    -- the ASGI app (/, /rpc, /metrics, /health) and ``serve_http``.
 
 Typical use by the node::
@@ -31,8 +32,9 @@ from node.rpc.errors import (
     Unauthorised,
 )
 from node.rpc.http import RpcApp, RpcMetrics, make_app, serve_http
-from node.rpc.jsonrpc import CallContext, Dispatcher, Limits, Method, MethodRegistry, Result
+from node.rpc.jsonrpc import Dispatcher, Limits
 from node.rpc.params import Bool, Choice, Hex, Int, ListOf, Param, Str
+from node.rpc.registry import CallContext, Method, MethodRegistry, Result
 
 __all__ = [
     "ApiKey",

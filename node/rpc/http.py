@@ -48,7 +48,8 @@ from prometheus_client.exposition import generate_latest
 
 from node.rpc.auth import CredentialStore
 from node.rpc.errors import Timeout
-from node.rpc.jsonrpc import Call, Dispatcher, Executor, JsonValue, Limits, MethodRegistry
+from node.rpc.jsonrpc import Call, Dispatcher, Executor, JsonValue, Limits
+from node.rpc.registry import MethodRegistry
 
 __all__ = ["RpcApp", "RpcMetrics", "make_app", "serve_http"]
 
@@ -133,25 +134,24 @@ def _deadline_executor(default_timeout_s: float) -> Executor:
     remaining calls continue in a fresh one.
     """
 
+    def deadline(call: Call) -> float:
+        timeout_s = call.method.timeout_s
+        return trio.current_time() + (default_timeout_s if timeout_s is None else timeout_s)
+
     async def execute(calls: list[Call]) -> None:
         i, n = 0, len(calls)
         while i < n:
-            with trio.CancelScope() as scope:
-                while i < n:
-                    call = calls[i]
-                    timeout_s = call.method.timeout_s
-                    if timeout_s is None:
-                        timeout_s = default_timeout_s
-                    scope.deadline = trio.current_time() + timeout_s
-                    await call.run()
+            with trio.CancelScope(deadline=deadline(calls[i])) as scope:
+                while True:
+                    await calls[i].run()
                     i += 1
-                    if scope.cancel_called:  # fired as the handler returned: start afresh
+                    if i == n or scope.cancel_called:  # done, or fired as a handler returned
                         break
+                    scope.deadline = deadline(calls[i])
             if scope.cancelled_caught:  # the deadline interrupted calls[i]
-                name, timeout_s = calls[i].method.name, calls[i].method.timeout_s
-                if timeout_s is None:
-                    timeout_s = default_timeout_s
-                calls[i].fail(Timeout(f"{name} did not finish within {timeout_s:g} s"))
+                method = calls[i].method
+                timeout_s = default_timeout_s if method.timeout_s is None else method.timeout_s
+                calls[i].fail(Timeout(f"{method.name} did not finish within {timeout_s:g} s"))
                 i += 1
 
     return execute
@@ -422,7 +422,8 @@ async def serve_http(
     host: str,
     port: int,
     *,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    # trio ships TaskStatus; the stale trio-typing stubs some environments install do not.
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,  # type: ignore[name-defined,unused-ignore]
     tls_cert: str | None = None,
     tls_key: str | None = None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
