@@ -406,14 +406,13 @@ class SparseMerkleTree:
         if base_version is not None:
             if type(base_version) is not int or not 0 <= base_version < new_version:
                 raise ValueError("base_version must be None or an integer below new_version")
-        keys = sorted(changes)
-        vals = [changes[k] for k in keys]
-        for k in keys:
+        for k, v in changes.items():  # before sorting: mixed key types would raise there
             if type(k) is not bytes or len(k) != KEY_SIZE:
                 raise ValueError(f"keys must be {KEY_SIZE}-byte bytes")
-        for v in vals:
             if v is not None and type(v) is not bytes:
                 raise ValueError("values must be bytes or None")
+        keys = sorted(changes)
+        vals = [changes[k] for k in keys]
         batch = _Batch(self, new_version.to_bytes(8, "big"), keys, vals)
         try:
             root = batch.run(base_version)
@@ -840,8 +839,10 @@ class _Batch:
             # The path ends at a leaf at ``depth``.
             nk = v8 + _DEPTH[depth] + _path(k, depth)
             leaf = self.get(nk)
-            if leaf is None or leaf[0] != _T_LEAF or len(leaf) < 33:
+            if leaf is None:
                 raise MissingNodeError(f"missing leaf at depth {depth}, version {v8.hex()}")
+            if leaf[0] != _T_LEAF or len(leaf) < 33:
+                raise NodeError("expected a leaf")
             lkey = leaf[1:33]
             if lkey == k:
                 if v == leaf[33:]:

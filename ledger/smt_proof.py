@@ -368,12 +368,14 @@ def root_from_proof(key: bytes, value: bytes | None, proof: Proof) -> bytes:
         if not _same_prefix(other, key, depth):
             raise ProofError("the other leaf is not on the key's path")
         cur = _sha256(LEAF_TAG + other + proof.leaf_value_hash).digest()
-    else:
+    elif kind == TERMINAL_EMPTY:
         if value is not None:
             raise ProofError("a non-membership proof cannot show a value")
         if depth == 0:
             return EMPTY_ROOT
         cur = None
+    else:
+        raise ProofError(f"unknown terminal kind {kind!r}")
     sha, tag = _sha256, NODE_TAG
     for j in range(depth - 1, -1, -1):
         bitmap, siblings = levels[j]
@@ -403,5 +405,7 @@ def verify_proof(root: bytes, key: bytes, value: bytes | None, proof: Proof) -> 
         return False
     try:
         return root_from_proof(key, value, proof) == root
-    except ProofError:
+    except (ValueError, TypeError, IndexError, AttributeError):
+        # ProofError is the expected one; the others can only come from a Proof whose
+        # frozen fields were forced to garbage, and are refused all the same.
         return False

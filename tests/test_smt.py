@@ -506,6 +506,8 @@ def test_update_argument_checks() -> None:
     with pytest.raises(ValueError):
         tree.update(None, 0, {b"short": b"x"})
     with pytest.raises(ValueError):
+        tree.update(None, 0, {POOL[0]: b"x", "text": b"y"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError):
         tree.update(None, 0, {POOL[0]: "text"})  # type: ignore[dict-item]
     with pytest.raises(ValueError):
         tree.update(3, 3, {})
@@ -668,6 +670,21 @@ def _proof_pool() -> list[Proof]:
 )
 def test_verify_never_raises(root: Any, key: Any, value: Any, proof: Any) -> None:
     assert verify_proof(root, key, value, proof) in (True, False)
+
+
+def test_verify_survives_forced_garbage() -> None:
+    root, cases = _sample_proofs()
+    key, value, proof = cases[0]
+    for field, junk in [("levels", ((1, None),)), ("levels", None), ("terminal", None),
+                        ("leaf_key", 5), ("leaf_value_hash", None)]:
+        bad = Proof(proof.terminal, proof.levels, proof.leaf_key, proof.leaf_value_hash)
+        object.__setattr__(bad, field, junk)
+        assert verify_proof(root, key, value, bad) is False
+    # an absent key's proof with its terminal forced to an unknown kind
+    key, value, proof = next(c for c in cases if c[2].terminal == "empty" and c[2].levels)
+    assert verify_proof(root, key, None, proof)
+    object.__setattr__(proof, "terminal", "?")
+    assert verify_proof(root, key, None, proof) is False
 
 
 @settings(max_examples=300, deadline=None)
