@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -117,8 +118,20 @@ def serve(kind: str, cpu: int | None) -> None:
 # --- client ---------------------------------------------------------------------------
 
 
-async def run_client(port: int, body: bytes, connections: int, seconds: float) -> dict[str, Any]:
-    """Closed-loop load: each connection sends, waits for the reply, sends again."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_client(
+    port: int, server_pid: int, body: bytes, connections: int, seconds: float
+) -> dict[str, Any]:
+    """Closed-loop load: each connection sends, waits for the reply, sends again.
+
+    Besides the rate, reports the server's CPU time per request over the measured
+    window: unlike the rate, it barely moves when other work shares the machine.
+    """
     request = http_request(body)
     warmup_s = min(1.0, seconds / 4)
     start = trio.current_time()
@@ -158,13 +171,23 @@ async def run_client(port: int, body: bytes, connections: int, seconds: float) -
                 buf = b""
         await stream.aclose()
 
+    cpu: list[float] = []
+
+    async def sample_cpu() -> None:
+        await trio.sleep_until(measure_from)
+        cpu.append(cpu_seconds(server_pid))
+        await trio.sleep_until(stop_at)
+        cpu.append(cpu_seconds(server_pid))
+
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(sample_cpu)
         for _ in range(connections):
             nursery.start_soon(connection)
     latencies.sort()
     n = len(latencies)
     return {
         "requests_per_s": n / seconds,
+        "server_cpu_us_per_request": 1e6 * (cpu[1] - cpu[0]) / max(n, 1),
         "latency_ms_p50": 1000 * latencies[n // 2],
         "latency_ms_p99": 1000 * latencies[min(n - 1, int(n * 0.99))],
         "errors": errors,
@@ -186,7 +209,7 @@ def measure(kind: str, body: bytes, args: argparse.Namespace) -> dict[str, Any]:
         port = int(server.stdout.readline())
         if server_cpu is not None:  # keep the client off the server's core
             os.sched_setaffinity(0, set(cpus[1:]))
-        result = trio.run(run_client, port, body, args.connections, args.seconds)
+        result = trio.run(run_client, port, server.pid, body, args.connections, args.seconds)
     finally:
         os.sched_setaffinity(0, set(cpus))
         server.send_signal(signal.SIGTERM)
@@ -259,6 +282,10 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r["requests_per_s"])[len(runs) // 2]
 
 
+def median_cpu_us(runs: list[dict[str, Any]]) -> float:
+    return float(statistics.median(r["server_cpu_us_per_request"] for r in runs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per phase")
@@ -278,8 +305,12 @@ def main() -> None:
         runs["bare"].append(measure("bare", NOOP_BODY, args))
         runs["noop"].append(measure("rpc", NOOP_BODY, args))
         runs["batch"].append(measure("rpc", BATCH_BODY, args))
-        print(f"round {i + 1}: " + "  ".join(
-            f"{k} {v[-1]['requests_per_s']:.0f} req/s" for k, v in runs.items()))  # fmt: skip
+        line = [
+            f"{k} {v[-1]['requests_per_s']:.0f} req/s "
+            f"({v[-1]['server_cpu_us_per_request']:.0f} us cpu/req)"
+            for k, v in runs.items()
+        ]
+        print(f"round {i + 1}: " + "  ".join(line))  # fmt: skip
     bare, noop, batch = median_of(runs["bare"]), median_of(runs["noop"]), median_of(runs["batch"])
     print(f"bare ASGI app:   {bare['requests_per_s']:8.0f} req/s  p50 "
           f"{bare['latency_ms_p50']:.2f} ms  p99 {bare['latency_ms_p99']:.2f} ms")  # fmt: skip
@@ -287,10 +318,15 @@ def main() -> None:
           f"{noop['latency_ms_p50']:.2f} ms  p99 {noop['latency_ms_p99']:.2f} ms")  # fmt: skip
     print(f"rpc batch of {BATCH}: {batch['requests_per_s']:8.0f} req/s = "
           f"{BATCH * batch['requests_per_s']:.0f} calls/s")  # fmt: skip
+    cpu_bare, cpu_noop, cpu_batch = (median_cpu_us(runs[k]) for k in ("bare", "noop", "batch"))
+    print(f"server CPU per request: bare {cpu_bare:.0f} us, noop {cpu_noop:.0f} us, "
+          f"batch of {BATCH} {cpu_batch:.0f} us -> one dedicated core would do "
+          f"{1e6 / cpu_bare:.0f} / {1e6 / cpu_noop:.0f} req/s, "
+          f"{BATCH * 1e6 / cpu_batch:.0f} batched calls/s")  # fmt: skip
     bare_us, app_us = asgi_cost()
     print(f"ASGI app alone:  bare {bare_us:.1f} us, rpc {app_us:.1f} us per no-op request")
     dispatch_us = dispatch_cost(args.profile)
-    print(f"dispatch alone:  {dispatch_us:.1f} us per no-op call (parse, auth, metrics, encode)")
+    print(f"dispatch alone:  {dispatch_us:.1f} us per no-op call (all of it but HTTP)")
     errors = sum(r["errors"] for v in runs.values() for r in v)
     if errors:
         print(f"WARNING: {errors} non-200 responses", file=sys.stderr)
@@ -301,6 +337,10 @@ def main() -> None:
         "latency_ms_p99": round(noop["latency_ms_p99"], 3),
         "bare_requests_per_s": round(bare["requests_per_s"]),
         "overhead_ratio": round(bare["requests_per_s"] / noop["requests_per_s"], 3),
+        "server_cpu_us_per_request_bare": round(cpu_bare, 1),
+        "server_cpu_us_per_request_noop": round(cpu_noop, 1),
+        "server_cpu_us_per_batch": round(cpu_batch, 1),
+        "cpu_overhead_ratio": round(cpu_noop / cpu_bare, 3),
         "app_us_bare": round(bare_us, 1),
         "app_us_rpc": round(app_us, 1),
         "dispatch_us_per_call": round(dispatch_us, 1),
