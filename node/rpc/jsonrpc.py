@@ -190,6 +190,8 @@ class Call:
     async def run(self) -> None:
         """Await the handler and record its result or error (cancellation passes through)."""
         owner = self._owner
+        # Latency counts from here: in a batch, waiting for earlier calls is not ours.
+        self._started = owner._clock()
         try:
             result = await self.method.handler(self.ctx, **self.kwargs)
             if not self.ctx.is_notification:
