@@ -266,47 +266,56 @@ class RpcApp:
 
     async def _read_body(self, receive: Receive) -> bytes | int:
         """The whole body, or 413 (crossed the cap), 408 (too slow), 499 (client left)."""
-        first: Message | None = None
-        # Fast path. A small body has almost always been queued by hypercorn before the
-        # app runs; if ``receive`` is a trio channel's (as hypercorn-trio passes it), take
-        # that message without waiting and skip the deadline: entering a cancel scope
-        # costs as much as the rest of a no-op dispatch. Other servers, or an empty
-        # queue, take the general path below.
-        channel = getattr(receive, "__self__", None)
-        if isinstance(channel, trio.MemoryReceiveChannel):
-            try:
-                first = channel.receive_nowait()
-            except trio.WouldBlock:
-                pass
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return 499
-            else:
-                if first["type"] != "http.request":
-                    return 499
-                if not first.get("more_body", False):
-                    body: bytes = first.get("body", b"")
-                    return body if len(body) <= self.max_body_bytes else 413
-        return await self._read_body_slowly(receive, first)
-
-    async def _read_body_slowly(self, receive: Receive, first: Message | None) -> bytes | int:
         chunks: list[bytes] = []
         size = 0
-        with trio.move_on_after(self.body_timeout_s):
+        # Fast path. hypercorn-trio queues a small body as a data message then an end
+        # message, with one scheduling point between them. If ``receive`` is a trio
+        # channel's (as hypercorn-trio passes it), take what is queued without waiting,
+        # allowing that one scheduling round, and skip the deadline: entering a cancel
+        # scope costs as much as the rest of a no-op dispatch. Other servers, or a body
+        # still on the wire, take the slow path.
+        channel = getattr(receive, "__self__", None)
+        if isinstance(channel, trio.MemoryReceiveChannel):
+            rounds = 0
             while True:
-                message = first if first is not None else await receive()
-                first = None
+                try:
+                    message = channel.receive_nowait()
+                except trio.WouldBlock:
+                    if rounds:
+                        break
+                    rounds += 1
+                    await trio.lowlevel.checkpoint()
+                    continue
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    return 499
                 if message["type"] != "http.request":
                     return 499
                 chunk: bytes = message.get("body", b"")
                 size += len(chunk)
                 if size > self.max_body_bytes:
                     return 413
-                if not message.get("more_body", False):
-                    if not chunks:
-                        return chunk
+                if chunk:
                     chunks.append(chunk)
-                    return b"".join(chunks)
-                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await self._read_body_slowly(receive, chunks, size)
+
+    async def _read_body_slowly(
+        self, receive: Receive, chunks: list[bytes], size: int
+    ) -> bytes | int:
+        with trio.move_on_after(self.body_timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return 499
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    return 413
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return 408
 
     async def _refuse(
