@@ -73,10 +73,12 @@ def node_status(e: NodeEntry, timeout_s: float = 2.0) -> dict[str, Any] | None:
 
 
 def up(root: Path, *, nodes: int = 4, observers: int = 0, wait_s: float = 60.0,
-       params: dict[str, Any] | None = None, min_height: int = 1) -> list[NodeEntry]:
+       params: dict[str, Any] | None = None, min_height: int = 1,
+       only: list[str] | None = None) -> list[NodeEntry]:
+    """Start the devnet's nodes that are down (``only``: just these names)."""
     if not (root / "devnet.json").exists():
         create_devnet(root, nodes=nodes, observers=observers, params=params)
-    entries = load_devnet(root)
+    entries = [e for e in load_devnet(root) if only is None or e.name in only]
     for e in entries:
         if running_pid(root, e) is None:
             start_node(root, e)

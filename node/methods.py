@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ledger.errors import DecodeError
-from ledger.types import MAX_TX_BYTES, Transaction
+from ledger.types import MAX_TX_BYTES, BlockHeader, Transaction
 from node.logs import get_logger
 from node.mempool import AddResult, AddStatus
 from node.rpc import (
@@ -26,6 +26,7 @@ from node.rpc import (
     InvalidParams,
     ListOf,
     MethodRegistry,
+    NotFound,
     Param,
     Rejected,
     Timeout,
@@ -122,11 +123,36 @@ def build_registry(node: Node) -> MethodRegistry:
         return {"results": results,
                 "accepted": sum(1 for r in results if r["status"] != "rejected")}
 
+    @rpc.method("getHeader",
+                Param("height", Int(0), default=None,
+                      description="block height; the newest committed when omitted"),
+                summary="A committed block header with its commit certificate",
+                errors=(NotFound, InvalidParams))
+    async def get_header(ctx: CallContext, height: int | None) -> dict[str, Any]:
+        store = node.ledger.store
+        h = store.height if height is None else height
+        header = store.get_header(h) if h <= store.height else None
+        if header is None:
+            raise NotFound(f"no block at height {h} (the chain is at {store.height})")
+        cert = store.get_certificate(h)
+        return {"height": h, "block_id": header.block_id.hex(),
+                "header": header_json(header), "encoded": header.encoded.hex(),
+                "certificate": None if cert is None else cert.encode().hex()}
+
     @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time")
     async def status(ctx: CallContext) -> dict[str, Any]:
         return node_status(node)
 
     return rpc
+
+
+def header_json(h: BlockHeader) -> dict[str, Any]:
+    return {"chain_id": h.chain_id, "height": h.height, "prev_block_id": h.prev_block_id.hex(),
+            "time_ms": h.time_ms, "proposer": h.proposer.hex(), "tx_count": h.tx_count,
+            "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
+            "validator_set_hash": h.validator_set_hash.hex(),
+            "next_validator_set_hash": h.next_validator_set_hash.hex(),
+            "history_root": h.history_root.hex()}
 
 
 def node_status(node: Node) -> dict[str, Any]:

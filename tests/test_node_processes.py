@@ -1,0 +1,183 @@
+"""Real node processes on 127.0.0.1 over py-libp2p: the consortium as an operator runs it.
+
+One devnet (4 validators + 1 observer started late) serves the tests of this module in
+order: commits with transactions sent to different nodes, kill -9 of a replica and of
+the primary under load, the late observer, and a non-member that is refused.
+Processes are always stopped in teardown (``devnet down``: SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli import devnet
+from cli.devnet_files import NodeEntry, load_devnet
+from cli.rpc_client import RpcClient
+from ledger.crypto import read_key_file
+from ledger.types import Attest, Transaction
+
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(600)]
+
+HEARTBEAT_MS = 500
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("devnet")
+    try:
+        devnet.up(root, nodes=4, observers=1, wait_s=90,
+                  only=["cnix", "hkbank", "szcredit", "webank"],
+                  params={"heartbeat_ms": HEARTBEAT_MS, "view_timeout_ms": 1000})
+        yield root
+    finally:
+        if (root / "devnet.json").exists():
+            devnet.down(root, grace_s=5)
+
+
+def _entries(root: Path) -> dict[str, NodeEntry]:
+    return {e.name: e for e in load_devnet(root)}
+
+
+def _client(e: NodeEntry) -> RpcClient:
+    return RpcClient(e.rpc_url, timeout_s=10)
+
+
+def _status(e: NodeEntry) -> dict | None:  # type: ignore[type-arg]
+    return devnet.node_status(e, timeout_s=2)
+
+
+class Issuer:
+    def __init__(self, root: Path) -> None:
+        self.key = read_key_file(root / "keys" / "szcredit.member.json")
+        self.n = 0
+
+    def txs(self, count: int, height: int) -> list[Transaction]:
+        out = []
+        for _ in range(count):
+            self.n += 1
+            c = hashlib.sha256(b"process-test %d %d" % (os.getpid(), self.n)).digest()
+            p = Attest("credit-report", c, 1_760_000_000_000, 0, b"")
+            out.append(Transaction("dvp-demo", self.key.public_key, self.n, height + 500,
+                                   p).signed(self.key))
+        return out
+
+
+def _submit(e: NodeEntry, txs: list[Transaction], wait: bool = False) -> list[str]:
+    c = _client(e)
+    try:
+        res = c.call("submitTransactions", txs=[t.encode().hex() for t in txs], wait=wait,
+                     timeout_s=30)
+    finally:
+        c.close()
+    assert res["accepted"] == len(txs), res
+    return [r["tx_id"] for r in res["results"]]
+
+
+def _wait_height(entries: list[NodeEntry], height: int, timeout_s: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        sts = [_status(e) for e in entries]
+        if all(s is not None and s["height"] >= height for s in sts):
+            return time.monotonic() - t0
+        time.sleep(0.2)
+    raise AssertionError(f"not all of {[e.name for e in entries]} reached height {height} in "
+                         f"{timeout_s} s: {[s and s['height'] for s in sts]}")
+
+
+def _block_ids(e: NodeEntry, top: int) -> list[str]:
+    c = _client(e)
+    try:
+        return [c.call("getHeader", height=h)["block_id"] for h in range(top + 1)]
+    finally:
+        c.close()
+
+
+def _assert_same_chain(entries: list[NodeEntry]) -> int:
+    top = min(_status(e)["height"] for e in entries)  # type: ignore[index]
+    chains = {e.name: _block_ids(e, top) for e in entries}
+    first = next(iter(chains.values()))
+    for name, ids in chains.items():
+        diverged = [h for h, (a, b) in enumerate(zip(ids, first, strict=True)) if a != b]
+        assert not diverged, f"{name} disagrees from height {diverged[:1]}"
+    return top
+
+
+def _primary(root: Path) -> str:
+    st = _status(_entries(root)["cnix"])
+    assert st is not None
+    return str(st["primary"])
+
+
+def test_validators_commit_transactions_sent_to_different_nodes(net: Path) -> None:
+    es = _entries(net)
+    validators = [es[n] for n in ("cnix", "hkbank", "szcredit", "webank")]
+    issuer = Issuer(net)
+    height = _status(validators[0])["height"]  # type: ignore[index]
+    for i, e in enumerate(validators):
+        _submit(e, issuer.txs(25, height), wait=(i == len(validators) - 1))
+    _wait_height(validators, 10, 60)
+    _assert_same_chain(validators)
+
+
+def _kill_and_recover(net: Path, victim: str, expect_view_change: bool) -> float:
+    es = _entries(net)
+    validators = [es[n] for n in ("cnix", "hkbank", "szcredit", "webank")]
+    others = [e for e in validators if e.name != victim]
+    issuer = Issuer(net)
+    pid = devnet.running_pid(net, es[victim])
+    assert pid is not None
+    base = max(_status(e)["height"] for e in others)  # type: ignore[index]
+    _submit(others[0], issuer.txs(50, base))
+    os.kill(pid, signal.SIGKILL)
+    t_kill = time.monotonic()
+    _reap(pid)
+    # under load, the other three keep committing (a view change first if it was primary)
+    _submit(others[1], issuer.txs(50, base))
+    _wait_height(others, base + 4, 60)
+    recovered = time.monotonic() - t_kill
+    if expect_view_change:
+        st = _status(others[0])
+        assert st is not None and st["view"] >= 1 and st["primary"] != victim
+    devnet.up(net, only=[victim], wait_s=60)
+    top = max(_status(e)["height"] for e in others)  # type: ignore[index]
+    _wait_height([es[victim]], top, 60)
+    _assert_same_chain(validators)
+    return recovered
+
+
+def _reap(pid: int) -> None:
+    """Collect the killed node if it is our child (devnet.up started it from this process)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def test_kill_a_replica_under_load_then_restart(net: Path) -> None:
+    primary = _primary(net)
+    victim = next(n for n in ("webank", "hkbank", "szcredit", "cnix") if n != primary)
+    _kill_and_recover(net, victim, expect_view_change=False)
+
+
+def test_kill_the_primary_under_load_view_change(net: Path) -> None:
+    primary = _primary(net)
+    seconds = _kill_and_recover(net, primary, expect_view_change=True)
+    print(f"\ncommits resumed {seconds:.1f} s after kill -9 of the primary {primary}")
+
+
+def test_late_observer_syncs_and_serves_reads(net: Path) -> None:
+    es = _entries(net)
+    obs = es["observer-1"]
+    devnet.up(net, only=["observer-1"], wait_s=60)
+    top = _status(es["cnix"])["height"]  # type: ignore[index]
+    _wait_height([obs], top, 60)
+    st = _status(obs)
+    assert st is not None and st["role"] == "observer" and st["view"] is None
+    _assert_same_chain([es["cnix"], obs])
