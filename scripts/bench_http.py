@@ -13,10 +13,12 @@ Then, in-process: the bare and the RPC ASGI app called directly (µs per request
 the dispatcher alone (µs per call), optionally under cProfile.
 
 Last line of output is one JSON object: noop_requests_per_s, noop_batched_calls_per_s,
-latency_ms_p50, latency_ms_p99 (noop phase), plus bare_requests_per_s, overhead_ratio (bare req/s
-over noop req/s: 1.0 = no cost), app_us_bare / app_us_rpc and dispatch_us_per_call.
-Phases are interleaved over ``--rounds`` and the median round is reported, so that
-other load on the machine hits every phase alike.
+latency_ms_p50, latency_ms_p99 (noop phase), plus bare_requests_per_s, overhead_ratio
+(bare req/s over noop req/s: 1.0 = no cost), the server's CPU time per request in each
+phase and its ratio (cpu_overhead_ratio), app_us_bare / app_us_rpc (the two ASGI apps
+called directly) and dispatch_us_per_call. Phases are interleaved over ``--rounds`` and
+the median round is reported, so that other load on the machine hits every phase
+alike; on a busy machine the in-process figures are the steadiest.
 
     python scripts/bench_http.py [--seconds 4] [--rounds 3] [--connections 8] [--profile]
 """
