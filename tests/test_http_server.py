@@ -557,6 +557,11 @@ def test_admin_listener_beside_public_one() -> None:
             stop.set()
         labels = {"method": "admin_peers", "outcome": "ok"}
         assert admin_metrics.get_sample_value("dvp_rpc_calls_total", labels) == 1
+        # Sharing one metrics registry takes a second namespace.
+        with pytest.raises(ValueError, match="Duplicated"):
+            make_app(admin_rpc, CredentialStore.open_mode(), admin_metrics)
+        make_app(admin_rpc, CredentialStore.open_mode(), admin_metrics,
+                 metrics_namespace="dvp_admin")  # fmt: skip
 
     trio.run(main)
 

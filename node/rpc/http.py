@@ -411,9 +411,14 @@ def make_app(
     call_timeout_s: float = 30.0,
     body_timeout_s: float = 10.0,
     health: HealthCheck | None = None,
+    metrics_namespace: str = "dvp",
 ) -> RpcApp:
-    """An ASGI app serving ``registry`` to ``credentials``, metrics on ``metrics_registry``."""
-    metrics = RpcMetrics(metrics_registry)
+    """An ASGI app serving ``registry`` to ``credentials``, metrics on ``metrics_registry``.
+
+    Two apps may share one metrics registry only with different ``metrics_namespace``
+    (e.g. ``"dvp_admin"``); prometheus-client refuses duplicate series names.
+    """
+    metrics = RpcMetrics(metrics_registry, namespace=metrics_namespace)
     dispatcher = Dispatcher(
         registry,
         credentials,
