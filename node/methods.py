@@ -69,7 +69,7 @@ def build_registry(node: Node) -> MethodRegistry:
                       description="return only once committed (or timed out)"),
                 Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
                 summary="Submit one signed transaction; returns its id (and height if waited)",
-                errors=(Busy, Rejected, Timeout, InvalidParams))
+                errors=(Busy, Rejected, Timeout, InvalidParams), timeout_s=MAX_WAIT_S + 5)
     async def submit_transaction(ctx: CallContext, tx: bytes, wait: bool,
                                  timeout_s: int) -> dict[str, Any]:
         t = _decode_tx(tx, "tx")
@@ -95,7 +95,7 @@ def build_registry(node: Node) -> MethodRegistry:
                 Param("wait", Bool(), default=False),
                 Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
                 summary="Submit many transactions in one request (how issuers attest in bulk)",
-                errors=(Busy, InvalidParams))
+                errors=(Busy, InvalidParams), timeout_s=MAX_WAIT_S + 5)
     async def submit_transactions(ctx: CallContext, txs: list[bytes], wait: bool,
                                   timeout_s: int) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
