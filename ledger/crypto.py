@@ -77,14 +77,19 @@ def verify(public_key: bytes, domain: Domain, body: bytes, signature: bytes) -> 
     return verify_message(public_key, tagged(domain, body), signature)
 
 
+_sign_open = nacl.bindings.crypto_sign_open
+_VERIFY_ERRORS = (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError,
+                  TypeError)
+
+
 def verify_message(public_key: bytes, message: bytes, signature: bytes) -> bool:
     if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
     try:
         # crypto_sign_open on signature||message is libsodium's verify; it rejects
         # non-canonical S and small-order keys, so signatures are not malleable.
-        nacl.bindings.crypto_sign_open(signature + message, public_key)
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        _sign_open(signature + message, public_key)
+    except _VERIFY_ERRORS:
         return False
     return True
 
