@@ -8,10 +8,11 @@ caller's ``TimerFired``) and never picks randomness.
 Executing actions (like etcd raft's ``Ready``): the caller carries out the list
 returned by one ``step`` *in order*, and:
 
-1. ``Persist(record)`` must be durable before any action after it is executed. The
-   replica always emits it before the ``Send``/``Broadcast`` of a message it has just
-   signed, so "persist before send" holds by executing in order. A replica rebuilt
-   from the last persisted record never signs a conflicting message.
+1. ``Persist(record)`` and ``PersistBlock`` must be durable before any action after
+   them is executed. The replica always emits them before the ``Send``/``Broadcast``
+   of a message it has just signed, so "persist before send" holds by executing in
+   order. A replica rebuilt from the last persisted record never signs a conflicting
+   message.
 2. ``CommitBlock`` actions arrive in strictly increasing height order, exactly once
    per height for the replica's lifetime. After executing one (applying the block to
    the ledger), the caller steps ``Applied(height, state_root)`` -- the analogue of
@@ -241,6 +242,21 @@ class Persist:
 
 
 @dataclass(frozen=True)
+class PersistBlock:
+    """Store ``payload`` durably (keyed by ``block_id``) before going on.
+
+    Emitted once for every block this replica accepts, before it votes for it, so a
+    block that a later view re-proposes survives a crash. Pass the stored payloads
+    back to ``Replica(blocks=...)`` on restart; those at or below the record's
+    stable checkpoint height may be deleted.
+    """
+
+    height: int
+    block_id: bytes
+    payload: bytes
+
+
+@dataclass(frozen=True)
 class Send:
     to: bytes
     message: Message
@@ -294,5 +310,5 @@ class ReportEvidence:
     evidence: object
 
 
-Action = (Persist | Send | Broadcast | SetTimer | CancelTimer | RequestProposal | CommitBlock
+Action = (Persist | PersistBlock | Send | Broadcast | SetTimer | CancelTimer | RequestProposal | CommitBlock
           | RequestBlocks | ReportEvidence)

@@ -14,8 +14,10 @@ TOCS'02 §4.1 "messages are logged"); we keep only what safety needs:
   checkpoint. The view-change safety argument (docs/CONSENSUS.md §View change) needs
   every member of a commit quorum to report that certificate in later view changes;
   a replica that forgot it on restart would break the quorum-intersection argument.
-- ``epoch``/``view`` and the ``view_change`` we signed for that view: after a restart
-  we resend the identical VIEW-CHANGE instead of signing a second one for the view.
+- ``epoch``/``view`` and the last few VIEW-CHANGEs we signed: after a restart we
+  resend the identical VIEW-CHANGE instead of signing a second one for the view, and
+  a replica still changing to an older view can get our VIEW-CHANGE for that view
+  (helping it reach the quorum PBFT's liveness needs, even if it forgot ours).
 - ``new_view``: the NEW-VIEW we installed last (ours or the primary's), so a restart
   can rebuild the re-proposals of the current view instead of guessing.
 - ``stable``: the latest stable checkpoint (the low watermark and its proof).
@@ -40,8 +42,10 @@ from consensus.messages import (
     decode_message,
 )
 from ledger.codec import as_bytes, as_hash, as_int, as_list, decode, encode, fields
+from ledger.errors import DecodeError
 
 _VOTE_KINDS = (Kind.PRE_PREPARE, Kind.PREPARE, Kind.COMMIT)
+RECENT_VIEW_CHANGES = 4
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
@@ -73,7 +77,7 @@ class SigningRecord:
 
     epoch: int
     view: int
-    view_change: ViewChange | None
+    view_changes: tuple[ViewChange, ...]  # the most recent last
     new_view: NewView | None
     votes: tuple[VoteEntry, ...]
     proofs: tuple[Proof, ...]
@@ -81,7 +85,7 @@ class SigningRecord:
 
     def to_wire(self) -> list[Any]:
         return [self.epoch, self.view,
-                [self.view_change.encoded] if self.view_change else [],
+                [vc.encoded for vc in self.view_changes],
                 [self.new_view.encoded] if self.new_view else [],
                 [v.to_wire() for v in self.votes], [p.to_wire() for p in self.proofs],
                 [self.stable.to_wire()] if self.stable else []]
@@ -97,14 +101,15 @@ class SigningRecord:
             items = as_list(value, name, 1)
             return items[0] if items else None
 
-        vc_raw, nv_raw, cp_raw = opt(f[2], "vc"), opt(f[3], "nv"), opt(f[6], "stable")
-        vc = decode_message(as_bytes(vc_raw, "vc", max_size=MAX_RECORD_BYTES)) if vc_raw else None
+        nv_raw, cp_raw = opt(f[3], "nv"), opt(f[6], "stable")
+        vcs = tuple(decode_message(as_bytes(v, "vc", max_size=MAX_RECORD_BYTES))
+                    for v in as_list(f[2], "view_changes", RECENT_VIEW_CHANGES))
         nv = decode_message(as_bytes(nv_raw, "nv", max_size=MAX_RECORD_BYTES)) if nv_raw else None
-        if vc is not None and not isinstance(vc, ViewChange):
-            raise ValueError("signing_record.view_change is not a VIEW-CHANGE")
+        if not all(isinstance(vc, ViewChange) for vc in vcs):
+            raise DecodeError("signing_record.view_changes: not VIEW-CHANGE messages")
         if nv is not None and not isinstance(nv, NewView):
-            raise ValueError("signing_record.new_view is not a NEW-VIEW")
-        return cls(as_int(f[0], "epoch", 1), as_int(f[1], "view"), vc, nv,
+            raise DecodeError("signing_record.new_view is not a NEW-VIEW")
+        return cls(as_int(f[0], "epoch", 1), as_int(f[1], "view"), vcs, nv,  # type: ignore[arg-type]
                    tuple(VoteEntry.from_wire(v) for v in as_list(f[4], "votes", 3 * MAX_PROOFS)),
                    tuple(Proof.from_wire(p) for p in as_list(f[5], "proofs", MAX_PROOFS)),
                    CheckpointProof.from_wire(cp_raw) if cp_raw is not None else None)
@@ -120,7 +125,7 @@ class SigningGuard:
     def __init__(self, record: SigningRecord | None = None) -> None:
         self.epoch = 1
         self.view = 0
-        self.view_change: ViewChange | None = None
+        self.view_changes: tuple[ViewChange, ...] = ()
         self.new_view: NewView | None = None
         self.votes: dict[tuple[int, Kind], VoteEntry] = {}
         self.proofs: dict[int, Proof] = {}
@@ -128,7 +133,7 @@ class SigningGuard:
         self.dirty = False
         if record is not None:
             self.epoch, self.view = record.epoch, record.view
-            self.view_change, self.new_view = record.view_change, record.new_view
+            self.view_changes, self.new_view = record.view_changes, record.new_view
             self.votes = {(v.height, v.kind): v for v in record.votes}
             self.proofs = {p.height: p for p in record.proofs}
             self.stable = record.stable
@@ -166,11 +171,15 @@ class SigningGuard:
             self.epoch, self.view = epoch, view
             self.dirty = True
 
+    @property
+    def view_change(self) -> ViewChange | None:
+        return self.view_changes[-1] if self.view_changes else None
+
     def view_change_for(self, epoch: int, view: int) -> ViewChange | None:
         """The VIEW-CHANGE already signed for (epoch, view), to resend instead of re-signing."""
-        vc = self.view_change
-        if vc is not None and vc.epoch == epoch and vc.view == view:
-            return vc
+        for vc in self.view_changes:
+            if vc.epoch == epoch and vc.view == view:
+                return vc
         return None
 
     def may_sign_view_change(self, epoch: int, view: int) -> bool:
@@ -183,7 +192,7 @@ class SigningGuard:
 
     def note_view_change(self, vc: ViewChange) -> None:
         self.enter(vc.epoch, vc.view)
-        self.view_change = vc
+        self.view_changes = (*self.view_changes, vc)[-RECENT_VIEW_CHANGES:]
         self.dirty = True
 
     def note_new_view(self, nv: NewView) -> None:
@@ -206,7 +215,7 @@ class SigningGuard:
     def snapshot(self) -> SigningRecord:
         """The current record; clears ``dirty``."""
         self.dirty = False
-        return SigningRecord(self.epoch, self.view, self.view_change, self.new_view,
+        return SigningRecord(self.epoch, self.view, self.view_changes, self.new_view,
                              tuple(self.votes.values()), tuple(self.proofs.values()),
                              self.stable)
 

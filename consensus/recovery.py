@@ -121,6 +121,7 @@ class RecoveryMixin(ReplicaBase):
         self.prune_chain()
         self.fetched = {h: b for h, b in self.fetched.items() if h > self.committed}
         self.answered = {k: v for k, v in self.answered.items() if k[1] > low}
+        self.requested = {h for h in self.requested if h > low}
 
     def prune_chain(self) -> None:
         """Keep committed ids and certificates only for the last L heights above low."""
@@ -146,21 +147,28 @@ class RecoveryMixin(ReplicaBase):
         """Emit one RequestBlocks if there is evidence of certified heights we lack."""
         if self.fetch is not None:
             return
+        committed, low = self.committed, self.low
+        nxt = self.slots.get(committed + 1)
+        missing = nxt is not None and nxt.cert is not None and nxt.cert.block_id not in nxt.payloads
+        far_line = low + self.config.log_size
+        far_seen = bool(self.ahead) and max(self.ahead.values()) > far_line
+        if low <= committed and not missing and not far_seen:
+            return  # the common case, checked cheaply on every step
         target, peers = 0, []
-        if self.low > self.committed:
-            target = self.low
-            validators = self.app.validators_at(self.low)
+        if low > committed:
+            target = low
+            validators = self.app.validators_at(low)
             if validators is not None:
                 peers += [validators.keys[i] for i, _ in self.stable.signatures]
-        nxt = self.slots.get(self.committed + 1)
-        if nxt is not None and nxt.cert is not None and nxt.cert.block_id not in nxt.payloads:
-            target = max(target, self.committed + 1)
+        if missing:
+            assert nxt is not None and nxt.cert is not None
+            target = max(target, committed + 1)
             peers += [self.vset.keys[i] for i, _ in nxt.cert.signatures if i < self.vset.n]
-        far = kth_highest(self.ahead.values(), weak_quorum(self.vset.n))
-        if far is not None and far > self.low + self.config.log_size:
+        far = kth_highest(self.ahead.values(), weak_quorum(self.vset.n)) if far_seen else None
+        if far is not None and far > far_line:
             target = max(target, far)
             peers += [s for s, h in self.ahead.items() if h >= far]
-        self.request_blocks(target, peers)
+        self.request_blocks(target, peers + list(self.vset.keys))  # then anyone may have it
 
     def fetch_gap(self) -> bool:
         """Certificates exist above a height we cannot deliver: fetch rather than time out."""
@@ -172,6 +180,7 @@ class RecoveryMixin(ReplicaBase):
         peers = [] if nxt is None else [m.sender for m in nxt.commits.values()]
         peers += [self.vset.keys[i] for i, _ in self.slots[top].cert.signatures  # type: ignore[union-attr]
                   if i < self.vset.n]
+        peers += list(self.vset.keys)
         return self.request_blocks(top, peers)
 
     def request_blocks(self, target: int, peers: list[bytes]) -> bool:

@@ -24,6 +24,8 @@ Normal case for height h in view v (epoch E, set S = validators_at(h)):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from consensus.api import (
     Action,
     App,
@@ -35,6 +37,7 @@ from consensus.api import (
     Crypto,
     Event,
     MessageReceived,
+    PersistBlock,
     ProposalReady,
     RequestProposal,
     Send,
@@ -75,7 +78,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
 
     def __init__(self, config: Config, app: App, crypto: Crypto, *, committed_height: int = 0,
                  committed_block_id: bytes | None = None,
-                 record: SigningRecord | None = None) -> None:
+                 record: SigningRecord | None = None, blocks: Iterable[bytes] = ()) -> None:
         self.config, self.app, self.crypto = config, app, crypto
         self.me = crypto.public_key
         self.stats = {}
@@ -96,6 +99,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.view, self.in_vc, self.fresh_from = 0, False, 1
         self.new_view_msg = self.my_vc = None
         self.vcs, self.failed_views, self.requested, self.stalls = {}, 0, set(), 0
+        self.quorum_seen = False
         self.answered = {}
         self.slots, self.top_seen = {}, 0
         self.cps, self.own_cps, self.ahead, self.helped = {}, {}, {}, {}
@@ -108,6 +112,10 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.enter_epoch(epoch, validators, view=0)
         if record is not None and record.epoch == epoch:
             self._restore(record)
+        for payload in blocks:  # blocks persisted with PersistBlock before a crash
+            info = app.block_info(payload)
+            if info is not None and self.low < info.height <= self.low + config.log_size:
+                self.keep_payload(self.slot(info.height), info.block_id, payload, durable=False)
 
     def _restore(self, record: SigningRecord) -> None:
         """Resume in the recorded view without ever contradicting what we signed."""
@@ -118,9 +126,11 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         for proof in record.proofs:
             if self.low < proof.height <= self.low + self.config.log_size:
                 self.slot(proof.height).prepared = proof
-        if record.view_change is not None and record.view_change.view == record.view:
-            self.in_vc, self.my_vc = True, record.view_change
-            self.vcs = {record.view: {self.me: record.view_change}}
+        last_vc = record.view_changes[-1] if record.view_changes else None
+        if last_vc is not None and last_vc.view == record.view:
+            self.in_vc, self.my_vc = True, last_vc
+            self.vcs = {record.view: {self.me: last_vc}}
+            self.set_timer(TimerKind.VIEW_CHANGE, record.view, self.backoff_ms())
         elif record.new_view is not None and record.new_view.view == record.view:
             plan = check_new_view(record.new_view, self.epoch, self.vset, self.ctx,
                                   lambda vc: True)
@@ -268,10 +278,21 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             self.accept(slot, pp.block_id, parent)
             height += 1
 
-    def keep_payload(self, slot: Slot, block_id: bytes, payload: bytes) -> None:
-        if len(slot.payloads) >= MAX_PAYLOADS_PER_SLOT and block_id not in slot.payloads:
+    def keep_payload(self, slot: Slot, block_id: bytes, payload: bytes,
+                     durable: bool = True) -> None:
+        """Hold a validated payload; make it durable before we vote for it.
+
+        PBFT logs the request with the pre-prepare (TOCS'02 §4.2): a block we prepared
+        may be re-proposed by a later NEW-VIEW, and after a crash someone must still
+        have its bytes, so ``PersistBlock`` precedes our PREPARE.
+        """
+        if block_id in slot.payloads:
+            return
+        if len(slot.payloads) >= MAX_PAYLOADS_PER_SLOT:
             slot.payloads.pop(next(iter(slot.payloads)))
         slot.payloads[block_id] = payload
+        if durable:
+            self.emit(PersistBlock(slot.height, block_id, payload))
 
     def accept(self, slot: Slot, block_id: bytes, parent_id: bytes) -> None:
         """Pre-prepared: sign our PREPARE (if a validator and the guard agrees)."""
@@ -443,7 +464,8 @@ class Replica(ViewChangeMixin, RecoveryMixin):
 
     def on_proposal(self, event: ProposalReady) -> None:
         height = event.height
-        if event.view != self.view or self.in_vc or height not in self.requested:
+        if (event.view != self.view or self.in_vc or height not in self.requested
+                or height <= self.low):
             self.count("stale_proposal")
             return
         self.requested.discard(height)
@@ -513,8 +535,10 @@ class Replica(ViewChangeMixin, RecoveryMixin):
                 self.set_timer(TimerKind.PROGRESS, 0, max(1, self.backoff_ms() // 2))
         else:
             self.cancel_timer(TimerKind.PROGRESS, 0)
-        censor_running = any(k is TimerKind.CENSOR for k, _ in self.timers)
-        if voting and self.pending_txs and not censor_running and self.has_work():
+        if voting and self.pending_txs and (TimerKind.CENSOR, self.tx_gen - 1) not in self.timers \
+                and self.has_work():
+            # Keyed by generation: it fires for the transactions known before it was set.
+            self.cancel_kind(TimerKind.CENSOR)
             self.set_timer(TimerKind.CENSOR, self.tx_gen, self.config.censor_timeout_ms)
             self.tx_gen += 1
         retransmit = (self.in_vc and self.my_vc is not None) or bool(self.own_cps)
@@ -542,11 +566,12 @@ class Replica(ViewChangeMixin, RecoveryMixin):
                 self.start_view_change(self.view + 1)
         elif kind is TimerKind.VIEW_CHANGE:
             if self.in_vc and key == self.view:
-                self.count("view_change_timeouts")
-                self.start_view_change(self.view + 1)
+                self.on_view_change_timeout()
         elif kind is TimerKind.RETRANSMIT:
             if self.in_vc and self.my_vc is not None:
-                self.send_signed(self.my_vc)
+                for vc in self.guard.view_changes:  # older ones help replicas behind us
+                    if vc.epoch == self.epoch and vc.view <= self.view:
+                        self.send_signed(vc)
             for cp in self.own_cps.values():
                 self.send_signed(cp)
         elif kind is TimerKind.FETCH:

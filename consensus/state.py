@@ -119,6 +119,7 @@ class ReplicaBase:
     my_vc: ViewChange | None
     vcs: dict[int, dict[bytes, ViewChange]]
     failed_views: int
+    quorum_seen: bool
     stalls: int
     answered: dict[tuple[bytes, int], int]
     requested: set[int]

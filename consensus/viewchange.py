@@ -7,8 +7,17 @@ Owns the transitions that replace a faulty or slow primary:
   hold (COMMITTED certificate, else highest-view PREPARED certificate), broadcast it.
 - ``on_view_change``: store verified VIEW-CHANGEs. With f + 1 of them for views above
   ours, join (TOCS'02 §4.5.2 liveness rule: at least one honest replica moved). With a
-  quorum for our view, start the VIEW_CHANGE timer (if no NEW-VIEW arrives in time we
-  move on to v + 1, backing off); the primary of v then builds NEW-VIEW.
+  quorum for our view the primary of v builds NEW-VIEW and the VIEW_CHANGE timer is
+  restarted: if no NEW-VIEW arrives in time we move on to v + 1, backing off.
+- ``on_view_change_timeout`` without a quorum for our view does *not* escalate (a
+  replica cut off alone must not run ahead, and a Byzantine VIEW-CHANGE for a high
+  view must not drag anyone along).
+- While changing views a replica rebroadcasts, on the RETRANSMIT timer, its last few
+  VIEW-CHANGEs (kept in the signing record), not only the current one. Crashes make
+  replicas forget the VIEW-CHANGEs they received; without this, honest replicas split
+  over two views with a silent f-th replica would wait for each other forever. Replies
+  to a stale VIEW-CHANGE are only NEW-VIEW and CHECKPOINT messages, which are never
+  answered in turn, so two replicas cannot ping-pong.
 - ``on_new_view`` / ``install``: check the quorum of VIEW-CHANGEs, recompute the
   re-proposals (``certs.select_reproposals``), prepare them in the new view, and let
   the primary propose fresh blocks above them.
@@ -57,6 +66,8 @@ class ViewChangeMixin(ReplicaBase):
         self.vcs = {v: m for v, m in self.vcs.items() if v >= new_view}
         self.vcs.setdefault(new_view, {})[self.me] = vc
         self.set_timer(TimerKind.RETRANSMIT, 0, self.config.view_timeout_ms)
+        self.set_timer(TimerKind.VIEW_CHANGE, new_view, self.backoff_ms())
+        self.quorum_seen = False
         self.check_view_change_quorum()
 
     def vc_proofs(self) -> tuple[Proof, ...]:
@@ -96,7 +107,7 @@ class ViewChangeMixin(ReplicaBase):
             if self.verify(vc, verified):
                 self.count("stale_view_change")
                 self.help(vc.sender, vc.stable.height, force=True)
-                if self.new_view_msg is not None and not self.in_vc:
+                if self.new_view_msg is not None and not self.in_vc and vc.view == self.view:
                     self.emit(Send(vc.sender, self.new_view_msg))
             return
         if vc.view > self.view + self.config.max_views_ahead:
@@ -140,7 +151,8 @@ class ViewChangeMixin(ReplicaBase):
         got = self.vcs.get(view, {})
         if len(got) < self.vset.quorum:
             return
-        if (TimerKind.VIEW_CHANGE, view) not in self.timers:
+        if not self.quorum_seen:  # the new primary gets a full timeout from here (§4.5.2)
+            self.quorum_seen = True
             self.set_timer(TimerKind.VIEW_CHANGE, view, self.backoff_ms())
         if self.primary(view) != self.me or self.guard.new_view_matches(self.epoch, view):
             return
@@ -151,6 +163,13 @@ class ViewChangeMixin(ReplicaBase):
         self.count("new_views_sent")
         self.send_signed(nv)
         self.install(nv, plan)
+
+    def on_view_change_timeout(self) -> None:
+        if self.quorum_seen:
+            self.count("view_change_timeouts")  # the new primary failed: next view
+            self.start_view_change(self.view + 1)
+        else:
+            self.set_timer(TimerKind.VIEW_CHANGE, self.view, self.backoff_ms())
 
     def on_new_view(self, nv: NewView, verified: bool) -> None:
         if nv.epoch != self.epoch:

@@ -29,7 +29,6 @@ from consensus.certs import verify_commit_certificate
 from consensus.evidence import Evidence, verify_evidence
 from consensus.messages import Message, content_key, slot_key
 from ledger.types import CommitCertificate
-
 from tests.sim.app import MemApp, parse
 from tests.sim.crypto import FakeCrypto
 

@@ -31,6 +31,7 @@ from consensus.api import (
     Event,
     MessageReceived,
     Persist,
+    PersistBlock,
     ProposalReady,
     ReportEvidence,
     RequestBlocks,
@@ -45,7 +46,6 @@ from consensus.messages import Message, decode_message
 from consensus.record import SigningRecord
 from consensus.replica import Replica
 from ledger.types import CommitCertificate
-
 from tests.sim.app import GENESIS_ID, MemApp, make_payload, parse
 from tests.sim.checker import Checker
 from tests.sim.crypto import FakeCrypto, make_keys
@@ -87,10 +87,12 @@ class Node:
     chain: list[bytes] = field(default_factory=list)
     certs: list[CommitCertificate] = field(default_factory=list)
     record: SigningRecord | None = None
+    blocks: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)  # durable payloads
     timers: dict[tuple[int, int], int] = field(default_factory=dict)
     mempool: dict[bytes, None] = field(default_factory=dict)
     inflight: dict[bytes, int] = field(default_factory=dict)
     byz: Any = None  # tests.sim.byzantine.Behaviour
+    request: RequestProposal | None = None  # outstanding, not yet built
     nonce: int = 0
 
     @property
@@ -138,7 +140,8 @@ class Cluster:
         factory = self.factories.get(node.index, self.factory)
         committed_id = parse(node.chain[-1]).block_id if node.chain else GENESIS_ID  # type: ignore[union-attr]
         node.replica = factory(self.config, node.app, node.crypto, committed_height=node.height,
-                               committed_block_id=committed_id, record=node.record)
+                               committed_block_id=committed_id, record=node.record,
+                               blocks=[p for _, p in node.blocks.values()])
         node.up = True
         self.step(node.index, Start())
         if self.uncommitted:
@@ -156,6 +159,7 @@ class Cluster:
         node.timers.clear()
         node.mempool.clear()
         node.inflight.clear()
+        node.request = None
 
     def restart(self, i: int) -> None:
         node = self.nodes[i]
@@ -199,6 +203,11 @@ class Cluster:
                     self.send(node, dst, action.message)  # type: ignore[union-attr]
             elif kind is Persist:
                 node.record = action.record  # type: ignore[union-attr,assignment]
+                stable = node.record.stable  # type: ignore[union-attr]
+                if stable is not None and len(node.blocks) > 64:
+                    node.blocks = {k: v for k, v in node.blocks.items() if v[0] > stable.height}
+            elif kind is PersistBlock:
+                node.blocks[action.block_id] = (action.height, action.payload)  # type: ignore[union-attr]
             elif kind is SetTimer:
                 key = (int(action.kind), action.key)  # type: ignore[union-attr]
                 token = self.rng.getrandbits(32)
@@ -261,6 +270,17 @@ class Cluster:
     # -- the caller's services: block builder, block server, client --------------------------
 
     def _build(self, node: Node, request: RequestProposal) -> None:
+        """Block builder policy: build soon if there are transactions, else linger."""
+        node.request = request
+        delay = self.cfg.build_delay_ms if (node.mempool or self.pending_change) \
+            else self.cfg.idle_propose_ms
+        self.net.after(delay, self._build_now, node.index, node.incarnation, request)
+
+    def _build_now(self, i: int, incarnation: int, request: RequestProposal) -> None:
+        node = self.nodes[i]
+        if node.incarnation != incarnation or node.request is not request:
+            return  # built already (transactions arrived early) or node restarted
+        node.request = None
         height, committed = request.height, node.height
         txs = []
         for tx in node.mempool:
@@ -282,13 +302,7 @@ class Cluster:
         self.checker.on_proposed(payload)
         for tx in txs:
             node.inflight[tx] = height
-        delay = self.cfg.build_delay_ms if (txs or change) else self.cfg.idle_propose_ms
-        self.net.after(delay, self._proposal_ready, node.index, node.incarnation,
-                       ProposalReady(height, request.view, payload))
-
-    def _proposal_ready(self, i: int, incarnation: int, event: ProposalReady) -> None:
-        if self.nodes[i].incarnation == incarnation:
-            self.step(i, event)
+        self.step(i, ProposalReady(height, request.view, payload))
 
     def _serve_blocks(self, node: Node, request: RequestBlocks) -> None:
         p = self.key_index.get(request.peer)
@@ -323,6 +337,9 @@ class Cluster:
             if node.up:
                 node.mempool.update(dict.fromkeys(txs))
                 self.step(node.index, TxsPending(txs))
+                if node.request is not None:  # an idle primary lingering: build now
+                    self.net.after(self.cfg.build_delay_ms, self._build_now, node.index,
+                                   node.incarnation, node.request)
 
     def _client_tick(self) -> None:
         if self.cfg.txs_per_tick:
