@@ -717,6 +717,14 @@ def _array_header(n: int) -> bytes:
 # ---------------------------------------------------------------------------
 
 
+class CertificateSignatureError(ValidationError):
+    """A certificate lists a signature that does not verify."""
+
+
+class QuorumError(ValidationError):
+    """A certificate has fewer valid signatures than the quorum of its validator set."""
+
+
 def commit_vote_body(chain_id: str, height: int, view: int, block_id: bytes) -> bytes:
     """What a validator signs (under Domain.COMMIT) to commit ``block_id`` at ``height``."""
     return encode([chain_id, height, view, block_id])
@@ -774,10 +782,11 @@ class CommitCertificate:
             if index >= validators.n:
                 raise ValidationError(f"certificate index {index} is outside the validator set")
             if not crypto.verify_message(validators.keys[index], message, sig):
-                raise ValidationError(f"certificate signature of validator {index} is invalid")
+                raise CertificateSignatureError(
+                    f"certificate signature of validator {index} is invalid")
             good += 1
         if good < validators.quorum:
-            raise ValidationError(
+            raise QuorumError(
                 f"certificate has {good} signatures; {validators.quorum} of {validators.n} needed")
 
 

@@ -1,0 +1,175 @@
+"""Proof bundles end to end: build from a real ledger, verify offline, and refuse tampering."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from ledger.bundle import ProofBundle
+from ledger.chain import Ledger
+from ledger.prove import Prover
+from ledger.records import Status
+from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason
+from ledger.verify import Reason, TrustAnchor, VerificationError, verify_bundle_json
+from tests.ledger_fixtures import GENESIS_TIME_MS, Consortium
+
+C = [bytes([i]) * 32 for i in range(1, 20)]
+
+
+def _commit(lg: Ledger, cons: Consortium, txs: list[Any]) -> None:
+    ex = lg.build(txs, time_ms=lg.tip.time_ms + 1000, proposer=cons.proposer)
+    assert not ex.rejected, ex.rejected
+    lg.commit(ex.block, cons.certify(ex.block, validators=lg.validators_at(ex.height)))
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cons = Consortium.make()
+    lg = Ledger.open(tmp_path_factory.mktemp("b") / "db", cons.genesis)
+    _commit(lg, cons, [cons.attest(C[0]), cons.attest(C[1], "bank-statement"),
+                       cons.attest(C[2], valid_until_ms=GENESIS_TIME_MS + 1500)])
+    # a validator-set change (webank leaves) so bundles must carry the chain of sets
+    prop = cons.tx("cnix", GovPropose(GovAction.REMOVE_VALIDATOR, ("webank",), 100))
+    _commit(lg, cons, [prop])
+    _commit(lg, cons, [cons.tx(v, GovVote(prop.tx_id, True)) for v in ("hkbank", "szcredit")])
+    for _ in range(8):
+        _commit(lg, cons, [])
+    _commit(lg, cons, [cons.tx("szcredit", Revoke(C[1], RevokeReason.DATA_CHANGED))])
+    prover = Prover(lg)
+    bundles = {name: json.loads(json.dumps(prover.bundle(c).to_json()))
+               for name, c in [("valid", C[0]), ("revoked", C[1]), ("expired", C[2]),
+                               ("absent", C[9])]}
+    yield cons, lg, bundles
+    lg.close()
+
+
+def test_verdicts(chain: Any) -> None:
+    cons, lg, bundles = chain
+    anchor = TrustAnchor.from_genesis(cons.genesis)
+    assert len(bundles["valid"]["valset_changes"]) == 1
+    v = verify_bundle_json(bundles["valid"], anchor)
+    assert (v.status, v.issuer, v.doc_type, v.attested_height) == \
+        (Status.VALID, "szcredit", "credit-report", 1)
+    assert v.height == lg.height
+    r = verify_bundle_json(bundles["revoked"], anchor)
+    assert r.status == Status.REVOKED and r.revoke_reason == RevokeReason.DATA_CHANGED
+    assert verify_bundle_json(bundles["expired"], anchor).status == Status.EXPIRED
+    assert verify_bundle_json(bundles["absent"], anchor).status == Status.NOT_FOUND
+
+
+def test_freshness(chain: Any) -> None:
+    cons, lg, bundles = chain
+    anchor = TrustAnchor.from_genesis(cons.genesis)
+    t = lg.head.time_ms
+    verify_bundle_json(bundles["valid"], anchor, now_ms=t + 1000, max_age_ms=5000)
+    with pytest.raises(VerificationError) as e:
+        verify_bundle_json(bundles["valid"], anchor, now_ms=t + 60_000, max_age_ms=5000)
+    assert e.value.reason == Reason.STALE
+
+
+def test_wrong_anchor(chain: Any) -> None:
+    cons, _, bundles = chain
+    other = Consortium.make(n_validators=5)
+    with pytest.raises(VerificationError) as e:
+        verify_bundle_json(bundles["valid"], TrustAnchor.from_genesis(other.genesis))
+    assert e.value.reason == Reason.VALIDATOR_CHAIN_BROKEN
+    anchor = TrustAnchor("another-chain", cons.genesis.validators)
+    with pytest.raises(VerificationError) as e:
+        verify_bundle_json(bundles["valid"], anchor)
+    assert e.value.reason == Reason.WRONG_CHAIN
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every leaf of a JSON document (hex strings and integers)."""
+    out = []
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out += _paths(v, (*prefix, i))
+    elif doc is not None:
+        out.append(prefix)
+    return out
+
+
+def _mutate(doc: Any, path: tuple[Any, ...]) -> Any:
+    d = copy.deepcopy(doc)
+    parent = d
+    for k in path[:-1]:
+        parent = parent[k]
+    v = parent[path[-1]]
+    if isinstance(v, bool):
+        parent[path[-1]] = not v
+    elif isinstance(v, int):
+        parent[path[-1]] = v + 1
+    elif isinstance(v, str) and v and all(c in "0123456789abcdef" for c in v):
+        i = len(v) // 2
+        parent[path[-1]] = v[:i] + ("0" if v[i] != "0" else "1") + v[i + 1:]
+    else:
+        parent[path[-1]] = v + "x"
+    return d
+
+
+EXPECTED_REASONS = {
+    # where the altered field sits -> the refusals that are right for it
+    "head": {Reason.BAD_SIGNATURE, Reason.INSUFFICIENT_QUORUM, Reason.MALFORMED,
+             Reason.VALIDATOR_CHAIN_BROKEN, Reason.WRONG_CHAIN},
+    "valset_changes": {Reason.BAD_SIGNATURE, Reason.INSUFFICIENT_QUORUM, Reason.MALFORMED,
+                       Reason.VALIDATOR_CHAIN_BROKEN, Reason.WRONG_CHAIN},
+    "record": {Reason.STATE_ROOT_MISMATCH, Reason.MALFORMED},
+    "state_proof": {Reason.STATE_ROOT_MISMATCH, Reason.MALFORMED},
+    "commitment": {Reason.STATE_ROOT_MISMATCH},
+    "attest": {Reason.BAD_SIGNATURE, Reason.MALFORMED, Reason.TX_ROOT_MISMATCH,
+               Reason.HISTORY_ROOT_MISMATCH, Reason.RECORD_MISMATCH, Reason.WRONG_CHAIN},
+    "revoke": {Reason.BAD_SIGNATURE, Reason.MALFORMED, Reason.TX_ROOT_MISMATCH,
+               Reason.HISTORY_ROOT_MISMATCH, Reason.RECORD_MISMATCH, Reason.WRONG_CHAIN},
+    "chain_id": {Reason.WRONG_CHAIN},
+    "version": {Reason.MALFORMED},
+}
+
+
+@pytest.mark.parametrize("name", ["valid", "revoked", "absent"])
+def test_every_altered_field_fails_with_the_right_reason(chain: Any, name: str) -> None:
+    cons, _, bundles = chain
+    anchor = TrustAnchor.from_genesis(cons.genesis)
+    doc = bundles[name]
+    paths = _paths(doc)
+    assert len(paths) > 10
+    for path in paths:
+        with pytest.raises(VerificationError) as e:
+            verify_bundle_json(_mutate(doc, path), anchor)
+        assert e.value.reason in EXPECTED_REASONS[path[0]], (path, e.value)
+
+
+def test_dropping_parts_is_refused(chain: Any) -> None:
+    cons, _, bundles = chain
+    anchor = TrustAnchor.from_genesis(cons.genesis)
+    doc = copy.deepcopy(bundles["valid"])
+    doc["valset_changes"] = []
+    with pytest.raises(VerificationError) as e:
+        verify_bundle_json(doc, anchor)
+    assert e.value.reason == Reason.VALIDATOR_CHAIN_BROKEN
+    doc = copy.deepcopy(bundles["valid"])
+    doc["record"] = None
+    with pytest.raises(VerificationError):
+        verify_bundle_json(doc, anchor)
+    doc = copy.deepcopy(bundles["valid"])
+    del doc["attest"]
+    with pytest.raises(VerificationError) as e:
+        verify_bundle_json(doc, anchor)
+    assert e.value.reason == Reason.MALFORMED
+    # swapping a valid bundle's record for another commitment's is caught
+    doc = copy.deepcopy(bundles["valid"])
+    doc["commitment"] = bundles["expired"]["commitment"]
+    with pytest.raises(VerificationError):
+        verify_bundle_json(doc, anchor)
+
+
+def test_round_trip_json(chain: Any) -> None:
+    _, _, bundles = chain
+    b = ProofBundle.from_json(bundles["revoked"])
+    assert b.to_json() == bundles["revoked"]
