@@ -101,6 +101,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.vcs, self.failed_views, self.requested, self.stalls = {}, 0, set(), 0
         self.quorum_seen = False
         self.answered = {}
+        self._epoch_checked = (-1, -1, -1)
         self.slots, self.top_seen = {}, 0
         self.cps, self.own_cps, self.ahead, self.helped = {}, {}, {}, {}
         self.fetch, self.fetch_attempt, self.fetched, self.gap_tried = None, 0, {}, -1
@@ -202,8 +203,10 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         """Everything that may follow any event: deliver, enter epochs, fetch, propose, arm."""
         while True:
             self.deliver()
-            if not self.maybe_enter_epoch():
+            key = (self.committed, self.low, self.applied)  # what the answer depends on
+            if key == self._epoch_checked or not self.maybe_enter_epoch():
                 break
+        self._epoch_checked = (self.committed, self.low, self.applied)
         self.try_accept(self.committed + 1)  # a parent may have arrived by catch-up
         self.maybe_fetch()
         self.propose()

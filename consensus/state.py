@@ -111,6 +111,7 @@ class ReplicaBase:
     vset: ValidatorSet
     me_index: int | None
     _epoch_ok_upto: int
+    _epoch_checked: tuple[int, int, int]
     # views
     view: int
     in_vc: bool

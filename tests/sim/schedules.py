@@ -50,11 +50,12 @@ def count_views(cluster: Cluster) -> int:
 
 
 def current_primary(cluster: Cluster) -> int | None:
-    for i in cluster.honest:
-        r = cluster.nodes[i].replica
-        if r is not None:
-            return cluster.key_index[primary_key(r.vset, r.view)]
-    return None
+    """The primary of the most advanced honest replica (the one making progress)."""
+    live = [r for i in cluster.honest if (r := cluster.nodes[i].replica) is not None]
+    if not live:
+        return None
+    r = max(live, key=lambda r: (r.committed, not r.in_vc, r.view))
+    return cluster.key_index[primary_key(r.vset, r.view)]
 
 
 def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
@@ -63,31 +64,36 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
     started = time.perf_counter()
     rng = random.Random(seed * 7919 + n)
     f = (n - 1) // 3
+    # Two flavours: "mixed" faults of every kind, and "churn" (fast links, the primary
+    # is hit again and again) which drives many views through the view-change path.
+    churn = rng.random() < 0.4
     nbyz = rng.randint(0, f if max_byzantine is None else min(f, max_byzantine))
     faulty = rng.sample(range(n), nbyz)
     behaviours = {i: rng.choice(byz.all_behaviours()) for i in faulty}
-    max_delay = rng.choice([5, 10, 20, 40])
+    max_delay = rng.choice([5, 10] if churn else [5, 10, 20, 40])
     link = LinkModel(1, max_delay, rng.choice([0.0, 0.0, 0.01, 0.05, 0.1]),
                      rng.choice([0.0, 0.02]))
     view_timeout = max(40, 4 * max_delay)
     cfg = SimConfig(n=n, seed=seed, window=rng.choice([1, 2, 4]),
                     checkpoint_interval=rng.choice([4, 8]), view_timeout_ms=view_timeout,
-                    censor_timeout_ms=40 * view_timeout, max_backoff_exp=3, link=link,
+                    censor_timeout_ms=40 * view_timeout, max_backoff_exp=1 if churn else 3,
+                    link=link,
                     wire=rng.random() < 0.1 if wire is None else wire,
                     tx_interval_ms=rng.choice([40, 80]), txs_per_tick=rng.choice([1, 3]),
                     build_delay_ms=rng.choice([2, 10, 20]), idle_propose_ms=10 * view_timeout)
     cluster = Cluster(cfg, byzantine=behaviours)
     if any(isinstance(b, byz.Censor) for b in behaviours.values()):
         cluster.censored_every = 5
-    trace = [f"config window={cfg.window} K={cfg.checkpoint_interval} timeout={view_timeout} "
+    trace = [f"config churn={churn} window={cfg.window} K={cfg.checkpoint_interval} timeout={view_timeout} "
              f"link={link} byz={behaviours} wire={cfg.wire}"]
     checker = cluster.checker
     honest = cluster.honest
     now = 0
     while now < chaos_ms and checker.ok:
-        now += rng.randint(20, 250)
+        now += rng.randint(30, 120) if churn else rng.randint(10, 200)
         cluster.run_until(now, lambda: not checker.ok)
-        trace.append(f"t={now} {_chaos_step(cluster, rng, honest, f)} heights={cluster.heights()}")
+        step = _churn_step(cluster, rng, honest) if churn else _chaos_step(cluster, rng, honest, f)
+        trace.append(f"t={now} {step} heights={cluster.heights()}")
     if checker.ok:
         cluster.heal_all()
         trace.append(f"t={cluster.net.now} heal heights={cluster.heights()}")
@@ -104,6 +110,25 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
     return ScheduleResult(seed, n, count_views(cluster), len(checker.agreed),
                           list(checker.violations), {i: repr(b) for i, b in behaviours.items()},
                           trace, time.perf_counter() - started)
+
+
+def _churn_step(cluster: Cluster, rng: random.Random, honest: list[int]) -> str:
+    """Hit the current primary: isolate it (maybe with a buddy), or crash it."""
+    down = [i for i in honest if not cluster.nodes[i].up]
+    for i in down:
+        cluster.restart(i)
+    primary = current_primary(cluster)
+    if primary is None:
+        return "noop"
+    n = cluster.cfg.n
+    if rng.random() < 0.3 and primary in honest:
+        cluster.crash(primary)
+        return f"restart {down}, crash primary {primary}"
+    others = [i for i in range(n) if i != primary]
+    buddy = rng.sample(others, rng.randint(0, (n - 1) // 3 - 1))  # the rest keep a quorum
+    group = [primary, *buddy]
+    cluster.net.partition([group, [i for i in others if i not in group]])
+    return f"restart {down}, isolate primary {primary} with {buddy}"
 
 
 def _chaos_step(cluster: Cluster, rng: random.Random, honest: list[int], f: int) -> str:
