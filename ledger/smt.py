@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
@@ -71,6 +71,7 @@ __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "KEY_SIZE",
+    "KeyExistsError",
     "MemoryNodeStore",
     "MissingNodeError",
     "NodeError",
@@ -126,6 +127,17 @@ class NodeError(ValueError):
 
 class MissingNodeError(LookupError):
     """A node the tree needs is not in storage (unknown or pruned version)."""
+
+
+class KeyExistsError(ValueError):
+    """``update``: keys the caller required to be new (``must_be_new``) exist at the
+    base version. ``keys``: all of them, in key order. Nothing was produced."""
+
+    def __init__(self, keys: Collection[bytes]) -> None:
+        self.keys: tuple[bytes, ...] = tuple(sorted(keys))
+        shown = ", ".join(k.hex() for k in self.keys[:3])
+        more = f" and {len(self.keys) - 3} more" if len(self.keys) > 3 else ""
+        super().__init__(f"{len(self.keys)} key(s) already exist: {shown}{more}")
 
 
 class NodeReader(Protocol):
@@ -398,9 +410,16 @@ class SparseMerkleTree:
         base_version: int | None,
         new_version: int,
         changes: Mapping[bytes, bytes | None],
+        must_be_new: Collection[bytes] | None = None,
     ) -> UpdateResult:
         """Apply ``changes`` (value None = delete) to the tree at ``base_version`` (None:
-        the empty tree) as ``new_version``. Writes nothing; see ``UpdateResult``."""
+        the empty tree) as ``new_version``. Writes nothing; see ``UpdateResult``.
+
+        ``must_be_new``: keys of ``changes`` that must be absent at ``base_version``
+        (e.g. commitments attested for the first time). If any is present, raises
+        KeyExistsError naming every such key, and nothing is produced. The check rides
+        on the batch walk, which reaches each changed key's old leaf or empty slot
+        anyway, so it replaces a ``get`` per key at no measurable cost."""
         if type(new_version) is not int or not 0 <= new_version <= MAX_VERSION:
             raise ValueError(f"new_version must be an integer in [0, 2**64-1]: {new_version!r}")
         if base_version is not None:
@@ -411,13 +430,21 @@ class SparseMerkleTree:
                 raise ValueError(f"keys must be {KEY_SIZE}-byte bytes")
             if v is not None and type(v) is not bytes:
                 raise ValueError("values must be bytes or None")
+        new_set: frozenset[bytes] = frozenset()
+        if must_be_new:
+            # Only changed keys are walked to, so only they can be checked.
+            new_set = frozenset(must_be_new)
+            if not new_set <= changes.keys():
+                raise ValueError("must_be_new keys must be keys of changes")
         keys = sorted(changes)
         vals = [changes[k] for k in keys]
-        batch = _Batch(self, new_version.to_bytes(8, "big"), keys, vals)
+        batch = _Batch(self, new_version.to_bytes(8, "big"), keys, vals, new_set)
         try:
             root = batch.run(base_version)
         finally:
             self._trim_cache()
+        if batch.existing:
+            raise KeyExistsError(batch.existing)
         return UpdateResult(root, batch.new_nodes, batch.stale, new_version)
 
 
@@ -484,12 +511,26 @@ class _Batch:
     the tree below the top levels), it descends iteratively and splices the new child
     into each ancestor's encoding on the way back up."""
 
-    __slots__ = ("tree", "v8", "keys", "vals", "new_nodes", "stale", "cache", "get", "node")
+    __slots__ = (
+        "tree", "v8", "keys", "vals", "new_nodes", "stale", "cache", "get", "node",
+        "must_be_new", "existing",
+    )
 
     def __init__(
-        self, tree: SparseMerkleTree, v8: bytes, keys: list[bytes], vals: list[bytes | None]
+        self,
+        tree: SparseMerkleTree,
+        v8: bytes,
+        keys: list[bytes],
+        vals: list[bytes | None],
+        must_be_new: frozenset[bytes] = frozenset(),
     ) -> None:
         self.tree = tree
+        # Changed keys that must be absent at the base, and those found present. Every
+        # present changed key is met exactly once, as the old leaf in one() or in
+        # update_leaf() (the only places a walk reaches an existing leaf of a changed
+        # key), so the check costs a set lookup per *existing* changed key only.
+        self.must_be_new = must_be_new
+        self.existing: list[bytes] = []
         self.v8 = v8
         self.keys = keys
         self.vals = vals
@@ -680,6 +721,8 @@ class _Batch:
             known = None if h is None else (lkey, h)
         else:
             known = None  # the batch gives the old leaf's key a value of its own
+            if lkey in self.must_be_new:
+                self.existing.append(lkey)
         r = self.build(sub_k, sub_v, 0, len(sub_k), depth, known)
         if r is not None and r[1] is None and r[3] == lkey and r[4] == lval:
             return _SAME  # only no-op changes: the leaf stays where it is
@@ -845,6 +888,8 @@ class _Batch:
                 raise NodeError("expected a leaf")
             lkey = leaf[1:33]
             if lkey == k:
+                if k in self.must_be_new:
+                    self.existing.append(k)
                 if v == leaf[33:]:
                     return _SAME
                 if v is None:
