@@ -40,7 +40,7 @@ from ledger.records import (
     member_key,
     proposal_key,
 )
-from ledger.smt import SparseMerkleTree, UpdateResult
+from ledger.smt import KeyExistsError, SparseMerkleTree, UpdateResult
 from ledger.types import (
     ZERO_HASH,
     Attest,
@@ -233,6 +233,10 @@ class _Block:
         self.chain_dirty = self.chain is not parent.chain
         self.members_dirty = False
         self.tx_ids: set[bytes] = set()
+        # strict mode: ATTESTs skip the per-commitment tree read; the batch update checks
+        # that these keys were absent instead (ledger.smt KeyExistsError), in one walk.
+        self.strict = False
+        self.must_be_new: dict[bytes, bytes] = {}  # state key -> commitment
         self.position = 0  # index in the block of the transaction being applied
 
     # -- reads through the block's own writes --------------------------------
@@ -299,6 +303,7 @@ def execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int, pr
     if validators.index_of(proposer) is None:
         raise RuleError("bad_proposer", "the proposer is not a validator at this height")
     work = _Block(parent, height)
+    work.strict = strict
     included: list[Transaction] = []
     rejected: list[tuple[Transaction, RuleError]] = []
     max_txs = parent.chain.params.max_block_txs
@@ -319,7 +324,13 @@ def execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int, pr
     _expire_proposals(work)
     if work.chain_dirty:
         work.changes[CHAIN_KEY] = work.chain.encode()
-    update = parent.tree.update(parent.height, height, work.changes)
+    try:
+        update = parent.tree.update(parent.height, height, work.changes,
+                                    must_be_new=work.must_be_new or None)
+    except KeyExistsError as exc:
+        first = work.must_be_new[sorted(exc.keys)[0]]
+        raise RuleError("already_attested", f"commitment {first.hex()[:16]} is already "
+                                            "attested") from None
     tx_ids = [tx.tx_id for tx in included]
     header = BlockHeader(
         chain_id=parent.chain_id, height=height, prev_block_id=parent.block_id, time_ms=time_ms,
@@ -403,7 +414,10 @@ def _attest(work: _Block, member: Member, p: Attest) -> None:
     if p.doc_type not in member.doc_types:
         raise RuleError("doc_type_not_granted",
                         f"{member.member_id} is not admitted to issue {p.doc_type!r}")
-    if work.attestation(p.commitment) is not None:
+    if work.strict and p.commitment not in work.attestations:
+        # Existence at the parent is checked by the batch update (see _Block.strict).
+        work.must_be_new[attestation_key(p.commitment)] = p.commitment
+    elif work.attestation(p.commitment) is not None:
         raise RuleError("already_attested", "this commitment is already attested")
     work.put_attestation(p.commitment, AttestationRecord(
         member.member_id, p.doc_type, p.valid_until_ms, work.height, work.position))

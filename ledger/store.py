@@ -56,7 +56,7 @@ height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
     "C" h8                   seal(commit certificate bytes)      (no entry at height 0)
     "A" h8                   seal(application metadata blob)
     "I" block_id (32)        h8
-    "T" tx_id (32)           uvarint(height) || uvarint(position in block)
+    "T" tx_id[:16]           uvarint(height) || uvarint(position in block)
     "N" node_key             state-tree node (ledger.smt encoding)
     "S" v8                   msgpack array of the node keys made stale by version v
 """
@@ -88,6 +88,11 @@ P_CERT = b"C"
 P_APP = b"A"
 P_BLOCK_ID = b"I"
 P_TX = b"T"
+# The tx index is keyed by the first 16 bytes of the tx id: 16 bytes less per committed
+# transaction (~4% of the disk per attestation). A 128-bit prefix collision between two
+# honest transactions is out of reach (birthday bound 2^64); one an issuer mints between
+# its own transactions only gets its second transaction refused as a replay.
+TX_KEY_BYTES = 16
 P_NODE = b"N"
 P_STALE = b"S"
 
@@ -402,7 +407,7 @@ class Store:
         for tx_id in tx_ids:
             # The state machine refuses replays; this guard keeps a bug there from
             # silently re-pointing the index (bloom filters make misses cheap).
-            loc = db.get(P_TX + tx_id)
+            loc = db.get(P_TX + tx_id[:TX_KEY_BYTES])
             if loc is not None:
                 raise StoreError(f"transaction {tx_id.hex()} is already committed at height "
                                  f"{_parse_tx_location(loc)[0]}")
@@ -422,7 +427,7 @@ class Store:
             wb.put(ak, _seal(ak, bytes(app_meta)))
             wb.put(P_BLOCK_ID + block.block_id, hb)
             for pos, tx_id in enumerate(tx_ids):
-                wb.put(P_TX + tx_id, _tx_location_value(h, pos))
+                wb.put(P_TX + tx_id[:TX_KEY_BYTES], _tx_location_value(h, pos))
             for nk, node in state_nodes.items():
                 wb.put(P_NODE + nk, node)
             if stale:
@@ -607,7 +612,7 @@ class Store:
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         """(height, position in block) of a committed transaction, or None."""
-        raw = self._db.get(P_TX + tx_id)
+        raw = self._db.get(P_TX + tx_id[:TX_KEY_BYTES])
         if raw is None:
             return None
         try:

@@ -288,3 +288,22 @@ def test_validator_change_takes_effect_at_a_later_height(ledger: Ledger, cons: C
 
 def test_chain_id_guard(ledger: Ledger) -> None:
     assert ledger.chain_id == CHAIN_ID
+
+
+def test_strict_execution_refuses_a_second_attestation(ledger: Ledger, cons: Consortium) -> None:
+    """Validators check 'never attested' inside the state-tree batch (must_be_new)."""
+    from ledger.state import execute
+
+    commit(ledger, cons, [cons.attest(C32[0])])
+    again = cons.attest(C32[0])
+    with pytest.raises(RuleError, match="already_attested"):
+        execute(ledger.head, [cons.attest(C32[1]), again], time_ms=ledger.head.time_ms + 1,
+                proposer=cons.proposer, strict=True)
+    # twice within one block is caught too, in both modes
+    dup = [cons.attest(C32[2]), cons.attest(C32[2])]
+    with pytest.raises(RuleError, match="already_attested"):
+        execute(ledger.head, dup, time_ms=ledger.head.time_ms + 1, proposer=cons.proposer,
+                strict=True)
+    ok = execute(ledger.head, [cons.attest(C32[3])], time_ms=ledger.head.time_ms + 1,
+                 proposer=cons.proposer, strict=True)
+    assert ok.block.header.tx_count == 1
