@@ -33,11 +33,11 @@ from ledger.state import (
 from ledger.store import Store
 from ledger.types import Block, CommitCertificate, Genesis, Transaction, ValidatorSet
 
-# Proofs are served at the newest certified height. 16 older versions cover the
-# pipeline of in-flight blocks and slow clients; every retained version keeps the nodes
-# its successors rewrote (~1.5 MB per 2,000-attestation block at 10^6 entries), so a long
-# retention would dominate disk use.
-DEFAULT_RETAIN_VERSIONS = 16
+# Proofs are served at the newest certified height. 8 older versions cover the pipeline
+# of in-flight blocks; every retained version keeps the nodes its successors rewrote
+# (~1.5 MB per 2,000-attestation block at 10^6 entries), so a long retention would
+# dominate disk use.
+DEFAULT_RETAIN_VERSIONS = 8
 
 
 class Ledger:
