@@ -310,5 +310,5 @@ class ReportEvidence:
     evidence: object
 
 
-Action = (Persist | PersistBlock | Send | Broadcast | SetTimer | CancelTimer | RequestProposal | CommitBlock
-          | RequestBlocks | ReportEvidence)
+Action = (Persist | PersistBlock | Send | Broadcast | SetTimer | CancelTimer | RequestProposal
+          | CommitBlock | RequestBlocks | ReportEvidence)

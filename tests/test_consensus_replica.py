@@ -36,7 +36,7 @@ from consensus.api import (
 )
 from consensus.certs import verify_commit_certificate
 from consensus.evidence import verify_evidence
-from consensus.messages import Checkpoint, Commit, PrePrepare, Prepare, ViewChange
+from consensus.messages import Checkpoint, Commit, Prepare, PrePrepare, ViewChange
 from consensus.record import SigningRecord
 from consensus.replica import Replica
 from ledger.codec import encode

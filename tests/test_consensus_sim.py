@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from consensus.messages import Commit, PrePrepare, Prepare
+from consensus.messages import Commit, Prepare, PrePrepare
 from tests.sim import byzantine as byz
 from tests.sim.app import parse
 from tests.sim.cluster import Cluster, SimConfig

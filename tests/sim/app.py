@@ -73,7 +73,8 @@ def validator_set(keys: Sequence[bytes], indices: Sequence[int]) -> ValidatorSet
 class MemApp:
     """One node's view of the ledger: the applied chain and the validator schedule."""
 
-    def __init__(self, keys: Sequence[bytes], initial: Sequence[int], change_delay: int = 8) -> None:
+    def __init__(self, keys: Sequence[bytes], initial: Sequence[int],
+                 change_delay: int = 8) -> None:
         assert change_delay >= 1
         self.keys = list(keys)
         self.change_delay = change_delay
@@ -107,7 +108,8 @@ class MemApp:
         entry = self._entry(height)
         return None if entry is None else entry[0]
 
-    def validate_proposal(self, height: int, payload: bytes, parent_block_id: bytes) -> bytes | None:
+    def validate_proposal(self, height: int, payload: bytes,
+                          parent_block_id: bytes) -> bytes | None:
         p = parse(payload)
         if p is None or p.invalid or p.height != height or p.parent_id != parent_block_id:
             return None

@@ -240,7 +240,8 @@ class Forge(Behaviour):
             c = b.certificate
             if cluster.rng.random() < 0.5:
                 sigs = tuple((i, _random_bytes(cluster, 64)) for i, _ in c.signatures)
-                b = CertifiedPayload(b.payload, CommitCertificate(c.height, c.view, c.block_id, sigs))
+                cert = CommitCertificate(c.height, c.view, c.block_id, sigs)
+                b = CertifiedPayload(b.payload, cert)
             else:
                 p = parse(b.payload)
                 assert p is not None

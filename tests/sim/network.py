@@ -80,7 +80,8 @@ class SimNetwork:
 
     def delay(self) -> int:
         link = self.link  # rng.random() is several times cheaper than randint
-        return link.min_delay_ms + int(self.rng.random() * (link.max_delay_ms - link.min_delay_ms + 1))
+        span = link.max_delay_ms - link.min_delay_ms + 1
+        return link.min_delay_ms + int(self.rng.random() * span)
 
     def send(self, src: int, dst: int, message: Any,
              deliver: Callable[[int, int, Any], None]) -> None:

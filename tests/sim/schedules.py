@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from consensus.messages import Commit, Prepare, PrePrepare, ViewChange
 from consensus.quorum import primary_key
+from consensus.replica import Replica
 from tests.sim import byzantine as byz
-from tests.sim.cluster import Cluster, SimConfig
+from tests.sim.cluster import Cluster, ReplicaFactory, SimConfig
 from tests.sim.network import LinkModel
 
 
@@ -60,7 +61,8 @@ def current_primary(cluster: Cluster) -> int | None:
 
 def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
                     liveness_ms: int | None = None, wire: bool | None = None,
-                    max_byzantine: int | None = None) -> ScheduleResult:
+                    max_byzantine: int | None = None,
+                    replica_factory: ReplicaFactory = Replica) -> ScheduleResult:
     started = time.perf_counter()
     rng = random.Random(seed * 7919 + n)
     f = (n - 1) // 3
@@ -81,10 +83,11 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
                     wire=rng.random() < 0.1 if wire is None else wire,
                     tx_interval_ms=rng.choice([40, 80]), txs_per_tick=rng.choice([1, 3]),
                     build_delay_ms=rng.choice([2, 10, 20]), idle_propose_ms=10 * view_timeout)
-    cluster = Cluster(cfg, byzantine=behaviours)
+    cluster = Cluster(cfg, byzantine=behaviours, replica_factory=replica_factory)
     if any(isinstance(b, byz.Censor) for b in behaviours.values()):
         cluster.censored_every = 5
-    trace = [f"config churn={churn} window={cfg.window} K={cfg.checkpoint_interval} timeout={view_timeout} "
+    trace = [f"config churn={churn} window={cfg.window} K={cfg.checkpoint_interval} "
+             f"timeout={view_timeout} "
              f"link={link} byz={behaviours} wire={cfg.wire}"]
     checker = cluster.checker
     honest = cluster.honest
