@@ -139,6 +139,27 @@ def build_registry(node: Node) -> MethodRegistry:
                 "header": header_json(header), "encoded": header.encoded.hex(),
                 "certificate": None if cert is None else cert.encode().hex()}
 
+    @rpc.method("getBlock",
+                Param("height", Int(0), description="block height"),
+                Param("include_txs", Bool(), default=False,
+                      description="also return each transaction's canonical encoding"),
+                summary="A committed block: header, certificate and transaction ids",
+                errors=(NotFound, InvalidParams))
+    async def get_block(ctx: CallContext, height: int, include_txs: bool) -> dict[str, Any]:
+        store = node.ledger.store
+        block = store.get_block(height) if height <= store.height else None
+        if block is None:
+            raise NotFound(f"no block at height {height} (the chain is at {store.height})")
+        cert = store.get_certificate(height)
+        out: dict[str, Any] = {
+            "height": height, "block_id": block.block_id.hex(),
+            "header": header_json(block.header), "encoded_header": block.header.encoded.hex(),
+            "certificate": None if cert is None else cert.encode().hex(),
+            "tx_ids": [t.hex() for t in block.tx_ids]}
+        if include_txs:
+            out["txs"] = [tx.encode().hex() for tx in block.txs]
+        return out
+
     @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time")
     async def status(ctx: CallContext) -> dict[str, Any]:
         return node_status(node)
