@@ -68,7 +68,7 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
     f = (n - 1) // 3
     # Two flavours: "mixed" faults of every kind, and "churn" (fast links, the primary
     # is hit again and again) which drives many views through the view-change path.
-    churn = rng.random() < 0.4
+    churn = rng.random() < 0.5
     nbyz = rng.randint(0, f if max_byzantine is None else min(f, max_byzantine))
     faulty = rng.sample(range(n), nbyz)
     behaviours = {i: rng.choice(byz.all_behaviours()) for i in faulty}
