@@ -21,6 +21,11 @@ from typing import Any
 from cli.devnet_files import NodeEntry, create_devnet, load_devnet
 from cli.rpc_client import RpcCallError, RpcClient
 
+# Nodes started by this process, so they are reaped (not left as zombies or collected
+# while running, which Popen reports as a ResourceWarning). The CLI exits right after
+# `up`; the nodes run on in their own sessions.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def pid_file(root: Path, e: NodeEntry) -> Path:
     return root / "data" / e.name / "node.pid"
@@ -41,6 +46,9 @@ def running_pid(root: Path, e: NodeEntry) -> int | None:
         return None
     except PermissionError:
         return pid
+    proc = _CHILDREN.get(pid)
+    if proc is not None and proc.poll() is not None:
+        return None
     try:  # a zombie child of ours counts as dead
         if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
             return None
@@ -58,6 +66,7 @@ def start_node(root: Path, e: NodeEntry) -> int:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
     pid_file(root, e).write_text(f"{proc.pid}\n")
+    _CHILDREN[proc.pid] = proc
     return proc.pid
 
 
@@ -132,10 +141,19 @@ def down(root: Path, grace_s: float = 10.0) -> list[str]:
 
 
 def _reap(pid: int) -> None:
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:
+        proc.wait(timeout=5)
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def reap(pid: int) -> None:
+    """Collect a node process started here that was killed (tests kill -9 nodes)."""
+    _reap(pid)
 
 
 def status(root: Path) -> list[dict[str, Any]]:

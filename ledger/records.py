@@ -187,7 +187,8 @@ class ChainRecord:
     """Consortium-wide configuration kept in state (key ``CHAIN_KEY``).
 
     ``validators`` has been in force since height ``validators_since`` (an *epoch*
-    start, which consensus needs); ``scheduled`` lists sets that take effect at future
+    start, which consensus needs; the genesis set's epoch starts at height 1, the first
+    height it certifies); ``scheduled`` lists sets that take effect at future
     heights, ascending.
     """
 

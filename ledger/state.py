@@ -173,7 +173,7 @@ class Execution:
 
 
 def genesis_changes(genesis: Genesis) -> dict[bytes, bytes | None]:
-    chain = ChainRecord(genesis.validators, 0, (), genesis.params, genesis.doc_types)
+    chain = ChainRecord(genesis.validators, 1, (), genesis.params, genesis.doc_types)
     changes: dict[bytes, bytes | None] = {CHAIN_KEY: chain.encode()}
     for m in genesis.members:
         changes[member_key(m.member_id)] = encode(m.to_wire())
@@ -184,7 +184,7 @@ def execute_genesis(genesis: Genesis, tree: SparseMerkleTree) -> Execution:
     """Block 0: the genesis state, no transactions, no certificate."""
     check_genesis(genesis)
     update = tree.update(None, 0, genesis_changes(genesis))
-    chain = ChainRecord(genesis.validators, 0, (), genesis.params, genesis.doc_types)
+    chain = ChainRecord(genesis.validators, 1, (), genesis.params, genesis.doc_types)
     header = BlockHeader(genesis.chain_id, 0, ZERO_HASH, genesis.genesis_time_ms, b"", 0,
                          merkle.EMPTY_ROOT, update.root, genesis.validators.hash,
                          genesis.validators.hash, merkle.EMPTY_ROOT)

@@ -9,6 +9,7 @@ Processes are always stopped in teardown (``devnet down``: SIGTERM, then SIGKILL
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import signal
 import time
@@ -53,18 +54,22 @@ def _status(e: NodeEntry) -> dict | None:  # type: ignore[type-arg]
     return devnet.node_status(e, timeout_s=2)
 
 
+_DOCS = itertools.count(1)
+
+
 class Issuer:
+    """Shenzhen Credit Service attesting fresh documents (unique across the module)."""
+
     def __init__(self, root: Path) -> None:
         self.key = read_key_file(root / "keys" / "szcredit.member.json")
-        self.n = 0
 
     def txs(self, count: int, height: int) -> list[Transaction]:
         out = []
         for _ in range(count):
-            self.n += 1
-            c = hashlib.sha256(b"process-test %d %d" % (os.getpid(), self.n)).digest()
+            n = next(_DOCS)
+            c = hashlib.sha256(b"process-test %d %d" % (os.getpid(), n)).digest()
             p = Attest("credit-report", c, 1_760_000_000_000, 0, b"")
-            out.append(Transaction("dvp-demo", self.key.public_key, self.n, height + 500,
+            out.append(Transaction("dvp-demo", self.key.public_key, n, height + 500,
                                    p).signed(self.key))
         return out
 
@@ -137,7 +142,7 @@ def _kill_and_recover(net: Path, victim: str, expect_view_change: bool) -> float
     _submit(others[0], issuer.txs(50, base))
     os.kill(pid, signal.SIGKILL)
     t_kill = time.monotonic()
-    _reap(pid)
+    devnet.reap(pid)
     # under load, the other three keep committing (a view change first if it was primary)
     _submit(others[1], issuer.txs(50, base))
     _wait_height(others, base + 4, 60)
@@ -152,12 +157,7 @@ def _kill_and_recover(net: Path, victim: str, expect_view_change: bool) -> float
     return recovered
 
 
-def _reap(pid: int) -> None:
-    """Collect the killed node if it is our child (devnet.up started it from this process)."""
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+
 
 
 def test_kill_a_replica_under_load_then_restart(net: Path) -> None:
