@@ -181,3 +181,45 @@ def test_late_observer_syncs_and_serves_reads(net: Path) -> None:
     st = _status(obs)
     assert st is not None and st["role"] == "observer" and st["view"] is None
     _assert_same_chain([es["cnix"], obs])
+
+
+def test_a_non_member_is_refused(net: Path) -> None:
+    """A process with a valid libp2p key that is not a consortium member cannot connect,
+    so it cannot inject transactions or consensus messages."""
+    import trio
+
+    from ledger.crypto import KeyPair
+    from p2p import P2PConfig, P2PHost, RequestError
+
+    es = _entries(net)
+    target = es["cnix"]
+    cnix_key = read_key_file(net / "keys" / "cnix.node.json").public_key
+    intruder = KeyPair.generate()
+    before = _status(target)
+    outcome: dict[str, object] = {}
+
+    async def attempt() -> None:
+        host = P2PHost(P2PConfig(seed=intruder.seed, listen_port=0,
+                                 peers={cnix_key: f"127.0.0.1:{target.p2p_port}"}))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(host.run)
+            await trio.sleep(3.0)  # several dial attempts with backoff
+            outcome["connected"] = host.connected_peers()
+            for _ in range(20):
+                host.send(cnix_key, "txs", b"\x91\xc4\x01\x00")
+                host.send(cnix_key, "consensus", b"\x00" * 100)
+            try:
+                await host.request(cnix_key, b"\x91\xa6status", 2.0)
+                outcome["request"] = "answered"
+            except RequestError as exc:
+                outcome["request"] = type(exc).__name__
+            nursery.cancel_scope.cancel()
+
+    trio.run(attempt)
+    assert outcome["connected"] == set()
+    assert outcome["request"] != "answered"
+    after = _status(target)
+    assert before is not None and after is not None
+    assert after["peers"] == before["peers"]  # still just the validators
+    log = (net / "data" / "cnix" / "node.log").read_text()
+    assert "refused a peer that is not in the allowlist" in log
