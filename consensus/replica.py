@@ -252,6 +252,9 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             self.count("pre_prepare_for_reproposal")
             return
         slot.pending = pp
+        # A proposal is pending work (one Byzantine member's votes are not: they must
+        # not be able to start view changes on their own).
+        self.top_seen = max(self.top_seen, pp.height)
         self.try_accept(pp.height)
 
     def try_accept(self, height: int) -> None:
@@ -301,6 +304,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         """Pre-prepared: sign our PREPARE (if a validator and the guard agrees)."""
         slot.enter_view(self.view)
         slot.accepted = (block_id, parent_id)
+        self.top_seen = max(self.top_seen, slot.height)
         if self.me_index is not None:
             if self.guard.allow_vote(Kind.PREPARE, slot.height, self.view, block_id, parent_id):
                 prepare = self.sign(Prepare(slot.height, self.view, block_id, parent_id))
@@ -396,6 +400,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         if len(sigs) >= self.vote_quorum():
             slot.cert = CommitCertificate(slot.height, commit.view, commit.block_id,
                                           tuple(sorted(sigs)))  # type: ignore[arg-type]
+            self.top_seen = max(self.top_seen, slot.height)
 
     # -- retransmission over lossy links ---------------------------------------------
 

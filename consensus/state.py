@@ -126,7 +126,7 @@ class ReplicaBase:
     requested: set[int]
     # log
     slots: dict[int, Slot]
-    top_seen: int
+    top_seen: int  # highest height with a proposal from the primary or a certificate
     # checkpoints, catch-up, censorship, accountability
     cps: dict[bytes, dict[int, Checkpoint]]
     own_cps: dict[int, Checkpoint]
@@ -244,7 +244,6 @@ class ReplicaBase:
         if slot is None:
             assert self.low < height <= self.low + self.config.log_size, (height, self.low)
             slot = self.slots[height] = Slot(height)
-            self.top_seen = max(self.top_seen, height)
         return slot
 
     def block_at(self, height: int) -> bytes | None:

@@ -326,3 +326,56 @@ def test_config_validation() -> None:
         Config(CHAIN, GENESIS_ID, window=8, checkpoint_interval=4, log_size=8)
     assert Config(CHAIN, GENESIS_ID, window=4, checkpoint_interval=16).log_size == 32
     assert encode([1]) == b"\x91\x01"
+
+
+def test_a_validator_is_counted_once_and_conflicting_commits_are_evidence() -> None:
+    r1 = replica(1)
+    payload, block_id = block(1, GENESIS_ID)
+    recv(r1, signed(0, PrePrepare(1, 0, block_id, GENESIS_ID, payload)))
+    for _ in range(5):  # replays of one validator's votes never make a quorum
+        recv(r1, signed(2, Prepare(1, 0, block_id, GENESIS_ID)))
+        recv(r1, signed(2, Commit(1, 0, block_id)))
+    assert r1.slots[1].prepared is None and r1.committed == 0
+    actions = recv(r1, signed(2, Commit(1, 0, b"\x05" * 32)))
+    report, = of_type(actions, ReportEvidence)
+    assert report.evidence.sender == KEYS[2]
+    assert verify_evidence(report.evidence, CHAIN, app().validators_at(1), FakeCrypto(KEYS[1]))
+
+
+def test_two_view_changes_for_one_view_are_evidence() -> None:
+    r1 = replica(1)
+    recv(r1, signed(2, ViewChange(1, 3, r1.stable, ())))
+    again = signed(2, ViewChange(1, 3, r1.stable, ()))
+    assert not of_type(recv(r1, again), ReportEvidence), "an identical copy is no evidence"
+    from consensus.messages import Proof, ProofKind
+    forged_proof = Proof(ProofKind.PREPARED, 1, 0, b"\x01" * 32, GENESIS_ID, ((0, b"\x00" * 64),))
+    actions = recv(r1, signed(2, ViewChange(1, 3, r1.stable, (forged_proof,))))
+    report, = of_type(actions, ReportEvidence)
+    assert verify_evidence(report.evidence, CHAIN, app().validators_at(1), FakeCrypto(KEYS[1]))
+
+
+def test_forged_view_changes_and_new_views_are_rejected() -> None:
+    """A NEW-VIEW needs a quorum of valid VIEW-CHANGEs with valid proofs (§4.5.1)."""
+    from consensus.messages import NewView, Proof, ProofKind
+    r2 = replica(2)
+    forged = Proof(ProofKind.PREPARED, 1, 0, b"\x01" * 32, GENESIS_ID,
+                   tuple((i, b"\x00" * 64) for i in range(3)))
+    recv(r2, signed(3, ViewChange(1, 1, r2.stable, (forged,))))
+    assert r2.stats["bad_view_change: invalid proof signatures"] == 1
+    vcs = tuple(signed(i, ViewChange(1, 1, r2.stable, ())) for i in (0, 3))
+    recv(r2, signed(1, NewView(1, 1, vcs)))  # only two view-changes: not a quorum
+    assert r2.view == 0 and r2.stats["bad_new_view: fewer than a quorum of view-changes"] == 1
+    vcs = tuple(signed(i, ViewChange(1, 1, r2.stable, ())) for i in (0, 2, 3))
+    recv(r2, signed(3, NewView(1, 1, vcs)))  # right quorum, wrong primary
+    assert r2.view == 0 and r2.stats["bad_new_view: sender is not the primary of the view"] == 1
+    recv(r2, signed(1, NewView(1, 1, vcs)))
+    assert r2.view == 1 and not r2.in_vc
+
+
+def test_events_and_actions_are_frozen() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Start().x = 1  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RequestProposal(1, 0, GENESIS_ID).height = 2  # type: ignore[misc]
