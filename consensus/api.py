@@ -38,9 +38,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from consensus.messages import Message
+
+if TYPE_CHECKING:  # runtime imports would be circular; these modules import this one
+    from consensus.evidence import Evidence
+    from consensus.record import SigningRecord
 from ledger.codec import Domain
 from ledger.types import CertifiedBlock, CommitCertificate, ValidatorSet
 
@@ -236,9 +240,9 @@ Event = (Start | MessageReceived | TimerFired | ProposalReady | TxsPending | Txs
 
 @dataclass(frozen=True)
 class Persist:
-    """Make ``record`` (a ``consensus.record.SigningRecord``) durable before going on."""
+    """Make ``record`` durable before going on (``SigningRecord.encode()`` gives bytes)."""
 
-    record: object
+    record: SigningRecord
 
 
 @dataclass(frozen=True)
@@ -307,7 +311,7 @@ class RequestBlocks:
 class ReportEvidence:
     """Two conflicting signed messages by one validator (``consensus.evidence``)."""
 
-    evidence: object
+    evidence: Evidence
 
 
 Action = (Persist | PersistBlock | Send | Broadcast | SetTimer | CancelTimer | RequestProposal

@@ -209,7 +209,7 @@ class _Signed:
         """A copy with ``sender`` = the signer's key and a fresh signature."""
         unsigned = dataclasses.replace(self, sender=signer.public_key, signature=b"")  # type: ignore[type-var]
         signature = signer.sign(self.DOMAIN, unsigned.body(chain_id))
-        return dataclasses.replace(unsigned, signature=signature)
+        return dataclasses.replace(unsigned, signature=signature)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True, eq=True)

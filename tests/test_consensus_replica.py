@@ -40,7 +40,7 @@ from consensus.messages import Checkpoint, Commit, Prepare, PrePrepare, ViewChan
 from consensus.record import SigningRecord
 from consensus.replica import Replica
 from ledger.codec import encode
-from ledger.types import CommitCertificate
+from ledger.types import CommitCertificate, ValidatorSet
 from tests.sim.app import GENESIS_ID, MemApp, make_payload, parse
 from tests.sim.crypto import FakeCrypto, make_keys
 
@@ -54,6 +54,12 @@ FORBIDDEN = {"trio", "plyvel", "libp2p", "time", "random", "socket", "os", "asyn
 
 def app() -> MemApp:
     return MemApp(KEYS, [0, 1, 2, 3], change_delay=8)
+
+
+def validators() -> ValidatorSet:
+    v = app().validators_at(1)
+    assert v is not None
+    return v
 
 
 def replica(i: int, record: SigningRecord | None = None, **kw: object) -> Replica:
@@ -133,7 +139,7 @@ def test_normal_case_commits_with_a_certificate_of_commit_signatures() -> None:
     actions = recv(r1, signed(3, Commit(1, 0, block_id)))
     done, = of_type(actions, CommitBlock)
     assert done.height == 1 and done.payload == payload
-    assert verify_commit_certificate(done.certificate, CHAIN, app().validators_at(1),
+    assert verify_commit_certificate(done.certificate, CHAIN, validators(),
                                      FakeCrypto(KEYS[0]))
     assert [i for i, _ in done.certificate.signatures] == [0, 1, 3]
     # Exactly once: more commit votes for the same height deliver nothing.
@@ -180,7 +186,7 @@ def test_equivocating_primary_yields_verifiable_evidence() -> None:
     recv(r1, signed(0, PrePrepare(1, 0, a_id, GENESIS_ID, a_payload)))
     actions = recv(r1, signed(0, PrePrepare(1, 0, b_id, GENESIS_ID, b_payload)))
     report, = of_type(actions, ReportEvidence)
-    assert verify_evidence(report.evidence, CHAIN, app().validators_at(1), FakeCrypto(KEYS[1]))
+    assert verify_evidence(report.evidence, CHAIN, validators(), FakeCrypto(KEYS[1]))
     assert not sent(actions, Prepare), "never prepare the second proposal"
     # Conflicting votes from one backup are evidence too.
     recv(r1, signed(2, Prepare(1, 0, a_id, GENESIS_ID)))
@@ -339,7 +345,7 @@ def test_a_validator_is_counted_once_and_conflicting_commits_are_evidence() -> N
     actions = recv(r1, signed(2, Commit(1, 0, b"\x05" * 32)))
     report, = of_type(actions, ReportEvidence)
     assert report.evidence.sender == KEYS[2]
-    assert verify_evidence(report.evidence, CHAIN, app().validators_at(1), FakeCrypto(KEYS[1]))
+    assert verify_evidence(report.evidence, CHAIN, validators(), FakeCrypto(KEYS[1]))
 
 
 def test_two_view_changes_for_one_view_are_evidence() -> None:
@@ -351,7 +357,7 @@ def test_two_view_changes_for_one_view_are_evidence() -> None:
     forged_proof = Proof(ProofKind.PREPARED, 1, 0, b"\x01" * 32, GENESIS_ID, ((0, b"\x00" * 64),))
     actions = recv(r1, signed(2, ViewChange(1, 3, r1.stable, (forged_proof,))))
     report, = of_type(actions, ReportEvidence)
-    assert verify_evidence(report.evidence, CHAIN, app().validators_at(1), FakeCrypto(KEYS[1]))
+    assert verify_evidence(report.evidence, CHAIN, validators(), FakeCrypto(KEYS[1]))
 
 
 def test_forged_view_changes_and_new_views_are_rejected() -> None:

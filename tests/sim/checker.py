@@ -126,7 +126,7 @@ class Checker:
         if accused in honest:
             self.violation(f"node {node} reported evidence against honest {accused.hex()[:8]}")
         first = evidence.first
-        height = getattr(first, "height", None) or getattr(first, "epoch", 1)
+        height = int(getattr(first, "height", 0) or getattr(first, "epoch", 1))
         validators = self.reference.validators_at(height)
         if validators is not None and validators.index_of(accused) is not None:
             if not verify_evidence(evidence, self.chain_id, validators, self.crypto):

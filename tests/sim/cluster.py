@@ -282,7 +282,7 @@ class Cluster:
             return  # built already (transactions arrived early) or node restarted
         node.request = None
         height, committed = request.height, node.height
-        txs = []
+        txs: list[bytes] = []
         for tx in node.mempool:
             if len(txs) >= self.cfg.max_block_txs:
                 break

@@ -169,8 +169,10 @@ def _chaos_step(cluster: Cluster, rng: random.Random, honest: list[int], f: int)
     if roll < 0.93:
         kind = rng.choice([PrePrepare, Prepare, Commit, ViewChange])
         a, b = rng.sample(range(n), 2)
-        cluster.net.filters.append(
-            lambda s, d, m, a=a, b=b, kind=kind: s == a and d == b and isinstance(m, kind))
+        def drop(s: int, d: int, m: object, a: int = a, b: int = b, kind: type = kind) -> bool:
+            return s == a and d == b and isinstance(m, kind)
+
+        cluster.net.filters.append(drop)
         return f"drop {kind.__name__} {a}->{b}"
     if roll < 0.97:
         cluster.net.filters.clear()
