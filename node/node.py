@@ -399,11 +399,17 @@ class Node:
             deadline = min(deadline, self._build_deadline())
         return deadline
 
+    def _available(self) -> int:
+        """Mempool transactions not already in a pending (proposed, uncommitted) block."""
+        in_flight = sum(ex.block.header.tx_count for ex in self.ledger.pending.values())
+        return max(0, len(self.mempool) - in_flight)
+
     def _build_deadline(self) -> float:
         params = self.ledger.head.chain.params
-        if len(self.mempool) >= params.max_block_txs:
+        available = self._available()
+        if available >= params.max_block_txs:
             return 0.0
-        if len(self.mempool) > 0:
+        if available > 0:
             oldest = min(p.since for p in self.proposals.values())
             return oldest + self.config.linger_ms / 1000
         # An empty heartbeat block at most every heartbeat_ms, counted from the last
