@@ -439,6 +439,11 @@ class Store:
                              f"the store still ends at height {self._height}") from exc
         self._height = h
         self._tip_id = block.block_id
+        # The newest blocks are the ones readers ask for (RPC, sync, proofs): keep the
+        # decoded object we were given rather than decoding it again on the first read.
+        self._blocks[h] = block
+        if len(self._blocks) > self._block_cache:
+            self._blocks.popitem(last=False)
 
     # ------------------------------------------------------------------ state tree
 

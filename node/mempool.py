@@ -78,8 +78,13 @@ class Mempool:
         if len(self._verified) > self._verified_cap:
             self._verified.popitem(last=False)
 
-    def add(self, tx: Transaction, state: LedgerState) -> AddResult:
-        """Admit ``tx`` if it can plausibly commit on top of ``state``."""
+    def add(self, tx: Transaction, state: LedgerState, *, check_state: bool = True
+            ) -> AddResult:
+        """Admit ``tx`` if it can plausibly commit on top of ``state``.
+
+        ``check_state=False`` (transactions gossiped by a peer, which pre-checked them at
+        its door) skips the state-tree look-ups; signatures and rights are still checked.
+        """
         tx_id = tx.tx_id
         if tx_id in self._txs:
             self.stats["duplicate"] += 1
@@ -88,7 +93,7 @@ class Mempool:
             self.stats["busy"] += 1
             return AddResult(AddStatus.BUSY, "busy", "the mempool is full; retry later")
         try:
-            self._precheck(tx, state)
+            self._precheck(tx, state, check_state)
         except RuleError as err:
             self.stats["rejected"] += 1
             return AddResult(AddStatus.REJECTED, err.code, err.message)
@@ -97,7 +102,7 @@ class Mempool:
         self.stats["added"] += 1
         return ADDED
 
-    def _precheck(self, tx: Transaction, state: LedgerState) -> None:
+    def _precheck(self, tx: Transaction, state: LedgerState, check_state: bool = True) -> None:
         if tx.chain_id != self.chain_id:
             raise RuleError("wrong_chain", f"transaction is for chain {tx.chain_id!r}")
         next_height = state.height + 1
@@ -122,9 +127,9 @@ class Mempool:
             if p.doc_type not in member.doc_types:
                 raise RuleError("doc_type_not_granted",
                                 f"{member.member_id} is not admitted to issue {p.doc_type!r}")
-            if state.attestation(p.commitment) is not None:
+            if check_state and state.attestation(p.commitment) is not None:
                 raise RuleError("already_attested", "this commitment is already attested")
-        elif isinstance(p, Revoke):
+        elif isinstance(p, Revoke) and check_state:
             rec = state.attestation(p.commitment)
             if rec is None:
                 raise RuleError("not_found", "no attestation of this commitment")

@@ -208,7 +208,7 @@ class Node:
 
     def submit(self, tx: Transaction, *, gossip: bool = True) -> AddResult:
         """Admit a transaction from a client (or peer) into the mempool."""
-        result = self.mempool.add(tx, self.ledger.tip)
+        result = self.mempool.add(tx, self.ledger.tip, check_state=gossip)
         if result.status == AddStatus.ADDED:
             now = trio.current_time()
             self.submitted_at[tx.tx_id] = now
