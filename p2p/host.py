@@ -1,0 +1,539 @@
+"""``P2PHost``: peers, channels and the app-facing API of the transport.
+
+Owns:
+- The allowlist (node public keys -> peer ids) and enforcing it: at the handshake (see
+  ``libp2p_glue.AllowlistNoise``), on every inbound stream, and by closing connections of
+  peers removed at runtime with ``set_allowlist``.
+- ``PeerLink`` per peer: our reconnect loop (configured peers only), one long-lived
+  outbound stream per channel (re-opened while connected), the send queues that
+  survive stream re-opens, and the peer's pending requests.
+- Inbound delivery into bounded app channels, with the per-channel overflow policy:
+  txs are dropped when the app's queue is full; consensus waits at most
+  ``consensus_backpressure_s``, then evicts the *oldest* queued message (a newer vote or
+  proposal is worth more than a stale one; PBFT retransmits) and stays in that
+  no-wait mode for ``CONGESTED_S`` so a stuck app never slows the stream's reader.
+
+Rules:
+- Every task runs under ``run()``'s nursery (links) or libp2p's (inbound stream
+  handlers, which live inside ``run()`` too); cancelling ``run`` stops everything, closes
+  every connection within ``shutdown_grace_s`` and closes any socket libp2p left open.
+- ``send``/``broadcast``/``set_allowlist`` never block; ``request`` is bounded by its
+  timeout. A payload over ``max_frame_bytes`` is a caller bug (``ValueError``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.custom_types import TProtocol
+
+from p2p.config import (
+    CHANNELS,
+    CONSENSUS,
+    PROTOCOLS,
+    PUSH_CHANNELS,
+    SYNC,
+    TXS,
+    P2PConfig,
+    PeerUnavailable,
+    RequestTimeout,
+    parse_peer_address,
+)
+from p2p.framing import RPC_HEADER, OutQueue, Stats
+from p2p.libp2p_glue import (
+    ID,
+    PERMANENT_ADDR_TTL,
+    ConnWatcher,
+    IHost,
+    INetStream,
+    SocketTracker,
+    build_libp2p_host,
+    close_all_connections,
+    connected_peer_ids,
+    create_identity_from_seed,
+    live_connections,
+    peer_id_of,
+    quiet_libp2p_logging,
+    shielded,
+)
+from p2p.streams import FramedStream, RequestClient, RequestHandler, RequestServer, log_fields
+
+log = logging.getLogger("dvp.p2p")
+
+CONGESTED_S = 1.0
+REFUSAL_LOG_INTERVAL_S = 30.0
+STREAM_RETRY_MIN_S = 0.05
+Inbound = tuple[bytes, bytes]  # (peer key, payload)
+
+
+class PeerLink:
+    """Our side of one allowed peer: dialling (if we know its address), outbound
+    streams, send queues and pending requests."""
+
+    def __init__(self, host: P2PHost, key: bytes, addr: multiaddr.Multiaddr | None) -> None:
+        cfg = host.config
+        self.host = host
+        self.key = key
+        self.peer_id = host.pid(key)
+        self.addr = addr
+        self.queues = {
+            CONSENSUS: OutQueue(cfg.send_queue_frames, cfg.send_queue_bytes, drop_oldest=True),
+            TXS: OutQueue(cfg.send_queue_frames, cfg.send_queue_bytes, drop_oldest=False),
+            SYNC: OutQueue(cfg.send_queue_frames, cfg.send_queue_bytes, drop_oldest=False),
+        }
+        self.out: dict[str, FramedStream | None] = {ch: None for ch in CHANNELS}
+        self.inbound: dict[str, FramedStream] = {}
+        self.client = RequestClient(host.stats)
+        self.connected = False
+        self.ever_connected = False
+        self.started = False
+        self.scope = trio.CancelScope()
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        ev, self._changed = self._changed, trio.Event()
+        ev.set()
+
+    async def _wait_changed(self, timeout_s: float = math.inf) -> None:
+        with trio.move_on_after(timeout_s):
+            await self._changed.wait()
+
+    def refresh(self) -> None:
+        lib = self.host.lib
+        self.set_connected(lib is not None and bool(live_connections(lib, self.peer_id)))
+
+    def set_connected(self, up: bool) -> None:
+        if up == self.connected:
+            return
+        self.connected = up
+        stats = self.host.stats
+        if up:
+            stats["connects"] += 1
+            if self.ever_connected:
+                stats["reconnects"] += 1
+            self.ever_connected = True
+            log.info("peer connected", extra=log_fields(peer=self.key))
+        else:
+            stats["disconnects"] += 1
+            for ch, q in self.queues.items():
+                stats.drop("disconnected", ch, q.clear())
+            log.info("peer disconnected", extra=log_fields(peer=self.key))
+        self._notify()
+
+    def stop(self) -> None:
+        self.scope.cancel()
+        for fs in list(self.inbound.values()):
+            fs.close("peer_removed")
+        self.client.fail_all("peer removed from the allowlist")
+
+    async def run(self) -> None:
+        self.started = True
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                if self.addr is not None:
+                    nursery.start_soon(self._dial_loop)
+                for ch in CHANNELS:
+                    nursery.start_soon(self._keep_stream, ch)
+
+    async def sync_stream(self) -> FramedStream:
+        """The live outbound sync stream; waits for it, ``PeerUnavailable`` when down."""
+        while True:
+            if not self.connected:
+                raise PeerUnavailable(f"peer {self.key.hex()[:16]} disconnected")
+            fs = self.out[SYNC]
+            if fs is not None and fs.alive:
+                return fs
+            await self._wait_changed()
+
+    async def _dial_loop(self) -> None:
+        """Keep a connection to this peer: dial, back off exponentially (with jitter) up
+        to ``reconnect_max_s``, dial again. The swarm blocks redials of a failed peer for
+        60 s and ``connect()`` stores addresses with a 120 s TTL: we undo both first."""
+        host, cfg, addr = self.host, self.host.config, self.addr
+        assert addr is not None and host.lib is not None
+        lib = host.lib
+        network: Any = lib.get_network()  # the Swarm: unblock_peer is not on the interface
+        # Both sides dial each other at start-up; the higher key waits a moment so the
+        # usual outcome is one connection rather than two.
+        if host.public_key > self.key:
+            await self._wait_changed(random.uniform(0.2, 0.5))
+        backoff = cfg.reconnect_min_s
+        failures = 0
+        while True:
+            self.refresh()
+            if self.connected:
+                failures = 0
+                backoff = cfg.reconnect_min_s
+                await self._wait_changed(1.0)
+                continue
+            network.unblock_peer(self.peer_id)
+            lib.get_peerstore().add_addrs(self.peer_id, [addr], PERMANENT_ADDR_TTL)
+            host.stats["dials"] += 1
+            error = ""
+            with trio.move_on_after(cfg.dial_timeout_s):
+                try:
+                    await network.dial_peer(self.peer_id)
+                except Exception as exc:  # refused, unreachable, handshake failed...
+                    error = repr(exc)
+            self.refresh()
+            if self.connected:
+                continue
+            host.stats["dial_failures"] += 1
+            failures += 1
+            level = logging.INFO if failures == 1 else logging.DEBUG
+            log.log(level, "dial failed; retrying with backoff", extra=log_fields(
+                peer=self.key, addr=str(addr), backoff_s=round(backoff, 2),
+                error=error or "timeout"))
+            await trio.sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, cfg.reconnect_max_s)
+
+    async def _keep_stream(self, ch: str) -> None:
+        """Keep one outbound stream for ``ch`` open while the peer is connected."""
+        host, cfg = self.host, self.host.config
+        backoff = STREAM_RETRY_MIN_S
+        while True:
+            while not self.connected:
+                await self._wait_changed(1.0)
+                self.refresh()
+            lib = host.lib
+            assert lib is not None
+            stream: INetStream | None = None
+            with trio.move_on_after(cfg.stream_open_timeout_s):
+                try:
+                    stream = await lib.new_stream(self.peer_id, [TProtocol(PROTOCOLS[ch])])
+                except Exception as exc:  # connection went away, protocol refused...
+                    log.debug("stream open failed", extra=log_fields(
+                        peer=self.key, channel=ch, error=repr(exc)))
+            if stream is None:
+                host.stats[f"stream_open_failures.{ch}"] += 1
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, cfg.reconnect_max_s)
+                self.refresh()
+                continue
+            deliver = self.client.deliver if ch == SYNC else host._deliver_unexpected
+            fs = FramedStream(stream, peer=self.key, channel=ch, direction="out", config=cfg,
+                              stats=host.stats, deliver=deliver, queue=self.queues[ch])
+            self.out[ch] = fs
+            self._notify()
+            opened = trio.current_time()
+            try:
+                await fs.run()
+            finally:
+                self.out[ch] = None
+                if ch == SYNC:
+                    host.stats.drop("stream_closed", SYNC, self.queues[SYNC].clear())
+                    self.client.fail_all("stream closed")
+                self._notify()
+            if trio.current_time() - opened > 5.0:
+                backoff = STREAM_RETRY_MIN_S
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, cfg.reconnect_max_s)
+            self.refresh()
+
+
+class P2PHost:
+    """The transport of one node; see ``p2p/__init__.py`` for the API contract."""
+
+    def __init__(self, config: P2PConfig) -> None:
+        config.validate()
+        self.config = config
+        self.public_key = bytes(create_identity_from_seed(config.seed).public_key.to_bytes())
+        self.peer_id = peer_id_of(self.public_key)
+        self.stats = Stats()
+        self.lib: IHost | None = None
+        self.listen_addrs: list[multiaddr.Multiaddr] = []
+        self._peers = {bytes(k): parse_peer_address(a) for k, a in config.peers.items()
+                       if bytes(k) != self.public_key}
+        self._pids: dict[bytes, ID] = {}
+        self._allow: set[bytes] = set()
+        self._key_of: dict[ID, bytes] = {}
+        self._links: dict[bytes, PeerLink] = {}
+        self._handler: RequestHandler | None = None
+        self._nursery: trio.Nursery | None = None
+        self._sockets = SocketTracker()
+        self._refusal_logged: dict[ID, float] = {}
+        self._send: dict[str, trio.MemorySendChannel[Inbound]] = {}
+        self._recv: dict[str, trio.MemoryReceiveChannel[Inbound]] = {}
+        self._evict: dict[str, trio.MemoryReceiveChannel[Inbound]] = {}
+        self._congested_until: dict[str, float] = {}
+        for ch in PUSH_CHANNELS:
+            send, recv = trio.open_memory_channel[Inbound](config.inbound_queue[ch])
+            self._send[ch], self._recv[ch] = send, recv
+            self._evict[ch] = recv.clone()  # our handle for drop-oldest
+            self._congested_until[ch] = -math.inf
+        self.set_allowlist(config.effective_allowlist())
+
+    # ------------------------------------------------------------------ identity
+
+    def pid(self, key: bytes) -> ID:
+        pid = self._pids.get(key)
+        if pid is None:
+            pid = self._pids[key] = peer_id_of(key)
+        return pid
+
+    def allows(self, peer_id: ID) -> bool:
+        return peer_id in self._key_of
+
+    def refused(self, peer_id: ID, direction: str) -> None:
+        self.stats[f"refused_{direction}"] += 1
+        now = trio.current_time()
+        if now - self._refusal_logged.get(peer_id, -math.inf) >= REFUSAL_LOG_INTERVAL_S:
+            if len(self._refusal_logged) > 1000:
+                self._refusal_logged.clear()
+            self._refusal_logged[peer_id] = now
+            log.warning("refused a peer that is not in the allowlist", extra=log_fields(
+                peer_id=str(peer_id), direction=direction))
+
+    def set_allowlist(self, keys: Iterable[bytes]) -> None:
+        """Who may connect (node public keys). Peers no longer allowed are disconnected
+        now; configured peers that became allowed are dialled."""
+        allow = {bytes(k) for k in keys}
+        if any(len(k) != 32 for k in allow):
+            raise ValueError("allowlist entries must be 32-byte Ed25519 public keys")
+        allow.discard(self.public_key)
+        removed = self._allow - allow
+        self._allow = allow
+        self._key_of = {self.pid(k): k for k in allow}
+        for key in [k for k in self._links if k not in allow]:
+            link = self._links.pop(key)
+            link.stop()
+            self._spawn(self._disconnect, link.peer_id)
+        if self.lib is not None:
+            for pid in connected_peer_ids(self.lib):
+                if pid not in self._key_of:
+                    self._spawn(self._disconnect, pid)
+        for key, addr in self._peers.items():
+            if key in allow and key not in self._links:
+                self._add_link(key, addr)
+        if removed:
+            log.info("allowlist shrank; disconnecting removed peers", extra=log_fields(
+                removed=len(removed), allowed=len(allow)))
+
+    def _add_link(self, key: bytes, addr: multiaddr.Multiaddr | None) -> PeerLink:
+        link = PeerLink(self, key, addr)
+        self._links[key] = link
+        if self._nursery is not None:
+            self._nursery.start_soon(link.run)
+        return link
+
+    def _spawn(self, fn: object, *args: object) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
+
+    async def _disconnect(self, peer_id: ID) -> None:
+        if self.lib is None:
+            return
+        with trio.move_on_after(self.config.shutdown_grace_s):
+            try:
+                await self.lib.get_network().close_peer(peer_id)
+            except Exception:  # already gone
+                pass
+
+    def _on_conn_change(self, peer_id: ID) -> None:
+        key = self._key_of.get(peer_id)
+        if key is None or self.lib is None:
+            return
+        link = self._links.get(key)
+        if link is None:
+            if not live_connections(self.lib, peer_id):
+                return
+            link = self._add_link(key, None)  # an allowed peer we do not dial (observer)
+        link.refresh()
+
+    # ------------------------------------------------------------------ app API
+
+    def send(self, peer_key: bytes, channel: str, payload: bytes) -> bool:
+        """Queue ``payload`` for ``peer_key`` on ``channel`` (``consensus`` or ``txs``).
+        Never blocks; False (and counted in ``stats``) if the peer is not connected or
+        its queue is full. Payloads are 1..``max_frame_bytes`` bytes."""
+        if channel not in PUSH_CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        if not payload or len(payload) > self.config.max_frame_bytes:
+            # The empty frame is the keepalive, so an empty payload cannot be sent.
+            raise ValueError(f"payload must be 1..max_frame_bytes bytes, not {len(payload)}")
+        link = self._links.get(peer_key)
+        if link is None or not link.connected:
+            self.stats.drop("not_connected", channel)
+            return False
+        ok, evicted = link.queues[channel].put(payload)
+        self.stats.drop("send_queue_evicted", channel, evicted)
+        if not ok:
+            self.stats.drop("send_queue_full", channel)
+        return ok
+
+    def broadcast(self, channel: str, payload: bytes) -> int:
+        """``send`` to every connected peer; returns how many accepted it."""
+        return sum(self.send(key, channel, payload)
+                   for key, link in list(self._links.items()) if link.connected)
+
+    def inbound(self, channel: str) -> trio.MemoryReceiveChannel[Inbound]:
+        """The app's receive end for ``channel``: ``(peer key, payload)`` in order per peer."""
+        if channel not in PUSH_CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}")
+        return self._recv[channel]
+
+    def set_request_handler(self, handler: RequestHandler | None) -> None:
+        """``async handler(peer key, request) -> response`` for ``/dvp/sync/1``."""
+        self._handler = handler
+
+    async def request(self, peer_key: bytes, payload: bytes, timeout_s: float) -> bytes:
+        """Ask ``peer_key`` and wait for its answer. Raises ``PeerUnavailable``,
+        ``RequestTimeout`` or ``RemoteError`` (all ``RequestError``)."""
+        if len(payload) + RPC_HEADER.size > self.config.max_frame_bytes:
+            raise ValueError("request exceeds max_frame_bytes")
+        link = self._links.get(peer_key)
+        if link is None or not link.connected:
+            self.stats["requests_unavailable"] += 1
+            raise PeerUnavailable(f"peer {peer_key.hex()[:16]} is not connected")
+        self.stats["requests_out"] += 1
+        with trio.move_on_after(timeout_s):
+            fs = await link.sync_stream()
+            rid, pending = link.client.start(fs, payload)
+            try:
+                await pending.done.wait()
+            finally:
+                link.client.forget(rid)
+            if pending.error is not None:
+                self.stats["request_errors"] += 1
+                raise pending.error
+            return pending.body
+        self.stats["request_timeouts"] += 1
+        raise RequestTimeout(f"no answer from {peer_key.hex()[:16]} within {timeout_s} s")
+
+    def connected_peers(self) -> set[bytes]:
+        return {k for k, link in self._links.items() if link.connected}
+
+    @property
+    def listen_port(self) -> int:
+        for ma in self.listen_addrs:
+            return int(ma.value_for_protocol("tcp"))
+        raise RuntimeError("the host is not listening")
+
+    # ------------------------------------------------------------------ inbound
+
+    async def _on_stream(self, channel: str, stream: INetStream) -> None:
+        """libp2p's handler for an inbound stream of one of our protocols."""
+        key = self._key_of.get(stream.muxed_conn.peer_id)
+        if key is None or self.lib is None:  # allowlist changed under the connection
+            self.stats["refused_streams"] += 1
+            with trio.move_on_after(1.0):
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
+            return
+        link = self._links.get(key) or self._add_link(key, None)
+        deliver = (RequestServer(key, lambda: self._handler, self.config, self.stats).deliver
+                   if channel == SYNC else self._deliver_push)
+        fs = FramedStream(stream, peer=key, channel=channel, direction="in",
+                          config=self.config, stats=self.stats, deliver=deliver)
+        old = link.inbound.get(channel)
+        if old is not None:  # one inbound stream per peer and protocol: newest wins
+            old.close("replaced")
+        link.inbound[channel] = fs
+        try:
+            await fs.run()
+        finally:
+            if link.inbound.get(channel) is fs:
+                del link.inbound[channel]
+
+    async def _deliver_push(self, fs: FramedStream, frames: list[bytes]) -> None:
+        ch = fs.channel
+        send = self._send[ch]
+        deadline = trio.current_time() + self.config.consensus_backpressure_s
+        for payload in frames:
+            item = (fs.peer, payload)
+            try:
+                send.send_nowait(item)
+                continue
+            except trio.WouldBlock:
+                pass
+            if ch != CONSENSUS:
+                self.stats.drop("inbound_full", ch)
+                continue
+            if trio.current_time() >= self._congested_until[ch]:
+                with trio.move_on_at(deadline):
+                    await send.send(item)
+                    continue
+                self._congested_until[ch] = trio.current_time() + CONGESTED_S
+                log.warning("app is not draining consensus messages; dropping oldest",
+                            extra=log_fields(queued=self.config.inbound_queue[ch]))
+            try:
+                self._evict[ch].receive_nowait()
+                self.stats.drop("inbound_evicted", ch)
+            except trio.WouldBlock:
+                pass
+            try:
+                send.send_nowait(item)
+            except trio.WouldBlock:
+                self.stats.drop("inbound_full", ch)
+
+    async def _deliver_unexpected(self, fs: FramedStream, frames: list[bytes]) -> None:
+        # Data on a stream we opened to push on: the protocol is one-way, so drop it.
+        self.stats.drop("unexpected", fs.channel, len(frames))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Listen, dial, serve until cancelled; then close every connection."""
+        if self.lib is not None:
+            raise RuntimeError("P2PHost.run is already running")
+        quiet_libp2p_logging()
+        cfg = self.config
+        proto = "ip6" if ":" in cfg.listen_host else "ip4"
+        listen = multiaddr.Multiaddr(f"/{proto}/{cfg.listen_host}/tcp/{cfg.listen_port}")
+        lib = build_libp2p_host(cfg.seed, listen, self, self._sockets, cfg.dial_timeout_s)
+        for ch in CHANNELS:
+            lib.set_stream_handler(TProtocol(PROTOCOLS[ch]), partial(self._on_stream, ch))
+        lib.get_network().register_notifee(ConnWatcher(self._on_conn_change))
+        self.lib = lib
+        try:
+            async with lib.run([listen]):
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        self.listen_addrs = list(lib.get_transport_addrs())
+                        for link in self._links.values():
+                            if not link.started:
+                                nursery.start_soon(link.run)
+                        log.info("p2p host listening", extra=log_fields(
+                            addrs=[str(a) for a in self.listen_addrs],
+                            peer_id=str(self.peer_id), peers=len(self._peers)))
+                        task_status.started()
+                        await trio.sleep_forever()
+                finally:
+                    self._nursery = None
+                    for link in self._links.values():
+                        link.client.fail_all("host stopped")
+                        link.connected = False
+                    # libp2p closes connections under cancellation on its own exit path
+                    # and can skip the socket close; close them first, shielded.
+                    with shielded(cfg.shutdown_grace_s):
+                        await close_all_connections(lib)
+        finally:
+            self.lib = None
+            self.listen_addrs = []
+            leaked = self._sockets.close_all()
+            if leaked:
+                log.debug("closed sockets libp2p left open", extra=log_fields(count=leaked))
+
+
+@asynccontextmanager
+async def open_p2p(config: P2PConfig) -> AsyncIterator[P2PHost]:
+    """``async with open_p2p(cfg) as host:`` runs a host for the body's duration."""
+    host = P2PHost(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(host.run)
+        try:
+            yield host
+        finally:
+            nursery.cancel_scope.cancel()

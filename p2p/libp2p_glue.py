@@ -1,0 +1,280 @@
+"""Everything that depends on py-libp2p 0.8.1's construction and internals.
+
+Owns:
+- Identity: the node's 32-byte Ed25519 seed is its libp2p key (``create_identity_from_seed``),
+  so ``peer_id_of(node public key)`` is the peer id that node presents in Noise.
+- ``AllowlistNoise``: the *only* security transport offered (no TLS, SECIO or plaintext:
+  over plaintext a client without a peer's key was accepted under that peer's id). It
+  runs the Noise XX handshake and then refuses any remote peer id the ``Gate`` does not
+  allow, in both directions, before a muxer or a connection record exists.
+- ``build_libp2p_host``: a ``BasicHost`` with that security, yamux only (mplex deadlocks a
+  stream read against a concurrent write), TCP only, and libp2p's own auto-connector
+  disabled (we run our own reconnect loop; theirs dials every address in the peerstore
+  on its own schedule).
+- Hygiene: ``quiet_libp2p_logging`` and ``SocketTracker`` (a shutdown backstop that
+  closes any TCP socket libp2p forgot, instead of leaking a ``ResourceWarning``).
+
+Rules: no other module imports libp2p internals beyond the public host/stream API; if a
+libp2p upgrade changes behaviour, this is the file to revisit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from typing import Any, Protocol
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import (
+    IHost,
+    IMuxedConn,
+    INetConn,
+    INetStream,
+    INetwork,
+    INotifee,
+    IRawConnection,
+    ISecureConn,
+)
+from libp2p.crypto.ed25519 import Ed25519PublicKey
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.identity_utils import create_identity_from_seed
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.network.config import ConnectionConfig, RetryConfig
+from libp2p.peer.id import ID
+from libp2p.protocol_muxer.exceptions import MultiselectError
+from libp2p.security.exceptions import HandshakeFailure
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+__all__ = ["ID", "IHost", "INetStream", "build_libp2p_host", "create_identity_from_seed",
+           "key_of_peer_id", "peer_id_of"]
+
+# TTL 0 is "permanent" in this peerstore; any later add with a TTL (identify, connect()
+# use 120 s) overwrites it, so the dial loop re-adds its address before every dial.
+PERMANENT_ADDR_TTL = 0
+_LIBP2P_DIR = os.path.dirname(os.path.abspath(str(__import__("libp2p").__file__)))
+
+
+def peer_id_of(node_public_key: bytes) -> ID:
+    """The libp2p peer id of the node whose raw Ed25519 public key is given."""
+    if len(node_public_key) != 32:
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return ID.from_pubkey(Ed25519PublicKey.from_bytes(node_public_key))
+
+
+def key_of_peer_id(peer_id: ID) -> bytes | None:
+    """The raw Ed25519 key inside an identity-multihash peer id, or None (other types)."""
+    try:
+        pub = peer_id.extract_public_key()
+    except Exception:  # malformed ids raise assorted errors; None is the answer
+        return None
+    if pub is None or not isinstance(pub, Ed25519PublicKey):
+        return None
+    return bytes(pub.to_bytes())
+
+
+class Gate(Protocol):
+    """Who may hold a connection; implemented by the host."""
+
+    def allows(self, peer_id: ID) -> bool: ...
+
+    def refused(self, peer_id: ID, direction: str) -> None: ...
+
+
+class SocketTracker:
+    """Remembers every TCP socket that reached the security handshake and closes, at
+    shutdown, those libp2p left open (its close paths await under cancellation and can
+    skip the socket close, which surfaces as a ``ResourceWarning`` at garbage collection)."""
+
+    def __init__(self) -> None:
+        self._streams: weakref.WeakSet[trio.SocketStream] = weakref.WeakSet()
+
+    def track(self, conn: IRawConnection) -> None:
+        inner = getattr(getattr(conn, "stream", None), "stream", None)
+        if isinstance(inner, trio.SocketStream):
+            self._streams.add(inner)
+
+    def close_all(self) -> int:
+        closed = 0
+        for s in list(self._streams):
+            if s.socket.fileno() != -1:
+                s.socket.close()
+                closed += 1
+        return closed
+
+
+class AllowlistNoise(NoiseTransport):
+    """Noise XX, then the allowlist: a peer id the gate refuses gets its connection closed
+    and a ``HandshakeFailure`` (so the swarm registers nothing for it)."""
+
+    def __init__(self, key_pair: Any, gate: Gate, sockets: SocketTracker) -> None:
+        super().__init__(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+        self.gate = gate
+        self.sockets = sockets
+
+    async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
+        self.sockets.track(conn)
+        return await self._admit(await super().secure_inbound(conn), "inbound")
+
+    async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
+        self.sockets.track(conn)
+        return await self._admit(await super().secure_outbound(conn, peer_id), "outbound")
+
+    async def _admit(self, secure: ISecureConn, direction: str) -> ISecureConn:
+        remote = secure.get_remote_peer()
+        if self.gate.allows(remote):
+            return secure
+        self.gate.refused(remote, direction)
+        with trio.move_on_after(1.0):
+            try:
+                await secure.close()
+            except Exception:  # the refused peer may already be gone; nothing to do
+                pass
+        raise HandshakeFailure(f"peer {remote} is not in the allowlist")
+
+
+class QuietYamux(Yamux):
+    """Yamux without its RTT ping loop.
+
+    py-libp2p's yamux answers a ping from its connection reader task under the
+    connection's write lock. When both peers are writing faster than TCP drains (both
+    broadcasting large batches), each side's writer holds the lock while blocked on a
+    full socket, each reader then blocks on the pong, nobody reads TCP any more: a
+    deadlock (seen in tests: writes stuck for good at the first ping, 0.5 s after
+    connecting). Without pings the reader never needs the write lock except to ACK a
+    new stream. The RTT only tunes window growth, which falls back to a default."""
+
+    async def _measure_rtt_loop(self) -> None:
+        return None
+
+
+class _QuietMuxerMultistream(MuxerMultistream):
+    """Negotiates yamux only and builds ``QuietYamux`` (the stock class hard-codes
+    ``Yamux`` for the yamux protocol id, so a muxer option alone cannot change it)."""
+
+    async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
+        protocol, _ = await self._selector.select(conn, conn.is_initiator,
+                                                  self.negotiate_timeout)
+        if protocol != YAMUX_PROTOCOL_ID:
+            raise MultiselectError(f"only yamux is supported, peer chose {protocol}")
+        muxed = QuietYamux(conn, peer_id, is_initiator=conn.is_initiator)
+        return self._annotate_connection(muxed, conn, protocol)
+
+
+class _NoAutoConnect(AutoConnector):
+    """libp2p's auto-connector, switched off: dvp dials only configured validators."""
+
+    async def maybe_connect(self) -> None:
+        return None
+
+    async def run_background_task(self, nursery: trio.Nursery) -> None:
+        return None
+
+
+class ConnWatcher(INotifee):
+    """Forwards connect/disconnect notifications to ``on_change(peer_id)`` (synchronous,
+    so the swarm's notification path is never blocked by us)."""
+
+    def __init__(self, on_change: Any) -> None:
+        self.on_change = on_change
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self.on_change(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self.on_change(conn.muxed_conn.peer_id)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, maddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, maddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+def build_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr, gate: Gate,
+                      sockets: SocketTracker, dial_timeout_s: float) -> IHost:
+    """A host with Noise(+allowlist) only, yamux only, TCP only; not yet listening."""
+    key_pair = create_identity_from_seed(seed)
+    conn_config = ConnectionConfig(dial_timeout=dial_timeout_s)
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): AllowlistNoise(key_pair, gate, sockets)},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): QuietYamux},
+        listen_addrs=[listen],
+        connection_config=conn_config,
+    )
+    network: Any = host.get_network()
+    network.auto_connector = _NoAutoConnect(network, conn_config.auto_connect_interval)
+    # One attempt per dial: the host's reconnect loop owns retries and their backoff.
+    network.retry_config = RetryConfig(max_retries=0)
+    upgrader = network.upgrader
+    upgrader.muxer_multistream = _QuietMuxerMultistream(
+        {TProtocol(YAMUX_PROTOCOL_ID): QuietYamux}, upgrader.muxer_multistream.negotiate_timeout)
+    return host
+
+
+def shielded(timeout_s: float) -> trio.CancelScope:
+    """A cancel scope that ignores outer cancellation for at most ``timeout_s``: for
+    cleanup that must happen during shutdown (closing connections, resetting streams)."""
+    return trio.CancelScope(deadline=trio.current_time() + timeout_s, shield=True)
+
+
+def live_connections(host: IHost, peer_id: ID) -> list[INetConn]:
+    network: Any = host.get_network()
+    return [c for c in network.get_connections(peer_id) if not c.is_closed]
+
+
+def connected_peer_ids(host: IHost) -> list[ID]:
+    network: Any = host.get_network()
+    return [pid for pid, conns in list(network.connections.items())
+            if any(not c.is_closed for c in conns)]
+
+
+async def close_all_connections(host: IHost) -> None:
+    """Close every connection concurrently (each libp2p close sleeps ~0.2 s)."""
+    network: Any = host.get_network()
+    conns = [c for cs in list(network.connections.values()) for c in list(cs)]
+
+    async def close_one(c: INetConn) -> None:
+        try:
+            await c.close()
+        except Exception:  # a connection that is already broken needs no closing
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for c in conns:
+            nursery.start_soon(close_one, c)
+
+
+class _DropLibp2pRootRecords(logging.Filter):
+    """Some libp2p modules log through the *root* logger (``logging.warning(...)``);
+    drop those records so expected churn (peers restarting) does not reach our logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ((record.pathname or "").startswith(_LIBP2P_DIR) and
+                    record.levelno < logging.CRITICAL)
+
+
+def quiet_libp2p_logging() -> None:
+    """libp2p logs every failed dial at ERROR; our reconnect loop fails dials routinely
+    while a peer is down and reports what matters itself (``dvp.p2p``). Leave libp2p's
+    logging alone when the operator asked for it with ``LIBP2P_DEBUG``."""
+    if os.environ.get("LIBP2P_DEBUG"):
+        return
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    root = logging.getLogger()
+    if not any(isinstance(f, _DropLibp2pRootRecords) for f in root.filters):
+        root.addFilter(_DropLibp2pRootRecords())
