@@ -86,15 +86,19 @@ class FrameDecoder:
         pos = 0
         n = len(buf)
         limit = self.max_frame_bytes
-        while n - pos >= HEADER_BYTES:
-            (length,) = HEADER.unpack_from(buf, pos)
-            if length > limit:
-                raise FrameTooLarge(length, limit)
-            end = pos + HEADER_BYTES + length
-            if end > n:
-                break
-            out.append(bytes(buf[pos + HEADER_BYTES:end]))
-            pos = end
+        view = memoryview(buf)  # slicing a view copies once (a bytearray slice twice)
+        try:
+            while n - pos >= HEADER_BYTES:
+                (length,) = HEADER.unpack_from(buf, pos)
+                if length > limit:
+                    raise FrameTooLarge(length, limit)
+                end = pos + HEADER_BYTES + length
+                if end > n:
+                    break
+                out.append(view[pos + HEADER_BYTES:end].tobytes())
+                pos = end
+        finally:
+            view.release()  # a bytearray with a live export cannot be resized
         if pos:
             del buf[:pos]
         return out

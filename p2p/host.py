@@ -47,7 +47,7 @@ from p2p.config import (
     RequestTimeout,
     parse_peer_address,
 )
-from p2p.framing import RPC_HEADER, OutQueue, Stats
+from p2p.framing import RPC_HEADER, OutQueue, RateLimiter, Stats
 from p2p.libp2p_glue import (
     ID,
     PERMANENT_ADDR_TTL,
@@ -74,6 +74,14 @@ STREAM_RETRY_MIN_S = 0.05
 Inbound = tuple[bytes, bytes]  # (peer key, payload)
 
 
+def _in_trio() -> bool:
+    try:
+        trio.current_time()
+        return True
+    except RuntimeError:
+        return False
+
+
 class PeerLink:
     """Our side of one allowed peer: dialling (if we know its address), outbound
     streams, send queues and pending requests."""
@@ -92,6 +100,9 @@ class PeerLink:
         self.out: dict[str, FramedStream | None] = {ch: None for ch in CHANNELS}
         self.inbound: dict[str, FramedStream] = {}
         self.client = RequestClient(host.stats)
+        now = trio.current_time() if _in_trio() else 0.0
+        self.limiters = {ch: RateLimiter(cfg.rate_limits[ch], cfg.max_frame_bytes, now)
+                         for ch in CHANNELS}
         self.connected = False
         self.ever_connected = False
         self.started = False
@@ -220,7 +231,8 @@ class PeerLink:
                 continue
             deliver = self.client.deliver if ch == SYNC else host._deliver_unexpected
             fs = FramedStream(stream, peer=self.key, channel=ch, direction="out", config=cfg,
-                              stats=host.stats, deliver=deliver, queue=self.queues[ch])
+                              stats=host.stats, deliver=deliver, limiter=None,
+                              queue=self.queues[ch])
             self.out[ch] = fs
             self._notify()
             opened = trio.current_time()
@@ -434,7 +446,8 @@ class P2PHost:
         deliver = (RequestServer(key, lambda: self._handler, self.config, self.stats).deliver
                    if channel == SYNC else self._deliver_push)
         fs = FramedStream(stream, peer=key, channel=channel, direction="in",
-                          config=self.config, stats=self.stats, deliver=deliver)
+                          config=self.config, stats=self.stats, deliver=deliver,
+                          limiter=link.limiters[channel])
         old = link.inbound.get(channel)
         if old is not None:  # one inbound stream per peer and protocol: newest wins
             old.close("replaced")

@@ -61,11 +61,12 @@ def log_fields(**fields: object) -> dict[str, object]:
 
 class FramedStream:
     """Reader + writer of one stream. ``queue`` may be shared with the owner (outbound
-    streams: the peer link keeps queued frames across stream re-opens)."""
+    streams: the peer link keeps queued frames across stream re-opens), and so is
+    ``limiter`` (inbound streams: one budget per peer and channel)."""
 
     def __init__(self, stream: INetStream, *, peer: bytes, channel: str, direction: str,
                  config: P2PConfig, stats: Stats, deliver: Deliver,
-                 queue: OutQueue | None = None) -> None:
+                 limiter: RateLimiter | None, queue: OutQueue | None = None) -> None:
         self.stream = stream
         self.peer = peer
         self.channel = channel
@@ -76,8 +77,9 @@ class FramedStream:
         self.queue = queue if queue is not None else OutQueue(
             config.send_queue_frames, config.send_queue_bytes, drop_oldest=False)
         self.decoder = FrameDecoder(config.max_frame_bytes)
-        self.limiter = RateLimiter(config.rate_limits[channel], config.max_frame_bytes,
-                                   trio.current_time())
+        # Owned by the peer link so that re-opening a stream does not refill the bucket;
+        # None on streams we opened (the peer only answers what we asked, or nothing).
+        self.limiter = limiter
         self.nursery: trio.Nursery | None = None
         self.reason = ""
         self.alive = True
@@ -166,10 +168,11 @@ class FramedStream:
         now = trio.current_time()
         accepted: list[bytes] = []
         limited = 0
+        limiter = self.limiter
         for f in frames:
             if not f:
                 stats["keepalives_in"] += 1
-            elif self.limiter.allow(len(f), now):
+            elif limiter is None or limiter.allow(len(f), now):
                 accepted.append(f)
             else:
                 limited += 1
