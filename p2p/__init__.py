@@ -31,6 +31,7 @@ API::
             # raises PeerUnavailable / RequestTimeout / RemoteError (RequestError)
         host.set_allowlist(keys)     # at runtime; removed peers are disconnected
         host.connected_peers()       # set of node public keys
+        host.queued(peer_key, "txs") # frames waiting in that peer's send queue
         host.stats                   # Counter: frames_in.<ch>, frames_out.<ch>,
                                      # writes.<ch>, dropped.<reason>.<ch>, reconnects,
                                      # dial_failures, refused_inbound/outbound, ...

@@ -423,6 +423,12 @@ class P2PHost:
     def connected_peers(self) -> set[bytes]:
         return {k for k, link in self._links.items() if link.connected}
 
+    def queued(self, peer_key: bytes, channel: str) -> int:
+        """Frames waiting in ``peer_key``'s send queue for ``channel`` (a gauge for
+        metrics, and a way for a bulk sender to pace itself)."""
+        link = self._links.get(peer_key)
+        return len(link.queues[channel]) if link is not None else 0
+
     @property
     def listen_port(self) -> int:
         for ma in self.listen_addrs:
