@@ -522,6 +522,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.committed, self.last_block_id = height, cert.block_id
         self.committed_ids[height] = cert.block_id
         self.certs[height] = cert
+        self.fetched.pop(height, None)
         self.prune_chain()
         for tx_id in self.app.tx_ids(payload):
             self.pending_txs.pop(tx_id, None)

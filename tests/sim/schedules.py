@@ -69,6 +69,7 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
     # Two flavours: "mixed" faults of every kind, and "churn" (fast links, the primary
     # is hit again and again) which drives many views through the view-change path.
     churn = rng.random() < 0.5
+    reconfig = rng.random() < 0.2  # validator-set changes decided during the run
     nbyz = rng.randint(0, f if max_byzantine is None else min(f, max_byzantine))
     faulty = rng.sample(range(n), nbyz)
     behaviours = {i: rng.choice(byz.all_behaviours()) for i in faulty}
@@ -76,7 +77,7 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
     link = LinkModel(1, max_delay, rng.choice([0.0, 0.0, 0.01, 0.05, 0.1]),
                      rng.choice([0.0, 0.02]))
     view_timeout = max(40, 4 * max_delay)
-    cfg = SimConfig(n=n, seed=seed, window=rng.choice([1, 2, 4]),
+    cfg = SimConfig(n=n, spare=1 if reconfig else 0, seed=seed, window=rng.choice([1, 2, 4]),
                     checkpoint_interval=rng.choice([4, 8]), view_timeout_ms=view_timeout,
                     censor_timeout_ms=40 * view_timeout, max_backoff_exp=1 if churn else 3,
                     link=link,
@@ -86,8 +87,8 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
     cluster = Cluster(cfg, byzantine=behaviours, replica_factory=replica_factory)
     if any(isinstance(b, byz.Censor) for b in behaviours.values()):
         cluster.censored_every = 5
-    trace = [f"config churn={churn} window={cfg.window} K={cfg.checkpoint_interval} "
-             f"timeout={view_timeout} "
+    trace = [f"config churn={churn} reconfig={reconfig} window={cfg.window} "
+             f"K={cfg.checkpoint_interval} timeout={view_timeout} "
              f"link={link} byz={behaviours} wire={cfg.wire}"]
     checker = cluster.checker
     honest = cluster.honest
@@ -96,6 +97,10 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
         now += rng.randint(30, 120) if churn else rng.randint(10, 200)
         cluster.run_until(now, lambda: not checker.ok)
         step = _churn_step(cluster, rng, honest) if churn else _chaos_step(cluster, rng, honest, f)
+        if reconfig and rng.random() < 0.08:
+            # Keep at most f faulty in the new set: n or n + 1 members of n + 1 keys.
+            cluster.pending_change = sorted(rng.sample(range(n + 1), rng.choice([n, n + 1])))
+            step += f"; change validators to {cluster.pending_change}"
         trace.append(f"t={now} {step} heights={cluster.heights()}")
     if checker.ok:
         cluster.heal_all()
@@ -123,7 +128,7 @@ def _churn_step(cluster: Cluster, rng: random.Random, honest: list[int]) -> str:
     primary = current_primary(cluster)
     if primary is None:
         return "noop"
-    n = cluster.cfg.n
+    n = len(cluster.nodes)
     if rng.random() < 0.3 and primary in honest:
         cluster.crash(primary)
         return f"restart {down}, crash primary {primary}"
@@ -135,7 +140,7 @@ def _churn_step(cluster: Cluster, rng: random.Random, honest: list[int]) -> str:
 
 
 def _chaos_step(cluster: Cluster, rng: random.Random, honest: list[int], f: int) -> str:
-    n = cluster.cfg.n
+    n = len(cluster.nodes)
     down = [i for i in honest if not cluster.nodes[i].up]
     up = [i for i in honest if cluster.nodes[i].up]
     primary = current_primary(cluster)
