@@ -449,11 +449,16 @@ class P2PHost:
                     pass
             return
         link = self._links.get(key) or self._add_link(key, None)
-        deliver = (RequestServer(key, lambda: self._handler, self.config, self.stats).deliver
-                   if channel == SYNC else self._deliver_push)
-        fs = FramedStream(stream, peer=key, channel=channel, direction="in",
-                          config=self.config, stats=self.stats, deliver=deliver,
-                          limiter=link.limiters[channel])
+        if channel == SYNC:  # the request server applies the limit (and says so)
+            server = RequestServer(key, lambda: self._handler, self.config, self.stats,
+                                   link.limiters[SYNC])
+            fs = FramedStream(stream, peer=key, channel=channel, direction="in",
+                              config=self.config, stats=self.stats, deliver=server.deliver,
+                              limiter=None)
+        else:
+            fs = FramedStream(stream, peer=key, channel=channel, direction="in",
+                              config=self.config, stats=self.stats,
+                              deliver=self._deliver_push, limiter=link.limiters[channel])
         old = link.inbound.get(channel)
         if old is not None:  # one inbound stream per peer and protocol: newest wins
             old.close("replaced")

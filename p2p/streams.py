@@ -286,18 +286,22 @@ class RequestClient:
 
 class RequestServer:
     """Runs the app's handler for requests from one peer, at most
-    ``max_inflight_requests`` at a time (more are answered "busy" at once, so reading
-    never stops), each bounded by ``request_handler_timeout_s``."""
+    ``max_inflight_requests`` at a time, each bounded by ``request_handler_timeout_s``.
+    Requests over that concurrency or over the peer's rate limit are answered with an
+    error at once (a tiny frame, and the caller fails fast instead of timing out);
+    reading never stops."""
 
     def __init__(self, peer: bytes, handler: Callable[[], RequestHandler | None],
-                 config: P2PConfig, stats: Stats) -> None:
+                 config: P2PConfig, stats: Stats, limiter: RateLimiter) -> None:
         self.peer = peer
         self.handler = handler
         self.config = config
         self.stats = stats
+        self.limiter = limiter
         self.inflight = 0
 
     async def deliver(self, stream: FramedStream, frames: list[bytes]) -> None:
+        now = trio.current_time()
         for f in frames:
             try:
                 kind, rid, body = decode_rpc(f)
@@ -308,6 +312,10 @@ class RequestServer:
                 self.stats.drop("unexpected", SYNC)
                 continue
             self.stats["requests_in"] += 1
+            if not self.limiter.allow(len(f), now):
+                self.stats.drop("rate_limited", SYNC)
+                self._reply(stream, RPC_ERROR, rid, b"rate limited")
+                continue
             handler = self.handler()
             if handler is None:
                 self._reply(stream, RPC_ERROR, rid, b"no request handler")

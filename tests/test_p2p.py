@@ -263,6 +263,7 @@ def test_malformed_oversize_unknown_and_flood_are_dropped_and_counted() -> None:
     async def scenario() -> None:
         cfgs = mesh_configs(3, max_frame_bytes=64 * 1024)
         cfgs[0].rate_limits[CONSENSUS] = RateLimit(frames_per_s=200, bytes_per_s=1 << 20)
+        cfgs[0].rate_limits[SYNC] = RateLimit(frames_per_s=20, bytes_per_s=1 << 20)
         a, b, m = (P2PHost(cfg) for cfg in cfgs)  # m: an allowed peer that misbehaves
 
         async def echo(peer: bytes, req: bytes) -> bytes:
@@ -303,6 +304,26 @@ def test_malformed_oversize_unknown_and_flood_are_dropped_and_counted() -> None:
                              lambda: f"flood {a.stats}")
             assert a.stats["dropped.rate_limited.consensus"] >= 4700
             assert a.stats["frames_in.consensus"] <= 300
+            # A request flood is answered "rate limited" at once (callers fail fast).
+            outcomes: list[str] = []
+
+            async def ask(i: int) -> None:
+                try:
+                    await m.request(a.public_key, b"q%d" % i, 5)
+                    outcomes.append("ok")
+                except RemoteError as exc:
+                    outcomes.append(str(exc))
+
+            with trio.fail_after(3):
+                async with trio.open_nursery() as nursery:
+                    for i in range(100):
+                        nursery.start_soon(ask, i)
+            # 20/s with a 1 s burst admits ~20; at most 8 of those run at once, the rest
+            # of the admitted ones are answered "busy".
+            admitted = outcomes.count("ok") + outcomes.count("busy")
+            assert outcomes.count("ok") >= 8 and 18 <= admitted <= 30, outcomes
+            assert set(outcomes) <= {"ok", "rate limited", "busy"}
+            assert a.stats["dropped.rate_limited.sync"] >= 50
             # Still healthy: honest traffic flows, requests answered, nobody disconnected.
             await trio.sleep(1.0)  # let the bucket refill
             while True:  # drain what the flood left in A's queue
