@@ -217,12 +217,14 @@ class PeerLink:
             lib = host.lib
             assert lib is not None
             stream: INetStream | None = None
-            with trio.move_on_after(cfg.stream_open_timeout_s):
+            with trio.move_on_after(cfg.stream_open_timeout_s) as slow:
                 try:
                     stream = await lib.new_stream(self.peer_id, [TProtocol(PROTOCOLS[ch])])
                 except Exception as exc:  # connection went away, protocol refused...
                     log.debug("stream open failed", extra=log_fields(
                         peer=self.key, channel=ch, error=repr(exc)))
+            if slow.cancelled_caught:
+                host.check_unresponsive(self, "open_timeout")
             if stream is None:
                 host.stats[f"stream_open_failures.{ch}"] += 1
                 await trio.sleep(backoff)
@@ -237,7 +239,7 @@ class PeerLink:
             self._notify()
             opened = trio.current_time()
             try:
-                await fs.run()
+                host.check_unresponsive(self, await fs.run())
             finally:
                 self.out[ch] = None
                 if ch == SYNC:
@@ -340,14 +342,37 @@ class P2PHost:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
 
-    async def _disconnect(self, peer_id: ID) -> None:
-        if self.lib is None:
+    async def _disconnect(self, peer_id: ID, hard: bool = False) -> None:
+        """Close every connection to ``peer_id``: gracefully (yamux GO_AWAY) unless
+        ``hard`` or that does not finish in ``shutdown_grace_s``; then the sockets."""
+        lib = self.lib
+        if lib is None:
             return
-        with trio.move_on_after(self.config.shutdown_grace_s):
-            try:
-                await self.lib.get_network().close_peer(peer_id)
-            except Exception:  # already gone
-                pass
+        if not hard:
+            with trio.move_on_after(self.config.shutdown_grace_s):
+                try:
+                    await lib.get_network().close_peer(peer_id)
+                except Exception:  # already gone
+                    pass
+        self._sockets.close_peer(peer_id)
+        for conn in live_connections(lib, peer_id):
+            with trio.move_on_after(1.0):  # the socket is closed: this returns at once
+                try:
+                    await conn.close()
+                except Exception:
+                    pass
+
+    def check_unresponsive(self, link: PeerLink, reason: str) -> None:
+        """A healthy peer sends a keepalive every ``keepalive_s``, reads what we send and
+        accepts our streams; silence for ``idle_timeout_s``, a write stuck for
+        ``write_timeout_s`` or a stream open stuck for ``stream_open_timeout_s`` means it
+        is frozen or the path is half-open. Its streams are gone already; close the
+        connection too, so ``connected_peers`` stops listing it and we redial."""
+        if reason in ("idle_timeout", "write_timeout", "open_timeout") and link.connected:
+            self.stats["unresponsive_disconnects"] += 1
+            log.warning("peer unresponsive; closing its connection", extra=log_fields(
+                peer=link.key, reason=reason))
+            self._spawn(self._disconnect, link.peer_id, True)
 
     def _on_conn_change(self, peer_id: ID) -> None:
         key = self._key_of.get(peer_id)
@@ -464,7 +489,7 @@ class P2PHost:
             old.close("replaced")
         link.inbound[channel] = fs
         try:
-            await fs.run()
+            self.check_unresponsive(link, await fs.run())
         finally:
             if link.inbound.get(channel) is fs:
                 del link.inbound[channel]

@@ -89,25 +89,46 @@ class Gate(Protocol):
 
 
 class SocketTracker:
-    """Remembers every TCP socket that reached the security handshake and closes, at
-    shutdown, those libp2p left open (its close paths await under cancellation and can
-    skip the socket close, which surfaces as a ``ResourceWarning`` at garbage collection)."""
+    """Remembers every TCP socket that reached the security handshake (and, once
+    admitted, whose it is) so that we can close sockets ourselves: a peer's, when it is
+    frozen (libp2p's graceful close first writes a GO_AWAY that would wait behind a full
+    socket), and all of them at shutdown (libp2p's close paths await under cancellation
+    and can skip the socket close, which surfaces as a ``ResourceWarning``)."""
 
     def __init__(self) -> None:
-        self._streams: weakref.WeakSet[trio.SocketStream] = weakref.WeakSet()
+        self._all: weakref.WeakSet[trio.SocketStream] = weakref.WeakSet()
+        self._by_peer: dict[ID, weakref.WeakSet[trio.SocketStream]] = {}
+
+    @staticmethod
+    def _socket_of(conn: IRawConnection) -> trio.SocketStream | None:
+        inner = getattr(getattr(conn, "stream", None), "stream", None)
+        return inner if isinstance(inner, trio.SocketStream) else None
 
     def track(self, conn: IRawConnection) -> None:
-        inner = getattr(getattr(conn, "stream", None), "stream", None)
-        if isinstance(inner, trio.SocketStream):
-            self._streams.add(inner)
+        sock = self._socket_of(conn)
+        if sock is not None:
+            self._all.add(sock)
 
-    def close_all(self) -> int:
+    def assign(self, peer_id: ID, conn: IRawConnection) -> None:
+        sock = self._socket_of(conn)
+        if sock is not None:
+            self._by_peer.setdefault(peer_id, weakref.WeakSet()).add(sock)
+
+    @staticmethod
+    def _close(socks: list[trio.SocketStream]) -> int:
         closed = 0
-        for s in list(self._streams):
+        for s in socks:
             if s.socket.fileno() != -1:
-                s.socket.close()
+                s.socket.close()  # synchronous: every task blocked on it errors out
                 closed += 1
         return closed
+
+    def close_peer(self, peer_id: ID) -> int:
+        return self._close(list(self._by_peer.pop(peer_id, ())))
+
+    def close_all(self) -> int:
+        self._by_peer.clear()
+        return self._close(list(self._all))
 
 
 class AllowlistNoise(NoiseTransport):
@@ -121,15 +142,18 @@ class AllowlistNoise(NoiseTransport):
 
     async def secure_inbound(self, conn: IRawConnection) -> ISecureConn:
         self.sockets.track(conn)
-        return await self._admit(await super().secure_inbound(conn), "inbound")
+        return await self._admit(conn, await super().secure_inbound(conn), "inbound")
 
     async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
         self.sockets.track(conn)
-        return await self._admit(await super().secure_outbound(conn, peer_id), "outbound")
+        return await self._admit(conn, await super().secure_outbound(conn, peer_id),
+                                 "outbound")
 
-    async def _admit(self, secure: ISecureConn, direction: str) -> ISecureConn:
+    async def _admit(self, raw: IRawConnection, secure: ISecureConn, direction: str
+                     ) -> ISecureConn:
         remote = secure.get_remote_peer()
         if self.gate.allows(remote):
+            self.sockets.assign(remote, raw)
             return secure
         self.gate.refused(remote, direction)
         with trio.move_on_after(1.0):

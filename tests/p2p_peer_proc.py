@@ -2,16 +2,17 @@
 
 Run as ``python -m tests.p2p_peer_proc '<json config>'`` from the repository root. The
 config holds ``seed`` (hex), ``port``, ``peers`` ({key hex: "127.0.0.1:port"}) and
-optional ``allowlist`` (list of key hex) and ``rate_limits`` ({channel: [frames/s,
-bytes/s]}). Once listening it prints ``{"ready": true, "port": N}`` on stdout.
+optional ``allowlist`` (list of key hex), ``rate_limits`` ({channel: [frames/s,
+bytes/s]}), ``inbound_queue`` ({channel: frames}) and ``overrides`` (other ``P2PConfig``
+fields by name). Once listening it prints ``{"ready": true, "port": N}`` on stdout.
 
 Behaviour, all over the transport itself:
 - requests: ``b"stats"`` answers the host's counters as JSON, plus ``consensus_count`` /
   ``txs_count`` (frames the app received); anything else is echoed as ``b"echo:" + req``.
 - frames received on ``consensus``/``txs`` are counted; a consensus frame starting with
   ``b"echo "`` is sent back to its sender on ``consensus``.
-- ``send_consensus``/``send_txs`` requests (``b"blast <n> <size>"`` on sync) make it push
-  frames as fast as the send queue allows, for throughput benchmarks.
+- a ``b"blast <channel> <n> <size>"`` request makes it push ``n`` frames to the caller as
+  fast as its send queue allows.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def config_from_json(doc: dict) -> P2PConfig:  # type: ignore[type-arg]
         cfg.rate_limits[ch] = RateLimit(frames_per_s=fps, bytes_per_s=bps)
     for ch, size in doc.get("inbound_queue", {}).items():
         cfg.inbound_queue[ch] = int(size)
+    for name, value in doc.get("overrides", {}).items():  # e.g. keepalive_s
+        setattr(cfg, name, value)
     return cfg
 
 

@@ -455,6 +455,44 @@ def test_kill9_then_restart_reconnects(tmp_path: Path) -> None:
             p.stop()
 
 
+@pytest.mark.processes
+def test_frozen_peer_is_dropped_then_redialled(tmp_path: Path) -> None:
+    """SIGSTOP: the TCP connection stays up but the peer says nothing. Keepalives stop,
+    the idle timeout ends its streams and the host closes the connection itself."""
+    pa, pb = free_port(), free_port()
+    ka, kb = key_of(0), key_of(1)
+    fast = {"keepalive_s": 0.25, "idle_timeout_s": 1.0, "write_timeout_s": 1.0}
+    proc = PeerProcess({"seed": seed_of(1).hex(), "port": pb, "overrides": fast,
+                        "peers": {ka.hex(): f"127.0.0.1:{pa}"}}, tmp_path, "b")
+
+    async def scenario() -> None:
+        cfg = P2PConfig(seed=seed_of(0), listen_port=pa, peers={kb: f"127.0.0.1:{pb}"})
+        for k, v in fast.items():
+            setattr(cfg, k, v)
+        a = P2PHost(cfg)
+        proc.start()
+        async with running(a):
+            await proc.ready(20)
+            await wait_until(lambda: a.connected_peers() == {kb}, 10, "connected")
+            assert await a.request(kb, b"up", 5) == b"echo:up"  # streams are open
+            assert proc.proc is not None
+            os.kill(proc.proc.pid, signal.SIGSTOP)
+            try:
+                took = await wait_until(lambda: kb not in a.connected_peers(), 5,
+                                        lambda: f"frozen peer dropped {a.stats}")
+                assert took < 3.0
+                assert a.stats["unresponsive_disconnects"] >= 1
+            finally:
+                os.kill(proc.proc.pid, signal.SIGCONT)
+            await wait_until(lambda: kb in a.connected_peers(), 10, "thawed peer back")
+            assert await a.request(kb, b"again", 5) == b"echo:again"
+
+    try:
+        run_trio(scenario, timeout_s=40)
+    finally:
+        proc.stop()
+
+
 def test_sync_channel_name_is_not_pushable() -> None:
     host = P2PHost(P2PConfig(seed=seed_of(0)))
     with pytest.raises(ValueError):
