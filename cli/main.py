@@ -187,9 +187,112 @@ def cmd_devnet_down(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    print("dvp demo: not yet — the proof RPC and the verifier (issue #5) have not landed. "
-          "`dvp devnet up` starts the 4-member consortium.", file=sys.stderr)
-    return EXIT_USAGE
+    from cli.demo import run_demo
+
+    return run_demo(Path(args.dir) if args.dir else None, keep=args.keep)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from cli.rpc_client import RpcClient
+
+    try:
+        return RpcClient(args.rpc, api_key=getattr(args, "api_key", None))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _key(path: str) -> Any:
+    from ledger.crypto import KeyFileError, read_key_file
+
+    try:
+        return read_key_file(Path(path))
+    except KeyFileError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _rpc_errors(fn: Callable[[], int]) -> int:
+    from cli.rpc_client import RpcCallError
+
+    try:
+        return fn()
+    except RpcCallError as exc:
+        code = exc.data.get("code") if isinstance(exc.data, dict) else None
+        if exc.code is None:
+            raise CliError(str(exc), EXIT_UNREACHABLE) from None
+        raise CliError(f"{code + ': ' if code else ''}{exc}", EXIT_FAIL) from None
+
+
+def cmd_attest(args: argparse.Namespace) -> int:
+    from cli.documents import attest_file
+
+    def run() -> int:
+        valid_until = int((time.time() + args.valid_days * 86400) * 1000) if args.valid_days \
+            else 0
+        a = attest_file(_client(args), _key(args.key), Path(args.file), args.doc_type,
+                        valid_until_ms=valid_until, wait=args.wait)
+        data = {"commitment": a.commitment.hex(), "verification_code": a.code,
+                "tx_id": a.tx_id, "status": a.status, "height": a.height}
+        _print(args, data, lambda: print(
+            f"commitment:        {a.commitment.hex()}\nverification code: {a.code}\n"
+            f"transaction:       {a.tx_id} ({a.status}"
+            f"{f' at block {a.height}' if a.height else ''})"))
+        return EXIT_OK
+
+    if not Path(args.file).is_file():
+        raise CliError(f"{args.file} is not a file")
+    return _rpc_errors(run)
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from cli.documents import revoke
+    from ledger.types import RevokeReason
+
+    try:
+        commitment = bytes.fromhex(args.commitment)
+        assert len(commitment) == 32
+        reason = RevokeReason[args.reason.upper().replace("-", "_")]
+    except (ValueError, AssertionError, KeyError):
+        raise CliError("COMMITMENT is 64 hex characters; --reason one of "
+                       + ", ".join(r.name.lower().replace("_", "-") for r in RevokeReason)) \
+            from None
+
+    def run() -> int:
+        r = revoke(_client(args), _key(args.key), commitment, reason, wait=args.wait)
+        where = f" at block {r['height']}" if r.get("height") else ""
+        _print(args, r, lambda: print(f"revocation {r['tx_id']}: {r['status']}{where}"))
+        return EXIT_OK
+
+    return _rpc_errors(run)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from cli.documents import describe, verify_file
+    from ledger.commitment import CodeError
+    from ledger.genesis import GenesisError
+    from ledger.records import Status
+    from ledger.verify import VerificationError
+
+    def run() -> int:
+        try:
+            v = verify_file(_client(args), Path(args.genesis), Path(args.file), args.code,
+                            max_age_ms=int(args.max_age * 1000) if args.max_age else None)
+        except CodeError as exc:
+            raise CliError(f"verification code: {exc}") from None
+        except GenesisError as exc:
+            raise CliError(str(exc)) from None
+        except VerificationError as exc:
+            why = f"{exc.reason.value}: {exc.message}"
+            _print(args, {"status": "UNVERIFIABLE", "reason": exc.reason.value,
+                          "message": exc.message},
+                   lambda: print(f"UNVERIFIABLE: the proof the node sent does not check out "
+                                 f"({why})"))
+            return EXIT_FAIL
+        _print(args, v.to_json(), lambda: print(describe(v)))
+        return EXIT_OK if v.status == Status.VALID else EXIT_FAIL
+
+    if not Path(args.file).is_file():
+        raise CliError(f"{args.file} is not a file")
+    return _rpc_errors(run)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -263,8 +366,38 @@ def build_parser() -> argparse.ArgumentParser:
             "dvp devnet down --dir devnet", cmd_devnet_down)
     p.add_argument("--dir", default="devnet")
 
-    add(sub, "demo", "the loan-verification story on a local consortium", "dvp demo",
-        cmd_demo, json_flag=False)
+    p = add(sub, "attest", "attest a document: prints its commitment and the verification "
+                           "code to print on it",
+            "dvp attest report.pdf --doc-type credit-report --key keys/szcredit.member.json "
+            "--rpc http://127.0.0.1:26702/ --wait", cmd_attest)
+    p.add_argument("file")
+    p.add_argument("--doc-type", required=True)
+    p.add_argument("--key", required=True, help="the issuer's member key file")
+    p.add_argument("--rpc", required=True)
+    p.add_argument("--valid-days", type=float, default=0, help="expires after N days")
+    p.add_argument("--wait", action="store_true", help="return once committed")
+    p = add(sub, "revoke", "withdraw an attestation (original issuer only)",
+            "dvp revoke 3f9a... --reason data-changed --key keys/szcredit.member.json "
+            "--rpc http://127.0.0.1:26702/", cmd_revoke)
+    p.add_argument("commitment")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--rpc", required=True)
+    p.add_argument("--wait", action="store_true")
+    p = add(sub, "verify", "verify a document and its code; exit 0 only for VALID",
+            "dvp verify report.pdf --code 7K3M-... --genesis devnet/genesis.json "
+            "--rpc http://127.0.0.1:26704/", cmd_verify)
+    p.add_argument("file")
+    p.add_argument("--code", required=True, help="the verification code printed on it")
+    p.add_argument("--genesis", default="devnet/genesis.json",
+                   help="the consortium's genesis file: the only thing trusted")
+    p.add_argument("--rpc", required=True)
+    p.add_argument("--api-key", help="verifier API key (Bearer)")
+    p.add_argument("--max-age", type=float, help="refuse proofs older than this many seconds")
+    p = add(sub, "demo", "the loan-verification story on a local consortium", "dvp demo",
+            cmd_demo, json_flag=False)
+    p.add_argument("--dir", help="devnet folder to use (default: a temporary one)")
+    p.add_argument("--keep", action="store_true", help="leave the devnet running")
     return parser
 
 

@@ -160,6 +160,17 @@ def build_registry(node: Node) -> MethodRegistry:
             out["txs"] = [tx.encode().hex() for tx in block.txs]
         return out
 
+    @rpc.method("getAttestationProof",
+                Param("commitment", Hex(32), description="the document commitment, hex"),
+                roles=frozenset({"verifier", "auditor"}),
+                summary="The proof bundle for a commitment at the newest certified height "
+                        "(docs/PROOFS.md): verify it offline with ledger.verify",
+                errors=(NotFound, InvalidParams))
+    async def get_attestation_proof(ctx: CallContext, commitment: bytes) -> dict[str, Any]:
+        if node.ledger.height < 1:
+            raise NotFound("no certified block yet")
+        return node.prover.bundle(commitment).to_json()
+
     @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time")
     async def status(ctx: CallContext) -> dict[str, Any]:
         return node_status(node)

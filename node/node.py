@@ -59,6 +59,7 @@ from ledger.codec import as_bytes, as_list, decode, encode
 from ledger.crypto import read_key_file
 from ledger.errors import DecodeError, LedgerError
 from ledger.genesis import read_genesis
+from ledger.prove import Prover
 from ledger.types import CommitCertificate, Transaction
 from node import sync
 from node.app import Ed25519Crypto, LedgerApp
@@ -131,6 +132,7 @@ class Node:
         self.dropped: dict[str, int] = {}
         self.last_commit = trio.current_time() if _in_trio() else 0.0
         self.ready = False
+        self.prover = Prover(self.ledger)
         self.best_peer_height = 0
         self.last_built = 0.0
         self._nursery: trio.Nursery | None = None
