@@ -223,3 +223,36 @@ def test_a_non_member_is_refused(net: Path) -> None:
     assert after["peers"] == before["peers"]  # still just the validators
     log = (net / "data" / "cnix" / "node.log").read_text()
     assert "refused a peer that is not in the allowlist" in log
+
+
+def test_proof_bundles_over_plain_http_verify_offline(net: Path) -> None:
+    """A bank fetches bundles with nothing but urllib and checks them with ledger.verify."""
+    import json as _json
+    import urllib.request
+
+    from ledger.genesis import read_genesis
+    from ledger.records import Status
+    from ledger.verify import TrustAnchor, verify_bundle_json
+
+    es = _entries(net)
+    issuer = Issuer(net)
+    height = _status(es["szcredit"])["height"]  # type: ignore[index]
+    txs = issuer.txs(3, height)
+    _submit(es["szcredit"], txs, wait=True)
+    top = _status(es["szcredit"])["height"]  # type: ignore[index]
+    _wait_height([es["hkbank"]], top, 30)
+    anchor = TrustAnchor.from_genesis(read_genesis(net / "genesis.json"))
+
+    def fetch(commitment: bytes) -> dict:  # type: ignore[type-arg]
+        body = _json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getAttestationProof",
+                            "params": {"commitment": commitment.hex()}}).encode()
+        req = urllib.request.Request(es["hkbank"].rpc_url, data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return _json.loads(resp.read())["result"]  # type: ignore[no-any-return]
+
+    for tx in txs:
+        verdict = verify_bundle_json(fetch(tx.payload.commitment), anchor)  # type: ignore[union-attr]
+        assert verdict.status == Status.VALID and verdict.issuer == "szcredit"
+    absent = verify_bundle_json(fetch(hashlib.sha256(b"never attested").digest()), anchor)
+    assert absent.status == Status.NOT_FOUND
