@@ -103,7 +103,16 @@ async def stats_of(host: P2PHost, peer: bytes) -> dict[str, Any]:
 
 async def one_way(host: P2PHost, peer: bytes, duration_s: float, size: int,
                   max_write_bytes: int) -> dict[str, float]:
+    saved = host.config.max_write_bytes
     host.config.max_write_bytes = max_write_bytes
+    try:
+        return await _one_way(host, peer, duration_s, size)
+    finally:
+        host.config.max_write_bytes = saved
+
+
+async def _one_way(host: P2PHost, peer: bytes, duration_s: float, size: int
+                   ) -> dict[str, float]:
     await host.request(peer, b"reset", 10)
     before = await stats_of(host, peer)
     payload = os.urandom(size)
