@@ -116,7 +116,9 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         for payload in blocks:  # blocks persisted with PersistBlock before a crash
             info = app.block_info(payload)
             if info is not None and self.low < info.height <= self.low + config.log_size:
-                self.keep_payload(self.slot(info.height), info.block_id, payload, durable=False)
+                slot = self.slot(info.height)
+                self.keep_payload(slot, info.block_id, payload, durable=False)
+                slot.durable.add(info.block_id)  # it came from our own disk
 
     def _restore(self, record: SigningRecord) -> None:
         """Resume in the recorded view without ever contradicting what we signed."""
@@ -234,6 +236,8 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         return self.verify(message, verified)
 
     def on_pre_prepare(self, pp: PrePrepare, verified: bool) -> None:
+        if pp.view != self.view:
+            self.keep_other_view_payload(pp, verified)
         if not self.window_check(pp, pp.height, pp.view, verified):
             return
         if pp.sender != self.primary(pp.view):
@@ -256,6 +260,23 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         # not be able to start view changes on their own).
         self.top_seen = max(self.top_seen, pp.height)
         self.try_accept(pp.height)
+
+    def keep_other_view_payload(self, pp: PrePrepare, verified: bool) -> None:
+        """Keep the block of a proposal from a view we are not in, without voting.
+
+        A replica left behind in a view change follows by commit certificates; keeping
+        the payload (keyed by its real id, so a lie cannot match a certificate) spares
+        it a fetch per height.
+        """
+        h = pp.height
+        if not (self.low < h <= self.low + self.config.log_size and self.in_epoch(h)):
+            return
+        if pp.sender != self.primary(pp.view) or not self.verify(pp, verified):
+            return
+        info = self.app.block_info(pp.payload)
+        if info is not None and info.block_id == pp.block_id and info.height == h:
+            self.keep_payload(self.slot(h), pp.block_id, pp.payload, durable=False)
+            self.count("payload_from_other_view")
 
     def try_accept(self, height: int) -> None:
         """Accept buffered PRE-PREPAREs from ``height`` upward whose parents are known."""
@@ -292,12 +313,13 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         may be re-proposed by a later NEW-VIEW, and after a crash someone must still
         have its bytes, so ``PersistBlock`` precedes our PREPARE.
         """
-        if block_id in slot.payloads:
-            return
-        if len(slot.payloads) >= MAX_PAYLOADS_PER_SLOT:
-            slot.payloads.pop(next(iter(slot.payloads)))
-        slot.payloads[block_id] = payload
-        if durable:
+        if block_id not in slot.payloads:
+            if len(slot.payloads) >= MAX_PAYLOADS_PER_SLOT:  # evict what we never voted for
+                spare = [k for k in slot.payloads if k not in slot.durable]
+                slot.payloads.pop(spare[0] if spare else next(iter(slot.payloads)))
+            slot.payloads[block_id] = payload
+        if durable and block_id not in slot.durable:
+            slot.durable.add(block_id)
             self.emit(PersistBlock(slot.height, block_id, payload))
 
     def accept(self, slot: Slot, block_id: bytes, parent_id: bytes) -> None:

@@ -80,6 +80,7 @@ class Slot:
     commits: dict[tuple[int, bytes], Commit] = field(default_factory=dict)
     cert: CommitCertificate | None = None
     payloads: dict[bytes, bytes] = field(default_factory=dict)
+    durable: set[bytes] = field(default_factory=set)  # payloads we emitted PersistBlock for
 
     def enter_view(self, view: int) -> None:
         if self.view < view:
