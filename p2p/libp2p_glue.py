@@ -8,9 +8,10 @@ Owns:
   runs the Noise XX handshake and then refuses any remote peer id the ``Gate`` does not
   allow, in both directions, before a muxer or a connection record exists.
 - ``build_libp2p_host``: a ``BasicHost`` with that security, yamux only (mplex deadlocks a
-  stream read against a concurrent write), TCP only, and libp2p's own auto-connector
-  disabled (we run our own reconnect loop; theirs dials every address in the peerstore
-  on its own schedule).
+  stream read against a concurrent write) in its ping-less form (``QuietYamux``), TCP
+  only, one attempt per dial, no auto-connector (we run our own reconnect loop; theirs
+  dials every address in the peerstore on its own schedule), and a resource manager
+  without the global circuit breaker.
 - Hygiene: ``quiet_libp2p_logging`` and ``SocketTracker`` (a shutdown backstop that
   closes any TCP socket libp2p forgot, instead of leaking a ``ResourceWarning``).
 
@@ -46,6 +47,7 @@ from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
 from libp2p.protocol_muxer.exceptions import MultiselectError
+from libp2p.rcmgr import new_resource_manager
 from libp2p.security.exceptions import HandshakeFailure
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -233,8 +235,16 @@ def build_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr, gate: Gate,
     """A host with Noise(+allowlist) only, yamux only, TCP only; not yet listening."""
     key_pair = create_identity_from_seed(seed)
     conn_config = ConnectionConfig(dial_timeout=dial_timeout_s)
+    # The default resource manager also has a *global* circuit breaker (5 failed
+    # acquisitions deny every connection for 60 s) and "graceful degradation" (limits
+    # shrink under load): either could lock validators out of each other because of
+    # someone else's flood. Keep its connection/stream/memory limits and per-peer
+    # connection rate limit (10/s), drop those two.
+    resource_manager = new_resource_manager(enable_circuit_breaker=False,
+                                            enable_graceful_degradation=False)
     host = new_host(
         key_pair=key_pair,
+        resource_manager=resource_manager,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): AllowlistNoise(key_pair, gate, sockets)},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): QuietYamux},
         listen_addrs=[listen],
