@@ -26,6 +26,7 @@ API::
         host.send(peer_key, "consensus", payload)   # never blocks; False if dropped
         host.broadcast("txs", batch)                # to every connected peer
         async for peer_key, payload in host.inbound("consensus"): ...
+        host.set_deliver(fn)     # or: fn(channel, peer_key, payload) on the reader task
         host.set_request_handler(handler)           # async (peer_key, req) -> resp
         resp = await host.request(peer_key, req, timeout_s=2.0)
             # raises PeerUnavailable / RequestTimeout / RemoteError (RequestError)

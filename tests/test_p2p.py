@@ -493,6 +493,32 @@ def test_frozen_peer_is_dropped_then_redialled(tmp_path: Path) -> None:
         proc.stop()
 
 
+def test_deliver_callback_replaces_the_inbound_channels() -> None:
+    async def scenario() -> None:
+        a, b = (P2PHost(cfg) for cfg in mesh_configs(2))
+        got: list[tuple[str, bytes, bytes]] = []
+
+        def deliver(channel: str, peer: bytes, payload: bytes) -> None:
+            if payload == b"boom":
+                raise RuntimeError("app bug on purpose")
+            got.append((channel, peer, payload))
+
+        a.set_deliver(deliver)
+        async with running(a, b):
+            await wait_until(lambda: len(b.connected_peers()) == 1, 5, "connected")
+            for i in range(100):
+                b.send(a.public_key, CONSENSUS, b"c%d" % i)
+            b.send(a.public_key, TXS, b"boom")
+            b.send(a.public_key, TXS, b"batch")
+            await wait_until(lambda: len(got) == 101, 5, lambda: f"delivered {len(got)}")
+            assert [p for ch, _, p in got if ch == CONSENSUS] == [b"c%d" % i for i in range(100)]
+            assert (TXS, b.public_key, b"batch") in got
+            assert a.stats["deliver_errors"] == 1
+            assert a.inbound(CONSENSUS).statistics().current_buffer_used == 0
+
+    run_trio(scenario)
+
+
 def test_sync_channel_name_is_not_pushable() -> None:
     host = P2PHost(P2PConfig(seed=seed_of(0)))
     with pytest.raises(ValueError):
