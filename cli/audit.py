@@ -1,0 +1,185 @@
+"""``dvp audit replay``: the auditor's replay from the command line.
+
+The logic is ``ledger.audit``; this module parses arguments, finds the genesis file,
+shows a progress bar (rich, on stderr) and turns the report into one verdict line:
+
+    N blocks, M transactions verified in S s (R tx/s)        exit 0
+    FAILED at height H: <check>: <message>                   exit 1
+
+Errors that are not a verdict on the chain are one line on stderr: exit 2 for bad
+usage or configuration (no genesis, not this chain's data directory), 3 for a node
+that cannot be reached. ``--datadir`` reads a node's data directory: a stopped node's,
+or a copy (a running node holds the LevelDB lock; the replay then copies the store to
+a temporary directory first and says so).
+
+cli/main.py registers the command with ``add_audit_commands(sub, add)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cli.main import EXIT_FAIL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+
+_DESCRIPTION = ("re-execute the chain from genesis: every certificate, transaction "
+                "signature, tx/state/history root and rule, and the stored state tree")
+
+
+def add_audit_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``dvp audit replay`` to the top-level subparsers ``sub`` (cli/main.py's
+    ``build_parser``), using its ``add(parent, name, help, example, fn)`` helper."""
+    audit = sub.add_parser("audit", help="replay and verify the chain from genesis"
+                           ).add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
+    p = add(audit, "replay", _DESCRIPTION,
+            "dvp audit replay --datadir devnet/data/cnix   (genesis: devnet/genesis.json)",
+            cmd_audit_replay)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--datadir", help="a node's data directory (stopped node, or a copy)")
+    src.add_argument("--rpc", help="a node's RPC URL, e.g. http://127.0.0.1:26701/")
+    p.add_argument("--genesis", help="the genesis file you trust (default with --datadir: "
+                                     "genesis.json in it or up to two folders above it, "
+                                     "e.g. devnet/genesis.json for devnet/data/<node>)")
+    p.add_argument("--workdir", help="where to put the scratch ledger (default: the system "
+                                     "temp dir; it grows to about the size of the chain)")
+    p.add_argument("--api-key", help="bearer token for the node's RPC, if it asks for one")
+
+
+def find_genesis(datadir: Path) -> Path | None:
+    """The genesis file beside a data directory: ``<d>/genesis.json``, ``<d>/../``, or
+    ``<d>/../../`` (a devnet's ``devnet/data/<node>`` -> ``devnet/genesis.json``)."""
+    d = datadir.resolve()
+    for folder in (d, d.parent, d.parent.parent):
+        candidate = folder / "genesis.json"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class _Bar:
+    """The rich progress bar: blocks, blocks/s and tx/s while replaying, then the state
+    tree's versions."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rates]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not enabled or not console.is_terminal)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def __call__(self, p: Any) -> None:
+        task = self.tasks.get(p.phase)
+        if task is None:
+            label = "replaying blocks" if p.phase == "replay" else "state tree versions"
+            task = self.tasks[p.phase] = self.progress.add_task(
+                label, total=p.target_height + 1, rates="")
+        s = max(p.elapsed_s, 1e-9)
+        rates = (f"{p.blocks / s:,.0f} blocks/s  {p.transactions / s:,.0f} tx/s"
+                 if p.phase == "replay" else f"{p.transactions:,} entries")
+        self.progress.update(task, completed=p.blocks, rates=rates)
+
+
+def _load_genesis(args: argparse.Namespace) -> tuple[Any, Path]:
+    from ledger.genesis import GenesisError, read_genesis
+
+    if args.genesis:
+        path = Path(args.genesis)
+    elif args.datadir:
+        found = find_genesis(Path(args.datadir))
+        if found is None:
+            raise CliError(f"no genesis.json in or above {args.datadir}; pass --genesis")
+        path = found
+    else:
+        raise CliError("--rpc needs --genesis: the auditor trusts only its own copy of the "
+                       "genesis file, never the node's")
+    try:
+        return read_genesis(path), path
+    except GenesisError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_audit_replay(args: argparse.Namespace) -> int:
+    from ledger.audit import (
+        AuditReport,
+        BlockSource,
+        DatadirSource,
+        RpcSource,
+        SourceUnavailable,
+        replay,
+    )
+    from ledger.errors import StoreError
+
+    genesis, genesis_path = _load_genesis(args)
+    source: BlockSource
+    try:
+        if args.datadir:
+            source = DatadirSource(args.datadir, genesis)
+        else:
+            from cli.rpc_client import RpcClient
+
+            source = RpcSource(RpcClient(args.rpc, api_key=args.api_key))
+    except ValueError as exc:  # a malformed URL
+        raise CliError(str(exc)) from None
+    except StoreError as exc:
+        raise CliError(f"{exc} (genesis: {genesis_path})") from None
+    except SourceUnavailable as exc:
+        code = EXIT_USAGE if args.datadir else EXIT_UNREACHABLE
+        raise CliError(f"{args.datadir or args.rpc}: {exc}", code) from None
+    try:
+        with _Bar(enabled=not args.json) as bar:
+            report: AuditReport = replay(source, genesis, workdir=args.workdir, progress=bar)
+    except SourceUnavailable as exc:
+        raise CliError(f"{args.rpc or args.datadir}: {exc}", EXIT_UNREACHABLE) from None
+    except StoreError as exc:  # the scratch ledger (e.g. disk full), not the audited chain
+        raise CliError(f"scratch ledger in {args.workdir or 'the temp dir'}: {exc}") from None
+    finally:
+        source.close()
+    return _print_report(args, report, genesis_path)
+
+
+def _print_report(args: argparse.Namespace, report: Any, genesis_path: Path) -> int:
+    import json
+
+    if args.json:
+        doc = report.to_json()
+        doc["genesis"] = str(genesis_path)
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK if report.ok else EXIT_FAIL
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    f = report.failure
+    if f is not None:
+        print(f"FAILED at height {f.height}: {f.check}: {f.message}")
+        print(f"verified before it: {report.blocks} blocks, {report.transactions} "
+              f"transactions (genesis {genesis_path})")
+        return EXIT_FAIL
+    print(f"{report.blocks} blocks, {report.transactions} transactions verified in "
+          f"{report.elapsed_s:.1f} s ({report.tx_per_s:,.0f} tx/s)")
+    detail = f"head {report.height} {report.head_block_id.hex()[:16]}, state root " \
+             f"{report.state_root.hex()[:16]}, genesis {genesis_path}"
+    if report.state_entries is not None:
+        detail += (f"; stored state tree re-hashed: {report.state_entries:,} entries, "
+                   f"{report.state_versions} versions")
+    print(detail)
+    return EXIT_OK

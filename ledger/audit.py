@@ -1,0 +1,677 @@
+"""The auditor's replay: re-execute a chain from genesis and name the first thing wrong.
+
+``replay(source, genesis)`` reads the chain from a ``BlockSource`` (a node's data
+directory, ``DatadirSource``, or a node's RPC, ``RpcSource``) and re-executes it into a
+fresh scratch ``Ledger`` built from the genesis file alone, so nothing the source says
+is trusted. For every block it checks, in this order: the chain link (chain id, height,
+previous block id), the commit certificate against the validator set in force at that
+height (``Ledger.commit``), then every rule of docs/PROOFS.md §9 by strict re-execution
+(``ledger.state.validate_block``: every transaction signature, every state rule) and
+the header's tx root, state root, validator-set hashes and history root against the
+re-execution. After the last block: the history consistency between the first
+certified header (height 1) and the last, with an RFC 6962 consistency proof over the
+re-derived block ids, and the last header's state root against the re-executed one.
+A data-directory source also compares what the node keeps beside each block (app
+metadata, block-id and tx indexes) and finally verifies its stored state tree
+(``verify_state``): every retained version's root against its header, and every node
+reachable from those versions re-hashed bottom-up.
+
+Rules:
+- Pure logic: no printing, no clock except to report elapsed time; progress is a
+  callback. The caller owns the scratch directory's parent (``workdir``).
+- The replay stops at the first failure and returns it as ``AuditFailure(height,
+  check, message)``; ``check`` is one of ``CHECKS``. A source that cannot be read at
+  all (node unreachable, store locked and not copyable) raises ``SourceUnavailable``;
+  that is not a verdict on the chain.
+- A running node holds its LevelDB lock, and LevelDB's open writes its own bookkeeping
+  files: audit a stopped node's data directory or a copy. ``DatadirSource`` copies the
+  store to a temporary directory when the lock is held (and says so in ``notes``); a
+  copy of a live store is a best effort (files are copied manifest first and retried if
+  a compaction races the copy).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+from typing import Any, Protocol
+
+from ledger import merkle
+from ledger.chain import Ledger
+from ledger.errors import DecodeError, RuleError, StoreError
+from ledger.smt import EMPTY_ROOT, leaf_hash, node_hash, node_key, value_hash
+from ledger.state import Execution
+from ledger.store import Store
+from ledger.types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
+
+#: The checks a failure can name, in the order a block meets them.
+CHECKS = (
+    "store_integrity",      # the source's stored bytes are damaged (CRC seal, LevelDB
+                            # checksum) or disagree with what re-execution produced
+    "decode",               # bytes that are not the canonical encoding of a block/certificate
+    "genesis",              # block 0 is not the block the genesis file defines
+    "chain_link",           # chain id, height or prev_block_id does not follow the parent
+    "certificate",          # no quorum of valid signatures of the validator set in force
+    "signature",            # a transaction signature does not verify
+    "rules",                # a transaction or block breaks a rule of PROOFS.md §9
+    "tx_root",              # header tx_count / tx_root differ from the transactions
+    "state_root",           # header state_root differs from re-execution
+    "validator_set",        # header (next_)validator_set_hash differ from re-execution
+    "history_root",         # header history_root differs from the re-derived block ids
+    "history_consistency",  # first and last headers' history roots are not consistent
+    "state_tree",           # the source's stored state tree does not hash to its roots
+)
+
+# RuleError codes of ledger.chain / ledger.state that have a check of their own; every
+# other code is a state rule ("rules"). Block-level chain id, height and parent are
+# checked before Ledger.commit, so "wrong_chain" from there is a transaction's.
+_RULE_CHECKS = {
+    "bad_certificate": "certificate",
+    "bad_signature": "signature",
+    "bad_tx_count": "tx_root",
+    "bad_tx_root": "tx_root",
+    "bad_state_root": "state_root",
+    "bad_validator_set_hash": "validator_set",
+    "bad_next_validator_set_hash": "validator_set",
+    "bad_history_root": "history_root",
+    "bad_height": "chain_link",
+    "bad_parent": "chain_link",
+}
+
+#: A source yields, in height order from 0: (height, block, certificate or None at 0).
+SourceItem = tuple[int, Block, CommitCertificate | None]
+
+
+class AuditFailure(Exception):
+    """The first thing wrong with the chain: at ``height``, ``check`` (one of CHECKS)."""
+
+    def __init__(self, height: int, check: str, message: str) -> None:
+        assert check in CHECKS, check
+        super().__init__(f"height {height}: {check}: {message}")
+        self.height = height
+        self.check = check
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"height": self.height, "check": self.check, "message": self.message}
+
+
+class SourceUnavailable(Exception):
+    """The source cannot be read at all (not a finding about the chain)."""
+
+
+@dataclass(frozen=True)
+class AuditProgress:
+    """Where a replay is; ``phase`` is "replay" or "state_tree"."""
+
+    phase: str
+    height: int
+    target_height: int
+    blocks: int
+    transactions: int
+    elapsed_s: float
+
+
+ProgressFn = Callable[[AuditProgress], None]
+
+
+@dataclass
+class AuditReport:
+    """What a replay verified, or the first failure (``failure``) and what came before it."""
+
+    blocks: int = 0                # blocks verified, genesis included (heights 0..height)
+    transactions: int = 0
+    height: int = -1               # last verified height
+    elapsed_s: float = 0.0
+    head_block_id: bytes = b""
+    state_root: bytes = b""
+    state_entries: int | None = None   # entries of the source's verified state tree
+    state_versions: int | None = None  # state versions whose roots were verified
+    failure: AuditFailure | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def tx_per_s(self) -> float:
+        return self.transactions / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "blocks": self.blocks, "transactions": self.transactions,
+                "height": self.height, "seconds": round(self.elapsed_s, 3),
+                "tx_per_s": round(self.tx_per_s, 1), "head_block_id": self.head_block_id.hex(),
+                "state_root": self.state_root.hex(), "state_entries": self.state_entries,
+                "state_versions": self.state_versions,
+                "failure": None if self.failure is None else self.failure.to_json(),
+                "notes": list(self.notes)}
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class BlockSource(ABC):
+    """Where a replay reads the chain: blocks 0..``head_height`` with their certificates.
+
+    Iterating raises ``AuditFailure`` ("store_integrity" or "decode") for a block that
+    cannot be read back intact, and ``SourceUnavailable`` if the source goes away.
+    """
+
+    notes: list[str]
+
+    @property
+    @abstractmethod
+    def head_height(self) -> int:
+        """The last height the source will yield (fixed when the source was opened)."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[SourceItem]:
+        ...
+
+    def cross_check(self, height: int, execution: Execution) -> None:
+        """Compare what the source keeps beside block ``height`` with the re-execution."""
+        return None
+
+    def final_check(self, report: AuditReport, progress: ProgressFn | None) -> None:
+        """Checks after the last block (e.g. the stored state tree); fill ``report``."""
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def decode_item(height: int, block_bytes: bytes, cert_bytes: bytes | None) -> SourceItem:
+    """Decode one block and its certificate; ``AuditFailure("decode")`` if either is bad."""
+    try:
+        block = Block.decode(block_bytes)
+    except DecodeError as exc:
+        raise AuditFailure(height, "decode", f"block does not decode: {exc}") from None
+    cert = None
+    if cert_bytes is not None:
+        try:
+            cert = CommitCertificate.decode(cert_bytes)
+        except DecodeError as exc:
+            raise AuditFailure(height, "decode", f"certificate does not decode: {exc}") from None
+    return height, block, cert
+
+
+def ledger_store_path(datadir: Path | str) -> Path:
+    """The ledger LevelDB of a node data directory (``<datadir>/ledger``), or ``datadir``
+    itself if it is the LevelDB."""
+    p = Path(datadir)
+    if not (p / "CURRENT").exists() and (p / "ledger").is_dir():
+        return p / "ledger"
+    return p
+
+
+def _copy_leveldb(src: Path, dst: Path, attempts: int = 3) -> None:
+    """Copy a LevelDB that another process may be writing: CURRENT and manifests first
+    (so every table they name existed when they were copied; tables are immutable),
+    then the rest, skipping the lock. Retried when a compaction deletes a file mid-copy."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        try:
+            first = [f for f in src.iterdir() if f.name == "CURRENT"
+                     or f.name.startswith("MANIFEST-")]
+            for f in first:
+                shutil.copy2(f, dst / f.name)
+            for f in src.iterdir():
+                if f.name != "LOCK" and f not in first and f.is_file():
+                    shutil.copy2(f, dst / f.name)
+            return
+        except OSError as exc:
+            last = exc
+            time.sleep(0.2)
+    raise SourceUnavailable(f"cannot copy the locked ledger store {src}: {last}; stop the "
+                            f"node or copy its data directory yourself")
+
+
+def open_store_readonly(datadir: Path | str, genesis: Genesis, notes: list[str]
+                        ) -> tuple[Store, tempfile.TemporaryDirectory[str] | None]:
+    """Open a node's ledger store for reading; copy it first if a running node holds it.
+
+    Returns the store and the temporary directory of the copy (None if opened in place).
+    ``StoreError`` for anything that is not this chain's store.
+    """
+    path = ledger_store_path(datadir)
+    try:
+        return Store.open(path, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
+                          create=False), None
+    except StoreError as exc:
+        if "lock" not in str(exc).lower():
+            raise
+    tmp = tempfile.TemporaryDirectory(prefix="dvp-audit-copy-")
+    try:
+        copy = Path(tmp.name) / "ledger"
+        _copy_leveldb(path, copy)
+        store = Store.open(copy, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
+                           create=False)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    notes.append(f"{path} is locked by a running node: replayed a copy taken at "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S')} (height {store.height}); stop the "
+                 f"node for an exact audit of its files")
+    return store, tmp
+
+
+class DatadirSource(BlockSource):
+    """A node's data directory (``<datadir>/ledger``), read through ``ledger.store``."""
+
+    def __init__(self, datadir: Path | str, genesis: Genesis, *,
+                 check_state: bool = True) -> None:
+        self.notes = []
+        self.store, self._tmp = open_store_readonly(datadir, genesis, self.notes)
+        self._head = self.store.height
+        self._check_state = check_state
+
+    @property
+    def head_height(self) -> int:
+        return self._head
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        store = self.store
+        for h in range(self._head + 1):
+            try:
+                raw = store.get_block_bytes(h)
+                cert_raw = store.get_certificate_bytes(h)
+            except StoreError as exc:
+                raise AuditFailure(h, "store_integrity", str(exc)) from None
+            assert raw is not None
+            yield decode_item(h, raw, cert_raw)
+
+    def cross_check(self, height: int, execution: Execution) -> None:
+        # What a restarted node or its RPC would read instead of re-executing: the app
+        # metadata it reopens from and the indexes it serves lookups through.
+        store = self.store
+        block = execution.block
+        try:
+            if store.app_meta(height) != execution.state.app_meta():
+                raise AuditFailure(height, "store_integrity", "stored app metadata differs "
+                                   "from the re-execution's")
+            if store.height_of_block(block.block_id) != height:
+                raise AuditFailure(height, "store_integrity", "block-id index does not point "
+                                   "to this height")
+            for pos, tx_id in enumerate(block.tx_ids):
+                if store.tx_location(tx_id) != (height, pos):
+                    raise AuditFailure(height, "store_integrity", f"tx index entry of tx "
+                                       f"{tx_id.hex()[:16]} does not point to ({height}, {pos})")
+        except StoreError as exc:
+            raise AuditFailure(height, "store_integrity", str(exc)) from None
+
+    def final_check(self, report: AuditReport, progress: ProgressFn | None) -> None:
+        if not self._check_state:
+            return
+        entries, versions = check_state_tree(self.store, progress)
+        report.state_entries, report.state_versions = entries, versions
+
+    def close(self) -> None:
+        self.store.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class RpcLike(Protocol):
+    """What RpcSource needs of cli.rpc_client.RpcClient."""
+
+    def call(self, method: str, **params: Any) -> Any: ...
+
+    def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]: ...
+
+
+class RpcSource(BlockSource):
+    """A node's JSON-RPC ``getBlock``; the node is trusted for nothing but availability.
+
+    Blocks are fetched ``batch`` at a time by a background thread (network waits overlap
+    re-execution; libsodium and socket I/O release the GIL).
+    """
+
+    def __init__(self, client: RpcLike, *, batch: int = 4, prefetch: int = 4) -> None:
+        self.notes = []
+        self.client = client
+        self.batch = max(1, batch)
+        self.prefetch = max(1, prefetch)
+        try:
+            self._head = int(client.call("status")["height"])
+        except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
+            raise SourceUnavailable(f"cannot get the node's status: {exc}") from None
+
+    @property
+    def head_height(self) -> int:
+        return self._head
+
+    def _fetch(self, heights: range) -> list[SourceItem]:
+        try:
+            answers = self.client.batch([("getBlock", {"height": h, "include_txs": True})
+                                         for h in heights])
+        except Exception as exc:  # noqa: BLE001
+            raise SourceUnavailable(f"getBlock {heights.start}..{heights.stop - 1}: "
+                                    f"{exc}") from None
+        out = []
+        for h, doc in zip(heights, answers, strict=True):
+            if isinstance(doc, Exception):
+                raise SourceUnavailable(f"getBlock {h}: {doc}")
+            out.append(self._item(h, doc))
+        return out
+
+    @staticmethod
+    def _item(h: int, doc: Any) -> SourceItem:
+        try:
+            header = BlockHeader.decode(bytes.fromhex(doc["encoded_header"]))
+            txs = tuple(Transaction.decode(bytes.fromhex(t)) for t in doc["txs"])
+            cert_hex = doc["certificate"]
+            cert = None if cert_hex is None else CommitCertificate.decode(bytes.fromhex(cert_hex))
+        except (DecodeError, ValueError, KeyError, TypeError) as exc:
+            raise AuditFailure(h, "decode", f"getBlock answer does not decode: {exc}") from None
+        if header.tx_count != len(txs):
+            raise AuditFailure(h, "decode", "header tx_count does not match the transactions")
+        return h, Block(header, txs), cert
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        q: Queue[list[SourceItem] | BaseException | None] = Queue(self.prefetch)
+        stop = threading.Event()
+
+        def fetcher() -> None:
+            try:
+                for start in range(0, self._head + 1, self.batch):
+                    if stop.is_set():
+                        return
+                    q.put(self._fetch(range(start, min(start + self.batch, self._head + 1))))
+                q.put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+                q.put(exc)
+
+        t = threading.Thread(target=fetcher, name="audit-rpc-fetch", daemon=True)
+        t.start()
+        try:
+            while True:
+                got = q.get()
+                if got is None:
+                    return
+                if isinstance(got, BaseException):
+                    raise got
+                yield from got
+        finally:
+            stop.set()
+            while t.is_alive():  # unblock a fetcher waiting on a full queue
+                while not q.empty():
+                    q.get_nowait()
+                t.join(0.05)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def _rule_failure(height: int, err: RuleError) -> AuditFailure:
+    return AuditFailure(height, _RULE_CHECKS.get(err.code, "rules"), f"{err.code}: {err.message}")
+
+
+def replay(source: BlockSource, genesis: Genesis, *, workdir: Path | str | None = None,
+           progress: ProgressFn | None = None) -> AuditReport:
+    """Re-execute ``source`` from ``genesis``; the report names the first failure, if any.
+
+    The scratch ledger lives in a fresh temporary directory under ``workdir`` (default:
+    the system's) and is deleted afterwards. Raises ``SourceUnavailable`` if the source
+    stops answering; never for a finding about the chain.
+    """
+    report = AuditReport(notes=list(source.notes))
+    t0 = time.perf_counter()
+    target = source.head_height
+    with tempfile.TemporaryDirectory(prefix="dvp-audit-", dir=workdir) as scratch_dir:
+        # Two retained versions keep the scratch small; the replay reads only the head.
+        scratch = Ledger.open(Path(scratch_dir) / "ledger", genesis, retain_versions=2)
+        try:
+            _replay_into(scratch, source, report, t0, target, progress)
+            if report.failure is None:
+                source.final_check(report, progress)
+        except AuditFailure as failure:
+            report.failure = failure
+        finally:
+            scratch.close()
+            report.elapsed_s = time.perf_counter() - t0
+    report.notes = list(source.notes)
+    return report
+
+
+def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: float,
+                 target: int, progress: ProgressFn | None) -> None:
+    chain_id = scratch.chain_id
+    history = merkle.MerkleTree()
+    first: BlockHeader | None = None
+    last: BlockHeader | None = None
+    for h, block, cert in source:
+        header = block.header
+        if h == 0:
+            ours = scratch.store.get_header(0)
+            if header != ours or block.txs or cert is not None:
+                raise AuditFailure(0, "genesis", "block 0 is not the genesis file's block "
+                                   "(wrong genesis file, or the source's genesis differs)")
+        else:
+            assert last is not None
+            if header.chain_id != chain_id:
+                raise AuditFailure(h, "chain_link", f"block is for chain {header.chain_id!r}, "
+                                   f"not {chain_id!r}")
+            if header.height != h:
+                raise AuditFailure(h, "chain_link", f"block at height {h} says height "
+                                   f"{header.height}")
+            if header.prev_block_id != last.block_id:
+                raise AuditFailure(h, "chain_link", "prev_block_id is not the id of block "
+                                   f"{h - 1}")
+            if cert is None:
+                raise AuditFailure(h, "certificate", "the block has no commit certificate")
+            try:
+                # Verifies the certificate against the set in force at h, then re-executes
+                # strictly (verified=None: every transaction signature is checked) and
+                # compares every header field with the re-execution.
+                ex = scratch.commit(block, cert)
+            except RuleError as err:
+                raise _rule_failure(h, err) from None
+            source.cross_check(h, ex)
+            report.transactions += len(block.txs)
+            if first is None:
+                first = header
+        history.append(merkle.leaf_hash(header.block_id))
+        last = header
+        report.blocks += 1
+        report.height = h
+        report.head_block_id = header.block_id
+        report.state_root = header.state_root
+        if progress is not None:
+            progress(AuditProgress("replay", h, target, report.blocks, report.transactions,
+                                   time.perf_counter() - t0))
+    if last is None:
+        raise AuditFailure(0, "genesis", "the source holds no blocks")
+    if last.height != target:
+        raise AuditFailure(last.height + 1, "store_integrity",
+                           f"the source ended at height {last.height}, not {target}")
+    if scratch.head.state_root != last.state_root:
+        raise AuditFailure(last.height, "state_root", "the last header's state root is not "
+                           "the re-executed state root")
+    if first is not None:
+        _check_history(history, first, last)
+
+
+def _check_history(history: merkle.MerkleTree, first: BlockHeader, last: BlockHeader) -> None:
+    """Header h's history root covers blocks 0..h-1 (size h): prove, from the re-derived
+    block ids, that the first certified header's history is a prefix of the last's."""
+    n = last.height
+    if history.root(n) != last.history_root:
+        raise AuditFailure(n, "history_consistency", "the last header's history root is not "
+                           "the root of the replayed block ids")
+    proof = history.consistency_proof(first.height, n)
+    if not merkle.verify_consistency(first.height, n, proof, first.history_root,
+                                     last.history_root):
+        raise AuditFailure(n, "history_consistency", f"history root of height {first.height} "
+                           f"is not consistent with that of height {n}")
+
+
+# --------------------------------------------------------------------------- state tree
+
+# Node encodings (ledger/smt.py module docstring): 0x00 empty (root records only);
+# 0x01 key(32) value: a leaf; 0x02 bitmap(2) leafmap(2) hashes(32 each) versions(8 each).
+_EMPTY, _LEAF, _INTERNAL = 0, 1, 2
+
+
+class _StateWalk:
+    """Re-hash a stored state tree from its root records down.
+
+    The tree's own reads trust storage (they do not re-hash), so a damaged node would be
+    served as is. This walk checks every reachable node top-down: a node's hash,
+    computed from its own encoding, must be the hash its parent stores for it (the root
+    record's, the header's state root). Checking a node before its children blames the
+    node whose bytes changed: a flipped child hash makes its holder's hash wrong.
+    Internal nodes whose subtrees were verified (shared between versions) are
+    remembered by node key, so checking several versions costs one walk of the newest
+    plus the paths the others changed. ``entries`` counts the leaves visited by the last
+    ``check`` (all of them for the first version walked).
+    """
+
+    def __init__(self, get_node: Callable[[bytes], bytes | None]) -> None:
+        self.get_node = get_node
+        self.verified: set[bytes] = set()  # internal node keys with verified subtrees
+        self.entries = 0
+
+    def check(self, version: int, state_root: bytes) -> None:
+        """Verify version ``version`` against the certified ``state_root``."""
+        self.entries = 0
+        nk = node_key(version, 0, bytes(32))
+        enc = self.get_node(nk)
+        if enc is None:
+            raise AuditFailure(version, "state_tree", f"no root record for state version "
+                               f"{version}")
+        if enc == b"\x00":
+            root = EMPTY_ROOT
+        else:
+            root = self._hash(nk, enc, 0, bytes(32), enc[0] == _LEAF)
+        if root != state_root:
+            raise AuditFailure(version, "state_tree", f"the root record of state version "
+                               f"{version} hashes to {root.hex()[:16]}, not the header's "
+                               f"state root {state_root.hex()[:16]}")
+        if enc[0] == _INTERNAL:
+            self._descend(nk, enc, 0, bytes(32))
+
+    def _fail(self, nk: bytes, what: str) -> AuditFailure:
+        version = int.from_bytes(nk[:8], "big")
+        return AuditFailure(version, "state_tree", f"state node {nk.hex()} (written at "
+                            f"version {version}, depth {nk[8]}): {what}")
+
+    def _hash(self, nk: bytes, enc: bytes, depth: int, path: bytes, leaf: bool) -> bytes:
+        """The hash of one node from its own encoding (children not visited)."""
+        if leaf:
+            if enc[0] != _LEAF or len(enc) < 33:
+                raise self._fail(nk, "expected a leaf")
+            key = enc[1:33]
+            if node_key(0, depth, key)[9:] != nk[9:]:
+                raise self._fail(nk, "leaf key is not on the node's path")
+            self.entries += 1
+            return leaf_hash(key, value_hash(enc[33:]))
+        if enc[0] != _INTERNAL or len(enc) < 5:
+            raise self._fail(nk, "expected an internal node")
+        bitmap = enc[1] << 8 | enc[2]
+        leafmap = enc[3] << 8 | enc[4]
+        n = bitmap.bit_count()
+        if not n or len(enc) != 5 + 40 * n or leafmap & ~bitmap or (n == 1 and leafmap):
+            raise self._fail(nk, "malformed internal node")
+        return node_hash(bitmap, [enc[5 + 32 * i: 37 + 32 * i] for i in range(n)])
+
+    def _descend(self, nk: bytes, enc: bytes, depth: int, path: bytes) -> None:
+        """Check every child of the (already checked) internal node ``enc``."""
+        bitmap = enc[1] << 8 | enc[2]
+        leafmap = enc[3] << 8 | enc[4]
+        n = bitmap.bit_count()
+        voff = 5 + 32 * n
+        byte_i = depth >> 1
+        i = 0
+        for nib in range(16):
+            if not bitmap >> nib & 1:
+                continue
+            b = path[byte_i]
+            b = (b & 0xF0) | nib if depth & 1 else (nib << 4) | (b & 0x0F)
+            child_path = path[:byte_i] + bytes([b]) + path[byte_i + 1:]
+            version = int.from_bytes(enc[voff + 8 * i: voff + 8 * i + 8], "big")
+            ck = node_key(version, depth + 1, child_path)
+            is_leaf = bool(leafmap >> nib & 1)
+            if is_leaf or ck not in self.verified:
+                child = self.get_node(ck)
+                if child is None:
+                    raise self._fail(ck, f"missing (referenced by {nk.hex()})")
+                if self._hash(ck, child, depth + 1, child_path, is_leaf) != \
+                        enc[5 + 32 * i: 37 + 32 * i]:
+                    raise self._fail(ck, "its hash is not the one its parent stores")
+                if not is_leaf:
+                    self._descend(ck, child, depth + 1, child_path)
+                    self.verified.add(ck)
+            i += 1
+
+
+def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[int, int]:
+    """Verify the store's state tree: (entries at the head, versions checked).
+
+    Every retained version (``state_pruned_below`` .. head) must have a root that equals
+    its header's state root, and every node reachable from them must hash to what its
+    parent says. Raises ``AuditFailure("state_tree" | "store_integrity")``.
+    """
+    head = store.height
+    walk = _StateWalk(store.get_node)
+    t0 = time.perf_counter()
+    entries = 0
+    versions = range(head, max(0, store.state_pruned_below) - 1, -1)
+    for v in versions:
+        try:
+            header = store.get_header(v)
+        except StoreError as exc:
+            raise AuditFailure(v, "store_integrity", str(exc)) from None
+        assert header is not None
+        walk.check(v, header.state_root)
+        if v == head:
+            entries = walk.entries
+        if progress is not None:
+            progress(AuditProgress("state_tree", v, head, head - v + 1, entries,
+                                   time.perf_counter() - t0))
+    return entries, len(versions)
+
+
+def verify_state(datadir: Path | str, genesis: Genesis,
+                 progress: ProgressFn | None = None) -> AuditReport:
+    """Verify a node's stored state tree alone (no replay): see ``check_state_tree``."""
+    report = AuditReport()
+    t0 = time.perf_counter()
+    store, tmp = open_store_readonly(datadir, genesis, report.notes)
+    try:
+        report.height = store.height
+        report.blocks = store.height + 1
+        header = store.get_header(store.height)
+        if header is not None:
+            report.head_block_id, report.state_root = header.block_id, header.state_root
+        report.state_entries, report.state_versions = check_state_tree(store, progress)
+    except AuditFailure as failure:
+        report.failure = failure
+    except StoreError as exc:
+        report.failure = AuditFailure(store.height, "store_integrity", str(exc))
+    finally:
+        store.close()
+        if tmp is not None:
+            tmp.cleanup()
+        report.elapsed_s = time.perf_counter() - t0
+    return report
+
+
+def replay_datadir(datadir: Path | str, genesis: Genesis, *, workdir: Path | str | None = None,
+                   progress: ProgressFn | None = None, check_state: bool = True) -> AuditReport:
+    """``replay`` a node's data directory, then verify its stored state tree."""
+    source = DatadirSource(datadir, genesis, check_state=check_state)
+    try:
+        return replay(source, genesis, workdir=workdir, progress=progress)
+    finally:
+        source.close()
