@@ -66,9 +66,20 @@ class RecoveryMixin(ReplicaBase):
         height = cp.height
         if height <= self.low:
             if cp.sender != self.me:
+                # A peer still (re)sending a checkpoint we already hold as stable may lack
+                # the proof: help it once per stable checkpoint, and again only on every
+                # 16th stale checkpoint signed by it. Answering every time caused a storm
+                # on a real network: the CHECKPOINTs of a proof we forward reach replicas
+                # that are stable too, and each would "help" every signer back (found with
+                # four node processes after a primary restart; tests/test_consensus_*
+                # now covers it). With 3 messages per help and 1/16 forced, echoes decay.
                 self.count("stale_checkpoint")
-                if self.is_member(cp.sender) and self.verify(cp, verified):
-                    self.help(cp.sender, height)
+                signers = self.app.validators_at(height)
+                if signers is not None and signers.index_of(cp.sender) is not None \
+                        and self.verify(cp, verified):
+                    n = self.stale_from.get(cp.sender, 0) + 1
+                    self.stale_from[cp.sender] = n
+                    self.help(cp.sender, height, force=n % 16 == 0)
             return
         validators = self.app.validators_at(height)
         if validators is None:
@@ -151,8 +162,11 @@ class RecoveryMixin(ReplicaBase):
         nxt = self.slots.get(committed + 1)
         missing = nxt is not None and nxt.cert is not None and nxt.cert.block_id not in nxt.payloads
         far_line = low + self.config.log_size
-        far_seen = bool(self.ahead) and max(self.ahead.values()) > far_line
+        top_claim = max(self.ahead.values()) if self.ahead else 0
+        far_seen = top_claim > far_line
         if low <= committed and not missing and not far_seen:
+            if top_claim > committed:
+                self.lagging()
             return  # the common case, checked cheaply on every step
         target, peers = 0, []
         if low > committed:
@@ -169,6 +183,24 @@ class RecoveryMixin(ReplicaBase):
             target = max(target, far)
             peers += [s for s, h in self.ahead.items() if h >= far]
         self.request_blocks(target, peers + list(self.vset.keys))  # then anyone may have it
+
+    def lagging(self) -> None:
+        """f + 1 members claim heights above our last commit, within the window.
+
+        Usually their COMMITs are just ahead of ours, so wait one timeout before
+        fetching; an observer or a replica that lost those messages has no other
+        timer that would notice.
+        """
+        claim = kth_highest(self.ahead.values(), weak_quorum(self.vset.n))
+        if claim is None or claim <= self.committed:
+            self.catch_up_due = False
+            return
+        if self.catch_up_due:
+            self.catch_up_due = False
+            peers = [s for s, h in self.ahead.items() if h >= claim]
+            self.request_blocks(claim, peers + list(self.vset.keys))
+        elif (TimerKind.FETCH, 1) not in self.timers:
+            self.set_timer(TimerKind.FETCH, 1, self.config.view_timeout_ms)
 
     def fetch_gap(self) -> bool:
         """Certificates exist above a height we cannot deliver: fetch rather than time out."""
@@ -195,7 +227,10 @@ class RecoveryMixin(ReplicaBase):
         self.set_timer(TimerKind.FETCH, 0, self.config.fetch_timeout_ms)
         return True
 
-    def on_fetch_timeout(self) -> None:
+    def on_fetch_timeout(self, key: int) -> None:
+        if key == 1:
+            self.catch_up_due = True  # the grace period of ``lagging`` is over
+            return
         self.fetch = None
         self.fetch_attempt += 1
 
@@ -240,8 +275,8 @@ class RecoveryMixin(ReplicaBase):
 
     def help(self, peer: bytes, their_height: int, force: bool = False) -> None:
         """Send ``peer`` the CHECKPOINTs proving our stable checkpoint, once per checkpoint."""
-        if peer == self.me or their_height >= self.low or self.low == 0:
-            return
+        if peer == self.me or their_height > self.low or self.low == 0:
+            return  # (a peer at exactly our low watermark may lack its proof)
         if not force and self.helped.get(peer, -1) >= self.low:
             return
         validators = self.app.validators_at(self.low)

@@ -104,7 +104,9 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self._epoch_checked = (-1, -1, -1)
         self.slots, self.top_seen = {}, 0
         self.cps, self.own_cps, self.ahead, self.helped = {}, {}, {}, {}
+        self.stale_from: dict[bytes, int] = {}  # stale CHECKPOINTs seen, by signer
         self.fetch, self.fetch_attempt, self.fetched, self.gap_tried = None, 0, {}, -1
+        self.catch_up_due = False
         self.pending_txs, self.tx_gen, self.evidence_keys = {}, 0, {}
         self.timers, self._out, self._signed_out = set(), [], []
         epoch = app.epoch_start(committed_height + 1)
@@ -220,7 +222,9 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         """Common filters for PRE-PREPARE / PREPARE: window, epoch, member, view, signature."""
         if height <= self.low:
             self.count("stale")
-            if self.is_member(message.sender) and self.verify(message, verified):
+            signers = self.app.validators_at(height)
+            if signers is not None and signers.index_of(message.sender) is not None \
+                    and self.verify(message, verified):
                 self.help(message.sender, height)
             return False
         if height > self.low + self.config.log_size or not self.in_epoch(height):
@@ -606,5 +610,5 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             for cp in self.own_cps.values():
                 self.send_signed(cp)
         elif kind is TimerKind.FETCH:
-            self.on_fetch_timeout()
+            self.on_fetch_timeout(key)
 

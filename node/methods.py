@@ -171,6 +171,84 @@ def build_registry(node: Node) -> MethodRegistry:
             raise NotFound("no certified block yet")
         return node.prover.bundle(commitment).to_json()
 
+    @rpc.method("getTransaction",
+                Param("tx_id", Hex(32)),
+                summary="A committed transaction with its inclusion proof, its block's header "
+                        "and the history proof of that block in the newest certified header",
+                errors=(NotFound, InvalidParams))
+    async def get_transaction(ctx: CallContext, tx_id: bytes) -> dict[str, Any]:
+        store = node.ledger.store
+        loc = store.tx_location(tx_id)
+        tx = store.get_tx(tx_id) if loc is not None else None
+        if loc is None or tx is None or store.height < 1:
+            raise NotFound("no committed transaction with this id")
+        head = node.prover.refresh()
+        inc = node.prover.included(loc[0], loc[1], head)
+        return {"tx_id": tx_id.hex(), "height": loc[0], "index": loc[1],
+                "tx": inc.tx.hex(), "block_header": inc.header.hex(),
+                "tx_proof": [h.hex() for h in inc.tx_proof],
+                "head": {"height": head,
+                         "header": (store.get_header_bytes(head) or b"").hex(),
+                         "certificate": (store.get_certificate_bytes(head) or b"").hex()},
+                "history_proof": [h.hex() for h in inc.history_proof]}
+
+    @rpc.method("getValidators",
+                Param("height", Int(1), default=None,
+                      description="the height whose certifying set you want (default: next)"),
+                summary="The validator set in force at a height, with its hash",
+                errors=(NotFound,))
+    async def get_validators(ctx: CallContext, height: int | None) -> dict[str, Any]:
+        h = node.ledger.height + 1 if height is None else height
+        try:
+            vs = node.ledger.validators_at(h)
+        except KeyError:
+            raise NotFound(f"the validator set at height {h} is not known yet") from None
+        return {"height": h, "hash": vs.hash.hex(), "encoded": vs.encode().hex(),
+                "quorum": vs.quorum,
+                "validators": [{"member_id": v.member_id, "node_key": v.node_key.hex()}
+                               for v in vs.validators]}
+
+    @rpc.method("getMembers", roles=frozenset(),
+                summary="Every consortium member with its roles and document types "
+                        "(members only: it enumerates the consortium)")
+    async def get_members(ctx: CallContext) -> dict[str, Any]:
+        names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
+        head = node.ledger.head
+        return {"height": head.height, "members": [
+            {"member_id": m.member_id, "name": m.name, "key": m.key.hex(),
+             "roles": [names[r] for r in m.roles], "doc_types": list(m.doc_types)}
+            for m in sorted(head.members.values(), key=lambda m: m.member_id)]}
+
+    @rpc.method("getHistoryProof",
+                Param("height", Int(0), description="the older block"),
+                summary="Inclusion of block `height` in the newest certified header's "
+                        "history root (RFC 6962)",
+                errors=(NotFound,))
+    async def get_history_proof(ctx: CallContext, height: int) -> dict[str, Any]:
+        head = node.prover.refresh()
+        if not height < head:
+            raise NotFound(f"height must be below the newest certified height {head}")
+        store = node.ledger.store
+        return {"height": height, "block_id": (store.get_block_id(height) or b"").hex(),
+                "head_height": head, "head_header": (store.get_header_bytes(head) or b"").hex(),
+                "head_certificate": (store.get_certificate_bytes(head) or b"").hex(),
+                "proof": [h.hex() for h in node.prover.history.inclusion_proof(height, head)]}
+
+    @rpc.method("getConsistencyProof",
+                Param("old_height", Int(1)), Param("new_height", Int(1)),
+                summary="RFC 6962 consistency between the history roots of two headers",
+                errors=(NotFound, InvalidParams))
+    async def get_consistency_proof(ctx: CallContext, old_height: int,
+                                    new_height: int) -> dict[str, Any]:
+        head = node.prover.refresh()
+        if not old_height <= new_height <= head:
+            raise InvalidParams("need old_height <= new_height <= the newest height",
+                                param="new_height", reason="out of range")
+        # header h's history root covers blocks 0..h-1: tree sizes old_height, new_height
+        return {"old_height": old_height, "new_height": new_height,
+                "proof": [h.hex() for h in
+                          node.prover.history.consistency_proof(old_height, new_height)]}
+
     @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time")
     async def status(ctx: CallContext) -> dict[str, Any]:
         return node_status(node)

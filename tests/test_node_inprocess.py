@@ -72,3 +72,46 @@ def test_four_nodes_commit_the_same_chain(tmp_path: Path) -> None:
     finally:
         for lg in ledgers:
             lg.close()
+
+
+async def _restart_after_checkpoint(root: Path) -> tuple[list[Node], int]:
+    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 100,
+                                                   "checkpoint_interval": 8})
+    hub = MemoryHub()
+    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    scopes: list[trio.CancelScope] = []
+    async with trio.open_nursery() as nursery:
+        async def start(node: Node) -> trio.CancelScope:
+            scope = trio.CancelScope()
+
+            async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                             ) -> None:
+                with scope:
+                    await node.run(task_status=task_status)
+            await nursery.start(runner)
+            return scope
+
+        for n in nodes:
+            scopes.append(await start(n))
+        with trio.fail_after(60):
+            while nodes[1].ledger.height < 12:  # past a stable checkpoint
+                await trio.sleep(0.05)
+            scopes[0].cancel()  # stop the primary, then bring it back on the same data
+            hub.endpoints[nodes[0].key.public_key].up = False
+            await trio.sleep(0.3)
+            nodes[0] = Node(load_config(entries[0].config), _factory(hub))
+            scopes[0] = await start(nodes[0])
+            target = max(n.ledger.height for n in nodes) + 10
+            while min(n.ledger.height for n in nodes) < target:
+                await trio.sleep(0.05)
+        sent = max(n.replica.stats.get("help_sent", 0) for n in nodes if n.replica)
+        nursery.cancel_scope.cancel()
+    return nodes, sent
+
+
+def test_restart_after_a_checkpoint_does_not_start_a_message_storm(tmp_path: Path) -> None:
+    """Regression: stale CHECKPOINTs were answered every time, and replicas that were all
+    stable kept 'helping' each other with forwarded proofs (thousands of messages a
+    second, starving consensus) once a restarted node retransmitted its checkpoint."""
+    _nodes, help_sent = trio.run(_restart_after_checkpoint, tmp_path / "net")
+    assert help_sent < 50

@@ -20,7 +20,7 @@ import pytest
 
 from cli import devnet
 from cli.devnet_files import NodeEntry, load_devnet
-from cli.rpc_client import RpcClient
+from cli.rpc_client import RpcCallError, RpcClient
 from ledger.crypto import read_key_file
 from ledger.types import Attest, Transaction
 
@@ -256,3 +256,50 @@ def test_proof_bundles_over_plain_http_verify_offline(net: Path) -> None:
         assert verdict.status == Status.VALID and verdict.issuer == "szcredit"
     absent = verify_bundle_json(fetch(hashlib.sha256(b"never attested").digest()), anchor)
     assert absent.status == Status.NOT_FOUND
+
+
+def test_read_methods_return_verifiable_data(net: Path) -> None:
+    from ledger import merkle
+    from ledger.types import BlockHeader, CommitCertificate, ValidatorSet
+
+    es = _entries(net)
+    c = _client(es["webank"])
+    try:
+        issuer = Issuer(net)
+        tx = issuer.txs(1, c.call("status")["height"])[0]
+        res = c.call("submitTransaction", tx=tx.encode().hex(), wait=True)
+        got = c.call("getTransaction", tx_id=res["tx_id"])
+        block = BlockHeader.decode(bytes.fromhex(got["block_header"]))
+        assert merkle.verify_inclusion(tx.tx_id, got["index"], block.tx_count,
+                                       [bytes.fromhex(h) for h in got["tx_proof"]],
+                                       block.tx_root)
+        head = BlockHeader.decode(bytes.fromhex(got["head"]["header"]))
+        vs = c.call("getValidators", height=head.height)
+        vset = ValidatorSet.decode(bytes.fromhex(vs["encoded"]))
+        assert vset.hash == head.validator_set_hash
+        CommitCertificate.decode(bytes.fromhex(got["head"]["certificate"])).verify(
+            "dvp-demo", vset, head.block_id)
+        if block.height < head.height:
+            assert merkle.verify_inclusion(block.block_id, block.height, head.height,
+                                           [bytes.fromhex(h) for h in got["history_proof"]],
+                                           head.history_root)
+        hp = c.call("getHistoryProof", height=1)
+        hh = BlockHeader.decode(bytes.fromhex(hp["head_header"]))
+        proof = [bytes.fromhex(h) for h in hp["proof"]]
+        assert merkle.verify_inclusion(bytes.fromhex(hp["block_id"]), 1, hh.height, proof,
+                                       hh.history_root)
+        old = BlockHeader.decode(bytes.fromhex(c.call("getHeader", height=2)["encoded"]))
+        cp = c.call("getConsistencyProof", old_height=2, new_height=hh.height)
+        cproof = [bytes.fromhex(h) for h in cp["proof"]]
+        assert merkle.verify_consistency(2, hh.height, cproof, old.history_root,
+                                         hh.history_root)
+        members = c.call("getMembers")["members"]  # devnet: open mode
+        assert {m["member_id"] for m in members} >= {"cnix", "szcredit", "gzfintech"}
+        with pytest.raises(RpcCallError) as e:
+            c.call("getTransaction", tx_id="00" * 32)
+        assert e.value.code == -32001
+        with pytest.raises(RpcCallError) as e:
+            c.call("getHeader", height="7")
+        assert e.value.code == -32602
+    finally:
+        c.close()
