@@ -50,6 +50,7 @@ from consensus.api import (
     SetTimer,
     Start,
     TimerFired,
+    TxsDropped,
     TxsPending,
 )
 from consensus.messages import decode_message
@@ -132,6 +133,7 @@ class Node:
         self.dropped: dict[str, int] = {}
         self.last_commit = trio.current_time() if _in_trio() else 0.0
         self.ready = False
+        self._heartbeat_id: bytes | None = None
         self.prover = Prover(self.ledger)
         self.best_peer_height = 0
         self.last_built = 0.0
@@ -255,6 +257,26 @@ class Node:
                 if i % 256 == 255:
                     await trio.sleep(0)
 
+    def _heartbeat_watch(self, now: float) -> None:
+        """Make an overdue heartbeat count as pending work for the replica.
+
+        PBFT only changes view when work is pending; an idle chain whose primary died
+        would otherwise stop producing heartbeat blocks. When no block has committed for
+        twice the heartbeat, the node tells the replica it expects a block (a synthetic
+        pending id no block can contain); the replica's censorship timer then replaces a
+        primary that stays silent. The id is withdrawn at the next commit.
+        """
+        if self.replica is None:
+            return
+        params = self.ledger.head.chain.params
+        overdue = now - self.last_commit > 2 * params.heartbeat_ms / 1000
+        if overdue and self._heartbeat_id is None:
+            self._heartbeat_id = b"heartbeat-due:" + self.ledger.height.to_bytes(8, "big")
+            self._step(TxsPending((self._heartbeat_id,)))
+        elif not overdue and self._heartbeat_id is not None:
+            self._step(TxsDropped((self._heartbeat_id,)))
+            self._heartbeat_id = None
+
     async def _gossip(self) -> None:
         while True:
             await trio.sleep(GOSSIP_FLUSH_S)
@@ -281,7 +303,7 @@ class Node:
         return Config(chain_id=self.chain_id, genesis_block_id=genesis_id,
                       window=p.pipeline_window, checkpoint_interval=p.checkpoint_interval,
                       view_timeout_ms=p.view_timeout_ms,
-                      censor_timeout_ms=max(10 * p.view_timeout_ms, 2 * p.heartbeat_ms))
+                      censor_timeout_ms=max(4 * p.view_timeout_ms, 2 * p.heartbeat_ms))
 
     def _start_replica(self) -> None:
         assert self.cdb is not None
@@ -481,6 +503,7 @@ class Node:
                         self._step(more)
             now = trio.current_time()
             self._fire_timers(now)
+            self._heartbeat_watch(now)
             self._maybe_build(now)
 
     # ------------------------------------------------------------------ follower

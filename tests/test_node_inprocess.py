@@ -115,3 +115,32 @@ def test_restart_after_a_checkpoint_does_not_start_a_message_storm(tmp_path: Pat
     second, starving consensus) once a restarted node retransmitted its checkpoint."""
     _nodes, help_sent = trio.run(_restart_after_checkpoint, tmp_path / "net")
     assert help_sent < 50
+
+
+async def _idle_primary_dies(root: Path) -> tuple[int, int]:
+    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 200,
+                                                   "view_timeout_ms": 500})
+    hub = MemoryHub()
+    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    async with trio.open_nursery() as nursery:
+        for n in nodes:
+            await nursery.start(n.run)
+        with trio.fail_after(60):
+            while nodes[1].ledger.height < 3:
+                await trio.sleep(0.05)
+            primary = nodes[0].key.public_key  # cnix: validators[0], primary of view 0
+            assert nodes[1].replica is not None and nodes[1].replica.view == 0
+            hub.isolate(primary)  # the primary is cut off while nothing is pending
+            rest = [n for n in nodes if n.key.public_key != primary]
+            start = min(n.ledger.height for n in rest)
+            while min(n.ledger.height for n in rest) < start + 3:
+                await trio.sleep(0.05)
+        views = min(n.replica.view for n in rest)  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+    return start, views
+
+
+def test_idle_chain_replaces_a_dead_primary(tmp_path: Path) -> None:
+    """Heartbeat blocks keep coming when the primary dies while no transaction is pending."""
+    _start, views = trio.run(_idle_primary_dies, tmp_path / "net")
+    assert views >= 1
