@@ -394,6 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc", required=True)
     p.add_argument("--api-key", help="verifier API key (Bearer)")
     p.add_argument("--max-age", type=float, help="refuse proofs older than this many seconds")
+    from cli.audit import add_audit_commands
+
+    add_audit_commands(sub, add)
+
     p = add(sub, "demo", "the loan-verification story on a local consortium", "dvp demo",
             cmd_demo, json_flag=False)
     p.add_argument("--dir", help="devnet folder to use (default: a temporary one)")
