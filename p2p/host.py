@@ -53,10 +53,12 @@ from p2p.libp2p_glue import (
     PERMANENT_ADDR_TTL,
     ConnWatcher,
     IHost,
+    INetConn,
     INetStream,
     SocketTracker,
+    all_connections,
     build_libp2p_host,
-    close_all_connections,
+    close_connections,
     connected_peer_ids,
     create_identity_from_seed,
     live_connections,
@@ -218,6 +220,7 @@ class PeerLink:
             lib = host.lib
             assert lib is not None
             stream: INetStream | None = None
+            candidates = live_connections(lib, self.peer_id)
             with trio.move_on_after(cfg.stream_open_timeout_s) as slow:
                 try:
                     stream = await lib.new_stream(self.peer_id, [TProtocol(PROTOCOLS[ch])])
@@ -225,7 +228,7 @@ class PeerLink:
                     log.debug("stream open failed", extra=log_fields(
                         peer=self.key, channel=ch, error=repr(exc)))
             if slow.cancelled_caught:
-                host.check_unresponsive(self, "open_timeout")
+                host.check_unresponsive(self, "open_timeout", candidates)
             if stream is None:
                 host.stats[f"stream_open_failures.{ch}"] += 1
                 await trio.sleep(backoff)
@@ -240,7 +243,7 @@ class PeerLink:
             self._notify()
             opened = trio.current_time()
             try:
-                host.check_unresponsive(self, await fs.run())
+                host.check_unresponsive(self, await fs.run(), None)
             finally:
                 self.out[ch] = None
                 if ch == SYNC:
@@ -319,13 +322,11 @@ class P2PHost:
         self._allow = allow
         self._key_of = {self.pid(k): k for k in allow}
         for key in [k for k in self._links if k not in allow]:
-            link = self._links.pop(key)
-            link.stop()
-            self._spawn(self._disconnect, link.peer_id)
+            self._links.pop(key).stop()
         if self.lib is not None:
             for pid in connected_peer_ids(self.lib):
                 if pid not in self._key_of:
-                    self._spawn(self._disconnect, pid)
+                    self._disconnect(pid)
         for key, addr in self._peers.items():
             if key in allow and key not in self._links:
                 self._add_link(key, addr)
@@ -344,37 +345,36 @@ class P2PHost:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)  # type: ignore[arg-type]
 
-    async def _disconnect(self, peer_id: ID, hard: bool = False) -> None:
-        """Close every connection to ``peer_id``: gracefully (yamux GO_AWAY) unless
-        ``hard`` or that does not finish in ``shutdown_grace_s``; then the sockets."""
-        lib = self.lib
-        if lib is None:
-            return
-        if not hard:
-            with trio.move_on_after(self.config.shutdown_grace_s):
-                try:
-                    await lib.get_network().close_peer(peer_id)
-                except Exception:  # already gone
-                    pass
-        self._sockets.close_peer(peer_id)
-        for conn in live_connections(lib, peer_id):
-            with trio.move_on_after(1.0):  # the socket is closed: this returns at once
-                try:
-                    await conn.close()
-                except Exception:
-                    pass
+    def _disconnect(self, peer_id: ID) -> None:
+        """Close the connections ``peer_id`` has now (it left the allowlist): gracefully,
+        then their sockets. Only those: if it is re-admitted meanwhile, its new
+        connections are not touched."""
+        if self.lib is not None:
+            conns = live_connections(self.lib, peer_id)
+            if conns:
+                self._spawn(close_connections, conns, self._sockets,
+                            self.config.shutdown_grace_s)
 
-    def check_unresponsive(self, link: PeerLink, reason: str) -> None:
+    def check_unresponsive(self, link: PeerLink, reason: str,
+                           conns: list[INetConn] | None) -> None:
         """A healthy peer sends a keepalive every ``keepalive_s``, reads what we send and
         accepts our streams; silence for ``idle_timeout_s``, a write stuck for
         ``write_timeout_s`` or a stream open stuck for ``stream_open_timeout_s`` means it
-        is frozen or the path is half-open. Its streams are gone already; close the
-        connection too, so ``connected_peers`` stops listing it and we redial."""
-        if reason in ("idle_timeout", "write_timeout", "open_timeout") and link.connected:
+        is frozen or the path is half-open. Close its connections at once, sockets first,
+        so ``connected_peers`` stops listing it and we redial: all those it has now
+        (``conns=None``; a frozen peer is frozen on every connection, and an idle spare
+        connection would otherwise keep it "connected"), or, for a stream open, those
+        that existed when the open began (never one that appeared since)."""
+        if reason not in ("idle_timeout", "write_timeout", "open_timeout") or self.lib is None:
+            return
+        if conns is None:
+            conns = live_connections(self.lib, link.peer_id)
+        live = [c for c in conns if not c.is_closed]
+        if live:
             self.stats["unresponsive_disconnects"] += 1
-            log.warning("peer unresponsive; closing its connection", extra=log_fields(
-                peer=link.key, reason=reason))
-            self._spawn(self._disconnect, link.peer_id, True)
+            log.warning("peer unresponsive; closing its connections", extra=log_fields(
+                peer=link.key, reason=reason, connections=len(live)))
+            self._spawn(close_connections, live, self._sockets, 0)
 
     def _on_conn_change(self, peer_id: ID) -> None:
         key = self._key_of.get(peer_id)
@@ -498,7 +498,7 @@ class P2PHost:
             old.close("replaced")
         link.inbound[channel] = fs
         try:
-            self.check_unresponsive(link, await fs.run())
+            self.check_unresponsive(link, await fs.run(), None)
         finally:
             if link.inbound.get(channel) is fs:
                 del link.inbound[channel]
@@ -586,8 +586,9 @@ class P2PHost:
                         link.connected = False
                     # libp2p closes connections under cancellation on its own exit path
                     # and can skip the socket close; close them first, shielded.
-                    with shielded(cfg.shutdown_grace_s):
-                        await close_all_connections(lib)
+                    with shielded(cfg.shutdown_grace_s + 1.0):
+                        await close_connections(all_connections(lib), self._sockets,
+                                                cfg.shutdown_grace_s)
         finally:
             self.lib = None
             self.listen_addrs = []

@@ -55,8 +55,8 @@ from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-__all__ = ["ID", "IHost", "INetStream", "build_libp2p_host", "create_identity_from_seed",
-           "key_of_peer_id", "peer_id_of"]
+__all__ = ["ID", "IHost", "INetConn", "INetStream", "build_libp2p_host",
+           "create_identity_from_seed", "key_of_peer_id", "peer_id_of"]
 
 # TTL 0 is "permanent" in this peerstore; any later add with a TTL (identify, connect()
 # use 120 s) overwrites it, so the dial loop re-adds its address before every dial.
@@ -92,14 +92,16 @@ class Gate(Protocol):
 
 class SocketTracker:
     """Remembers every TCP socket that reached the security handshake (and, once
-    admitted, whose it is) so that we can close sockets ourselves: a peer's, when it is
-    frozen (libp2p's graceful close first writes a GO_AWAY that would wait behind a full
-    socket), and all of them at shutdown (libp2p's close paths await under cancellation
-    and can skip the socket close, which surfaces as a ``ResourceWarning``)."""
+    admitted, which secure connection runs on it) so that we can close sockets
+    ourselves: one connection's, when its peer is frozen (libp2p's graceful close first
+    writes a GO_AWAY that would wait behind a full socket), and all of them at shutdown
+    (libp2p's close paths await under cancellation and can skip the socket close, which
+    surfaces as a ``ResourceWarning``)."""
 
     def __init__(self) -> None:
         self._all: weakref.WeakSet[trio.SocketStream] = weakref.WeakSet()
-        self._by_peer: dict[ID, weakref.WeakSet[trio.SocketStream]] = {}
+        self._by_secure: weakref.WeakKeyDictionary[ISecureConn, trio.SocketStream] = \
+            weakref.WeakKeyDictionary()
 
     @staticmethod
     def _socket_of(conn: IRawConnection) -> trio.SocketStream | None:
@@ -111,26 +113,28 @@ class SocketTracker:
         if sock is not None:
             self._all.add(sock)
 
-    def assign(self, peer_id: ID, conn: IRawConnection) -> None:
+    def assign(self, secure: ISecureConn, conn: IRawConnection) -> None:
         sock = self._socket_of(conn)
         if sock is not None:
-            self._by_peer.setdefault(peer_id, weakref.WeakSet()).add(sock)
+            self._by_secure[secure] = sock
 
-    @staticmethod
-    def _close(socks: list[trio.SocketStream]) -> int:
-        closed = 0
-        for s in socks:
-            if s.socket.fileno() != -1:
-                s.socket.close()  # synchronous: every task blocked on it errors out
-                closed += 1
-        return closed
-
-    def close_peer(self, peer_id: ID) -> int:
-        return self._close(list(self._by_peer.pop(peer_id, ())))
+    def close_conn(self, conn: INetConn) -> bool:
+        """Close the socket under a swarm connection now (synchronously: every task
+        blocked on it errors out)."""
+        secure = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+        sock = self._by_secure.get(secure) if secure is not None else None
+        if sock is None or sock.socket.fileno() == -1:
+            return False
+        sock.socket.close()
+        return True
 
     def close_all(self) -> int:
-        self._by_peer.clear()
-        return self._close(list(self._all))
+        closed = 0
+        for s in list(self._all):
+            if s.socket.fileno() != -1:
+                s.socket.close()
+                closed += 1
+        return closed
 
 
 class AllowlistNoise(NoiseTransport):
@@ -155,7 +159,7 @@ class AllowlistNoise(NoiseTransport):
                      ) -> ISecureConn:
         remote = secure.get_remote_peer()
         if self.gate.allows(remote):
-            self.sockets.assign(remote, raw)
+            self.sockets.assign(secure, raw)
             return secure
         self.gate.refused(remote, direction)
         with trio.move_on_after(1.0):
@@ -277,20 +281,35 @@ def connected_peer_ids(host: IHost) -> list[ID]:
             if any(not c.is_closed for c in conns)]
 
 
-async def close_all_connections(host: IHost) -> None:
-    """Close every connection concurrently (each libp2p close sleeps ~0.2 s)."""
-    network: Any = host.get_network()
-    conns = [c for cs in list(network.connections.values()) for c in list(cs)]
+async def close_connections(conns: list[INetConn], sockets: SocketTracker,
+                            graceful_s: float) -> None:
+    """Close ``conns`` concurrently: gracefully (yamux GO_AWAY) for up to ``graceful_s``
+    (0 = not at all), then their sockets, then let libp2p drop its records (each libp2p
+    close sleeps ~0.2 s, hence concurrently)."""
 
     async def close_one(c: INetConn) -> None:
-        try:
-            await c.close()
-        except Exception:  # a connection that is already broken needs no closing
-            pass
+        if graceful_s > 0:
+            with trio.move_on_after(graceful_s):
+                try:
+                    await c.close()
+                except Exception:  # a connection that is already broken
+                    pass
+        sockets.close_conn(c)
+        if not c.is_closed:
+            with trio.move_on_after(1.0):  # the socket is closed: this is quick
+                try:
+                    await c.close()
+                except Exception:
+                    pass
 
     async with trio.open_nursery() as nursery:
         for c in conns:
             nursery.start_soon(close_one, c)
+
+
+def all_connections(host: IHost) -> list[INetConn]:
+    network: Any = host.get_network()
+    return [c for cs in list(network.connections.values()) for c in list(cs)]
 
 
 class _DropLibp2pRootRecords(logging.Filter):

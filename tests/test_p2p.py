@@ -414,12 +414,14 @@ def test_kill9_then_restart_reconnects(tmp_path: Path) -> None:
     pa, pb, pc = free_port(), free_port(), free_port()
     ka, kb, kc = key_of(0), key_of(1), key_of(2)
 
-    def doc(i: int, port: int) -> dict[str, Any]:
+    def doc(i: int, port: int, dials: bool) -> dict[str, Any]:
         return {"seed": seed_of(i).hex(), "port": port,
-                "peers": {ka.hex(): f"127.0.0.1:{pa}"},
+                "peers": {ka.hex(): f"127.0.0.1:{pa}"} if dials else {},
                 "allowlist": [ka.hex(), kb.hex(), kc.hex()]}
 
-    procs = [PeerProcess(doc(1, pb), tmp_path, "b"), PeerProcess(doc(2, pc), tmp_path, "c")]
+    # B never dials: after its restart only A's reconnect loop can bring it back.
+    procs = [PeerProcess(doc(1, pb, False), tmp_path, "b"),
+             PeerProcess(doc(2, pc, True), tmp_path, "c")]
 
     async def scenario() -> None:
         a = P2PHost(P2PConfig(seed=seed_of(0), listen_port=pa,
@@ -439,6 +441,7 @@ def test_kill9_then_restart_reconnects(tmp_path: Path) -> None:
             procs[0].start()
             await procs[0].ready(20)
             took = await wait_until(lambda: kb in a.connected_peers(), 8, "B reconnected")
+            print(f"reconnected {took:.2f} s after the restarted peer was ready")
             assert took < 6.0
             assert a.stats["reconnects"] >= 1
             # Frames flow again both ways: B echoes consensus frames back to A.
@@ -480,6 +483,7 @@ def test_frozen_peer_is_dropped_then_redialled(tmp_path: Path) -> None:
             try:
                 took = await wait_until(lambda: kb not in a.connected_peers(), 5,
                                         lambda: f"frozen peer dropped {a.stats}")
+                print(f"frozen peer dropped after {took:.2f} s")
                 assert took < 3.0
                 assert a.stats["unresponsive_disconnects"] >= 1
             finally:
