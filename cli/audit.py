@@ -23,7 +23,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.main import EXIT_FAIL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+# cli/main.py's exit statuses. Not imported from it: under `python -m cli.main` that
+# module runs as __main__, so a CliError class imported from cli.main would not be the
+# one its handler catches; this command prints its own error line instead.
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    """One error line for stderr and the exit status that goes with it."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
 
 _DESCRIPTION = ("re-execute the chain from genesis: every certificate, transaction "
                 "signature, tx/state/history root and rule, and the stored state tree")
@@ -120,6 +131,15 @@ def _load_genesis(args: argparse.Namespace) -> tuple[Any, Path]:
 
 
 def cmd_audit_replay(args: argparse.Namespace) -> int:
+    """``dvp audit replay``: the exit status; errors are one line on stderr."""
+    try:
+        return _audit_replay(args)
+    except CliError as exc:
+        print(f"dvp audit: {exc}", file=sys.stderr)
+        return exc.code
+
+
+def _audit_replay(args: argparse.Namespace) -> int:
     from ledger.audit import (
         AuditReport,
         BlockSource,

@@ -135,10 +135,13 @@ def test_replay_verifies_the_whole_chain(chain: Chain, copy: Path, tmp_path: Pat
 
 
 class _StoreRpc:
-    """Serves getBlock/status from a Store the way node/methods.py does (no network)."""
+    """Serves getBlock/status from a Store the way node/methods.py does (no network);
+    ``tamper(height, answer)`` may alter an answer, as a lying node would."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store,
+                 tamper: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.store = store
+        self.tamper = tamper
 
     def call(self, method: str, **params: Any) -> Any:
         if method == "status":
@@ -146,10 +149,13 @@ class _StoreRpc:
         h = params["height"]
         block, cert = self.store.get_block(h), self.store.get_certificate(h)
         assert block is not None
-        return json.loads(json.dumps({
+        doc = json.loads(json.dumps({
             "height": h, "encoded_header": block.header.encoded.hex(),
             "certificate": None if cert is None else cert.encode().hex(),
             "txs": [tx.encode().hex() for tx in block.txs]}))
+        if self.tamper is not None:
+            self.tamper(h, doc)
+        return doc
 
     def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         return [self.call(m, **p) for m, p in calls]
@@ -165,6 +171,25 @@ def test_replay_over_rpc(chain: Chain, copy: Path) -> None:
         other = Consortium.make(n_validators=5).genesis
         report = replay(RpcSource(_StoreRpc(store)), other)
         _failed(report, 0, "genesis")
+
+
+def test_lying_node_over_rpc(chain: Chain, copy: Path) -> None:
+    g = chain.cons.genesis
+    h = chain.attested_at[C[12]]
+
+    def flip_signature(height: int, doc: dict[str, Any]) -> None:
+        if height == h:
+            tx = doc["txs"][2]
+            doc["txs"][2] = tx[:-2] + ("00" if tx[-2:] != "00" else "01")
+
+    def garbage(height: int, doc: dict[str, Any]) -> None:
+        if height == h + 1:
+            doc["txs"][0] = "c1"  # a msgpack byte that is never valid
+
+    with Store.open(copy / "ledger", chain_id=g.chain_id, genesis_hash=g.hash) as store:
+        _failed(replay(RpcSource(_StoreRpc(store, flip_signature), batch=4), g), h, "signature")
+        # the block before the undecodable one (same RPC batch) is still checked first
+        _failed(replay(RpcSource(_StoreRpc(store, garbage), batch=4), g), h + 1, "decode")
 
 
 def test_locked_datadir_is_copied(chain: Chain, copy: Path) -> None:
@@ -338,13 +363,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
     add_audit_commands(sub, add)
     args = parser.parse_args(argv)
-    from cli.main import CliError
-
-    try:
-        code = int(args.fn(args))
-    except CliError as exc:
-        print(f"dvp {args.command}: {exc}", file=__import__("sys").stderr)
-        code = exc.code
+    code = int(args.fn(args))
     out, err = capsys.readouterr()
     return code, out, err
 
