@@ -103,12 +103,12 @@ class _Bar:
         task = self.tasks.get(p.phase)
         if task is None:
             label = "replaying blocks" if p.phase == "replay" else "state tree versions"
-            task = self.tasks[p.phase] = self.progress.add_task(
-                label, total=p.target_height + 1, rates="")
+            task = self.tasks[p.phase] = self.progress.add_task(label, total=p.total,
+                                                                rates="")
         s = max(p.elapsed_s, 1e-9)
-        rates = (f"{p.blocks / s:,.0f} blocks/s  {p.transactions / s:,.0f} tx/s"
+        rates = (f"{p.done / s:,.0f} blocks/s  {p.transactions / s:,.0f} tx/s"
                  if p.phase == "replay" else f"{p.transactions:,} entries")
-        self.progress.update(task, completed=p.blocks, rates=rates)
+        self.progress.update(task, completed=p.done, rates=rates)
 
 
 def _load_genesis(args: argparse.Namespace) -> tuple[Any, Path]:

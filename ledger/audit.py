@@ -113,12 +113,15 @@ class SourceUnavailable(Exception):
 
 @dataclass(frozen=True)
 class AuditProgress:
-    """Where a replay is; ``phase`` is "replay" or "state_tree"."""
+    """Where an audit is. ``phase`` "replay": ``done`` of ``total`` blocks replayed, up
+    to ``height``, ``transactions`` so far. ``phase`` "state_tree": ``done`` of
+    ``total`` state versions verified (``height`` the version being walked),
+    ``transactions`` the entries of the newest version counted so far."""
 
     phase: str
     height: int
-    target_height: int
-    blocks: int
+    done: int
+    total: int
     transactions: int
     elapsed_s: float
 
@@ -248,6 +251,9 @@ def open_store_readonly(datadir: Path | str, genesis: Genesis, notes: list[str]
     ``StoreError`` for anything that is not this chain's store.
     """
     path = ledger_store_path(datadir)
+    if not (path / "CURRENT").is_file():
+        raise StoreError(f"no ledger store in {datadir}: expected a node data directory "
+                         f"(with ledger/ inside) or its ledger LevelDB")
     try:
         return Store.open(path, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
                           create=False), None
@@ -507,8 +513,8 @@ def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: 
         report.head_block_id = header.block_id
         report.state_root = header.state_root
         if progress is not None:
-            progress(AuditProgress("replay", h, target, report.blocks, report.transactions,
-                                   time.perf_counter() - t0))
+            progress(AuditProgress("replay", h, report.blocks, target + 1,
+                                   report.transactions, time.perf_counter() - t0))
     if last is None:
         raise AuditFailure(0, "genesis", "the source holds no blocks")
     if last.height != target:
@@ -555,6 +561,7 @@ def _check_history(history: merkle.MerkleTree, first: BlockHeader, last: BlockHe
 _sha256 = hashlib.sha256
 _BYTE = [bytes([b]) for b in range(256)]
 _DEPTH_BYTE = _BYTE[:65]
+_TICK_ENTRIES = 8192  # progress reports while a (large) version is walked
 
 
 class _StateWalk:
@@ -575,10 +582,12 @@ class _StateWalk:
     inlined, which makes the walk several times faster than going through helpers.
     """
 
-    def __init__(self, get_node: Callable[[bytes], bytes | None]) -> None:
+    def __init__(self, get_node: Callable[[bytes], bytes | None],
+                 tick: Callable[[int], None] | None = None) -> None:
         self.get_node = get_node
         self.verified: set[bytes] = set()  # internal node keys with verified subtrees
         self.entries = 0
+        self.tick = tick  # called with ``entries`` every TICK_ENTRIES leaves
 
     def check(self, version: int, state_root: bytes) -> None:
         """Verify version ``version`` against the certified ``state_root``."""
@@ -620,6 +629,8 @@ class _StateWalk:
         if not on_path:
             raise self._fail(nk, "leaf key is not on the node's path")
         self.entries += 1
+        if not self.entries % _TICK_ENTRIES and self.tick is not None:
+            self.tick(self.entries)
         return _sha256(LEAF_TAG + key + _sha256(enc[33:]).digest()).digest()
 
     def _internal_hash(self, nk: bytes, enc: bytes) -> bytes:
@@ -685,11 +696,20 @@ def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[
             raise AuditFailure(version, "store_integrity", f"state node {node_key.hex()}: "
                                f"LevelDB read failed ({exc})") from None
 
-    walk = _StateWalk(get_node)
     t0 = time.perf_counter()
-    entries = 0
     versions = range(head, max(0, store.state_pruned_below) - 1, -1)
+    done = 0
+    current = head
+
+    def report(entries: int) -> None:
+        if progress is not None:
+            progress(AuditProgress("state_tree", current, done, len(versions), entries,
+                                   time.perf_counter() - t0))
+
+    walk = _StateWalk(get_node, report if progress is not None else None)
+    entries = 0
     for v in versions:
+        current = v
         try:
             header = store.get_header(v)
         except StoreError as exc:
@@ -698,9 +718,8 @@ def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[
         walk.check(v, header.state_root)
         if v == head:
             entries = walk.entries
-        if progress is not None:
-            progress(AuditProgress("state_tree", v, head, head - v + 1, entries,
-                                   time.perf_counter() - t0))
+        done += 1
+        report(entries)
     return entries, len(versions)
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from cli.audit import add_audit_commands
 from ledger.audit import (
+    AuditProgress,
     AuditReport,
     DatadirSource,
     RpcSource,
@@ -122,15 +123,19 @@ def _failed(report: AuditReport, height: int, check: str) -> None:
 
 
 def test_replay_verifies_the_whole_chain(chain: Chain, copy: Path, tmp_path: Path) -> None:
-    seen: list[int] = []
-    report = replay_datadir(copy, chain.cons.genesis, workdir=tmp_path,
-                            progress=lambda p: seen.append(p.height))
+    seen: list[AuditProgress] = []
+    report = replay_datadir(copy, chain.cons.genesis, workdir=tmp_path, progress=seen.append)
     assert report.ok, report.failure
     assert (report.blocks, report.transactions, report.height) == \
         (chain.height + 1, chain.transactions, chain.height)
     assert report.state_entries is not None and report.state_entries > 30
     assert report.state_versions == 9  # the head and the 8 retained versions below it
-    assert seen[:chain.height + 1] == list(range(chain.height + 1))
+    blocks = [p for p in seen if p.phase == "replay"]
+    assert [p.height for p in blocks] == list(range(chain.height + 1))
+    assert blocks[-1].done == blocks[-1].total == chain.height + 1
+    states = [p for p in seen if p.phase == "state_tree"]
+    assert states[-1].done == states[-1].total == 9
+    assert states[-1].transactions == report.state_entries
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("dvp-audit-")]
 
 
