@@ -6,15 +6,16 @@ fresh scratch ``Ledger`` built from the genesis file alone, so nothing the sourc
 is trusted. For every block it checks, in this order: the chain link (chain id, height,
 previous block id), the commit certificate against the validator set in force at that
 height (``Ledger.commit``), then every rule of docs/PROOFS.md §9 by strict re-execution
-(``ledger.state.validate_block``: every transaction signature, every state rule) and
-the header's tx root, state root, validator-set hashes and history root against the
-re-execution. After the last block: the history consistency between the first
+(``ledger.state.validate_block``: every transaction signature — checked here in one
+loop per block, a refused one re-checked by the rules, which report it — and every
+state rule) and the header's tx root, state root, validator-set hashes and history
+root against the re-execution. After the last block: the history consistency between the first
 certified header (height 1) and the last, with an RFC 6962 consistency proof over the
 re-derived block ids, and the last header's state root against the re-executed one.
 A data-directory source also compares what the node keeps beside each block (app
 metadata, block-id and tx indexes) and finally verifies its stored state tree
 (``verify_state``): every retained version's root against its header, and every node
-reachable from those versions re-hashed bottom-up.
+reachable from those versions re-hashed and compared with the hash its parent stores.
 
 Rules:
 - Pure logic: no printing, no clock except to report elapsed time; progress is a
@@ -263,9 +264,17 @@ def open_store_readonly(datadir: Path | str, genesis: Genesis, notes: list[str]
     tmp = tempfile.TemporaryDirectory(prefix="dvp-audit-copy-")
     try:
         copy = Path(tmp.name) / "ledger"
-        _copy_leveldb(path, copy)
-        store = Store.open(copy, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
-                           create=False)
+        for attempt in range(3):
+            _copy_leveldb(path, copy)
+            try:
+                store = Store.open(copy, chain_id=genesis.chain_id,
+                                   genesis_hash=genesis.hash, create=False)
+                break
+            except StoreError:
+                # a copy torn by the node's own writes (e.g. a table written after the
+                # manifest was copied): copy again
+                if attempt == 2:
+                    raise
     except BaseException:
         tmp.cleanup()
         raise
@@ -585,7 +594,8 @@ class _StateWalk:
     def __init__(self, get_node: Callable[[bytes], bytes | None],
                  tick: Callable[[int], None] | None = None) -> None:
         self.get_node = get_node
-        self.verified: set[bytes] = set()  # internal node keys with verified subtrees
+        # internal node key -> its hash, for nodes whose whole subtree was verified
+        self.verified: dict[bytes, bytes] = {}
         self.entries = 0
         self.tick = tick  # called with ``entries`` every TICK_ENTRIES leaves
 
@@ -669,14 +679,20 @@ class _StateWalk:
                     raise self._fail(ck, f"missing (referenced by {nk.hex()})")
                 if self._leaf_hash(ck, child, child_packed, depth + 1) != stored:
                     raise self._fail(ck, "its hash is not the one its parent stores")
-            elif ck not in verified:
-                child = get(ck)
-                if child is None:
-                    raise self._fail(ck, f"missing (referenced by {nk.hex()})")
-                if self._internal_hash(ck, child) != stored:
-                    raise self._fail(ck, "its hash is not the one its parent stores")
-                self._descend(ck, child, depth + 1, child_packed)
-                verified.add(ck)
+            else:
+                known = verified.get(ck)
+                if known is None:
+                    child = get(ck)
+                    if child is None:
+                        raise self._fail(ck, f"missing (referenced by {nk.hex()})")
+                    known = self._internal_hash(ck, child)
+                    if known != stored:
+                        raise self._fail(ck, "its hash is not the one its parent stores")
+                    self._descend(ck, child, depth + 1, child_packed)
+                    verified[ck] = known
+                elif known != stored:
+                    # verified from another version: this parent expects other bytes
+                    raise self._fail(nk, "a child hash differs from the child's")
 
 
 def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[int, int]:
@@ -731,7 +747,6 @@ def verify_state(datadir: Path | str, genesis: Genesis,
     store, tmp = open_store_readonly(datadir, genesis, report.notes)
     try:
         report.height = store.height
-        report.blocks = store.height + 1
         header = store.get_header(store.height)
         if header is not None:
             report.head_block_id, report.state_root = header.block_id, header.state_root
