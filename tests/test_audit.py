@@ -31,7 +31,7 @@ from ledger.audit import (
 from ledger.chain import Ledger
 from ledger.genesis import write_genesis
 from ledger.records import attestation_key
-from ledger.store import P_BLOCK, P_CERT, P_NODE, P_TX, TX_KEY_BYTES, Store, _seal, h8
+from ledger.store import P_BLOCK, P_CERT, P_HEADER, P_NODE, P_TX, TX_KEY_BYTES, Store, _seal, h8
 from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason, Transaction
 from tests.ledger_fixtures import Consortium
 
@@ -258,6 +258,18 @@ def test_certificate_flip_caught_by_the_seal(chain: Chain, copy: Path) -> None:
     key = P_CERT + h8(2)
     _edit(copy, key, lambda v: _flip(v, len(v) - 10))
     _failed(replay_datadir(copy, chain.cons.genesis), 2, "store_integrity")
+
+
+def test_header_flip_breaks_the_certificate(chain: Chain, copy: Path) -> None:
+    # A header rewritten (state root byte flipped, seal recomputed) is no longer the
+    # block its certificate names.
+    h = chain.attested_at[C[9]]
+    key = P_HEADER + h8(h)
+    # the last four fields are bin8(32) each: state_root, two set hashes, history_root
+    _edit(copy, key, _resealed(key, lambda p: _flip(p, len(p) - 3 * 34 - 10)))
+    report = replay_datadir(copy, chain.cons.genesis)
+    _failed(report, h, "certificate")
+    assert "different block" in report.failure.message  # type: ignore[union-attr]
 
 
 def test_certificate_of_the_old_set_is_refused_after_the_change(chain: Chain, copy: Path
