@@ -105,6 +105,7 @@ _LEAF_PREFIX = b"\x01"
 _INTERNAL_PREFIX = b"\x02"
 
 _sha256 = hashlib.sha256
+_bisect_left = bisect.bisect_left
 _DEPTH = [bytes([d]) for d in range(KEY_NIBBLES + 1)]
 _BYTE = [bytes([b]) for b in range(256)]
 _HIGH = [bytes([b & 0xF0]) for b in range(256)]
@@ -437,7 +438,7 @@ class SparseMerkleTree:
             if not new_set <= changes.keys():
                 raise ValueError("must_be_new keys must be keys of changes")
         keys = sorted(changes)
-        vals = [changes[k] for k in keys]
+        vals = list(map(changes.__getitem__, keys))
         batch = _Batch(self, new_version.to_bytes(8, "big"), keys, vals, new_set)
         try:
             root = batch.run(base_version)
@@ -512,7 +513,7 @@ class _Batch:
     into each ancestor's encoding on the way back up."""
 
     __slots__ = (
-        "tree", "v8", "keys", "vals", "new_nodes", "stale", "cache", "get", "node",
+        "tree", "v8", "keys", "vals", "new_nodes", "stale", "cache", "get",
         "must_be_new", "existing",
     )
 
@@ -538,7 +539,6 @@ class _Batch:
         self.stale: list[bytes] = []
         self.cache = tree._cache
         self.get = tree._get
-        self.node = tree._node
 
     def run(self, base_version: int | None) -> bytes:
         root_key = self.v8 + b"\x00"
@@ -564,7 +564,7 @@ class _Batch:
             assert base_version is not None
             self.cache[h] = (base_version.to_bytes(8, "big"), old)
             if n == 1:
-                r = self.one(h, base_version.to_bytes(8, "big"), False, 0, 0)
+                r = self.one(h, base_version.to_bytes(8, "big"), 0, 0, 0)
             else:
                 r = self.update_internal(h, base_version.to_bytes(8, "big"), 0, 0, n)
         if r is _SAME:
@@ -732,98 +732,135 @@ class _Batch:
 
     def update_internal(self, h: bytes, v8: bytes, depth: int, lo: int, hi: int) -> _Ref | None:
         """The subtree at ``depth`` whose internal node (hash h, written at v8) meets the
-        changes keys[lo:hi], hi - lo >= 2."""
+        changes keys[lo:hi], hi - lo >= 2.
+
+        One pass over the changes, grouped by their nibble at ``depth`` (in nibble order,
+        as the node's children are): each changed child is spliced into the node's two
+        sections (hashes, versions) as the pieces of the old encoding between changed
+        children are collected, so the node is neither decoded into 16 slots nor
+        re-sliced once per change."""
         keys = self.keys
         key0 = keys[lo]
-        enc = self.node(h, v8, depth, key0)
+        half = depth >> 1
+        odd = depth & 1
+        prefix = key0[:half]  # every key in range shares it (and nibble depth-1 if odd)
+        pk = _DEPTH[depth] + (prefix + _HIGH[key0[half]] if odd else prefix)
+        cache = self.cache
+        e = cache.get(h)
+        if e is not None and e[0] == v8:
+            enc = e[1]
+            hit = True
+        else:
+            # Not put in the cache: a node a batch reaches is (nearly always) rewritten
+            # by it, superseding this version of it at once.
+            got = self.get(v8 + pk)
+            if got is None:
+                raise MissingNodeError(f"missing node at depth {depth}, version {v8.hex()}")
+            enc = _check_internal(got)
+            hit = False
         bitmap = enc[1] << 8 | enc[2]
         leafmap = enc[3] << 8 | enc[4]
         hend = 5 + 32 * bitmap.bit_count()
         d1 = depth + 1
-        changed: list[tuple[int, _Ref | None]] = []
-        for nib, glo, ghi in _groups(keys, lo, hi, depth):
+        nv8 = self.v8
+        new_bitmap = bitmap
+        new_leafmap = leafmap
+        # The new hash and version sections, as pieces: old runs of children, new ones.
+        hparts: list[bytes] = []
+        vparts: list[bytes] = []
+        hpos = 5  # where the old children not yet copied start, in each section
+        vpos = hend
+        pending: list[_Ref] | None = None  # new leaves among the children, written below
+        left = _bisect_left
+        i = lo
+        while i < hi:
+            # The group keys[i:j]: the changes whose nibble at ``depth`` is nib.
+            b = keys[i][half]
+            j = i + 1
+            if odd:
+                nib = b & 15
+                if hi - i <= 8:  # few keys (the lower levels): a scan beats bisecting
+                    while j < hi and keys[j][half] == b:
+                        j += 1
+                elif b == 255 or keys[hi - 1][half] == b:
+                    j = hi
+                else:
+                    j = left(keys, prefix + _BYTE[b + 1], j, hi)
+            else:
+                nib = b >> 4
+                if hi - i <= 8:
+                    while j < hi and keys[j][half] >> 4 == nib:
+                        j += 1
+                elif nib == 15 or keys[hi - 1][half] >> 4 == nib:
+                    j = hi
+                else:
+                    j = left(keys, prefix + _BYTE[(nib + 1) << 4], j, hi)
             bit = 1 << nib
+            rank = (bitmap & (bit - 1)).bit_count()
+            o = 5 + 32 * rank
+            q = hend + 8 * rank
             r: _Ref | None
             if bitmap & bit:
-                rank = (bitmap & (bit - 1)).bit_count()
-                ch = enc[5 + 32 * rank : 37 + 32 * rank]
-                cv = enc[hend + 8 * rank : hend + 8 * rank + 8]
-                if ghi - glo == 1:
-                    r = self.one(ch, cv, bool(leafmap & bit), d1, glo)
+                ch = enc[o : o + 32]
+                cv = enc[q : q + 8]
+                if j - i == 1:
+                    r = self.one(ch, cv, leafmap & bit, d1, i)
                 elif leafmap & bit:
-                    nk = cv + _DEPTH[d1] + _path(keys[glo], d1)
-                    leaf = self.tree._leaf(cv, d1, keys[glo])
-                    r = self.update_leaf(leaf, nk, ch, d1, glo, ghi)
+                    nk = cv + _DEPTH[d1] + _path(keys[i], d1)
+                    leaf = self.tree._leaf(cv, d1, keys[i])
+                    r = self.update_leaf(leaf, nk, ch, d1, i, j)
                 else:
-                    r = self.update_internal(ch, cv, d1, glo, ghi)
+                    r = self.update_internal(ch, cv, d1, i, j)
+                i = j
                 if r is _SAME:
                     continue
+                hparts.append(enc[hpos:o])
+                vparts.append(enc[vpos:q])
+                hpos = o + 32  # the old child is dropped
+                vpos = q + 8
+                if r is None:  # the child is gone
+                    new_bitmap ^= bit
+                    new_leafmap &= ~bit
+                    continue
             else:
-                r = self.build(keys, self.vals, glo, ghi, d1, None)
+                r = self.build(keys, self.vals, i, j, d1, None)
+                i = j
                 if r is None:
                     continue  # only deletions of absent keys
-            changed.append((bit, r))
-        if not changed:
+                hparts.append(enc[hpos:o])
+                vparts.append(enc[vpos:q])
+                hpos = o
+                vpos = q
+                new_bitmap |= bit
+            hparts.append(r[0])
+            vparts.append(nv8)
+            if r[1] is None:
+                new_leafmap |= bit
+                if pending is None:
+                    pending = [r]
+                else:
+                    pending.append(r)
+            else:
+                new_leafmap &= ~bit
+        if not hparts:
             return _SAME
         if depth:  # depth-0 nodes are root records, handled by run()
-            self.stale.append(v8 + _DEPTH[depth] + _path(key0, depth))
-        self.cache.pop(h, None)  # superseded: only older versions still refer to it
-        nv8 = self.v8
-        pending: list[_Ref] = []
-        if len(changed) > 4:
-            # Many children change (the top levels): rebuild from the 16 slots.
-            _, _, hashes, versions = _decode_internal(enc)
-            for bit, r in changed:
-                nib = bit.bit_length() - 1
-                if r is None:
-                    bitmap &= ~bit
-                    leafmap &= ~bit
-                    hashes[nib] = b""
-                    versions[nib] = b""
-                else:
-                    bitmap |= bit
-                    hashes[nib] = r[0]
-                    versions[nib] = nv8
-                    if r[1] is None:
-                        leafmap |= bit
-                        pending.append(r)
-                    else:
-                        leafmap &= ~bit
-            return self.finish(bitmap, leafmap, hashes, versions, pending, depth, key0)
-        # A few children change: splice them into the encoding's two sections.
-        hs = enc[5:hend]
-        vs = enc[hend:]
-        for bit, r in changed:
-            rank = (bitmap & (bit - 1)).bit_count()
-            o = 32 * rank
-            q = 8 * rank
-            if r is None:
-                bitmap ^= bit
-                leafmap &= ~bit
-                hs = hs[:o] + hs[o + 32 :]
-                vs = vs[:q] + vs[q + 8 :]
-                continue
-            if bitmap & bit:
-                hs = hs[:o] + r[0] + hs[o + 32 :]
-                vs = vs[:q] + nv8 + vs[q + 8 :]
-            else:
-                bitmap |= bit
-                hs = hs[:o] + r[0] + hs[o:]
-                vs = vs[:q] + nv8 + vs[q:]
-            if r[1] is None:
-                leafmap |= bit
-                pending.append(r)
-            else:
-                leafmap &= ~bit
-        if not bitmap:
+            self.stale.append(v8 + pk)
+        if hit:
+            cache.pop(h, None)  # superseded: only older versions still refer to it
+        if not new_bitmap:
             return None
-        if leafmap == bitmap and not bitmap & (bitmap - 1):
+        hparts.append(enc[hpos:hend])
+        vparts.append(enc[vpos:])
+        hs = b"".join(hparts)
+        if new_leafmap == new_bitmap and not new_bitmap & (new_bitmap - 1):
             # A single child that is a leaf: the leaf takes this node's place.
             if pending:
                 return pending[0]
-            left = _with_nibble(key0, depth, bitmap.bit_length() - 1)
-            leaf = self.tree._leaf(vs, d1, left)
-            self.stale.append(vs + _DEPTH[d1] + _path(left, d1))
+            vs = b"".join(vparts)
+            lk = _with_nibble(key0, depth, new_bitmap.bit_length() - 1)
+            leaf = self.tree._leaf(vs, d1, lk)
+            self.stale.append(vs + _DEPTH[d1] + _path(lk, d1))
             return (hs, None, True, leaf[1:33], leaf[33:])
         new_nodes = self.new_nodes
         if pending:
@@ -832,56 +869,49 @@ class _Batch:
                 k = p[3]
                 assert k is not None and p[4] is not None
                 new_nodes[nv8 + dep + _path(k, d1)] = _LEAF_PREFIX + k + p[4]
-        bm2 = bitmap.to_bytes(2, "big")
-        ne = b"".join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, vs))
+        bm2 = new_bitmap.to_bytes(2, "big")
+        vparts.insert(0, hs)
+        ne = b"".join((_INTERNAL_PREFIX, bm2, new_leafmap.to_bytes(2, "big"), *vparts))
         nh = _sha256(NODE_TAG + bm2 + hs).digest()
-        new_nodes[nv8 + _DEPTH[depth] + _path(key0, depth)] = ne
-        self.cache[nh] = (nv8, ne)
+        new_nodes[nv8 + pk] = ne
+        cache[nh] = (nv8, ne)
         return (nh, nv8, False, None, None)
 
-    def one(self, h: bytes, v8: bytes, is_leaf: bool, depth: int, idx: int) -> _Ref | None:
-        """The subtree at ``depth`` (hash h, written at v8) meeting the single change
-        keys[idx]: walk down to the slot, then splice the new child into each node's
-        encoding on the way back up. (Inlined by hand: this is the hot loop of update.)"""
+    def one(self, h: bytes, v8: bytes, is_leaf: int, depth: int, idx: int) -> _Ref | None:
+        """The subtree at ``depth`` (hash h, written at v8; a leaf iff ``is_leaf``) meeting
+        the single change keys[idx]: walk down to the slot, then splice the new child into
+        each node's encoding on the way back up.
+
+        This is the hot loop of update (at a million keys, nearly every key of a batch
+        ends up here), so it is inlined by hand, and the last internal node on the path
+        is finished on the spot for the common cases: a new key in an empty slot, a new
+        key splitting a leaf, a new value for a key. Everything else (deletions, hoisting,
+        long shared prefixes) goes through the general code below."""
         k = self.keys[idx]
         v = self.vals[idx]
         cache = self.cache
-        # per node on the way down: (encoding, hash, version, depth, bit, offset of the
-        # path child's hash, end of the hash section, offset of the path child's version)
-        stack: list[tuple[bytes, bytes, bytes, int, int, int, int, int]] = []
+        get = self.get
+        nv8 = self.v8
+        new_nodes = self.new_nodes
+        stale = self.stale
+        sha = _sha256
+        join = b"".join
+        # per internal node above the last one: (encoding, its hash if it came from the
+        # cache, version, node key suffix, bit of the path child, offset of its hash, end
+        # of the hash section, offset of its version)
+        stack: list[tuple[bytes, bytes | None, bytes, bytes, int, int, int, int]] = []
         # The new child being spliced upwards: hash (None: removed), whether it is a
         # (pending, not yet written) leaf, and that leaf's key and value.
         rh: bytes | None
         rleaf = True
         rk = k
         rval = v
-        while not is_leaf:
-            e = cache.get(h)
-            if e is not None and e[0] == v8:
-                enc = e[1]
-            else:
-                enc = self.node(h, v8, depth, k)
-            bitmap = enc[1] << 8 | enc[2]
-            b = k[depth >> 1]
-            bit = 1 << (b & 15 if depth & 1 else b >> 4)
-            rank = (bitmap & (bit - 1)).bit_count()
-            ho = 5 + 32 * rank
-            hend = 5 + 32 * bitmap.bit_count()
-            vo = hend + 8 * rank
-            stack.append((enc, h, v8, depth, bit, ho, hend, vo))
-            if not bitmap & bit:
-                if v is None:
-                    return _SAME  # deleting a key that is not there
-                rh = _sha256(LEAF_TAG + k + _sha256(v).digest()).digest()
-                break
-            h = enc[ho : ho + 32]
-            v8 = enc[vo : vo + 8]
-            depth += 1
-            is_leaf = bool((enc[3] << 8 | enc[4]) & bit)
-        else:
-            # The path ends at a leaf at ``depth``.
-            nk = v8 + _DEPTH[depth] + _path(k, depth)
-            leaf = self.get(nk)
+        if is_leaf:
+            # The subtree is a single leaf (hash h) at ``depth``.
+            half = depth >> 1
+            pk = _DEPTH[depth] + (k[:half] + _HIGH[k[half]] if depth & 1 else k[:half])
+            nk = v8 + pk
+            leaf = get(nk)
             if leaf is None:
                 raise MissingNodeError(f"missing leaf at depth {depth}, version {v8.hex()}")
             if leaf[0] != _T_LEAF or len(leaf) < 33:
@@ -895,38 +925,179 @@ class _Batch:
                 if v is None:
                     rh = None
                 else:
-                    rh = _sha256(LEAF_TAG + k + _sha256(v).digest()).digest()
+                    rh = sha(LEAF_TAG + k + sha(v).digest()).digest()
             else:
                 if v is None:
                     return _SAME  # deleting a key that is not there
-                rh, _, rleaf, _, _ = self.pair(depth, lkey, leaf[33:], h, k, v)
+                rh = self.pair(depth, lkey, leaf[33:], h, k, v)[0]
+                rleaf = False
             if depth:
-                self.stale.append(nk)
-        # Back up: node ``enc`` (hash h, written at v8, at ``depth``) gets child ``bit``
-        # replaced by the new child and is rewritten at this batch's version, unless a
-        # lone leaf is left, which then takes the node's place.
-        nv8 = self.v8
-        new_nodes = self.new_nodes
-        stale = self.stale
-        sha = _sha256
+                stale.append(nk)
+        else:
+            while True:
+                # The internal node (hash h, written at v8) at ``depth`` on k's path. Its
+                # node key suffix (depth || packed path) is built once, for the read on a
+                # cache miss, the stale key and the new node key.
+                half = depth >> 1
+                b = k[half]
+                if depth & 1:
+                    pk = _DEPTH[depth] + k[:half] + _HIGH[b]
+                    bit = 1 << (b & 15)
+                else:
+                    pk = _DEPTH[depth] + k[:half]
+                    bit = 1 << (b >> 4)
+                e = cache.get(h)
+                if e is not None and e[0] == v8:
+                    enc = e[1]
+                    old = h
+                    bitmap = enc[1] << 8 | enc[2]
+                    leafmap = enc[3] << 8 | enc[4]
+                    n = bitmap.bit_count()
+                else:
+                    # Not put in the cache: it is rewritten below, superseding it at once.
+                    enc = get(v8 + pk)  # type: ignore[assignment]
+                    if enc is None:
+                        raise MissingNodeError(
+                            f"missing node at depth {depth}, version {v8.hex()}")
+                    old = None
+                    # _check_internal(), inlined
+                    if len(enc) < 45 or enc[0] != _T_INTERNAL:
+                        raise NodeError("expected an internal node")
+                    bitmap = enc[1] << 8 | enc[2]
+                    leafmap = enc[3] << 8 | enc[4]
+                    n = bitmap.bit_count()
+                    if len(enc) != 5 + 40 * n or leafmap & ~bitmap or (n == 1 and leafmap):
+                        raise NodeError("corrupt internal node")
+                rank = (bitmap & (bit - 1)).bit_count()
+                ho = 5 + 32 * rank
+                hend = 5 + 32 * n
+                vo = hend + 8 * rank
+                if bitmap & bit and not leafmap & bit:
+                    # An internal child: go down.
+                    stack.append((enc, old, v8, pk, bit, ho, hend, vo))
+                    h = enc[ho : ho + 32]
+                    v8 = enc[vo : vo + 8]
+                    depth += 1
+                    continue
+                # The last internal node: the child slot is empty or holds a leaf, one
+                # level down (at d1, whose node key path is p1, shared by that leaf).
+                d1 = depth + 1
+                h1 = d1 >> 1
+                p1 = k[:h1] + _HIGH[k[h1]] if d1 & 1 else k[:h1]
+                if not bitmap & bit:
+                    if v is None:
+                        return _SAME  # deleting a key that is not there
+                    # A new key in an empty slot: its leaf goes in the slot.
+                    lh = sha(LEAF_TAG + k + sha(v).digest()).digest()
+                    new_nodes[nv8 + _DEPTH[d1] + p1] = _LEAF_PREFIX + k + v
+                    bm2 = (bitmap | bit).to_bytes(2, "big")
+                    ne = join((
+                        _INTERNAL_PREFIX, bm2, (leafmap | bit).to_bytes(2, "big"),
+                        enc[5:ho], lh, enc[ho:vo], nv8, enc[vo:],
+                    ))
+                    rh = sha(NODE_TAG + bm2 + ne[5 : hend + 32]).digest()
+                else:
+                    lv8 = enc[vo : vo + 8]
+                    nk = lv8 + _DEPTH[d1] + p1
+                    leaf = get(nk)  # type: ignore[assignment]
+                    if leaf is None:
+                        raise MissingNodeError(
+                            f"missing leaf at depth {d1}, version {lv8.hex()}")
+                    if leaf[0] != _T_LEAF or len(leaf) < 33:
+                        raise NodeError("expected a leaf")
+                    lkey = leaf[1:33]
+                    if lkey == k:
+                        if k in self.must_be_new:
+                            self.existing.append(k)
+                        if v == leaf[33:]:
+                            return _SAME
+                        stale.append(nk)  # the old leaf (below: every other case)
+                        if v is None:  # a deletion: the general code below
+                            stack.append((enc, old, v8, pk, bit, ho, hend, vo))
+                            rh = None
+                            break
+                        # A new value: the new leaf replaces the old one in place.
+                        lh = sha(LEAF_TAG + k + sha(v).digest()).digest()
+                        new_nodes[nv8 + _DEPTH[d1] + p1] = _LEAF_PREFIX + k + v
+                        ne = join((enc[:ho], lh, enc[ho + 32 : vo], nv8, enc[vo + 8 :]))
+                    else:
+                        if v is None:
+                            return _SAME  # deleting a key that is not there
+                        stale.append(nk)
+                        # A new key meets another key's leaf: a node holding both
+                        # replaces the leaf. (d1 < 64: the keys share d1 nibbles.)
+                        oh = enc[ho : ho + 32]
+                        kb = k[h1]
+                        lb = lkey[h1]
+                        if d1 & 1:
+                            kn = kb & 15
+                            ln = lb & 15
+                        else:
+                            kn = kb >> 4
+                            ln = lb >> 4
+                        if kn == ln:  # they part further down (1 in 16): pair()
+                            stack.append((enc, old, v8, pk, bit, ho, hend, vo))
+                            rh = self.pair(d1, lkey, leaf[33:], oh, k, v)[0]
+                            rleaf = False
+                            break
+                        # The usual split: the keys part at d1, so the new node's two
+                        # children are the leaves, one more level down.
+                        d2 = d1 + 1
+                        h2 = d2 >> 1
+                        dep2 = nv8 + _DEPTH[d2]
+                        if d2 & 1:
+                            new_nodes[dep2 + k[:h2] + _HIGH[k[h2]]] = _LEAF_PREFIX + k + v
+                            new_nodes[dep2 + lkey[:h2] + _HIGH[lkey[h2]]] = leaf
+                        else:
+                            new_nodes[dep2 + k[:h2]] = _LEAF_PREFIX + k + v
+                            new_nodes[dep2 + lkey[:h2]] = leaf
+                        lh = sha(LEAF_TAG + k + sha(v).digest()).digest()
+                        sbm = ((1 << kn) | (1 << ln)).to_bytes(2, "big")
+                        shs = lh + oh if kn < ln else oh + lh
+                        sne = join((_INTERNAL_PREFIX, sbm, sbm, shs, nv8, nv8))
+                        sh = sha(NODE_TAG + sbm + shs).digest()
+                        new_nodes[nv8 + _DEPTH[d1] + p1] = sne
+                        cache[sh] = (nv8, sne)
+                        # and in this node, the child turns from a leaf into a node
+                        ne = join((
+                            enc[:3], (leafmap ^ bit).to_bytes(2, "big"), enc[5:ho], sh,
+                            enc[ho + 32 : vo], nv8, enc[vo + 8 :],
+                        ))
+                    rh = sha(NODE_TAG + enc[1:3] + ne[5:hend]).digest()
+                if depth:  # depth-0 nodes are root records, handled by run()
+                    stale.append(v8 + pk)
+                if old is not None:  # it came from the cache, where it is now superseded
+                    cache.pop(old, None)
+                new_nodes[nv8 + pk] = ne
+                cache[rh] = (nv8, ne)
+                rleaf = False
+                break
+        # Back up: node ``enc`` (hash h, written at v8, node key suffix pk) gets child
+        # ``bit`` replaced by the new child and is rewritten at this batch's version,
+        # unless a lone leaf is left, which then takes the node's place.
         tag = NODE_TAG
         while stack:
-            enc, h, v8, depth, bit, ho, hend, vo = stack.pop()
-            half = depth >> 1
-            pk = _DEPTH[depth] + (k[:half] + _HIGH[k[half]] if depth & 1 else k[:half])
-            if depth:  # depth-0 nodes are root records, handled by run()
+            enc, old, v8, pk, bit, ho, hend, vo = stack.pop()
+            if pk[0]:  # (the depth) depth-0 nodes are root records, handled by run()
                 stale.append(v8 + pk)
-            cache.pop(h, None)
+            if old is not None:  # it came from the cache, where it is now superseded
+                cache.pop(old, None)
             leafmap = enc[3] << 8 | enc[4]
-            if rh is not None and not rleaf and not leafmap & bit:
-                # The common case: a rewritten internal child in place of the old one.
-                # Bitmap and leafmap stay; only its hash and version change.
-                ne = b"".join((enc[:ho], rh, enc[ho + 32 : vo], nv8, enc[vo + 8 :]))
+            if rh is not None and not rleaf:
+                # The common case: a rewritten internal child in place of the old child
+                # (or of the leaf a new key split, then the leafmap loses its bit). The
+                # bitmap stays; the child's hash and version are spliced in place.
+                if leafmap & bit:
+                    head = enc[:3] + (leafmap ^ bit).to_bytes(2, "big") + enc[5:ho]
+                else:
+                    head = enc[:ho]
+                ne = join((head, rh, enc[ho + 32 : vo], nv8, enc[vo + 8 :]))
                 rh = sha(tag + enc[1:3] + ne[5:hend]).digest()
                 new_nodes[nv8 + pk] = ne
                 cache[rh] = (nv8, ne)
                 continue
             bitmap = enc[1] << 8 | enc[2]
+            depth = pk[0]
             if rleaf and not bitmap & bit:
                 # The other common case: a new leaf in an empty slot. Write the leaf one
                 # level down, and this node with the slot filled.
@@ -937,7 +1108,7 @@ class _Batch:
                     nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])
                 ] = _LEAF_PREFIX + rk + rval
                 bm2 = (bitmap | bit).to_bytes(2, "big")
-                ne = b"".join((
+                ne = join((
                     _INTERNAL_PREFIX, bm2, (leafmap | bit).to_bytes(2, "big"),
                     enc[5:ho], rh, enc[ho:vo], nv8, enc[vo:],
                 ))
@@ -984,7 +1155,7 @@ class _Batch:
                 else:
                     leafmap &= ~bit
             bm2 = bitmap.to_bytes(2, "big")
-            ne = b"".join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, vs))
+            ne = join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, vs))
             rh = sha(tag + bm2 + hs).digest()
             rleaf = False
             new_nodes[nv8 + pk] = ne
