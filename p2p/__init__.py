@@ -38,8 +38,8 @@ API::
                                      # dial_failures, refused_inbound/outbound, ...
 
 ``P2PHost`` can be constructed (and ``set_allowlist``/``set_request_handler`` called)
-before ``run``; ``send`` before ``run`` drops (no peer is connected yet). Cancelling
-``run`` closes every connection within ``shutdown_grace_s``.
+before ``run``; ``send`` before ``run`` drops (no peer is connected yet). ``run`` runs
+once; cancelling it closes every connection within ``shutdown_grace_s``.
 
 Modules: ``config`` (config, names, errors), ``framing`` (bytes on the wire, queues,
 rate limits; no I/O), ``streams`` (one framed stream, request/response), ``host``
@@ -63,12 +63,12 @@ from p2p.config import (
     RequestTimeout,
     parse_peer_address,
 )
-from p2p.host import P2PHost, open_p2p
+from p2p.host import DeliverFn, P2PHost, open_p2p
 from p2p.libp2p_glue import peer_id_of
 from p2p.streams import RequestHandler
 
 __all__ = [
-    "CHANNELS", "CONSENSUS", "PROTOCOLS", "SYNC", "TXS", "ConfigError", "P2PConfig",
+    "CHANNELS", "CONSENSUS", "PROTOCOLS", "SYNC", "TXS", "ConfigError", "DeliverFn", "P2PConfig",
     "P2PError", "P2PHost", "PeerUnavailable", "RateLimit", "RemoteError", "RequestError",
     "RequestHandler", "RequestTimeout", "open_p2p", "parse_peer_address", "peer_id_of",
 ]

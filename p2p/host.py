@@ -276,6 +276,7 @@ class P2PHost:
         self._links: dict[bytes, PeerLink] = {}
         self._handler: RequestHandler | None = None
         self._deliver: DeliverFn | None = None
+        self._ran = False
         self._nursery: trio.Nursery | None = None
         self._sockets = SocketTracker()
         self._refusal_logged: dict[ID, float] = {}
@@ -554,8 +555,9 @@ class P2PHost:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Listen, dial, serve until cancelled; then close every connection."""
-        if self.lib is not None:
-            raise RuntimeError("P2PHost.run is already running")
+        if self._ran:
+            raise RuntimeError("P2PHost.run can run once; make a new host to restart")
+        self._ran = True
         quiet_libp2p_logging()
         cfg = self.config
         proto = "ip6" if ":" in cfg.listen_host else "ip4"

@@ -11,8 +11,6 @@ Behaviour, all over the transport itself:
   ``txs_count`` (frames the app received); anything else is echoed as ``b"echo:" + req``.
 - frames received on ``consensus``/``txs`` are counted; a consensus frame starting with
   ``b"echo "`` is sent back to its sender on ``consensus``.
-- a ``b"blast <channel> <n> <size>"`` request makes it push ``n`` frames to the caller as
-  fast as its send queue allows.
 """
 
 from __future__ import annotations
@@ -42,22 +40,6 @@ def config_from_json(doc: dict) -> P2PConfig:  # type: ignore[type-arg]
     return cfg
 
 
-async def blast(host: object, peer: bytes, channel: str, count: int, size: int) -> None:
-    """Push ``count`` frames of ``size`` bytes, yielding whenever the queue is full."""
-    from p2p import P2PHost
-
-    assert isinstance(host, P2PHost)
-    payload = b"x" * size
-    sent = 0
-    while sent < count:
-        if host.send(peer, channel, payload):
-            sent += 1
-        else:
-            await trio.sleep(0.001)
-        if sent % 256 == 0:
-            await trio.sleep(0)
-
-
 async def main(doc: dict) -> None:  # type: ignore[type-arg]
     counts = {CONSENSUS: 0, TXS: 0}
     async with open_p2p(config_from_json(doc)) as host, trio.open_nursery() as nursery:
@@ -68,10 +50,6 @@ async def main(doc: dict) -> None:  # type: ignore[type-arg]
                 out.update({f"{ch}_count": n for ch, n in counts.items()})
                 out["connected"] = len(host.connected_peers())
                 return json.dumps(out).encode()
-            if req.startswith(b"blast "):
-                _, ch, n, size = req.decode().split()
-                nursery.start_soon(blast, host, peer, ch, int(n), int(size))
-                return b"ok"
             return b"echo:" + req
 
         host.set_request_handler(handler)
