@@ -242,8 +242,9 @@ class PeerLink:
             self.out[ch] = fs
             self._notify()
             opened = trio.current_time()
+            conns = live_connections(lib, self.peer_id)
             try:
-                host.check_unresponsive(self, await fs.run(), None)
+                host.check_unresponsive(self, await fs.run(), conns)
             finally:
                 self.out[ch] = None
                 if ch == SYNC:
@@ -356,20 +357,17 @@ class P2PHost:
                 self._spawn(close_connections, conns, self._sockets,
                             self.config.shutdown_grace_s)
 
-    def check_unresponsive(self, link: PeerLink, reason: str,
-                           conns: list[INetConn] | None) -> None:
+    def check_unresponsive(self, link: PeerLink, reason: str, conns: list[INetConn]) -> None:
         """A healthy peer sends a keepalive every ``keepalive_s``, reads what we send and
         accepts our streams; silence for ``idle_timeout_s``, a write stuck for
         ``write_timeout_s`` or a stream open stuck for ``stream_open_timeout_s`` means it
         is frozen or the path is half-open. Close its connections at once, sockets first,
-        so ``connected_peers`` stops listing it and we redial: all those it has now
-        (``conns=None``; a frozen peer is frozen on every connection, and an idle spare
-        connection would otherwise keep it "connected"), or, for a stream open, those
-        that existed when the open began (never one that appeared since)."""
-        if reason not in ("idle_timeout", "write_timeout", "open_timeout") or self.lib is None:
+        so ``connected_peers`` stops listing it and we redial. ``conns`` are all those it
+        had when the stream (or the open) began: a frozen peer is frozen on every
+        connection, and an idle duplicate from a mutual dial would otherwise keep it
+        "connected"; a connection that appeared since is never touched."""
+        if reason not in ("idle_timeout", "write_timeout", "open_timeout"):
             return
-        if conns is None:
-            conns = live_connections(self.lib, link.peer_id)
         live = [c for c in conns if not c.is_closed]
         if live:
             self.stats["unresponsive_disconnects"] += 1
@@ -498,8 +496,9 @@ class P2PHost:
         if old is not None:  # one inbound stream per peer and protocol: newest wins
             old.close("replaced")
         link.inbound[channel] = fs
+        conns = live_connections(self.lib, link.peer_id)
         try:
-            self.check_unresponsive(link, await fs.run(), None)
+            self.check_unresponsive(link, await fs.run(), conns)
         finally:
             if link.inbound.get(channel) is fs:
                 del link.inbound[channel]
