@@ -105,6 +105,10 @@ _LEAF_PREFIX = b"\x01"
 _INTERNAL_PREFIX = b"\x02"
 
 _sha256 = hashlib.sha256
+# Hashers with a tag already absorbed: copy() + update() per piece is cheaper than hashing
+# a concatenation (no temporary copies of a node's hash section), for the hot paths.
+_leaf_hasher = _sha256(LEAF_TAG).copy
+_node_hasher = _sha256(NODE_TAG).copy
 _bisect_left = bisect.bisect_left
 _DEPTH = [bytes([d]) for d in range(KEY_NIBBLES + 1)]
 _BYTE = [bytes([b]) for b in range(256)]
@@ -872,7 +876,10 @@ class _Batch:
         bm2 = new_bitmap.to_bytes(2, "big")
         vparts.insert(0, hs)
         ne = b"".join((_INTERNAL_PREFIX, bm2, new_leafmap.to_bytes(2, "big"), *vparts))
-        nh = _sha256(NODE_TAG + bm2 + hs).digest()
+        hh = _node_hasher()
+        hh.update(bm2)
+        hh.update(hs)
+        nh = hh.digest()
         new_nodes[nv8 + pk] = ne
         cache[nh] = (nv8, ne)
         return (nh, nv8, False, None, None)
@@ -897,7 +904,7 @@ class _Batch:
         sha = _sha256
         join = b"".join
         # per internal node above the last one: (encoding, its hash if it came from the
-        # cache, version, node key suffix, bit of the path child, offset of its hash, end
+        # cache, node key, node key suffix, bit of the path child, offset of its hash, end
         # of the hash section, offset of its version)
         stack: list[tuple[bytes, bytes | None, bytes, bytes, int, int, int, int]] = []
         # The new child being spliced upwards: hash (None: removed), whether it is a
@@ -936,8 +943,9 @@ class _Batch:
         else:
             while True:
                 # The internal node (hash h, written at v8) at ``depth`` on k's path. Its
-                # node key suffix (depth || packed path) is built once, for the read on a
-                # cache miss, the stale key and the new node key.
+                # node key suffix pk (depth || packed path) and node key ok are built once:
+                # ok for the read on a cache miss and as the stale key (the node is
+                # rewritten), pk for the new node key.
                 half = depth >> 1
                 b = k[half]
                 if depth & 1:
@@ -946,6 +954,7 @@ class _Batch:
                 else:
                     pk = _DEPTH[depth] + k[:half]
                     bit = 1 << (b >> 4)
+                ok = v8 + pk
                 e = cache.get(h)
                 if e is not None and e[0] == v8:
                     enc = e[1]
@@ -955,7 +964,7 @@ class _Batch:
                     n = bitmap.bit_count()
                 else:
                     # Not put in the cache: it is rewritten below, superseding it at once.
-                    enc = get(v8 + pk)  # type: ignore[assignment]
+                    enc = get(ok)  # type: ignore[assignment]
                     if enc is None:
                         raise MissingNodeError(
                             f"missing node at depth {depth}, version {v8.hex()}")
@@ -974,7 +983,7 @@ class _Batch:
                 vo = hend + 8 * rank
                 if bitmap & bit and not leafmap & bit:
                     # An internal child: go down.
-                    stack.append((enc, old, v8, pk, bit, ho, hend, vo))
+                    stack.append((enc, old, ok, pk, bit, ho, hend, vo))
                     h = enc[ho : ho + 32]
                     v8 = enc[vo : vo + 8]
                     depth += 1
@@ -988,14 +997,20 @@ class _Batch:
                     if v is None:
                         return _SAME  # deleting a key that is not there
                     # A new key in an empty slot: its leaf goes in the slot.
-                    lh = sha(LEAF_TAG + k + sha(v).digest()).digest()
+                    hh = _leaf_hasher()
+                    hh.update(k)
+                    hh.update(sha(v).digest())
+                    lh = hh.digest()
                     new_nodes[nv8 + _DEPTH[d1] + p1] = _LEAF_PREFIX + k + v
                     bm2 = (bitmap | bit).to_bytes(2, "big")
                     ne = join((
                         _INTERNAL_PREFIX, bm2, (leafmap | bit).to_bytes(2, "big"),
                         enc[5:ho], lh, enc[ho:vo], nv8, enc[vo:],
                     ))
-                    rh = sha(NODE_TAG + bm2 + ne[5 : hend + 32]).digest()
+                    hh = _node_hasher()
+                    hh.update(bm2)
+                    hh.update(ne[5 : hend + 32])
+                    rh = hh.digest()
                 else:
                     lv8 = enc[vo : vo + 8]
                     nk = lv8 + _DEPTH[d1] + p1
@@ -1013,11 +1028,14 @@ class _Batch:
                             return _SAME
                         stale.append(nk)  # the old leaf (below: every other case)
                         if v is None:  # a deletion: the general code below
-                            stack.append((enc, old, v8, pk, bit, ho, hend, vo))
+                            stack.append((enc, old, ok, pk, bit, ho, hend, vo))
                             rh = None
                             break
                         # A new value: the new leaf replaces the old one in place.
-                        lh = sha(LEAF_TAG + k + sha(v).digest()).digest()
+                        hh = _leaf_hasher()
+                        hh.update(k)
+                        hh.update(sha(v).digest())
+                        lh = hh.digest()
                         new_nodes[nv8 + _DEPTH[d1] + p1] = _LEAF_PREFIX + k + v
                         ne = join((enc[:ho], lh, enc[ho + 32 : vo], nv8, enc[vo + 8 :]))
                     else:
@@ -1036,7 +1054,7 @@ class _Batch:
                             kn = kb >> 4
                             ln = lb >> 4
                         if kn == ln:  # they part further down (1 in 16): pair()
-                            stack.append((enc, old, v8, pk, bit, ho, hend, vo))
+                            stack.append((enc, old, ok, pk, bit, ho, hend, vo))
                             rh = self.pair(d1, lkey, leaf[33:], oh, k, v)[0]
                             rleaf = False
                             break
@@ -1051,21 +1069,31 @@ class _Batch:
                         else:
                             new_nodes[dep2 + k[:h2]] = _LEAF_PREFIX + k + v
                             new_nodes[dep2 + lkey[:h2]] = leaf
-                        lh = sha(LEAF_TAG + k + sha(v).digest()).digest()
+                        hh = _leaf_hasher()
+                        hh.update(k)
+                        hh.update(sha(v).digest())
+                        lh = hh.digest()
                         sbm = ((1 << kn) | (1 << ln)).to_bytes(2, "big")
                         shs = lh + oh if kn < ln else oh + lh
                         sne = join((_INTERNAL_PREFIX, sbm, sbm, shs, nv8, nv8))
-                        sh = sha(NODE_TAG + sbm + shs).digest()
+                        hh = _node_hasher()
+                        hh.update(sbm)
+                        hh.update(shs)
+                        sh = hh.digest()
+                        # (not cached: it is read again only if another key lands
+                        # right here)
                         new_nodes[nv8 + _DEPTH[d1] + p1] = sne
-                        cache[sh] = (nv8, sne)
                         # and in this node, the child turns from a leaf into a node
                         ne = join((
                             enc[:3], (leafmap ^ bit).to_bytes(2, "big"), enc[5:ho], sh,
                             enc[ho + 32 : vo], nv8, enc[vo + 8 :],
                         ))
-                    rh = sha(NODE_TAG + enc[1:3] + ne[5:hend]).digest()
+                    hh = _node_hasher()
+                    hh.update(enc[1:3])
+                    hh.update(ne[5:hend])
+                    rh = hh.digest()
                 if depth:  # depth-0 nodes are root records, handled by run()
-                    stale.append(v8 + pk)
+                    stale.append(ok)
                 if old is not None:  # it came from the cache, where it is now superseded
                     cache.pop(old, None)
                 new_nodes[nv8 + pk] = ne
@@ -1077,9 +1105,9 @@ class _Batch:
         # unless a lone leaf is left, which then takes the node's place.
         tag = NODE_TAG
         while stack:
-            enc, old, v8, pk, bit, ho, hend, vo = stack.pop()
+            enc, old, ok, pk, bit, ho, hend, vo = stack.pop()
             if pk[0]:  # (the depth) depth-0 nodes are root records, handled by run()
-                stale.append(v8 + pk)
+                stale.append(ok)
             if old is not None:  # it came from the cache, where it is now superseded
                 cache.pop(old, None)
             leafmap = enc[3] << 8 | enc[4]
@@ -1092,7 +1120,10 @@ class _Batch:
                 else:
                     head = enc[:ho]
                 ne = join((head, rh, enc[ho + 32 : vo], nv8, enc[vo + 8 :]))
-                rh = sha(tag + enc[1:3] + ne[5:hend]).digest()
+                hh = _node_hasher()
+                hh.update(enc[1:3])
+                hh.update(ne[5:hend])
+                rh = hh.digest()
                 new_nodes[nv8 + pk] = ne
                 cache[rh] = (nv8, ne)
                 continue
