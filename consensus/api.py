@@ -170,10 +170,17 @@ class Start:
 
 @dataclass(frozen=True)
 class MessageReceived:
-    """A message from the network. ``verified`` = the caller already checked its signature."""
+    """A message from the network.
+
+    ``verified``: the caller already checked its signature. ``peer``: the validator key
+    of the connection it came from, if the transport knows it (it differs from
+    ``message.sender`` when a message is forwarded); it lets the replica answer only
+    genuine retransmissions and not echo forwarded messages.
+    """
 
     message: Message
     verified: bool = False
+    peer: bytes | None = None
 
 
 @dataclass(frozen=True)

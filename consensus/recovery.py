@@ -66,20 +66,25 @@ class RecoveryMixin(ReplicaBase):
         height = cp.height
         if height <= self.low:
             if cp.sender != self.me:
-                # A peer still (re)sending a checkpoint we already hold as stable may lack
-                # the proof: help it once per stable checkpoint, and again only on every
-                # 16th stale checkpoint signed by it. Answering every time caused a storm
-                # on a real network: the CHECKPOINTs of a proof we forward reach replicas
+                # A peer still *re*sending a checkpoint we already hold as stable lacks the
+                # proof: help it on its first retransmission (the first copy is usually
+                # just late), then on every 16th. Answering every copy caused a storm on
+                # a real network: the CHECKPOINTs of a proof we forward reach replicas
                 # that are stable too, and each would "help" every signer back (found with
-                # four node processes after a primary restart; tests/test_consensus_*
-                # now covers it). With 3 messages per help and 1/16 forced, echoes decay.
+                # four node processes after a primary restart). A proof includes the
+                # helper's own CHECKPOINT, so "the signer sent it" does not mean "the
+                # signer lacks the proof"; when the transport names the connection
+                # (``MessageReceived.peer``), third-party forwards are ignored outright.
                 self.count("stale_checkpoint")
                 signers = self.app.validators_at(height)
-                if signers is not None and signers.index_of(cp.sender) is not None \
-                        and self.verify(cp, verified):
-                    n = self.stale_from.get(cp.sender, 0) + 1
-                    self.stale_from[cp.sender] = n
-                    self.help(cp.sender, height, force=n % 16 == 0)
+                forwarded = self.peer is not None and self.peer != cp.sender
+                if not forwarded and signers is not None \
+                        and signers.index_of(cp.sender) is not None and self.verify(cp, verified):
+                    seen_height, n = self.stale_from.get(cp.sender, (height, 0))
+                    n = n + 1 if seen_height == height else 1
+                    self.stale_from[cp.sender] = (height, n)
+                    if n == 2 or n % 16 == 0:
+                        self.help(cp.sender, height, force=True)
             return
         validators = self.app.validators_at(height)
         if validators is None:

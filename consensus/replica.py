@@ -104,7 +104,8 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self._epoch_checked = (-1, -1, -1)
         self.slots, self.top_seen = {}, 0
         self.cps, self.own_cps, self.ahead, self.helped = {}, {}, {}, {}
-        self.stale_from: dict[bytes, int] = {}  # stale CHECKPOINTs seen, by signer
+        self.stale_from: dict[bytes, tuple[int, int]] = {}  # signer -> (height, copies)
+        self.peer: bytes | None = None  # the connection the current message came from
         self.fetch, self.fetch_attempt, self.fetched, self.gap_tried = None, 0, {}, -1
         self.catch_up_due = False
         self.pending_txs, self.tx_gen, self.evidence_keys = {}, 0, {}
@@ -159,7 +160,9 @@ class Replica(ViewChangeMixin, RecoveryMixin):
     def step(self, event: Event) -> list[Action]:
         """Apply one event; return the actions to execute, in order."""
         if isinstance(event, MessageReceived):
+            self.peer = event.peer
             self.on_message(event.message, event.verified)
+            self.peer = None
         elif isinstance(event, TimerFired):
             self.on_timer(event.kind, event.key)
         elif isinstance(event, ProposalReady):
@@ -458,7 +461,12 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         return out
 
     def answer_retransmission(self, peer: bytes, slot: Slot) -> None:
-        """A peer resent a vote we already had: it is stuck at this height, help it."""
+        """A peer resent a vote we already had: it is stuck at this height, help it.
+
+        Only our own votes go back (never others' forwarded votes, which would look
+        like retransmissions to their signers and echo around the cluster), once per
+        (peer, height, view): the peer collects a quorum from everyone's answers.
+        """
         self.count("duplicate")
         key = (peer, slot.height)
         if peer == self.me or self.answered.get(key, -1) >= self.view:
@@ -466,11 +474,16 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         if len(self.answered) >= 4 * self.vset.n * self.config.log_size:
             self.answered.clear()
         self.answered[key] = self.view
-        out = self.own_votes(slot) if slot.view == self.view else []
-        if slot.cert is not None:
-            cert = slot.cert
-            out += [c for (v, _), c in slot.commits.items()
-                    if v == cert.view and c.block_id == cert.block_id and c not in out]
+        out: list[Message] = []
+        if slot.view == self.view:
+            mine = slot.prepares.get(self.me)
+            if slot.pre_prepare is not None and slot.accepted is not None \
+                    and slot.pre_prepare.sender == self.me:
+                out.append(slot.pre_prepare)
+            if mine is not None:
+                out.append(mine)
+        commits = [c for (v, s), c in slot.commits.items() if s == self.me]
+        out += commits[-1:]  # our latest COMMIT at this height, in whatever view
         for message in out:
             self.emit(Send(peer, message))
 

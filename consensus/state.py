@@ -136,7 +136,10 @@ class ReplicaBase:
     fetch_attempt: int
     fetched: dict[int, CertifiedPayload]
     gap_tried: int
+    catch_up_due: bool
     helped: dict[bytes, int]
+    stale_from: dict[bytes, tuple[int, int]]
+    peer: bytes | None
     pending_txs: dict[bytes, int]
     tx_gen: int
     evidence_keys: dict[tuple[Any, ...], None]
@@ -298,6 +301,7 @@ class ReplicaBase:
             "pending_txs": len(self.pending_txs),
             "ahead": len(self.ahead),
             "helped": len(self.helped),
+            "stale_from": len(self.stale_from),
             "evidence_keys": len(self.evidence_keys),
             "timers": len(self.timers),
             "record": self.guard.size(),

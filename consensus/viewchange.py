@@ -93,7 +93,9 @@ class ViewChangeMixin(ReplicaBase):
         if vc.epoch != self.epoch:
             if vc.epoch < self.epoch:
                 self.count("old_epoch")
-                if self.is_member(vc.sender) and self.verify(vc, verified):
+                old = self.app.validators_at(vc.epoch)  # it may have left the set since
+                if old is not None and old.index_of(vc.sender) is not None \
+                        and self.verify(vc, verified):
                     self.help(vc.sender, vc.stable.height, force=True)
             else:
                 self.note_ahead(vc, max(vc.epoch - 1, vc.stable.height), verified)

@@ -283,3 +283,30 @@ def test_cluster_over_the_wire_encoding() -> None:
     assert cluster.run_until_height(max(cluster.heights().values()) + 5, 20_000,
                                     nodes=[1, 2, 3])
     assert_ok(cluster)
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_no_message_storms(n: int) -> None:
+    """Helping and answering retransmissions must not echo: over a long lossy,
+    duplicating run, messages per committed height stay near the protocol's cost
+    (one PRE-PREPARE, n PREPAREs and n COMMITs broadcast, n/K CHECKPOINTs)."""
+    counts: dict[str, int] = {}
+    cluster = Cluster(SimConfig(n=n, seed=61, checkpoint_interval=8,
+                                link=LinkModel(1, 20, 0.02, 0.02)))
+    deliver = cluster._deliver
+
+    def counting(src: int, dst: int, message: object) -> None:
+        name = type(message).__name__
+        counts[name] = counts.get(name, 0) + 1
+        deliver(src, dst, message)  # type: ignore[arg-type]
+
+    cluster._deliver = counting  # type: ignore[method-assign]
+    cluster.run_until(8000)
+    assert_ok(cluster)
+    heights = len(cluster.checker.agreed)
+    assert heights > 300
+    per_height = {k: v / heights for k, v in counts.items()}
+    fanout = n * (n - 1)
+    assert per_height["Commit"] < 1.3 * fanout, per_height
+    assert per_height["Prepare"] < 1.3 * fanout, per_height
+    assert per_height.get("Checkpoint", 0) < 2.0 * fanout / 8, per_height

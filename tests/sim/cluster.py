@@ -246,7 +246,7 @@ class Cluster:
             self.net.send(node.index, dst, self._wire(message), self._deliver)
 
     def _deliver(self, src: int, dst: int, message: Message) -> None:
-        self.step(dst, MessageReceived(message))
+        self.step(dst, MessageReceived(message, peer=self.keys[src]))
 
     def _timer(self, i: int, incarnation: int, key: tuple[int, int], token: int,
                kind: Any) -> None:
