@@ -749,6 +749,7 @@ class _Batch:
         odd = depth & 1
         prefix = key0[:half]  # every key in range shares it (and nibble depth-1 if odd)
         pk = _DEPTH[depth] + (prefix + _HIGH[key0[half]] if odd else prefix)
+        ok = v8 + pk  # for a read on a cache miss, and the stale key
         cache = self.cache
         e = cache.get(h)
         if e is not None and e[0] == v8:
@@ -757,7 +758,7 @@ class _Batch:
         else:
             # Not put in the cache: a node a batch reaches is (nearly always) rewritten
             # by it, superseding this version of it at once.
-            got = self.get(v8 + pk)
+            got = self.get(ok)
             if got is None:
                 raise MissingNodeError(f"missing node at depth {depth}, version {v8.hex()}")
             enc = _check_internal(got)
@@ -844,12 +845,12 @@ class _Batch:
                     pending = [r]
                 else:
                     pending.append(r)
-            else:
-                new_leafmap &= ~bit
+            elif new_leafmap & bit:  # a leaf became a node
+                new_leafmap ^= bit
         if not hparts:
             return _SAME
         if depth:  # depth-0 nodes are root records, handled by run()
-            self.stale.append(v8 + pk)
+            self.stale.append(ok)
         if hit:
             cache.pop(h, None)  # superseded: only older versions still refer to it
         if not new_bitmap:
@@ -874,8 +875,9 @@ class _Batch:
                 assert k is not None and p[4] is not None
                 new_nodes[nv8 + dep + _path(k, d1)] = _LEAF_PREFIX + k + p[4]
         bm2 = new_bitmap.to_bytes(2, "big")
-        vparts.insert(0, hs)
-        ne = b"".join((_INTERNAL_PREFIX, bm2, new_leafmap.to_bytes(2, "big"), *vparts))
+        ne = b"".join((
+            _INTERNAL_PREFIX, bm2, new_leafmap.to_bytes(2, "big"), hs, b"".join(vparts)
+        ))
         hh = _node_hasher()
         hh.update(bm2)
         hh.update(hs)
