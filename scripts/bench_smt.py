@@ -124,10 +124,12 @@ def bench_proofs(
 
 def bench_updates(tree: SparseMerkleTree, reader_store: MemoryNodeStore | None,
                   commit: object, version: int, first_key: int, rounds: int, batch: int,
-                  value_size: int, cpu: list[float] | None = None) -> tuple[float, float, int]:
+                  value_size: int, cpu: list[float] | None = None,
+                  must_be_new: bool = False) -> tuple[float, float, int]:
     """(keys/s of update() alone, keys/s including commit, last version). If ``cpu`` is
     given, appends the update() rate by process CPU time (less sensitive to other load
-    on a shared machine than the wall clock)."""
+    on a shared machine than the wall clock). ``must_be_new``: every key of a batch is
+    passed as must_be_new (they are all new), to show what that check costs."""
     upd = 0.0
     upd_cpu = 0.0
     total = 0.0
@@ -137,7 +139,10 @@ def bench_updates(tree: SparseMerkleTree, reader_store: MemoryNodeStore | None,
         key_no += batch
         c0 = time.process_time()
         t0 = time.perf_counter()
-        result = tree.update(version, version + 1, changes)
+        if must_be_new:
+            result = tree.update(version, version + 1, changes, must_be_new=changes)
+        else:
+            result = tree.update(version, version + 1, changes)
         t1 = time.perf_counter()
         upd_cpu += time.process_time() - c0
         if reader_store is not None:
@@ -208,6 +213,8 @@ def main() -> None:
     ap.add_argument("--cache-nodes", type=int, default=DEFAULT_CACHE_NODES,
                     help="decoded-node cache of the trees (entries)")
     ap.add_argument("--warmup", type=int, default=10, help="LevelDB warm-up batches")
+    ap.add_argument("--must-be-new", action="store_true",
+                    help="dict-store phase: pass every batch key as must_be_new")
     args = ap.parse_args()
 
     store = MemoryNodeStore()
@@ -231,8 +238,9 @@ def main() -> None:
     snapshot = dict(store.nodes)  # the LevelDB phase starts from the same built tree
     cpu: list[float] = []
     upd, total, _ = bench_updates(tree, store, None, version, args.entries, args.rounds,
-                                  args.batch, args.value_size, cpu)
-    print(f"updates (dict store): {args.rounds} batches x {args.batch:,} new keys: "
+                                  args.batch, args.value_size, cpu, args.must_be_new)
+    checked = " (all must_be_new)" if args.must_be_new else ""
+    print(f"updates (dict store): {args.rounds} batches x {args.batch:,} new keys{checked}: "
           f"{upd:,.0f} keys/s in update() ({cpu[0]:,.0f} keys/s by CPU time), "
           f"{total:,.0f} keys/s with apply+prune; load average {os.getloadavg()[0]:.2f}")
 
