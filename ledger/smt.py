@@ -1102,10 +1102,10 @@ class _Batch:
                 cache[rh] = (nv8, ne)
                 rleaf = False
                 break
-        # Back up: node ``enc`` (hash h, written at v8, node key suffix pk) gets child
-        # ``bit`` replaced by the new child and is rewritten at this batch's version,
-        # unless a lone leaf is left, which then takes the node's place.
-        tag = NODE_TAG
+        # Back up: each node above (hash h, node key ok, node key suffix pk) gets its
+        # path child ``bit`` (always present) replaced by the new child and is rewritten
+        # at this batch's version, unless a lone leaf is left, which then takes the
+        # node's place.
         while stack:
             enc, old, ok, pk, bit, ho, hend, vo = stack.pop()
             if pk[0]:  # (the depth) depth-0 nodes are root records, handled by run()
@@ -1129,27 +1129,10 @@ class _Batch:
                 new_nodes[nv8 + pk] = ne
                 cache[rh] = (nv8, ne)
                 continue
+            # After a deletion: the child is gone, or it collapsed into a leaf (pending,
+            # rleaf), which lands here or moves further up.
             bitmap = enc[1] << 8 | enc[2]
             depth = pk[0]
-            if rleaf and not bitmap & bit:
-                # The other common case: a new leaf in an empty slot. Write the leaf one
-                # level down, and this node with the slot filled.
-                d1 = depth + 1
-                h1 = d1 >> 1
-                assert rh is not None and rval is not None
-                new_nodes[
-                    nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])
-                ] = _LEAF_PREFIX + rk + rval
-                bm2 = (bitmap | bit).to_bytes(2, "big")
-                ne = join((
-                    _INTERNAL_PREFIX, bm2, (leafmap | bit).to_bytes(2, "big"),
-                    enc[5:ho], rh, enc[ho:vo], nv8, enc[vo:],
-                ))
-                rh = sha(tag + bm2 + ne[5 : hend + 32]).digest()
-                rleaf = False
-                new_nodes[nv8 + pk] = ne
-                cache[rh] = (nv8, ne)
-                continue
             if rh is None:  # the child is gone
                 bitmap ^= bit
                 leafmap &= ~bit
@@ -1168,28 +1151,21 @@ class _Batch:
                     rval = leaf[33:]
                     continue
             else:
-                if bitmap & bit:
-                    if bitmap == bit and rleaf:
-                        continue  # the only child became a leaf: it moves up
-                    hs = enc[5:ho] + rh + enc[ho + 32 : hend]
-                    vs = enc[hend:vo] + nv8 + enc[vo + 8 :]
-                else:
-                    bitmap |= bit
-                    hs = enc[5:ho] + rh + enc[ho:hend]
-                    vs = enc[hend:vo] + nv8 + enc[vo:]
-                if rleaf:  # the pending leaf lands here, one level down
-                    leafmap |= bit
-                    d1 = depth + 1
-                    h1 = d1 >> 1
-                    assert rval is not None
-                    new_nodes[
-                        nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])
-                    ] = _LEAF_PREFIX + rk + rval
-                else:
-                    leafmap &= ~bit
+                if bitmap == bit:
+                    continue  # the only child became a leaf: it moves up
+                # The pending leaf lands here, one level down.
+                hs = enc[5:ho] + rh + enc[ho + 32 : hend]
+                vs = enc[hend:vo] + nv8 + enc[vo + 8 :]
+                leafmap |= bit
+                d1 = depth + 1
+                h1 = d1 >> 1
+                assert rval is not None
+                new_nodes[
+                    nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])
+                ] = _LEAF_PREFIX + rk + rval
             bm2 = bitmap.to_bytes(2, "big")
             ne = join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, vs))
-            rh = sha(tag + bm2 + hs).digest()
+            rh = sha(NODE_TAG + bm2 + hs).digest()
             rleaf = False
             new_nodes[nv8 + pk] = ne
             cache[rh] = (nv8, ne)

@@ -33,6 +33,7 @@ from ledger.smt import (
     KeyExistsError,
     MemoryNodeStore,
     MissingNodeError,
+    NodeError,
     OverlayReader,
     Proof,
     ProofError,
@@ -520,6 +521,82 @@ def test_update_argument_checks() -> None:
         tree.get(POOL[0], 0)
     with pytest.raises(ValueError):
         tree.get(b"short", 0)
+
+
+def test_large_batches_on_a_large_tree() -> None:
+    """Batches big enough that update groups changes by bisecting at several levels,
+    mixing inserts, overwrites, deletions and no-ops, match the reference."""
+    rng = random.Random(5)
+    keys = [_h(b"big" + i.to_bytes(4, "big")) for i in range(1200)]
+    model = {k: k[:4] for k in keys[:600]}
+    store = MemoryNodeStore()
+    tree = SparseMerkleTree(store)
+    store.apply(tree.update(None, 0, model))
+    for version in (1, 2):
+        changes: dict[bytes, bytes | None] = {}
+        for k in rng.sample(keys, 500):
+            roll = rng.random()
+            # deletions (some of absent keys), no-ops and overwrites, inserts
+            if roll < 0.3:
+                changes[k] = None
+            else:
+                changes[k] = model.get(k, b"") if roll < 0.4 else b"v%d" % version
+        result = tree.update(version - 1, version, changes)
+        store.apply(result)
+        for k, v in changes.items():
+            if v is None:
+                model.pop(k, None)
+            else:
+                model[k] = v
+        assert result.root == ref_root(model)
+        store.prune(version)
+        assert set(store.nodes) == set(ref_nodes(store, version))
+    assert dict(tree.items(2)) == model
+
+
+def test_update_refuses_corrupt_or_missing_nodes() -> None:
+    """Storage is trusted but its structure is still checked on the update path: a
+    damaged node gives NodeError or MissingNodeError, never a wrong root or another
+    exception."""
+    model = {k: b"v" for k in POOL}
+    _, store, _ = build(model)
+    nodes = dict(store.nodes)
+    inner = sorted(nk for nk, enc in nodes.items() if enc[0] == 2 and nk[8] >= 1)
+    leaves = sorted(nk for nk, enc in nodes.items() if enc[0] == 1 and nk[8] >= 1)
+    assert inner and leaves
+
+    def key_under(nk: bytes) -> bytes:
+        """A pool key whose path goes through node key nk."""
+        depth = nk[8]
+        return next(k for k in POOL if node_key(1, depth, k) == nk)
+
+    node_damages: list[tuple[bytes | None, type[Exception]]] = []
+    for nk in inner[:3] + leaves[:3]:
+        enc = nodes[nk]
+        if enc[0] == 2:
+            node_damages = [
+                (None, MissingNodeError),  # gone
+                (enc[:-1], NodeError),  # truncated
+                (b"\x01" + enc[1:], NodeError),  # a leaf tag where a node is due
+                (enc[:3] + b"\xff\xff" + enc[5:], NodeError),  # leafmap beyond bitmap
+            ]
+        else:
+            node_damages = [
+                (None, MissingNodeError),
+                (b"\x02" + enc[1:], NodeError),  # a node tag where a leaf is due
+                (enc[:20], NodeError),  # too short for a leaf
+            ]
+        k = key_under(nk)
+        for damaged, error in node_damages:
+            bad = dict(nodes)
+            if damaged is None:
+                del bad[nk]
+            else:
+                bad[nk] = damaged
+            for changes in ({k: b"new"}, {k: b"new", PROBES[0]: b"p", PROBES[6]: b"q"}):
+                tree = SparseMerkleTree(MemoryNodeStore(dict(bad)))  # cold cache
+                with pytest.raises(error):
+                    tree.update(1, 2, changes)
 
 
 # --------------------------------------------------------------------------- must_be_new
