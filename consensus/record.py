@@ -20,7 +20,10 @@ TOCS'02 §4.1 "messages are logged"); we keep only what safety needs:
   (helping it reach the quorum PBFT's liveness needs, even if it forgot ours).
 - ``new_view``: the NEW-VIEW we installed last (ours or the primary's), so a restart
   can rebuild the re-proposals of the current view instead of guessing.
-- ``stable``: the latest stable checkpoint (the low watermark and its proof).
+- ``stable``: the latest stable checkpoint (the low watermark and its proof), and our
+  own CHECKPOINTs above it: the window cannot move past a checkpoint until a quorum
+  signed it, so a replica that crashed after signing must be able to resend it
+  (found by the simulator: two restarts lost two signatures and froze the window).
 
 Rule: the replica emits ``Persist(guard.snapshot())`` before releasing any message
 signed since the previous snapshot (``consensus.replica`` does this at the end of
@@ -34,6 +37,7 @@ from typing import Any
 
 from consensus.messages import (
     MAX_PROOFS,
+    Checkpoint,
     CheckpointProof,
     Kind,
     NewView,
@@ -82,20 +86,22 @@ class SigningRecord:
     votes: tuple[VoteEntry, ...]
     proofs: tuple[Proof, ...]
     stable: CheckpointProof | None
+    checkpoints: tuple[Checkpoint, ...] = ()
 
     def to_wire(self) -> list[Any]:
         return [self.epoch, self.view,
                 [vc.encoded for vc in self.view_changes],
                 [self.new_view.encoded] if self.new_view else [],
                 [v.to_wire() for v in self.votes], [p.to_wire() for p in self.proofs],
-                [self.stable.to_wire()] if self.stable else []]
+                [self.stable.to_wire()] if self.stable else [],
+                [cp.encoded for cp in self.checkpoints]]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
 
     @classmethod
     def decode(cls, data: bytes) -> SigningRecord:
-        f = fields(decode(data, MAX_RECORD_BYTES), 7, "signing_record")
+        f = fields(decode(data, MAX_RECORD_BYTES), 8, "signing_record")
 
         def opt(value: Any, name: str) -> Any:
             items = as_list(value, name, 1)
@@ -109,10 +115,15 @@ class SigningRecord:
             raise DecodeError("signing_record.view_changes: not VIEW-CHANGE messages")
         if nv is not None and not isinstance(nv, NewView):
             raise DecodeError("signing_record.new_view is not a NEW-VIEW")
+        cps = tuple(decode_message(as_bytes(c, "cp", max_size=4096))
+                    for c in as_list(f[7], "checkpoints", MAX_PROOFS))
+        if not all(isinstance(cp, Checkpoint) for cp in cps):
+            raise DecodeError("signing_record.checkpoints: not CHECKPOINT messages")
         return cls(as_int(f[0], "epoch", 1), as_int(f[1], "view"), vcs, nv,  # type: ignore[arg-type]
                    tuple(VoteEntry.from_wire(v) for v in as_list(f[4], "votes", 3 * MAX_PROOFS)),
                    tuple(Proof.from_wire(p) for p in as_list(f[5], "proofs", MAX_PROOFS)),
-                   CheckpointProof.from_wire(cp_raw) if cp_raw is not None else None)
+                   CheckpointProof.from_wire(cp_raw) if cp_raw is not None else None,
+                   cps)  # type: ignore[arg-type]
 
 
 class SigningGuard:
@@ -130,6 +141,7 @@ class SigningGuard:
         self.votes: dict[tuple[int, Kind], VoteEntry] = {}
         self.proofs: dict[int, Proof] = {}
         self.stable: CheckpointProof | None = None
+        self.checkpoints: dict[int, Checkpoint] = {}
         self.dirty = False
         if record is not None:
             self.epoch, self.view = record.epoch, record.view
@@ -137,6 +149,7 @@ class SigningGuard:
             self.votes = {(v.height, v.kind): v for v in record.votes}
             self.proofs = {p.height: p for p in record.proofs}
             self.stable = record.stable
+            self.checkpoints = {cp.height: cp for cp in record.checkpoints}
 
     # -- votes ---------------------------------------------------------------
 
@@ -208,6 +221,11 @@ class SigningGuard:
         low = stable.height
         self.votes = {k: v for k, v in self.votes.items() if k[0] > low}
         self.proofs = {h: p for h, p in self.proofs.items() if h > low}
+        self.checkpoints = {h: c for h, c in self.checkpoints.items() if h > low}
+        self.dirty = True
+
+    def note_checkpoint(self, cp: Checkpoint) -> None:
+        self.checkpoints[cp.height] = cp
         self.dirty = True
 
     # -- persistence -----------------------------------------------------------
@@ -217,7 +235,7 @@ class SigningGuard:
         self.dirty = False
         return SigningRecord(self.epoch, self.view, self.view_changes, self.new_view,
                              tuple(self.votes.values()), tuple(self.proofs.values()),
-                             self.stable)
+                             self.stable, tuple(self.checkpoints.values()))
 
     def size(self) -> int:
-        return len(self.votes) + len(self.proofs)
+        return len(self.votes) + len(self.proofs) + len(self.checkpoints)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from consensus.api import (
     Applied,
     BlocksReceived,
+    Broadcast,
     CertifiedPayload,
     RequestBlocks,
     Send,
@@ -59,6 +60,7 @@ class RecoveryMixin(ReplicaBase):
             return
         cp = self.sign(Checkpoint(height, block_id, event.state_root))
         self.own_cps[height] = cp
+        self.guard.note_checkpoint(cp)  # resent after a crash until stable
         self.send_signed(cp)
         self.on_checkpoint(cp, verified=True)
 
@@ -103,7 +105,9 @@ class RecoveryMixin(ReplicaBase):
             return
         mine[height] = cp
         if len(mine) > CHECKPOINTS_PER_SENDER:
-            del mine[min(mine)]
+            # Keep the lowest: the next stable checkpoint is the one we need; a member
+            # racing (or lying) far ahead must not push it out.
+            del mine[max(mine)]
         if self.is_member(cp.sender):
             self.ahead[cp.sender] = max(self.ahead.get(cp.sender, 0), height)
         sigs = []
@@ -168,10 +172,15 @@ class RecoveryMixin(ReplicaBase):
         missing = nxt is not None and nxt.cert is not None and nxt.cert.block_id not in nxt.payloads
         far_line = low + self.config.log_size
         top_claim = max(self.ahead.values()) if self.ahead else 0
-        far_seen = top_claim > far_line
+        # One Byzantine member may claim anything: act on the (f+1)-th highest claim.
+        far = kth_highest(self.ahead.values(), weak_quorum(self.vset.n)) \
+            if top_claim > committed else None
+        far_seen = far is not None and far > far_line
         if low <= committed and not missing and not far_seen:
-            if top_claim > committed:
-                self.lagging()
+            if far is not None and far > committed:
+                self.lagging(far)
+            else:
+                self.catch_up_due = False
             return  # the common case, checked cheaply on every step
         target, peers = 0, []
         if low > committed:
@@ -183,23 +192,18 @@ class RecoveryMixin(ReplicaBase):
             assert nxt is not None and nxt.cert is not None
             target = max(target, committed + 1)
             peers += [self.vset.keys[i] for i, _ in nxt.cert.signatures if i < self.vset.n]
-        far = kth_highest(self.ahead.values(), weak_quorum(self.vset.n)) if far_seen else None
-        if far is not None and far > far_line:
+        if far is not None and far_seen:
             target = max(target, far)
             peers += [s for s, h in self.ahead.items() if h >= far]
         self.request_blocks(target, peers + list(self.vset.keys))  # then anyone may have it
 
-    def lagging(self) -> None:
+    def lagging(self, claim: int) -> None:
         """f + 1 members claim heights above our last commit, within the window.
 
         Usually their COMMITs are just ahead of ours, so wait one timeout before
         fetching; an observer or a replica that lost those messages has no other
         timer that would notice.
         """
-        claim = kth_highest(self.ahead.values(), weak_quorum(self.vset.n))
-        if claim is None or claim <= self.committed:
-            self.catch_up_due = False
-            return
         if self.catch_up_due:
             self.catch_up_due = False
             peers = [s for s, h in self.ahead.items() if h >= claim]
@@ -278,20 +282,37 @@ class RecoveryMixin(ReplicaBase):
 
     # -- helping laggards -------------------------------------------------------------
 
+    def stable_proof_messages(self) -> list[Checkpoint]:
+        """The signed CHECKPOINTs that make up our stable checkpoint's proof."""
+        s = self.stable
+        validators = self.app.validators_at(s.height) if s.height else None
+        if validators is None:
+            return []
+        return [Checkpoint(s.height, s.block_id, s.state_root, validators.keys[index], sig)
+                for index, sig in s.signatures]
+
+    def announce_epoch_start(self) -> None:
+        """Stalled at the start of an epoch: rebroadcast the boundary checkpoint's proof.
+
+        A validator added by this epoch was an observer until now: it sent nothing, so
+        nobody helped it, and it cannot enter the epoch without this proof (found by
+        the simulator: a new member that missed the checkpoint kept a 5-node set below
+        quorum). Only until the epoch's first checkpoint.
+        """
+        if self.low == self.epoch - 1 and self.low > 0:
+            self.count("epoch_start_announced")
+            for message in self.stable_proof_messages():
+                self.emit(Broadcast(message))
+
     def help(self, peer: bytes, their_height: int, force: bool = False) -> None:
         """Send ``peer`` the CHECKPOINTs proving our stable checkpoint, once per checkpoint."""
         if peer == self.me or their_height > self.low or self.low == 0:
             return  # (a peer at exactly our low watermark may lack its proof)
         if not force and self.helped.get(peer, -1) >= self.low:
             return
-        validators = self.app.validators_at(self.low)
-        if validators is None:
-            return
         if peer not in self.helped and len(self.helped) >= 4 * self.vset.n:
             return  # bound: only validators we heard from recently
         self.helped[peer] = self.low
         self.count("help_sent")
-        s = self.stable
-        for index, sig in s.signatures:
-            self.emit(Send(peer, Checkpoint(s.height, s.block_id, s.state_root,
-                                            validators.keys[index], sig)))
+        for message in self.stable_proof_messages():
+            self.emit(Send(peer, message))

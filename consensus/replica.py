@@ -116,6 +116,10 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.enter_epoch(epoch, validators, view=0)
         if record is not None and record.epoch == epoch:
             self._restore(record)
+        for cp in record.checkpoints if record is not None else ():
+            if cp.height > self.low:  # signed before the crash, not yet stable: resend
+                self.own_cps[cp.height] = cp
+                self.cps.setdefault(self.me, {})[cp.height] = cp
         for payload in blocks:  # blocks persisted with PersistBlock before a crash
             info = app.block_info(payload)
             if info is not None and self.low < info.height <= self.low + config.log_size:
@@ -440,6 +444,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         messages answer the duplicates with theirs (``answer_retransmission``).
         """
         self.count("retransmissions")
+        self.announce_epoch_start()
         top = min(self.top_seen, self.low + self.config.log_size)
         for height in range(self.committed + 1, top + 1):
             slot = self.slots.get(height)
@@ -620,6 +625,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
                 for vc in self.guard.view_changes:  # older ones help replicas behind us
                     if vc.epoch == self.epoch and vc.view <= self.view:
                         self.send_signed(vc)
+                self.announce_epoch_start()
             for cp in self.own_cps.values():
                 self.send_signed(cp)
         elif kind is TimerKind.FETCH:

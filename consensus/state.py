@@ -167,6 +167,9 @@ class ReplicaBase:
     def deliver(self) -> None:
         raise NotImplementedError
 
+    def announce_epoch_start(self) -> None:
+        raise NotImplementedError
+
     # -- output ---------------------------------------------------------------
 
     def emit(self, action: Action) -> None:

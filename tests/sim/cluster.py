@@ -144,6 +144,8 @@ class Cluster:
                                blocks=[p for _, p in node.blocks.values()])
         node.up = True
         self.step(node.index, Start())
+        if node.chain:  # the caller re-announces its applied head (a checkpoint may be due)
+            self.step(node.index, Applied(node.height, node.app.root))
         if self.uncommitted:
             txs = tuple(self.uncommitted)
             node.mempool.update(dict.fromkeys(txs))
