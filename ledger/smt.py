@@ -246,18 +246,19 @@ class SparseMerkleTree:
     """Versioned 16-ary sparse Merkle tree over 32-byte keys, read through a NodeReader.
 
     Internal nodes are handled in their encoded form (child hashes and versions are
-    slices of it) and kept in a bounded LRU cache, hash -> (version, encoding). A hit
-    counts only if the version matches the parent's reference: a hash fixes a node's
-    content and position, and (hash, version) also fixes its children's versions. So one
-    cache can serve several readers (``with_reader``, e.g. speculative overlays), and
-    cache entries hold only bytes, which the garbage collector does not have to scan.
+    slices of it) and kept in a bounded LRU cache, version || hash -> encoding (a parent
+    refers to a child by both): a hash fixes a node's content and position, and (hash,
+    version) also fixes its children's versions. So one cache can serve several readers
+    (``with_reader``, e.g. speculative overlays), and cache entries are only bytes, which
+    the garbage collector does not track (tuples there would be scanned by every young
+    collection, and an update inserts a few per key).
     """
 
     def __init__(self, reader: NodeReader, cache_nodes: int = DEFAULT_CACHE_NODES) -> None:
         self._reader = reader
         self._get = reader.get_node
         self._cache_nodes = max(16, cache_nodes)
-        self._cache: dict[bytes, tuple[bytes, bytes]] = {}
+        self._cache: dict[bytes, bytes] = {}
 
     @property
     def reader(self) -> NodeReader:
@@ -289,13 +290,14 @@ class SparseMerkleTree:
     def _node(self, h: bytes, v8: bytes, depth: int, key: bytes) -> bytes:
         """Encoding of the internal node with hash h written at v8, at ``depth`` on
         ``key``'s path."""
-        e = self._cache.get(h)
-        if e is not None and e[0] == v8:
-            return e[1]
+        ck = v8 + h
+        enc = self._cache.get(ck)
+        if enc is not None:
+            return enc
         enc = self._get(v8 + _DEPTH[depth] + _path(key, depth))
         if enc is None:
             raise MissingNodeError(f"missing node at depth {depth}, version {v8.hex()}")
-        self._cache[h] = (v8, _check_internal(enc))
+        self._cache[ck] = _check_internal(enc)
         return enc
 
     def _leaf(self, v8: bytes, depth: int, key: bytes) -> bytes:
@@ -354,10 +356,10 @@ class SparseMerkleTree:
                 if (enc[3] << 8 | enc[4]) & bit:
                     enc = self._leaf(v8, depth, key)
                     break
-                e = cache.pop(h, None)
-                if e is not None and e[0] == v8:
-                    cache[h] = e  # LRU: move to the end
-                    enc = e[1]
+                ck = v8 + h
+                e = cache.pop(ck, None)
+                if e is not None:
+                    cache[ck] = enc = e  # LRU: move to the end
                 else:
                     enc = self._node(h, v8, depth, key)
                 t = enc[0]
@@ -566,7 +568,7 @@ class _Batch:
         else:
             h = _internal_hash(_check_internal(old))
             assert base_version is not None
-            self.cache[h] = (base_version.to_bytes(8, "big"), old)
+            self.cache[base_version.to_bytes(8, "big") + h] = old
             if n == 1:
                 r = self.one(h, base_version.to_bytes(8, "big"), 0, 0, 0)
             else:
@@ -653,7 +655,7 @@ class _Batch:
         enc = b"".join((_INTERNAL_PREFIX, bm2, bm2, hs, v8, v8))
         h = _sha256(NODE_TAG + bm2 + hs).digest()
         new_nodes[v8 + _DEPTH[d] + _path(k1, d)] = enc
-        self.cache[h] = (v8, enc)
+        self.cache[v8 + h] = enc
         while d > depth:  # single-child nodes down to where the keys part (rare)
             d -= 1
             b1 = k1[d >> 1]
@@ -661,7 +663,7 @@ class _Batch:
             enc = b"".join((_INTERNAL_PREFIX, bm2, b"\x00\x00", h, v8))
             h = _sha256(NODE_TAG + bm2 + h).digest()
             new_nodes[v8 + _DEPTH[d] + _path(k1, d)] = enc
-            self.cache[h] = (v8, enc)
+            self.cache[v8 + h] = enc
         return (h, v8, False, None, None)
 
     def finish(
@@ -703,7 +705,7 @@ class _Batch:
         h = _sha256(NODE_TAG + bm2 + hs).digest()
         enc = b"".join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, b"".join(versions)))
         new_nodes[v8 + _DEPTH[depth] + _path(key, depth)] = enc
-        self.cache[h] = (v8, enc)
+        self.cache[v8 + h] = enc
         return (h, v8, False, None, None)
 
     # -- changed subtrees ----------------------------------------------------------------
@@ -751,9 +753,10 @@ class _Batch:
         pk = _DEPTH[depth] + (prefix + _HIGH[key0[half]] if odd else prefix)
         ok = v8 + pk  # for a read on a cache miss, and the stale key
         cache = self.cache
-        e = cache.get(h)
-        if e is not None and e[0] == v8:
-            enc = e[1]
+        ck = v8 + h  # its cache key
+        e = cache.get(ck)
+        if e is not None:
+            enc = e
             hit = True
         else:
             # Not put in the cache: a node a batch reaches is (nearly always) rewritten
@@ -852,7 +855,7 @@ class _Batch:
         if depth:  # depth-0 nodes are root records, handled by run()
             self.stale.append(ok)
         if hit:
-            cache.pop(h, None)  # superseded: only older versions still refer to it
+            cache.pop(ck, None)  # superseded: only older versions still refer to it
         if not new_bitmap:
             return None
         hparts.append(enc[hpos:hend])
@@ -883,7 +886,7 @@ class _Batch:
         hh.update(hs)
         nh = hh.digest()
         new_nodes[nv8 + pk] = ne
-        cache[nh] = (nv8, ne)
+        cache[nv8 + nh] = ne
         return (nh, nv8, False, None, None)
 
     def one(self, h: bytes, v8: bytes, is_leaf: int, depth: int, idx: int) -> _Ref | None:
@@ -905,8 +908,8 @@ class _Batch:
         stale = self.stale
         sha = _sha256
         join = b"".join
-        # per internal node above the last one: (encoding, its hash if it came from the
-        # cache, node key, node key suffix, bit of the path child, offset of its hash, end
+        # per internal node above the last one: (encoding, its cache key if it came from
+        # the cache, node key, node key suffix, bit of the path child, offset of its hash, end
         # of the hash section, offset of its version)
         stack: list[tuple[bytes, bytes | None, bytes, bytes, int, int, int, int]] = []
         # The new child being spliced upwards: hash (None: removed), whether it is a
@@ -957,10 +960,11 @@ class _Batch:
                     pk = _DEPTH[depth] + k[:half]
                     bit = 1 << (b >> 4)
                 ok = v8 + pk
-                e = cache.get(h)
-                if e is not None and e[0] == v8:
-                    enc = e[1]
-                    old = h
+                ck = v8 + h  # its cache key
+                e = cache.get(ck)
+                if e is not None:
+                    enc = e
+                    old = ck
                     bitmap = enc[1] << 8 | enc[2]
                     leafmap = enc[3] << 8 | enc[4]
                     n = bitmap.bit_count()
@@ -1099,7 +1103,7 @@ class _Batch:
                 if old is not None:  # it came from the cache, where it is now superseded
                     cache.pop(old, None)
                 new_nodes[nv8 + pk] = ne
-                cache[rh] = (nv8, ne)
+                cache[nv8 + rh] = ne
                 rleaf = False
                 break
         # Back up: each node above (hash h, node key ok, node key suffix pk) gets its
@@ -1127,7 +1131,7 @@ class _Batch:
                 hh.update(ne[5:hend])
                 rh = hh.digest()
                 new_nodes[nv8 + pk] = ne
-                cache[rh] = (nv8, ne)
+                cache[nv8 + rh] = ne
                 continue
             # After a deletion: the child is gone, or it collapsed into a leaf (pending,
             # rleaf), which lands here or moves further up.
@@ -1168,7 +1172,7 @@ class _Batch:
             rh = sha(NODE_TAG + bm2 + hs).digest()
             rleaf = False
             new_nodes[nv8 + pk] = ne
-            cache[rh] = (nv8, ne)
+            cache[nv8 + rh] = ne
         if rh is None:
             return None
         if rleaf:
