@@ -50,7 +50,9 @@ class RecoveryMixin(ReplicaBase):
     def on_applied(self, event: Applied) -> None:
         height = event.height
         self.applied = max(self.applied, height)
-        if height <= self.low or height > self.committed or height in self.own_cps:
+        at_low = height == self.low and self.low > 0 and self.stable_lacks(self.me)
+        if (height <= self.low and not at_low) or height > self.committed \
+                or height in self.own_cps:
             return
         if not self.is_checkpoint_height(height):
             return
@@ -59,10 +61,35 @@ class RecoveryMixin(ReplicaBase):
         if validators is None or block_id is None or validators.index_of(self.me) is None:
             return
         cp = self.sign(Checkpoint(height, block_id, event.state_root))
+        if at_low:  # stable without us: add our signature to the proof we hand out
+            self.extend_stable(cp)
+            self.send_signed(cp)
+            return
         self.own_cps[height] = cp
         self.guard.note_checkpoint(cp)  # resent after a crash until stable
         self.send_signed(cp)
         self.on_checkpoint(cp, verified=True)
+
+    def stable_lacks(self, key: bytes) -> bool:
+        validators = self.app.validators_at(self.low)
+        index = None if validators is None else validators.index_of(key)
+        return index is not None and all(i != index for i, _ in self.stable.signatures)
+
+    def extend_stable(self, cp: Checkpoint) -> None:
+        """Add a late, matching signature to our stable proof.
+
+        The proofs we hand out (``help``, ``announce_epoch_start``) then carry more than a
+        bare quorum: a receiver that holds a Byzantine signer's conflicting checkpoint
+        for that height cannot use that signer's entry, and needs the others.
+        """
+        s = self.stable
+        validators = self.app.validators_at(s.height)
+        index = None if validators is None else validators.index_of(cp.sender)
+        if index is None or cp.block_id != s.block_id or cp.state_root != s.state_root \
+                or not self.stable_lacks(cp.sender):
+            return
+        sigs = tuple(sorted((*s.signatures, (index, cp.signature))))
+        self.stable = CheckpointProof(s.height, s.block_id, s.state_root, sigs)
 
     def on_checkpoint(self, cp: Checkpoint, verified: bool) -> None:
         height = cp.height
@@ -80,8 +107,11 @@ class RecoveryMixin(ReplicaBase):
                 self.count("stale_checkpoint")
                 signers = self.app.validators_at(height)
                 forwarded = self.peer is not None and self.peer != cp.sender
-                if not forwarded and signers is not None \
-                        and signers.index_of(cp.sender) is not None and self.verify(cp, verified):
+                member = signers is not None and signers.index_of(cp.sender) is not None
+                if member and height == self.low and self.stable_lacks(cp.sender) \
+                        and self.verify(cp, verified):
+                    self.extend_stable(cp)
+                if member and not forwarded and self.verify(cp, verified):
                     seen_height, n = self.stale_from.get(cp.sender, (height, 0))
                     n = n + 1 if seen_height == height else 1
                     self.stale_from[cp.sender] = (height, n)
