@@ -335,14 +335,28 @@ class RecoveryMixin(ReplicaBase):
                 self.emit(Broadcast(message))
 
     def help(self, peer: bytes, their_height: int, force: bool = False) -> None:
-        """Send ``peer`` the CHECKPOINTs proving our stable checkpoint, once per checkpoint."""
+        """Send ``peer`` the CHECKPOINTs proving our stable checkpoint.
+
+        Once per stable checkpoint; a ``force``d request (the peer keeps asking, e.g. by
+        retransmitting an old VIEW-CHANGE) is answered again on its 1st, 9th, 17th...
+        occurrence. The cap matters: each answer is a quorum of messages, so answering
+        every request let a replaying Byzantine node (or two replicas echoing each
+        other) amplify traffic without bound -- the simulator found such a storm.
+        """
         if peer == self.me or their_height > self.low or self.low == 0:
             return  # (a peer at exactly our low watermark may lack its proof)
-        if not force and self.helped.get(peer, -1) >= self.low:
-            return
-        if peer not in self.helped and len(self.helped) >= 4 * self.vset.n:
-            return  # bound: only validators we heard from recently
-        self.helped[peer] = self.low
+        last_low, asks = self.helped.get(peer, (-1, 0))
+        if last_low == self.low:
+            if not force:
+                return
+            asks += 1
+            self.helped[peer] = (last_low, asks)
+            if asks % 8 != 1:
+                return
+        else:
+            if peer not in self.helped and len(self.helped) >= 4 * self.vset.n:
+                return  # bound: only validators we heard from recently
+            self.helped[peer] = (self.low, 0)
         self.count("help_sent")
         for message in self.stable_proof_messages():
             self.emit(Send(peer, message))

@@ -106,6 +106,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.cps, self.own_cps, self.ahead, self.helped = {}, {}, {}, {}
         self.stale_from: dict[bytes, tuple[int, int]] = {}  # signer -> (height, copies)
         self.peer: bytes | None = None  # the connection the current message came from
+        self.nv_asks: dict[bytes, int] = {}  # stale VIEW-CHANGEs answered with our NEW-VIEW
         self.fetch, self.fetch_attempt, self.fetched, self.gap_tried = None, 0, {}, -1
         self.catch_up_due = False
         self.pending_txs, self.tx_gen, self.evidence_keys = {}, 0, {}

@@ -137,9 +137,10 @@ class ReplicaBase:
     fetched: dict[int, CertifiedPayload]
     gap_tried: int
     catch_up_due: bool
-    helped: dict[bytes, int]
+    helped: dict[bytes, tuple[int, int]]  # peer -> (low we helped it with, requests since)
     stale_from: dict[bytes, tuple[int, int]]
     peer: bytes | None
+    nv_asks: dict[bytes, int]
     pending_txs: dict[bytes, int]
     tx_gen: int
     evidence_keys: dict[tuple[Any, ...], None]

@@ -110,7 +110,12 @@ class ViewChangeMixin(ReplicaBase):
                 self.count("stale_view_change")
                 self.help(vc.sender, vc.stable.height, force=True)
                 if self.new_view_msg is not None and not self.in_vc and vc.view == self.view:
-                    self.emit(Send(vc.sender, self.new_view_msg))
+                    # Rate-limited like ``help``: a replayed VIEW-CHANGE must not make us
+                    # resend a large NEW-VIEW every time.
+                    asks = self.nv_asks.get(vc.sender, 0)
+                    self.nv_asks[vc.sender] = asks + 1
+                    if asks % 4 == 0:
+                        self.emit(Send(vc.sender, self.new_view_msg))
             return
         if vc.view > self.view + self.config.max_views_ahead:
             self.count("view_too_far")

@@ -127,6 +127,7 @@ class Cluster:
         self.views: set[tuple[int, int]] = set()
         self.uncommitted: dict[bytes, None] = {}
         self.steps = 0
+        self.max_steps = 2_000_000
         self.pending_change: list[int] | None = None
         self.tx_counter = 0
         self.censored_every = 0  # every k-th tx id is marked for censorship tests
@@ -357,6 +358,10 @@ class Cluster:
             if nxt is None or nxt > time_ms:
                 break
             net.run_one()
+            if self.steps > self.max_steps:  # a message storm is a bug too (and would hang)
+                self.checker.violation(f"STORM: more than {self.max_steps} replica steps")
+                self.max_steps = 1 << 62
+                return
             if stop is not None and stop():
                 return
         net.now = max(net.now, time_ms)
