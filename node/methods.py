@@ -1,6 +1,7 @@
 """The node's JSON-RPC methods (this module registers them; ``node/rpc`` serves them).
 
-Public contract (docs/RPC.md): ``submitTransaction``, ``submitTransactions``, ``status``.
+Public contract (docs/RPC.md): ``submitTransaction``, ``submitTransactions``, ``status``,
+``ping`` (a no-op) and the read methods below.
 Writes are authorised by the transaction's own signature, so submitting needs no API
 key; the mempool answers BUSY (-32003) when full and rule failures are -32004 with a
 stable ``data.code``.
@@ -248,6 +249,11 @@ def build_registry(node: Node) -> MethodRegistry:
         return {"old_height": old_height, "new_height": new_height,
                 "proof": [h.hex() for h in
                           node.prover.history.consistency_proof(old_height, new_height)]}
+
+    @rpc.method("ping", summary="A no-op: answers \"pong\" without touching the node "
+                "(liveness probes; benchmarks measure the HTTP/JSON-RPC floor with it)")
+    async def ping(ctx: CallContext) -> str:
+        return "pong"
 
     @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time")
     async def status(ctx: CallContext) -> dict[str, Any]:
