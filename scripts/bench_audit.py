@@ -38,7 +38,7 @@ import nacl.bindings  # noqa: E402
 from ledger.audit import AuditProgress, replay_datadir  # noqa: E402
 from ledger.chain import Ledger  # noqa: E402
 from ledger.codec import Domain, tagged  # noqa: E402
-from ledger.types import Attest, ChainParams, Transaction  # noqa: E402
+from ledger.types import Attest, ChainParams, Genesis, Transaction  # noqa: E402
 from tests.ledger_fixtures import CHAIN_ID, GENESIS_TIME_MS, Consortium  # noqa: E402
 
 EXPIRY_AHEAD = 500
@@ -121,6 +121,34 @@ class Interleaved:
         self.excluded_s += self.last - now
 
 
+def measure_replay(datadir: Path, genesis: Genesis, workdir: str | Path
+                   ) -> dict[str, float] | None:
+    """Replay ``datadir`` as ``dvp audit replay --datadir`` does, print the figures and
+    return them (the keys of this script's JSON line), or None if the replay failed.
+    scripts/bench_rpc.py measures its replay figure with this too."""
+    probe = Interleaved()
+    t0 = time.perf_counter()
+    report = replay_datadir(datadir, genesis, workdir=workdir, progress=probe)
+    t_end = time.perf_counter()
+    if not report.ok:
+        print(f"replay FAILED: {report.failure}")
+        return None
+    state_s = t_end - probe.blocks_done_at
+    blocks_s = t_end - t0 - probe.excluded_s - state_s
+    med = statistics.median
+    verify, rate, ratio = med(probe.verify_rates), med(probe.replay_rates), \
+        med(probe.block_ratios)
+    print(f"replay: {report.blocks} blocks, {report.transactions:,} transactions verified; "
+          f"{rate:,.0f} tx/s (median over blocks); raw ed25519 verify interleaved "
+          f"{verify:,.0f}/s (median); median per-block ratio {ratio:.0%}")
+    print(f"wall clock: blocks {blocks_s:.1f} s ({report.transactions / blocks_s:,.0f} tx/s "
+          f"overall), then the stored state tree ({report.state_entries:,} entries, "
+          f"{report.state_versions} versions) re-hashed in {state_s:.1f} s")
+    return {"replay_tx_per_s": round(rate), "replay_vs_verify_ratio": round(ratio, 3),
+            "ed25519_verify_per_s": round(verify), "blocks": report.blocks,
+            "transactions": report.transactions, "state_tree_s": round(state_s, 2)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--attestations", type=int, default=100_000)
@@ -133,30 +161,12 @@ def main() -> int:
         datadir = Path(d) / "node"
         height = build_chain(cons, datadir / "ledger", args.attestations, args.block_txs,
                              args.workers)
-        probe = Interleaved()
-        t0 = time.perf_counter()
-        report = replay_datadir(datadir, cons.genesis, workdir=d, progress=probe)
-        t_end = time.perf_counter()
-        if not report.ok:
-            print(f"replay FAILED: {report.failure}")
+        figures = measure_replay(datadir, cons.genesis, d)
+        if figures is None:
             return 1
-        assert report.height == height and report.transactions == args.attestations
-    state_s = t_end - probe.blocks_done_at
-    blocks_s = t_end - t0 - probe.excluded_s - state_s
-    med = statistics.median
-    verify, rate, ratio = med(probe.verify_rates), med(probe.replay_rates), \
-        med(probe.block_ratios)
-    print(f"replay: {report.blocks} blocks, {report.transactions:,} transactions verified; "
-          f"{rate:,.0f} tx/s (median over blocks); raw ed25519 verify interleaved "
-          f"{verify:,.0f}/s (median); median per-block ratio {ratio:.0%}")
-    print(f"wall clock: blocks {blocks_s:.1f} s ({report.transactions / blocks_s:,.0f} tx/s "
-          f"overall), then the stored state tree ({report.state_entries:,} entries, "
-          f"{report.state_versions} versions) re-hashed in {state_s:.1f} s")
-    print(json.dumps({"replay_tx_per_s": round(rate),
-                      "replay_vs_verify_ratio": round(ratio, 3),
-                      "ed25519_verify_per_s": round(verify),
-                      "blocks": report.blocks, "transactions": report.transactions,
-                      "state_tree_s": round(state_s, 2)}))
+        assert figures["blocks"] == height + 1, figures  # genesis included
+        assert figures["transactions"] == args.attestations
+    print(json.dumps(figures))
     return 0
 
 
