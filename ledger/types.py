@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, TypeVar, overload
 
+import msgpack
+
 from ledger import crypto
 from ledger.codec import (
     Domain,
@@ -730,8 +732,58 @@ class Block:
         return cls(header, txs)
 
     @classmethod
-    def decode(cls, data: bytes) -> Block:
-        return cls.from_wire(decode(data, MAX_BLOCK_BYTES, typed=True))
+    def decode(cls, data: bytes, known: Callable[[bytes], Transaction | None] | None = None
+               ) -> Block:
+        """Strictly decode a block; ``known(tx_id)`` may supply already decoded transactions.
+
+        A replica has nearly every transaction of a proposal in its mempool already
+        (gossip); ``known`` lets it reuse those objects instead of decoding each one a
+        second time. The id is the hash of the exact bytes, so a transaction found by
+        id has exactly these bytes; the others are decoded strictly.
+        """
+        if known is None:
+            return cls.from_wire(decode(data, MAX_BLOCK_BYTES, typed=True))
+        return _decode_block_reusing(data, known)
+
+
+def _decode_block_reusing(data: bytes, known: Callable[[bytes], Transaction | None]) -> Block:
+    # The payload is fixarray(2) || header || array(n) || tx_1 .. tx_n. Walk it with
+    # msgpack's own parser (skip() finds where each part ends) and check here what no
+    # strict sub-decode checks: the array headers' canonical form, the transaction
+    # count limit, and that nothing trails.
+    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_BLOCK_BYTES:
+        raise DecodeError("block: not bytes or over the size limit")
+    data = bytes(data)
+    if data[:1] != b"\x92":
+        raise DecodeError("block: expected an array of 2")
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    try:
+        unpacker.read_array_header()
+        unpacker.skip()
+        end_header = unpacker.tell()
+        header = BlockHeader.decode(data[1:end_header])
+        n = unpacker.read_array_header()
+        pos = unpacker.tell()
+        if n > MAX_BLOCK_TXS or data[end_header:pos] != _array_header(n):
+            raise DecodeError("block.txs: not a canonical array within the limit")
+        txs = []
+        for _ in range(n):
+            unpacker.skip()
+            end = unpacker.tell()
+            raw = data[pos:end]
+            tx = known(_sha256(_TX_ID_PREFIX + raw).digest())
+            txs.append(tx if tx is not None else Transaction.decode(raw))
+            pos = end
+    except DecodeError:
+        raise
+    except Exception:  # noqa: BLE001 - msgpack raises assorted types on garbage
+        raise DecodeError("block: malformed") from None
+    if pos != len(data):
+        raise DecodeError("block: trailing bytes")
+    if header.tx_count != n:
+        raise DecodeError("block: header.tx_count does not match the transactions")
+    return Block(header, tuple(txs))
 
 
 def _array_header(n: int) -> bytes:

@@ -24,7 +24,7 @@ from ledger import crypto
 from ledger.chain import Ledger
 from ledger.codec import Domain, tagged
 from ledger.errors import DecodeError, LedgerError
-from ledger.types import Block, BlockHeader, ValidatorSet
+from ledger.types import Block, BlockHeader, Transaction, ValidatorSet
 
 
 class Ed25519Crypto:
@@ -56,9 +56,12 @@ class LedgerApp:
     """``consensus.api.App`` over a ``Ledger`` (see the module docstring)."""
 
     def __init__(self, ledger: Ledger, verified: Callable[[bytes], bool] | None = None,
-                 cache_blocks: int = 64) -> None:
+                 cache_blocks: int = 64,
+                 known_tx: Callable[[bytes], Transaction | None] | None = None) -> None:
         self.ledger = ledger
         self.verified = verified
+        # The mempool: a proposal's transactions mostly arrived by gossip already.
+        self.known_tx = known_tx
         self._blocks: OrderedDict[bytes, Block] = OrderedDict()
         self._cap = cache_blocks
         self.invalid: dict[str, int] = {}
@@ -79,7 +82,7 @@ class LedgerApp:
         if cached is not None:
             return cached
         try:
-            block = Block.decode(payload)
+            block = Block.decode(payload, self.known_tx)
         except DecodeError:
             return None
         self.remember(block)

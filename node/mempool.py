@@ -56,6 +56,9 @@ class Mempool:
         self._bytes = 0
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._verified_cap = verified_cache
+        # No transaction expires below this height: drop_expired can skip its scan
+        # (it ran over the whole pool after every block). May be low, never high.
+        self._min_expiry = 0
         self.stats = {"added": 0, "duplicate": 0, "busy": 0, "rejected": 0, "expired": 0,
                       "committed": 0}
 
@@ -68,6 +71,9 @@ class Mempool:
     @property
     def size_bytes(self) -> int:
         return self._bytes
+
+    def get(self, tx_id: bytes) -> Transaction | None:
+        return self._txs.get(tx_id)
 
     def verified(self, tx_id: bytes) -> bool:
         """True if this node already checked the signature of ``tx_id``."""
@@ -99,6 +105,7 @@ class Mempool:
             return AddResult(AddStatus.REJECTED, err.code, err.message)
         self._txs[tx_id] = tx
         self._bytes += len(tx.encoded)
+        self._min_expiry = min(self._min_expiry, tx.expiry_height)
         self.stats["added"] += 1
         return ADDED
 
@@ -167,7 +174,11 @@ class Mempool:
 
     def drop_expired(self, next_height: int) -> list[bytes]:
         """Drop transactions that can no longer commit at ``next_height`` or later."""
+        if next_height <= self._min_expiry:
+            return []
         gone = [tid for tid, tx in self._txs.items() if tx.expiry_height < next_height]
         self.remove(gone, committed=False)
+        self._min_expiry = min((tx.expiry_height for tx in self._txs.values()),
+                               default=1 << 62)
         self.stats["expired"] += len(gone)
         return gone

@@ -22,12 +22,14 @@ dropped and counted (consensus tolerates loss; clients retry transactions).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import plyvel
 import trio
 
 from consensus.api import (
@@ -58,7 +60,7 @@ from consensus.replica import Replica
 from ledger.chain import Ledger
 from ledger.codec import as_bytes, as_list, decode, encode
 from ledger.crypto import read_key_file
-from ledger.errors import DecodeError, LedgerError
+from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.genesis import read_genesis
 from ledger.prove import Prover
 from ledger.types import CommitCertificate, Transaction
@@ -82,6 +84,9 @@ FETCH_TIMEOUT_S = 5.0
 MAX_CLOCK_DRIFT_MS = 10_000
 DRIVER_TICK_S = 0.02
 START_REPLICA = object()  # driver event: catch-up is done, start voting
+# After a failed disk write: how often to retry, and the free space to wait for first.
+STORE_RETRY_S = 1.0
+STORE_MIN_FREE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -99,6 +104,8 @@ class NodeStatus:
     started_at: float = field(default_factory=time.time)
     last_commit_wall: float = 0.0
     view_changes: int = 0
+    evidence: int = 0  # equivocation evidence records in the consensus database
+    store_error: str | None = None  # set while a failed disk write stops commits
 
 
 TransportFactory = Callable[["Node", dict[bytes, str]], Transport]
@@ -116,11 +123,12 @@ class Node:
         self.ledger = Ledger.open(config.data_dir / "ledger", self.genesis, create=True)
         self.mempool = Mempool(self.chain_id, max_txs=config.mempool_max_txs)
         self.metrics = NodeMetrics()
-        self.app = LedgerApp(self.ledger, self.mempool.verified)
+        self.app = LedgerApp(self.ledger, self.mempool.verified, known_tx=self.mempool.get)
         self.crypto = Ed25519Crypto(self.key)
         self.status = NodeStatus()
         self.is_validator = config.is_validator
         self.cdb = ConsensusDB(config.data_dir / "consensus") if self.is_validator else None
+        self.status.evidence = len(self.cdb.evidence()) if self.cdb is not None else 0
         self.replica: Replica | None = None
         self.events_tx, self.events_rx = trio.open_memory_channel[Any](EVENT_QUEUE)
         self.txs_tx, self.txs_rx = trio.open_memory_channel[tuple[bytes, bytes]](TX_QUEUE)
@@ -142,6 +150,12 @@ class Node:
         self.transport = transport_factory(self, peers)
         self.transport.set_allowlist(self.allowed_keys())
         self.peer_keys = set(peers)
+        self.metrics.watch("dvp_consensus_events", "PBFT replica counters (messages by "
+                           "outcome: bad_signature, stale, duplicate, evidence, ...)",
+                           lambda: self.replica.stats if self.replica is not None else None)
+        self.metrics.watch("dvp_p2p_events", "p2p transport counters (frames, drops by "
+                           "reason, offences, bans, refusals, ...)",
+                           lambda: getattr(self.transport, "stats", None))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ identity
 
@@ -184,9 +198,10 @@ class Node:
                 msg = decode_message(payload)
             except DecodeError:
                 self._drop("malformed_consensus")
+                self.transport.penalize(peer, "malformed_consensus")
                 return
             try:
-                self.events_tx.send_nowait(MessageReceived(msg))
+                self.events_tx.send_nowait(MessageReceived(msg, peer=peer))
             except trio.WouldBlock:
                 self._drop("consensus_queue_full")
         elif channel == TXS:
@@ -206,6 +221,7 @@ class Node:
             return sync.serve(self.ledger.store, request)
         except DecodeError as exc:
             self._drop("malformed_sync")
+            self.transport.penalize(peer, "malformed_sync")
             return encode(["error", str(exc)[:200]])
 
     # ------------------------------------------------------------------ transactions
@@ -221,7 +237,6 @@ class Node:
             self.new_pending.append(tx.tx_id)
             if gossip:
                 self.gossip_buf.append(tx.encoded)
-            self.metrics.mempool.set(len(self.mempool))
         return result
 
     def committed_height_of(self, tx_id: bytes) -> int | None:
@@ -241,17 +256,19 @@ class Node:
         return self.committed_height_of(tx_id)
 
     async def _tx_ingest(self) -> None:
-        async for _peer, payload in self.txs_rx:
+        async for peer, payload in self.txs_rx:
             try:
                 items = as_list(decode(payload, 2 * GOSSIP_MAX_BYTES), "tx batch", MAX_TX_BATCH)
             except DecodeError:
                 self._drop("malformed_tx_batch")
+                self.transport.penalize(peer, "malformed_tx_batch")
                 continue
             for i, raw in enumerate(items):
                 try:
                     tx = Transaction.decode(as_bytes(raw, "tx", max_size=8192))
                 except DecodeError:
                     self._drop("malformed_tx")
+                    self.transport.penalize(peer, "malformed_tx")
                     continue
                 self.submit(tx, gossip=False)
                 if i % 256 == 255:
@@ -280,6 +297,8 @@ class Node:
     async def _gossip(self) -> None:
         while True:
             await trio.sleep(GOSSIP_FLUSH_S)
+            # The gauge is refreshed here and at commits, not per admitted transaction.
+            self.metrics.mempool.set(len(self.mempool))
             if self.new_pending and self.replica is not None and self.is_validator:
                 ids, self.new_pending = tuple(self.new_pending), []
                 await self.events_tx.send(TxsPending(ids))
@@ -327,10 +346,16 @@ class Node:
         while queue:
             event = queue.popleft()
             view_before = self.replica.view
+            stats = self.replica.stats
+            bad_before = stats.get("bad_signature", 0)
             for action in self.replica.step(event):
                 follow = self._execute(action)
                 if follow is not None:
                     queue.append(follow)
+            if stats.get("bad_signature", 0) != bad_before and type(event) is MessageReceived \
+                    and event.peer is not None:
+                # Honest peers send and forward only signatures they checked.
+                self.transport.penalize(event.peer, "bad_signature")
             if self.replica.view != view_before:
                 self.status.view_changes += 1
                 self.metrics.view_changes.inc()
@@ -364,6 +389,8 @@ class Node:
         elif isinstance(action, ReportEvidence):
             assert self.cdb is not None
             self.cdb.save_evidence(action.evidence.encode())  # type: ignore[attr-defined]
+            self.status.evidence += 1
+            self.metrics.evidence.inc()
             log.warning("equivocation evidence recorded",
                         peer=action.evidence.sender)  # type: ignore[attr-defined]
         return None
@@ -479,32 +506,45 @@ class Node:
 
     async def _driver(self) -> None:
         while True:
-            # Re-evaluate at least every DRIVER_TICK_S: transactions arriving through the
-            # RPC or gossip tasks move the block-cutting deadline without an event.
-            deadline = min(self._next_deadline(), trio.current_time() + DRIVER_TICK_S)
-            event = None
-            if deadline > trio.current_time():
-                with trio.move_on_at(deadline):
-                    event = await self.events_rx.receive()
-            if event is START_REPLICA:
-                self._start_replica()
-            elif event is not None and self.replica is not None:
-                self._step(event)
-                # Drain what is already queued before timers and building, so a burst of
-                # votes is handled before we decide anything on stale information.
-                for _ in range(256):
-                    try:
-                        more = self.events_rx.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    if more is START_REPLICA:
-                        self._start_replica()
-                    elif self.replica is not None:
-                        self._step(more)
-            now = trio.current_time()
-            self._fire_timers(now)
-            self._heartbeat_watch(now)
-            self._maybe_build(now)
+            try:
+                await self._drive_once()
+            except (StoreError, plyvel.Error) as exc:
+                if not _disk_failure(exc):
+                    raise
+                voting = self.replica is not None
+                await self._recover_store(exc)
+                if voting:  # the follower hands over to a fresh replica once caught up
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._follow)
+
+    async def _drive_once(self) -> None:
+        """One round of the driver loop (see ``_driver``)."""
+        # Re-evaluate at least every DRIVER_TICK_S: transactions arriving through the
+        # RPC or gossip tasks move the block-cutting deadline without an event.
+        deadline = min(self._next_deadline(), trio.current_time() + DRIVER_TICK_S)
+        event = None
+        if deadline > trio.current_time():
+            with trio.move_on_at(deadline):
+                event = await self.events_rx.receive()
+        if event is START_REPLICA:
+            self._start_replica()
+        elif event is not None and self.replica is not None:
+            self._step(event)
+            # Drain what is already queued before timers and building, so a burst of
+            # votes is handled before we decide anything on stale information.
+            for _ in range(256):
+                try:
+                    more = self.events_rx.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                if more is START_REPLICA:
+                    self._start_replica()
+                elif self.replica is not None:
+                    self._step(more)
+        now = trio.current_time()
+        self._fire_timers(now)
+        self._heartbeat_watch(now)
+        self._maybe_build(now)
 
     # ------------------------------------------------------------------ follower
 
@@ -547,6 +587,8 @@ class Node:
                         return progressed
                     ex = self.ledger.commit(block, cert, verified=self.mempool.verified)
                 except LedgerError as exc:
+                    if _disk_failure(exc):
+                        raise
                     log.warning("peer sent an invalid block", peer=best[1], error=str(exc))
                     return progressed
                 self._after_commit(ex.block.tx_ids, block.height)
@@ -563,7 +605,13 @@ class Node:
         """
         started = trio.current_time()
         while True:
-            progressed = await self._sync_from_peers()
+            try:
+                progressed = await self._sync_from_peers()
+            except (StoreError, plyvel.Error) as exc:
+                if not _disk_failure(exc):
+                    raise
+                await self._recover_store(exc)
+                continue
             if self.is_validator and self.replica is None:
                 window = self.ledger.head.chain.params.pipeline_window
                 caught_up = self.best_peer_height <= self.ledger.height + window
@@ -573,6 +621,73 @@ class Node:
                     await self.events_tx.send(START_REPLICA)
                     return
             await trio.sleep(0.05 if progressed else 0.2)
+
+    # ------------------------------------------------------------------ disk failures
+
+    async def _recover_store(self, exc: BaseException) -> None:
+        """A disk write failed (full, or an I/O error): stop committing and voting, wait
+        until the disk takes writes again, reopen both databases, then resume.
+
+        What was not written is as if the process had crashed just before the write: one
+        LevelDB batch per block, and the signing record is persisted before any message
+        it covers is sent. So recovery is a restart in place: drop the replica and every
+        timer, reopen the databases (LevelDB may refuse all writes after a failed
+        background write, and a record appended after a torn one could be lost on a later
+        recovery), and let the follower catch up from peers and restart the replica from
+        its durable record. Returns once resumed; RPC keeps answering meanwhile, and
+        ``status.store_error`` / ``dvp_store_ok`` say why nothing commits.
+        """
+        self.status.store_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.metrics.store_failures.inc()
+        self.metrics.store_ok.set(0)
+        log.error("disk write failed: stopped committing and voting until the disk accepts "
+                  "writes again", error=self.status.store_error,
+                  data_dir=str(self.config.data_dir), height=self.ledger.height)
+        self.replica = None  # deliver() drops consensus messages meanwhile
+        self.timers.clear()
+        self.proposals.clear()
+        self._heartbeat_id = None
+        while True:  # queued events belong to the replica we dropped
+            try:
+                self.events_rx.receive_nowait()
+            except trio.WouldBlock:
+                break
+        last_report = trio.current_time()
+        while True:
+            await trio.sleep(STORE_RETRY_S)
+            try:
+                vfs = os.statvfs(self.config.data_dir)
+                free = vfs.f_bavail * vfs.f_frsize
+                if free < STORE_MIN_FREE_BYTES:
+                    raise OSError(f"{free} bytes free in {self.config.data_dir}, waiting for "
+                                  f"{STORE_MIN_FREE_BYTES}")
+                self._reopen_stores()
+                break
+            except (OSError, LedgerError, plyvel.Error) as retry_exc:
+                if trio.current_time() - last_report >= 10.0:
+                    last_report = trio.current_time()
+                    log.error("disk still refuses writes; not committing", error=str(retry_exc))
+        self.status.store_error = None
+        self.metrics.store_ok.set(1)
+        log.warning("disk accepts writes again: databases reopened; catching up, then voting",
+                    height=self.ledger.height)
+
+    def _reopen_stores(self) -> None:
+        for db in (self.ledger, self.cdb):
+            if db is not None:
+                try:
+                    db.close()
+                except Exception:  # closing a database in an error state: reopen decides
+                    pass
+        ledger = Ledger.open(self.config.data_dir / "ledger", self.genesis, create=False)
+        try:
+            cdb = ConsensusDB(self.config.data_dir / "consensus") if self.is_validator else None
+        except BaseException:
+            ledger.close()
+            raise
+        self.ledger, self.cdb = ledger, cdb
+        self.app.ledger = ledger
+        self.prover = Prover(ledger)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -610,6 +725,11 @@ class Node:
         self.ledger.close()
         if self.cdb is not None:
             self.cdb.close()
+
+
+def _disk_failure(exc: BaseException) -> bool:
+    """A LevelDB write or read the disk refused (not a rule or a bad block)."""
+    return isinstance(exc, plyvel.Error) or isinstance(exc.__cause__, plyvel.Error)
 
 
 def _in_trio() -> bool:

@@ -189,3 +189,30 @@ def test_certificate_verification_counts_distinct_valid_signatures() -> None:
                  enumerate(sorted((vs.index_of(k.public_key), k) for k in keys)[:3]))  # type: ignore[misc]
     with pytest.raises(ValidationError):
         CommitCertificate(5, 0, block_id, tuple(sorted(prep))).verify("dvp-test", vs)
+
+
+def test_block_decode_reusing_known_transactions_is_as_strict_as_the_plain_decoder() -> None:
+    """``Block.decode(raw, known)`` (replicas reuse mempool transactions) must accept
+    exactly what the plain decoder accepts, and yield the same block, for every
+    single-byte mutation of a block and for trailing, truncated and oversize input."""
+    from dataclasses import replace
+
+    txs = tuple(S.sample_tx(i) for i in range(20))
+    block = Block(replace(S.sample_header(), tx_count=len(txs)), txs)
+    raw = block.encode()
+    known = {tx.tx_id: tx for tx in txs[::2]}
+
+    def outcome(data: bytes, k: Any) -> Any:
+        try:
+            b = Block.decode(data, k)
+        except DecodeError:
+            return "refused"
+        return (b.encode(), b.tx_ids)
+
+    assert outcome(raw, known.get) == outcome(raw, None) == (raw, block.tx_ids)
+    assert Block.decode(raw, known.get).txs[0] is txs[0]  # reused, not decoded again
+    cases = [raw + b"\x00", raw[:-1], b"\x93" + raw[1:], b"", raw[:1]]
+    cases += [raw[:p] + bytes([(raw[p] + d) % 256]) + raw[p + 1:]
+              for p in range(0, len(raw), 7) for d in (1, 128)]
+    for data in cases:
+        assert outcome(data, known.get) == outcome(data, None), data.hex()

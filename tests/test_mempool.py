@@ -70,3 +70,21 @@ def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> 
     assert mp.drop_expired(3) == [again.tx_id] and len(mp) == 0
     # committed transactions are refused at the door as replays
     assert mp.add(keep, lg.head).code == "replay"
+
+
+def test_expiry_scan_is_skipped_until_something_can_expire(setup: tuple[Ledger, Consortium]
+                                                           ) -> None:
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    txs = {e: cons.tx("szcredit", cons.attest(bytes([e]) * 32).payload, expiry_height=e)
+           for e in (4, 6, 9)}
+    for tx in txs.values():
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    assert mp.drop_expired(4) == []
+    assert mp.drop_expired(5) == [txs[4].tx_id]
+    mp.remove([txs[6].tx_id])  # committed: the remembered minimum is now too low
+    assert mp.drop_expired(7) == [] and len(mp) == 1
+    late = cons.tx("szcredit", cons.attest(b"\x02" * 32).payload, expiry_height=3)
+    assert mp.add(late, lg.head).status == AddStatus.ADDED  # lowers the minimum again
+    assert mp.drop_expired(8) == [late.tx_id]
+    assert mp.drop_expired(10) == [txs[9].tx_id] and len(mp) == 0

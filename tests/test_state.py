@@ -307,3 +307,24 @@ def test_strict_execution_refuses_a_second_attestation(ledger: Ledger, cons: Con
     ok = execute(ledger.head, [cons.attest(C32[3])], time_ms=ledger.head.time_ms + 1,
                  proposer=cons.proposer, strict=True)
     assert ok.block.header.tx_count == 1
+
+
+def test_builder_drops_reattest_found_by_the_batch_and_keeps_the_rest(
+        ledger: Ledger, cons: Consortium) -> None:
+    # The builder defers "not attested yet" to the state-tree batch; a re-ATTEST found
+    # there is dropped and the block re-executed: what remains must be exactly the block
+    # built without it, and a REVOKE in the same block must hit the original record.
+    h0, _ = commit(ledger, cons, [cons.attest(C32[0])])
+    again, fresh = cons.attest(C32[0]), cons.attest(C32[5])
+    revoke = cons.tx("szcredit", Revoke(C32[0], RevokeReason.SUPERSEDED))
+    ex = ledger.build([again, revoke, fresh], time_ms=ledger.tip.time_ms + 10,
+                      proposer=cons.proposer)
+    assert [tx.tx_id for tx in ex.block.txs] == [revoke.tx_id, fresh.tx_id]
+    assert [(tx.tx_id, err.code) for tx, err in ex.rejected] == [(again.tx_id,
+                                                                  "already_attested")]
+    ledger.discard_pending(ex.height)
+    clean = ledger.build([revoke, fresh], time_ms=ex.state.time_ms, proposer=cons.proposer)
+    assert clean.block.header.state_root == ex.block.header.state_root
+    ledger.commit(clean.block, cons.certify(clean.block))
+    rec = ledger.head.attestation(C32[0])
+    assert rec is not None and rec.height == h0 and rec.revoked_height == ledger.height
