@@ -18,10 +18,13 @@ cli/main.py registers the command with ``add_audit_commands(sub, add)``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from cli.rpc_client import ENV_API_KEY, ENV_CACERT
 
 # cli/main.py's exit statuses. Not imported from it: under `python -m cli.main` that
 # module runs as __main__, so a CliError class imported from cli.main would not be the
@@ -56,7 +59,11 @@ def add_audit_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) ->
                                      "e.g. devnet/genesis.json for devnet/data/<node>)")
     p.add_argument("--workdir", help="where to put the scratch ledger (default: the system "
                                      "temp dir; it grows to about the size of the chain)")
-    p.add_argument("--api-key", help="bearer token for the node's RPC, if it asks for one")
+    p.add_argument("--api-key", default=os.environ.get(ENV_API_KEY),
+                   help="your organisation's API key (Bearer; auditor or member role) for "
+                        f"--rpc; default ${ENV_API_KEY}")
+    p.add_argument("--cacert", default=os.environ.get(ENV_CACERT),
+                   help=f"CA PEM to trust for an https:// --rpc; default ${ENV_CACERT}")
 
 
 def find_genesis(datadir: Path) -> Path | None:
@@ -158,8 +165,9 @@ def _audit_replay(args: argparse.Namespace) -> int:
         else:
             from cli.rpc_client import RpcClient
 
-            source = RpcSource(RpcClient(args.rpc, api_key=args.api_key))
-    except ValueError as exc:  # a malformed URL
+            source = RpcSource(RpcClient(args.rpc, api_key=args.api_key,
+                                         cafile=args.cacert))
+    except (ValueError, OSError) as exc:  # a malformed URL, an unreadable CA file
         raise CliError(str(exc)) from None
     except StoreError as exc:
         raise CliError(f"{exc} (genesis: {genesis_path})") from None

@@ -33,7 +33,8 @@ class Attestation:
     height: int | None
 
 
-def _expiry(client: RpcClient) -> tuple[str, int]:
+def chain_and_expiry(client: RpcClient) -> tuple[str, int]:
+    """The chain id and an expiry height for a new transaction (the node's height + 500)."""
     st = client.call("status")
     return str(st["chain_id"]), int(st["height"]) + EXPIRY_BLOCKS
 
@@ -44,7 +45,7 @@ def attest_file(client: RpcClient, key: KeyPair, path: Path, doc_type: str, *,
     """Commit to ``path`` with a fresh salt and submit the signed ATTEST."""
     salt = salt or secrets.token_bytes(32)
     commitment = commitment_from_digest(salt, digest_file(path))
-    chain_id, expiry = _expiry(client)
+    chain_id, expiry = chain_and_expiry(client)
     tx = Transaction(chain_id, key.public_key, secrets.randbits(63), expiry,
                      Attest(doc_type, commitment, int(time.time() * 1000), valid_until_ms,
                             b"")).signed(key)
@@ -55,7 +56,7 @@ def attest_file(client: RpcClient, key: KeyPair, path: Path, doc_type: str, *,
 
 def revoke(client: RpcClient, key: KeyPair, commitment: bytes, reason: RevokeReason, *,
            wait: bool = True) -> dict[str, Any]:
-    chain_id, expiry = _expiry(client)
+    chain_id, expiry = chain_and_expiry(client)
     tx = Transaction(chain_id, key.public_key, secrets.randbits(63), expiry,
                      Revoke(commitment, reason)).signed(key)
     result: dict[str, Any] = client.call("submitTransaction", tx=tx.encode().hex(), wait=wait)

@@ -16,21 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _print(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=2))
-    else:
-        human()
-
+from cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_rpc_options,
+    client,
+    read_key,
+    rpc_errors,
+)
+from cli.common import emit as _print
 
 # ---------------------------------------------------------------------------- keys
 
@@ -45,6 +41,27 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     _print(args, {"file": args.file, "public_key": key.public_key.hex()},
            lambda: print(f"wrote {args.file}\npublic key: {key.public_key.hex()}"))
+    return EXIT_OK
+
+
+def cmd_keys_api(args: argparse.Namespace) -> int:
+    from node.rpc.auth import CredentialStore, generate_api_key
+
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    api = generate_api_key()
+    try:  # the node parses the entry with the same rules; refuse here what it would refuse
+        CredentialStore.from_config({args.member: {"roles": roles,
+                                                   "key_sha256": api.key_sha256}})
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    # json.dumps of a list of plain strings is also a TOML array.
+    snippet = (f"[rpc.credentials.{args.member}]\nroles = {json.dumps(roles)}\n"
+               f'key_sha256 = "{api.key_sha256}"')
+    _print(args, {"member": args.member, "roles": roles, "api_key": api.key,
+                  "key_sha256": api.key_sha256, "config": snippet},
+           lambda: print(f"API key for {args.member} (give it to them; it is shown only "
+                         f"once):\n  {api.key}\n\nAdd to the node's config (only the hash is "
+                         f"stored):\n\n{snippet}"))
     return EXIT_OK
 
 
@@ -124,14 +141,13 @@ def cmd_node_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from cli.rpc_client import RpcCallError, RpcClient
+    def run() -> int:
+        with client(args, timeout_s=5) as c:
+            st = c.call("status")
+        _print(args, st, lambda: [print(f"{k:>20}: {v}") for k, v in st.items()])
+        return EXIT_OK
 
-    try:
-        st = RpcClient(args.rpc, timeout_s=5).call("status")
-    except (RpcCallError, ValueError) as exc:
-        raise CliError(f"cannot get status from {args.rpc}: {exc}", EXIT_UNREACHABLE) from None
-    _print(args, st, lambda: [print(f"{k:>20}: {v}") for k, v in st.items()])
-    return EXIT_OK
+    return rpc_errors(run)
 
 
 # ---------------------------------------------------------------------------- devnet
@@ -192,44 +208,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir) if args.dir else None, keep=args.keep)
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from cli.rpc_client import RpcClient
-
-    try:
-        return RpcClient(args.rpc, api_key=getattr(args, "api_key", None))
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _key(path: str) -> Any:
-    from ledger.crypto import KeyFileError, read_key_file
-
-    try:
-        return read_key_file(Path(path))
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
-
-
-def _rpc_errors(fn: Callable[[], int]) -> int:
-    from cli.rpc_client import RpcCallError
-
-    try:
-        return fn()
-    except RpcCallError as exc:
-        code = exc.data.get("code") if isinstance(exc.data, dict) else None
-        if exc.code is None:
-            raise CliError(str(exc), EXIT_UNREACHABLE) from None
-        raise CliError(f"{code + ': ' if code else ''}{exc}", EXIT_FAIL) from None
-
-
 def cmd_attest(args: argparse.Namespace) -> int:
     from cli.documents import attest_file
 
     def run() -> int:
         valid_until = int((time.time() + args.valid_days * 86400) * 1000) if args.valid_days \
             else 0
-        a = attest_file(_client(args), _key(args.key), Path(args.file), args.doc_type,
-                        valid_until_ms=valid_until, wait=args.wait)
+        with client(args) as c:
+            a = attest_file(c, read_key(args.key), Path(args.file), args.doc_type,
+                            valid_until_ms=valid_until, wait=args.wait)
         data = {"commitment": a.commitment.hex(), "verification_code": a.code,
                 "tx_id": a.tx_id, "status": a.status, "height": a.height}
         _print(args, data, lambda: print(
@@ -240,7 +227,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
 
     if not Path(args.file).is_file():
         raise CliError(f"{args.file} is not a file")
-    return _rpc_errors(run)
+    return rpc_errors(run)
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -257,12 +244,13 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             from None
 
     def run() -> int:
-        r = revoke(_client(args), _key(args.key), commitment, reason, wait=args.wait)
+        with client(args) as c:
+            r = revoke(c, read_key(args.key), commitment, reason, wait=args.wait)
         where = f" at block {r['height']}" if r.get("height") else ""
         _print(args, r, lambda: print(f"revocation {r['tx_id']}: {r['status']}{where}"))
         return EXIT_OK
 
-    return _rpc_errors(run)
+    return rpc_errors(run)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -274,8 +262,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     def run() -> int:
         try:
-            v = verify_file(_client(args), Path(args.genesis), Path(args.file), args.code,
-                            max_age_ms=int(args.max_age * 1000) if args.max_age else None)
+            with client(args) as c:
+                v = verify_file(c, Path(args.genesis), Path(args.file), args.code,
+                                max_age_ms=int(args.max_age * 1000) if args.max_age else None)
         except CodeError as exc:
             raise CliError(f"verification code: {exc}") from None
         except GenesisError as exc:
@@ -292,7 +281,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     if not Path(args.file).is_file():
         raise CliError(f"{args.file} is not a file")
-    return _rpc_errors(run)
+    return rpc_errors(run)
 
 
 # ---------------------------------------------------------------------------- parser
@@ -326,6 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(keys, "show", "print a key file's public key", "dvp keys show keys/cnix.node.json",
             cmd_keys_show)
     p.add_argument("file")
+    p = add(keys, "api", "mint an RPC API key for a member organisation: prints the key "
+                         "(once) and the [rpc.credentials] entry with its SHA-256 for the "
+                         "node's config",
+            "dvp keys api --member hkbank --roles verifier", cmd_keys_api)
+    p.add_argument("--member", required=True, help="the organisation's member id")
+    p.add_argument("--roles", default="verifier",
+                   help="comma-separated: verifier, auditor, operator, member (default "
+                        "verifier)")
 
     gen = sub.add_parser("genesis", help="create and inspect genesis files").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)
@@ -348,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "status", "a node's height, view, primary, peers and mempool",
             "dvp status --rpc http://127.0.0.1:26701/", cmd_status)
-    p.add_argument("--rpc", required=True, help="the node's RPC URL")
+    add_rpc_options(p)
 
     dev = sub.add_parser("devnet", help="a local consortium on loopback").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)
@@ -373,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--doc-type", required=True)
     p.add_argument("--key", required=True, help="the issuer's member key file")
-    p.add_argument("--rpc", required=True)
+    add_rpc_options(p)
     p.add_argument("--valid-days", type=float, default=0, help="expires after N days")
     p.add_argument("--wait", action="store_true", help="return once committed")
     p = add(sub, "revoke", "withdraw an attestation (original issuer only)",
@@ -381,8 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--rpc http://127.0.0.1:26702/", cmd_revoke)
     p.add_argument("commitment")
     p.add_argument("--reason", required=True)
-    p.add_argument("--key", required=True)
-    p.add_argument("--rpc", required=True)
+    p.add_argument("--key", required=True, help="the issuer's member key file")
+    add_rpc_options(p)
     p.add_argument("--wait", action="store_true")
     p = add(sub, "verify", "verify a document and its code; exit 0 only for VALID",
             "dvp verify report.pdf --code 7K3M-... --genesis devnet/genesis.json "
@@ -391,12 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code", required=True, help="the verification code printed on it")
     p.add_argument("--genesis", default="devnet/genesis.json",
                    help="the consortium's genesis file: the only thing trusted")
-    p.add_argument("--rpc", required=True)
-    p.add_argument("--api-key", help="verifier API key (Bearer)")
+    add_rpc_options(p)
     p.add_argument("--max-age", type=float, help="refuse proofs older than this many seconds")
     from cli.audit import add_audit_commands
 
     add_audit_commands(sub, add)
+    from cli.gov import add_gov_commands
+
+    add_gov_commands(sub, add)
 
     p = add(sub, "demo", "the loan-verification story on a local consortium", "dvp demo",
             cmd_demo, json_flag=False)

@@ -1,12 +1,22 @@
-"""A minimal JSON-RPC 2.0 client over the standard library's HTTP client (for the CLI)."""
+"""A minimal JSON-RPC 2.0 client over the standard library's HTTP client (for the CLI).
+
+``RpcClient(url, api_key=..., cafile=...)``: the key goes in ``Authorization: Bearer``;
+an ``https://`` URL is checked against ``cafile`` (a PEM CA or self-signed certificate)
+or the system's CAs. The CLI reads defaults for both from ``DVP_API_KEY`` and
+``DVP_CACERT``; this class never reads the environment itself.
+"""
 
 from __future__ import annotations
 
 import http.client
 import itertools
 import json
-from typing import Any
+import ssl
+from typing import Any, Final
 from urllib.parse import urlsplit
+
+ENV_API_KEY: Final = "DVP_API_KEY"
+ENV_CACERT: Final = "DVP_CACERT"
 
 
 class RpcCallError(Exception):
@@ -19,28 +29,44 @@ class RpcCallError(Exception):
 
 
 class RpcClient:
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 30.0,
+                 cafile: str | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
+        if cafile and parts.scheme != "https":
+            raise ValueError(f"a CA certificate was given but {url!r} is not https://")
         self.url = url
         self.parts = parts
         self.api_key = api_key
         self.timeout_s = timeout_s
+        # Built once: loading the CA file per connection would cost a file read each time.
+        self._tls = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" \
+            else None
         self._ids = itertools.count(1)
         self._conn: http.client.HTTPConnection | None = None
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self.parts.scheme == "https" else \
-                http.client.HTTPConnection
-            self._conn = cls(self.parts.hostname, self.parts.port, timeout=self.timeout_s)
+            if self._tls is not None:
+                self._conn = http.client.HTTPSConnection(
+                    self.parts.hostname, self.parts.port, timeout=self.timeout_s,
+                    context=self._tls)
+            else:
+                self._conn = http.client.HTTPConnection(self.parts.hostname, self.parts.port,
+                                                        timeout=self.timeout_s)
         return self._conn
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def __enter__(self) -> RpcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _post(self, body: bytes) -> Any:
         headers = {"Content-Type": "application/json"}

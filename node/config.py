@@ -22,9 +22,11 @@ Example (configs/cnix.toml)::
     listen = "127.0.0.1:26701"
     admin_listen = "127.0.0.1:26801" # localhost only
     open = true                      # devnet only: no credentials (logged loudly)
+    tls_cert = "tls/cert.pem"        # optional: serve HTTPS (both or neither)
+    tls_key = "tls/key.pem"
     [rpc.credentials.hkbank]         # API key of a member organisation, stored hashed
-    roles = ["verifier"]
-    key_sha256 = "..."
+    roles = ["verifier"]             # verifier | auditor | operator | member ...
+    key_sha256 = "..."               # from `dvp keys api --member hkbank`
 
     [block]
     linger_ms = 50                   # wait this long for more transactions before cutting
@@ -40,6 +42,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from node.rpc.auth import CredentialStore
 
 ROLES = ("validator", "observer")
 
@@ -77,6 +81,10 @@ class NodeConfig:
     mempool_max_txs: int = 100_000
     log_level: str = "info"
     metrics: bool = True
+    # [p2p] penalty_strikes / ban_s: offences (undecodable frames, invalid signatures)
+    # that ban a peer, and for how long (docs/p2p.md, "Penalties").
+    p2p_penalty_strikes: int = 20
+    p2p_ban_s: float = 30.0
 
     @property
     def is_validator(self) -> bool:
@@ -135,10 +143,20 @@ def load_config(path: Path | str) -> NodeConfig:
     creds = rpc.get("credentials", {})
     if not isinstance(creds, dict):
         raise ConfigError(f"{path}: [rpc.credentials] must be a table")
+    try:  # refuse a bad entry now, not when the RPC server starts
+        CredentialStore.from_config(creds)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [rpc.credentials] {exc} (mint one with `dvp keys api`)"
+                          ) from None
+    if ("tls_cert" in rpc) != ("tls_key" in rpc):
+        raise ConfigError(f"{path}: [rpc] TLS needs both tls_cert and tls_key (PEM files)")
 
     def rel(value: str | None) -> Path | None:
         return None if value is None else (base / value).resolve()
 
+    for key in ("tls_cert", "tls_key"):
+        if key in rpc and not (isinstance(rpc[key], str) and (base / rpc[key]).is_file()):
+            raise ConfigError(f"{path}: [rpc] {key}: {rpc[key]!r} is not a readable file")
     try:
         return NodeConfig(
             path=path, name=node["name"], role=role,
@@ -155,6 +173,8 @@ def load_config(path: Path | str) -> NodeConfig:
             linger_ms=int(section("block").get("linger_ms", 50)),
             mempool_max_txs=int(section("mempool").get("max_txs", 100_000)),
             log_level=str(section("log").get("level", "info")),
+            p2p_penalty_strikes=int(p2p.get("penalty_strikes", 20)),
+            p2p_ban_s=float(p2p.get("ban_s", 30.0)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None

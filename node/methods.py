@@ -5,6 +5,16 @@ Public contract (docs/RPC.md): ``submitTransaction``, ``submitTransactions``, ``
 Writes are authorised by the transaction's own signature, so submitting needs no API
 key; the mempool answers BUSY (-32003) when full and rule failures are -32004 with a
 stable ``data.code``.
+
+Access (``roles=`` on each method; the OpenRPC ``x-access`` says the same):
+- public: ``submitTransaction(s)``, ``getHeader``, ``getHistoryProof``,
+  ``getConsistencyProof``, ``status``, ``ping``, ``rpc.discover``;
+- any member with an API key: what enumerates the consortium or its blocks --
+  ``getMembers``, ``getValidators``, ``getBlock`` (the auditor's bulk read),
+  ``getProposals``;
+- ``verifier`` or ``auditor``: look-ups of proofs by commitment or transaction id --
+  ``getAttestationProof``, ``getTransaction``.
+``serve_rpc`` also starts the admin listener (``node.admin``) when configured.
 """
 
 from __future__ import annotations
@@ -14,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ledger.errors import DecodeError
-from ledger.types import MAX_TX_BYTES, BlockHeader, Transaction
+from ledger.records import ProposalRecord, ProposalStatus, proposal_key
+from ledger.types import (
+    GOV_ARGS,
+    MAX_TX_BYTES,
+    BlockHeader,
+    GovAction,
+    RevokeReason,
+    Role,
+    Transaction,
+)
 from node.logs import get_logger
 from node.mempool import AddResult, AddStatus
 from node.rpc import (
@@ -30,6 +49,7 @@ from node.rpc import (
     NotFound,
     Param,
     Rejected,
+    Result,
     Timeout,
     make_app,
     serve_http,
@@ -40,6 +60,19 @@ if TYPE_CHECKING:
 
 log = get_logger("rpc")
 MAX_WAIT_S = 60
+# Who may call what (see the module docstring). Empty = any authenticated member.
+MEMBERS: frozenset[str] = frozenset()
+PROOF_READERS = frozenset({"verifier", "auditor"})
+_NULLABLE_INT = ["integer", "null"]
+
+
+def _result(description: str, **types: Any) -> Result:
+    """An OpenRPC result: an object whose named properties have these JSON types."""
+    return Result("result", description, {
+        "type": "object", "properties": {k: {"type": t} for k, t in types.items()}})
+
+
+_HEADER_RESULT = dict(height="integer", block_id="string", header="object")
 
 
 def _decode_tx(raw: bytes, where: str) -> Transaction:
@@ -70,6 +103,8 @@ def build_registry(node: Node) -> MethodRegistry:
                       description="return only once committed (or timed out)"),
                 Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
                 summary="Submit one signed transaction; returns its id (and height if waited)",
+                result=_result("where the transaction stands", tx_id="string",
+                               status="string", height=_NULLABLE_INT),
                 errors=(Busy, Rejected, Timeout, InvalidParams), timeout_s=MAX_WAIT_S + 5)
     async def submit_transaction(ctx: CallContext, tx: bytes, wait: bool,
                                  timeout_s: int) -> dict[str, Any]:
@@ -96,6 +131,8 @@ def build_registry(node: Node) -> MethodRegistry:
                 Param("wait", Bool(), default=False),
                 Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
                 summary="Submit many transactions in one request (how issuers attest in bulk)",
+                result=_result("per-transaction outcome, in request order",
+                               accepted="integer", results="array"),
                 errors=(Busy, InvalidParams), timeout_s=MAX_WAIT_S + 5)
     async def submit_transactions(ctx: CallContext, txs: list[bytes], wait: bool,
                                   timeout_s: int) -> dict[str, Any]:
@@ -128,6 +165,8 @@ def build_registry(node: Node) -> MethodRegistry:
                 Param("height", Int(0), default=None,
                       description="block height; the newest committed when omitted"),
                 summary="A committed block header with its commit certificate",
+                result=_result("header fields and hex encodings", **_HEADER_RESULT,
+                               encoded="string", certificate=["string", "null"]),
                 errors=(NotFound, InvalidParams))
     async def get_header(ctx: CallContext, height: int | None) -> dict[str, Any]:
         store = node.ledger.store
@@ -144,7 +183,11 @@ def build_registry(node: Node) -> MethodRegistry:
                 Param("height", Int(0), description="block height"),
                 Param("include_txs", Bool(), default=False,
                       description="also return each transaction's canonical encoding"),
-                summary="A committed block: header, certificate and transaction ids",
+                roles=MEMBERS,
+                summary="A committed block: header, certificate and transaction ids "
+                        "(members only: replaying blocks in bulk enumerates the chain)",
+                result=_result("the block", **_HEADER_RESULT, encoded_header="string",
+                               certificate=["string", "null"], tx_ids="array", txs="array"),
                 errors=(NotFound, InvalidParams))
     async def get_block(ctx: CallContext, height: int, include_txs: bool) -> dict[str, Any]:
         store = node.ledger.store
@@ -163,9 +206,14 @@ def build_registry(node: Node) -> MethodRegistry:
 
     @rpc.method("getAttestationProof",
                 Param("commitment", Hex(32), description="the document commitment, hex"),
-                roles=frozenset({"verifier", "auditor"}),
+                roles=PROOF_READERS,
                 summary="The proof bundle for a commitment at the newest certified height "
                         "(docs/PROOFS.md): verify it offline with ledger.verify",
+                result=_result("the proof bundle (docs/PROOFS.md section 11)", version="integer",
+                               chain_id="string", commitment="string", head="object",
+                               valset_changes="array", record=["object", "null"],
+                               state_proof="object", attest=["object", "null"],
+                               revoke=["object", "null"]),
                 errors=(NotFound, InvalidParams))
     async def get_attestation_proof(ctx: CallContext, commitment: bytes) -> dict[str, Any]:
         if node.ledger.height < 1:
@@ -173,9 +221,14 @@ def build_registry(node: Node) -> MethodRegistry:
         return node.prover.bundle(commitment).to_json()
 
     @rpc.method("getTransaction",
-                Param("tx_id", Hex(32)),
+                Param("tx_id", Hex(32), description="the transaction id, hex"),
+                roles=PROOF_READERS,
                 summary="A committed transaction with its inclusion proof, its block's header "
                         "and the history proof of that block in the newest certified header",
+                result=_result("the transaction and its proofs", tx_id="string",
+                               height="integer", index="integer", tx="string",
+                               block_header="string", tx_proof="array", head="object",
+                               history_proof="array"),
                 errors=(NotFound, InvalidParams))
     async def get_transaction(ctx: CallContext, tx_id: bytes) -> dict[str, Any]:
         store = node.ledger.store
@@ -196,7 +249,11 @@ def build_registry(node: Node) -> MethodRegistry:
     @rpc.method("getValidators",
                 Param("height", Int(1), default=None,
                       description="the height whose certifying set you want (default: next)"),
-                summary="The validator set in force at a height, with its hash",
+                roles=MEMBERS,
+                summary="The validator set in force at a height, with its hash (members "
+                        "only: it lists organisations and node keys)",
+                result=_result("the set", height="integer", hash="string", encoded="string",
+                               quorum="integer", validators="array"),
                 errors=(NotFound,))
     async def get_validators(ctx: CallContext, height: int | None) -> dict[str, Any]:
         h = node.ledger.height + 1 if height is None else height
@@ -209,9 +266,11 @@ def build_registry(node: Node) -> MethodRegistry:
                 "validators": [{"member_id": v.member_id, "node_key": v.node_key.hex()}
                                for v in vs.validators]}
 
-    @rpc.method("getMembers", roles=frozenset(),
+    @rpc.method("getMembers", roles=MEMBERS,
                 summary="Every consortium member with its roles and document types "
-                        "(members only: it enumerates the consortium)")
+                        "(members only: it enumerates the consortium)",
+                result=_result("members at the newest height", height="integer",
+                               members="array"))
     async def get_members(ctx: CallContext) -> dict[str, Any]:
         names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
         head = node.ledger.head
@@ -224,6 +283,9 @@ def build_registry(node: Node) -> MethodRegistry:
                 Param("height", Int(0), description="the older block"),
                 summary="Inclusion of block `height` in the newest certified header's "
                         "history root (RFC 6962)",
+                result=_result("the audit path", height="integer", block_id="string",
+                               head_height="integer", head_header="string",
+                               head_certificate="string", proof="array"),
                 errors=(NotFound,))
     async def get_history_proof(ctx: CallContext, height: int) -> dict[str, Any]:
         head = node.prover.refresh()
@@ -238,6 +300,8 @@ def build_registry(node: Node) -> MethodRegistry:
     @rpc.method("getConsistencyProof",
                 Param("old_height", Int(1)), Param("new_height", Int(1)),
                 summary="RFC 6962 consistency between the history roots of two headers",
+                result=_result("the consistency proof", old_height="integer",
+                               new_height="integer", proof="array"),
                 errors=(NotFound, InvalidParams))
     async def get_consistency_proof(ctx: CallContext, old_height: int,
                                     new_height: int) -> dict[str, Any]:
@@ -251,15 +315,68 @@ def build_registry(node: Node) -> MethodRegistry:
                           node.prover.history.consistency_proof(old_height, new_height)]}
 
     @rpc.method("ping", summary="A no-op: answers \"pong\" without touching the node "
-                "(liveness probes; benchmarks measure the HTTP/JSON-RPC floor with it)")
+                "(liveness probes; benchmarks measure the HTTP/JSON-RPC floor with it)",
+                result=Result("pong", "the string \"pong\"", {"type": "string"}))
     async def ping(ctx: CallContext) -> str:
         return "pong"
 
-    @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time")
+    @rpc.method("getProposals",
+                Param("ids", ListOf(Hex(32), max_items=100), default=None,
+                      description="proposal ids (any status); every open proposal if omitted"),
+                roles=MEMBERS,
+                summary="Governance proposals with their votes: the open ones, or the given "
+                        "ids whatever their status (members only)",
+                result=_result("proposals at the newest height", height="integer",
+                               voters="array", quorum="integer", proposals="array"),
+                errors=(NotFound, InvalidParams))
+    async def get_proposals(ctx: CallContext, ids: list[bytes] | None) -> dict[str, Any]:
+        head = node.ledger.head
+        if ids is None:
+            found = sorted(head.open_proposals.items())
+        else:
+            found = []
+            for pid in ids:
+                raw = head.tree.get(proposal_key(pid), head.height)
+                if raw is None:
+                    raise NotFound(f"no proposal {pid.hex()} (a proposal's id is the id of "
+                                   "the transaction that proposed it)")
+                found.append((pid, ProposalRecord.decode(raw)))
+        voters = head.validators_at(head.height + 1)
+        return {"height": head.height, "quorum": voters.quorum,
+                "voters": [v.member_id for v in voters.validators],
+                "proposals": [proposal_json(pid, rec) for pid, rec in found]}
+
+    @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time",
+                result=_result("the node's view of the chain", chain_id="string",
+                               node="string", role="string", height="integer",
+                               view=_NULLABLE_INT, primary=["string", "null"],
+                               peers="integer", mempool="integer"))
     async def status(ctx: CallContext) -> dict[str, Any]:
         return node_status(node)
 
     return rpc
+
+
+def _gov_arg_json(kind: str, value: Any) -> Any:
+    if kind in ("key", "hash"):
+        return bytes(value).hex()
+    if kind == "role":
+        return Role(value).name.lower()
+    if kind == "reason":
+        return RevokeReason(value).name.lower().replace("_", "-")
+    return value
+
+
+def proposal_json(pid: bytes, rec: ProposalRecord) -> dict[str, Any]:
+    """A proposal as ``getProposals`` returns it (action and enums as lowercase names)."""
+    action = GovAction(rec.action)
+    return {"proposal_id": pid.hex(), "action": action.name.lower().replace("_", "-"),
+            "args": [_gov_arg_json(k, v) for k, v in zip(GOV_ARGS[action], rec.args,
+                                                          strict=True)],
+            "proposer": rec.proposer, "deadline_height": rec.deadline_height,
+            "yes": list(rec.yes), "no": list(rec.no),
+            "status": ProposalStatus(rec.status).name.lower(),
+            "decided_height": rec.decided_height or None}
 
 
 def header_json(h: BlockHeader) -> dict[str, Any]:
@@ -292,22 +409,37 @@ def node_status(node: Node) -> dict[str, Any]:
         "mempool": len(node.mempool),
         "last_commit_unix_ms": int(node.status.last_commit_wall * 1000) or None,
         "view_changes": node.status.view_changes,
+        # equivocation evidence recorded (consensus database), and why nothing commits
+        # while a disk write keeps failing (None when the disk is fine)
+        "evidence": node.status.evidence,
+        "store_error": node.status.store_error,
     }
 
 
 async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
     """Start the public RPC listener (and the admin one if configured); return ports."""
+    from node.admin import build_admin_registry
+
     cfg = node.config
+    # Configured keys stay valid in open mode: a client that sends one is identified,
+    # and a wrong key is still refused (node.rpc.auth).
+    creds = CredentialStore.from_config(cfg.credentials, open_mode=cfg.rpc_open)
     if cfg.rpc_open:
-        creds = CredentialStore.open_mode()
         log.warning("RPC IS OPEN: no API credentials are checked (devnet mode). "
-                    "Never run a consortium node like this.")
-    else:
-        creds = CredentialStore.from_config(cfg.credentials)
+                    "Never run a consortium node like this.", listen=str(cfg.rpc_listen))
     app = make_app(build_registry(node), creds, node.metrics.registry)
     ports = {"rpc": await nursery.start(
         lambda task_status: serve_http(app, cfg.rpc_listen.host, cfg.rpc_listen.port,
                                        task_status=task_status,
                                        tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
                                        tls_key=str(cfg.tls_key) if cfg.tls_key else None))}
+    admin_addr = cfg.admin_listen
+    if admin_addr is not None:
+        # Loopback only (checked by node.config), plain HTTP, admin methods only.
+        admin = make_app(build_admin_registry(node), creds, node.metrics.registry,
+                         metrics_namespace="dvp_admin")
+        ports["admin"] = await nursery.start(
+            lambda task_status: serve_http(admin, admin_addr.host, admin_addr.port,
+                                           task_status=task_status))
+        log.info("admin RPC listening", port=ports["admin"])
     return ports
