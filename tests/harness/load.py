@@ -78,6 +78,11 @@ class Load:
     def resume(self) -> None:
         self._paused.clear()
 
+    def snapshot(self) -> dict[bytes, Ack]:
+        """The acknowledgements so far (a copy: the workers keep adding)."""
+        with self.lock:
+            return dict(self.acked)
+
     def ack_times(self) -> list[float]:
         with self.lock:
             return sorted(a.acked for a in self.acked.values())
