@@ -311,23 +311,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _table(doc: dict[str, Any], by_id: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    """One block per proposal: plain lines read well at any terminal width."""
     rows = doc["proposals"]
     if not rows:
-        console.print(f"no open proposals at height {doc['height']}")
+        print(f"no open proposals at height {doc['height']}")
         return
-    title = (f"{'proposals' if by_id else 'open proposals'} at height {doc['height']} "
-             f"(quorum {doc['quorum']} of {len(doc['voters'])} validators: "
-             f"{', '.join(doc['voters'])})")
-    t = Table("proposal", "change", "by", "yes", "no", "status", "deadline", title=title)
+    print(f"{'proposals' if by_id else 'open proposals'} at height {doc['height']} "
+          f"(quorum {doc['quorum']} of {len(doc['voters'])} validators: "
+          f"{', '.join(doc['voters'])})")
     for p in rows:
-        status = p["status"] + (f" at {p['decided_height']}" if p.get("decided_height") else "")
-        t.add_row(p["proposal_id"][:16], _describe(p), p["proposer"], ", ".join(p["yes"]),
-                  ", ".join(p["no"]), status, str(p["deadline_height"]))
-    console.print(t)
+        print(f"\n{p['proposal_id']}\n  {_describe(p)}, proposed by {p['proposer']}\n  "
+              f"{_state_line(p, doc['quorum'])}")
 
 
 # ------------------------------------------------------------------------- parser

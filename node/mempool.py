@@ -7,8 +7,9 @@ Rules:
   it may skip the check (the id covers the signature bytes, so a different signature
   is a different id).
 - ``add`` pre-checks against the newest state (member key, issuer rights, already
-  attested, expiry) so obviously doomed transactions are refused at the door; the
-  block builder still applies the full rules.
+  attested, expiry; governance: validator member, proposal open, not voted yet) so
+  obviously doomed transactions are refused at the door; the block builder still
+  applies the full rules.
 - Transactions are proposed in arrival order (FIFO); committed ones are removed by id;
   expired ones are dropped when the chain passes their ``expiry_height``.
 Pure data structure: no I/O, no clock; owned by one task.
@@ -23,7 +24,7 @@ from enum import StrEnum
 
 from ledger.errors import RuleError
 from ledger.state import LedgerState
-from ledger.types import Attest, Revoke, Role, Transaction
+from ledger.types import Attest, GovPropose, GovVote, Revoke, Role, Transaction
 
 
 class AddStatus(StrEnum):
@@ -142,6 +143,18 @@ class Mempool:
                 raise RuleError("not_found", "no attestation of this commitment")
             if rec.issuer != member.member_id:
                 raise RuleError("not_original_issuer", "only the original issuer may revoke")
+        elif isinstance(p, GovPropose | GovVote):
+            # Governance is rare, so these checks cost nothing that matters; without them
+            # a doomed vote waits in the pool and its sender for a commit that never comes.
+            voters = state.validators_at(next_height)
+            if member.member_id not in {v.member_id for v in voters.validators}:
+                raise RuleError("not_validator", "only validator members may propose or vote")
+            if isinstance(p, GovVote) and check_state:
+                prop = state.open_proposals.get(p.proposal_id)
+                if prop is None:
+                    raise RuleError("no_open_proposal", "no open proposal with this id")
+                if member.member_id in prop.yes or member.member_id in prop.no:
+                    raise RuleError("already_voted", f"{member.member_id} already voted")
 
     def take(self, max_txs: int, max_bytes: int, exclude: set[bytes] | None = None
              ) -> list[Transaction]:
