@@ -130,7 +130,7 @@ def run_demo(root: Path | None = None, keep: bool = False) -> int:
         from ledger.genesis import read_genesis
 
         auditor = RpcClient(nodes["cnix"].rpc_url)
-        report = replay(RpcSource(auditor), read_genesis(genesis), workers=0)
+        report = replay(RpcSource(auditor), read_genesis(genesis))
         auditor.close()
         if report.ok:
             console.print(f"   every block verified: {report.blocks} blocks, "

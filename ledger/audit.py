@@ -445,16 +445,15 @@ def _rule_failure(height: int, err: RuleError) -> AuditFailure:
 
 
 def replay(source: BlockSource, genesis: Genesis, *, workdir: Path | str | None = None,
-           progress: ProgressFn | None = None, workers: int | None = None) -> AuditReport:
+           progress: ProgressFn | None = None) -> AuditReport:
     """Re-execute ``source`` from ``genesis``; the report names the first failure, if any.
 
     The scratch ledger lives in a fresh temporary directory under ``workdir`` (default:
     the system's) and is deleted afterwards. Raises ``SourceUnavailable`` if the source
-    stops answering; never for a finding about the chain. ``workers`` is accepted for
-    callers of an earlier draft and ignored: signatures are checked in this process (a
-    pool of signature-checking processes gave no gain on a loaded 2-core machine).
+    stops answering; never for a finding about the chain. Signatures are checked in this
+    process (a pool of signature-checking processes gave no gain on a loaded 2-core
+    machine).
     """
-    del workers
     report = AuditReport(notes=list(source.notes))
     t0 = time.perf_counter()
     target = source.head_height

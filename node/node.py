@@ -335,6 +335,10 @@ class Node:
                                committed_height=head.height, committed_block_id=head.block_id,
                                record=self.cdb.load_record(), blocks=self.cdb.payloads())
         self._step(Start())
+        if head.height > 0:
+            # After a restart the replica learns the head's state root here (it was
+            # applied in an earlier life): a checkpoint due at the head gets signed.
+            self._step(Applied(head.height, head.state_root))
         ids = tuple(self.mempool.tx_ids())
         if ids:
             self._step(TxsPending(ids))
