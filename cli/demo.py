@@ -10,6 +10,8 @@ its own devnet in a temporary folder (or uses ``--dir``) and stops what it start
 
 from __future__ import annotations
 
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +42,14 @@ def say(step: str, text: str) -> None:
     console.print(f"\n[bold cyan]{step}[/bold cyan] {text}")
 
 
-def run_demo(root: Path | None = None, keep: bool = False) -> int:
+def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False) -> int:
+    """Play the story; exit 0 if all five outcomes and the audit came out as expected.
+
+    ``as_json``: the narration goes to stderr and stdout gets one JSON document,
+    ``{"ok": bool, "outcomes": [{"step", "result"}...]}``, for scripts.
+    """
+    if as_json:
+        console.file = sys.stderr
     tmp = None
     if root is None:
         tmp = tempfile.TemporaryDirectory(prefix="dvp-demo-")
@@ -150,6 +159,9 @@ def run_demo(root: Path | None = None, keep: bool = False) -> int:
         expected = ["VALID", "INVALID", "REVOKED", "EXPIRED"]
         ok = [str(r) for _, r in outcomes[:4]] == expected and \
             outcomes[4][1].startswith("REFUSED") and outcomes[5][1] == "OK"
+        if as_json:
+            print(json.dumps({"ok": ok, "outcomes": [{"step": what, "result": str(result)}
+                                                     for what, result in outcomes]}, indent=2))
         return 0 if ok else 1
     finally:
         if started and not keep and (root / "devnet.json").exists():

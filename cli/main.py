@@ -205,7 +205,7 @@ def cmd_devnet_down(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cli.demo import run_demo
 
-    return run_demo(Path(args.dir) if args.dir else None, keep=args.keep)
+    return run_demo(Path(args.dir) if args.dir else None, keep=args.keep, as_json=args.json)
 
 
 def cmd_attest(args: argparse.Namespace) -> int:
@@ -339,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     nodep = sub.add_parser("node", help="run a node").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True)
-    p = add(nodep, "run", "run a validator or observer node until SIGTERM/SIGINT",
+    p = add(nodep, "run", "run a validator or observer node until SIGTERM/SIGINT; its log "
+                          "is already JSON, one object a line on stderr (so no --json)",
             "dvp node run --config devnet/nodes/cnix.toml", cmd_node_run, json_flag=False)
     p.add_argument("--config", required=True, help="the node's TOML config")
 
@@ -397,8 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gov_commands(sub, add)
 
-    p = add(sub, "demo", "the loan-verification story on a local consortium", "dvp demo",
-            cmd_demo, json_flag=False)
+    p = add(sub, "demo", "the loan-verification story on a local consortium; --json prints "
+                         "the outcomes as JSON (narration on stderr)", "dvp demo", cmd_demo)
     p.add_argument("--dir", help="devnet folder to use (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="leave the devnet running")
     return parser

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from cli.devnet_files import create_devnet
 from cli.main import build_parser, main
 from ledger.genesis import read_genesis, read_template
 from node.config import ConfigError, load_config
+from node.rpc.auth import CredentialStore, hash_api_key
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -42,14 +45,68 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
         load_config(bad)
 
 
-def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["keys", "new"], ["keys", "show"], ["genesis", "new"], ["genesis", "show"],
-                 ["node", "run"], ["status"], ["devnet", "up"], ["devnet", "status"],
-                 ["devnet", "down"]):
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+              ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every leaf command of the parser tree, found by walking its subparsers."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, child in action.choices.items():
+            yield from _commands(child, (*path, name))
+
+
+def test_every_command_has_help_with_an_example_and_json(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    commands = dict(_commands(build_parser()))
+    assert {("gov", "vote"), ("gov", "list"), ("gov", "propose", "grant-doc-type"),
+            ("keys", "api"), ("audit", "replay"), ("verify",), ("demo",)} <= set(commands)
+    for argv, parser in commands.items():
         with pytest.raises(SystemExit) as e:
             build_parser().parse_args([*argv, "--help"])
         assert e.value.code == 0
-        assert "example:" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "example:" in out and f"dvp {argv[0]}" in out.split("example:")[1], argv
+        flags = {o for a in parser._actions for o in a.option_strings}
+        # `node run` only logs, and its log lines are JSON already.
+        assert "--json" in flags or argv == ("node", "run"), argv
+        if "--rpc" in flags:
+            assert "--api-key" in flags and "--cacert" in flags, argv
+
+
+def test_keys_api_mints_a_key_the_node_accepts(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "api", "--member", "hkbank", "--roles", "verifier,auditor",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert hash_api_key(doc["api_key"]) == doc["key_sha256"] and doc["roles"] == [
+        "verifier", "auditor"]
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[node]\nname="x"\nkey_file="k"\ngenesis="g"\ndata_dir="d"\n[rpc]\n'
+                   + doc["config"] + "\n")
+    store = CredentialStore.from_config(load_config(cfg).credentials)
+    principal = store.authenticate(f"Bearer {doc['api_key']}")
+    assert principal is not None and principal.roles == {"verifier", "auditor"}
+    assert main(["keys", "api", "--member", "hkbank"]) == 0
+    human = capsys.readouterr().out
+    assert "shown only once" in human and "[rpc.credentials.hkbank]" in human
+    assert main(["keys", "api", "--member", "no spaces", "--roles", "verifier"]) == 2
+    assert main(["keys", "api", "--member", "hkbank", "--roles", "Bad Role"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2  # one line each
+
+
+def test_config_checks_credentials_and_tls_at_load(tmp_path: Path) -> None:
+    base = '[node]\nname="x"\nkey_file="k"\ngenesis="g"\ndata_dir="d"\n[rpc]\n'
+    bad = tmp_path / "n.toml"
+    bad.write_text(base + '[rpc.credentials.hkbank]\nroles=["verifier"]\nkey_sha256="abc"\n')
+    with pytest.raises(ConfigError, match="key_sha256.*dvp keys api"):
+        load_config(bad)
+    bad.write_text(base + 'tls_cert = "cert.pem"\n')
+    with pytest.raises(ConfigError, match="both tls_cert and tls_key"):
+        load_config(bad)
+    bad.write_text(base + 'tls_cert = "cert.pem"\ntls_key = "key.pem"\n')
+    with pytest.raises(ConfigError, match="tls_cert.*not a readable file"):
+        load_config(bad)
 
 
 def test_keys_and_genesis_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
