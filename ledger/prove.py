@@ -4,26 +4,121 @@
 committed block ids (history proofs in O(log n)) and the heights where the validator
 set changes. Both are built on first use from the store and extended as blocks commit
 (``refresh`` is cheap when nothing changed).
+
+Look-ups are the bank-facing hot path (``getAttestationProof``), so what is per height
+and shared by every bundle that touches that height is cached: a committed block's
+stored bytes with each transaction's offset in them and its tx tree (an LRU bounded by
+bytes, ``block_cache_bytes``: decoding a whole 2,000-transaction block to serve one
+transaction cost ~30 ms), and each validator-set change entry (immutable once
+committed). A cached block's transactions are byte slices of the stored canonical
+encoding, which is what ``Transaction.encode()`` returns for them, and its tx tree is
+checked against the header's ``tx_root`` when built, so bundles are byte-identical to
+those built from decoded blocks.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
+from dataclasses import dataclass
+
+import msgpack
 
 from ledger import merkle
 from ledger.bundle import CertifiedHeader, IncludedTx, ProofBundle, ValsetChange
 from ledger.chain import Ledger
+from ledger.codec import Domain, tagged_hash
+from ledger.errors import StoreError
 from ledger.records import AttestationRecord, attestation_key
 from ledger.state import decode_app_meta
 
+DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredBlock:
+    """A committed block as stored: ``raw`` = ``0x92 || header || txs array``."""
+
+    raw: bytes
+    header_end: int  # raw[1:header_end] is the canonical header
+    offsets: array  # type: ignore[type-arg]  # tx i is raw[offsets[i]:offsets[i + 1]]
+    levels: tuple[list[bytes], ...]  # the tx tree level by level, leaf hashes first
+
+    @property
+    def header(self) -> bytes:
+        return self.raw[1:self.header_end]
+
+    def tx(self, position: int) -> bytes:
+        return self.raw[self.offsets[position]:self.offsets[position + 1]]
+
+    @property
+    def size(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def cost(self) -> int:
+        """Approximate bytes held: the block, the offsets, ~70 B per tree hash."""
+        return len(self.raw) + 8 * len(self.offsets) + 70 * sum(map(len, self.levels))
+
+
+def _levels(leaf_hashes: list[bytes]) -> tuple[list[bytes], ...]:
+    """A static RFC 6962 tree level by level: adjacent pairs are hashed and an unpaired
+    last node moves up unchanged (the same tree as RFC 9162's split recursion,
+    docs/proofs-merkle.md §2). The last level is the root (none for an empty tree)."""
+    levels = [leaf_hashes]
+    node = merkle.node_hash
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        up = [node(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+        if len(below) % 2:
+            up.append(below[-1])
+        levels.append(up)
+    return tuple(levels)
+
+
+def _level_proof(levels: tuple[list[bytes], ...], index: int) -> list[bytes]:
+    """RFC 9162 inclusion proof of leaf ``index`` from ``_levels``: at each level the
+    sibling, if there is one (a carried-up last node has none)."""
+    proof = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):
+            proof.append(level[sibling])
+        index >>= 1
+    return proof
+
+
+def _split_block(raw: bytes) -> tuple[int, array]:  # type: ignore[type-arg]
+    """Where the header ends and each transaction starts in stored block bytes (msgpack
+    skips in C: no transaction is decoded)."""
+    unpacker = msgpack.Unpacker(max_buffer_size=len(raw))
+    unpacker.feed(raw)
+    if unpacker.read_array_header() != 2:
+        raise ValueError("not a block")
+    unpacker.skip()
+    header_end = unpacker.tell()
+    n = unpacker.read_array_header()
+    offsets = array("q", [unpacker.tell()])
+    for _ in range(n):
+        unpacker.skip()
+        offsets.append(unpacker.tell())
+    if offsets[-1] != len(raw):
+        raise ValueError("trailing bytes after the transactions")
+    return header_end, offsets
+
 
 class Prover:
-    def __init__(self, ledger: Ledger, tx_tree_cache: int = 32) -> None:
+    def __init__(self, ledger: Ledger,
+                 block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES) -> None:
         self.ledger = ledger
         self.history = merkle.MerkleTree()
         self.changes: list[int] = []  # heights whose header announces a new validator set
-        self._tx_trees: OrderedDict[int, merkle.MerkleTree] = OrderedDict()
-        self._cap = tx_tree_cache
+        self._blocks: OrderedDict[int, _StoredBlock] = OrderedDict()
+        self._blocks_bytes = 0
+        self._cap = block_cache_bytes
+        self._valset_changes: dict[int, ValsetChange] = {}  # committed: never changes
+        self._history_head = -1  # the head the cached history proofs are against
+        self._history_proofs: dict[int, tuple[bytes, ...]] = {}
 
     def refresh(self) -> int:
         """Index blocks committed since the last call; returns the head height."""
@@ -37,25 +132,58 @@ class Prover:
                 self.changes.append(h)
         return top
 
-    def _tx_tree(self, height: int) -> merkle.MerkleTree:
-        tree = self._tx_trees.get(height)
-        if tree is None:
-            block = self.ledger.store.get_block(height)
-            assert block is not None
-            tree = merkle.MerkleTree.from_leaves(block.tx_ids)
-            self._tx_trees[height] = tree
-            while len(self._tx_trees) > self._cap:
-                self._tx_trees.popitem(last=False)
-        return tree
+    def _block(self, height: int) -> _StoredBlock:
+        """Block ``height`` as stored, split into transactions, with its tx tree (LRU)."""
+        block = self._blocks.get(height)
+        if block is not None:
+            self._blocks.move_to_end(height)
+            return block
+        raw = self.ledger.store.get_block_bytes(height)
+        header = self.ledger.store.get_header(height)
+        if raw is None or header is None:
+            raise KeyError(f"no committed block at height {height}")
+        try:
+            header_end, offsets = _split_block(raw)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise StoreError(f"block at height {height} does not split ({exc})") from exc
+        tx_id, leaf = Domain.TX_ID, merkle.leaf_hash
+        levels = _levels([leaf(tagged_hash(tx_id, raw[offsets[i]:offsets[i + 1]]))
+                          for i in range(len(offsets) - 1)])
+        root = levels[-1][0] if levels[-1] else merkle.root([])
+        if root != header.tx_root:  # the same check a verifier makes
+            raise StoreError(f"block at height {height}: transactions do not match tx_root")
+        block = _StoredBlock(raw, header_end, offsets, levels)
+        self._blocks[height] = block
+        self._blocks_bytes += block.cost
+        while self._blocks_bytes > self._cap and len(self._blocks) > 1:
+            self._blocks_bytes -= self._blocks.popitem(last=False)[1].cost
+        return block
 
     def included(self, height: int, position: int, head: int) -> IncludedTx:
-        store = self.ledger.store
-        block = store.get_block(height)
-        assert block is not None and position < len(block.txs)
-        history = self.history.inclusion_proof(height, head) if height < head else []
-        return IncludedTx(block.txs[position].encode(), block.header.encoded, position,
-                          tuple(self._tx_tree(height).inclusion_proof(position)),
-                          tuple(history))
+        block = self._block(height)
+        assert position < block.size
+        if head != self._history_head:  # proofs against an older head are never reused
+            self._history_proofs.clear()
+            self._history_head = head
+        history = self._history_proofs.get(height)
+        if history is None:
+            history = self._history_proofs[height] = tuple(
+                self.history.inclusion_proof(height, head) if height < head else ())
+        return IncludedTx(block.tx(position), block.header, position,
+                          tuple(_level_proof(block.levels, position)), history)
+
+    def _valset_change(self, height: int) -> ValsetChange:
+        change = self._valset_changes.get(height)
+        if change is None:
+            store = self.ledger.store
+            meta = store.app_meta(height)
+            assert meta is not None
+            nxt = decode_app_meta(meta).chain.validators_at(height + 1)
+            cb = store.get_certificate_bytes(height)
+            hb = store.get_header_bytes(height)
+            assert cb is not None and hb is not None, f"validator change at {height} uncertified"
+            change = self._valset_changes[height] = ValsetChange(hb, cb, nxt.encode())
+        return change
 
     def bundle(self, commitment: bytes, height: int | None = None) -> ProofBundle:
         """The proof bundle for ``commitment`` as of ``height`` (default: the head)."""
@@ -70,22 +198,15 @@ class Prover:
         for h in self.changes:
             if h >= head:
                 break
-            meta = store.app_meta(h)
-            assert meta is not None
-            nxt = decode_app_meta(meta).chain.validators_at(h + 1)
-            cb = store.get_certificate_bytes(h)
-            hb = store.get_header_bytes(h)
-            assert cb is not None and hb is not None, f"validator change at {h} uncertified"
-            changes.append(ValsetChange(hb, cb, nxt.encode()))
+            changes.append(self._valset_change(h))
         record, proof = self.ledger.tree.get_with_proof(attestation_key(commitment), head)
         attest = revoke = None
         if record is not None:
             rec = AttestationRecord.decode(record)
             attest = self.included(rec.height, rec.position, head)
-            if rec.revoked_height:
-                block = store.get_block(rec.revoked_height)
-                if block is not None and rec.revoke_position < len(block.txs):
-                    revoke = self.included(rec.revoked_height, rec.revoke_position, head)
+            if rec.revoked_height and rec.revoked_height <= store.height and \
+                    rec.revoke_position < self._block(rec.revoked_height).size:
+                revoke = self.included(rec.revoked_height, rec.revoke_position, head)
         return ProofBundle(self.ledger.chain_id, commitment,
                            CertifiedHeader(header_bytes, cert_bytes), tuple(changes), record,
                            proof.to_json(), attest, revoke)

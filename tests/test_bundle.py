@@ -173,3 +173,39 @@ def test_round_trip_json(chain: Any) -> None:
     _, _, bundles = chain
     b = ProofBundle.from_json(bundles["revoked"])
     assert b.to_json() == bundles["revoked"]
+
+
+def test_prover_serves_the_stored_bytes(chain: Any) -> None:
+    """The prover's cached, split blocks give exactly what decoded blocks give: the
+    canonical transaction and header bytes and the same RFC 6962 proofs — with a cache
+    so small that every block is evicted and re-split (docs/PROOFS.md §11)."""
+    from ledger import merkle
+
+    _, lg, _ = chain
+    cached, tiny = Prover(lg), Prover(lg, block_cache_bytes=1)
+    head = cached.refresh()
+    tiny.refresh()
+    for h in range(1, lg.height + 1):
+        block = lg.store.get_block(h)
+        tree = merkle.MerkleTree.from_leaves(block.tx_ids)
+        for pos, tx in enumerate(block.txs):
+            for prover in (cached, tiny):
+                inc = prover.included(h, pos, head)
+                assert inc.tx == tx.encode() and inc.header == block.header.encoded
+                assert list(inc.tx_proof) == tree.inclusion_proof(pos)
+                expected = cached.history.inclusion_proof(h, head) if h < head else []
+                assert list(inc.history_proof) == expected
+    for c in C[:10]:
+        assert cached.bundle(c) == tiny.bundle(c) == Prover(lg).bundle(c)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 9, 16, 17, 31, 33, 70])
+def test_level_proofs_are_rfc9162_proofs(size: int) -> None:
+    from ledger import merkle
+    from ledger.prove import _level_proof, _levels
+
+    leaves = [bytes([i]) * (i % 5 + 1) for i in range(size)]
+    levels = _levels([merkle.leaf_hash(d) for d in leaves])
+    assert levels[-1] == [merkle.root(leaves)]
+    for i in range(size):
+        assert _level_proof(levels, i) == merkle.inclusion_proof(leaves, i)
