@@ -45,6 +45,7 @@ class Verdict:
     heights: dict[str, int] = field(default_factory=dict)
     acked: int = 0
     lost: list[str] = field(default_factory=list)          # "<node>: <tx id> ..." lines
+    lost_ids: set[bytes] = field(default_factory=set)
     duplicates: list[str] = field(default_factory=list)
     forks: list[int] = field(default_factory=list)          # heights with > 1 block id
     bad_blocks: list[str] = field(default_factory=list)     # certificate/link/hash failures
@@ -230,6 +231,7 @@ class ChainChecker:
             for tx in fresh:
                 hs = chain.tx_at.get(tx, [])
                 if hs != [acked[tx].height]:
+                    v.lost_ids.add(tx)
                     v.lost.append(f"{name}: {tx.hex()[:16]} acknowledged by "
                                   f"{acked[tx].node} at height {acked[tx].height}, "
                                   f"in this chain at {hs}")
@@ -244,6 +246,7 @@ class ChainChecker:
                     break
                 for tx, doc in zip(part, got, strict=True):
                     if isinstance(doc, Exception) or doc.get("height") != acked[tx].height:
+                        v.lost_ids.add(tx)
                         v.lost.append(f"{name}: getTransaction({tx.hex()[:16]}) -> "
                                       f"{doc if isinstance(doc, Exception) else doc['height']},"
                                       f" acknowledged at {acked[tx].height}")
