@@ -147,6 +147,22 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
 
 
 def _audit_replay(args: argparse.Namespace) -> int:
+    from cli.rpc_client import RpcClient
+
+    rpc = None
+    if args.rpc:
+        try:
+            rpc = RpcClient(args.rpc, api_key=args.api_key, cafile=args.cacert)
+        except (ValueError, OSError) as exc:  # a malformed URL, an unreadable CA file
+            raise CliError(str(exc)) from None
+    try:
+        return _replay(args, rpc)
+    finally:
+        if rpc is not None:
+            rpc.close()
+
+
+def _replay(args: argparse.Namespace, rpc: Any) -> int:
     from ledger.audit import (
         AuditReport,
         BlockSource,
@@ -160,15 +176,7 @@ def _audit_replay(args: argparse.Namespace) -> int:
     genesis, genesis_path = _load_genesis(args)
     source: BlockSource
     try:
-        if args.datadir:
-            source = DatadirSource(args.datadir, genesis)
-        else:
-            from cli.rpc_client import RpcClient
-
-            source = RpcSource(RpcClient(args.rpc, api_key=args.api_key,
-                                         cafile=args.cacert))
-    except (ValueError, OSError) as exc:  # a malformed URL, an unreadable CA file
-        raise CliError(str(exc)) from None
+        source = DatadirSource(args.datadir, genesis) if args.datadir else RpcSource(rpc)
     except StoreError as exc:
         raise CliError(f"{exc} (genesis: {genesis_path})") from None
     except SourceUnavailable as exc:

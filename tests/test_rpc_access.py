@@ -102,6 +102,11 @@ def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
             assert dvp(["gov", "list", "--rpc", url, "--json"]) == 0
             mp.setenv("DVP_API_KEY", WRONG_KEY)
             assert dvp(["status", "--rpc", url, "--json"]) == 1  # refused, not unreachable
+        # The auditor replays over RPC with its key (getBlock in bulk needs one).
+        replay = ["audit", "replay", "--rpc", url, "--genesis", str(root / "genesis.json"),
+                  "--json"]
+        assert dvp([*replay, "--api-key", AUDITOR.key]) == 0
+        assert dvp(replay) == 3
 
     run_nodes(root, client, rpc=rpc_section(open_mode=False, credentials=CREDENTIALS))
 
