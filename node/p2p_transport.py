@@ -24,7 +24,8 @@ class Libp2pTransport:
         self.node = node
         self.host = P2PHost(P2PConfig(
             seed=node.key.seed, listen_host=cfg.p2p_listen.host,
-            listen_port=cfg.p2p_listen.port, peers=peers, allowlist=None))
+            listen_port=cfg.p2p_listen.port, peers=peers, allowlist=None,
+            penalty_strikes=cfg.p2p_penalty_strikes, ban_s=cfg.p2p_ban_s))
         self.host.set_request_handler(node.handle_request)
 
     def send(self, peer: bytes, channel: str, payload: bytes) -> None:
@@ -44,6 +45,9 @@ class Libp2pTransport:
 
     def set_allowlist(self, keys: set[bytes]) -> None:
         self.host.set_allowlist(keys)
+
+    def penalize(self, peer: bytes, reason: str) -> None:
+        self.host.penalize(peer, reason)
 
     @property
     def stats(self) -> object:

@@ -38,6 +38,11 @@ class Transport(Protocol):
 
     def set_allowlist(self, keys: set[bytes]) -> None: ...
 
+    def penalize(self, peer: bytes, reason: str) -> None:
+        """Count an offence by ``peer`` (it sent something an honest node never sends);
+        enough of them in a short time disconnect and refuse it for a while."""
+        ...
+
 
 class MemoryHub:
     """Connects ``MemoryTransport``s by node key; ``cut``/``heal`` simulate partitions."""
@@ -72,6 +77,7 @@ class MemoryTransport:
         self.handler: RequestHandler | None = None
         self.allow: set[bytes] | None = None
         self.up = True
+        self.offences: dict[tuple[bytes, str], int] = {}  # counted only: no bans in memory
 
     def _allowed(self, peer: bytes) -> bool:
         return self.allow is None or peer in self.allow
@@ -105,3 +111,6 @@ class MemoryTransport:
 
     def set_allowlist(self, keys: set[bytes]) -> None:
         self.allow = set(keys)
+
+    def penalize(self, peer: bytes, reason: str) -> None:
+        self.offences[(peer, reason)] = self.offences.get((peer, reason), 0) + 1

@@ -125,6 +125,13 @@ class P2PConfig:
     request_handler_timeout_s: float = 30.0
     max_inflight_requests: int = 8
     shutdown_grace_s: float = 3.0
+    # Penalty for a peer that misbehaves (``P2PHost.penalize``: undecodable or oversize
+    # frames, invalid signatures): ``penalty_strikes`` offences within
+    # ``penalty_window_s`` disconnect it and refuse it for ``ban_s``. Honest peers never
+    # commit an offence, so the threshold only needs to ignore a stray one.
+    penalty_strikes: int = 20
+    penalty_window_s: float = 10.0
+    ban_s: float = 30.0
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for anything that cannot work."""
@@ -170,6 +177,8 @@ class P2PConfig:
             raise ConfigError("consensus_backpressure_s must stay below 1 s")
         if self.max_inflight_requests < 1:
             raise ConfigError("max_inflight_requests must be >= 1")
+        if self.penalty_strikes < 1 or self.penalty_window_s <= 0 or self.ban_s < 0:
+            raise ConfigError("penalty_strikes must be >= 1, penalty_window_s > 0, ban_s >= 0")
 
     def effective_allowlist(self) -> set[bytes]:
         return set(self.peers) if self.allowlist is None else set(self.allowlist)

@@ -281,6 +281,12 @@ class P2PHost:
         self._nursery: trio.Nursery | None = None
         self._sockets = SocketTracker()
         self._refusal_logged: dict[ID, float] = {}
+        # Penalties (``penalize``): recent offence times per peer, and banned peers with
+        # the time their ban ends. ``_wanted`` is the allowlist the app asked for; the
+        # effective one leaves out the banned.
+        self._strikes: dict[bytes, list[float]] = {}
+        self._banned: dict[bytes, float] = {}
+        self._wanted: set[bytes] = set()
         self._send: dict[str, trio.MemorySendChannel[Inbound]] = {}
         self._recv: dict[str, trio.MemoryReceiveChannel[Inbound]] = {}
         self._evict: dict[str, trio.MemoryReceiveChannel[Inbound]] = {}
@@ -320,6 +326,10 @@ class P2PHost:
         if any(len(k) != 32 for k in allow):
             raise ValueError("allowlist entries must be 32-byte Ed25519 public keys")
         allow.discard(self.public_key)
+        self._wanted = set(allow)
+        self._apply_allowlist(allow - set(self._banned))
+
+    def _apply_allowlist(self, allow: set[bytes]) -> None:
         removed = self._allow - allow
         self._allow = allow
         self._key_of = {self.pid(k): k for k in allow}
@@ -335,6 +345,41 @@ class P2PHost:
         if removed:
             log.info("allowlist shrank; disconnecting removed peers", extra=log_fields(
                 removed=len(removed), allowed=len(allow)))
+
+    def penalize(self, key: bytes, reason: str) -> bool:
+        """Count one offence by ``key`` (a frame it sent did not decode, carried an invalid
+        signature, ...). ``penalty_strikes`` offences within ``penalty_window_s`` ban it:
+        its connections are closed and it is refused (both ways) for ``ban_s``, then
+        re-admitted if still wanted. True if this offence started a ban."""
+        cfg = self.config
+        self.stats[f"offences.{reason}"] += 1
+        if key in self._banned or key not in self._wanted:
+            return False
+        now = trio.current_time()
+        recent = [t for t in self._strikes.get(key, ()) if now - t < cfg.penalty_window_s]
+        recent.append(now)
+        if len(recent) < cfg.penalty_strikes:
+            self._strikes[key] = recent
+            return False
+        self._strikes.pop(key, None)
+        self._banned[key] = now + cfg.ban_s
+        self.stats["bans"] += 1
+        log.warning("peer banned for misbehaving: disconnected and refused for a while",
+                    extra=log_fields(peer=key, reason=reason, offences=len(recent),
+                                     window_s=cfg.penalty_window_s, ban_s=cfg.ban_s))
+        self._apply_allowlist(self._wanted - set(self._banned))
+        self._spawn(self._lift_ban, key)
+        return True
+
+    def banned(self) -> set[bytes]:
+        """Peers refused now because of ``penalize``."""
+        return set(self._banned)
+
+    async def _lift_ban(self, key: bytes) -> None:
+        await trio.sleep_until(self._banned[key])
+        del self._banned[key]
+        log.info("peer ban lifted", extra=log_fields(peer=key))
+        self._apply_allowlist(self._wanted - set(self._banned))
 
     def _add_link(self, key: bytes, addr: multiaddr.Multiaddr | None) -> PeerLink:
         link = PeerLink(self, key, addr)
@@ -498,7 +543,10 @@ class P2PHost:
         link.inbound[channel] = fs
         conns = live_connections(self.lib, link.peer_id)
         try:
-            self.check_unresponsive(link, await fs.run(), conns)
+            reason = await fs.run()
+            if reason == "oversize":  # honest peers never send one: count it against them
+                self.penalize(key, "oversize")
+            self.check_unresponsive(link, reason, conns)
         finally:
             if link.inbound.get(channel) is fs:
                 del link.inbound[channel]
