@@ -144,7 +144,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     def run() -> int:
         with client(args, timeout_s=5) as c:
             st = c.call("status")
-        _print(args, st, lambda: [print(f"{k:>20}: {v}") for k, v in st.items()])
+        _print(args, st, lambda: print("\n".join(f"{k:>20}: {v}" for k, v in st.items())))
         return EXIT_OK
 
     return rpc_errors(run)

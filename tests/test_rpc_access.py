@@ -66,8 +66,9 @@ def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
             assert "result" in call(port, method, params), method
 
         # Reads that enumerate: any member's key; none, or a wrong one, is refused.
-        listing = (("getMembers", {}), ("getValidators", {}),
-                   ("getBlock", {"height": 1, "include_txs": True}), ("getProposals", {}))
+        listing: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("getMembers", {}), ("getValidators", {}),
+            ("getBlock", {"height": 1, "include_txs": True}), ("getProposals", {}))
         for method, params in listing:
             assert error_code(call(port, method, params)) == UNAUTHORISED, method
             assert error_code(call(port, method, params, key=WRONG_KEY)) == UNAUTHORISED
@@ -77,8 +78,9 @@ def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
         assert {m["member_id"] for m in members} >= {"cnix", "szcredit", "gzfintech"}
 
         # Proofs by commitment or tx id: verifier or auditor only.
-        proofs = (("getAttestationProof", {"commitment": commitment}),
-                  ("getTransaction", {"tx_id": tx_id}))
+        proofs: tuple[tuple[str, dict[str, Any]], ...] = (
+            ("getAttestationProof", {"commitment": commitment}),
+            ("getTransaction", {"tx_id": tx_id}))
         for method, params in proofs:
             assert error_code(call(port, method, params)) == UNAUTHORISED, method
             assert error_code(call(port, method, params, key=WRONG_KEY)) == UNAUTHORISED
