@@ -96,7 +96,7 @@ class ProofBundle:
     def from_json(cls, doc: Any) -> ProofBundle:
         d = _obj(doc, "bundle", {"version", "chain_id", "commitment", "head", "valset_changes",
                                  "record", "state_proof", "attest", "revoke"})
-        if d["version"] != BUNDLE_VERSION:
+        if type(d["version"]) is not int or d["version"] != BUNDLE_VERSION:  # not 1.0, true
             raise BundleError(f"bundle version {d['version']!r} is not {BUNDLE_VERSION}")
         if not isinstance(d["chain_id"], str):
             raise BundleError("chain_id: expected a string")

@@ -210,6 +210,9 @@ def verify_bundle(bundle: ProofBundle, anchor: TrustAnchor, *, now_ms: int | Non
     base = {"commitment": bundle.commitment, "height": head.height,
             "block_time_ms": head.time_ms}
     if bundle.record is None:
+        if bundle.attest is not None or bundle.revoke is not None:
+            # nothing would check them: refuse rather than pass along unchecked bytes
+            raise _fail(Reason.MALFORMED, "a bundle without a record carries transactions")
         return Verdict(Status.NOT_FOUND, **base)  # type: ignore[arg-type]
     try:
         rec = AttestationRecord.decode(bundle.record)
@@ -223,6 +226,8 @@ def verify_bundle(bundle: ProofBundle, anchor: TrustAnchor, *, now_ms: int | Non
         raise _fail(Reason.WRONG_COMMITMENT, "the ATTEST transaction is for another commitment")
     if p.doc_type != rec.doc_type or p.valid_until_ms != rec.valid_until_ms:
         raise _fail(Reason.RECORD_MISMATCH, "the record does not match its ATTEST transaction")
+    if not rec.revoked_height and bundle.revoke is not None:
+        raise _fail(Reason.MALFORMED, "a REVOKE transaction for a record that is not revoked")
     if rec.revoked_height and bundle.revoke is not None:
         rtx, _ = _included(bundle.revoke, head, rec.revoked_height, rec.revoke_position,
                            anchor.chain_id, "REVOKE")

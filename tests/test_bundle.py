@@ -25,10 +25,11 @@ def _commit(lg: Ledger, cons: Consortium, txs: list[Any]) -> None:
     lg.commit(ex.block, cons.certify(ex.block, validators=lg.validators_at(ex.height)))
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def make_chain(path: Any) -> tuple[Consortium, Ledger, dict[str, Any]]:
+    """A chain with VALID, REVOKED, EXPIRED and absent commitments and one validator-set
+    change, and their bundles in JSON form (tests/test_proofs_doc_independent.py too)."""
     cons = Consortium.make()
-    lg = Ledger.open(tmp_path_factory.mktemp("b") / "db", cons.genesis)
+    lg = Ledger.open(path, cons.genesis)
     _commit(lg, cons, [cons.attest(C[0]), cons.attest(C[1], "bank-statement"),
                        cons.attest(C[2], valid_until_ms=GENESIS_TIME_MS + 1500)])
     # a validator-set change (webank leaves) so bundles must carry the chain of sets
@@ -42,6 +43,12 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
     bundles = {name: json.loads(json.dumps(prover.bundle(c).to_json()))
                for name, c in [("valid", C[0]), ("revoked", C[1]), ("expired", C[2]),
                                ("absent", C[9])]}
+    return cons, lg, bundles
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cons, lg, bundles = make_chain(tmp_path_factory.mktemp("b") / "db")
     yield cons, lg, bundles
     lg.close()
 
@@ -132,17 +139,134 @@ EXPECTED_REASONS = {
 }
 
 
-@pytest.mark.parametrize("name", ["valid", "revoked", "absent"])
+_INCLUDED_EXACT = {
+    ("tx_proof", "*"): {Reason.TX_ROOT_MISMATCH},
+    ("history_proof", "*"): {Reason.HISTORY_ROOT_MISMATCH},
+    ("index",): {Reason.RECORD_MISMATCH},
+}
+# Fields whose alteration has exactly one right refusal (indexes as "*"); the rest fall
+# back to EXPECTED_REASONS by top-level field.
+EXACT_REASONS = {
+    ("commitment",): {Reason.STATE_ROOT_MISMATCH},
+    ("chain_id",): {Reason.WRONG_CHAIN},
+    ("version",): {Reason.MALFORMED},
+    ("record",): {Reason.STATE_ROOT_MISMATCH},
+    ("state_proof", "levels", "*", "siblings", "*"): {Reason.STATE_ROOT_MISMATCH},
+    ("state_proof", "leaf_key"): {Reason.STATE_ROOT_MISMATCH},
+    ("state_proof", "leaf_value_hash"): {Reason.STATE_ROOT_MISMATCH},
+    ("state_proof", "terminal"): {Reason.MALFORMED},
+    ("head", "certificate"): {Reason.BAD_SIGNATURE, Reason.INSUFFICIENT_QUORUM,
+                              Reason.MALFORMED},
+    ("valset_changes", "*", "next_validators"): {Reason.VALIDATOR_CHAIN_BROKEN,
+                                                 Reason.MALFORMED},
+    **{(part, *k): v for part in ("attest", "revoke") for k, v in _INCLUDED_EXACT.items()},
+}
+
+
+def _expected(path: tuple[Any, ...]) -> set[Reason]:
+    shape = tuple("*" if isinstance(k, int) else k for k in path)
+    return EXACT_REASONS.get(shape, EXPECTED_REASONS[path[0]])
+
+
+@pytest.mark.parametrize("name", ["valid", "revoked", "expired", "absent"])
 def test_every_altered_field_fails_with_the_right_reason(chain: Any, name: str) -> None:
     cons, _, bundles = chain
     anchor = TrustAnchor.from_genesis(cons.genesis)
     doc = bundles[name]
     paths = _paths(doc)
     assert len(paths) > 10
+    covered = {p[0] for p in paths}
+    assert covered == {k for k, v in doc.items() if v is not None and v != []}
     for path in paths:
         with pytest.raises(VerificationError) as e:
             verify_bundle_json(_mutate(doc, path), anchor)
-        assert e.value.reason in EXPECTED_REASONS[path[0]], (path, e.value)
+        assert e.value.reason in _expected(path), (path, e.value)
+
+
+def _structural(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[str, Any]]:
+    """Every way to change the bundle's shape rather than a value: drop or add a field,
+    drop, duplicate or swap list items, a null, a wrong type, non-lowercase or odd hex."""
+    out: list[tuple[str, Any]] = []
+
+    def at(path: tuple[Any, ...], change: Any) -> Any:
+        d = copy.deepcopy(doc_root)
+        parent = d
+        for k in path[:-1]:
+            parent = parent[k]
+        change(parent, path[-1])
+        return d
+
+    def walk(v: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(v, dict):
+            for k in v:
+                out.append((f"drop {path + (k,)}", at(path + (k,), lambda p, k: p.pop(k))))
+                walk(v[k], path + (k,))
+            if path:
+                out.append((f"extra field in {path}",
+                            at(path + (next(iter(v)),), lambda p, k: p.update(extra=1))))
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                walk(item, path + (i,))
+            if v:
+                out.append((f"drop last of {path}",
+                            at(path + (len(v) - 1,), lambda p, k: p.pop(k))))
+                out.append((f"repeat first of {path}",
+                            at(path + (0,), lambda p, k: p.append(copy.deepcopy(p[k])))))
+            if len(v) >= 2 and v[0] != v[1]:
+                out.append((f"swap in {path}", at(path + (0,), lambda p, k: p.reverse())))
+        elif path and v is not None:
+            out.append((f"null at {path}", at(path, lambda p, k: p.__setitem__(k, None))))
+            if isinstance(v, int):
+                for bad in (True, str(v), -1, float(v)):
+                    out.append((f"{bad!r} at {path}",
+                                at(path, lambda p, k, b=bad: p.__setitem__(k, b))))
+            elif isinstance(v, str) and v and all(c in "0123456789abcdef" for c in v):
+                out.append((f"odd hex at {path}",
+                            at(path, lambda p, k: p.__setitem__(k, p[k][:-1]))))
+                out.append((f"short hex at {path}",
+                            at(path, lambda p, k: p.__setitem__(k, p[k][:-2]))))
+                if any(c in "abcdef" for c in v):
+                    out.append((f"uppercase hex at {path}",
+                                at(path, lambda p, k: p.__setitem__(k, p[k].upper()))))
+
+    doc_root = doc
+    walk(doc, prefix)
+    return out
+
+
+@pytest.mark.parametrize("name", ["valid", "revoked", "absent"])
+def test_every_structural_change_is_refused(chain: Any, name: str) -> None:
+    """Shape changes (see ``_structural``) are refused too: as MALFORMED, or by the
+    check the changed part feeds (e.g. a dropped proof hash fails its root)."""
+    cons, _, bundles = chain
+    anchor = TrustAnchor.from_genesis(cons.genesis)
+    changes = _structural(bundles[name])
+    assert len(changes) > 30
+    for what, doc in changes:
+        with pytest.raises(VerificationError) as e:
+            verify_bundle_json(doc, anchor)
+        path = what.split("(", 1)[1] if "(" in what else ""
+        top = path.split(",")[0].strip("'") if path else ""
+        allowed = EXPECTED_REASONS.get(top, set()) | {Reason.MALFORMED}
+        assert e.value.reason in allowed, (what, e.value)
+
+
+def test_filled_in_nulls_are_refused(chain: Any) -> None:
+    """A NOT_FOUND bundle carrying transactions, a VALID one carrying a REVOKE, or an
+    absent commitment given another's record: refused, not silently ignored."""
+    cons, _, bundles = chain
+    anchor = TrustAnchor.from_genesis(cons.genesis)
+    for target, field, source, reason in [
+            ("absent", "attest", "valid", Reason.MALFORMED),
+            ("absent", "revoke", "revoked", Reason.MALFORMED),
+            ("valid", "revoke", "revoked", Reason.MALFORMED),
+            ("absent", "record", "valid", Reason.STATE_ROOT_MISMATCH)]:
+        doc = copy.deepcopy(bundles[target])
+        assert doc[field] is None
+        doc[field] = copy.deepcopy(bundles[source][field])
+        with pytest.raises(VerificationError) as e:
+            verify_bundle_json(doc, anchor)
+        assert e.value.reason == reason, (target, field, e.value)
 
 
 def test_dropping_parts_is_refused(chain: Any) -> None:
