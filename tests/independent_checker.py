@@ -43,8 +43,8 @@ def tagged(tag: str, body: bytes) -> bytes:
 
 # ----------------------------------------------------------------------------- §2 encoding
 
-MAX_TX, MAX_HEADER = 4 * 1024, 4 * 1024
-MAX_OTHER = 1024 * 1024  # sizes the documents do not bound (certificates, sets, records)
+MAX_TX, MAX_HEADER, MAX_OBJECT = 4 * 1024, 4 * 1024, 64 * 1024  # PROOFS.md §2 limits
+MAX_VALIDATORS = 256
 _IDENT = re.compile(r"[a-z0-9\-_.]{1,64}")
 U64 = 1 << 64
 
@@ -65,7 +65,7 @@ def _only_allowed(obj: Any) -> None:
         raise CheckError(f"malformed: {type(obj).__name__} is not used by the encoding")
 
 
-def decode_canonical(data: bytes, limit: int = MAX_OTHER) -> Any:
+def decode_canonical(data: bytes, limit: int = MAX_OBJECT) -> Any:
     """Strict decode: no trailing bytes, size limit, only arrays/uint/bool/bin/str, and
     the bytes must be the canonical re-encoding of the value."""
     if len(data) > limit:
@@ -157,7 +157,9 @@ class Certificate:
 def decode_certificate(raw: bytes) -> Certificate:
     f = _arr(decode_canonical(raw), 4, "certificate")
     sigs = []
-    for item in _arr(f[3], None, "signatures"):
+    if len(_arr(f[3], None, "signatures")) > MAX_VALIDATORS:
+        raise CheckError("malformed: too many signatures")
+    for item in f[3]:
         pair = _arr(item, 2, "signature entry")
         sigs.append((_uint(pair[0], "validator index"), _bin(pair[1], "signature", 64)))
     _increasing([i for i, _ in sigs], "certificate indexes")
@@ -181,6 +183,8 @@ class ValidatorSet:
 
 def decode_validator_set(raw: bytes) -> ValidatorSet:
     entries = [_arr(v, 2, "validator") for v in _arr(decode_canonical(raw), None, "set")]
+    if len(entries) > MAX_VALIDATORS:
+        raise CheckError("malformed: too many validators")
     ids = [_ident(v[0], "member_id") for v in entries]
     _increasing(ids, "validator ids")
     return ValidatorSet(raw, [_bin(v[1], "node_key", 32) for v in entries])
