@@ -483,7 +483,14 @@ def main() -> int:
             node.stop()
     med = {k: sorted(v, key=lambda x: x["calls_per_s"])[len(v) // 2] for k, v in runs.items()}
     noop, single, batch = med["noop"], med["single"], med["batch"]
-    ratio = single["requests_per_s"] / noop["requests_per_s"]
+    # single vs no-op within each round (phases seconds apart see the same machine load),
+    # median over rounds; and per node CPU second, which other load barely moves
+    ratio = statistics.median(s["requests_per_s"] / n["requests_per_s"]
+                              for s, n in zip(runs["single"], runs["noop"], strict=True))
+    cpu_ratio = statistics.median(n["server_cpu_us_per_call"] / s["server_cpu_us_per_call"]
+                                  for s, n in zip(runs["single"], runs["noop"], strict=True))
+    per_cpu = {k: 1e6 / statistics.median(x["server_cpu_us_per_call"] for x in v)
+               for k, v in runs.items()}
     client_cores = max(x["client_cores"] for v in runs.values() for x in v)
     print(f"\nproof look-ups, one node, {args.clients} load process(es) x "
           f"{args.connections} keep-alive connections, {args.attestations:,} attestations:")
@@ -496,6 +503,10 @@ def main() -> int:
               f"load CPU {x['client_cores']:.2f} cores")
     print(f"  single vs no-op: {ratio:.0%} (target >= 60%); batched: "
           f"{batch['calls_per_s']:,.0f}/s (target >= 3,000)")
+    print(f"  per second of node CPU (what other load on the machine barely moves): "
+          f"no-op {per_cpu['noop']:,.0f}, single {per_cpu['single']:,.0f}, batched "
+          f"{per_cpu['batch']:,.0f} look-ups; single vs no-op {cpu_ratio:.0%}; the node got "
+          f"{batch['server_cores']:.2f} of its core in the median batched round")
     print(f"  the load processes share this {os.cpu_count()}-core machine with the node "
           f"(at most {client_cores:.2f} cores used by load)"
           + ("; WARNING: the load was near a full core and may be the bottleneck"
@@ -521,6 +532,9 @@ def main() -> int:
         "lookup_ms_p50": round(single["p50_ms"], 2),
         "batch_lookup_ms_p99": round(batch["p99_ms"], 2),
         "client_cpu_cores": round(client_cores, 2),
+        "node_cores_batch": round(batch["server_cores"], 2),
+        "proof_lookups_per_node_cpu_s": round(per_cpu["batch"]),
+        "single_vs_noop_cpu_ratio": round(cpu_ratio, 3),
         "auth": "open" if "open" in node.auth else "verifier_key",
         "loadavg": loadavg(),
     }))
