@@ -228,6 +228,14 @@ class Store:
                 # may be there: never mix the store into someone else's directory.
                 raise StoreError(f"refusing to create a ledger store in {p}: the directory "
                                  f"is not empty and holds no LevelDB database")
+            if p.exists() and any(f.suffix in (".ldb", ".sst") or
+                                  (f.suffix == ".log" and f.stat().st_size > 0)
+                                  for f in p.iterdir()):
+                # Data without CURRENT is a damaged database, not an interrupted creation:
+                # creating one here would make LevelDB delete the tables as obsolete.
+                raise StoreError(f"{p}: LevelDB's CURRENT file is missing but the directory "
+                                 f"holds data: the database is damaged; restore the data "
+                                 f"directory from a backup or re-sync it from peers")
             try:
                 p.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -246,6 +254,12 @@ class Store:
         store = cls(db, p, chain_id, genesis_hash, block_cache)
         try:
             store._check_or_init(create)
+        except plyvel.Error as exc:
+            # The checks read the store: damaged tables surface here, not at plyvel.DB().
+            db.close()
+            raise StoreError(f"{p}: LevelDB reports {_reason(exc)!r} while checking the "
+                             f"store; restore the data directory from a backup or re-sync "
+                             f"it from peers") from exc
         except BaseException:
             db.close()
             raise

@@ -641,7 +641,9 @@ class Node:
         its durable record. Returns once resumed; RPC keeps answering meanwhile, and
         ``status.store_error`` / ``dvp_store_ok`` say why nothing commits.
         """
-        self.status.store_error = f"{type(exc).__name__}: {exc}"[:300]
+        arg = exc.args[0] if exc.args else exc  # plyvel carries LevelDB's status as bytes
+        text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+        self.status.store_error = text[:300]
         self.metrics.store_failures.inc()
         self.metrics.store_ok.set(0)
         log.error("disk write failed: stopped committing and voting until the disk accepts "
