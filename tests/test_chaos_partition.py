@@ -53,11 +53,13 @@ def test_split_2_2_commits_nothing_then_resumes(env: Env) -> None:
     before = _max_height(env)
     t_split = time.monotonic()
     cl.split([side_a, side_b])
-    # Blocks whose votes were already signed may still complete (at most the pipeline
-    # window above the last commit); after that no side has a quorum of 3.
+    # Blocks whose votes were already signed may still complete: at most the pipeline
+    # window above the last commit at the cut (plus one block that may commit in the
+    # ~50 ms between reading ``before`` and the cut taking effect under load); after
+    # that no side has a quorum of 3.
     time.sleep(2.0)
     settled = _max_height(env)
-    assert settled <= before + WINDOW, (before, settled)
+    assert settled <= before + 1 + WINDOW, (before, settled)
     t_settled = time.monotonic()
     acks_at_settle = len(env.load.snapshot())
     time.sleep(6.0)   # several view-change timeouts: nobody may commit anything new

@@ -20,15 +20,27 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cli import devnet
 from cli.devnet_files import NodeEntry, create_devnet
-from cli.rpc_client import RpcCallError, RpcClient
+from cli.rpc_client import RpcClient
 from tests.harness.netns import NetnsNetwork
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class _Entry(NodeEntry):
+    """A devnet entry whose RPC may live on a namespace's control address."""
+
+    url: str = ""
+
+    @property
+    def rpc_url(self) -> str:
+        return self.url or super().rpc_url
 
 
 class Cluster:
@@ -65,6 +77,7 @@ class Cluster:
             where[e.p2p_port] = self.net.nodes[i - 1].data_ip
             where[e.rpc_port] = self.net.nodes[i - 1].ctl_ip
             self.urls[e.name] = f"http://{self.net.nodes[i - 1].ctl_ip}:{e.rpc_port}/"
+            self.entries[e.name] = _Entry(**vars(e), url=self.urls[e.name])
         for e in entries:
             text = e.config.read_text()
             text = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"{where[int(m[1])]}:{m[1]}", text)
@@ -169,14 +182,7 @@ class Cluster:
         return RpcClient(self.urls[name], timeout_s=timeout_s)
 
     def status(self, name: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
-        c = self.client(name, timeout_s)
-        try:
-            result: dict[str, Any] = c.call("status")
-            return result
-        except (RpcCallError, OSError, ValueError):
-            return None
-        finally:
-            c.close()
+        return devnet.node_status(self.entries[name], timeout_s)
 
     def heights(self, names: list[str] | None = None) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
