@@ -27,6 +27,7 @@ from typing import Any
 from cli import devnet
 from cli.devnet_files import NodeEntry, create_devnet
 from cli.rpc_client import RpcClient
+from tests import realnet
 from tests.harness.netns import NetnsNetwork
 
 REPO = Path(__file__).resolve().parents[2]
@@ -205,16 +206,8 @@ class Cluster:
     def wait_height(self, height: int, names: list[str] | None = None,
                     timeout_s: float = 60.0) -> float:
         """Wait until every named node is at ``height`` or above; seconds it took."""
-        names = names or self.names
-        t0 = time.monotonic()
-        hs: dict[str, int | None] = {}
-        while time.monotonic() - t0 < timeout_s:
-            hs = self.heights(names)
-            if all(h is not None and h >= height for h in hs.values()):
-                return time.monotonic() - t0
-            time.sleep(0.2)
-        raise AssertionError(f"not all of {names} reached height {height} within "
-                             f"{timeout_s:.0f} s: {hs}")
+        return realnet.wait_height([self.entries[n] for n in names or self.names], height,
+                                   timeout_s)
 
     # ------------------------------------------------------------------ network faults
 
