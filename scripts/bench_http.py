@@ -126,6 +126,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def read_response(stream: trio.SocketStream, buf: bytes) -> tuple[bytes, bytes, bytes]:
+    """One HTTP/1.1 response (with Content-Length): its lower-cased head, its body and
+    what was read beyond it (``buf`` is what was read beyond the previous one).
+    scripts/bench_rpc.py reads its responses with this too."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buf[:end].lower()
+            i = head.index(b"content-length:") + 15
+            length = int(head[i:].split(b"\r\n", 1)[0])
+            if len(buf) >= end + 4 + length:
+                return head, buf[end + 4 : end + 4 + length], buf[end + 4 + length :]
+        data = await stream.receive_some(1 << 18)
+        if not data:
+            raise RuntimeError("server closed the connection mid-response")
+        buf += data
+
+
 async def run_client(
     port: int, server_pid: int, body: bytes, connections: int, seconds: float
 ) -> dict[str, Any]:
@@ -149,22 +167,10 @@ async def run_client(
         while trio.current_time() < stop_at:
             sent = time.perf_counter()
             await stream.send_all(request)
-            while True:
-                end = buf.find(b"\r\n\r\n")
-                if end >= 0:
-                    head = buf[:end].lower()
-                    i = head.index(b"content-length:") + 15
-                    length = int(head[i:].split(b"\r\n", 1)[0])
-                    if len(buf) >= end + 4 + length:
-                        break
-                data = await stream.receive_some(65536)
-                if not data:
-                    raise RuntimeError("server closed the connection mid-response")
-                buf += data
+            head, _, buf = await read_response(stream, buf)
             done = time.perf_counter()
             if not head.startswith(b"http/1.1 200"):
                 errors += 1
-            buf = buf[end + 4 + length :]
             if trio.current_time() >= measure_from:
                 latencies.append(done - sent)
             if b"connection: close" in head:  # keep_alive_max_requests reached

@@ -102,6 +102,8 @@ def http_request(body: bytes, key: str | None) -> bytes:
 
 async def client_main(args: argparse.Namespace) -> dict[str, Any]:
     """Closed loop on each connection: send, read the whole reply, send the next."""
+    from bench_http import read_response
+
     bodies = Path(args.bodies).read_bytes().splitlines()
     requests = [http_request(b, args.key) for b in bodies]
     # All load processes share one wall-clock window: convert it to trio's clock.
@@ -124,21 +126,8 @@ async def client_main(args: argparse.Namespace) -> dict[str, Any]:
             i += 1
             sent = trio.current_time()
             await stream.send_all(request)
-            while True:
-                end = buf.find(b"\r\n\r\n")
-                if end >= 0:
-                    head = buf[:end].lower()
-                    j = head.index(b"content-length:") + 15
-                    length = int(head[j:].split(b"\r\n", 1)[0])
-                    if len(buf) >= end + 4 + length:
-                        break
-                data = await stream.receive_some(1 << 18)
-                if not data:
-                    raise RuntimeError("the node closed the connection mid-response")
-                buf += data
+            head, body, buf = await read_response(stream, buf)
             done = trio.current_time()
-            body = buf[end + 4:end + 4 + length]
-            buf = buf[end + 4 + length:]
             if w0 <= sent and done <= w1:
                 counts["requests"] += 1
                 latencies.append(done - sent)
