@@ -7,6 +7,7 @@ Every wait here is bounded and raises ``AssertionError`` naming what did not hap
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -15,11 +16,12 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cli import devnet
-from cli.devnet_files import NodeEntry, load_devnet
+from cli.devnet_files import NodeEntry, create_devnet, load_devnet
 from cli.rpc_client import RpcClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,3 +156,27 @@ class Adversary:
             self.proc.stdout.close()
         self._reader.join(timeout=5)
         self._err.close()
+
+
+@contextlib.contextmanager
+def devnet_with_adversary(root: Path, adversary: str, plan: dict[str, Any],
+                          p2p_settings: dict[str, str] | None = None,
+                          ) -> Iterator[Adversary]:
+    """A 4-validator devnet (300 ms heartbeats, 1 s view timeout) where validator
+    ``adversary`` is ``tests.adversary_proc`` with ``plan``; the honest nodes get
+    ``p2p_settings`` in their ``[p2p]`` section. Everything is stopped on exit."""
+    create_devnet(root, nodes=4, params={"heartbeat_ms": 300, "view_timeout_ms": 1000})
+    es = entries(root)
+    honest = [name for name in es if name != adversary]
+    for name in honest:
+        for key, value in (p2p_settings or {}).items():
+            set_config(es[name].config, "p2p", key, value)
+    adv: Adversary | None = None
+    try:
+        adv = Adversary(root, es[adversary], plan)
+        devnet.up(root, only=honest, wait_s=60)
+        yield adv
+    finally:
+        if adv is not None:
+            adv.stop()
+        devnet.down(root, grace_s=5)

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from cli import devnet
-from cli.devnet_files import create_devnet
 from ledger.crypto import read_key_file
 from tests.realnet import (
     Adversary,
     assert_same_chain,
+    devnet_with_adversary,
     entries,
     heights,
     metrics,
@@ -41,14 +40,8 @@ PLAN = {"equivocate": 3, "replay_forge_s": 4.0, "flood_s": 4.0, "seed": 6}
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Adversary]]:
     root = tmp_path_factory.mktemp("byzantine")
-    create_devnet(root, nodes=4, params={"heartbeat_ms": 300, "view_timeout_ms": 1000})
-    adversary = Adversary(root, entries(root)["cnix"], PLAN)
-    try:
-        devnet.up(root, only=HONEST, wait_s=60)
+    with devnet_with_adversary(root, "cnix", PLAN) as adversary:
         yield root, adversary
-    finally:
-        adversary.stop()
-        devnet.down(root, grace_s=5)
 
 
 def test_honest_nodes_survive_an_equivocating_lying_flooding_validator(

@@ -21,15 +21,14 @@ from pathlib import Path
 import pytest
 
 from cli import devnet
-from cli.devnet_files import create_devnet
 from tests.realnet import (
     Adversary,
     assert_same_chain,
+    devnet_with_adversary,
     entries,
     heights,
     metrics,
     rss_bytes,
-    set_config,
     status,
     wait_height,
 )
@@ -44,19 +43,10 @@ PLAN = {"fuzz": FRAMES, "seed": 7}
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Adversary]]:
     root = tmp_path_factory.mktemp("p2pfuzz")
-    create_devnet(root, nodes=4, params={"heartbeat_ms": 300, "view_timeout_ms": 1000})
-    es = entries(root)
-    for name in HONEST:  # count every offence, ban nobody: all junk reaches the decoders
-        set_config(es[name].config, "p2p", "penalty_strikes", "1000000")
-    adversary: Adversary | None = None
-    try:
-        devnet.up(root, only=HONEST, wait_s=60)
-        adversary = Adversary(root, es["webank"], PLAN)
+    # Count every offence, ban nobody: all the junk reaches the decoders.
+    with devnet_with_adversary(root, "webank", PLAN,
+                               {"penalty_strikes": "1000000"}) as adversary:
         yield root, adversary
-    finally:
-        if adversary is not None:
-            adversary.stop()
-        devnet.down(root, grace_s=5)
 
 
 def test_malformed_frames_on_every_protocol_are_dropped_and_counted(
