@@ -10,6 +10,7 @@ restart (durability of kill -9).
 
 from __future__ import annotations
 
+import hashlib
 import signal
 import time
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness import Env, open_env, recover
+from tests.harness.load import Ack
+from tests.harness.verdict import ChainChecker
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(400)]
 
@@ -74,6 +77,42 @@ def test_sigterm_of_each_validator_in_turn(env: Env) -> None:
         env.cluster.start([victim], wait_s=60)
         recover(env, t0, victim, env.cluster.names, timeout_s=60)
     env.verdict().assert_ok()
+
+
+def test_the_verdict_catches_loss_forks_and_forged_certificates(env: Env) -> None:
+    """The checker is not a rubber stamp: a fabricated acknowledgement, a node whose
+    recorded chain differs from what it serves, and a certificate that does not sign
+    the block are each reported."""
+    checker = ChainChecker(env.cluster.urls, env.cluster.root / "genesis.json")
+    acked = env.load.snapshot()
+    assert checker.check(acked).ok
+    ghost = hashlib.sha256(b"never submitted").digest()
+    fake = {**acked, ghost: Ack("cnix", 1, 0.0, 0.0)}
+    v = checker.check(fake)
+    assert ghost in v.lost_ids and not v.ok
+    # a different history recorded for one node: its tip no longer matches
+    name = env.cluster.names[1]
+    chain = checker.chains[name]
+    chain.ids[-1] = bytes(32)
+    v = checker.check(acked)
+    assert v.regressions and v.regressions[0].startswith(f"{name}@")
+    # two nodes disagreeing at a height is a fork
+    other = ChainChecker(env.cluster.urls, env.cluster.root / "genesis.json")
+    assert other.check(acked).ok
+    other.chains[name].ids[1] = bytes(32)
+    forked = other.check(acked)
+    assert 1 in forked.forks
+    # a certificate over another block does not verify
+    c = env.cluster.client(env.cluster.names[0])
+    try:
+        doc = c.call("getBlock", height=2)
+        doc2 = c.call("getBlock", height=3)
+    finally:
+        c.close()
+    problem = other.check_block(2, {**doc, "certificate": doc2["certificate"]},
+                                 bytes.fromhex(doc["block_id"]),
+                                 bytes.fromhex(doc["header"]["prev_block_id"]))
+    assert problem is not None and "certificate" in problem
 
 
 def test_whole_chain_replays_from_genesis(env: Env) -> None:

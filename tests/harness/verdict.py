@@ -177,7 +177,7 @@ class ChainChecker:
                                          f"{chain.ids[h].hex()[:16]} to {block_id.hex()[:16]}")
                     return
                 continue
-            problem = self._check_block(h, doc, block_id, chain.ids[h - 1] if h else None)
+            problem = self.check_block(h, doc, block_id, chain.ids[h - 1] if h else None)
             if problem:
                 v.bad_blocks.append(f"{name}@{h}: {problem}")
                 return
@@ -185,7 +185,7 @@ class ChainChecker:
             for tx in doc["tx_ids"]:
                 chain.tx_at.setdefault(bytes.fromhex(tx), []).append(h)
 
-    def _check_block(self, h: int, doc: dict[str, Any], block_id: bytes,
+    def check_block(self, h: int, doc: dict[str, Any], block_id: bytes,
                      prev: bytes | None) -> str | None:
         try:
             header = BlockHeader.decode(bytes.fromhex(doc["encoded_header"]))
