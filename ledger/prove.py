@@ -6,10 +6,11 @@ set changes. Both are built on first use from the store and extended as blocks c
 (``refresh`` is cheap when nothing changed).
 
 Look-ups are the bank-facing hot path (``getAttestationProof``), so what is per height
-and shared by every bundle that touches that height is cached: a committed block's
-stored bytes with each transaction's offset in them and its tx tree (an LRU bounded by
-bytes, ``block_cache_bytes``: decoding a whole 2,000-transaction block to serve one
-transaction cost ~30 ms), and each validator-set change entry (immutable once
+and shared by every bundle that touches that height is cached: the newest heads with
+their certificates; a committed block's stored bytes with each transaction's offset in
+them and its tx tree (an LRU bounded by bytes, ``block_cache_bytes``: decoding a whole
+2,000-transaction block to serve one transaction cost ~30 ms); the history proofs
+against the current head; and each validator-set change entry (immutable once
 committed). A cached block's transactions are byte slices of the stored canonical
 encoding, which is what ``Transaction.encode()`` returns for them, and its tx tree is
 checked against the header's ``tx_root`` when built, so bundles are byte-identical to
@@ -118,6 +119,7 @@ class Prover:
         self._cap = block_cache_bytes
         self._valset_changes: dict[int, ValsetChange] = {}  # committed: never changes
         self._history_head = -1  # the head the cached history proofs are against
+        self._certified: dict[int, CertifiedHeader] = {}  # committed: never changes
         self._history_proofs: dict[int, tuple[bytes, ...]] = {}
 
     def refresh(self) -> int:
@@ -190,10 +192,16 @@ class Prover:
         head = self.refresh() if height is None else height
         self.refresh()
         store = self.ledger.store
-        header_bytes = store.get_header_bytes(head)
-        cert_bytes = store.get_certificate_bytes(head)
-        if header_bytes is None or cert_bytes is None:
-            raise KeyError(f"no certified header at height {head}")
+        certified = self._certified.get(head)
+        if certified is None:
+            header_bytes = store.get_header_bytes(head)
+            cert_bytes = store.get_certificate_bytes(head)
+            if header_bytes is None or cert_bytes is None:
+                raise KeyError(f"no certified header at height {head}")
+            certified = CertifiedHeader(header_bytes, cert_bytes)
+            if len(self._certified) >= 4:  # heads only move forward: keep the newest few
+                self._certified.pop(min(self._certified))
+            self._certified[head] = certified
         changes = []
         for h in self.changes:
             if h >= head:
@@ -207,6 +215,5 @@ class Prover:
             if rec.revoked_height and rec.revoked_height <= store.height and \
                     rec.revoke_position < self._block(rec.revoked_height).size:
                 revoke = self.included(rec.revoked_height, rec.revoke_position, head)
-        return ProofBundle(self.ledger.chain_id, commitment,
-                           CertifiedHeader(header_bytes, cert_bytes), tuple(changes), record,
+        return ProofBundle(self.ledger.chain_id, commitment, certified, tuple(changes), record,
                            proof.to_json(), attest, revoke)
