@@ -164,3 +164,23 @@ def test_slow_link_of_the_primary(env: Env) -> None:
     env.verdict().assert_ok()
     full = env.checker.full_audit(cl.names[0])
     assert full.ok, full.to_json()
+
+
+def test_leftovers_of_a_dead_run_are_swept_and_live_runs_are_kept(env: Env) -> None:
+    """A run killed before its cleanup leaves namespaces and links behind; the next run
+    removes them (their owner pid is dead), but never touches a live run's (ours)."""
+    import subprocess
+
+    dead_pid = 2**22 + 12345          # above pid_max's default: never a live process
+    ns = f"dvpt-abcd-{dead_pid}-n1"
+    subprocess.run(["ip", "netns", "add", ns], check=True, timeout=20)
+    subprocess.run(["ip", "link", "add", "dvptabcdc1", "type", "veth", "peer", "name",
+                    "dvptabcdf1"], check=True, timeout=20)
+    removed = netns.sweep_stale()
+    assert ns in removed and "dvptabcdc1" in removed
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                            timeout=20).stdout
+    assert ns not in listed
+    assert env.cluster.net is not None and env.cluster.net.hub in listed
+    assert all(n.ns in listed for n in env.cluster.net.nodes)
+    assert max(h for h in env.cluster.heights().values() if h is not None) > 0
