@@ -135,3 +135,18 @@ def test_devnet_files(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         create_devnet(tmp_path / "net")
     assert main(["devnet", "status", "--dir", str(tmp_path / "nowhere")]) == 2
+
+
+def test_node_compact_on_a_stopped_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    from ledger.chain import Ledger
+
+    entry = create_devnet(tmp_path / "net", nodes=4)[1]
+    cfg = load_config(entry.config)
+    args = ["node", "compact", "--config", str(entry.config), "--json"]
+    assert main(args) == 1  # no store yet: one line, no traceback
+    assert "ledger store" in capsys.readouterr().err
+    Ledger.open(cfg.data_dir / "ledger", read_genesis(cfg.genesis), create=True).close()
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["height"] == 0 and out["bytes_after"] > 0
