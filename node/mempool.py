@@ -185,6 +185,22 @@ class Mempool:
             self.stats["committed"] += removed
         return removed
 
+    def recheck(self, tx_ids: Iterable[bytes], state: LedgerState) -> list[bytes]:
+        """Drop those of ``tx_ids`` that can no longer commit on top of ``state`` (e.g. a
+        second attestation of a document that a committed block attested, which a
+        gossiped copy was admitted without checking); returns their ids."""
+        gone = []
+        for tx_id in tx_ids:
+            tx = self._txs.get(tx_id)
+            if tx is None:
+                continue
+            try:
+                self._precheck(tx, state, True)
+            except RuleError:
+                gone.append(tx_id)
+        self.remove(gone, committed=False)
+        return gone
+
     def drop_expired(self, next_height: int) -> list[bytes]:
         """Drop transactions that can no longer commit at ``next_height`` or later."""
         if next_height <= self._min_expiry:

@@ -21,6 +21,7 @@ dropped and counted (consensus tolerates loss; clients retry transactions).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -78,6 +79,12 @@ log = get_logger("node")
 EVENT_QUEUE = 4096
 TX_QUEUE = 256
 GOSSIP_FLUSH_S = 0.01
+# Transactions pending longer than this are re-checked against the committed state (at
+# most RECHECK_MAX per RECHECK_S), well within the censorship timeout (>= 4 view
+# timeouts): one a committed block made impossible must not be blamed on the primary.
+RECHECK_AGE_S = 1.0
+RECHECK_S = 1.0
+RECHECK_MAX = 256
 GOSSIP_MAX_BYTES = 256 * 1024
 MAX_TX_BATCH = 4096
 FETCH_TIMEOUT_S = 5.0
@@ -136,6 +143,10 @@ class Node:
         self.proposals: dict[int, Pending] = {}
         self.gossip_buf: list[bytes] = []
         self.new_pending: list[bytes] = []
+        # Left the mempool without committing (refused by our builder, expired): the
+        # replica must stop counting them as pending (flushed with new_pending).
+        self.dropped_pending: list[bytes] = []
+        self._last_recheck = 0.0
         self.waiters: dict[bytes, trio.Event] = {}
         self.submitted_at: OrderedDict[bytes, float] = OrderedDict()
         self.dropped: dict[str, int] = {}
@@ -294,16 +305,49 @@ class Node:
             self._step(TxsDropped((self._heartbeat_id,)))
             self._heartbeat_id = None
 
+    def _recheck_stale(self, now: float) -> None:
+        """Drop the oldest pending transactions that can no longer commit (the mempool
+        admits gossiped copies without state look-ups, so a backup keeps e.g. a second
+        attestation of a document forever; its replica would then accuse every primary
+        of censoring it, one view change after another)."""
+        self._last_recheck = now
+        old: list[bytes] = []
+        for tx_id, t0 in list(itertools.islice(self.submitted_at.items(), RECHECK_MAX)):
+            if now - t0 < RECHECK_AGE_S:
+                break
+            if tx_id in self.mempool:
+                old.append(tx_id)
+            else:  # refused or expired earlier: forget it
+                del self.submitted_at[tx_id]
+        if old:
+            gone = self.mempool.recheck(old, self.ledger.head)
+            self.dropped_pending.extend(gone)
+            for tx_id in gone:
+                self.submitted_at.pop(tx_id, None)
+
     async def _gossip(self) -> None:
         while True:
             await trio.sleep(GOSSIP_FLUSH_S)
             # The gauge is refreshed here and at commits, not per admitted transaction.
             self.metrics.mempool.set(len(self.mempool))
             if self.new_pending and self.replica is not None and self.is_validator:
-                ids, self.new_pending = tuple(self.new_pending), []
-                await self.events_tx.send(TxsPending(ids))
+                # only what is still there: admitted and refused within one flush = gone
+                ids = tuple(t for t in self.new_pending if t in self.mempool)
+                self.new_pending = []
+                if ids:
+                    await self.events_tx.send(TxsPending(ids))
             else:
                 self.new_pending.clear()
+            if trio.current_time() - self._last_recheck >= RECHECK_S:
+                self._recheck_stale(trio.current_time())
+            if self.dropped_pending:
+                # Otherwise the replica's censorship timer blames every primary in turn,
+                # forever, for a transaction no block can contain (e.g. a second
+                # attestation of an already attested document).
+                gone = tuple(t for t in self.dropped_pending if t not in self.mempool)
+                self.dropped_pending = []
+                if gone and self.replica is not None and self.is_validator:
+                    await self.events_tx.send(TxsDropped(gone))
             while self.gossip_buf:
                 buf = self.gossip_buf
                 n = size = 0
@@ -422,7 +466,7 @@ class Node:
             ev = self.waiters.pop(tx_id, None)
             if ev is not None:
                 ev.set()
-        self.mempool.drop_expired(height + 1)
+        self.dropped_pending.extend(self.mempool.drop_expired(height + 1))
         self.metrics.block_interval.observe(now - self.last_commit)
         self.last_commit = now
         self.status.last_commit_wall = time.time()
@@ -503,7 +547,9 @@ class Node:
             log.error("building a block failed", height=req.height, error=str(exc))
             return
         if ex.rejected:
-            self.mempool.remove([tx.tx_id for tx, _ in ex.rejected], committed=False)
+            refused = [tx.tx_id for tx, _ in ex.rejected]
+            self.mempool.remove(refused, committed=False)
+            self.dropped_pending.extend(refused)
         self.app.remember(ex.block)
         self.last_built = now
         self._step(ProposalReady(req.height, req.view, ex.block.encode()))

@@ -138,9 +138,13 @@ class Chaos:
             raise ValueError(kind)
         seconds = recover(self.env, t_heal, via, cl.names, timeout_s=120)
         self.recoveries.append(seconds)
+        t_end = time.monotonic()
+        window = [t for t in self.env.load.ack_times() if t0 <= t <= t_end] + [t_end]
+        stall = longest_stall(window, self.no_quorum, t0)
         v = self.env.verdict(wait_s=120)
         self.verdicts.append(v)
-        self.log(f"{kind:<16} {victim:<18} hold {hold:4.1f} s  recovered {seconds:5.1f} s  "
+        self.log(f"{kind:<16} {victim:<18} hold {hold:4.1f} s  stall {stall:4.1f} s  "
+                 f"recovered {seconds:5.1f} s  "
                  f"verdict {'OK' if v.ok else 'FAILED'}  heights "
                  f"{sorted(set(v.heights.values()))}  acked {v.acked}")
         if not v.ok:

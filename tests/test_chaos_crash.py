@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -76,6 +77,57 @@ def test_sigterm_of_each_validator_in_turn(env: Env) -> None:
         print(f"\n{victim} stopped {stopped:.1f} s after SIGTERM")
         env.cluster.start([victim], wait_s=60)
         recover(env, t0, victim, env.cluster.names, timeout_s=60)
+    env.verdict().assert_ok()
+
+
+def test_a_second_attestation_of_one_document_causes_no_view_change(env: Env) -> None:
+    """Regression (found with this harness): two transactions attesting one document,
+    sent to two nodes at once. One commits; the other never can. Backups admit gossiped
+    copies without state look-ups, so they kept it, and their replicas blamed every
+    primary in turn for "censoring" it: a view change every censorship timeout (4 s
+    here), forever. Nodes now re-check stale pending transactions against the committed
+    state and tell the replica what left the mempool without committing."""
+    from cli.rpc_client import RpcCallError
+    from ledger.types import Attest, Transaction
+
+    cl, load = env.cluster, env.load
+    load.pause()
+    try:
+        time.sleep(load.wait_s + 1.0)   # in-flight load requests finish
+        base = {n: cl.status(n) for n in cl.names}
+        assert all(st is not None for st in base.values())
+        height = max(st["height"] for st in base.values() if st)
+        doc = hashlib.sha256(b"one credit report, attested twice").digest()
+        txs = [Transaction(cl.chain_id, load.key.public_key, 10**9 + i, height + 300,
+                           Attest("credit-report", doc, 1_760_000_000_000, 0, b"")
+                           ).signed(load.key) for i in range(2)]
+        answers: dict[int, list[bytes]] = {}
+
+        def send(i: int) -> None:
+            answers[i] = load.submit(cl.names[1 + i], [txs[i]], wait_s=5)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sum(len(a) for a in answers.values()) == 1, answers
+        views = {n: st["view"] for n, st in base.items() if st}
+        time.sleep(12.0)                # three censorship timeouts
+        after = {n: (cl.status(n) or {}).get("view") for n in cl.names}
+        assert after == views, f"views moved from {views} to {after}"
+        loser = next(t for t in txs if t.tx_id not in load.snapshot())
+        for name in cl.names:
+            c = cl.client(name)
+            try:
+                with pytest.raises(RpcCallError) as e:
+                    c.call("getTransaction", tx_id=loser.tx_id.hex())
+                assert e.value.code == -32001
+                assert (cl.status(name) or {}).get("mempool") == 0
+            finally:
+                c.close()
+    finally:
+        load.resume()
     env.verdict().assert_ok()
 
 
