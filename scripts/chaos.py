@@ -92,6 +92,7 @@ class Chaos:
             self.rng.choice(cl.names)
         self.faults[kind] += 1
         via = next(n for n in cl.names if n != victim)
+        shown = f"{victim}*" if victim == primary else victim   # * = was the primary
         t0 = time.monotonic()
         if kind in ("kill9", "kill9-primary", "sigterm"):
             cl.kill(victim, signal.SIGTERM if kind == "sigterm" else signal.SIGKILL)
@@ -107,7 +108,7 @@ class Chaos:
         elif kind == "split":
             a = [primary, self.rng.choice([n for n in cl.names if n != primary])]
             cl.split([a, [n for n in cl.names if n not in a]])
-            victim = "+".join(a)
+            shown = "+".join(f"{n}*" if n == primary else n for n in a)
             time.sleep(hold)
             t_heal = time.monotonic()
             cl.heal()
@@ -143,7 +144,7 @@ class Chaos:
         stall = longest_stall(window, self.no_quorum, t0)
         v = self.env.verdict(wait_s=120)
         self.verdicts.append(v)
-        self.log(f"{kind:<16} {victim:<18} hold {hold:4.1f} s  stall {stall:4.1f} s  "
+        self.log(f"{kind:<16} {shown:<18} hold {hold:4.1f} s  stall {stall:4.1f} s  "
                  f"recovered {seconds:5.1f} s  "
                  f"verdict {'OK' if v.ok else 'FAILED'}  heights "
                  f"{sorted(set(v.heights.values()))}  acked {v.acked}")
