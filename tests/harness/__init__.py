@@ -45,7 +45,7 @@ class Env:
 
 @contextmanager
 def open_env(root: Path, *, netns: bool, params: dict[str, Any] | None = None,
-             n: int = 4, load_threads: int = 2) -> Iterator[Env]:
+             n: int = 4, load_threads: int | None = None) -> Iterator[Env]:
     """A started cluster under load; everything is stopped and removed on exit."""
     cluster = Cluster(root, n=n, netns=netns, params=params or FAST_PARAMS)
     load: Load | None = None

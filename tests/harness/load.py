@@ -1,13 +1,16 @@
 """A load generator that remembers exactly what each node told it was committed.
 
 Worker threads sign fresh ATTEST transactions of the devnet's issuer (szcredit) in
-small batches and submit them with ``submitTransactions(wait=true)`` to the nodes in
-turn. A transaction is *acknowledged* only when a node answered ``committed`` with a
-height: that is the promise the verdict holds the cluster to (``acked``). Everything
-else a node accepted but did not confirm in time is *uncertain*: it may commit later,
-or never, but never twice (the verdict checks that too). A node that cannot be reached
-(killed, restarting) is skipped for a moment; a node cut off from the others simply
-times out, as it would for a real client.
+small batches and submit them with ``submitTransactions(wait=true)``, one thread per
+node by default, each to its own node (as each member's clients use their member's
+node): a node that is down or cut off stalls only its own clients, so a gap in the
+acknowledgements of all threads is a real stall of the consortium. A transaction is
+*acknowledged* only when a node answered ``committed`` with a height: that is the
+promise the verdict holds the cluster to (``acked``). Everything else a node accepted
+but did not confirm in time is *uncertain*: it may commit later, or never, but never
+twice (the verdict checks that too). A node that cannot be reached (killed,
+restarting) is retried after a pause; a node cut off from the others simply times
+out, as it would for a real client.
 """
 
 from __future__ import annotations
@@ -35,14 +38,14 @@ class Ack:
 class Load:
     """Continuous signed load against ``urls`` (node name -> RPC URL)."""
 
-    def __init__(self, root: Path, urls: dict[str, str], chain_id: str, *, batch: int = 10,
-                 threads: int = 2, pause_s: float = 0.05, wait_s: int = 8,
+    def __init__(self, root: Path, urls: dict[str, str], chain_id: str, *, batch: int = 5,
+                 threads: int | None = None, pause_s: float = 0.05, wait_s: int = 8,
                  tag: str = "") -> None:
         self.key = read_key_file(root / "keys" / "szcredit.member.json")
         self.urls = dict(urls)
         self.chain_id = chain_id
         self.batch = batch
-        self.threads = threads
+        self.threads = threads or len(urls)
         self.pause_s = pause_s
         self.wait_s = wait_s
         self.tag = tag or f"{time.time_ns()}"
@@ -135,9 +138,8 @@ class Load:
         return done
 
     def _run(self, k: int) -> None:
-        names = list(self.urls)
-        clients = {n: RpcClient(u, timeout_s=self.wait_s + 15) for n, u in self.urls.items()}
-        turn = k
+        name = list(self.urls)[k % len(self.urls)]   # thread k: node k
+        clients = {name: RpcClient(self.urls[name], timeout_s=self.wait_s + 15)}
         try:
             if self.height_hint == 0:
                 self._refresh_hint(clients)
@@ -145,12 +147,10 @@ class Load:
                 if self._paused.is_set():
                     time.sleep(0.05)
                     continue
-                name = names[turn % len(names)]
-                turn += 1
                 try:
                     self.submit(name, self.sign(self.batch), client=clients[name])
                 except (RpcCallError, OSError, ValueError, KeyError):
-                    # down or restarting: counted, and the next node gets the next batch
+                    # down or restarting: counted; retried after a pause
                     with self.lock:
                         self.errors += 1
                     clients[name].close()
