@@ -24,20 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cli.common import EXIT_FAIL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from cli.rpc_client import ENV_API_KEY, ENV_CACERT
-
-# cli/main.py's exit statuses. Not imported from it: under `python -m cli.main` that
-# module runs as __main__, so a CliError class imported from cli.main would not be the
-# one its handler catches; this command prints its own error line instead.
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-class CliError(Exception):
-    """One error line for stderr and the exit status that goes with it."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 _DESCRIPTION = ("re-execute the chain from genesis: every certificate, transaction "
                 "signature, tx/state/history root and rule, and the stored state tree")
@@ -168,6 +156,7 @@ def _replay(args: argparse.Namespace, rpc: Any) -> int:
         BlockSource,
         DatadirSource,
         RpcSource,
+        SourceRefused,
         SourceUnavailable,
         replay,
     )
@@ -185,6 +174,9 @@ def _replay(args: argparse.Namespace, rpc: Any) -> int:
     try:
         with _Bar(enabled=not args.json) as bar:
             report: AuditReport = replay(source, genesis, workdir=args.workdir, progress=bar)
+    except SourceRefused as exc:
+        raise CliError(f"{args.rpc}: {exc} (an auditor needs an API key: --api-key or "
+                       f"$DVP_API_KEY)", EXIT_FAIL) from None
     except SourceUnavailable as exc:
         raise CliError(f"{args.rpc or args.datadir}: {exc}", EXIT_UNREACHABLE) from None
     except StoreError as exc:  # the scratch ledger (e.g. disk full), not the audited chain

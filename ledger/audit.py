@@ -112,6 +112,18 @@ class SourceUnavailable(Exception):
     """The source cannot be read at all (not a finding about the chain)."""
 
 
+class SourceRefused(SourceUnavailable):
+    """The source answered but refused to serve us (e.g. no or insufficient credentials)."""
+
+
+_UNAUTHORISED = -32002  # JSON-RPC error code of a refused credential (docs/RPC.md)
+
+
+def _unavailable(what: str, exc: BaseException) -> SourceUnavailable:
+    cls = SourceRefused if getattr(exc, "code", None) == _UNAUTHORISED else SourceUnavailable
+    return cls(f"{what}: {exc}")
+
+
 @dataclass(frozen=True)
 class AuditProgress:
     """Where an audit is. ``phase`` "replay": ``done`` of ``total`` blocks replayed, up
@@ -363,7 +375,7 @@ class RpcSource(BlockSource):
         try:
             self._head = int(client.call("status")["height"])
         except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable"
-            raise SourceUnavailable(f"cannot get the node's status: {exc}") from None
+            raise _unavailable("cannot get the node's status", exc) from None
 
     @property
     def head_height(self) -> int:
@@ -376,12 +388,11 @@ class RpcSource(BlockSource):
             answers = self.client.batch([("getBlock", {"height": h, "include_txs": True})
                                          for h in heights])
         except Exception as exc:  # noqa: BLE001
-            raise SourceUnavailable(f"getBlock {heights.start}..{heights.stop - 1}: "
-                                    f"{exc}") from None
+            raise _unavailable(f"getBlock {heights.start}..{heights.stop - 1}", exc) from None
         out: list[SourceItem | AuditFailure] = []
         for h, doc in zip(heights, answers, strict=True):
             if isinstance(doc, Exception):
-                raise SourceUnavailable(f"getBlock {h}: {doc}")
+                raise _unavailable(f"getBlock {h}", doc)
             try:
                 out.append(self._item(h, doc))
             except AuditFailure as failure:
