@@ -85,6 +85,8 @@ GOSSIP_FLUSH_S = 0.01
 RECHECK_AGE_S = 1.0
 RECHECK_S = 1.0
 RECHECK_MAX = 256
+# ... and those still pending after this long are gossiped again (see _recheck_stale).
+RESEND_AGE_S = 2.0
 GOSSIP_MAX_BYTES = 256 * 1024
 MAX_TX_BATCH = 4096
 FETCH_TIMEOUT_S = 5.0
@@ -324,6 +326,16 @@ class Node:
             self.dropped_pending.extend(gone)
             for tx_id in gone:
                 self.submitted_at.pop(tx_id, None)
+            # Gossip is sent once, to the peers connected at that moment: a peer that was
+            # down or cut off (the primary, say) never got these, and our replica would
+            # blame each primary in turn for leaving them out. Offer the survivors
+            # again; peers that have them answer "duplicate" at the cost of a decode.
+            dead = set(gone)
+            for tx_id in old:
+                if tx_id not in dead and now - self.submitted_at.get(tx_id, now) >= RESEND_AGE_S:
+                    tx = self.mempool.get(tx_id)
+                    if tx is not None:
+                        self.gossip_buf.append(tx.encoded)
 
     async def _gossip(self) -> None:
         while True:
