@@ -23,15 +23,13 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import msgpack
-
 from ledger import merkle
 from ledger.bundle import CertifiedHeader, IncludedTx, ProofBundle, ValsetChange
 from ledger.chain import Ledger
-from ledger.codec import Domain, tagged_hash
-from ledger.errors import StoreError
+from ledger.errors import DecodeError, StoreError
 from ledger.records import AttestationRecord, attestation_key
 from ledger.state import decode_app_meta
+from ledger.types import split_block, tx_id_of
 
 DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -89,25 +87,6 @@ def _level_proof(levels: tuple[list[bytes], ...], index: int) -> list[bytes]:
     return proof
 
 
-def _split_block(raw: bytes) -> tuple[int, array]:  # type: ignore[type-arg]
-    """Where the header ends and each transaction starts in stored block bytes (msgpack
-    skips in C: no transaction is decoded)."""
-    unpacker = msgpack.Unpacker(max_buffer_size=len(raw))
-    unpacker.feed(raw)
-    if unpacker.read_array_header() != 2:
-        raise ValueError("not a block")
-    unpacker.skip()
-    header_end = unpacker.tell()
-    n = unpacker.read_array_header()
-    offsets = array("q", [unpacker.tell()])
-    for _ in range(n):
-        unpacker.skip()
-        offsets.append(unpacker.tell())
-    if offsets[-1] != len(raw):
-        raise ValueError("trailing bytes after the transactions")
-    return header_end, offsets
-
-
 class Prover:
     def __init__(self, ledger: Ledger,
                  block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES) -> None:
@@ -145,11 +124,11 @@ class Prover:
         if raw is None or header is None:
             raise KeyError(f"no committed block at height {height}")
         try:
-            header_end, offsets = _split_block(raw)
-        except (ValueError, msgpack.UnpackException) as exc:
+            header_end, offsets = split_block(raw)
+        except DecodeError as exc:
             raise StoreError(f"block at height {height} does not split ({exc})") from exc
-        tx_id, leaf = Domain.TX_ID, merkle.leaf_hash
-        levels = _levels([leaf(tagged_hash(tx_id, raw[offsets[i]:offsets[i + 1]]))
+        leaf = merkle.leaf_hash
+        levels = _levels([leaf(tx_id_of(raw[offsets[i]:offsets[i + 1]]))
                           for i in range(len(offsets) - 1)])
         root = levels[-1][0] if levels[-1] else merkle.root([])
         if root != header.tx_root:  # the same check a verifier makes

@@ -167,7 +167,7 @@ def _parse_tx_location(value: bytes) -> tuple[int, int]:
     return nums[0], nums[1]
 
 
-def _reason(exc: BaseException) -> str:
+def leveldb_reason(exc: BaseException) -> str:
     """plyvel's message as text (it carries LevelDB's status as bytes)."""
     arg = exc.args[0] if exc.args else exc
     return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
@@ -247,10 +247,10 @@ class Store:
         try:
             db = plyvel.DB(str(p), create_if_missing=create, **_DB_OPTIONS)
         except plyvel.CorruptionError as exc:
-            raise StoreError(f"{p}: LevelDB reports corruption ({_reason(exc)}); restore the data "
-                             f"directory from a backup or re-sync it from peers") from exc
+            raise StoreError(f"{p}: LevelDB reports corruption ({leveldb_reason(exc)}); restore "
+                             f"the data directory from a backup or re-sync it from peers") from exc
         except (plyvel.Error, OSError) as exc:
-            text = _reason(exc)
+            text = leveldb_reason(exc)
             hint = ("is it open in another process (a running node)?" if "lock" in text.lower()
                     else "is it a LevelDB database, readable by this user?")
             raise StoreError(f"cannot open ledger store at {p}: {text}; {hint}") from exc
@@ -260,7 +260,7 @@ class Store:
         except plyvel.Error as exc:
             # The checks read the store: damaged tables surface here, not at plyvel.DB().
             db.close()
-            raise StoreError(f"{p}: LevelDB reports {_reason(exc)!r} while checking the "
+            raise StoreError(f"{p}: LevelDB reports {leveldb_reason(exc)!r} while checking the "
                              f"store; restore the data directory from a backup or re-sync "
                              f"it from peers") from exc
         except BaseException:
@@ -452,7 +452,7 @@ class Store:
             wb.put(K_HEIGHT, hb)
             wb.write()
         except plyvel.Error as exc:
-            raise StoreError(f"writing block {h} to {self._path} failed ({_reason(exc)}); "
+            raise StoreError(f"writing block {h} to {self._path} failed ({leveldb_reason(exc)}); "
                              f"the store still ends at height {self._height}") from exc
         self._height = h
         self._tip_id = block.block_id
@@ -527,7 +527,7 @@ class Store:
             value = self._db.get(key, verify_checksums=True)
         except plyvel.Error as exc:
             raise StoreError(f"{what} at height {height}: LevelDB read failed "
-                             f"({_reason(exc)}); the database is damaged") from exc
+                             f"({leveldb_reason(exc)}); the database is damaged") from exc
         if value is None:
             raise StoreError(f"{what} at height {height} is missing although the store is "
                              f"at height {self._height}; the database is damaged")

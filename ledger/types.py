@@ -10,6 +10,7 @@ Field order in ``to_wire`` *is* the wire format documented in docs/PROOFS.md.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -71,6 +72,11 @@ _TX_ID_PREFIX = tagged(Domain.TX_ID, b"")
 _sha256 = hashlib.sha256
 MAX_BLOCK_BYTES = 16 * 1024 * 1024
 MAX_BLOCK_TXS = 20_000
+
+
+def tx_id_of(encoded: bytes) -> bytes:
+    """The id of the transaction whose canonical signed encoding is ``encoded``."""
+    return _sha256(_TX_ID_PREFIX + encoded).digest()
 MAX_VALIDATORS = 256
 MAX_MEMBERS = 4096
 MAX_NAME = 64
@@ -359,8 +365,8 @@ class Transaction:
 
     @cached_property
     def tx_id(self) -> bytes:
-        """SHA-256 over the domain-tagged *signed* encoding."""
-        return _sha256(_TX_ID_PREFIX + self.encoded).digest()
+        """SHA-256 over the domain-tagged *signed* encoding (``tx_id_of``)."""
+        return tx_id_of(self.encoded)
 
     @property
     def kind(self) -> TxKind:
@@ -746,14 +752,16 @@ class Block:
         return _decode_block_reusing(data, known)
 
 
-def _decode_block_reusing(data: bytes, known: Callable[[bytes], Transaction | None]) -> Block:
-    # The payload is fixarray(2) || header || array(n) || tx_1 .. tx_n. Walk it with
-    # msgpack's own parser (skip() finds where each part ends) and check here what no
-    # strict sub-decode checks: the array headers' canonical form, the transaction
-    # count limit, and that nothing trails.
-    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_BLOCK_BYTES:
-        raise DecodeError("block: not bytes or over the size limit")
-    data = bytes(data)
+def split_block(data: bytes, max_txs: int = MAX_BLOCK_TXS) -> tuple[int, array]:  # type: ignore[type-arg]
+    """Where a block encoding's header ends and each transaction starts, decoding nothing.
+
+    The encoding is fixarray(2) || header || array(n) || tx_1 .. tx_n; msgpack's own
+    parser skips each part (in C). Returns ``header_end`` (the header is
+    ``data[1:header_end]``) and ``n + 1`` offsets (transaction i is
+    ``data[offsets[i]:offsets[i + 1]]``). Checks what no strict decode of the parts
+    checks: the outer and transaction array headers are canonical, ``n <= max_txs``,
+    nothing trails. ``DecodeError`` otherwise.
+    """
     if data[:1] != b"\x92":
         raise DecodeError("block: expected an array of 2")
     unpacker = msgpack.Unpacker(raw=True, max_buffer_size=len(data) + 1)
@@ -761,27 +769,36 @@ def _decode_block_reusing(data: bytes, known: Callable[[bytes], Transaction | No
     try:
         unpacker.read_array_header()
         unpacker.skip()
-        end_header = unpacker.tell()
-        header = BlockHeader.decode(data[1:end_header])
+        header_end = unpacker.tell()
         n = unpacker.read_array_header()
-        pos = unpacker.tell()
-        if n > MAX_BLOCK_TXS or data[end_header:pos] != _array_header(n):
+        start = unpacker.tell()
+        if n > max_txs or data[header_end:start] != _array_header(n):
             raise DecodeError("block.txs: not a canonical array within the limit")
-        txs = []
+        offsets = array("q", [start])
         for _ in range(n):
             unpacker.skip()
-            end = unpacker.tell()
-            raw = data[pos:end]
-            tx = known(_sha256(_TX_ID_PREFIX + raw).digest())
-            txs.append(tx if tx is not None else Transaction.decode(raw))
-            pos = end
+            offsets.append(unpacker.tell())
     except DecodeError:
         raise
     except Exception:  # noqa: BLE001 - msgpack raises assorted types on garbage
         raise DecodeError("block: malformed") from None
-    if pos != len(data):
+    if offsets[-1] != len(data):
         raise DecodeError("block: trailing bytes")
-    if header.tx_count != n:
+    return header_end, offsets
+
+
+def _decode_block_reusing(data: bytes, known: Callable[[bytes], Transaction | None]) -> Block:
+    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_BLOCK_BYTES:
+        raise DecodeError("block: not bytes or over the size limit")
+    data = bytes(data)
+    header_end, offsets = split_block(data)
+    header = BlockHeader.decode(data[1:header_end])
+    txs = []
+    for i in range(len(offsets) - 1):
+        raw = data[offsets[i]:offsets[i + 1]]
+        tx = known(tx_id_of(raw))
+        txs.append(tx if tx is not None else Transaction.decode(raw))
+    if header.tx_count != len(txs):
         raise DecodeError("block: header.tx_count does not match the transactions")
     return Block(header, tuple(txs))
 

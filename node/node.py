@@ -64,6 +64,7 @@ from ledger.crypto import read_key_file
 from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.genesis import read_genesis
 from ledger.prove import Prover
+from ledger.store import leveldb_reason
 from ledger.types import CommitCertificate, Transaction
 from node import sync
 from node.app import Ed25519Crypto, LedgerApp
@@ -699,9 +700,7 @@ class Node:
         its durable record. Returns once resumed; RPC keeps answering meanwhile, and
         ``status.store_error`` / ``dvp_store_ok`` say why nothing commits.
         """
-        arg = exc.args[0] if exc.args else exc  # plyvel carries LevelDB's status as bytes
-        text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
-        self.status.store_error = text[:300]
+        self.status.store_error = leveldb_reason(exc)[:300]
         self.metrics.store_failures.inc()
         self.metrics.store_ok.set(0)
         log.error("disk write failed: stopped committing and voting until the disk accepts "
