@@ -73,7 +73,7 @@ from node.consensus_db import ConsensusDB
 from node.logs import get_logger
 from node.mempool import AddResult, AddStatus, Mempool
 from node.metrics import NodeMetrics
-from node.transport import CONSENSUS, TXS, Transport, TransportError
+from node.transport import CONSENSUS, TXS, Transport, TransportError, TransportTimeout
 
 log = get_logger("node")
 
@@ -90,7 +90,6 @@ RECHECK_MAX = 256
 RESEND_AGE_S = 2.0
 GOSSIP_MAX_BYTES = 256 * 1024
 MAX_TX_BATCH = 4096
-FETCH_TIMEOUT_S = 5.0
 MAX_CLOCK_DRIFT_MS = 10_000
 DRIVER_TICK_S = 0.02
 START_REPLICA = object()  # driver event: catch-up is done, start voting
@@ -158,6 +157,7 @@ class Node:
         self._heartbeat_id: bytes | None = None
         self.prover = Prover(self.ledger)
         self.best_peer_height = 0
+        self.fetch_pacer = sync.FetchPacer()
         self.last_built = 0.0
         self._nursery: trio.Nursery | None = None
         peers = self._peer_addresses()
@@ -495,15 +495,42 @@ class Node:
             self.transport.set_allowlist(allowed)
 
     async def _fetch(self, req: RequestBlocks) -> None:
+        pacer = self.fetch_pacer
+        if pacer.busy:
+            # The replica asks another peer when its own timer expires; the answer still
+            # in flight will be accepted whenever it comes, and the replica asks again
+            # for whatever it still misses.
+            self.metrics.dropped.labels("fetch_while_fetching").inc()
+            return
+        pacer.busy = True
         try:
-            data = await self.transport.request(req.peer, sync.blocks_request(
-                req.from_height, req.to_height), FETCH_TIMEOUT_S)
+            certified = await self._fetch_range(req.peer, req.from_height, req.to_height)
+        finally:
+            pacer.busy = False
+        if certified is not None:
+            await self.events_tx.send(BlocksReceived(req.peer, certified))
+
+    async def _fetch_range(self, peer: bytes, lo: int, hi: int
+                           ) -> tuple[CertifiedPayload, ...] | None:
+        """Certified blocks from ``lo`` (as many as the pacer allows), or None on failure."""
+        pacer = self.fetch_pacer
+        lo, hi = pacer.range(lo, hi)
+        t0 = trio.current_time()
+        try:
+            data = await self.transport.request(peer, sync.blocks_request(lo, hi),
+                                                pacer.timeout_s)
             blocks = sync.parse_blocks(data)
             certified = tuple(CertifiedPayload(b, CommitCertificate.decode(c)) for b, c in blocks)
+        except TransportTimeout as exc:
+            pacer.timed_out()
+            log.info("block fetch failed", peer=peer, error=str(exc)[:120],
+                     next_span=pacer.span, next_timeout_s=pacer.timeout_s)
+            return None
         except (TransportError, DecodeError) as exc:
-            log.info("block fetch failed", peer=req.peer, error=str(exc)[:120])
-            return
-        await self.events_tx.send(BlocksReceived(req.peer, certified))
+            log.info("block fetch failed", peer=peer, error=str(exc)[:120])
+            return None
+        pacer.answered(trio.current_time() - t0)
+        return certified
 
     def _next_deadline(self) -> float:
         deadline = min(self.timers.values(), default=math.inf)
@@ -629,23 +656,17 @@ class Node:
             return False
         progressed = False
         while self.ledger.height < best[0]:
-            lo = self.ledger.height + 1
-            try:
-                blocks = sync.parse_blocks(await self.transport.request(
-                    best[1], sync.blocks_request(lo, best[0]), FETCH_TIMEOUT_S))
-            except (TransportError, DecodeError) as exc:
-                log.info("sync failed", peer=best[1], error=str(exc)[:120])
+            certified = await self._fetch_range(best[1], self.ledger.height + 1, best[0])
+            if not certified:
                 return progressed
-            if not blocks:
-                return progressed
-            for raw_block, raw_cert in blocks:
+            for item in certified:
                 if self.replica is not None:
                     return progressed  # the replica took over
                 from ledger.types import Block
 
                 try:
-                    block = Block.decode(raw_block)
-                    cert = CommitCertificate.decode(raw_cert)
+                    block = Block.decode(item.payload)
+                    cert = item.certificate
                     if block.height != self.ledger.height + 1:
                         return progressed
                     ex = self.ledger.commit(block, cert, verified=self.mempool.verified)

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from node.transport import CONSENSUS, TXS, TransportError
-from p2p import P2PConfig, P2PHost, RequestError
+from node.transport import CONSENSUS, TXS, TransportError, TransportTimeout
+from p2p import P2PConfig, P2PHost, RequestError, RequestTimeout
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -37,6 +37,8 @@ class Libp2pTransport:
     async def request(self, peer: bytes, payload: bytes, timeout_s: float) -> bytes:
         try:
             return await self.host.request(peer, payload, timeout_s)
+        except RequestTimeout as exc:
+            raise TransportTimeout(f"{type(exc).__name__}: {exc}") from None
         except RequestError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from None
 

@@ -27,6 +27,10 @@ class TransportError(Exception):
     """A request could not be answered (peer unreachable, timed out, refused)."""
 
 
+class TransportTimeout(TransportError):
+    """The peer did not answer within the time allowed (slow link, busy or hung peer)."""
+
+
 class Transport(Protocol):
     def send(self, peer: bytes, channel: str, payload: bytes) -> None: ...
 
@@ -104,7 +108,7 @@ class MemoryTransport:
             await trio.sleep(0)
             return await target.handler(self.key, payload)
         assert scope.cancelled_caught
-        raise TransportError("request timed out")
+        raise TransportTimeout("request timed out")
 
     def connected_peers(self) -> set[bytes]:
         return {k for k in self.hub.endpoints if k != self.key and self.hub.linked(self.key, k)}

@@ -148,19 +148,33 @@ def test_delay_and_loss_on_a_link(env: Env) -> None:
 
 def test_slow_link_of_the_primary(env: Env) -> None:
     """A token-bucket-limited link (tbf, present where netem is not): the primary's
-    traffic queues behind a narrow pipe; commits continue, nothing is lost."""
+    traffic queues behind a narrow pipe; commits continue, nothing is lost, and the slow
+    node holds every block once its link is wide again.
+
+    Whether the slow node keeps up *while* shaped depends on the others' pace: once a
+    view change hands the primary role to a fast node, the three commit ~28 heights/s (a
+    CI run: 2,547 heights in 90 s) and the consensus traffic queued for the slow node on
+    its one link leaves its block fetches no room (seen: even single-block fetches timing
+    out at 256 kbit/s). It catches up when the link widens (docs/RELIABILITY.md)."""
     cl = env.cluster
     victim = cl.primary()
+    others = [n for n in cl.names if n != victim]
     cl.shape(victim, ["tbf", "rate", "512kbit", "burst", "16kbit", "latency", "300ms"])
     try:
         time.sleep(5.0)
         t0 = time.monotonic()
         acks = env.load.acks_after(t0 - 5.0)
-        seconds = recover(env, t0, next(n for n in cl.names if n != victim), cl.names)
+        seconds = recover(env, t0, others[0], others)
+        shaped = cl.heights()
     finally:
         cl.heal()
+    t_heal = time.monotonic()
+    target = _max_height(env)
+    caught_up = cl.wait_height(target, [victim], timeout_s=90)
     print(f"\nprimary {victim} on a 512 kbit/s link: {acks} txs acknowledged in 5 s, a "
-          f"fresh commit {seconds:.1f} s later")
+          f"fresh commit {seconds:.1f} s later; heights while shaped {shaped}; {victim} at "
+          f"height {target} {caught_up:.1f} s after the link widened "
+          f"({time.monotonic() - t_heal:.1f} s)")
     env.verdict().assert_ok()
     full = env.checker.full_audit(cl.names[0])
     assert full.ok, full.to_json()
