@@ -24,6 +24,7 @@ from ledger.smt import OverlayReader, SparseMerkleTree
 from ledger.state import (
     Execution,
     LedgerState,
+    SeenTxs,
     decode_app_meta,
     execute,
     execute_genesis,
@@ -85,10 +86,15 @@ class Ledger:
         meta = self.store.app_meta(height)
         if header is None or meta is None:
             raise StoreError(f"height {height} has no header or app metadata")
-        return load_state(self.chain_id, height, header, meta, self.tree, self._tx_committed)
+        return load_state(self.chain_id, height, header, meta, self.tree, self._seen())
 
     def _tx_committed(self, tx_id: bytes) -> bool:
         return self.store.tx_location(tx_id) is not None
+
+    def _seen(self) -> SeenTxs:
+        """``tx_seen`` of a committed state: the store's tx index alone."""
+        store = self.store
+        return SeenTxs([], self._tx_committed, lambda: store.height)
 
     @property
     def height(self) -> int:
@@ -227,7 +233,7 @@ class Ledger:
     def _rebase(self, state: LedgerState) -> LedgerState:
         from dataclasses import replace
 
-        return replace(state, tx_seen=self._tx_committed)
+        return replace(state, tx_seen=self._seen())
 
     def _rebase_pending(self) -> None:
         """Keep pending states' seen-sets short: ids at or below the head are indexed now."""

@@ -62,6 +62,45 @@ from ledger.types import (
 MAX_PROPOSAL_LIFETIME = 100_000
 
 
+class SeenTxs:
+    """``LedgerState.tx_seen`` over a store's tx index: "is this tx id committed?".
+
+    A state executed on top of uncommitted blocks also holds their ids (``recent``,
+    newest first, one frozenset per height). Heights the index has reached since are
+    dropped on the next look-up, so the list stays as short as the pipeline however
+    long the node runs. (It used to be a closure per block calling its parent's: every
+    block executed before its parent committed extended the chain, so look-ups walked
+    dozens of blocks and every committed id stayed in memory.)
+    """
+
+    __slots__ = ("recent", "index", "indexed_height")
+
+    def __init__(self, recent: list[tuple[int, frozenset[bytes]]],
+                 index: Callable[[bytes], bool], indexed_height: Callable[[], int]) -> None:
+        self.recent = recent
+        self.index = index
+        self.indexed_height = indexed_height
+
+    def extended(self, height: int, tx_ids: frozenset[bytes]) -> SeenTxs:
+        """The seen-set of a block at ``height`` with ``tx_ids`` on top of this state."""
+        self._trim()
+        return SeenTxs([(height, tx_ids), *self.recent], self.index, self.indexed_height)
+
+    def _trim(self) -> None:
+        top = self.indexed_height()
+        recent = self.recent
+        while recent and recent[-1][0] <= top:
+            recent.pop()
+
+    def __call__(self, tx_id: bytes) -> bool:
+        if self.recent:
+            self._trim()
+            for _h, ids in self.recent:
+                if tx_id in ids:
+                    return True
+        return self.index(tx_id)
+
+
 @dataclass(frozen=True)
 class LedgerState:
     """The chain as of block ``height``: enough to execute the next block.
@@ -383,9 +422,12 @@ def _execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int,
     history.append(merkle.leaf_hash(header.block_id))
     seen_here = frozenset(tx_ids)
     parent_seen = parent.tx_seen
-
-    def tx_seen(tx_id: bytes) -> bool:
-        return tx_id in seen_here or parent_seen(tx_id)
+    tx_seen: Callable[[bytes], bool]
+    if isinstance(parent_seen, SeenTxs):
+        tx_seen = parent_seen.extended(height, seen_here)
+    else:  # a bare look-up function (states not backed by a store)
+        def tx_seen(tx_id: bytes) -> bool:
+            return tx_id in seen_here or parent_seen(tx_id)
 
     state = LedgerState(parent.chain_id, height, header.block_id, time_ms, update.root,
                         work.chain, work.members, work.key_index, work.proposals, history,

@@ -175,6 +175,37 @@ def test_pipelined_execution_on_pending_blocks(ledger: Ledger, cons: Consortium)
     assert ledger.head.attestation(C32[1]) is not None
 
 
+def test_replay_check_stays_short_under_continuous_pipelining(ledger: Ledger,
+                                                               cons: Consortium) -> None:
+    """Each block executed while its parent is still pending (what a pipelining replica
+    does all day): the replay check must see every committed and pending id, and carry
+    only the uncommitted blocks' ids — not a chain back to the first block."""
+    import hashlib
+
+    from ledger.state import SeenTxs
+
+    sent: list[bytes] = []
+    window: list = []
+    first = None
+    for i in range(40):
+        tx = cons.attest(hashlib.sha256(b"pipelined %d" % i).digest())
+        first = first or tx
+        ex = ledger.build([tx], time_ms=ledger.tip.time_ms + 10, proposer=cons.proposer)
+        assert ex.block.header.tx_count == 1
+        sent.append(tx.tx_id)
+        window.append(ex)
+        if len(window) == 3:            # three blocks in flight, the oldest commits
+            done = window.pop(0)
+            ledger.commit(done.block, cons.certify(done.block))
+        seen = ledger.tip.tx_seen
+        assert isinstance(seen, SeenTxs)
+        assert all(seen(t) for t in sent)
+        assert not seen(hashlib.sha256(b"never").digest())
+        assert len(seen.recent) <= 2, [h for h, _ in seen.recent]
+    again = ledger.build([first], time_ms=ledger.tip.time_ms + 10, proposer=cons.proposer)
+    assert again.block.header.tx_count == 0 and again.rejected[0][1].code == "replay"
+
+
 def test_reopen_restores_the_head(tmp_path: Path, cons: Consortium) -> None:
     lg = Ledger.open(tmp_path / "db", cons.genesis)
     commit(lg, cons, [cons.attest(C32[0])])
