@@ -137,27 +137,29 @@ def build_registry(node: Node) -> MethodRegistry:
     async def submit_transactions(ctx: CallContext, txs: list[bytes], wait: bool,
                                   timeout_s: int) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
-        accepted: list[bytes] = []
+        accepted: list[tuple[bytes, dict[str, Any]]] = []
+        tip, now = node.ledger.tip, trio.current_time()
         for i, raw in enumerate(txs):
             t = _decode_tx(raw, f"txs[{i}]")
-            r = node.submit(t)
+            r = node.submit(t, state=tip, now=now)
             if r.status in (AddStatus.ADDED, AddStatus.DUPLICATE):
-                results.append({"tx_id": t.tx_id.hex(), "status": "pending"})
-                accepted.append(t.tx_id)
+                out = {"tx_id": t.tx_id.hex(), "status": "pending"}
+                accepted.append((t.tx_id, out))
             else:
-                results.append({"tx_id": t.tx_id.hex(), "status": "rejected",
-                                "code": r.code, "message": r.message})
+                out = {"tx_id": t.tx_id.hex(), "status": "rejected", "code": r.code,
+                       "message": r.message}
+            results.append(out)
             if i % 256 == 255:
                 await trio.sleep(0)
+                tip, now = node.ledger.tip, trio.current_time()
         if wait:
             with trio.move_on_after(timeout_s):
-                for tx_id in accepted:
+                for tx_id, _ in accepted:
                     await node.wait_committed(tx_id, timeout_s)
-        for r in results:
-            if r["status"] == "pending":
-                h = node.committed_height_of(bytes.fromhex(r["tx_id"]))
-                if h is not None:
-                    r["status"], r["height"] = "committed", h
+        for tx_id, out in accepted:
+            h = node.committed_height_of(tx_id)
+            if h is not None:
+                out["status"], out["height"] = "committed", h
         return {"results": results,
                 "accepted": sum(1 for r in results if r["status"] != "rejected")}
 

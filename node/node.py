@@ -64,6 +64,7 @@ from ledger.crypto import read_key_file
 from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.genesis import read_genesis
 from ledger.prove import Prover
+from ledger.state import LedgerState
 from ledger.store import leveldb_reason
 from ledger.types import CommitCertificate, Transaction
 from node import sync
@@ -240,11 +241,17 @@ class Node:
 
     # ------------------------------------------------------------------ transactions
 
-    def submit(self, tx: Transaction, *, gossip: bool = True) -> AddResult:
-        """Admit a transaction from a client (or peer) into the mempool."""
-        result = self.mempool.add(tx, self.ledger.tip, check_state=gossip)
+    def submit(self, tx: Transaction, *, gossip: bool = True, state: LedgerState | None = None,
+               now: float | None = None) -> AddResult:
+        """Admit a transaction from a client (or peer) into the mempool.
+
+        Batches pass ``state`` (the ledger's tip) and ``now`` once per chunk: read per
+        transaction they were a measurable share of admission."""
+        result = self.mempool.add(tx, self.ledger.tip if state is None else state,
+                                  check_state=gossip)
         if result.status == AddStatus.ADDED:
-            now = trio.current_time()
+            if now is None:
+                now = trio.current_time()
             self.submitted_at[tx.tx_id] = now
             if len(self.submitted_at) > 2 * self.config.mempool_max_txs:
                 self.submitted_at.popitem(last=False)
@@ -277,6 +284,7 @@ class Node:
                 self._drop("malformed_tx_batch")
                 self.transport.penalize(peer, "malformed_tx_batch")
                 continue
+            tip, now = self.ledger.tip, trio.current_time()
             for i, raw in enumerate(items):
                 try:
                     tx = Transaction.decode(as_bytes(raw, "tx", max_size=8192))
@@ -284,9 +292,10 @@ class Node:
                     self._drop("malformed_tx")
                     self.transport.penalize(peer, "malformed_tx")
                     continue
-                self.submit(tx, gossip=False)
+                self.submit(tx, gossip=False, state=tip, now=now)
                 if i % 256 == 255:
                     await trio.sleep(0)
+                    tip, now = self.ledger.tip, trio.current_time()
 
     def _heartbeat_watch(self, now: float) -> None:
         """Make an overdue heartbeat count as pending work for the replica.
