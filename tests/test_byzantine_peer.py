@@ -14,6 +14,7 @@ offender itself is disconnected and refused (``dvp_p2p_events_total{event="bans"
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,9 @@ def test_honest_nodes_survive_an_equivocating_lying_flooding_validator(
     honest = [es[n] for n in HONEST]
     offender = read_key_file(root / "keys" / "cnix.node.json").public_key.hex()[:16]
     first = status(honest[0])
-    assert first is not None and first["primary"] == "cnix" and first["view"] == 0
+    # cnix leads view 0; its first equivocation may already have moved the honest nodes
+    # on by the time we look (seen: view 1, evidence 4 at the first status).
+    assert first is not None and (first["view"] > 0 or first["primary"] == "cnix"), first
 
     # Every phase: the three honest nodes keep committing while it runs.
     progress = {}
@@ -66,8 +69,13 @@ def test_honest_nodes_survive_an_equivocating_lying_flooding_validator(
     # The offender is disconnected: it has no peers, the honest nodes see only each other.
     flood = next(d for d in adversary.seen if d.get("phase") == "flood")
     assert flood["bad_signatures"] > 0 and flood["malformed"] > 0 and flood["oversize"] > 0
-    assert flood["connected"] == 0, flood
-    assert [(status(e) or {}).get("peers") for e in honest] == [2, 2, 2]
+    # Each honest node bans it on its own count of strikes: allow the last one a few
+    # seconds after the flood (seen: one connection left at the flood's last report).
+    deadline = time.monotonic() + 10
+    while [(status(e) or {}).get("peers") for e in honest] != [2, 2, 2] and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [(status(e) or {}).get("peers") for e in honest] == [2, 2, 2], flood
 
     # ... and, banned, it cannot stop the chain: five more heights without it.
     top = min(h or 0 for h in heights(honest))
