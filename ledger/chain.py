@@ -221,23 +221,10 @@ class Ledger:
                           ex.state.app_meta())
         del self.pending[h]
         self._rebuild_overlay()
-        # Re-anchor the committed state on the store's tx index (the speculative chain of
-        # seen-sets is no longer needed once the block's ids are indexed).
-        self.head = self._rebase(ex.state)
-        self._rebase_pending()
+        # Its SeenTxs drops this block's ids (and its ancestors') at the next look-up: the
+        # store's tx index holds them now.
+        self.head = ex.state
         oldest = h - self.retain_versions
         if oldest > self.store.state_pruned_below:
             self.store.prune_state(oldest)
         return ex
-
-    def _rebase(self, state: LedgerState) -> LedgerState:
-        from dataclasses import replace
-
-        return replace(state, tx_seen=self._seen())
-
-    def _rebase_pending(self) -> None:
-        """Keep pending states' seen-sets short: ids at or below the head are indexed now."""
-        # Pending states chain closures down to the head; they stay correct because the
-        # committed ids are both in the closure and in the index. Nothing to do, but the
-        # chain is bounded by the pipeline window so memory stays bounded.
-        return

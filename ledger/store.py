@@ -115,7 +115,7 @@ _HINT_INIT = "initialise it first (Store.open(..., create=True), e.g. via `dvp i
 
 # LevelDB options of every handle on a store (open, and the reopen in compact).
 # No compression and a 32 MiB memtable: LevelDB's one background compaction thread was
-# the node's largest cost after signature checks. Measured (/tmp-style run of 300,000
+# the node's largest cost after signature checks. Measured (a scratch run of 300,000
 # attestations in 150-tx blocks, CPU of that thread per attestation): snappy + 4 MiB
 # (LevelDB's defaults) 85 us, snappy + 32 MiB 61 us, none + 32 MiB 16 us. State-tree
 # nodes are hashes, which do not compress; what snappy saved was ~100 B per attestation

@@ -72,15 +72,16 @@ _TX_ID_PREFIX = tagged(Domain.TX_ID, b"")
 _sha256 = hashlib.sha256
 MAX_BLOCK_BYTES = 16 * 1024 * 1024
 MAX_BLOCK_TXS = 20_000
+MAX_VALIDATORS = 256
+MAX_MEMBERS = 4096
+MAX_NAME = 64
+ZERO_HASH = b"\x00" * 32
 
 
 def tx_id_of(encoded: bytes) -> bytes:
     """The id of the transaction whose canonical signed encoding is ``encoded``."""
     return _sha256(_TX_ID_PREFIX + encoded).digest()
-MAX_VALIDATORS = 256
-MAX_MEMBERS = 4096
-MAX_NAME = 64
-ZERO_HASH = b"\x00" * 32
+
 
 # ---------------------------------------------------------------------------
 # Identifiers

@@ -66,7 +66,7 @@ from ledger.genesis import read_genesis
 from ledger.prove import Prover
 from ledger.state import LedgerState
 from ledger.store import leveldb_reason
-from ledger.types import CommitCertificate, Transaction
+from ledger.types import Block, CommitCertificate, Transaction
 from node import sync
 from node.app import Ed25519Crypto, LedgerApp
 from node.config import NodeConfig
@@ -671,8 +671,6 @@ class Node:
             for item in certified:
                 if self.replica is not None:
                     return progressed  # the replica took over
-                from ledger.types import Block
-
                 try:
                     block = Block.decode(item.payload)
                     cert = item.certificate

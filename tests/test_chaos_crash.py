@@ -84,19 +84,19 @@ def _why_views_moved(env: Env) -> str:
     """What each node's mempool and replica say (seen once in ~7 runs: endless view
     changes already under way after the rolling restarts of the previous test)."""
     import re
-    import urllib.request
+
+    from tests.realnet import metrics
 
     out = []
     for name in env.cluster.names:
         st = env.cluster.status(name) or {}
         try:
-            with urllib.request.urlopen(env.cluster.urls[name].rstrip("/") + "/metrics",
-                                        timeout=3) as r:
-                text = r.read().decode()
+            counts = metrics(env.cluster.entries[name])
+            found = (re.fullmatch(r'dvp_consensus_events_total\{event="([a-z_]+)"\}', key)
+                     for key in counts)
             counters = " ".join(
-                f"{m.group(1)}={m.group(2)}" for m in re.finditer(
-                    r'dvp_consensus_events_total\{event="([a-z_]*(?:timeout|censor|pending|joined|'
-                    r'view_change)[a-z_]*)"\} ([0-9.e+]+)', text))
+                f"{m.group(1)}={counts[m.group(0)]:g}" for m in found
+                if m and re.search(r"timeout|censor|pending|joined|view_change", m.group(1)))
         except OSError as exc:
             counters = f"(metrics unavailable: {exc})"
         out.append(f"{name}: mempool {st.get('mempool')} {counters}")
