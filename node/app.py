@@ -57,9 +57,15 @@ class LedgerApp:
 
     def __init__(self, ledger: Ledger, verified: Callable[[bytes], bool] | None = None,
                  cache_blocks: int = 64,
-                 known_tx: Callable[[bytes], Transaction | None] | None = None) -> None:
+                 known_tx: Callable[[bytes], Transaction | None] | None = None,
+                 on_valid: Callable[[Sequence[bytes]], None] | None = None) -> None:
         self.ledger = ledger
         self.verified = verified
+        # Told the ids of every proposal that validated: their signatures are now known
+        # good, so the same transactions arriving later by gossip are not checked again
+        # (a primary's block often reaches a backup before the gossip of its own client
+        # transactions: 11 % of a backup's signature checks were made in validation).
+        self.on_valid = on_valid
         # The mempool: a proposal's transactions mostly arrived by gossip already.
         self.known_tx = known_tx
         self._blocks: OrderedDict[bytes, Block] = OrderedDict()
@@ -127,6 +133,8 @@ class LedgerApp:
             code = getattr(err, "code", type(err).__name__)
             self.invalid[code] = self.invalid.get(code, 0) + 1
             return None
+        if self.on_valid is not None:
+            self.on_valid(ex.block.tx_ids)
         return ex.block.block_id
 
     def tx_ids(self, payload: bytes) -> Sequence[bytes]:

@@ -80,6 +80,11 @@ class Mempool:
         """True if this node already checked the signature of ``tx_id``."""
         return tx_id in self._verified
 
+    def mark_verified(self, tx_ids: Iterable[bytes]) -> None:
+        """Remember that the signatures of ``tx_ids`` were checked (e.g. in a valid block)."""
+        for tx_id in tx_ids:
+            self._mark_verified(tx_id)
+
     def _mark_verified(self, tx_id: bytes) -> None:
         self._verified[tx_id] = None
         if len(self._verified) > self._verified_cap:

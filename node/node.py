@@ -133,7 +133,8 @@ class Node:
         self.ledger = Ledger.open(config.data_dir / "ledger", self.genesis, create=True)
         self.mempool = Mempool(self.chain_id, max_txs=config.mempool_max_txs)
         self.metrics = NodeMetrics()
-        self.app = LedgerApp(self.ledger, self.mempool.verified, known_tx=self.mempool.get)
+        self.app = LedgerApp(self.ledger, self.mempool.verified, known_tx=self.mempool.get,
+                             on_valid=self.mempool.mark_verified)
         self.crypto = Ed25519Crypto(self.key)
         self.status = NodeStatus()
         self.is_validator = config.is_validator

@@ -122,7 +122,9 @@ def worker(args: argparse.Namespace) -> None:
             try:
                 b = client.call("getBlock", height=h)
             except RpcCallError:
-                time.sleep(0.01)
+                # Not committed yet. Each miss costs the node an HTTP request (~0.4 ms
+                # of a core): poll every 25 ms, which overstates latency by <= 25 ms.
+                time.sleep(0.025)
                 continue
             now = time.monotonic()
             with lock:

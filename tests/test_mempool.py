@@ -88,3 +88,38 @@ def test_expiry_scan_is_skipped_until_something_can_expire(setup: tuple[Ledger, 
     assert mp.add(late, lg.head).status == AddStatus.ADDED  # lowers the minimum again
     assert mp.drop_expired(8) == [late.tx_id]
     assert mp.drop_expired(10) == [txs[9].tx_id] and len(mp) == 0
+
+
+def test_transactions_of_a_valid_proposal_are_not_verified_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup that validated a block before the gossip of its transactions arrived
+    admits that gossip without checking the signatures a second time."""
+    from ledger.types import Transaction
+    from node.app import LedgerApp
+
+    cons = Consortium.make()
+    primary = Ledger.open(tmp_path / "primary", cons.genesis)
+    backup = Ledger.open(tmp_path / "backup", cons.genesis)
+    try:
+        txs = [cons.attest(bytes([i]) * 32) for i in range(1, 4)]
+        ex = primary.build(txs, time_ms=primary.tip.time_ms + 1, proposer=cons.proposer)
+        mp = Mempool(CHAIN_ID)
+        app = LedgerApp(backup, mp.verified, known_tx=mp.get, on_valid=mp.mark_verified)
+        assert not any(mp.verified(t.tx_id) for t in txs)
+        assert app.validate_proposal(1, ex.block.encode(),
+                                     backup.head.block_id) == ex.block.block_id
+        assert all(mp.verified(t.tx_id) for t in txs)
+        other = cons.attest(b"\x09" * 32)
+        bad = primary.build([other], time_ms=primary.tip.time_ms + 1, proposer=cons.proposer)
+
+        def no_second_check(self: Transaction) -> bool:
+            raise AssertionError("signature checked twice")
+
+        monkeypatch.setattr(Transaction, "signature_ok", no_second_check)
+        assert [mp.add(t, backup.head).status for t in txs] == [AddStatus.ADDED] * 3
+        # A proposal that does not validate (here: wrong parent) marks nothing.
+        assert app.validate_proposal(1, bad.block.encode(), b"\x00" * 32) is None
+        assert not mp.verified(other.tx_id)
+    finally:
+        primary.close()
+        backup.close()
