@@ -216,3 +216,62 @@ def test_block_decode_reusing_known_transactions_is_as_strict_as_the_plain_decod
               for p in range(0, len(raw), 7) for d in (1, 128)]
     for data in cases:
         assert outcome(data, known.get) == outcome(data, None), data.hex()
+
+
+_ISSUED = 1_700_000_000_000
+_EDGE_VALUES: list[Any] = [
+    "dvp-test", "credit-report", "other-doc", "Bad Id", "", "x" * 300,
+    *(b"\x07" * n for n in (0, 1, 31, 32, 33, 63, 64, 65)),
+    -1, 0, 1, 2, 5, _ISSUED - 1, _ISSUED, _ISSUED + 1, 2**64 - 1, 2**64,
+    True, False, None, 1.0, [], [0, 1, 2, 3, 4]]
+
+
+def _edited(edits: list[tuple[int, Any]]) -> list[Any]:
+    """A signed ATTEST's wire array with fields replaced: index 0-4 a payload field,
+    5 the payload's length (value: new length), 6-12 a transaction field but the payload."""
+    wire = S.sample_tx(0).to_wire()
+    payload = list(wire[5])
+    for i, value in edits:
+        if i < 5:
+            if i < len(payload):
+                payload[i] = value
+        elif i == 5:
+            payload = (payload + [b""] * 2)[:value]
+        elif i != 11:
+            wire[i - 6] = value
+    wire[5] = payload
+    return wire
+
+
+def _both_paths(wire: list[Any]) -> None:
+    try:
+        expected = Transaction.from_wire_checked(wire)
+    except DecodeError:
+        expected = None
+    try:
+        got = Transaction.from_wire(wire)
+    except DecodeError:
+        got = None
+    assert got == expected, wire
+    if got is not None:
+        assert got.encode() == expected.encode()  # type: ignore[union-attr]
+
+
+def test_fast_attest_decoding_agrees_with_the_general_readers() -> None:
+    """``Transaction.from_wire`` takes an inlined path for ATTEST; it must accept exactly
+    what the general field readers (``from_wire_checked``) accept, and build the same
+    transaction: every field replaced by every edge value, every payload length."""
+    Transaction.from_wire_checked(S.sample_tx(0).to_wire())  # identifiers now known
+    for i in (0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12):
+        for value in _EDGE_VALUES:
+            _both_paths(_edited([(i, value)]))
+    for length in range(7):
+        _both_paths(_edited([(5, length)]))
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12]),
+                          st.sampled_from(_EDGE_VALUES)), min_size=2, max_size=3))
+def test_fast_attest_decoding_agrees_under_several_edits(edits: list[tuple[int, Any]]) -> None:
+    Transaction.from_wire_checked(S.sample_tx(0).to_wire())
+    _both_paths(_edited(edits))
