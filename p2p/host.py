@@ -56,6 +56,7 @@ from p2p.libp2p_glue import (
     INetConn,
     INetStream,
     SocketTracker,
+    abandon_frame_writes,
     all_connections,
     build_libp2p_host,
     close_connections,
@@ -609,7 +610,10 @@ class P2PHost:
         cfg = self.config
         proto = "ip6" if ":" in cfg.listen_host else "ip4"
         listen = multiaddr.Multiaddr(f"/{proto}/{cfg.listen_host}/tcp/{cfg.listen_port}")
-        lib = build_libp2p_host(cfg.seed, listen, self, self._sockets, cfg.dial_timeout_s)
+        # One yamux frame gets as long as one of our writes (write_timeout_s): a frame
+        # still stuck by then means a frozen peer, and its connection is closed.
+        lib = build_libp2p_host(cfg.seed, listen, self, self._sockets, cfg.dial_timeout_s,
+                                cfg.write_timeout_s)
         for ch in CHANNELS:
             lib.set_stream_handler(TProtocol(PROTOCOLS[ch]), partial(self._on_stream, ch))
         lib.get_network().register_notifee(ConnWatcher(self._on_conn_change))
@@ -627,7 +631,13 @@ class P2PHost:
                             addrs=[str(a) for a in self.listen_addrs],
                             peer_id=str(self.peer_id), peers=len(self._peers)))
                         task_status.started()
-                        await trio.sleep_forever()
+                        try:
+                            await trio.sleep_forever()
+                        finally:
+                            # Runs when we are cancelled, before the nursery waits for
+                            # its tasks: a frame stuck on a frozen peer's full socket is
+                            # shielded and would hold shutdown up to write_timeout_s.
+                            abandon_frame_writes(lib)
                 finally:
                     self._nursery = None
                     for link in self._links.values():

@@ -8,10 +8,10 @@ Owns:
   runs the Noise XX handshake and then refuses any remote peer id the ``Gate`` does not
   allow, in both directions, before a muxer or a connection record exists.
 - ``build_libp2p_host``: a ``BasicHost`` with that security, yamux only (mplex deadlocks a
-  stream read against a concurrent write) in its ping-less form (``QuietYamux``), TCP
-  only, one attempt per dial, no auto-connector (we run our own reconnect loop; theirs
-  dials every address in the peerstore on its own schedule), and a resource manager
-  without the global circuit breaker.
+  stream read against a concurrent write) in its ping-less, whole-frame form
+  (``QuietYamux``), TCP only, one attempt per dial, no auto-connector (we run our own
+  reconnect loop; theirs dials every address in the peerstore on its own schedule), and a
+  resource manager without the global circuit breaker.
 - Hygiene: ``quiet_libp2p_logging`` and ``SocketTracker`` (a shutdown backstop that
   closes any TCP socket libp2p forgot, instead of leaking a ``ResourceWarning``).
 
@@ -43,6 +43,7 @@ from libp2p.crypto.ed25519 import Ed25519PublicKey
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.identity_utils import create_identity_from_seed
+from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.network.auto_connector import AutoConnector
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.peer.id import ID
@@ -55,8 +56,11 @@ from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-__all__ = ["ID", "IHost", "INetConn", "INetStream", "build_libp2p_host",
-           "create_identity_from_seed", "key_of_peer_id", "peer_id_of"]
+__all__ = ["ID", "IHost", "INetConn", "INetStream", "abandon_frame_writes",
+           "build_libp2p_host", "create_identity_from_seed", "key_of_peer_id",
+           "peer_id_of"]
+
+log = logging.getLogger("dvp.p2p")
 
 # TTL 0 is "permanent" in this peerstore; any later add with a TTL (identify, connect()
 # use 120 s) overwrites it, so the dial loop re-adds its address before every dial.
@@ -122,7 +126,11 @@ class SocketTracker:
         """Close the socket under a swarm connection now (synchronously: every task
         blocked on it errors out)."""
         secure = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
-        sock = self._by_secure.get(secure) if secure is not None else None
+        return secure is not None and self.close_secure(secure)
+
+    def close_secure(self, secure: ISecureConn) -> bool:
+        """Close the socket under a secure connection now; False if unknown or closed."""
+        sock = self._by_secure.get(secure)
         if sock is None or sock.socket.fileno() == -1:
             return False
         sock.socket.close()
@@ -171,23 +179,80 @@ class AllowlistNoise(NoiseTransport):
 
 
 class QuietYamux(Yamux):
-    """Yamux without its RTT ping loop.
+    """Yamux without its RTT ping loop, and whose frames are never cut in half.
 
-    py-libp2p's yamux answers a ping from its connection reader task under the
+    Pings: py-libp2p's yamux answers a ping from its connection reader task under the
     connection's write lock. When both peers are writing faster than TCP drains (both
     broadcasting large batches), each side's writer holds the lock while blocked on a
     full socket, each reader then blocks on the pong, nobody reads TCP any more: a
     deadlock (seen in tests: writes stuck for good at the first ping, 0.5 s after
     connecting). Without pings the reader never needs the write lock except to ACK a
-    new stream. The RTT only tunes window growth, which falls back to a default."""
+    new stream. The RTT only tunes window growth, which falls back to a default.
+
+    Whole frames: a 64 KiB DATA frame goes out as two Noise messages, and the stock
+    ``_write_frame`` can be cancelled between them (or inside a socket send) by whatever
+    cancels the writing task -- a stream ended by its reader, a write deadline, a reset
+    under a short deadline. The peer then takes our next frames for the rest of that
+    one: the connection falls silent in that direction while both ends still count it as
+    up (a flooding peer's stream reset by its victim wedged the link for 5 s until our
+    stream-open timeout fired; docs/RELIABILITY.md 3.5 item 7). So a frame, once begun,
+    is shielded from cancellation until it is fully written; a frame that still cannot
+    finish by its caller's deadline (or ``frame_write_timeout_s``) closes the connection's
+    socket at once -- the byte stream cannot be resynchronised -- so both ends see the
+    connection drop and redial."""
+
+    # Set per connection by ``_QuietMuxerMultistream``; these defaults keep the class
+    # usable if libp2p ever builds one itself.
+    sockets: SocketTracker | None = None
+    frame_write_timeout_s: float = 10.0
+    _frame_guard: trio.CancelScope | None = None
 
     async def _measure_rtt_loop(self) -> None:
         return None
+
+    async def _write_frame(self, data: bytes) -> None:
+        async with self._write_lock:
+            # A caller cancelled before its frame begins gives it up whole (no byte sent).
+            await trio.lowlevel.checkpoint_if_cancelled()
+            deadline = min(trio.current_time() + self.frame_write_timeout_s,
+                           trio.current_effective_deadline())
+            with trio.CancelScope(deadline=deadline, shield=True) as guard:
+                self._frame_guard = guard
+                try:
+                    await self.secured_conn.write(data)
+                finally:
+                    self._frame_guard = None
+            if guard.cancelled_caught:
+                await self._abort_cut_frame(len(data))
+        # The stock method yields here too: a writer in a loop lets the reader run.
+        await trio.lowlevel.checkpoint()
+
+    def abandon_frame_write(self) -> None:
+        """Give up the frame being written, if any (the connection is then closed):
+        shutdown must not wait out a frame stuck on a full socket."""
+        if self._frame_guard is not None:
+            self._frame_guard.cancel()
+
+    async def _abort_cut_frame(self, size: int) -> None:
+        log.warning(
+            "a yamux frame could not be written in time; closing the connection",
+            extra={"fields": {"peer_id": str(self.peer_id), "frame_bytes": size}})
+        if self.sockets is None or not self.sockets.close_secure(self.secured_conn):
+            with trio.CancelScope(deadline=trio.current_time() + 1.0, shield=True):
+                try:
+                    await self.secured_conn.close()
+                except Exception:  # already broken: closed is what we want
+                    pass
+        raise ConnectionClosedError("yamux frame cut short; connection closed",
+                                    transport="yamux")
 
 
 class _QuietMuxerMultistream(MuxerMultistream):
     """Negotiates yamux only and builds ``QuietYamux`` (the stock class hard-codes
     ``Yamux`` for the yamux protocol id, so a muxer option alone cannot change it)."""
+
+    sockets: SocketTracker | None = None
+    frame_write_timeout_s: float = 10.0
 
     async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
         protocol, _ = await self._selector.select(conn, conn.is_initiator,
@@ -195,6 +260,8 @@ class _QuietMuxerMultistream(MuxerMultistream):
         if protocol != YAMUX_PROTOCOL_ID:
             raise MultiselectError(f"only yamux is supported, peer chose {protocol}")
         muxed = QuietYamux(conn, peer_id, is_initiator=conn.is_initiator)
+        muxed.sockets = self.sockets
+        muxed.frame_write_timeout_s = self.frame_write_timeout_s
         return self._annotate_connection(muxed, conn, protocol)
 
 
@@ -235,8 +302,10 @@ class ConnWatcher(INotifee):
 
 
 def build_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr, gate: Gate,
-                      sockets: SocketTracker, dial_timeout_s: float) -> IHost:
-    """A host with Noise(+allowlist) only, yamux only, TCP only; not yet listening."""
+                      sockets: SocketTracker, dial_timeout_s: float,
+                      frame_write_timeout_s: float) -> IHost:
+    """A host with Noise(+allowlist) only, yamux only, TCP only; not yet listening.
+    ``frame_write_timeout_s`` bounds one yamux frame's write (``QuietYamux``)."""
     key_pair = create_identity_from_seed(seed)
     conn_config = ConnectionConfig(dial_timeout=dial_timeout_s)
     # The default resource manager also has a *global* circuit breaker (5 failed
@@ -259,9 +328,25 @@ def build_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr, gate: Gate,
     # One attempt per dial: the host's reconnect loop owns retries and their backoff.
     network.retry_config = RetryConfig(max_retries=0)
     upgrader = network.upgrader
-    upgrader.muxer_multistream = _QuietMuxerMultistream(
+    muxers = _QuietMuxerMultistream(
         {TProtocol(YAMUX_PROTOCOL_ID): QuietYamux}, upgrader.muxer_multistream.negotiate_timeout)
+    muxers.sockets = sockets
+    muxers.frame_write_timeout_s = frame_write_timeout_s
+    upgrader.muxer_multistream = muxers
     return host
+
+
+def abandon_frame_writes(host: IHost) -> int:
+    """Give up every yamux frame being written now (``QuietYamux.abandon_frame_write``);
+    returns how many connections had one. For shutdown: a frame stuck on a frozen peer's
+    full socket would otherwise hold it for up to ``frame_write_timeout_s``."""
+    n = 0
+    for c in all_connections(host):
+        muxed = getattr(c, "muxed_conn", None)
+        if isinstance(muxed, QuietYamux) and muxed._frame_guard is not None:
+            muxed.abandon_frame_write()
+            n += 1
+    return n
 
 
 def shielded(timeout_s: float) -> trio.CancelScope:

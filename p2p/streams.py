@@ -14,6 +14,8 @@ Rules:
 - Every await on the peer is bounded: reads by ``idle_timeout_s`` (keepalives keep a
   healthy stream under it), writes by ``write_timeout_s``. On any I/O error, oversize
   frame or timeout the stream ends: it is reset, counted, and ``run()`` returns a reason.
+  Ending a stream cancels its tasks; the muxer never lets that cut a yamux frame in half
+  on the shared connection (``libp2p_glue.QuietYamux``).
 - Errors from libp2p I/O are caught *only* around the I/O calls: a peer can end its own
   stream but cannot raise into the app; a bug of ours in ``deliver`` still propagates.
 - ``deliver`` must bound its own waiting (it runs on the reader task).
@@ -204,18 +206,25 @@ class FramedStream:
                 return
 
     async def _write(self, data: bytes, frames: int) -> bool:
+        failed: Exception | None = None
         with trio.move_on_after(self.config.write_timeout_s) as slow:
             try:
                 await self.stream.write(data)
             except Exception as exc:  # reset, closed, connection gone
-                log.debug("stream write failed", extra=log_fields(
-                    peer=self.peer, channel=self.channel, error=repr(exc)))
-                self._end("write_error")
-                return False
-        if slow.cancelled_caught:
+                failed = exc
+        # The muxer finishes a frame it has begun even past our deadline, or, if it
+        # cannot, closes the connection and raises (libp2p_glue.QuietYamux): a write
+        # that failed at our deadline is a timeout as much as one we cancelled.
+        if slow.cancelled_caught or (failed is not None and
+                                     trio.current_time() >= slow.deadline):
             log.info("peer stopped reading; resetting the stream", extra=log_fields(
                 peer=self.peer, channel=self.channel))
             self._end("write_timeout")
+            return False
+        if failed is not None:
+            log.debug("stream write failed", extra=log_fields(
+                peer=self.peer, channel=self.channel, error=repr(failed)))
+            self._end("write_error")
             return False
         s = self.stats
         if frames:

@@ -5,7 +5,8 @@ What is checked: delivery intact and in order per peer (send, broadcast, request
 refusal of a valid libp2p key that is not allowlisted, both directions, with nothing
 reaching the app; runtime allowlist removal; malformed, oversize, unknown-protocol and
 flood input dropped and counted with the host still healthy; overflow policies of the
-app's queues; reconnect after kill -9 + restart. Every wait has a deadline and every
+app's queues; a yamux frame is never left half-written on a connection; reconnect after
+kill -9 + restart. Every wait has a deadline and every
 process is killed in ``finally``.
 """
 
@@ -28,6 +29,7 @@ import multiaddr
 import pytest
 import trio
 from libp2p.custom_types import TProtocol
+from libp2p.io.trio import TrioTCPStream
 
 from ledger.crypto import KeyPair
 from p2p import (
@@ -42,6 +44,7 @@ from p2p import (
     RequestTimeout,
 )
 from p2p.framing import HEADER, RPC_HEADER, encode_frame, encode_frames
+from p2p.libp2p_glue import live_connections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -336,6 +339,74 @@ def test_malformed_oversize_unknown_and_flood_are_dropped_and_counted() -> None:
             assert await b.request(a.public_key, b"ping", 2) == b"ping"
             assert await m.request(a.public_key, b"ping", 2) == b"ping"
             assert a.connected_peers() == {b.public_key, m.public_key}
+
+    run_trio(scenario)
+
+
+@pytest.mark.parametrize("how", ["cancelled", "stuck"])
+def test_a_frame_is_never_left_half_written(how: str, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """A yamux frame of 64 KiB goes out as two Noise messages. A writer cancelled between
+    them (its stream ended by its reader, a deadline) used to leave the first one alone on
+    the connection: the peer read our next frames as the rest of that frame and the
+    connection went silent in that direction, both ends still "connected" (RELIABILITY
+    3.5 item 7). ``cancelled``: the frame is finished first and the connection carries on.
+    ``stuck``: the second half cannot go out within the writer's time (as with a full
+    socket), so the connection is closed at once and redialled instead of going silent."""
+    cut: dict[str, Any] = {}
+    real_write = TrioTCPStream.write
+
+    async def write(self: TrioTCPStream, data: bytes) -> None:
+        me = trio.lowlevel.current_task()
+        if cut.get("stall") is me:
+            del cut["stall"]
+            await trio.sleep(2.0)  # as if the socket were full
+        await real_write(self, data)
+        if cut.get("first") is me:  # the first Noise message of the frame is out
+            del cut["first"]
+            if how == "cancelled":
+                cut["scope"].cancel()
+            else:
+                cut["stall"] = me
+
+    monkeypatch.setattr(TrioTCPStream, "write", write)
+
+    async def scenario() -> None:
+        a, b = (P2PHost(cfg) for cfg in mesh_configs(2))
+        async with running(a, b):
+            await wait_until(lambda: a.connected_peers() == {b.public_key} and
+                             b.connected_peers() == {a.public_key}, 5, "connected")
+            a.send(b.public_key, CONSENSUS, b"before")
+            assert await drain(b, CONSENSUS, 1, 5) == [(a.public_key, b"before")]
+            la, lb = a.lib, b.lib
+            assert la is not None and lb is not None
+            # Both dial at start-up; wait for the duplicate to go, so that the frame is cut
+            # on the connection that carries the consensus stream.
+            await wait_until(lambda: len(live_connections(la, b.peer_id)) ==
+                             len(live_connections(lb, a.peer_id)) == 1, 5, "one connection")
+            conns = live_connections(la, b.peer_id) + live_connections(lb, a.peer_id)
+            stream = await la.new_stream(b.peer_id, [TProtocol("/dvp/txs/1")])
+            with trio.move_on_after(0.5) as scope:
+                cut.update(first=trio.lowlevel.current_task(), scope=scope)
+                try:
+                    await stream.write(encode_frame(b"x" * 200_000))
+                except Exception:  # "stuck": the connection was closed under the write
+                    pass
+            assert "first" not in cut, "the frame was not written in two parts"
+            with trio.move_on_after(1):
+                try:
+                    await stream.reset()
+                except Exception:
+                    pass
+            if how == "stuck":
+                await wait_until(lambda: all(c.is_closed for c in conns), 2,
+                                 "the connection with the cut frame closed at both ends")
+            await wait_until(lambda: b.public_key in a.connected_peers(), 5, "connected")
+            a.send(b.public_key, CONSENSUS, b"after")
+            assert await drain(b, CONSENSUS, 1, 5) == [(a.public_key, b"after")], (
+                f"nothing arrived after the cut frame: a {dict(a.stats)} b {dict(b.stats)}")
+            if how == "cancelled":
+                assert not any(c.is_closed for c in conns), "the connection was dropped"
 
     run_trio(scenario)
 
