@@ -287,9 +287,11 @@ class _Block:
         self.attestations[commitment] = rec
         return rec
 
-    def put_attestation(self, commitment: bytes, rec: AttestationRecord) -> None:
+    def put_attestation(self, commitment: bytes, rec: AttestationRecord,
+                        key: bytes | None = None) -> None:
+        """``key``: ``attestation_key(commitment)`` if the caller has it already."""
         self.attestations[commitment] = rec
-        self.changes[attestation_key(commitment)] = rec.encode()
+        self.changes[key or attestation_key(commitment)] = rec.encode()
 
     def put_member(self, m: Member) -> None:
         if not self.members_dirty:
@@ -496,13 +498,15 @@ def _attest(work: _Block, member: Member, p: Attest) -> None:
     if p.doc_type not in member.doc_types:
         raise RuleError("doc_type_not_granted",
                         f"{member.member_id} is not admitted to issue {p.doc_type!r}")
+    key = None
     if work.deferred_exists and p.commitment not in work.attestations:
         # Existence at the parent is checked by the batch update (_Block.deferred_exists).
-        work.must_be_new[attestation_key(p.commitment)] = p.commitment
+        key = attestation_key(p.commitment)
+        work.must_be_new[key] = p.commitment
     elif work.attestation(p.commitment) is not None:
         raise RuleError("already_attested", "this commitment is already attested")
     work.put_attestation(p.commitment, AttestationRecord(
-        member.member_id, p.doc_type, p.valid_until_ms, work.height, work.position))
+        member.member_id, p.doc_type, p.valid_until_ms, work.height, work.position), key)
 
 
 def _revoke(work: _Block, member: Member | None, commitment: bytes, reason: int,

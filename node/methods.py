@@ -35,7 +35,7 @@ from ledger.types import (
     Transaction,
 )
 from node.logs import get_logger
-from node.mempool import AddResult, AddStatus
+from node.mempool import ADMIT_CHUNK, AddResult, AddStatus
 from node.rpc import (
     Bool,
     Busy,
@@ -149,17 +149,17 @@ def build_registry(node: Node) -> MethodRegistry:
                 out = {"tx_id": t.tx_id.hex(), "status": "rejected", "code": r.code,
                        "message": r.message}
             results.append(out)
-            if i % 256 == 255:
+            if i % ADMIT_CHUNK == ADMIT_CHUNK - 1:
                 await trio.sleep(0)
                 tip, now = node.ledger.tip, trio.current_time()
         if wait:
             with trio.move_on_after(timeout_s):
                 for tx_id, _ in accepted:
                     await node.wait_committed(tx_id, timeout_s)
-        for tx_id, out in accepted:
-            h = node.committed_height_of(tx_id)
-            if h is not None:
-                out["status"], out["height"] = "committed", h
+            for tx_id, out in accepted:
+                h = node.committed_height_of(tx_id)
+                if h is not None:
+                    out["status"], out["height"] = "committed", h
         return {"results": results,
                 "accepted": sum(1 for r in results if r["status"] != "rejected")}
 

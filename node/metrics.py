@@ -17,7 +17,8 @@ class NodeMetrics:
         self.view_changes = Counter("dvp_view_changes", "View changes entered", registry=r)
         self.committed_txs = Counter("dvp_committed_txs", "Transactions committed", registry=r)
         self.commit_latency = Histogram(
-            "dvp_commit_latency_seconds", "Submit-to-commit latency of transactions",
+            "dvp_commit_latency_seconds",
+            "Submit-to-commit latency of transactions submitted to this node's RPC",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
             registry=r)
         self.block_interval = Histogram(

@@ -72,7 +72,7 @@ from node.app import Ed25519Crypto, LedgerApp
 from node.config import NodeConfig
 from node.consensus_db import ConsensusDB
 from node.logs import get_logger
-from node.mempool import AddResult, AddStatus, Mempool
+from node.mempool import ADMIT_CHUNK, AddResult, AddStatus, Mempool
 from node.metrics import NodeMetrics
 from node.transport import CONSENSUS, TXS, Transport, TransportError, TransportTimeout
 
@@ -153,6 +153,10 @@ class Node:
         self._last_recheck = 0.0
         self.waiters: dict[bytes, trio.Event] = {}
         self.submitted_at: OrderedDict[bytes, float] = OrderedDict()
+        # Arrival times of the transactions this node's own clients submitted: the
+        # commit-latency histogram observes these only (a Histogram.observe per
+        # gossiped transaction as well cost ~2 % of a node's CPU at 2,500 tx/s).
+        self.client_submitted: OrderedDict[bytes, float] = OrderedDict()
         self.dropped: dict[str, int] = {}
         self.last_commit = trio.current_time() if _in_trio() else 0.0
         self.ready = False
@@ -256,6 +260,10 @@ class Node:
             self.submitted_at[tx.tx_id] = now
             if len(self.submitted_at) > 2 * self.config.mempool_max_txs:
                 self.submitted_at.popitem(last=False)
+            if gossip:
+                self.client_submitted[tx.tx_id] = now
+                if len(self.client_submitted) > 2 * self.config.mempool_max_txs:
+                    self.client_submitted.popitem(last=False)
             self.new_pending.append(tx.tx_id)
             if gossip:
                 self.gossip_buf.append(tx.encoded)
@@ -294,7 +302,7 @@ class Node:
                     self.transport.penalize(peer, "malformed_tx")
                     continue
                 self.submit(tx, gossip=False, state=tip, now=now)
-                if i % 256 == 255:
+                if i % ADMIT_CHUNK == ADMIT_CHUNK - 1:
                     await trio.sleep(0)
                     tip, now = self.ledger.tip, trio.current_time()
 
@@ -332,11 +340,13 @@ class Node:
                 old.append(tx_id)
             else:  # refused or expired earlier: forget it
                 del self.submitted_at[tx_id]
+                self.client_submitted.pop(tx_id, None)
         if old:
             gone = self.mempool.recheck(old, self.ledger.head)
             self.dropped_pending.extend(gone)
             for tx_id in gone:
                 self.submitted_at.pop(tx_id, None)
+                self.client_submitted.pop(tx_id, None)
             # Gossip is sent once, to the peers connected at that moment: a peer that was
             # down or cut off (the primary, say) never got these, and our replica would
             # blame each primary in turn for leaving them out. Offer the survivors
@@ -483,7 +493,8 @@ class Node:
         now = trio.current_time()
         self.mempool.remove(tx_ids)
         for tx_id in tx_ids:
-            t0 = self.submitted_at.pop(tx_id, None)
+            self.submitted_at.pop(tx_id, None)
+            t0 = self.client_submitted.pop(tx_id, None)
             if t0 is not None:
                 self.metrics.commit_latency.observe(now - t0)
             ev = self.waiters.pop(tx_id, None)
