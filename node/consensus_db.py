@@ -10,6 +10,7 @@ evidence encoding (kept for operators and the ledger).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import plyvel
@@ -48,11 +49,15 @@ class ConsensusDB:
             raise StoreError(f"{self.path}: the signing record is corrupt ({exc}); refusing to "
                              "start, since signing without it could equivocate") from None
 
-    def save_record(self, record: SigningRecord) -> None:
-        self.db.put(b"r", record.encode(), sync=True)
-
-    def save_payload(self, height: int, block_id: bytes, payload: bytes) -> None:
-        self.db.put(b"p" + _h8(height) + block_id, payload, sync=True)
+    def save(self, record: SigningRecord | None,
+             payloads: Sequence[tuple[int, bytes, bytes]] = ()) -> None:
+        """Make ``record`` (if any) and ``payloads`` ((height, block id, payload) each)
+        durable in one synced write: one fsync however many the caller coalesced."""
+        with self.db.write_batch(sync=True) as wb:
+            for height, block_id, payload in payloads:
+                wb.put(b"p" + _h8(height) + block_id, payload)
+            if record is not None:
+                wb.put(b"r", record.encode())
 
     def payloads(self) -> list[bytes]:
         return [v for _k, v in self.db.iterator(prefix=b"p")]
