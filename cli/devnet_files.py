@@ -126,7 +126,7 @@ listen = "127.0.0.1:{e.rpc_port}"
 open = true   # devnet: no API credentials; the node warns about it at start
 
 [block]
-linger_ms = 20
+linger_ms = 50
 
 [log]
 level = "info"

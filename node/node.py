@@ -598,8 +598,14 @@ class Node:
         if available >= params.max_block_txs:
             return 0.0
         if available > 0:
+            # The linger doubles for every block already in flight: each height costs
+            # every node CPU whatever it carries (votes, signatures, synced writes, the
+            # top of the state tree, a dozen libp2p messages), so a loaded pipeline
+            # should fill bigger blocks rather than cut one per linger (docs/
+            # ARCHITECTURE.md has the figures). An idle chain answers within one.
             oldest = min(p.since for p in self.proposals.values())
-            return oldest + self.config.linger_ms / 1000
+            in_flight = len(self.ledger.pending)
+            return max(oldest, self.last_built) + self.config.linger_ms / 1000 * 2 ** min(in_flight, 4)
         # An empty heartbeat block at most every heartbeat_ms, counted from the last
         # commit or the last block we built (pipelined heights must not all fire at once).
         return max(self.last_commit, self.last_built) + params.heartbeat_ms / 1000
