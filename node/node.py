@@ -458,8 +458,7 @@ class Node:
         them and holding back its messages and commits until then keeps the rule for
         everything that leaves the process (consensus/api.py rule 1). Not across a
         burst of events: a vote would then wait for the validation of every block
-        behind it in the burst (at 3,000 tx/s offered, throughput fell from ~2,250 to
-        ~1,370 tx/s). If the write fails nothing is sent."""
+        behind it in the burst. If the write fails nothing is sent."""
         record, payloads, outbox = self._durable_record, self._durable_payloads, self._outbox
         if record is None and not payloads and not outbox:
             return
