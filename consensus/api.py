@@ -12,8 +12,9 @@ returned by one ``step`` *in order*, and:
    them is executed. The replica always emits them before the ``Send``/``Broadcast``
    of a message it has just signed, so "persist before send" holds by executing in
    order. A replica rebuilt from the last persisted record never signs a conflicting
-   message. A caller may coalesce these writes (node/ does, per step): each ``Persist`` carries the whole record, so the newest supersedes the
-   others, and payloads can share its write, provided every ``Send``, ``Broadcast``,
+   message. A caller may coalesce these writes (node/ does, per step): each
+   ``Persist`` carries the whole record, so the newest supersedes the others, and
+   payloads can share its write, provided every ``Send``, ``Broadcast``,
    ``CommitBlock`` and ``ReportEvidence`` after them waits until they are durable.
    Timers and ``RequestProposal`` are local and may go first.
 2. ``CommitBlock`` actions arrive in strictly increasing height order, exactly once

@@ -57,6 +57,7 @@ from consensus.api import (
     TxsPending,
 )
 from consensus.messages import decode_message
+from consensus.record import SigningRecord
 from consensus.replica import Replica
 from ledger.chain import Ledger
 from ledger.codec import as_bytes, as_list, decode, encode
@@ -146,7 +147,7 @@ class Node:
         self.timers: dict[tuple[int, int], float] = {}
         self.proposals: dict[int, Pending] = {}
         # Coalesced durable writes and the messages/commits waiting for them (_release).
-        self._durable_record: Any = None
+        self._durable_record: SigningRecord | None = None
         self._durable_payloads: list[tuple[int, bytes, bytes]] = []
         self._outbox: list[Send | Broadcast] = []
         self.gossip_buf: list[bytes] = []
@@ -264,12 +265,11 @@ class Node:
             self.submitted_at[tx.tx_id] = now
             if len(self.submitted_at) > 2 * self.config.mempool_max_txs:
                 self.submitted_at.popitem(last=False)
-            if gossip:
+            self.new_pending.append(tx.tx_id)
+            if gossip:  # from a client of ours, not a peer
                 self.client_submitted[tx.tx_id] = now
                 if len(self.client_submitted) > 2 * self.config.mempool_max_txs:
                     self.client_submitted.popitem(last=False)
-            self.new_pending.append(tx.tx_id)
-            if gossip:
                 self.gossip_buf.append(tx.encoded)
         return result
 
@@ -459,18 +459,22 @@ class Node:
         everything that leaves the process (consensus/api.py rule 1). Not across a
         burst of events: a vote would then wait for the validation of every block
         behind it in the burst. If the write fails nothing is sent."""
-        record, payloads, outbox = self._durable_record, self._durable_payloads, self._outbox
-        if record is None and not payloads and not outbox:
-            return
-        self._durable_record, self._durable_payloads, self._outbox = None, [], []
+        record, payloads, outbox = self._take_held()
         if record is not None or payloads:
             assert self.cdb is not None
-            self.cdb.save(record, payloads)  # type: ignore[arg-type]
+            self.cdb.save(record, payloads)
         for action in outbox:
             if isinstance(action, Send):
                 self.transport.send(action.to, CONSENSUS, action.message.encoded)
             else:
                 self.transport.broadcast(CONSENSUS, action.message.encoded)
+
+    def _take_held(self) -> tuple[SigningRecord | None, list[tuple[int, bytes, bytes]],
+                                  list[Send | Broadcast]]:
+        """The coalesced writes and held messages, cleared."""
+        held = self._durable_record, self._durable_payloads, self._outbox
+        self._durable_record, self._durable_payloads, self._outbox = None, [], []
+        return held
 
     def _execute(self, action: Any) -> Event | None:
         now = trio.current_time()
@@ -603,8 +607,8 @@ class Node:
             # should fill bigger blocks rather than cut one per linger (docs/
             # ARCHITECTURE.md has the figures). An idle chain answers within one.
             oldest = min(p.since for p in self.proposals.values())
-            in_flight = len(self.ledger.pending)
-            return max(oldest, self.last_built) + self.config.linger_ms / 1000 * 2 ** min(in_flight, 4)
+            linger = self.config.linger_ms / 1000 * 2 ** min(len(self.ledger.pending), 4)
+            return max(oldest, self.last_built) + linger
         # An empty heartbeat block at most every heartbeat_ms, counted from the last
         # commit or the last block we built (pipelined heights must not all fire at once).
         return max(self.last_commit, self.last_built) + params.heartbeat_ms / 1000
@@ -655,8 +659,7 @@ class Node:
             except (StoreError, plyvel.Error) as exc:
                 if not _disk_failure(exc):
                     raise
-                # Whatever waited for a write that did not happen must never go out.
-                self._durable_record, self._durable_payloads, self._outbox = None, [], []
+                self._take_held()  # what waited for a write that did not happen never goes out
                 voting = self.replica is not None
                 await self._recover_store(exc)
                 if voting:  # the follower hands over to a fresh replica once caught up
