@@ -11,7 +11,9 @@ Owns:
   stream read against a concurrent write) in its ping-less, whole-frame form
   (``QuietYamux``), TCP only, one attempt per dial, no auto-connector (we run our own
   reconnect loop; theirs dials every address in the peerstore on its own schedule), and a
-  resource manager without the global circuit breaker.
+  resource manager without the global circuit breaker. Its streams
+  (``CreditBatchingYamuxStream``) return receive credit in half-window batches instead
+  of a window update per read.
 - Hygiene: ``quiet_libp2p_logging`` and ``SocketTracker`` (a shutdown backstop that
   closes any TCP socket libp2p forgot, instead of leaking a ``ResourceWarning``).
 
@@ -54,7 +56,8 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.muxer_multistream import MuxerMultistream
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.stream_muxer.yamux import yamux as _yamux_module
+from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 __all__ = ["ID", "IHost", "INetConn", "INetStream", "abandon_frame_writes",
            "build_libp2p_host", "create_identity_from_seed", "key_of_peer_id",
@@ -176,6 +179,35 @@ class AllowlistNoise(NoiseTransport):
             except Exception:  # the refused peer may already be gone; nothing to do
                 pass
         raise HandshakeFailure(f"peer {remote} is not in the allowlist")
+
+
+class CreditBatchingYamuxStream(YamuxStream):
+    """A yamux stream that returns receive credit in batches, as go-yamux does.
+
+    py-libp2p 0.8.1 sends a WINDOW_UPDATE after every read of a stream that left the
+    window short of its target at all (its "partial slack" branch), i.e. after nearly
+    every read. Our readers read whatever is buffered, so that was one extra Noise
+    message out -- and one more read, decrypt and header parse on the peer -- per data
+    frame or less: under a 1,000 tx/s devnet load, 5,175 window updates against 991
+    data frames received on one node in 30 s (84 % of the Noise messages it wrote).
+    Here credit goes back once the consumed bytes reach half the target window (go-
+    yamux's ``sendWindowUpdate`` hysteresis), which keeps a sender from ever waiting
+    for it while its reader keeps up: it still has the other half of the window."""
+
+    async def _auto_tune_and_send_window_update(self, *, bytes_read: int = 0) -> None:
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            consumed = self.target_recv_window - (self.recv_window + buffered)
+            if consumed <= 0 or consumed < self.target_recv_window // 2:
+                return
+            credit = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
+        if credit > 0:
+            await self.send_window_update(credit, skip_lock=True)
+
+
+# Yamux builds its streams from this module-level name (when it opens one and when the
+# peer does); QuietYamux is the only muxer this process uses.
+_yamux_module.YamuxStream = CreditBatchingYamuxStream  # type: ignore[misc]
 
 
 class QuietYamux(Yamux):

@@ -44,7 +44,7 @@ from p2p import (
     RequestTimeout,
 )
 from p2p.framing import HEADER, RPC_HEADER, encode_frame, encode_frames
-from p2p.libp2p_glue import live_connections
+from p2p.libp2p_glue import CreditBatchingYamuxStream, live_connections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -409,6 +409,49 @@ def test_a_frame_is_never_left_half_written(how: str, monkeypatch: pytest.Monkey
                 assert not any(c.is_closed for c in conns), "the connection was dropped"
 
     run_trio(scenario)
+
+
+def test_receive_credit_goes_back_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """py-libp2p's yamux answered nearly every stream read with a WINDOW_UPDATE: one more
+    Noise message each way per message received. Credit now goes back when half the
+    window is consumed: hundreds of small messages cost no update at all, and a burst of
+    many windows' worth still arrives whole (the credit does flow back)."""
+    updates: list[int] = []
+    real = CreditBatchingYamuxStream.send_window_update
+
+    async def counting(self: CreditBatchingYamuxStream, increment: int,
+                       skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await real(self, increment, skip_lock)
+
+    monkeypatch.setattr(CreditBatchingYamuxStream, "send_window_update", counting)
+
+    async def scenario() -> None:
+        a, b = (P2PHost(cfg) for cfg in mesh_configs(2))
+        async with running(a, b):
+            await wait_until(lambda: a.connected_peers() == {b.public_key} and
+                             b.connected_peers() == {a.public_key}, 5, "connected")
+            for i in range(300):
+                a.send(b.public_key, CONSENSUS, b"vote %d" % i)
+                await trio.sleep(0.001)  # one read each on b's side
+            assert len(await drain(b, CONSENSUS, 300, 10)) == 300
+            assert len(updates) <= 1, f"{len(updates)} window updates for 300 small messages"
+            before = len(updates)
+            blob = b"b" * 60_000
+            got: list[tuple[bytes, bytes]] = []
+
+            async def receive() -> None:
+                got.extend(await drain(b, CONSENSUS, 40, 20))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                for _ in range(40):  # 2.4 MB: nine times the initial 256 KiB window
+                    a.send(b.public_key, CONSENSUS, blob)
+                    await trio.sleep(0.005)
+            assert len(got) == 40 and all(p == blob for _, p in got)
+            assert len(updates) > before, "no credit went back, yet the burst got through?"
+
+    run_trio(scenario, timeout_s=60)
 
 
 def test_app_queue_overflow_policies_never_stall_the_reader() -> None:
