@@ -433,6 +433,7 @@ class Node:
             view_before = self.replica.view
             stats = self.replica.stats
             bad_before = stats.get("bad_signature", 0)
+            censor_before = stats.get("censorship_timeouts", 0)
             for action in self.replica.step(event):
                 follow = self._execute(action)
                 if follow is not None:
@@ -442,6 +443,8 @@ class Node:
                     and event.peer is not None:
                 # Honest peers send and forward only signatures they checked.
                 self.transport.penalize(event.peer, "bad_signature")
+            if stats.get("censorship_timeouts", 0) != censor_before:
+                self._log_censorship()
             if self.replica.view != view_before:
                 self.status.view_changes += 1
                 self.metrics.view_changes.inc()
@@ -468,6 +471,21 @@ class Node:
                 self.transport.send(action.to, CONSENSUS, action.message.encoded)
             else:
                 self.transport.broadcast(CONSENSUS, action.message.encoded)
+
+    def _log_censorship(self) -> None:
+        """Say which transactions made the replica accuse the primary of censoring them,
+        and where this node stands with them: a view change an operator can explain."""
+        assert self.replica is not None
+        pending = list(itertools.islice(self.replica.pending_txs, 3))
+        now = trio.current_time()
+        log.warning(
+            "censorship timeout: pending transactions not proposed in time",
+            view=self.replica.view, height=self.ledger.height,
+            pending=len(self.replica.pending_txs),
+            oldest=[{"tx": tx_id[:8].hex(), "in_mempool": tx_id in self.mempool,
+                     "age_s": round(now - self.submitted_at[tx_id], 2)
+                     if tx_id in self.submitted_at else None}
+                    for tx_id in pending])
 
     def _take_held(self) -> tuple[SigningRecord | None, list[tuple[int, bytes, bytes]],
                                   list[Send | Broadcast]]:

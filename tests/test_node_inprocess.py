@@ -7,8 +7,10 @@ these run the same Node code deterministically enough to debug, in a few seconds
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
+import pytest
 import trio
 
 from cli.devnet_files import create_devnet
@@ -144,3 +146,44 @@ def test_idle_chain_replaces_a_dead_primary(tmp_path: Path) -> None:
     """Heartbeat blocks keep coming when the primary dies while no transaction is pending."""
     _start, views = trio.run(_idle_primary_dies, tmp_path / "net")
     assert views >= 1
+
+
+async def _censoring_primary(root: Path) -> tuple[list[Node], Transaction]:
+    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 200,
+                                                   "view_timeout_ms": 300})
+    hub = MemoryHub()
+    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    victim = _attest(root, 7)
+    primary = nodes[0]  # cnix: validators[0], primary of view 0
+    honest_take = primary.mempool.take
+
+    def take(*args: object, **kwargs: object) -> list[Transaction]:
+        return [tx for tx in honest_take(*args, **kwargs)  # type: ignore[arg-type]
+                if tx.tx_id != victim.tx_id]
+
+    primary.mempool.take = take  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        for n in nodes:
+            await nursery.start(n.run)
+        with trio.fail_after(60):
+            while nodes[1].ledger.height < 2:
+                await trio.sleep(0.05)
+            nodes[1].submit(victim)
+            while any(n.committed_height_of(victim.tx_id) is None for n in nodes):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    return nodes, victim
+
+
+def test_a_censorship_view_change_says_which_transaction(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A primary that leaves one transaction out of its blocks is replaced, and the
+    backups' logs name the transaction they accused it of censoring."""
+    caplog.set_level(logging.WARNING, logger="dvp")
+    nodes, victim = trio.run(_censoring_primary, tmp_path / "net")
+    assert all(n.replica is not None and n.replica.view >= 1 for n in nodes[1:])
+    named = [r.fields for r in caplog.records  # type: ignore[attr-defined]
+             if r.getMessage().startswith("censorship timeout")]
+    assert named, "no censorship timeout was logged"
+    first = named[0]["oldest"][0]
+    assert first["tx"] == victim.tx_id[:8].hex() and first["in_mempool"] is True
