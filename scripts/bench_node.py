@@ -10,7 +10,10 @@ tx/s over the measured window, submit-to-commit latency p50/p95/p99, CPU and RSS
 node, and the ratio to the signature-verification ceiling (2 cores x raw ed25519 verify
 rate / 4 nodes: every node verifies every signature once). Ends with one JSON line:
 committed_tx_per_s, latency_ms_p50, latency_ms_p95, latency_ms_p99, ed25519_verify_per_s,
-ceiling_tx_per_s, ceiling_ratio, rss_mb_max.
+ceiling_tx_per_s, ceiling_ratio, rss_mb_max, and two more: node_cpu_us_per_tx (CPU per
+committed transaction, mean of the nodes: steadier than rates on a shared machine) and
+ed25519_verify_per_s_after (the raw verify rate measured again after the run: if it
+moved by 5 % or more, other work shared the machine and the run is not comparable).
 """
 
 from __future__ import annotations
@@ -207,6 +210,10 @@ def main() -> int:
         if (root / "devnet.json").exists():
             devnet.down(root)
         tmp.cleanup()
+    # The machine is shared: a raw verify rate that moved during the run means something
+    # else took CPU from the nodes, and the run is not comparable with quiet ones.
+    verify_after = ed25519_verify_rate()
+    drift = verify_after / verify - 1
     print(f"offered {args.rate:,.0f} tx/s for {args.seconds:.0f} s in batches of {args.batch}: "
           f"{res['submitted']:,} submitted, {res['committed']:,} committed, "
           f"{res['refused']:,} refused")
@@ -223,6 +230,9 @@ def main() -> int:
     print(f"  final heights: {[h and h['height'] for h in heights]}")
     ratio = res["committed_tx_per_s"] / ceiling
     print(f"ratio to the verification ceiling: {ratio:.0%}")
+    print(f"host check: raw verify {verify:,.0f}/s before, {verify_after:,.0f}/s after "
+          f"({drift:+.0%})" + ("" if abs(drift) < 0.05 else
+                               " -- the host was busy with other work: not comparable"))
     print(json.dumps({
         "committed_tx_per_s": round(res["committed_tx_per_s"]),
         "latency_ms_p50": round(res["latency_ms_p50"]),
@@ -230,7 +240,8 @@ def main() -> int:
         "latency_ms_p99": round(res["latency_ms_p99"]),
         "ed25519_verify_per_s": round(verify), "ceiling_tx_per_s": round(ceiling),
         "ceiling_ratio": round(ratio, 3), "rss_mb_max": round(max(rss.values()), 1),
-        "node_cpu_us_per_tx": round(cpu_us_per_tx)}))
+        "node_cpu_us_per_tx": round(cpu_us_per_tx),
+        "ed25519_verify_per_s_after": round(verify_after)}))
     return 0
 
 
