@@ -10,10 +10,13 @@ tx/s over the measured window, submit-to-commit latency p50/p95/p99, CPU and RSS
 node, and the ratio to the signature-verification ceiling (2 cores x raw ed25519 verify
 rate / 4 nodes: every node verifies every signature once). Ends with one JSON line:
 committed_tx_per_s, latency_ms_p50, latency_ms_p95, latency_ms_p99, ed25519_verify_per_s,
-ceiling_tx_per_s, ceiling_ratio, rss_mb_max, and two more: node_cpu_us_per_tx (CPU per
-committed transaction, mean of the nodes: steadier than rates on a shared machine) and
+ceiling_tx_per_s, ceiling_ratio, rss_mb_max, and three more: node_cpu_us_per_tx (CPU per
+committed transaction, mean of the nodes: steadier than rates on a shared machine),
 ed25519_verify_per_s_after (the raw verify rate measured again after the run: if it
-moved by 5 % or more, other work shared the machine and the run is not comparable).
+moved by 5 % or more, other work shared the machine and the run is not comparable) and
+backlog_at_end_tx (transactions submitted but not yet committed when submission ended:
+a block or two when the chain keeps up, seconds of load when the offered rate is past
+saturation and latency grows through the run).
 """
 
 from __future__ import annotations
@@ -143,6 +146,10 @@ def worker(args: argparse.Namespace) -> None:
     for t in threads:
         t.join()
     end_submit = time.monotonic()
+    with lock:
+        # Submitted but not yet committed when submission ended: near one block's worth
+        # when the chain keeps up; a backlog of seconds of load means it fell behind.
+        backlog = len(submitted) - busy[0] - len(committed)
     deadline = end_submit + args.drain
     while time.monotonic() < deadline and len(committed) < len(submitted) - busy[0]:
         time.sleep(0.1)
@@ -160,6 +167,7 @@ def worker(args: argparse.Namespace) -> None:
         "window_s": w1 - w0, "committed_tx_per_s": len(in_window) / max(w1 - w0, 1e-9),
         "latency_ms_p50": pct(50), "latency_ms_p95": pct(95), "latency_ms_p99": pct(99),
         "latency_ms_mean": statistics.fmean(lat) if lat else float("nan"),
+        "backlog_at_end": backlog,
     }), flush=True)
 
 
@@ -220,6 +228,10 @@ def main() -> int:
     print(f"sustained: {res['committed_tx_per_s']:,.0f} committed tx/s over "
           f"{res['window_s']:.0f} s; latency p50 {res['latency_ms_p50']:.0f} ms, p95 "
           f"{res['latency_ms_p95']:.0f} ms, p99 {res['latency_ms_p99']:.0f} ms")
+    behind = res["backlog_at_end"] / args.rate
+    print(f"backlog when submission ended: {res['backlog_at_end']:,} transactions "
+          f"({behind:.1f} s of the offered load)" + (
+              " -- falling behind: this rate is past saturation" if behind > 2 else ""))
     for n in cpu:
         print(f"  {n:10} CPU {cpu[n]:5.0%} of a core, RSS max {rss[n]:6.1f} MB")
     # CPU per committed transaction and node: steadier than rates on a shared machine.
@@ -241,7 +253,8 @@ def main() -> int:
         "ed25519_verify_per_s": round(verify), "ceiling_tx_per_s": round(ceiling),
         "ceiling_ratio": round(ratio, 3), "rss_mb_max": round(max(rss.values()), 1),
         "node_cpu_us_per_tx": round(cpu_us_per_tx),
-        "ed25519_verify_per_s_after": round(verify_after)}))
+        "ed25519_verify_per_s_after": round(verify_after),
+        "backlog_at_end_tx": res["backlog_at_end"]}))
     return 0
 
 
