@@ -139,16 +139,16 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         from ledger.genesis import read_genesis
 
         auditor = RpcClient(nodes["cnix"].rpc_url)
-        report = replay(RpcSource(auditor), read_genesis(genesis))
+        audit = replay(RpcSource(auditor), read_genesis(genesis))
         auditor.close()
-        if report.ok:
-            console.print(f"   every block verified: {report.blocks} blocks, "
-                          f"{report.transactions} transactions, certificates, signatures, "
+        if audit.ok:
+            console.print(f"   every block verified: {audit.blocks} blocks, "
+                          f"{audit.transactions} transactions, certificates, signatures, "
                           f"tx roots, state roots and history consistency checked")
             outcomes.append(("audit replay", "OK"))
         else:
-            console.print(f"   FAILED at height {report.failure.height}: "  # type: ignore[union-attr]
-                          f"{report.failure}")
+            console.print(f"   FAILED at height {audit.failure.height}: "  # type: ignore[union-attr]
+                          f"{audit.failure}")
             outcomes.append(("audit replay", "FAILED"))
 
         say("Summary", "")

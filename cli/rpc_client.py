@@ -38,6 +38,7 @@ class RpcClient:
             raise ValueError(f"a CA certificate was given but {url!r} is not https://")
         self.url = url
         self.parts = parts
+        self._host: str = parts.hostname
         self.api_key = api_key
         self.timeout_s = timeout_s
         # Built once: loading the CA file per connection would cost a file read each time.
@@ -50,10 +51,10 @@ class RpcClient:
         if self._conn is None:
             if self._tls is not None:
                 self._conn = http.client.HTTPSConnection(
-                    self.parts.hostname, self.parts.port, timeout=self.timeout_s,
+                    self._host, self.parts.port, timeout=self.timeout_s,
                     context=self._tls)
             else:
-                self._conn = http.client.HTTPConnection(self.parts.hostname, self.parts.port,
+                self._conn = http.client.HTTPConnection(self._host, self.parts.port,
                                                         timeout=self.timeout_s)
         return self._conn
 

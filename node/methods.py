@@ -142,6 +142,7 @@ def build_registry(node: Node) -> MethodRegistry:
         for i, raw in enumerate(txs):
             t = _decode_tx(raw, f"txs[{i}]")
             r = node.submit(t, state=tip, now=now)
+            out: dict[str, Any]
             if r.status in (AddStatus.ADDED, AddStatus.DUPLICATE):
                 out = {"tx_id": t.tx_id.hex(), "status": "pending"}
                 accepted.append((t.tx_id, out))
