@@ -353,7 +353,7 @@ class Node:
                 self.client_submitted.pop(tx_id, None)
         if old:
             gone = self.mempool.recheck(old, self.ledger.head)
-            self.dropped_pending.extend(gone)
+            self._report_dropped(gone)
             for tx_id in gone:
                 self.submitted_at.pop(tx_id, None)
                 self.client_submitted.pop(tx_id, None)
@@ -367,6 +367,13 @@ class Node:
                     tx = self.mempool.get(tx_id)
                     if tx is not None:
                         self.gossip_buf.append(tx.encoded)
+
+    def _report_dropped(self, tx_ids: list[bytes]) -> None:
+        """Tell the replica (by the gossip task's next flush) that ``tx_ids`` left the
+        mempool without committing."""
+        if tx_ids:
+            self.dropped_pending.extend(tx_ids)
+            self._gossip_due.set()
 
     async def _gossip(self) -> None:
         while True:
@@ -560,10 +567,7 @@ class Node:
             ev = self.waiters.pop(tx_id, None)
             if ev is not None:
                 ev.set()
-        expired = self.mempool.drop_expired(height + 1)
-        if expired:
-            self.dropped_pending.extend(expired)
-            self._gossip_due.set()
+        self._report_dropped(self.mempool.drop_expired(height + 1))
         self.metrics.block_interval.observe(now - self.last_commit)
         self.last_commit = now
         self.status.last_commit_wall = time.time()
@@ -685,8 +689,7 @@ class Node:
         if ex.rejected:
             refused = [tx.tx_id for tx, _ in ex.rejected]
             self.mempool.remove(refused, committed=False)
-            self.dropped_pending.extend(refused)
-            self._gossip_due.set()
+            self._report_dropped(refused)
         self.app.remember(ex.block)
         self.last_built = now
         self._step(ProposalReady(req.height, req.view, ex.block.encode()))

@@ -198,7 +198,7 @@ class CreditBatchingYamuxStream(YamuxStream):
         async with self.window_lock:
             buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
             consumed = self.target_recv_window - (self.recv_window + buffered)
-            if consumed <= 0 or consumed < self.target_recv_window // 2:
+            if consumed < self.target_recv_window // 2:
                 return
             credit = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
         if credit > 0:
