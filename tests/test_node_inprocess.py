@@ -37,13 +37,22 @@ def _attest(root: Path, i: int, expiry: int = 200) -> Transaction:
     return Transaction("dvp-demo", key.public_key, i, expiry, p).signed(key)
 
 
-async def _run_cluster(root: Path, seconds_budget: float) -> list[Node]:
-    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 200})
+def _cluster(root: Path, **params: int) -> tuple[MemoryHub, list[Node]]:
+    """Four validator nodes of a fresh devnet over one in-memory hub (not started)."""
+    entries = create_devnet(root, nodes=4, params=params)
     hub = MemoryHub()
-    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    return hub, [Node(load_config(e.config), _factory(hub)) for e in entries]
+
+
+async def _start(nursery: trio.Nursery, nodes: list[Node]) -> None:
+    for n in nodes:
+        await nursery.start(n.run)
+
+
+async def _run_cluster(root: Path, seconds_budget: float) -> list[Node]:
+    _hub, nodes = _cluster(root, heartbeat_ms=200)
     async with trio.open_nursery() as nursery:
-        for n in nodes:
-            await nursery.start(n.run)
+        await _start(nursery, nodes)
         with trio.fail_after(seconds_budget):
             # transactions submitted to different nodes
             for i in range(40):
@@ -77,10 +86,7 @@ def test_four_nodes_commit_the_same_chain(tmp_path: Path) -> None:
 
 
 async def _restart_after_checkpoint(root: Path) -> tuple[list[Node], int]:
-    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 100,
-                                                   "checkpoint_interval": 8})
-    hub = MemoryHub()
-    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    hub, nodes = _cluster(root, heartbeat_ms=100, checkpoint_interval=8)
     scopes: list[trio.CancelScope] = []
     async with trio.open_nursery() as nursery:
         async def start(node: Node) -> trio.CancelScope:
@@ -101,7 +107,7 @@ async def _restart_after_checkpoint(root: Path) -> tuple[list[Node], int]:
             scopes[0].cancel()  # stop the primary, then bring it back on the same data
             hub.endpoints[nodes[0].key.public_key].up = False
             await trio.sleep(0.3)
-            nodes[0] = Node(load_config(entries[0].config), _factory(hub))
+            nodes[0] = Node(nodes[0].config, _factory(hub))  # the same node, restarted
             scopes[0] = await start(nodes[0])
             target = max(n.ledger.height for n in nodes) + 10
             while min(n.ledger.height for n in nodes) < target:
@@ -120,13 +126,9 @@ def test_restart_after_a_checkpoint_does_not_start_a_message_storm(tmp_path: Pat
 
 
 async def _idle_primary_dies(root: Path) -> tuple[int, int]:
-    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 200,
-                                                   "view_timeout_ms": 500})
-    hub = MemoryHub()
-    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    hub, nodes = _cluster(root, heartbeat_ms=200, view_timeout_ms=500)
     async with trio.open_nursery() as nursery:
-        for n in nodes:
-            await nursery.start(n.run)
+        await _start(nursery, nodes)
         with trio.fail_after(60):
             while nodes[1].ledger.height < 3:
                 await trio.sleep(0.05)
@@ -149,10 +151,7 @@ def test_idle_chain_replaces_a_dead_primary(tmp_path: Path) -> None:
 
 
 async def _censoring_primary(root: Path) -> tuple[list[Node], Transaction]:
-    entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 200,
-                                                   "view_timeout_ms": 300})
-    hub = MemoryHub()
-    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    _hub, nodes = _cluster(root, heartbeat_ms=200, view_timeout_ms=300)
     victim = _attest(root, 7)
     primary = nodes[0]  # cnix: validators[0], primary of view 0
     honest_take = primary.mempool.take
@@ -163,8 +162,7 @@ async def _censoring_primary(root: Path) -> tuple[list[Node], Transaction]:
 
     primary.mempool.take = take  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
-        for n in nodes:
-            await nursery.start(n.run)
+        await _start(nursery, nodes)
         with trio.fail_after(60):
             while nodes[1].ledger.height < 2:
                 await trio.sleep(0.05)

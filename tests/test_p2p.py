@@ -95,6 +95,16 @@ async def running(*hosts: P2PHost) -> Any:
             nursery.cancel_scope.cancel()
 
 
+@asynccontextmanager
+async def connected_pair() -> Any:
+    """Two running hosts, connected to each other."""
+    a, b = (P2PHost(cfg) for cfg in mesh_configs(2))
+    async with running(a, b):
+        await wait_until(lambda: a.connected_peers() == {b.public_key} and
+                         b.connected_peers() == {a.public_key}, 5, "connected")
+        yield a, b
+
+
 def run_trio(fn: Callable[[], Awaitable[None]], timeout_s: float = 30.0) -> None:
     async def main() -> None:
         with trio.fail_after(timeout_s):
@@ -372,10 +382,7 @@ def test_a_frame_is_never_left_half_written(how: str, monkeypatch: pytest.Monkey
     monkeypatch.setattr(TrioTCPStream, "write", write)
 
     async def scenario() -> None:
-        a, b = (P2PHost(cfg) for cfg in mesh_configs(2))
-        async with running(a, b):
-            await wait_until(lambda: a.connected_peers() == {b.public_key} and
-                             b.connected_peers() == {a.public_key}, 5, "connected")
+        async with connected_pair() as (a, b):
             a.send(b.public_key, CONSENSUS, b"before")
             assert await drain(b, CONSENSUS, 1, 5) == [(a.public_key, b"before")]
             la, lb = a.lib, b.lib
@@ -427,10 +434,7 @@ def test_receive_credit_goes_back_in_batches(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(CreditBatchingYamuxStream, "send_window_update", counting)
 
     async def scenario() -> None:
-        a, b = (P2PHost(cfg) for cfg in mesh_configs(2))
-        async with running(a, b):
-            await wait_until(lambda: a.connected_peers() == {b.public_key} and
-                             b.connected_peers() == {a.public_key}, 5, "connected")
+        async with connected_pair() as (a, b):
             for i in range(300):
                 a.send(b.public_key, CONSENSUS, b"vote %d" % i)
                 await trio.sleep(0.001)  # one read each on b's side
