@@ -103,11 +103,13 @@ def build_admin_registry(node: Node) -> MethodRegistry:
                 summary="Pending transactions and bytes, the limits, and admission counters "
                         "since start",
                 result=_object("mempool report", txs="integer", bytes="integer",
-                               max_txs="integer", max_bytes="integer", counters="object"))
+                               max_txs="integer", client_max_txs="integer",
+                               max_bytes="integer", counters="object"))
     async def mempool(ctx: CallContext) -> dict[str, Any]:
         pool = node.mempool
         return {"txs": len(pool), "bytes": pool.size_bytes, "max_txs": pool.max_txs,
-                "max_bytes": pool.max_bytes, "counters": dict(pool.stats)}
+                "client_max_txs": node.client_limit(), "max_bytes": pool.max_bytes,
+                "counters": dict(pool.stats)}
 
     @rpc.method("admin.evidence", Param("limit", Int(1, 1000), default=100,
                                         description="at most this many, oldest first"),

@@ -31,7 +31,9 @@ Example (configs/cnix.toml)::
     [block]
     linger_ms = 50                   # wait this long for more transactions before cutting
     [mempool]
-    max_txs = 100000
+    max_txs = 100000                 # hard bound (client and gossiped transactions)
+    client_max_txs = 16000           # refuse clients (busy) from this many pending;
+                                     # default 2 x pipeline_window x max_block_txs
     [log]
     level = "info"
 """
@@ -79,6 +81,8 @@ class NodeConfig:
     tls_key: Path | None = None
     linger_ms: int = 50
     mempool_max_txs: int = 100_000
+    # None: derived from the chain's block parameters (Node.client_limit).
+    mempool_client_max_txs: int | None = None
     log_level: str = "info"
     metrics: bool = True
     # [p2p] penalty_strikes / ban_s: offences (undecodable frames, invalid signatures)
@@ -157,6 +161,10 @@ def load_config(path: Path | str) -> NodeConfig:
     for key in ("tls_cert", "tls_key"):
         if key in rpc and not (isinstance(rpc[key], str) and (base / rpc[key]).is_file()):
             raise ConfigError(f"{path}: [rpc] {key}: {rpc[key]!r} is not a readable file")
+    client_max = section("mempool").get("client_max_txs")
+    if client_max is not None and (
+            not isinstance(client_max, int) or isinstance(client_max, bool) or client_max < 1):
+        raise ConfigError(f"{path}: [mempool] client_max_txs must be a positive integer")
     try:
         return NodeConfig(
             path=path, name=node["name"], role=role,
@@ -172,6 +180,7 @@ def load_config(path: Path | str) -> NodeConfig:
             tls_cert=rel(rpc.get("tls_cert")), tls_key=rel(rpc.get("tls_key")),
             linger_ms=int(section("block").get("linger_ms", 50)),
             mempool_max_txs=int(section("mempool").get("max_txs", 100_000)),
+            mempool_client_max_txs=None if client_max is None else int(client_max),
             log_level=str(section("log").get("level", "info")),
             p2p_penalty_strikes=int(p2p.get("penalty_strikes", 20)),
             p2p_ban_s=float(p2p.get("ban_s", 30.0)),

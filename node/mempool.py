@@ -51,6 +51,12 @@ ADMIT_CHUNK = 256
 
 ADDED = AddResult(AddStatus.ADDED)
 DUPLICATE = AddResult(AddStatus.DUPLICATE)
+FULL = AddResult(AddStatus.BUSY, "busy", "the mempool is full; retry later")
+#: A client's transaction refused because the node already holds as many pending as
+#: clients may queue (``Node.client_limit``); the mempool itself may still have room.
+CLIENT_BUSY = AddResult(AddStatus.BUSY, "busy",
+                        "this node has as many transactions pending as it queues for "
+                        "clients; retry later")
 
 
 class Mempool:
@@ -111,7 +117,7 @@ class Mempool:
             return DUPLICATE
         if len(self._txs) >= self.max_txs or self._bytes + len(tx.encoded) > self.max_bytes:
             self.stats["busy"] += 1
-            return AddResult(AddStatus.BUSY, "busy", "the mempool is full; retry later")
+            return FULL
         try:
             self._precheck(tx, state, check_state)
         except RuleError as err:

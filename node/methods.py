@@ -85,7 +85,7 @@ def _decode_tx(raw: bytes, where: str) -> Transaction:
 
 def _outcome(node: Node, tx: Transaction, result: AddResult) -> dict[str, Any]:
     if result.status == AddStatus.BUSY:
-        raise Busy("the mempool is full; retry later")
+        raise Busy(result.message)
     if result.status == AddStatus.REJECTED:
         raise Rejected(result.code, result.message)
     height = node.committed_height_of(tx.tx_id)

@@ -25,6 +25,9 @@ class NodeMetrics:
             "dvp_block_interval_seconds", "Time between commits",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
         self.mempool = Gauge("dvp_mempool_txs", "Transactions in the mempool", registry=r)
+        self.client_refused = Counter(
+            "dvp_client_refused_txs", "Client transactions refused as busy (the node "
+            "holds its client queue limit of pending transactions)", registry=r)
         self.peers = Gauge("dvp_peers", "Connected peers", registry=r)
         self.dropped = Counter("dvp_dropped_messages", "Inbound messages dropped",
                                ["reason"], registry=r)

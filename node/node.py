@@ -73,7 +73,7 @@ from node.app import Ed25519Crypto, LedgerApp
 from node.config import NodeConfig
 from node.consensus_db import ConsensusDB
 from node.logs import get_logger
-from node.mempool import ADMIT_CHUNK, AddResult, AddStatus, Mempool
+from node.mempool import ADMIT_CHUNK, CLIENT_BUSY, AddResult, AddStatus, Mempool
 from node.metrics import NodeMetrics
 from node.transport import CONSENSUS, TXS, Transport, TransportError, TransportTimeout
 
@@ -263,6 +263,17 @@ class Node:
 
         Batches pass ``state`` (the ledger's tip) and ``now`` once per chunk: read per
         transaction they were a measurable share of admission."""
+        if gossip and len(self.mempool) >= self.client_limit() and tx.tx_id not in self.mempool:
+            # Past this depth a client's transaction would only queue, and admitting it
+            # (a signature check, ~64 us) takes the CPU the chain needs to commit what is
+            # already queued: under overload the node spent half its time admitting and
+            # committed a third less (docs/ARCHITECTURE.md, "Overload"). Refusing before
+            # any check keeps commits at full speed and tells the client to come back.
+            # Gossip from peers is still admitted up to the hard bound, so a transaction
+            # another node accepted reaches every validator.
+            self.mempool.stats["busy"] += 1
+            self.metrics.client_refused.inc()
+            return CLIENT_BUSY
         result = self.mempool.add(tx, self.ledger.tip if state is None else state,
                                   check_state=gossip)
         if result.status == AddStatus.ADDED:
@@ -279,6 +290,16 @@ class Node:
                     self.client_submitted.popitem(last=False)
                 self.gossip_buf.append(tx.encoded)
         return result
+
+    def client_limit(self) -> int:
+        """Pending transactions from which this node refuses clients' new ones (busy):
+        ``[mempool] client_max_txs``, by default two pipelines' worth (2 x
+        pipeline_window x max_block_txs: enough to keep every block full), never above
+        the hard bound ``max_txs``."""
+        if self.config.mempool_client_max_txs is not None:
+            return min(self.config.mempool_client_max_txs, self.config.mempool_max_txs)
+        p = self.ledger.head.chain.params
+        return min(2 * p.pipeline_window * p.max_block_txs, self.config.mempool_max_txs)
 
     def committed_height_of(self, tx_id: bytes) -> int | None:
         loc = self.ledger.store.tx_location(tx_id)

@@ -185,3 +185,61 @@ def test_a_censorship_view_change_says_which_transaction(
     assert named, "no censorship timeout was logged"
     first = named[0]["oldest"][0]
     assert first["tx"] == victim.tx_id[:8].hex() and first["in_mempool"] is True
+
+
+async def _client_queue(root: Path) -> tuple[list[str], list[str], int, list[Node]]:
+    # Derived client limit: 2 x pipeline_window (1) x max_block_txs (2) = 4 pending.
+    _hub, nodes = _cluster(root, heartbeat_ms=200, max_block_txs=2, pipeline_window=1)
+    door = nodes[1]
+    txs = [_attest(root, i) for i in range(10)]
+    first = [door.submit(tx).status.value for tx in txs[:6]]
+    # A resubmission of a queued transaction is still "pending", not busy; a peer's
+    # gossip is admitted past the client limit (up to the hard bound).
+    again = [door.submit(txs[0]).status.value,
+             door.submit(txs[6], gossip=False).status.value]
+    refused_before = door.mempool.stats["busy"]
+    async with trio.open_nursery() as nursery:
+        await _start(nursery, nodes)
+        with trio.fail_after(60):
+            while len(door.mempool):  # the chain drains the queue...
+                await trio.sleep(0.05)
+            for tx in txs[7:]:  # ...and clients are served again
+                assert door.submit(tx).status.value == "added"
+            done = [txs[i] for i in (0, 1, 2, 3, 6, 7, 8, 9)]
+            while any(n.committed_height_of(tx.tx_id) is None for n in nodes for tx in done):
+                await trio.sleep(0.05)
+        # the refused ones never entered any mempool or block
+        never = [n.committed_height_of(txs[i].tx_id) for n in nodes for i in (4, 5)]
+        limit = door.client_limit()
+        nursery.cancel_scope.cancel()
+    assert never == [None] * 8
+    assert limit == 4
+    return first, again, refused_before, nodes
+
+
+def test_clients_are_told_busy_once_two_pipelines_are_queued(tmp_path: Path) -> None:
+    """A node refuses clients' transactions (busy, before checking them) once it holds
+    2 x pipeline_window x max_block_txs pending, and serves them again when blocks have
+    drained its queue; what it accepted commits everywhere."""
+    first, again, refused, nodes = trio.run(_client_queue, tmp_path / "net")
+    assert first == ["added"] * 4 + ["busy"] * 2
+    assert again == ["duplicate", "added"]
+    assert refused == 2
+    assert nodes[1].metrics.client_refused._value.get() == 2  # type: ignore[attr-defined]
+
+
+def test_client_queue_limit_from_the_config(tmp_path: Path) -> None:
+    from node.config import ConfigError
+
+    entries = create_devnet(tmp_path / "net", nodes=4)
+    path = entries[0].config
+    text = path.read_text()
+    path.write_text(text + "\n[mempool]\nclient_max_txs = 0\n")
+    with pytest.raises(ConfigError, match="client_max_txs must be a positive integer"):
+        load_config(path)
+    path.write_text(text + "\n[mempool]\nclient_max_txs = 7\n")
+    node = Node(load_config(path), _factory(MemoryHub()))
+    try:
+        assert node.client_limit() == 7
+    finally:
+        node.close()
