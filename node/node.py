@@ -99,6 +99,8 @@ MAX_CLOCK_DRIFT_MS = 10_000
 # _next_deadline. It was 20 ms, and with the gossip task's 10-ms tick an idle node woke
 # ~220 times a second (~3.5 % of a core, mostly trio's own work per wake-up).
 DRIVER_TICK_S = 1.0
+# A synced write slower than this is logged (``Node._slow``).
+SLOW_WRITE_MS = 150
 START_REPLICA = object()  # driver event: catch-up is done, start voting
 # After a failed disk write: how often to retry, and the free space to wait for first.
 STORE_RETRY_S = 1.0
@@ -504,12 +506,21 @@ class Node:
         record, payloads, outbox = self._take_held()
         if record is not None or payloads:
             assert self.cdb is not None
+            t0 = time.perf_counter()
             self.cdb.save(record, payloads)
+            self._slow("consensus record write", t0)
         for action in outbox:
             if isinstance(action, Send):
                 self.transport.send(action.to, CONSENSUS, action.message.encoded)
             else:
                 self.transport.broadcast(CONSENSUS, action.message.encoded)
+
+    def _slow(self, what: str, t0: float, **fields: int) -> None:
+        """Log a synced write that held the event loop for long: on a shared or failing
+        disk these are the commit stalls an operator otherwise sees only as latency."""
+        ms = (time.perf_counter() - t0) * 1000
+        if ms >= SLOW_WRITE_MS:
+            log.warning("slow synced write", what=what, ms=round(ms), **fields)
 
     def _log_censorship(self) -> None:
         """Say which transactions made the replica accuse the primary of censoring them,
@@ -571,7 +582,9 @@ class Node:
             raise RuntimeError(f"certified block at height {height} does not decode")
         if height <= self.ledger.height:
             return None
+        t0 = time.perf_counter()
         ex = self.ledger.commit(block, cert, verified=self.mempool.verified)
+        self._slow("block commit", t0, height=height, txs=len(ex.block.tx_ids))
         self._after_commit(ex.block.tx_ids, height)
         if self.cdb is not None:
             self.cdb.prune_payloads(height)

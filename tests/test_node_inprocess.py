@@ -243,3 +243,39 @@ def test_client_queue_limit_from_the_config(tmp_path: Path) -> None:
         assert node.client_limit() == 7
     finally:
         node.close()
+
+
+async def _slow_disk(root: Path) -> list[Node]:
+    from node.node import SLOW_WRITE_MS
+
+    _hub, nodes = _cluster(root, heartbeat_ms=200)
+    real_commit = nodes[1].ledger.commit
+
+    def slow_commit(*args, **kwargs):  # type: ignore[no-untyped-def]
+        import time
+        time.sleep(SLOW_WRITE_MS / 1000 + 0.05)  # what a stalled fdatasync looks like
+        return real_commit(*args, **kwargs)
+
+    nodes[1].ledger.commit = slow_commit  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await _start(nursery, nodes)
+        with trio.fail_after(60):
+            tx = _attest(root, 1)
+            nodes[0].submit(tx)
+            while any(n.committed_height_of(tx.tx_id) is None for n in nodes):
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    return nodes
+
+
+def test_a_slow_disk_write_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A commit that holds the node for longer than SLOW_WRITE_MS is logged with what it
+    was, how long it took and the height: the explanation of a latency spike."""
+    from node.node import SLOW_WRITE_MS
+
+    caplog.set_level(logging.WARNING, logger="dvp")
+    trio.run(_slow_disk, tmp_path / "net")
+    slow = [r.fields for r in caplog.records  # type: ignore[attr-defined]
+            if r.getMessage() == "slow synced write"]
+    assert slow and all(f["what"] == "block commit" and f["ms"] >= SLOW_WRITE_MS
+                        and f["height"] >= 1 for f in slow)
