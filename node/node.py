@@ -728,6 +728,25 @@ class Node:
         self.last_built = now
         self._step(ProposalReady(req.height, req.view, ex.block.encode()))
 
+    def _step_queued(self, event: Any) -> None:
+        """Step an event that waited in the queue, re-reading the mempool for the
+        transaction events: the gossip task checked their ids against the mempool when it
+        queued them, but the votes queued before them may have committed a block holding
+        one of them meanwhile. Stepped then, that id would stay "pending" in the replica
+        for good (its block's commit had already cleared it) and the censorship timer
+        would accuse every primary in turn (docs/RELIABILITY.md 3.5, item 6)."""
+        if type(event) is TxsPending:
+            ids = tuple(t for t in event.tx_ids if t in self.mempool)
+            if not ids:
+                return
+            event = TxsPending(ids)
+        elif type(event) is TxsDropped:  # and one dropped may have been admitted again
+            ids = tuple(t for t in event.tx_ids if t not in self.mempool)
+            if not ids:
+                return
+            event = TxsDropped(ids)
+        self._step(event)
+
     async def _driver(self) -> None:
         while True:
             try:
@@ -754,7 +773,7 @@ class Node:
         if event is START_REPLICA:
             self._start_replica()
         elif event is not None and self.replica is not None:
-            self._step(event)
+            self._step_queued(event)
             # Drain what is already queued before timers and building, so a burst of
             # votes is handled before we decide anything on stale information.
             for _ in range(256):
@@ -765,7 +784,7 @@ class Node:
                 if more is START_REPLICA:
                     self._start_replica()
                 elif self.replica is not None:
-                    self._step(more)
+                    self._step_queued(more)
         now = trio.current_time()
         self._fire_timers(now)
         self._heartbeat_watch(now)
