@@ -10,13 +10,15 @@ tx/s over the measured window, submit-to-commit latency p50/p95/p99, CPU and RSS
 node, and the ratio to the signature-verification ceiling (2 cores x raw ed25519 verify
 rate / 4 nodes: every node verifies every signature once). Ends with one JSON line:
 committed_tx_per_s, latency_ms_p50, latency_ms_p95, latency_ms_p99, ed25519_verify_per_s,
-ceiling_tx_per_s, ceiling_ratio, rss_mb_max, and three more: node_cpu_us_per_tx (CPU per
+ceiling_tx_per_s, ceiling_ratio, rss_mb_max, and four more: node_cpu_us_per_tx (CPU per
 committed transaction, mean of the nodes: steadier than rates on a shared machine),
 ed25519_verify_per_s_after (the raw verify rate measured again after the run: if it
-moved by 5 % or more, other work shared the machine and the run is not comparable) and
+moved by 5 % or more, other work shared the machine and the run is not comparable),
 backlog_at_end_tx (transactions submitted but not yet committed when submission ended:
 a block or two when the chain keeps up, seconds of load when the offered rate is past
-saturation and latency grows through the run).
+saturation and latency grows through the run) and refused_tx (transactions the nodes
+answered "busy": past saturation a node refuses its clients once it holds two pipelines'
+worth pending, rather than queue them; the load process does not retry them).
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ def main() -> int:
         "ceiling_ratio": round(ratio, 3), "rss_mb_max": round(max(rss.values()), 1),
         "node_cpu_us_per_tx": round(cpu_us_per_tx),
         "ed25519_verify_per_s_after": round(verify_after),
-        "backlog_at_end_tx": res["backlog_at_end"]}))
+        "backlog_at_end_tx": res["backlog_at_end"], "refused_tx": res["refused"]}))
     return 0
 
 
