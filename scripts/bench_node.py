@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import statistics
@@ -164,6 +165,8 @@ def worker(args: argparse.Namespace) -> None:
                  and w0 <= submitted[t] <= w1)
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] if lat else float("nan")
+    if args.timeline:
+        print_timeline(submitted, committed, begin)
     print(json.dumps({
         "submitted": len(submitted), "committed": len(committed), "refused": busy[0],
         "window_s": w1 - w0, "committed_tx_per_s": len(in_window) / max(w1 - w0, 1e-9),
@@ -171,6 +174,29 @@ def worker(args: argparse.Namespace) -> None:
         "latency_ms_mean": statistics.fmean(lat) if lat else float("nan"),
         "backlog_at_end": backlog,
     }), flush=True)
+
+
+def print_timeline(submitted: dict[str, float], committed: dict[str, float],
+                   begin: float, step_s: int = 5) -> None:
+    """Latency by submission time and the longest waits between commits (to stderr):
+    where a latency tail comes from. A steady latency with a few stalls points at
+    something periodic (compactions, collections); a latency growing through the run
+    at saturation."""
+    buckets: dict[int, list[float]] = {}
+    for t, c in committed.items():
+        if t in submitted:
+            buckets.setdefault(int((submitted[t] - begin) // step_s),
+                               []).append((c - submitted[t]) * 1000)
+    print(f"latency by submission time ({step_s}-s buckets: count, p50 / max ms):",
+          file=sys.stderr)
+    for b in sorted(buckets):
+        lat = sorted(buckets[b])
+        print(f"  {b * step_s:4d}-{(b + 1) * step_s:<4d}s {len(lat):7,} "
+              f"{lat[len(lat) // 2]:7.0f} / {lat[-1]:7.0f}", file=sys.stderr)
+    seen = sorted(set(committed.values()))
+    gaps = sorted(((b - a, a - begin) for a, b in itertools.pairwise(seen)), reverse=True)[:5]
+    print("longest waits between commits seen by the watcher: " + ", ".join(
+        f"{g * 1000:.0f} ms at {at:.1f} s" for g, at in gaps), file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -185,6 +211,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--drain", type=float, default=15.0)
     ap.add_argument("--dir", help="devnet folder (default: a temporary one)")
+    ap.add_argument("--timeline", action="store_true",
+                    help="also print latency by submission time and the longest waits "
+                         "between commits (to find what makes the latency tail)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -208,7 +237,8 @@ def main() -> int:
         out = subprocess.run(
             [sys.executable, __file__, "--worker", "--dir", str(root), "--seconds",
              str(args.seconds), "--rate", str(args.rate), "--batch", str(args.batch),
-             "--warmup", str(args.warmup), "--drain", str(args.drain)],
+             "--warmup", str(args.warmup), "--drain", str(args.drain)]
+            + (["--timeline"] if args.timeline else []),
             capture_output=True, text=True, check=True)
         wall = time.monotonic() - t0
         sys.stderr.write(out.stderr)
