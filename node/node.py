@@ -409,11 +409,11 @@ class Node:
             # The gauge is refreshed here and at commits, not per admitted transaction.
             self.metrics.mempool.set(len(self.mempool))
             if self.new_pending and self.replica is not None and self.is_validator:
-                # only what is still there: admitted and refused within one flush = gone
-                ids = tuple(t for t in self.new_pending if t in self.mempool)
+                # The driver keeps only those still in the mempool when it steps the event
+                # (Node._step_queued), the one place that can know.
+                ids = tuple(self.new_pending)
                 self.new_pending = []
-                if ids:
-                    await self.events_tx.send(TxsPending(ids))
+                await self.events_tx.send(TxsPending(ids))
             else:
                 self.new_pending.clear()
             if trio.current_time() - self._last_recheck >= RECHECK_S:
@@ -422,9 +422,9 @@ class Node:
                 # Otherwise the replica's censorship timer blames every primary in turn,
                 # forever, for a transaction no block can contain (e.g. a second
                 # attestation of an already attested document).
-                gone = tuple(t for t in self.dropped_pending if t not in self.mempool)
+                gone = tuple(self.dropped_pending)  # re-admitted ones: see _step_queued
                 self.dropped_pending = []
-                if gone and self.replica is not None and self.is_validator:
+                if self.replica is not None and self.is_validator:
                     await self.events_tx.send(TxsDropped(gone))
             while self.gossip_buf:
                 buf = self.gossip_buf
@@ -729,12 +729,13 @@ class Node:
         self._step(ProposalReady(req.height, req.view, ex.block.encode()))
 
     def _step_queued(self, event: Any) -> None:
-        """Step an event that waited in the queue, re-reading the mempool for the
-        transaction events: the gossip task checked their ids against the mempool when it
-        queued them, but the votes queued before them may have committed a block holding
-        one of them meanwhile. Stepped then, that id would stay "pending" in the replica
-        for good (its block's commit had already cleared it) and the censorship timer
-        would accuse every primary in turn (docs/RELIABILITY.md 3.5, item 6)."""
+        """Step an event that waited in the queue, checking the transaction events
+        against the mempool now, not when they were queued: the votes queued before them
+        may have committed a block holding one of them meanwhile (or a dropped one may
+        have been admitted again). Checked at queueing time, as it once was, that id
+        stayed "pending" in the replica for good (its block's commit had already cleared
+        it) and the censorship timer accused every primary in turn (docs/RELIABILITY.md
+        3.5, item 6). Admitted and refused within one gossip flush = gone, too."""
         if type(event) is TxsPending:
             ids = tuple(t for t in event.tx_ids if t in self.mempool)
             if not ids:
