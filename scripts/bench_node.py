@@ -19,6 +19,10 @@ a block or two when the chain keeps up, seconds of load when the offered rate is
 saturation and latency grows through the run) and refused_tx (transactions the nodes
 answered "busy": past saturation a node refuses its clients once it holds two pipelines'
 worth pending, rather than queue them; the load process does not retry them).
+
+``--bound NAMES`` runs the same measurement on nodes in which the named parts cost
+nothing (scripts/bounds/dvp_bounds.py): not the product, but an upper bound on what making
+those parts faster could buy; the JSON line then also carries ``bound``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+BOUNDS_DIR = ROOT / "scripts" / "bounds"
 sys.path.insert(0, str(ROOT))
 
 from cli import devnet  # noqa: E402
@@ -214,11 +219,30 @@ def main() -> int:
     ap.add_argument("--timeline", action="store_true",
                     help="also print latency by submission time and the longest waits "
                          "between commits (to find what makes the latency tail)")
+    ap.add_argument("--bound", metavar="NAMES",
+                    help="a bound experiment, not a benchmark of the product: the nodes run "
+                         "with the named parts costing nothing (comma-separated: "
+                         "free-state-tree, free-tx-signatures; see scripts/bounds/"
+                         "dvp_bounds.py), to bound what speeding those parts up could buy")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args)
         return 0
+    if args.bound:
+        sys.path.insert(0, str(BOUNDS_DIR))
+        import dvp_bounds
+
+        try:
+            dvp_bounds.parse(args.bound)
+        except ValueError as exc:
+            ap.error(str(exc))
+        # Only the nodes need it: they are started with this environment.
+        os.environ["DVP_BOUND"] = args.bound
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [str(BOUNDS_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        print(f"BOUND EXPERIMENT: {args.bound} cost nothing in the nodes -- these are not "
+              f"the product's figures")
 
     verify = ed25519_verify_rate()
     ceiling = 2 * verify / args.nodes
@@ -232,6 +256,12 @@ def main() -> int:
             "view_timeout_ms": 4000, "tx_ttl_heights": 1000})
         nodes = [e for e in load_devnet(root) if e.role == "validator"]
         pids = {e.name: devnet.running_pid(root, e) for e in nodes}
+        if args.bound:
+            # A bound that failed to apply would pass for the product's figures.
+            for e in nodes:
+                if "BOUND EXPERIMENT" not in devnet.log_file(root, e).read_text():
+                    raise SystemExit(f"the bound is not active in node {e.name}: see "
+                                     f"{devnet.log_file(root, e)}")
         cpu0 = {n: proc_cpu_s(p) for n, p in pids.items() if p}
         t0 = time.monotonic()
         out = subprocess.run(
@@ -239,7 +269,8 @@ def main() -> int:
              str(args.seconds), "--rate", str(args.rate), "--batch", str(args.batch),
              "--warmup", str(args.warmup), "--drain", str(args.drain)]
             + (["--timeline"] if args.timeline else []),
-            capture_output=True, text=True, check=True)
+            capture_output=True, text=True, check=True,
+            env={k: v for k, v in os.environ.items() if k != "DVP_BOUND"})
         wall = time.monotonic() - t0
         sys.stderr.write(out.stderr)
         res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -286,7 +317,8 @@ def main() -> int:
         "ceiling_ratio": round(ratio, 3), "rss_mb_max": round(max(rss.values()), 1),
         "node_cpu_us_per_tx": round(cpu_us_per_tx),
         "ed25519_verify_per_s_after": round(verify_after),
-        "backlog_at_end_tx": res["backlog_at_end"], "refused_tx": res["refused"]}))
+        "backlog_at_end_tx": res["backlog_at_end"], "refused_tx": res["refused"],
+        **({"bound": args.bound} if args.bound else {})}))
     return 0
 
 
