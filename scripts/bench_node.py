@@ -221,9 +221,10 @@ def main() -> int:
                          "between commits (to find what makes the latency tail)")
     ap.add_argument("--bound", metavar="NAMES",
                     help="a bound experiment, not a benchmark of the product: the nodes run "
-                         "with the named parts costing nothing (comma-separated: "
-                         "free-state-tree, free-tx-signatures; see scripts/bounds/"
-                         "dvp_bounds.py), to bound what speeding those parts up could buy")
+                         "with the named parts costing nothing, or the state tree's nodes "
+                         "not stored (comma-separated: free-state-tree, unstored-state-tree, "
+                         "free-tx-signatures; see scripts/bounds/dvp_bounds.py), to bound "
+                         "what speeding those parts up could buy")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

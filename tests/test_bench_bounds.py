@@ -69,6 +69,40 @@ def test_free_state_tree_and_free_signatures_apply_and_say_so(tmp_path: Path) ->
     assert "forged signature accepted" in out.stdout
 
 
+UNSTORED_PROBE = """
+import sys
+import plyvel
+from ledger.chain import Ledger
+from ledger.store import P_NODE
+from ledger.types import Role
+from tests.ledger_fixtures import Consortium
+
+cons = Consortium.make()
+with Ledger.open(sys.argv[1], cons.genesis) as lg:
+    member = lg.head.member_of_key(cons.member_keys["szcredit"].public_key)
+    print("issuer", member is not None and member.has_role(Role.ISSUER))
+db = plyvel.DB(sys.argv[1])
+print("stored nodes", sum(1 for _ in db.iterator(prefix=P_NODE)))
+"""
+
+
+def test_unstored_state_tree_keeps_only_root_records_in_leveldb(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DVP_BOUND", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(BOUNDS)
+    runs = {}
+    for bound in (None, "unstored-state-tree"):
+        if bound:
+            env["DVP_BOUND"] = bound
+        db = tmp_path / (bound or "product")
+        out = subprocess.run([sys.executable, "-c", UNSTORED_PROBE, str(db)], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "issuer True" in out.stdout  # the state reads the same either way
+        runs[bound] = int(out.stdout.split("stored nodes ")[1])
+    assert runs["unstored-state-tree"] == 1  # genesis's root record
+    assert runs[None] > 1
+
+
 def test_an_unknown_bound_is_refused() -> None:
     sys.path.insert(0, str(BOUNDS))
     try:

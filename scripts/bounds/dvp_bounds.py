@@ -13,6 +13,10 @@ Bounds (comma-separated in ``DVP_BOUND``):
   record is a copy of the previous one (so the state root never changes, and every node
   still agrees), nothing else is written, and keys written after genesis read as absent.
   What remains of the state's cost is the block's own bytes and the tx index.
+* ``unstored-state-tree``: the tree does all its work, but its nodes (all but each
+  version's root record) are kept in the node's memory instead of LevelDB, and nothing is
+  pruned: with ``free-state-tree``, it splits the tree's cost into computing it and
+  storing it. (Memory grows by the nodes written: ~1 KB per attestation.)
 * ``free-tx-signatures``: a transaction's signature check (``Transaction.signature_ok``,
   used by admission and block validation) answers True without checking. Consensus
   votes and certificates are still verified.
@@ -24,7 +28,7 @@ import os
 import sys
 from typing import Any
 
-BOUNDS = ("free-state-tree", "free-tx-signatures")
+BOUNDS = ("free-state-tree", "unstored-state-tree", "free-tx-signatures")
 
 
 def _free_state_tree() -> None:
@@ -44,13 +48,35 @@ def _free_state_tree() -> None:
     smt.SparseMerkleTree.update = update  # type: ignore[method-assign]
 
 
+def _unstored_state_tree() -> None:
+    from ledger.store import Store
+
+    kept: dict[bytes, bytes] = {}
+    commit = Store.commit
+    get_node = Store.get_node
+
+    def commit_roots_only(self: Store, block: Any, certificate: Any, state_nodes: Any,
+                          stale_nodes: Any, app_meta: bytes) -> None:
+        kept.update(state_nodes)
+        roots = {k: v for k, v in state_nodes.items() if k[8] == 0}  # depth byte 0
+        commit(self, block, certificate, roots, [], app_meta)
+
+    def get_kept_node(self: Store, node_key: bytes) -> bytes | None:
+        node = kept.get(node_key)
+        return node if node is not None else get_node(self, node_key)
+
+    Store.commit = commit_roots_only  # type: ignore[method-assign]
+    Store.get_node = get_kept_node  # type: ignore[method-assign]
+
+
 def _free_tx_signatures() -> None:
     from ledger import types
 
     types.Transaction.signature_ok = lambda self: True  # type: ignore[method-assign]
 
 
-_APPLY = {"free-state-tree": _free_state_tree, "free-tx-signatures": _free_tx_signatures}
+_APPLY = {"free-state-tree": _free_state_tree, "unstored-state-tree": _unstored_state_tree,
+          "free-tx-signatures": _free_tx_signatures}
 
 
 def parse(spec: str) -> list[str]:
