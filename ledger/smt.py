@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
-from typing import Protocol
+from typing import Any, Protocol
 
 from ledger.smt_proof import (
     EMPTY_ROOT,
@@ -240,6 +241,18 @@ def _with_nibble(key: bytes, depth: int, nib: int) -> bytes:
 _Ref = tuple[bytes, bytes | None, bool, bytes | None, bytes | None]
 # Sentinel (compared by identity): the subtree is unchanged, keep the old reference.
 _SAME: _Ref = (b"", None, False, None, None)
+
+# The C rendering of _Batch.one's common cases (ledger/_smt_fast.c), when it was built;
+# DVP_PURE_PYTHON=1 turns it off. It returns NotImplemented, having changed nothing, for
+# whatever it does not handle, and this module stays the tree's definition.
+_fast: Any = None
+if not os.environ.get("DVP_PURE_PYTHON"):
+    try:
+        from ledger import _smt_fast as _fast
+    except ImportError:
+        _fast = None
+    else:
+        _fast.setup(LEAF_TAG, NODE_TAG, _SAME)
 
 
 class SparseMerkleTree:
@@ -901,6 +914,11 @@ class _Batch:
         long shared prefixes) goes through the general code below."""
         k = self.keys[idx]
         v = self.vals[idx]
+        if _fast is not None and not is_leaf:
+            r = _fast.one(self.cache, self.get, k, v, h, v8, depth, self.v8, self.new_nodes,
+                          self.stale, self.must_be_new, self.existing)
+            if r is not NotImplemented:
+                return r  # type: ignore[no-any-return]
         cache = self.cache
         get = self.get
         nv8 = self.v8
