@@ -144,6 +144,21 @@ pop_key(PyObject *d, PyObject *key)
     return r;
 }
 
+/* new_nodes[nv8 || depth || path(k)] = 0x01 || k || v: a new leaf */
+static int
+put_leaf(PyObject *new_nodes, const unsigned char *nv8, int depth, const unsigned char *k,
+         const unsigned char *v, Py_ssize_t vlen)
+{
+    PyObject *leaf = PyBytes_FromStringAndSize(NULL, 1 + KEY + vlen);
+    if (leaf) {
+        char *p = PyBytes_AS_STRING(leaf);
+        p[0] = 1;
+        memcpy(p + 1, k, KEY);
+        memcpy(p + 1 + KEY, v, (size_t)vlen);
+    }
+    return set_steal(new_nodes, node_key(nv8, depth, k), leaf);
+}
+
 /* Write the rewritten node (encoding ne, hash rh) at nv8 || depth || path and cache it;
  * mark the old one stale (unless depth 0: root records are the caller's) and drop it
  * from the cache if it came from there. Mirrors the Python code's order. */
@@ -280,21 +295,8 @@ fast_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (!(bitmap & bit)) {
             /* A new key in an empty slot: its leaf goes in the slot. */
             leaf_hash(k, v, vlen, lh);
-            {
-                PyObject *nk = node_key(nv8, d1, k);
-                PyObject *leaf = PyBytes_FromStringAndSize(NULL, 1 + KEY + vlen);
-                if (!nk || !leaf) {
-                    Py_XDECREF(nk);
-                    Py_XDECREF(leaf);
-                    goto error;
-                }
-                char *p = PyBytes_AS_STRING(leaf);
-                p[0] = 1;
-                memcpy(p + 1, k, KEY);
-                memcpy(p + 1 + KEY, v, (size_t)vlen);
-                if (set_steal(new_nodes, nk, leaf) < 0)
-                    goto error;
-            }
+            if (put_leaf(new_nodes, nv8, d1, k, v, vlen) < 0)
+                goto error;
             ne = PyBytes_FromStringAndSize(NULL, elen + 40);
             if (!ne)
                 goto error;
@@ -354,18 +356,7 @@ fast_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(leaf);
                 /* A new value: the new leaf replaces the old one in place. */
                 leaf_hash(k, v, vlen, lh);
-                PyObject *lk = node_key(nv8, d1, k);
-                PyObject *nl = PyBytes_FromStringAndSize(NULL, 1 + KEY + vlen);
-                if (!lk || !nl) {
-                    Py_XDECREF(lk);
-                    Py_XDECREF(nl);
-                    goto error;
-                }
-                char *q = PyBytes_AS_STRING(nl);
-                q[0] = 1;
-                memcpy(q + 1, k, KEY);
-                memcpy(q + 1 + KEY, v, (size_t)vlen);
-                if (set_steal(new_nodes, lk, nl) < 0)
+                if (put_leaf(new_nodes, nv8, d1, k, v, vlen) < 0)
                     goto error;
                 ne = PyBytes_FromStringAndSize((const char *)e, elen);
                 if (!ne)
@@ -392,16 +383,7 @@ fast_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 }
                 /* The usual split: the new node at d1 has the two leaves as children. */
                 int d2 = d1 + 1;
-                PyObject *nl = PyBytes_FromStringAndSize(NULL, 1 + KEY + vlen);
-                if (!nl) {
-                    Py_DECREF(leaf);
-                    goto error;
-                }
-                char *q = PyBytes_AS_STRING(nl);
-                q[0] = 1;
-                memcpy(q + 1, k, KEY);
-                memcpy(q + 1 + KEY, v, (size_t)vlen);
-                if (set_steal(new_nodes, node_key(nv8, d2, k), nl) < 0) {
+                if (put_leaf(new_nodes, nv8, d2, k, v, vlen) < 0) {
                     Py_DECREF(leaf);
                     goto error;
                 }
