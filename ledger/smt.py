@@ -248,11 +248,12 @@ _SAME: _Ref = (b"", None, False, None, None)
 _fast: Any = None
 if not os.environ.get("DVP_PURE_PYTHON"):
     try:
-        from ledger import _smt_fast as _fast
+        from ledger import _smt_fast
     except ImportError:
-        _fast = None
+        pass
     else:
-        _fast.setup(LEAF_TAG, NODE_TAG, _SAME)
+        _smt_fast.setup(LEAF_TAG, NODE_TAG, _SAME)
+        _fast = _smt_fast
 
 
 class SparseMerkleTree:
