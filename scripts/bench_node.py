@@ -242,8 +242,8 @@ def main() -> int:
         os.environ["DVP_BOUND"] = args.bound
         os.environ["PYTHONPATH"] = os.pathsep.join(
             [str(BOUNDS_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        print(f"BOUND EXPERIMENT: {args.bound} cost nothing in the nodes -- these are not "
-              f"the product's figures")
+        print(f"BOUND EXPERIMENT: {args.bound} in the nodes (scripts/bounds/dvp_bounds.py) "
+              f"-- these are not the product's figures")
 
     verify = ed25519_verify_rate()
     ceiling = 2 * verify / args.nodes

@@ -95,5 +95,5 @@ def apply(spec: str | None = None) -> list[str]:
         _APPLY[n]()
     if names:
         sys.stderr.write(f"dvp BOUND EXPERIMENT in pid {os.getpid()}: {', '.join(names)} "
-                         f"cost nothing here; this process is not a correct ledger\n")
+                         f"in effect; this process is not a correct ledger\n")
     return names
