@@ -263,6 +263,10 @@ class Node:
                now: float | None = None) -> AddResult:
         """Admit a transaction from a client (or peer) into the mempool.
 
+        ``gossip``: True for a client's transaction, which this node checks against the
+        state and floods to its peers; False for one a peer flooded to it (checked at
+        that peer's door, so no state look-ups here, and not flooded again).
+
         Batches pass ``state`` (the ledger's tip) and ``now`` once per chunk: read per
         transaction they were a measurable share of admission."""
         if gossip and len(self.mempool) >= self.client_limit() and tx.tx_id not in self.mempool:
