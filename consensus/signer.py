@@ -3,7 +3,7 @@
 Owns the adapter between the replica's injected ``Crypto`` protocol and the ledger's
 key handling, so COMMIT signatures made here verify with
 ``ledger.types.CommitCertificate.verify`` unchanged. The simulator uses
-``tests.sim.crypto.FakeCrypto`` instead, to isolate consensus cost.
+``consensus.sim.crypto.FakeCrypto`` instead, to isolate consensus cost.
 """
 
 from __future__ import annotations

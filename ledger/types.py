@@ -442,7 +442,7 @@ def _attest_tx_fast(obj: Any) -> Transaction | None:
     one checks again). These are exactly the general path's checks, inlined: the
     types, sizes and ranges of every field, ``valid_until_ms`` after ``issued_at_ms``
     or 0, the metadata digest empty or 32 bytes; a known identifier passed
-    ``check_identifier`` when it was first seen. ``tests/test_codec_types.py`` checks
+    ``check_identifier`` when it was first seen. ``tests/ledger/test_codec_types.py`` checks
     that both paths agree with every field set to every edge value.
     """
     if type(obj) is not list or len(obj) != 7:

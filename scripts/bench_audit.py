@@ -38,8 +38,8 @@ import nacl.bindings  # noqa: E402
 from ledger.audit import AuditProgress, replay_datadir  # noqa: E402
 from ledger.chain import Ledger  # noqa: E402
 from ledger.codec import Domain, tagged  # noqa: E402
+from ledger.testchain import CHAIN_ID, GENESIS_TIME_MS, Consortium  # noqa: E402
 from ledger.types import Attest, ChainParams, Genesis, Transaction  # noqa: E402
-from tests.ledger_fixtures import CHAIN_ID, GENESIS_TIME_MS, Consortium  # noqa: E402
 
 EXPIRY_AHEAD = 500
 

@@ -35,8 +35,8 @@ import nacl.bindings  # noqa: E402
 
 from ledger.chain import Ledger  # noqa: E402
 from ledger.smt import MemoryNodeStore, SparseMerkleTree  # noqa: E402
+from ledger.testchain import CHAIN_ID, GENESIS_TIME_MS, Consortium  # noqa: E402
 from ledger.types import Attest, ChainParams, Transaction  # noqa: E402
-from tests.ledger_fixtures import CHAIN_ID, GENESIS_TIME_MS, Consortium  # noqa: E402
 
 
 def ed25519_verify_rate(seconds: float = 2.0) -> float:

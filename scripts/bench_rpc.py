@@ -163,8 +163,8 @@ def build_chain(datadir: Path, args: argparse.Namespace) -> tuple[Any, list[byte
     import bench_audit
 
     from ledger.chain import Ledger
+    from ledger.testchain import Consortium
     from ledger.types import ChainParams, Revoke, RevokeReason
-    from tests.ledger_fixtures import Consortium
 
     cons = Consortium.make(ChainParams(max_block_txs=max(args.block_txs, args.revoked)))
     bench_audit.build_chain(cons, datadir / "ledger", args.attestations, args.block_txs,

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import plyvel  # noqa: E402
 
-from tests.store_crash_writer import ChainBuilder, open_store  # noqa: E402
+from scripts.store_crash_writer import ChainBuilder, open_store  # noqa: E402
 
 
 def logical_bytes(path: Path) -> dict[str, int]:

@@ -2,7 +2,7 @@
 """Randomized faults against a real 4-validator consortium under load, with the verdict.
 
 Starts four validator processes, each in its own Linux network namespace
-(tests/harness/netns.py; on 127.0.0.1 with ``--loopback`` or where namespaces are
+(scripts/harness/netns.py; on 127.0.0.1 with ``--loopback`` or where namespaces are
 forbidden, with process faults only), and a load generator submitting signed ATTEST
 transactions to all of them. Then, until ``--minutes`` have passed, one fault at a
 time (at most f = 1 faulty validator, except the deliberate no-quorum 2–2 split):
@@ -47,8 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import Env, netns, open_env, recover  # noqa: E402
-from tests.harness.verdict import Verdict  # noqa: E402
+from scripts.harness import Env, netns, open_env, recover  # noqa: E402
+from scripts.harness.verdict import Verdict  # noqa: E402
 
 PROCESS_KINDS = ["kill9", "kill9-primary", "sigterm"]
 NET_KINDS = ["isolate", "isolate-primary", "split", "flap", "slow-link", "netem"]

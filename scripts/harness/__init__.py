@@ -1,0 +1,81 @@
+"""Fault-injection harness for real node processes (tests/test_chaos_*.py, scripts/chaos.py).
+
+- ``cluster.Cluster``: n validator processes from a devnet folder, on 127.0.0.1 or each in
+  its own network namespace; kill -9 / SIGTERM / restart; isolate, split, heal, flap, shape.
+- ``netns``: the namespaces, veths and bridges (and the probe that says whether the
+  kernel allows them).
+- ``load.Load``: signed ATTEST load that records what each node acknowledged as committed.
+- ``verdict.ChainChecker``: nothing lost, never twice, no fork, certificates verify.
+
+``Env`` bundles one cluster with its load and checker; ``open_env`` starts and always
+tears it down; ``recover`` measures how long commits take to resume after a heal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cli.rpc_client import RpcCallError
+from scripts.harness.cluster import Cluster
+from scripts.harness.load import Load
+from scripts.harness.verdict import ChainChecker, Verdict
+
+# Short consensus timers so that view changes and checkpoints happen within seconds
+# (the chain parameters of the genesis; see ledger.types.ChainParams).
+FAST_PARAMS: dict[str, Any] = {"heartbeat_ms": 500, "view_timeout_ms": 1000,
+                               "checkpoint_interval": 8, "pipeline_window": 4}
+
+
+@dataclass
+class Env:
+    cluster: Cluster
+    load: Load
+    checker: ChainChecker
+
+    def verdict(self, honest: list[str] | None = None, wait_s: float = 90.0) -> Verdict:
+        v = self.checker.check(self.load.snapshot(), honest, wait_s=wait_s)
+        print(v.summary())
+        return v
+
+
+@contextmanager
+def open_env(root: Path, *, netns: bool, params: dict[str, Any] | None = None,
+             n: int = 4, load_threads: int | None = None) -> Iterator[Env]:
+    """A started cluster under load; everything is stopped and removed on exit."""
+    cluster = Cluster(root, n=n, netns=netns, params=params or FAST_PARAMS)
+    load: Load | None = None
+    try:
+        cluster.create()
+        cluster.start()
+        cluster.wait_height(1, timeout_s=90)
+        load = Load(root, cluster.urls, cluster.chain_id, threads=load_threads).start()
+        yield Env(cluster, load, ChainChecker(cluster.urls, root / "genesis.json"))
+    finally:
+        if load is not None:
+            load.stop()
+        cluster.close()
+
+
+def recover(env: Env, since: float, via: str, honest: list[str],
+            timeout_s: float = 90.0) -> float:
+    """Seconds from ``since`` until a fresh transaction sent to ``via`` is acknowledged as
+    committed and every honest node holds its block (commits resumed everywhere)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ids = env.load.submit(via, env.load.sign(1), wait_s=5)
+        except (RpcCallError, OSError, ValueError):
+            time.sleep(0.2)
+            continue
+        if ids:
+            height = env.load.snapshot()[ids[0]].height
+            env.cluster.wait_height(height, honest,
+                                    timeout_s=max(1.0, deadline - time.monotonic()))
+            return time.monotonic() - since
+    raise AssertionError(f"no commit through {via} within {timeout_s:.0f} s after the heal; "
+                         f"heights {env.cluster.heights()}")

@@ -1,0 +1,586 @@
+"""A second, independent proof-bundle checker, written from the documents alone.
+
+Sources: docs/PROOFS.md (§1–§6, §11), docs/proofs-merkle.md (§1–§3) and
+docs/proofs-smt.md (§1, §2, §5, §6). Nothing here is imported from ``ledger/``,
+``node/`` or ``cli/``: only ``msgpack`` (decoding), PyNaCl (Ed25519) and ``hashlib``,
+as a bank's developer would use in another language. Where the documents were not
+enough to write this, they were fixed rather than this file reading the code
+(tests/ledger/test_proofs_doc_independent.py runs it against the reference library).
+
+Entry points: ``anchor_from_genesis_json``, ``check_bundle`` (returns the verdict as a
+dict or raises ``CheckError``) and the primitives the test vectors exercise
+(``decode_canonical``, ``verify_inclusion``, ``verify_state_proof``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import nacl.exceptions
+import nacl.signing
+
+
+class CheckError(Exception):
+    """The bundle does not verify; ``what`` says which check failed."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def H(data: bytes) -> bytes:  # noqa: N802 -- the documents' name for SHA-256
+    return hashlib.sha256(data).digest()
+
+
+def tagged(tag: str, body: bytes) -> bytes:
+    """PROOFS.md §2: ``tag ‖ 0x00 ‖ body``."""
+    return tag.encode("ascii") + b"\x00" + body
+
+
+# ----------------------------------------------------------------------------- §2 encoding
+
+MAX_TX, MAX_HEADER, MAX_OBJECT = 4 * 1024, 4 * 1024, 64 * 1024  # PROOFS.md §2 limits
+MAX_VALIDATORS = 256
+_IDENT = re.compile(r"[a-z0-9\-_.]{1,64}")
+U64 = 1 << 64
+
+
+def enc(obj: Any) -> bytes:
+    """Canonical msgpack: arrays, shortest ints, ``bin`` for bytes, ``str`` for text."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _only_allowed(obj: Any) -> None:
+    if isinstance(obj, list):
+        for x in obj:
+            _only_allowed(x)
+    elif isinstance(obj, bool | int | bytes | str):
+        if isinstance(obj, int) and not isinstance(obj, bool) and not 0 <= obj < U64:
+            raise CheckError("malformed: integer out of range")
+    else:  # maps, floats, nil, extension types
+        raise CheckError(f"malformed: {type(obj).__name__} is not used by the encoding")
+
+
+def decode_canonical(data: bytes, limit: int = MAX_OBJECT) -> Any:
+    """Strict decode: no trailing bytes, size limit, only arrays/uint/bool/bin/str, and
+    the bytes must be the canonical re-encoding of the value."""
+    if len(data) > limit:
+        raise CheckError("malformed: over the size limit")
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
+                              ext_hook=_no_ext)
+    except CheckError:
+        raise
+    except Exception as exc:  # msgpack's errors: trailing data, truncation, bad UTF-8
+        raise CheckError(f"malformed: {type(exc).__name__}") from None
+    _only_allowed(obj)
+    if enc(obj) != data:
+        raise CheckError("malformed: not the canonical encoding")
+    return obj
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise CheckError("malformed: extension type")
+
+
+def _arr(x: Any, n: int | None, what: str) -> list[Any]:
+    if not isinstance(x, list) or (n is not None and len(x) != n):
+        raise CheckError(f"malformed: {what} must be an array" + (f" of {n}" if n else ""))
+    return x
+
+
+def _uint(x: Any, what: str) -> int:
+    if type(x) is not int:  # a boolean is not an integer
+        raise CheckError(f"malformed: {what} must be an unsigned integer")
+    return x
+
+
+def _bin(x: Any, what: str, *sizes: int) -> bytes:
+    if not isinstance(x, bytes) or (sizes and len(x) not in sizes):
+        raise CheckError(f"malformed: {what} must be bin" + (f" of {sizes}" if sizes else ""))
+    return x
+
+
+def _ident(x: Any, what: str) -> str:
+    if not isinstance(x, str) or not _IDENT.fullmatch(x):
+        raise CheckError(f"malformed: {what} must be an identifier")
+    return x
+
+
+def _increasing(xs: list[Any], what: str) -> None:
+    if any(a >= b for a, b in zip(xs, xs[1:], strict=False)):
+        raise CheckError(f"malformed: {what} must strictly increase")
+
+
+# ----------------------------------------------------------------------------- §3–§6 objects
+
+
+@dataclass(frozen=True)
+class Header:
+    raw: bytes
+    chain_id: str
+    height: int
+    time_ms: int
+    tx_count: int
+    tx_root: bytes
+    state_root: bytes
+    validator_set_hash: bytes
+    next_validator_set_hash: bytes
+    history_root: bytes
+
+    @property
+    def block_id(self) -> bytes:
+        return H(tagged("dvp/block/v1", self.raw))
+
+
+def decode_header(raw: bytes) -> Header:
+    f = _arr(decode_canonical(raw, MAX_HEADER), 11, "header")
+    chain_id, height = _ident(f[0], "chain_id"), _uint(f[1], "height")
+    _bin(f[2], "prev_block_id", 32)
+    _bin(f[4], "proposer", *((0, 32) if height == 0 else (32,)))
+    return Header(raw, chain_id, height, _uint(f[3], "time_ms"), _uint(f[5], "tx_count"),
+                  *(_bin(f[i], "header hash", 32) for i in range(6, 11)))
+
+
+@dataclass(frozen=True)
+class Certificate:
+    height: int
+    view: int
+    block_id: bytes
+    signatures: list[tuple[int, bytes]]
+
+
+def decode_certificate(raw: bytes) -> Certificate:
+    f = _arr(decode_canonical(raw), 4, "certificate")
+    sigs = []
+    if len(_arr(f[3], None, "signatures")) > MAX_VALIDATORS:
+        raise CheckError("malformed: too many signatures")
+    for item in f[3]:
+        pair = _arr(item, 2, "signature entry")
+        sigs.append((_uint(pair[0], "validator index"), _bin(pair[1], "signature", 64)))
+    _increasing([i for i, _ in sigs], "certificate indexes")
+    return Certificate(_uint(f[0], "height"), _uint(f[1], "view"),
+                       _bin(f[2], "block_id", 32), sigs)
+
+
+@dataclass(frozen=True)
+class ValidatorSet:
+    raw: bytes
+    keys: list[bytes]
+
+    @property
+    def hash(self) -> bytes:
+        return H(tagged("dvp/valset/v1", self.raw))
+
+    @property
+    def quorum(self) -> int:
+        return 2 * len(self.keys) // 3 + 1
+
+
+def decode_validator_set(raw: bytes) -> ValidatorSet:
+    entries = [_arr(v, 2, "validator") for v in _arr(decode_canonical(raw), None, "set")]
+    if len(entries) > MAX_VALIDATORS:
+        raise CheckError("malformed: too many validators")
+    ids = [_ident(v[0], "member_id") for v in entries]
+    _increasing(ids, "validator ids")
+    return ValidatorSet(raw, [_bin(v[1], "node_key", 32) for v in entries])
+
+
+def ed25519_ok(key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        nacl.signing.VerifyKey(key).verify(message, signature)
+        return True
+    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
+        return False
+
+
+def check_certificate(header: Header, raw_cert: bytes, vs: ValidatorSet, chain_id: str) -> None:
+    """PROOFS.md §4: names the block's id and height; >= quorum(n) distinct validators of
+    the set in force signed; every listed signature verifies."""
+    cert = decode_certificate(raw_cert)
+    if cert.height != header.height or cert.block_id != header.block_id:
+        raise CheckError("certificate: not for this block")
+    body = enc([chain_id, cert.height, cert.view, cert.block_id])
+    message = tagged("dvp/commit/v1", body)
+    for index, sig in cert.signatures:
+        if index >= len(vs.keys):
+            raise CheckError("certificate: index outside the validator set")
+        if not ed25519_ok(vs.keys[index], message, sig):
+            raise CheckError("certificate: bad signature")
+    if len(cert.signatures) < vs.quorum:
+        raise CheckError("certificate: insufficient quorum")
+
+
+@dataclass(frozen=True)
+class Tx:
+    raw: bytes
+    chain_id: str
+    sender: bytes
+    kind: int
+    payload: list[Any]
+    signature: bytes
+
+    @property
+    def tx_id(self) -> bytes:
+        return H(tagged("dvp/txid/v1", self.raw))
+
+    def signature_ok(self) -> bool:
+        # PROOFS.md §3: enc(Transaction) = 0x97 ‖ enc(body)[1:] ‖ 0xc4 0x40 ‖ signature
+        body = b"\x96" + self.raw[1:-66]
+        return ed25519_ok(self.sender, tagged("dvp/tx/v1", body), self.signature)
+
+
+ATTEST, REVOKE = 1, 2
+
+
+def decode_tx(raw: bytes) -> Tx:
+    f = _arr(decode_canonical(raw, MAX_TX), 7, "transaction")
+    _uint(f[2], "nonce")
+    _uint(f[3], "expiry_height")
+    kind = _uint(f[4], "kind")
+    payload = _arr(f[5], None, "payload")
+    if kind == ATTEST:
+        p = _arr(payload, 5, "ATTEST payload")
+        _ident(p[0], "doc_type")
+        _bin(p[1], "commitment", 32)
+        issued, until = _uint(p[2], "issued_at_ms"), _uint(p[3], "valid_until_ms")
+        if until and until <= issued:
+            raise CheckError("malformed: valid_until_ms must be 0 or after issued_at_ms")
+        _bin(p[4], "metadata_digest", 0, 32)
+    elif kind == REVOKE:
+        p = _arr(payload, 2, "REVOKE payload")
+        _bin(p[0], "commitment", 32)
+        _uint(p[1], "reason")
+    return Tx(raw, _ident(f[0], "chain_id"), _bin(f[1], "sender", 32), kind, payload,
+              _bin(f[6], "signature", 64))
+
+
+@dataclass(frozen=True)
+class Record:
+    issuer: str
+    doc_type: str
+    valid_until_ms: int
+    height: int
+    position: int
+    revoked_height: int
+    revoke_reason: int
+    revoke_position: int
+
+
+def decode_record(raw: bytes) -> Record:
+    f = _arr(decode_canonical(raw), 8, "attestation record")
+    return Record(_ident(f[0], "issuer"), _ident(f[1], "doc_type"),
+                  *(_uint(f[i], "record field") for i in range(2, 8)))
+
+
+def state_key(namespace: str, ident: bytes | str) -> bytes:
+    """PROOFS.md §6."""
+    return H(tagged("dvp/statekey/v1", enc([namespace, ident])))
+
+
+def commitment(salt: bytes, file_bytes: bytes) -> bytes:
+    """PROOFS.md §1 (the tag has no terminator here)."""
+    return H(b"dvp/doc/v1" + salt + H(file_bytes))
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def verification_code(salt: bytes) -> str:
+    """PROOFS.md §1: salt ‖ checksum in Crockford base32, groups of four with '-'."""
+    data = salt + H(b"dvp/code/v1" + salt)[:3]
+    n = int.from_bytes(data, "big")
+    chars = "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in reversed(range(56)))
+    return "-".join(chars[i:i + 4] for i in range(0, 56, 4))
+
+
+# ----------------------------------------------------------------------------- RFC 6962
+
+
+def _inclusion_length(index: int, size: int) -> int:
+    inner = (index ^ (size - 1)).bit_length()
+    return inner + bin(index >> inner).count("1")
+
+
+def verify_inclusion(leaf_data: bytes, index: int, size: int, path: list[bytes],
+                     root: bytes) -> bool:
+    """proofs-merkle.md §3, step by step."""
+    if not (0 <= index < size < U64) or len(root) != 32 or any(len(p) != 32 for p in path):
+        return False
+    if len(path) != _inclusion_length(index, size):
+        return False
+    fn, sn = index, size - 1
+    r = H(b"\x00" + leaf_data)
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = H(b"\x01" + p + r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = H(b"\x01" + r + p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+# ----------------------------------------------------------------------------- state tree
+
+_LEAF_TAG, _NODE_TAG = b"dvp/smt/leaf/v1\x00", b"dvp/smt/node/v1\x00"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _nibble(key: bytes, i: int) -> int:
+    return key[i // 2] >> 4 if i % 2 == 0 else key[i // 2] & 0x0F
+
+
+def _hex32(x: Any, what: str) -> bytes:
+    if not isinstance(x, str) or not _HEX64.fullmatch(x):
+        raise CheckError(f"malformed: {what} must be 64 lowercase hex digits")
+    return bytes.fromhex(x)
+
+
+def parse_state_proof(doc: Any) -> tuple[str, list[tuple[int, list[bytes]]], bytes | None,
+                                         bytes | None]:
+    """proofs-smt.md §5.2 (JSON form) with the §5 structural rules."""
+    if not isinstance(doc, dict) or set(doc) != {"terminal", "levels", "leaf_key",
+                                                  "leaf_value_hash"}:
+        raise CheckError("malformed: state proof fields")
+    terminal = doc["terminal"]
+    if terminal not in ("leaf", "empty", "other_leaf"):
+        raise CheckError("malformed: state proof terminal")
+    if not isinstance(doc["levels"], list) or len(doc["levels"]) > 64:
+        raise CheckError("malformed: state proof levels")
+    levels = []
+    for j, lv in enumerate(doc["levels"]):
+        if not isinstance(lv, dict) or set(lv) != {"bitmap", "siblings"}:
+            raise CheckError("malformed: state proof level fields")
+        bitmap = lv["bitmap"]
+        if type(bitmap) is not int or not 1 <= bitmap <= 0xFFFF:
+            raise CheckError("malformed: bitmap")
+        if not isinstance(lv["siblings"], list):
+            raise CheckError("malformed: siblings")
+        siblings = [_hex32(s, "sibling") for s in lv["siblings"]]
+        last_empty = terminal == "empty" and j == len(doc["levels"]) - 1
+        want = bin(bitmap).count("1") - (0 if last_empty else 1)
+        if len(siblings) != want:
+            raise CheckError("malformed: sibling count")
+        levels.append((bitmap, siblings))
+    if terminal == "empty":
+        if doc["leaf_key"] is not None or doc["leaf_value_hash"] is not None:
+            raise CheckError("malformed: an empty terminal has no leaf")
+        return terminal, levels, None, None
+    key, vh = _hex32(doc["leaf_key"], "leaf_key"), _hex32(doc["leaf_value_hash"], "value hash")
+    if levels and bin(levels[-1][0]).count("1") < 2:
+        raise CheckError("malformed: a lone leaf under a node")
+    return terminal, levels, key, vh
+
+
+def verify_state_proof(root: bytes, key: bytes, value: bytes | None, doc: Any) -> bool:
+    """proofs-smt.md §6: does the proof show ``key`` -> ``value`` (None: absent)?"""
+    try:
+        terminal, levels, leaf_key, value_hash = parse_state_proof(doc)
+    except CheckError:
+        return False
+    d = len(levels)
+    cur: bytes | None
+    if terminal == "leaf":
+        if value is None or leaf_key != key or value_hash != H(value):
+            return False
+        cur = H(_LEAF_TAG + key + value_hash)
+    elif terminal == "other_leaf":
+        assert leaf_key is not None and value_hash is not None
+        if value is not None or leaf_key == key or \
+                any(_nibble(leaf_key, i) != _nibble(key, i) for i in range(d)):
+            return False
+        cur = H(_LEAF_TAG + leaf_key + value_hash)
+    else:
+        if value is not None:
+            return False
+        if d == 0:
+            return root == bytes(32)
+        cur = None
+    for j in range(d - 1, -1, -1):
+        bitmap, siblings = levels[j]
+        bit = 1 << _nibble(key, j)
+        if cur is None:
+            if bitmap & bit:
+                return False
+            children = siblings
+        else:
+            if not bitmap & bit:
+                return False
+            r = bin(bitmap & (bit - 1)).count("1")
+            children = [*siblings[:r], cur, *siblings[r:]]
+        cur = H(_NODE_TAG + bitmap.to_bytes(2, "big") + b"".join(children))
+    return cur == root
+
+
+# ----------------------------------------------------------------------------- §11 bundle
+
+
+@dataclass(frozen=True)
+class Anchor:
+    chain_id: str
+    validators: ValidatorSet
+
+
+_ROLES = {"validator": 1, "issuer": 2, "verifier": 3, "auditor": 4}
+
+
+def anchor_from_genesis_json(doc: dict[str, Any]) -> tuple[Anchor, bytes]:
+    """PROOFS.md §5 "The genesis file": the trust anchor and the genesis hash recomputed
+    from the JSON (checked against ``genesis_hash`` when the file gives one)."""
+    vs_wire = sorted([v["member_id"], bytes.fromhex(v["node_key"])] for v in doc["validators"])
+    members = sorted([m["id"], m["name"], bytes.fromhex(m["key"]),
+                      sorted(_ROLES[r] for r in m.get("roles", [])),
+                      sorted(m.get("doc_types", []))] for m in doc["members"])
+    names = ("max_block_txs", "max_block_bytes", "heartbeat_ms", "view_timeout_ms",
+             "checkpoint_interval", "pipeline_window", "tx_ttl_heights",
+             "validator_change_delay", "max_clock_drift_ms")
+    params = [doc["params"][n] for n in names]
+    genesis = [doc["chain_id"], doc["genesis_time_ms"], members, vs_wire,
+               sorted(doc["doc_types"]), params]
+    genesis_hash = H(tagged("dvp/genesis/v1", enc(genesis)))
+    if doc.get("genesis_hash") not in (None, genesis_hash.hex()):
+        raise CheckError("genesis file: genesis_hash does not match its contents")
+    return Anchor(doc["chain_id"], decode_validator_set(enc(vs_wire))), genesis_hash
+
+
+_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+
+
+def _hexb(x: Any, what: str) -> bytes:
+    if not isinstance(x, str) or not _HEX.fullmatch(x):
+        raise CheckError(f"malformed: {what} must be lowercase hex")
+    return bytes.fromhex(x)
+
+
+def _fields(x: Any, keys: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(x, dict) or set(x) != keys:
+        raise CheckError(f"malformed: {what} fields")
+    return x
+
+
+def _header_of(raw: bytes, chain_id: str, what: str) -> Header:
+    h = decode_header(raw)
+    if h.chain_id != chain_id:
+        raise CheckError(f"wrong chain: {what}")
+    return h
+
+
+def _check_included(inc: Any, head: Header, height: int, position: int,
+                    chain_id: str, what: str) -> Tx:
+    """PROOFS.md §11 step 4 (and 5): the transaction, its block, both proofs."""
+    d = _fields(inc, {"tx", "header", "index", "tx_proof", "history_proof"}, what)
+    if type(d["index"]) is not int:
+        raise CheckError(f"malformed: {what}.index")
+    for name in ("tx_proof", "history_proof"):
+        if not isinstance(d[name], list):
+            raise CheckError(f"malformed: {what}.{name}")
+    tx_proof = [_hexb(h, "proof hash") for h in d["tx_proof"]]
+    history_proof = [_hexb(h, "proof hash") for h in d["history_proof"]]
+    tx = decode_tx(_hexb(d["tx"], f"{what}.tx"))
+    if tx.chain_id != chain_id:
+        raise CheckError(f"wrong chain: {what} transaction")
+    if not tx.signature_ok():
+        raise CheckError(f"bad signature: {what} transaction")
+    block = _header_of(_hexb(d["header"], f"{what}.header"), chain_id, f"{what} header")
+    if block.height != height or d["index"] != position:
+        raise CheckError(f"record mismatch: {what} is not at the record's height/position")
+    if not verify_inclusion(tx.tx_id, position, block.tx_count, tx_proof, block.tx_root):
+        raise CheckError(f"tx root mismatch: {what}")
+    if block.height == head.height:
+        if block.block_id != head.block_id:
+            raise CheckError(f"history mismatch: {what} block is not the head")
+    elif block.height > head.height or not verify_inclusion(
+            block.block_id, block.height, head.height, history_proof, head.history_root):
+        raise CheckError(f"history mismatch: {what} block")
+    return tx
+
+
+def check_bundle(doc: Any, anchor: Anchor, *, now_ms: int | None = None,
+                 max_age_ms: int | None = None) -> dict[str, Any]:
+    """PROOFS.md §11: the verdict for the bundle's commitment, or ``CheckError``."""
+    keys = {"version", "chain_id", "commitment", "head", "valset_changes", "record",
+            "state_proof", "attest", "revoke"}
+    d = _fields(doc, keys, "bundle")
+    if type(d["version"]) is not int or d["version"] != 1:
+        raise CheckError("malformed: version")
+    if d["chain_id"] != anchor.chain_id:
+        raise CheckError("wrong chain: bundle")
+    c = _hexb(d["commitment"], "commitment")
+    if len(c) != 32:
+        raise CheckError("malformed: commitment")
+    chain = anchor.chain_id
+    head_doc = _fields(d["head"], {"header", "certificate"}, "head")
+    head = _header_of(_hexb(head_doc["header"], "head.header"), chain, "head")
+    # 1. validator sets from the anchor to H
+    current, last = anchor.validators, -1
+    if not isinstance(d["valset_changes"], list):
+        raise CheckError("malformed: valset_changes")
+    for i, ch in enumerate(d["valset_changes"]):
+        ch = _fields(ch, {"header", "certificate", "next_validators"}, "valset change")
+        h = _header_of(_hexb(ch["header"], "change header"), chain, f"change {i}")
+        if not last < h.height < head.height:
+            raise CheckError("validator chain: changes out of order")
+        if h.validator_set_hash != current.hash:
+            raise CheckError("validator chain: a change is missing")
+        check_certificate(h, _hexb(ch["certificate"], "change certificate"), current, chain)
+        nxt = decode_validator_set(_hexb(ch["next_validators"], "next_validators"))
+        if nxt.hash != h.next_validator_set_hash:
+            raise CheckError("validator chain: next set does not match its header")
+        current, last = nxt, h.height
+    if head.validator_set_hash != current.hash:
+        raise CheckError("validator chain: the head's set")
+    check_certificate(head, _hexb(head_doc["certificate"], "head.certificate"), current, chain)
+    # 2. freshness
+    if now_ms is not None and max_age_ms is not None and now_ms - head.time_ms > max_age_ms:
+        raise CheckError("stale")
+    # 3. state
+    record_raw = None if d["record"] is None else _hexb(d["record"], "record")
+    if not verify_state_proof(head.state_root, state_key("attestation", c), record_raw,
+                              d["state_proof"]):
+        raise CheckError("state root mismatch")
+    verdict: dict[str, Any] = {"commitment": c, "height": head.height,
+                               "block_time_ms": head.time_ms}
+    if record_raw is None:
+        if d["attest"] is not None or d["revoke"] is not None:
+            raise CheckError("malformed: transactions in a bundle without a record")
+        return {**verdict, "status": "NOT_FOUND"}
+    rec = decode_record(record_raw)
+    # 4. attestation
+    if d["attest"] is None:
+        raise CheckError("malformed: a record without its ATTEST")
+    tx = _check_included(d["attest"], head, rec.height, rec.position, chain, "attest")
+    if tx.kind != ATTEST or tx.payload[1] != c:
+        raise CheckError("wrong commitment: ATTEST")
+    if tx.payload[0] != rec.doc_type or tx.payload[3] != rec.valid_until_ms:
+        raise CheckError("record mismatch: ATTEST")
+    # 5. revocation
+    if rec.revoked_height and d["revoke"] is not None:
+        rtx = _check_included(d["revoke"], head, rec.revoked_height, rec.revoke_position,
+                              chain, "revoke")
+        if rtx.kind == REVOKE and rtx.payload[0] != c:
+            raise CheckError("wrong commitment: REVOKE")
+    elif d["revoke"] is not None:
+        raise CheckError("malformed: a REVOKE for a record that is not revoked")
+    # 6. verdict (§6)
+    if rec.revoked_height:
+        status = "REVOKED"
+    elif rec.valid_until_ms and head.time_ms >= rec.valid_until_ms:
+        status = "EXPIRED"
+    else:
+        status = "VALID"
+    return {**verdict, "status": status, "issuer": rec.issuer, "doc_type": rec.doc_type,
+            "issued_at_ms": tx.payload[2], "valid_until_ms": rec.valid_until_ms or None,
+            "attested_height": rec.height, "attest_tx_id": tx.tx_id,
+            "revoked_height": rec.revoked_height or None,
+            "revoke_reason": rec.revoke_reason if rec.revoked_height else None}

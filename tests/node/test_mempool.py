@@ -1,0 +1,125 @@
+"""The mempool's admission rules, bounds, signature cache and expiry (node/mempool.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ledger.chain import Ledger
+from ledger.testchain import CHAIN_ID, Consortium
+from ledger.types import Revoke, RevokeReason
+from node.mempool import AddStatus, Mempool
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Ledger, Consortium]:
+    cons = Consortium.make()
+    lg = Ledger.open(tmp_path / "db", cons.genesis)
+    yield lg, cons  # type: ignore[misc]
+    lg.close()
+
+
+def test_admission(setup: tuple[Ledger, Consortium]) -> None:
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    tx = cons.attest(b"\x01" * 32)
+    assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    assert mp.verified(tx.tx_id)
+    assert mp.add(tx, lg.head).status == AddStatus.DUPLICATE
+    cases = [
+        (cons.attest(b"\x02" * 32, member="webank"), "not_issuer"),
+        (cons.attest(b"\x02" * 32, doc_type="trade-invoice"), "doc_type_not_granted"),
+        (replace(cons.attest(b"\x03" * 32), signature=bytes(64)), "bad_signature"),
+        (replace(cons.attest(b"\x03" * 32), chain_id="elsewhere"), "wrong_chain"),
+        (cons.tx("szcredit", Revoke(b"\x09" * 32, RevokeReason.SUPERSEDED)), "not_found"),
+    ]
+    for bad, code in cases:
+        r = mp.add(bad, lg.head)
+        assert (r.status, r.code) == (AddStatus.REJECTED, code)
+    assert len(mp) == 1
+
+
+def test_bounded_and_fifo(setup: tuple[Ledger, Consortium]) -> None:
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID, max_txs=3)
+    txs = [cons.attest(bytes([i]) * 32) for i in range(1, 5)]
+    assert [mp.add(t, lg.head).status for t in txs] == [AddStatus.ADDED] * 3 + [AddStatus.BUSY]
+    assert mp.take(2, 10**6) == txs[:2]
+    assert mp.take(10, len(txs[0].encoded) * 2) == txs[:2]  # byte bound
+    assert mp.remove([txs[0].tx_id]) == 1
+    assert mp.add(txs[3], lg.head).status == AddStatus.ADDED
+    assert mp.take(10, 10**6) == [txs[1], txs[2], txs[3]]
+
+
+def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> None:
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    short = cons.tx("szcredit", cons.attest(b"\x05" * 32).payload, expiry_height=2)
+    keep = cons.attest(b"\x06" * 32)
+    mp.add(short, lg.head)
+    mp.add(keep, lg.head)
+    ex = lg.build(mp.take(10, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer,
+                  verified=mp.verified)
+    lg.commit(ex.block, cons.certify(ex.block))
+    mp.remove(ex.block.tx_ids)
+    assert len(mp) == 0
+    again = cons.tx("szcredit", cons.attest(b"\x07" * 32).payload, expiry_height=2)
+    mp.add(again, lg.head)
+    assert mp.drop_expired(3) == [again.tx_id] and len(mp) == 0
+    # committed transactions are refused at the door as replays
+    assert mp.add(keep, lg.head).code == "replay"
+
+
+def test_expiry_scan_is_skipped_until_something_can_expire(setup: tuple[Ledger, Consortium]
+                                                           ) -> None:
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    txs = {e: cons.tx("szcredit", cons.attest(bytes([e]) * 32).payload, expiry_height=e)
+           for e in (4, 6, 9)}
+    for tx in txs.values():
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    assert mp.drop_expired(4) == []
+    assert mp.drop_expired(5) == [txs[4].tx_id]
+    mp.remove([txs[6].tx_id])  # committed: the remembered minimum is now too low
+    assert mp.drop_expired(7) == [] and len(mp) == 1
+    late = cons.tx("szcredit", cons.attest(b"\x02" * 32).payload, expiry_height=3)
+    assert mp.add(late, lg.head).status == AddStatus.ADDED  # lowers the minimum again
+    assert mp.drop_expired(8) == [late.tx_id]
+    assert mp.drop_expired(10) == [txs[9].tx_id] and len(mp) == 0
+
+
+def test_transactions_of_a_valid_proposal_are_not_verified_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup that validated a block before the gossip of its transactions arrived
+    admits that gossip without checking the signatures a second time."""
+    from ledger.types import Transaction
+    from node.app import LedgerApp
+
+    cons = Consortium.make()
+    primary = Ledger.open(tmp_path / "primary", cons.genesis)
+    backup = Ledger.open(tmp_path / "backup", cons.genesis)
+    try:
+        txs = [cons.attest(bytes([i]) * 32) for i in range(1, 4)]
+        ex = primary.build(txs, time_ms=primary.tip.time_ms + 1, proposer=cons.proposer)
+        mp = Mempool(CHAIN_ID)
+        app = LedgerApp(backup, mp.verified, known_tx=mp.get, on_valid=mp.mark_verified)
+        assert not any(mp.verified(t.tx_id) for t in txs)
+        assert app.validate_proposal(1, ex.block.encode(),
+                                     backup.head.block_id) == ex.block.block_id
+        assert all(mp.verified(t.tx_id) for t in txs)
+        other = cons.attest(b"\x09" * 32)
+        bad = primary.build([other], time_ms=primary.tip.time_ms + 1, proposer=cons.proposer)
+
+        def no_second_check(self: Transaction) -> bool:
+            raise AssertionError("signature checked twice")
+
+        monkeypatch.setattr(Transaction, "signature_ok", no_second_check)
+        assert [mp.add(t, backup.head).status for t in txs] == [AddStatus.ADDED] * 3
+        # A proposal that does not validate (here: wrong parent) marks nothing.
+        assert app.validate_proposal(1, bad.block.encode(), b"\x00" * 32) is None
+        assert not mp.verified(other.tx_id)
+    finally:
+        primary.close()
+        backup.close()
