@@ -27,31 +27,50 @@ from typing import Any
 from cli.common import EXIT_FAIL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from cli.rpc_client import ENV_API_KEY, ENV_CACERT
 
-_DESCRIPTION = ("re-execute the chain from genesis: every certificate, transaction "
-                "signature, tx/state/history root and rule, and the stored state tree")
+_DESCRIPTION = (
+    "re-execute the chain from genesis: every certificate, transaction "
+    "signature, tx/state/history root and rule, and the stored state tree"
+)
 
 
 def add_audit_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``dvp audit replay`` to the top-level subparsers ``sub`` (cli/main.py's
     ``build_parser``), using its ``add(parent, name, help, example, fn)`` helper."""
-    audit = sub.add_parser("audit", help="replay and verify the chain from genesis"
-                           ).add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
-    p = add(audit, "replay", _DESCRIPTION,
-            "dvp audit replay --datadir devnet/data/cnix   (genesis: devnet/genesis.json)",
-            cmd_audit_replay)
+    audit = sub.add_parser("audit", help="replay and verify the chain from genesis").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
+    p = add(
+        audit,
+        "replay",
+        _DESCRIPTION,
+        "dvp audit replay --datadir devnet/data/cnix   (genesis: devnet/genesis.json)",
+        cmd_audit_replay,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--datadir", help="a node's data directory (stopped node, or a copy)")
     src.add_argument("--rpc", help="a node's RPC URL, e.g. http://127.0.0.1:26701/")
-    p.add_argument("--genesis", help="the genesis file you trust (default with --datadir: "
-                                     "genesis.json in it or up to two folders above it, "
-                                     "e.g. devnet/genesis.json for devnet/data/<node>)")
-    p.add_argument("--workdir", help="where to put the scratch ledger (default: the system "
-                                     "temp dir; it grows to about the size of the chain)")
-    p.add_argument("--api-key", default=os.environ.get(ENV_API_KEY),
-                   help="your organisation's API key (Bearer; auditor or member role) for "
-                        f"--rpc; default ${ENV_API_KEY}")
-    p.add_argument("--cacert", default=os.environ.get(ENV_CACERT),
-                   help=f"CA PEM to trust for an https:// --rpc; default ${ENV_CACERT}")
+    p.add_argument(
+        "--genesis",
+        help="the genesis file you trust (default with --datadir: "
+        "genesis.json in it or up to two folders above it, "
+        "e.g. devnet/genesis.json for devnet/data/<node>)",
+    )
+    p.add_argument(
+        "--workdir",
+        help="where to put the scratch ledger (default: the system "
+        "temp dir; it grows to about the size of the chain)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get(ENV_API_KEY),
+        help="your organisation's API key (Bearer; auditor or member role) for "
+        f"--rpc; default ${ENV_API_KEY}",
+    )
+    p.add_argument(
+        "--cacert",
+        default=os.environ.get(ENV_CACERT),
+        help=f"CA PEM to trust for an https:// --rpc; default ${ENV_CACERT}",
+    )
 
 
 def find_genesis(datadir: Path) -> Path | None:
@@ -82,9 +101,15 @@ class _Bar:
 
         console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rates]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, disable=not enabled or not console.is_terminal)
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rates]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled or not console.is_terminal,
+        )
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _Bar:
@@ -98,11 +123,13 @@ class _Bar:
         task = self.tasks.get(p.phase)
         if task is None:
             label = "replaying blocks" if p.phase == "replay" else "state tree versions"
-            task = self.tasks[p.phase] = self.progress.add_task(label, total=p.total,
-                                                                rates="")
+            task = self.tasks[p.phase] = self.progress.add_task(label, total=p.total, rates="")
         s = max(p.elapsed_s, 1e-9)
-        rates = (f"{p.done / s:,.0f} blocks/s  {p.transactions / s:,.0f} tx/s"
-                 if p.phase == "replay" else f"{p.transactions:,} entries")
+        rates = (
+            f"{p.done / s:,.0f} blocks/s  {p.transactions / s:,.0f} tx/s"
+            if p.phase == "replay"
+            else f"{p.transactions:,} entries"
+        )
         self.progress.update(task, completed=p.done, rates=rates)
 
 
@@ -117,8 +144,10 @@ def _load_genesis(args: argparse.Namespace) -> tuple[Any, Path]:
             raise CliError(f"no genesis.json in or above {args.datadir}; pass --genesis")
         path = found
     else:
-        raise CliError("--rpc needs --genesis: the auditor trusts only its own copy of the "
-                       "genesis file, never the node's")
+        raise CliError(
+            "--rpc needs --genesis: the auditor trusts only its own copy of the "
+            "genesis file, never the node's"
+        )
     try:
         return read_genesis(path), path
     except GenesisError as exc:
@@ -175,8 +204,9 @@ def _replay(args: argparse.Namespace, rpc: Any) -> int:
         with _Bar(enabled=not args.json) as bar:
             report: AuditReport = replay(source, genesis, workdir=args.workdir, progress=bar)
     except SourceRefused as exc:
-        raise CliError(f"{args.rpc}: {exc} (an auditor needs an API key: --api-key or "
-                       f"$DVP_API_KEY)", EXIT_FAIL) from None
+        raise CliError(
+            f"{args.rpc}: {exc} (an auditor needs an API key: --api-key or $DVP_API_KEY)", EXIT_FAIL
+        ) from None
     except SourceUnavailable as exc:
         raise CliError(f"{args.rpc or args.datadir}: {exc}", EXIT_UNREACHABLE) from None
     except StoreError as exc:  # the scratch ledger (e.g. disk full), not the audited chain
@@ -199,15 +229,23 @@ def _print_report(args: argparse.Namespace, report: Any, genesis_path: Path) -> 
     f = report.failure
     if f is not None:
         print(f"FAILED at height {f.height}: {f.check}: {f.message}")
-        print(f"verified before it: {report.blocks} blocks, {report.transactions} "
-              f"transactions (genesis {genesis_path})")
+        print(
+            f"verified before it: {report.blocks} blocks, {report.transactions} "
+            f"transactions (genesis {genesis_path})"
+        )
         return EXIT_FAIL
-    print(f"{report.blocks} blocks, {report.transactions} transactions verified in "
-          f"{report.elapsed_s:.1f} s ({report.tx_per_s:,.0f} tx/s)")
-    detail = f"head {report.height} {report.head_block_id.hex()[:16]}, state root " \
-             f"{report.state_root.hex()[:16]}, genesis {genesis_path}"
+    print(
+        f"{report.blocks} blocks, {report.transactions} transactions verified in "
+        f"{report.elapsed_s:.1f} s ({report.tx_per_s:,.0f} tx/s)"
+    )
+    detail = (
+        f"head {report.height} {report.head_block_id.hex()[:16]}, state root "
+        f"{report.state_root.hex()[:16]}, genesis {genesis_path}"
+    )
     if report.state_entries is not None:
-        detail += (f"; stored state tree re-hashed: {report.state_entries:,} entries, "
-                   f"{report.state_versions} versions")
+        detail += (
+            f"; stored state tree re-hashed: {report.state_entries:,} entries, "
+            f"{report.state_versions} versions"
+        )
     print(detail)
     return EXIT_OK

@@ -22,8 +22,18 @@ from cli.rpc_client import ENV_API_KEY, ENV_CACERT, RpcCallError, RpcClient
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
-__all__ = ["EXIT_FAIL", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "CliError",
-           "add_rpc_options", "client", "emit", "read_key", "rpc_errors"]
+__all__ = [
+    "EXIT_FAIL",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "CliError",
+    "add_rpc_options",
+    "client",
+    "emit",
+    "read_key",
+    "rpc_errors",
+]
 
 
 class CliError(Exception):
@@ -45,18 +55,28 @@ def emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None
 def add_rpc_options(p: argparse.ArgumentParser, rpc_help: str = "the node's RPC URL") -> None:
     """``--rpc`` (required), ``--api-key`` and ``--cacert`` (both also from the env)."""
     p.add_argument("--rpc", required=True, help=rpc_help)
-    p.add_argument("--api-key", default=os.environ.get(ENV_API_KEY),
-                   help=f"API key of your organisation (Bearer); default ${ENV_API_KEY}")
-    p.add_argument("--cacert", default=os.environ.get(ENV_CACERT),
-                   help="PEM file of the CA (or self-signed certificate) to trust for an "
-                        f"https:// RPC URL; default ${ENV_CACERT}, else the system's")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get(ENV_API_KEY),
+        help=f"API key of your organisation (Bearer); default ${ENV_API_KEY}",
+    )
+    p.add_argument(
+        "--cacert",
+        default=os.environ.get(ENV_CACERT),
+        help="PEM file of the CA (or self-signed certificate) to trust for an "
+        f"https:// RPC URL; default ${ENV_CACERT}, else the system's",
+    )
 
 
 def client(args: argparse.Namespace, timeout_s: float = 30.0) -> RpcClient:
     """An RPC client from ``add_rpc_options``'s arguments."""
     try:
-        return RpcClient(args.rpc, api_key=getattr(args, "api_key", None),
-                         cafile=getattr(args, "cacert", None), timeout_s=timeout_s)
+        return RpcClient(
+            args.rpc,
+            api_key=getattr(args, "api_key", None),
+            cafile=getattr(args, "cacert", None),
+            timeout_s=timeout_s,
+        )
     except (ValueError, OSError) as exc:
         raise CliError(str(exc)) from None
 
@@ -80,6 +100,7 @@ def rpc_errors(fn: Callable[[], int]) -> int:
         if exc.code is None:
             raise CliError(str(exc), EXIT_UNREACHABLE) from None
         if exc.code == -32002:
-            raise CliError(f"unauthorised: {exc} (pass --api-key or set ${ENV_API_KEY})",
-                           EXIT_FAIL) from None
+            raise CliError(
+                f"unauthorised: {exc} (pass --api-key or set ${ENV_API_KEY})", EXIT_FAIL
+            ) from None
         raise CliError(f"{code + ': ' if code else ''}{exc}", EXIT_FAIL) from None

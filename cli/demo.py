@@ -55,11 +55,15 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         tmp = tempfile.TemporaryDirectory(prefix="dvp-demo-")
         root = Path(tmp.name) / "devnet"
     started = not (root / "devnet.json").exists() or any(
-        devnet.running_pid(root, e) is None for e in load_devnet(root))
+        devnet.running_pid(root, e) is None for e in load_devnet(root)
+    )
     outcomes: list[tuple[str, str]] = []
     try:
-        say("0.", f"Starting the consortium (CNIX, Shenzhen Credit Service, WeBank, a Hong "
-                  f"Kong bank) as four validator processes in {root} ...")
+        say(
+            "0.",
+            f"Starting the consortium (CNIX, Shenzhen Credit Service, WeBank, a Hong "
+            f"Kong bank) as four validator processes in {root} ...",
+        )
         entries = devnet.up(root, nodes=4, wait_s=90, params={"heartbeat_ms": 1000})
         nodes = {e.name: e for e in entries}
         for e in entries:
@@ -72,27 +76,43 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         docs = root / "documents"
         docs.mkdir(exist_ok=True)
         report = docs / "credit-report-chan-tai-man.pdf"
-        report.write_bytes(b"%PDF-1.7\nPersonal credit report: CHAN Tai Man, HKID A123456(7)\n"
-                           b"Credit score 742; no defaults; issued by Shenzhen Credit Service\n")
+        report.write_bytes(
+            b"%PDF-1.7\nPersonal credit report: CHAN Tai Man, HKID A123456(7)\n"
+            b"Credit score 742; no defaults; issued by Shenzhen Credit Service\n"
+        )
         statement = docs / "bank-statement-2026-10.pdf"
-        statement.write_bytes(b"%PDF-1.7\nBank statement October 2026: CHAN Tai Man\n"
-                              b"Salary credited HKD 48,000; closing balance HKD 210,554\n")
+        statement.write_bytes(
+            b"%PDF-1.7\nBank statement October 2026: CHAN Tai Man\n"
+            b"Salary credited HKD 48,000; closing balance HKD 210,554\n"
+        )
         quote = docs / "income-certificate.pdf"
         quote.write_bytes(b"%PDF-1.7\nIncome certificate, valid for a few seconds only\n")
 
-        say("1.", "Shenzhen Credit Service attests the applicant's credit report and bank "
-                  "statement. Only a salted hash goes on chain; the files stay with their owner.")
+        say(
+            "1.",
+            "Shenzhen Credit Service attests the applicant's credit report and bank "
+            "statement. Only a salted hash goes on chain; the files stay with their owner.",
+        )
         a_report = attest_file(szc, issuer, report, "credit-report")
         a_statement = attest_file(szc, issuer, statement, "bank-statement")
-        a_short = attest_file(szc, issuer, quote, "bank-statement",
-                              valid_until_ms=int(time.time() * 1000) + 3000)
-        for name, a in (("credit report", a_report), ("bank statement", a_statement),
-                        ("short-lived certificate", a_short)):
-            console.print(f"   {name}: committed at block {a.height}; verification code "
-                          f"printed on the document: [bold]{a.code}[/bold]")
+        a_short = attest_file(
+            szc, issuer, quote, "bank-statement", valid_until_ms=int(time.time() * 1000) + 3000
+        )
+        for name, a in (
+            ("credit report", a_report),
+            ("bank statement", a_statement),
+            ("short-lived certificate", a_short),
+        ):
+            console.print(
+                f"   {name}: committed at block {a.height}; verification code "
+                f"printed on the document: [bold]{a.code}[/bold]"
+            )
 
-        say("2.", "The applicant hands the credit report and its code to a Hong Kong bank, "
-                  "which hashes the file locally and checks the proof against the genesis.")
+        say(
+            "2.",
+            "The applicant hands the credit report and its code to a Hong Kong bank, "
+            "which hashes the file locally and checks the proof against the genesis.",
+        )
         wait_height(bank, a_short.height)
         v = verify_file(bank, genesis, report, a_report.code)
         console.print(f"   {describe(v)}")
@@ -103,8 +123,7 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         forged.write_bytes(report.read_bytes().replace(b"742", b"842"))
         v = verify_file(bank, genesis, forged, a_report.code)
         console.print(f"   {describe(v)}")
-        outcomes.append(("tampered copy", "INVALID" if v.status == Status.NOT_FOUND
-                         else v.status))
+        outcomes.append(("tampered copy", "INVALID" if v.status == Status.NOT_FOUND else v.status))
 
         say("4.", "Shenzhen Credit Service withdraws the bank statement (the data changed).")
         r = revoke(szc, issuer, a_statement.commitment, RevokeReason.DATA_CHANGED)
@@ -124,8 +143,11 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         console.print(f"   {describe(v)}")
         outcomes.append(("certificate past its validity", v.status))
 
-        say("6.", "An organisation that is a member but not an admitted issuer tries to "
-                  "attest a document.")
+        say(
+            "6.",
+            "An organisation that is a member but not an admitted issuer tries to "
+            "attest a document.",
+        )
         try:
             attest_file(szc, outsider, report, "credit-report")
             outcomes.append(("attestation by a non-issuer", "ACCEPTED (wrong!)"))
@@ -142,13 +164,17 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         audit = replay(RpcSource(auditor), read_genesis(genesis))
         auditor.close()
         if audit.ok:
-            console.print(f"   every block verified: {audit.blocks} blocks, "
-                          f"{audit.transactions} transactions, certificates, signatures, "
-                          f"tx roots, state roots and history consistency checked")
+            console.print(
+                f"   every block verified: {audit.blocks} blocks, "
+                f"{audit.transactions} transactions, certificates, signatures, "
+                f"tx roots, state roots and history consistency checked"
+            )
             outcomes.append(("audit replay", "OK"))
         else:
-            console.print(f"   FAILED at height {audit.failure.height}: "  # type: ignore[union-attr]
-                          f"{audit.failure}")
+            console.print(
+                f"   FAILED at height {audit.failure.height}: "  # type: ignore[union-attr]
+                f"{audit.failure}"
+            )
             outcomes.append(("audit replay", "FAILED"))
 
         say("Summary", "")
@@ -157,11 +183,23 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         for c in (szc, bank):
             c.close()
         expected = ["VALID", "INVALID", "REVOKED", "EXPIRED"]
-        ok = [str(r) for _, r in outcomes[:4]] == expected and \
-            outcomes[4][1].startswith("REFUSED") and outcomes[5][1] == "OK"
+        ok = (
+            [str(r) for _, r in outcomes[:4]] == expected
+            and outcomes[4][1].startswith("REFUSED")
+            and outcomes[5][1] == "OK"
+        )
         if as_json:
-            print(json.dumps({"ok": ok, "outcomes": [{"step": what, "result": str(result)}
-                                                     for what, result in outcomes]}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "ok": ok,
+                        "outcomes": [
+                            {"step": what, "result": str(result)} for what, result in outcomes
+                        ],
+                    },
+                    indent=2,
+                )
+            )
         return 0 if ok else 1
     finally:
         if started and not keep and (root / "devnet.json").exists():

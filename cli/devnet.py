@@ -63,8 +63,12 @@ def start_node(root: Path, e: NodeEntry) -> int:
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli.main", "node", "run", "--config", str(e.config)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(Path(__file__).resolve().parent.parent),
+        )
     pid_file(root, e).write_text(f"{proc.pid}\n")
     _CHILDREN[proc.pid] = proc
     return proc.pid
@@ -81,9 +85,16 @@ def node_status(e: NodeEntry, timeout_s: float = 2.0) -> dict[str, Any] | None:
         client.close()
 
 
-def up(root: Path, *, nodes: int = 4, observers: int = 0, wait_s: float = 60.0,
-       params: dict[str, Any] | None = None, min_height: int = 1,
-       only: list[str] | None = None) -> list[NodeEntry]:
+def up(
+    root: Path,
+    *,
+    nodes: int = 4,
+    observers: int = 0,
+    wait_s: float = 60.0,
+    params: dict[str, Any] | None = None,
+    min_height: int = 1,
+    only: list[str] | None = None,
+) -> list[NodeEntry]:
     """Start the devnet's nodes that are down (``only``: just these names)."""
     if not (root / "devnet.json").exists():
         create_devnet(root, nodes=nodes, observers=observers, params=params)
@@ -99,12 +110,15 @@ def up(root: Path, *, nodes: int = 4, observers: int = 0, wait_s: float = 60.0,
             if st is not None and st["height"] >= min_height:
                 pending.remove(e)
             elif running_pid(root, e) is None:
-                raise RuntimeError(f"node {e.name} exited; see {log_file(root, e)}:\n"
-                                   + _tail(log_file(root, e)))
+                raise RuntimeError(
+                    f"node {e.name} exited; see {log_file(root, e)}:\n" + _tail(log_file(root, e))
+                )
         time.sleep(0.2)
     if pending:
-        raise TimeoutError(f"nodes {[e.name for e in pending]} did not commit within "
-                           f"{wait_s:.0f} s; see their logs in {root / 'data'}")
+        raise TimeoutError(
+            f"nodes {[e.name for e in pending]} did not commit within "
+            f"{wait_s:.0f} s; see their logs in {root / 'data'}"
+        )
     return entries
 
 
@@ -160,8 +174,15 @@ def status(root: Path) -> list[dict[str, Any]]:
     rows = []
     for e in load_devnet(root):
         st = node_status(e)
-        rows.append({"name": e.name, "role": e.role, "pid": running_pid(root, e),
-                     "rpc_url": e.rpc_url, "height": st["height"] if st else None,
-                     "last_block_id": st["block_id"] if st else None,
-                     "view": st["view"] if st else None})
+        rows.append(
+            {
+                "name": e.name,
+                "role": e.role,
+                "pid": running_pid(root, e),
+                "rpc_url": e.rpc_url,
+                "height": st["height"] if st else None,
+                "last_block_id": st["block_id"] if st else None,
+                "view": st["view"] if st else None,
+            }
+        )
     return rows

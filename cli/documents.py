@@ -39,60 +39,81 @@ def chain_and_expiry(client: RpcClient) -> tuple[str, int]:
     return str(st["chain_id"]), int(st["height"]) + EXPIRY_BLOCKS
 
 
-def attest_file(client: RpcClient, key: KeyPair, path: Path, doc_type: str, *,
-                valid_until_ms: int = 0, wait: bool = True,
-                salt: bytes | None = None) -> Attestation:
+def attest_file(
+    client: RpcClient,
+    key: KeyPair,
+    path: Path,
+    doc_type: str,
+    *,
+    valid_until_ms: int = 0,
+    wait: bool = True,
+    salt: bytes | None = None,
+) -> Attestation:
     """Commit to ``path`` with a fresh salt and submit the signed ATTEST."""
     salt = salt or secrets.token_bytes(32)
     commitment = commitment_from_digest(salt, digest_file(path))
     chain_id, expiry = chain_and_expiry(client)
-    tx = Transaction(chain_id, key.public_key, secrets.randbits(63), expiry,
-                     Attest(doc_type, commitment, int(time.time() * 1000), valid_until_ms,
-                            b"")).signed(key)
+    tx = Transaction(
+        chain_id,
+        key.public_key,
+        secrets.randbits(63),
+        expiry,
+        Attest(doc_type, commitment, int(time.time() * 1000), valid_until_ms, b""),
+    ).signed(key)
     res = client.call("submitTransaction", tx=tx.encode().hex(), wait=wait)
-    return Attestation(commitment, encode_code(salt), res["tx_id"], res["status"],
-                       res.get("height"))
+    return Attestation(
+        commitment, encode_code(salt), res["tx_id"], res["status"], res.get("height")
+    )
 
 
-def revoke(client: RpcClient, key: KeyPair, commitment: bytes, reason: RevokeReason, *,
-           wait: bool = True) -> dict[str, Any]:
+def revoke(
+    client: RpcClient, key: KeyPair, commitment: bytes, reason: RevokeReason, *, wait: bool = True
+) -> dict[str, Any]:
     chain_id, expiry = chain_and_expiry(client)
-    tx = Transaction(chain_id, key.public_key, secrets.randbits(63), expiry,
-                     Revoke(commitment, reason)).signed(key)
+    tx = Transaction(
+        chain_id, key.public_key, secrets.randbits(63), expiry, Revoke(commitment, reason)
+    ).signed(key)
     result: dict[str, Any] = client.call("submitTransaction", tx=tx.encode().hex(), wait=wait)
     return result
 
 
-def verify_file(client: RpcClient, genesis_path: Path, path: Path, code: str, *,
-                max_age_ms: int | None = None) -> Verdict:
+def verify_file(
+    client: RpcClient, genesis_path: Path, path: Path, code: str, *, max_age_ms: int | None = None
+) -> Verdict:
     """Hash the file locally, fetch the bundle, verify it offline against the genesis."""
     salt = decode_code(code)
     commitment = commitment_from_digest(salt, digest_file(path))
     anchor = TrustAnchor.from_genesis(read_genesis(genesis_path))
     bundle = client.call("getAttestationProof", commitment=commitment.hex())
-    return verify_bundle_json(bundle, anchor, now_ms=int(time.time() * 1000),
-                              max_age_ms=max_age_ms)
+    return verify_bundle_json(bundle, anchor, now_ms=int(time.time() * 1000), max_age_ms=max_age_ms)
 
 
 def describe(v: Verdict) -> str:
     """One paragraph a bank officer can read."""
-    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v.issued_at_ms / 1000))
-            if v.issued_at_ms else "")
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v.issued_at_ms / 1000))
+        if v.issued_at_ms
+        else ""
+    )
     if v.status == Status.NOT_FOUND:
-        return (f"INVALID (NOT_FOUND): no issuer ever attested this document (or this code), "
-                f"as proven at certified height {v.height}.")
-    head = {Status.VALID: "VALID", Status.REVOKED: "REVOKED",
-            Status.EXPIRED: "EXPIRED"}[v.status]
-    text = (f"{head}: {v.doc_type} attested by {v.issuer} on {when} (block {v.attested_height}),"
-            f" checked against certified height {v.height}")
+        return (
+            f"INVALID (NOT_FOUND): no issuer ever attested this document (or this code), "
+            f"as proven at certified height {v.height}."
+        )
+    head = {Status.VALID: "VALID", Status.REVOKED: "REVOKED", Status.EXPIRED: "EXPIRED"}[v.status]
+    text = (
+        f"{head}: {v.doc_type} attested by {v.issuer} on {when} (block {v.attested_height}),"
+        f" checked against certified height {v.height}"
+    )
     if v.status == Status.REVOKED:
         reason = RevokeReason(v.revoke_reason or 0).name.lower().replace("_", " ")
         text += f"; revoked at block {v.revoked_height} ({reason})"
     if v.status == Status.EXPIRED and v.valid_until_ms:
-        text += (f"; valid until "
-                 f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(v.valid_until_ms / 1000))}")
+        text += (
+            f"; valid until "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(v.valid_until_ms / 1000))}"
+        )
     return text + "."
 
 
-__all__ = ["Attestation", "VerificationError", "attest_file", "describe", "revoke",
-           "verify_file"]
+__all__ = ["Attestation", "VerificationError", "attest_file", "describe", "revoke", "verify_file"]

@@ -62,49 +62,75 @@ KEY_HELP = "64 hex characters, or a key file (its public key is used)"
 
 ACTIONS: dict[str, ActionSpec] = {
     "add-member": ActionSpec(
-        GovAction.ADD_MEMBER, "admit a new member organisation",
-        (("MEMBER_ID", "the new member's id"), ("NAME", "its display name"),
-         ("KEY", f"its member public key: {KEY_HELP}")),
-        'dvp gov propose add-member bocsz "Bank of China (Shenzhen)" keys/bocsz.member.json'),
+        GovAction.ADD_MEMBER,
+        "admit a new member organisation",
+        (
+            ("MEMBER_ID", "the new member's id"),
+            ("NAME", "its display name"),
+            ("KEY", f"its member public key: {KEY_HELP}"),
+        ),
+        'dvp gov propose add-member bocsz "Bank of China (Shenzhen)" keys/bocsz.member.json',
+    ),
     "remove-member": ActionSpec(
-        GovAction.REMOVE_MEMBER, "remove a member (remove its validator first)",
-        (("MEMBER_ID", "the member"),), "dvp gov propose remove-member gzfintech"),
+        GovAction.REMOVE_MEMBER,
+        "remove a member (remove its validator first)",
+        (("MEMBER_ID", "the member"),),
+        "dvp gov propose remove-member gzfintech",
+    ),
     "grant-role": ActionSpec(
-        GovAction.GRANT_ROLE, "grant a member a role",
+        GovAction.GRANT_ROLE,
+        "grant a member a role",
         (("MEMBER_ID", "the member"), ("ROLE", " | ".join(ROLE_NAMES))),
-        "dvp gov propose grant-role gzfintech issuer"),
+        "dvp gov propose grant-role gzfintech issuer",
+    ),
     "withdraw-role": ActionSpec(
-        GovAction.WITHDRAW_ROLE, "withdraw a role from a member",
+        GovAction.WITHDRAW_ROLE,
+        "withdraw a role from a member",
         (("MEMBER_ID", "the member"), ("ROLE", " | ".join(ROLE_NAMES))),
-        "dvp gov propose withdraw-role gzfintech issuer"),
+        "dvp gov propose withdraw-role gzfintech issuer",
+    ),
     "grant-doc-type": ActionSpec(
-        GovAction.GRANT_DOC_TYPE, "admit an issuer for a document type (new types are added "
-                                  "to the chain's list)",
+        GovAction.GRANT_DOC_TYPE,
+        "admit an issuer for a document type (new types are added to the chain's list)",
         (("MEMBER_ID", "the issuer"), ("DOC_TYPE", "e.g. payslip")),
-        "dvp gov propose grant-doc-type szcredit payslip"),
+        "dvp gov propose grant-doc-type szcredit payslip",
+    ),
     "withdraw-doc-type": ActionSpec(
-        GovAction.WITHDRAW_DOC_TYPE, "stop an issuer attesting a document type",
+        GovAction.WITHDRAW_DOC_TYPE,
+        "stop an issuer attesting a document type",
         (("MEMBER_ID", "the issuer"), ("DOC_TYPE", "the document type")),
-        "dvp gov propose withdraw-doc-type szcredit payslip"),
+        "dvp gov propose withdraw-doc-type szcredit payslip",
+    ),
     "rotate-key": ActionSpec(
-        GovAction.ROTATE_KEY, "replace a member's transaction-signing key",
+        GovAction.ROTATE_KEY,
+        "replace a member's transaction-signing key",
         (("MEMBER_ID", "the member"), ("KEY", f"the new member key: {KEY_HELP}")),
-        "dvp gov propose rotate-key hkbank keys/hkbank.member.new.json"),
+        "dvp gov propose rotate-key hkbank keys/hkbank.member.new.json",
+    ),
     "add-validator": ActionSpec(
-        GovAction.ADD_VALIDATOR, "make a member's node a validator (from a later height)",
+        GovAction.ADD_VALIDATOR,
+        "make a member's node a validator (from a later height)",
         (("MEMBER_ID", "the member"), ("NODE_KEY", f"its node key: {KEY_HELP}")),
-        "dvp gov propose add-validator gzfintech keys/gzfintech.node.json"),
+        "dvp gov propose add-validator gzfintech keys/gzfintech.node.json",
+    ),
     "remove-validator": ActionSpec(
-        GovAction.REMOVE_VALIDATOR, "take a member's node out of the validator set",
-        (("MEMBER_ID", "the member"),), "dvp gov propose remove-validator webank"),
+        GovAction.REMOVE_VALIDATOR,
+        "take a member's node out of the validator set",
+        (("MEMBER_ID", "the member"),),
+        "dvp gov propose remove-validator webank",
+    ),
     "set-param": ActionSpec(
-        GovAction.SET_PARAM, "change a chain parameter (e.g. max_block_txs, heartbeat_ms)",
+        GovAction.SET_PARAM,
+        "change a chain parameter (e.g. max_block_txs, heartbeat_ms)",
         (("NAME", "the parameter"), ("VALUE", "a positive integer")),
-        "dvp gov propose set-param max_block_txs 4000"),
+        "dvp gov propose set-param max_block_txs 4000",
+    ),
     "revoke-attestation": ActionSpec(
-        GovAction.REVOKE_ATTESTATION, "revoke an attestation by consortium decision",
+        GovAction.REVOKE_ATTESTATION,
+        "revoke an attestation by consortium decision",
         (("COMMITMENT", "64 hex characters"), ("REASON", " | ".join(REASON_NAMES))),
-        "dvp gov propose revoke-attestation 3f9a... fraud-suspected"),
+        "dvp gov propose revoke-attestation 3f9a... fraud-suspected",
+    ),
 }
 assert {s.action for s in ACTIONS.values()} == set(GovAction), "every ledger action has a CLI"
 
@@ -138,8 +164,7 @@ def _enum_arg(enum: Any, text: str, what: str, allowed: list[str]) -> int:
 def parse_args_of(spec: ActionSpec, values: list[str]) -> tuple[Any, ...]:
     """The ledger arguments of ``spec`` from the command-line strings (CliError if bad)."""
     out: list[Any] = []
-    for kind, value, (metavar, _) in zip(GOV_ARGS[spec.action], values, spec.args,
-                                         strict=True):
+    for kind, value, (metavar, _) in zip(GOV_ARGS[spec.action], values, spec.args, strict=True):
         if kind == "key":
             out.append(_key_arg(value, metavar))
         elif kind == "hash":
@@ -172,12 +197,21 @@ def _checked(tx: Transaction) -> Transaction:
         raise CliError(f"not a valid proposal: {exc}") from None
 
 
-def build_proposal(c: RpcClient, key: KeyPair, action: GovAction, args: tuple[Any, ...], *,
-                   deadline_blocks: int = DEFAULT_DEADLINE_BLOCKS) -> Transaction:
+def build_proposal(
+    c: RpcClient,
+    key: KeyPair,
+    action: GovAction,
+    args: tuple[Any, ...],
+    *,
+    deadline_blocks: int = DEFAULT_DEADLINE_BLOCKS,
+) -> Transaction:
     chain_id, height = _chain(c)
     payload = GovPropose(action, args, height + deadline_blocks)
-    return _checked(Transaction(chain_id, key.public_key, secrets.randbits(63),
-                                height + EXPIRY_BLOCKS, payload).signed(key))
+    return _checked(
+        Transaction(
+            chain_id, key.public_key, secrets.randbits(63), height + EXPIRY_BLOCKS, payload
+        ).signed(key)
+    )
 
 
 def _proposal_after(c: RpcClient, pid: str) -> dict[str, Any] | None:
@@ -198,29 +232,51 @@ def _submit(c: RpcClient, tx: Transaction, wait: bool) -> dict[str, Any]:
     return res
 
 
-def propose(c: RpcClient, key: KeyPair, action: GovAction, args: tuple[Any, ...], *,
-            deadline_blocks: int = DEFAULT_DEADLINE_BLOCKS, wait: bool = False
-            ) -> dict[str, Any]:
+def propose(
+    c: RpcClient,
+    key: KeyPair,
+    action: GovAction,
+    args: tuple[Any, ...],
+    *,
+    deadline_blocks: int = DEFAULT_DEADLINE_BLOCKS,
+    wait: bool = False,
+) -> dict[str, Any]:
     """Sign and submit a proposal. ``proposal_id`` is its transaction id."""
     tx = build_proposal(c, key, action, args, deadline_blocks=deadline_blocks)
     res = _submit(c, tx, wait)
-    out = {"proposal_id": res["tx_id"], "status": res["status"], "height": res.get("height"),
-           "deadline_height": tx.payload.deadline_height}  # type: ignore[union-attr]
+    out = {
+        "proposal_id": res["tx_id"],
+        "status": res["status"],
+        "height": res.get("height"),
+        "deadline_height": tx.payload.deadline_height,
+    }  # type: ignore[union-attr]
     if res["status"] == "committed":
         out["proposal"] = _proposal_after(c, res["tx_id"])
     return out
 
 
-def vote(c: RpcClient, key: KeyPair, proposal_id: bytes, approve: bool, *,
-         wait: bool = False) -> dict[str, Any]:
+def vote(
+    c: RpcClient, key: KeyPair, proposal_id: bytes, approve: bool, *, wait: bool = False
+) -> dict[str, Any]:
     """Sign and submit a vote on an open proposal."""
     chain_id, height = _chain(c)
-    tx = _checked(Transaction(chain_id, key.public_key, secrets.randbits(63),
-                              height + EXPIRY_BLOCKS,
-                              GovVote(proposal_id, approve)).signed(key))
+    tx = _checked(
+        Transaction(
+            chain_id,
+            key.public_key,
+            secrets.randbits(63),
+            height + EXPIRY_BLOCKS,
+            GovVote(proposal_id, approve),
+        ).signed(key)
+    )
     res = _submit(c, tx, wait)
-    out = {"proposal_id": proposal_id.hex(), "vote": "yes" if approve else "no",
-           "tx_id": res["tx_id"], "status": res["status"], "height": res.get("height")}
+    out = {
+        "proposal_id": proposal_id.hex(),
+        "vote": "yes" if approve else "no",
+        "tx_id": res["tx_id"],
+        "status": res["status"],
+        "height": res.get("height"),
+    }
     if res["status"] == "committed":
         out["proposal"] = _proposal_after(c, proposal_id.hex())
     return out
@@ -241,10 +297,15 @@ def _describe(p: dict[str, Any]) -> str:
 
 def _state_line(p: dict[str, Any], quorum: int | None) -> str:
     need = f" of {quorum} needed" if quorum is not None else ""
-    when = f" at block {p['decided_height']}" if p.get("decided_height") else \
-        f", voting open until block {p['deadline_height']}"
-    return (f"{p['status'].upper()}{when}: yes {len(p['yes'])}{need} "
-            f"({', '.join(p['yes']) or '-'}), no {len(p['no'])} ({', '.join(p['no']) or '-'})")
+    when = (
+        f" at block {p['decided_height']}"
+        if p.get("decided_height")
+        else f", voting open until block {p['deadline_height']}"
+    )
+    return (
+        f"{p['status'].upper()}{when}: yes {len(p['yes'])}{need} "
+        f"({', '.join(p['yes']) or '-'}), no {len(p['no'])} ({', '.join(p['no']) or '-'})"
+    )
 
 
 def _submitted_line(what: str, r: dict[str, Any]) -> str:
@@ -260,8 +321,14 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
     def run() -> int:
         with client(args) as c:
-            r = propose(c, read_key(args.key), spec.action, values,
-                        deadline_blocks=args.deadline_blocks, wait=args.wait)
+            r = propose(
+                c,
+                read_key(args.key),
+                spec.action,
+                values,
+                deadline_blocks=args.deadline_blocks,
+                wait=args.wait,
+            )
 
         def human() -> None:
             print(f"proposal {r['proposal_id']}")
@@ -270,8 +337,10 @@ def cmd_propose(args: argparse.Namespace) -> int:
             p = r.get("proposal")
             if p is not None:
                 print("  " + _state_line(p, p.get("quorum")))
-            print(f"other validator members vote with: dvp gov vote {r['proposal_id']} --yes "
-                  f"--key KEYFILE --rpc {args.rpc}")
+            print(
+                f"other validator members vote with: dvp gov vote {r['proposal_id']} --yes "
+                f"--key KEYFILE --rpc {args.rpc}"
+            )
 
         emit(args, r, human)
         return EXIT_OK
@@ -316,12 +385,16 @@ def _table(doc: dict[str, Any], by_id: bool) -> None:
     if not rows:
         print(f"no open proposals at height {doc['height']}")
         return
-    print(f"{'proposals' if by_id else 'open proposals'} at height {doc['height']} "
-          f"(quorum {doc['quorum']} of {len(doc['voters'])} validators: "
-          f"{', '.join(doc['voters'])})")
+    print(
+        f"{'proposals' if by_id else 'open proposals'} at height {doc['height']} "
+        f"(quorum {doc['quorum']} of {len(doc['voters'])} validators: "
+        f"{', '.join(doc['voters'])})"
+    )
     for p in rows:
-        print(f"\n{p['proposal_id']}\n  {_describe(p)}, proposed by {p['proposer']}\n  "
-              f"{_state_line(p, doc['quorum'])}")
+        print(
+            f"\n{p['proposal_id']}\n  {_describe(p)}, proposed by {p['proposer']}\n  "
+            f"{_state_line(p, doc['quorum'])}"
+        )
 
 
 # ------------------------------------------------------------------------- parser
@@ -329,46 +402,68 @@ def _table(doc: dict[str, Any], by_id: bool) -> None:
 
 def add_gov_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     """Add ``dvp gov propose|vote|list`` to the top-level subparsers (``cli.main``)."""
-    gov = sub.add_parser("gov", help="propose, vote on and list consortium changes"
-                         ).add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
+    gov = sub.add_parser("gov", help="propose, vote on and list consortium changes").add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
 
     def signer_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--key", required=True,
-                       help="your member key file (a validator member's)")
+        p.add_argument("--key", required=True, help="your member key file (a validator member's)")
         add_rpc_options(p)
-        p.add_argument("--wait", action="store_true",
-                       help="return once committed, with the proposal's new state")
+        p.add_argument(
+            "--wait",
+            action="store_true",
+            help="return once committed, with the proposal's new state",
+        )
 
     prop = gov.add_parser(
-        "propose", help="propose a change to the consortium (validator members)",
+        "propose",
+        help="propose a change to the consortium (validator members)",
         description="propose a change; the proposal id is printed. Actions:\n  "
-                    + "\n  ".join(f"{n:<19} {s.help}" for n, s in ACTIONS.items())
-                    + "\n\nexample:\n  dvp gov propose grant-doc-type szcredit payslip "
-                      "--key keys/cnix.member.json --rpc http://127.0.0.1:26701/ --wait",
+        + "\n  ".join(f"{n:<19} {s.help}" for n, s in ACTIONS.items())
+        + "\n\nexample:\n  dvp gov propose grant-doc-type szcredit payslip "
+        "--key keys/cnix.member.json --rpc http://127.0.0.1:26701/ --wait",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, spec in ACTIONS.items():
-        p = add(prop, name, spec.help,
-                f"{spec.example} --key keys/cnix.member.json --rpc http://127.0.0.1:26701/ "
-                "--wait", cmd_propose)
+        p = add(
+            prop,
+            name,
+            spec.help,
+            f"{spec.example} --key keys/cnix.member.json --rpc http://127.0.0.1:26701/ --wait",
+            cmd_propose,
+        )
         for metavar, help_ in spec.args:
             p.add_argument(metavar.lower(), metavar=metavar, help=help_)
         signer_options(p)
-        p.add_argument("--deadline-blocks", type=int, default=DEFAULT_DEADLINE_BLOCKS,
-                       help=f"voting closes this many blocks from now (default "
-                            f"{DEFAULT_DEADLINE_BLOCKS})")
+        p.add_argument(
+            "--deadline-blocks",
+            type=int,
+            default=DEFAULT_DEADLINE_BLOCKS,
+            help=f"voting closes this many blocks from now (default {DEFAULT_DEADLINE_BLOCKS})",
+        )
 
-    p = add(gov, "vote", "vote on an open proposal (validator members)",
-            "dvp gov vote 3f9a...e1 --yes --key keys/webank.member.json "
-            "--rpc http://127.0.0.1:26703/ --wait", cmd_vote)
+    p = add(
+        gov,
+        "vote",
+        "vote on an open proposal (validator members)",
+        "dvp gov vote 3f9a...e1 --yes --key keys/webank.member.json "
+        "--rpc http://127.0.0.1:26703/ --wait",
+        cmd_vote,
+    )
     p.add_argument("proposal_id", metavar="PROPOSAL_ID", help="64 hex characters")
     choice = p.add_mutually_exclusive_group(required=True)
     choice.add_argument("--yes", dest="yes", action="store_true", help="approve")
     choice.add_argument("--no", dest="yes", action="store_false", help="reject")
     signer_options(p)
 
-    p = add(gov, "list", "open proposals with their votes (or the given ids, any status)",
-            "dvp gov list --rpc http://127.0.0.1:26701/ --api-key $DVP_API_KEY", cmd_list)
-    p.add_argument("ids", nargs="*", metavar="PROPOSAL_ID", help="show these, whatever their "
-                                                                 "status")
+    p = add(
+        gov,
+        "list",
+        "open proposals with their votes (or the given ids, any status)",
+        "dvp gov list --rpc http://127.0.0.1:26701/ --api-key $DVP_API_KEY",
+        cmd_list,
+    )
+    p.add_argument(
+        "ids", nargs="*", metavar="PROPOSAL_ID", help="show these, whatever their status"
+    )
     add_rpc_options(p)

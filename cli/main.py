@@ -39,8 +39,11 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
         write_key_file(Path(args.file), key, overwrite=args.force)
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
-    _print(args, {"file": args.file, "public_key": key.public_key.hex()},
-           lambda: print(f"wrote {args.file}\npublic key: {key.public_key.hex()}"))
+    _print(
+        args,
+        {"file": args.file, "public_key": key.public_key.hex()},
+        lambda: print(f"wrote {args.file}\npublic key: {key.public_key.hex()}"),
+    )
     return EXIT_OK
 
 
@@ -50,18 +53,29 @@ def cmd_keys_api(args: argparse.Namespace) -> int:
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     api = generate_api_key()
     try:  # the node parses the entry with the same rules; refuse here what it would refuse
-        CredentialStore.from_config({args.member: {"roles": roles,
-                                                   "key_sha256": api.key_sha256}})
+        CredentialStore.from_config({args.member: {"roles": roles, "key_sha256": api.key_sha256}})
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # json.dumps of a list of plain strings is also a TOML array.
-    snippet = (f"[rpc.credentials.{args.member}]\nroles = {json.dumps(roles)}\n"
-               f'key_sha256 = "{api.key_sha256}"')
-    _print(args, {"member": args.member, "roles": roles, "api_key": api.key,
-                  "key_sha256": api.key_sha256, "config": snippet},
-           lambda: print(f"API key for {args.member} (give it to them; it is shown only "
-                         f"once):\n  {api.key}\n\nAdd to the node's config (only the hash is "
-                         f"stored):\n\n{snippet}"))
+    snippet = (
+        f"[rpc.credentials.{args.member}]\nroles = {json.dumps(roles)}\n"
+        f'key_sha256 = "{api.key_sha256}"'
+    )
+    _print(
+        args,
+        {
+            "member": args.member,
+            "roles": roles,
+            "api_key": api.key,
+            "key_sha256": api.key_sha256,
+            "config": snippet,
+        },
+        lambda: print(
+            f"API key for {args.member} (give it to them; it is shown only "
+            f"once):\n  {api.key}\n\nAdd to the node's config (only the hash is "
+            f"stored):\n\n{snippet}"
+        ),
+    )
     return EXIT_OK
 
 
@@ -72,8 +86,11 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         key = read_key_file(Path(args.file))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
-    _print(args, {"file": args.file, "public_key": key.public_key.hex()},
-           lambda: print(key.public_key.hex()))
+    _print(
+        args,
+        {"file": args.file, "public_key": key.public_key.hex()},
+        lambda: print(key.public_key.hex()),
+    )
     return EXIT_OK
 
 
@@ -100,8 +117,11 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise CliError(f"{out} exists; pass --force to replace it")
     write_genesis(out, g)
-    _print(args, {"file": str(out), "genesis_hash": g.hash.hex()},
-           lambda: print(f"wrote {out}\ngenesis hash: {g.hash.hex()}"))
+    _print(
+        args,
+        {"file": str(out), "genesis_hash": g.hash.hex()},
+        lambda: print(f"wrote {out}\ngenesis hash: {g.hash.hex()}"),
+    )
     return EXIT_OK
 
 
@@ -123,8 +143,13 @@ def cmd_genesis_show(args: argparse.Namespace) -> int:
         validators = {v.member_id for v in g.validators.validators}
         names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
         for m in g.members:
-            t.add_row(m.member_id, m.name, ", ".join(names[r] for r in m.roles),
-                      ", ".join(m.doc_types), "yes" if m.member_id in validators else "")
+            t.add_row(
+                m.member_id,
+                m.name,
+                ", ".join(names[r] for r in m.roles),
+                ", ".join(m.doc_types),
+                "yes" if m.member_id in validators else "",
+            )
         c.print(t)
 
     _print(args, genesis_to_json(g), human)
@@ -158,11 +183,20 @@ def cmd_node_compact(args: argparse.Namespace) -> int:
             height = lg.height
     except (ConfigError, GenesisError, LedgerError, OSError) as exc:
         raise CliError(str(exc), EXIT_FAIL) from None
-    out = {"height": height, "bytes_before": before, "bytes_after": after,
-           "seconds": round(time.monotonic() - t0, 1)}
-    _print(args, out, lambda: print(
-        f"compacted the ledger store at height {height}: {before / 1e6:,.1f} MB -> "
-        f"{after / 1e6:,.1f} MB in {out['seconds']} s"))
+    out = {
+        "height": height,
+        "bytes_before": before,
+        "bytes_after": after,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    _print(
+        args,
+        out,
+        lambda: print(
+            f"compacted the ledger store at height {height}: {before / 1e6:,.1f} MB -> "
+            f"{after / 1e6:,.1f} MB in {out['seconds']} s"
+        ),
+    )
     return EXIT_OK
 
 
@@ -184,8 +218,7 @@ def cmd_devnet_up(args: argparse.Namespace) -> int:
 
     root = Path(args.dir)
     try:
-        entries = devnet.up(root, nodes=args.nodes, observers=args.observers,
-                            wait_s=args.wait)
+        entries = devnet.up(root, nodes=args.nodes, observers=args.observers, wait_s=args.wait)
     except (TimeoutError, RuntimeError) as exc:
         raise CliError(str(exc), EXIT_FAIL) from None
     rows = devnet.status(root)
@@ -200,9 +233,14 @@ def _devnet_table(rows: list[dict[str, Any]], title: str) -> None:
 
     t = Table("node", "role", "pid", "RPC URL", "height", "last block", title=title)
     for r in rows:
-        t.add_row(r["name"], r["role"], str(r["pid"] or "down"), r["rpc_url"],
-                  str(r["height"] if r["height"] is not None else "-"),
-                  (r["last_block_id"] or "-")[:16])
+        t.add_row(
+            r["name"],
+            r["role"],
+            str(r["pid"] or "down"),
+            r["rpc_url"],
+            str(r["height"] if r["height"] is not None else "-"),
+            (r["last_block_id"] or "-")[:16],
+        )
     Console().print(t)
 
 
@@ -238,17 +276,32 @@ def cmd_attest(args: argparse.Namespace) -> int:
     from cli.documents import attest_file
 
     def run() -> int:
-        valid_until = int((time.time() + args.valid_days * 86400) * 1000) if args.valid_days \
-            else 0
+        valid_until = int((time.time() + args.valid_days * 86400) * 1000) if args.valid_days else 0
         with client(args) as c:
-            a = attest_file(c, read_key(args.key), Path(args.file), args.doc_type,
-                            valid_until_ms=valid_until, wait=args.wait)
-        data = {"commitment": a.commitment.hex(), "verification_code": a.code,
-                "tx_id": a.tx_id, "status": a.status, "height": a.height}
-        _print(args, data, lambda: print(
-            f"commitment:        {a.commitment.hex()}\nverification code: {a.code}\n"
-            f"transaction:       {a.tx_id} ({a.status}"
-            f"{f' at block {a.height}' if a.height else ''})"))
+            a = attest_file(
+                c,
+                read_key(args.key),
+                Path(args.file),
+                args.doc_type,
+                valid_until_ms=valid_until,
+                wait=args.wait,
+            )
+        data = {
+            "commitment": a.commitment.hex(),
+            "verification_code": a.code,
+            "tx_id": a.tx_id,
+            "status": a.status,
+            "height": a.height,
+        }
+        _print(
+            args,
+            data,
+            lambda: print(
+                f"commitment:        {a.commitment.hex()}\nverification code: {a.code}\n"
+                f"transaction:       {a.tx_id} ({a.status}"
+                f"{f' at block {a.height}' if a.height else ''})"
+            ),
+        )
         return EXIT_OK
 
     if not Path(args.file).is_file():
@@ -265,9 +318,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         assert len(commitment) == 32
         reason = RevokeReason[args.reason.upper().replace("-", "_")]
     except (ValueError, AssertionError, KeyError):
-        raise CliError("COMMITMENT is 64 hex characters; --reason one of "
-                       + ", ".join(r.name.lower().replace("_", "-") for r in RevokeReason)) \
-            from None
+        raise CliError(
+            "COMMITMENT is 64 hex characters; --reason one of "
+            + ", ".join(r.name.lower().replace("_", "-") for r in RevokeReason)
+        ) from None
 
     def run() -> int:
         with client(args) as c:
@@ -289,18 +343,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     def run() -> int:
         try:
             with client(args) as c:
-                v = verify_file(c, Path(args.genesis), Path(args.file), args.code,
-                                max_age_ms=int(args.max_age * 1000) if args.max_age else None)
+                v = verify_file(
+                    c,
+                    Path(args.genesis),
+                    Path(args.file),
+                    args.code,
+                    max_age_ms=int(args.max_age * 1000) if args.max_age else None,
+                )
         except CodeError as exc:
             raise CliError(f"verification code: {exc}") from None
         except GenesisError as exc:
             raise CliError(str(exc)) from None
         except VerificationError as exc:
             why = f"{exc.reason.value}: {exc.message}"
-            _print(args, {"status": "UNVERIFIABLE", "reason": exc.reason.value,
-                          "message": exc.message},
-                   lambda: print(f"UNVERIFIABLE: the proof the node sent does not check out "
-                                 f"({why})"))
+            _print(
+                args,
+                {"status": "UNVERIFIABLE", "reason": exc.reason.value, "message": exc.message},
+                lambda: print(f"UNVERIFIABLE: the proof the node sent does not check out ({why})"),
+            )
             return EXIT_FAIL
         _print(args, v.to_json(), lambda: print(describe(v)))
         return EXIT_OK if v.status == Status.VALID else EXIT_FAIL
@@ -316,110 +376,200 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="dvp", formatter_class=fmt,
+        prog="dvp",
+        formatter_class=fmt,
         description="dvp: a consortium ledger for cross-border document verification.\n\n"
-                    "Start a local 4-member consortium:  dvp devnet up --dir devnet\n"
-                    "Run one node from its config:        dvp node run --config node.toml")
+        "Start a local 4-member consortium:  dvp devnet up --dir devnet\n"
+        "Run one node from its config:        dvp node run --config node.toml",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(parent: Any, name: str, help_: str, example: str, fn: Callable[..., int],
-            json_flag: bool = True) -> argparse.ArgumentParser:
+    def add(
+        parent: Any,
+        name: str,
+        help_: str,
+        example: str,
+        fn: Callable[..., int],
+        json_flag: bool = True,
+    ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(
-            name, help=help_, description=f"{help_}\n\nexample:\n  {example}",
-            formatter_class=fmt)
+            name, help=help_, description=f"{help_}\n\nexample:\n  {example}", formatter_class=fmt
+        )
         p.set_defaults(fn=fn)
         if json_flag:
             p.add_argument("--json", action="store_true", help="print JSON for scripts")
         return p
 
     keys = sub.add_parser("keys", help="create and show Ed25519 key files").add_subparsers(
-        dest="sub", metavar="SUBCOMMAND", required=True)
-    p = add(keys, "new", "create a key file (mode 0600)", "dvp keys new keys/cnix.node.json",
-            cmd_keys_new)
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
+    p = add(
+        keys,
+        "new",
+        "create a key file (mode 0600)",
+        "dvp keys new keys/cnix.node.json",
+        cmd_keys_new,
+    )
     p.add_argument("file")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p = add(keys, "show", "print a key file's public key", "dvp keys show keys/cnix.node.json",
-            cmd_keys_show)
+    p = add(
+        keys,
+        "show",
+        "print a key file's public key",
+        "dvp keys show keys/cnix.node.json",
+        cmd_keys_show,
+    )
     p.add_argument("file")
-    p = add(keys, "api", "mint an RPC API key for a member organisation: prints the key "
-                         "(once) and the [rpc.credentials] entry with its SHA-256 for the "
-                         "node's config",
-            "dvp keys api --member hkbank --roles verifier", cmd_keys_api)
+    p = add(
+        keys,
+        "api",
+        "mint an RPC API key for a member organisation: prints the key "
+        "(once) and the [rpc.credentials] entry with its SHA-256 for the "
+        "node's config",
+        "dvp keys api --member hkbank --roles verifier",
+        cmd_keys_api,
+    )
     p.add_argument("--member", required=True, help="the organisation's member id")
-    p.add_argument("--roles", default="verifier",
-                   help="comma-separated: verifier, auditor, operator, member (default "
-                        "verifier)")
+    p.add_argument(
+        "--roles",
+        default="verifier",
+        help="comma-separated: verifier, auditor, operator, member (default verifier)",
+    )
 
     gen = sub.add_parser("genesis", help="create and inspect genesis files").add_subparsers(
-        dest="sub", metavar="SUBCOMMAND", required=True)
-    p = add(gen, "new", "fill a genesis template with the members' keys",
-            "dvp genesis new --keys keys --out genesis.json", cmd_genesis_new)
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
+    p = add(
+        gen,
+        "new",
+        "fill a genesis template with the members' keys",
+        "dvp genesis new --keys keys --out genesis.json",
+        cmd_genesis_new,
+    )
     p.add_argument("--template", help="genesis template (default: configs/genesis.template.toml)")
-    p.add_argument("--keys", required=True,
-                   help="folder with <member>.member.json (and <member>.node.json for validators)")
+    p.add_argument(
+        "--keys",
+        required=True,
+        help="folder with <member>.member.json (and <member>.node.json for validators)",
+    )
     p.add_argument("--out", default="genesis.json")
     p.add_argument("--force", action="store_true")
-    p = add(gen, "show", "show a genesis file's members, roles and hash",
-            "dvp genesis show genesis.json", cmd_genesis_show)
+    p = add(
+        gen,
+        "show",
+        "show a genesis file's members, roles and hash",
+        "dvp genesis show genesis.json",
+        cmd_genesis_show,
+    )
     p.add_argument("file")
 
     nodep = sub.add_parser("node", help="run a node").add_subparsers(
-        dest="sub", metavar="SUBCOMMAND", required=True)
-    p = add(nodep, "run", "run a validator or observer node until SIGTERM/SIGINT; its log "
-                          "is already JSON, one object a line on stderr (so no --json)",
-            "dvp node run --config devnet/nodes/cnix.toml", cmd_node_run, json_flag=False)
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
+    p = add(
+        nodep,
+        "run",
+        "run a validator or observer node until SIGTERM/SIGINT; its log "
+        "is already JSON, one object a line on stderr (so no --json)",
+        "dvp node run --config devnet/nodes/cnix.toml",
+        cmd_node_run,
+        json_flag=False,
+    )
     p.add_argument("--config", required=True, help="the node's TOML config")
-    p = add(nodep, "compact", "with the node stopped, compact its ledger store: reclaims "
-                              "the space of pruned state versions that LevelDB otherwise "
-                              "frees only as it gets round to those key ranges",
-            "dvp node compact --config devnet/nodes/cnix.toml", cmd_node_compact)
+    p = add(
+        nodep,
+        "compact",
+        "with the node stopped, compact its ledger store: reclaims "
+        "the space of pruned state versions that LevelDB otherwise "
+        "frees only as it gets round to those key ranges",
+        "dvp node compact --config devnet/nodes/cnix.toml",
+        cmd_node_compact,
+    )
     p.add_argument("--config", required=True, help="the node's TOML config")
 
-    p = add(sub, "status", "a node's height, view, primary, peers and mempool",
-            "dvp status --rpc http://127.0.0.1:26701/", cmd_status)
+    p = add(
+        sub,
+        "status",
+        "a node's height, view, primary, peers and mempool",
+        "dvp status --rpc http://127.0.0.1:26701/",
+        cmd_status,
+    )
     add_rpc_options(p)
 
     dev = sub.add_parser("devnet", help="a local consortium on loopback").add_subparsers(
-        dest="sub", metavar="SUBCOMMAND", required=True)
-    p = add(dev, "up", "create (if needed) and start a local consortium; restarts nodes "
-                       "that are down, keeping their data",
-            "dvp devnet up --dir devnet --nodes 4 --observers 1", cmd_devnet_up)
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
+    p = add(
+        dev,
+        "up",
+        "create (if needed) and start a local consortium; restarts nodes "
+        "that are down, keeping their data",
+        "dvp devnet up --dir devnet --nodes 4 --observers 1",
+        cmd_devnet_up,
+    )
     p.add_argument("--dir", default="devnet")
     p.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
     p.add_argument("--observers", type=int, default=0, help="non-voting observer nodes")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for commits")
-    p = add(dev, "status", "each node's role, pid, RPC URL, height and last block",
-            "dvp devnet status --dir devnet", cmd_devnet_status)
+    p = add(
+        dev,
+        "status",
+        "each node's role, pid, RPC URL, height and last block",
+        "dvp devnet status --dir devnet",
+        cmd_devnet_status,
+    )
     p.add_argument("--dir", default="devnet")
-    p = add(dev, "down", "stop every node of the devnet (SIGTERM, then SIGKILL)",
-            "dvp devnet down --dir devnet", cmd_devnet_down)
+    p = add(
+        dev,
+        "down",
+        "stop every node of the devnet (SIGTERM, then SIGKILL)",
+        "dvp devnet down --dir devnet",
+        cmd_devnet_down,
+    )
     p.add_argument("--dir", default="devnet")
 
-    p = add(sub, "attest", "attest a document: prints its commitment and the verification "
-                           "code to print on it",
-            "dvp attest report.pdf --doc-type credit-report --key keys/szcredit.member.json "
-            "--rpc http://127.0.0.1:26702/ --wait", cmd_attest)
+    p = add(
+        sub,
+        "attest",
+        "attest a document: prints its commitment and the verification code to print on it",
+        "dvp attest report.pdf --doc-type credit-report --key keys/szcredit.member.json "
+        "--rpc http://127.0.0.1:26702/ --wait",
+        cmd_attest,
+    )
     p.add_argument("file")
     p.add_argument("--doc-type", required=True)
     p.add_argument("--key", required=True, help="the issuer's member key file")
     add_rpc_options(p)
     p.add_argument("--valid-days", type=float, default=0, help="expires after N days")
     p.add_argument("--wait", action="store_true", help="return once committed")
-    p = add(sub, "revoke", "withdraw an attestation (original issuer only)",
-            "dvp revoke 3f9a... --reason data-changed --key keys/szcredit.member.json "
-            "--rpc http://127.0.0.1:26702/", cmd_revoke)
+    p = add(
+        sub,
+        "revoke",
+        "withdraw an attestation (original issuer only)",
+        "dvp revoke 3f9a... --reason data-changed --key keys/szcredit.member.json "
+        "--rpc http://127.0.0.1:26702/",
+        cmd_revoke,
+    )
     p.add_argument("commitment")
     p.add_argument("--reason", required=True)
     p.add_argument("--key", required=True, help="the issuer's member key file")
     add_rpc_options(p)
     p.add_argument("--wait", action="store_true")
-    p = add(sub, "verify", "verify a document and its code; exit 0 only for VALID",
-            "dvp verify report.pdf --code 7K3M-... --genesis devnet/genesis.json "
-            "--rpc http://127.0.0.1:26704/", cmd_verify)
+    p = add(
+        sub,
+        "verify",
+        "verify a document and its code; exit 0 only for VALID",
+        "dvp verify report.pdf --code 7K3M-... --genesis devnet/genesis.json "
+        "--rpc http://127.0.0.1:26704/",
+        cmd_verify,
+    )
     p.add_argument("file")
     p.add_argument("--code", required=True, help="the verification code printed on it")
-    p.add_argument("--genesis", default="devnet/genesis.json",
-                   help="the consortium's genesis file: the only thing trusted")
+    p.add_argument(
+        "--genesis",
+        default="devnet/genesis.json",
+        help="the consortium's genesis file: the only thing trusted",
+    )
     add_rpc_options(p)
     p.add_argument("--max-age", type=float, help="refuse proofs older than this many seconds")
     from cli.audit import add_audit_commands
@@ -429,8 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_gov_commands(sub, add)
 
-    p = add(sub, "demo", "the loan-verification story on a local consortium; --json prints "
-                         "the outcomes as JSON (narration on stderr)", "dvp demo", cmd_demo)
+    p = add(
+        sub,
+        "demo",
+        "the loan-verification story on a local consortium; --json prints "
+        "the outcomes as JSON (narration on stderr)",
+        "dvp demo",
+        cmd_demo,
+    )
     p.add_argument("--dir", help="devnet folder to use (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="leave the devnet running")
     return parser

@@ -29,8 +29,13 @@ class RpcCallError(Exception):
 
 
 class RpcClient:
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 30.0,
-                 cafile: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        timeout_s: float = 30.0,
+        cafile: str | None = None,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -42,8 +47,7 @@ class RpcClient:
         self.api_key = api_key
         self.timeout_s = timeout_s
         # Built once: loading the CA file per connection would cost a file read each time.
-        self._tls = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" \
-            else None
+        self._tls = ssl.create_default_context(cafile=cafile) if parts.scheme == "https" else None
         self._ids = itertools.count(1)
         self._conn: http.client.HTTPConnection | None = None
 
@@ -51,11 +55,12 @@ class RpcClient:
         if self._conn is None:
             if self._tls is not None:
                 self._conn = http.client.HTTPSConnection(
-                    self._host, self.parts.port, timeout=self.timeout_s,
-                    context=self._tls)
+                    self._host, self.parts.port, timeout=self.timeout_s, context=self._tls
+                )
             else:
-                self._conn = http.client.HTTPConnection(self._host, self.parts.port,
-                                                        timeout=self.timeout_s)
+                self._conn = http.client.HTTPConnection(
+                    self._host, self.parts.port, timeout=self.timeout_s
+                )
         return self._conn
 
     def close(self) -> None:
@@ -89,8 +94,11 @@ class RpcClient:
         return json.loads(data)
 
     def call(self, method: str, **params: Any) -> Any:
-        doc = self._post(json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method,
-                                     "params": params}).encode())
+        doc = self._post(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
+            ).encode()
+        )
         if "error" in doc:
             err = doc["error"]
             raise RpcCallError(err.get("message", "error"), err.get("code"), err.get("data"))
@@ -99,8 +107,12 @@ class RpcClient:
     def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         """Results (or RpcCallError instances) in the order of ``calls``."""
         ids = [next(self._ids) for _ in calls]
-        body = json.dumps([{"jsonrpc": "2.0", "id": i, "method": m, "params": p}
-                           for i, (m, p) in zip(ids, calls, strict=True)]).encode()
+        body = json.dumps(
+            [
+                {"jsonrpc": "2.0", "id": i, "method": m, "params": p}
+                for i, (m, p) in zip(ids, calls, strict=True)
+            ]
+        ).encode()
         by_id = {d.get("id"): d for d in self._post(body)}
         out: list[Any] = []
         for i in ids:

@@ -83,8 +83,9 @@ class App(Protocol):
         """First height of the run of heights that share ``height``'s validator set."""
         ...
 
-    def validate_proposal(self, height: int, payload: bytes,
-                          parent_block_id: bytes) -> bytes | None:
+    def validate_proposal(
+        self, height: int, payload: bytes, parent_block_id: bytes
+    ) -> bytes | None:
         """The block id of a valid block at ``height`` on ``parent_block_id``, else None.
 
         With pipelining the parent may not be applied yet; the App must decide from the
@@ -240,8 +241,16 @@ class Applied:
     state_root: bytes
 
 
-Event = (Start | MessageReceived | TimerFired | ProposalReady | TxsPending | TxsDropped
-         | BlocksReceived | Applied)
+Event = (
+    Start
+    | MessageReceived
+    | TimerFired
+    | ProposalReady
+    | TxsPending
+    | TxsDropped
+    | BlocksReceived
+    | Applied
+)
 
 
 # ---------------------------------------------------------------------------
@@ -325,5 +334,15 @@ class ReportEvidence:
     evidence: Evidence
 
 
-Action = (Persist | PersistBlock | Send | Broadcast | SetTimer | CancelTimer | RequestProposal
-          | CommitBlock | RequestBlocks | ReportEvidence)
+Action = (
+    Persist
+    | PersistBlock
+    | Send
+    | Broadcast
+    | SetTimer
+    | CancelTimer
+    | RequestProposal
+    | CommitBlock
+    | RequestBlocks
+    | ReportEvidence
+)

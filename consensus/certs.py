@@ -47,12 +47,17 @@ from ledger.types import CommitCertificate, ValidatorSet, commit_vote_body
 
 def verify_signed(message: Message, chain_id: str, crypto: Crypto) -> bool:
     """The message's own signature by its ``sender``."""
-    return crypto.verify(message.sender, message.DOMAIN, message.body(chain_id),
-                         message.signature)
+    return crypto.verify(message.sender, message.DOMAIN, message.body(chain_id), message.signature)
 
 
-def verify_quorum(signatures: SignatureList, validators: ValidatorSet, domain: Domain,
-                  body: bytes, crypto: Crypto, quorum: int | None = None) -> bool:
+def verify_quorum(
+    signatures: SignatureList,
+    validators: ValidatorSet,
+    domain: Domain,
+    body: bytes,
+    crypto: Crypto,
+    quorum: int | None = None,
+) -> bool:
     """True iff >= ``quorum`` (default: the set's) distinct validators validly signed ``body``."""
     need = validators.quorum if quorum is None else quorum
     if len(signatures) < need:
@@ -67,28 +72,36 @@ def verify_quorum(signatures: SignatureList, validators: ValidatorSet, domain: D
     return True
 
 
-def verify_commit_certificate(cert: CommitCertificate, chain_id: str, validators: ValidatorSet,
-                              crypto: Crypto, quorum: int | None = None) -> bool:
+def verify_commit_certificate(
+    cert: CommitCertificate,
+    chain_id: str,
+    validators: ValidatorSet,
+    crypto: Crypto,
+    quorum: int | None = None,
+) -> bool:
     """``CommitCertificate.verify`` with the injected crypto, returning a bool."""
     body = commit_vote_body(chain_id, cert.height, cert.view, cert.block_id)
     return verify_quorum(cert.signatures, validators, Domain.COMMIT, body, crypto, quorum)
 
 
 def verify_proof(proof: Proof, chain_id: str, validators: ValidatorSet, crypto: Crypto) -> bool:
-    return verify_quorum(proof.signatures, validators, proof.domain, proof.vote_body(chain_id),
-                         crypto)
+    return verify_quorum(
+        proof.signatures, validators, proof.domain, proof.vote_body(chain_id), crypto
+    )
 
 
-def verify_checkpoint_proof(proof: CheckpointProof, chain_id: str, app: App, crypto: Crypto,
-                            genesis_block_id: bytes) -> bool:
+def verify_checkpoint_proof(
+    proof: CheckpointProof, chain_id: str, app: App, crypto: Crypto, genesis_block_id: bytes
+) -> bool:
     """A stable checkpoint; height 0 is the genesis anchor and needs no signatures."""
     if proof.height == 0:
         return proof.block_id == genesis_block_id and not proof.signatures
     validators = app.validators_at(proof.height)
     if validators is None:
         return False
-    return verify_quorum(proof.signatures, validators, Domain.CHECKPOINT, proof.body(chain_id),
-                         crypto)
+    return verify_quorum(
+        proof.signatures, validators, Domain.CHECKPOINT, proof.body(chain_id), crypto
+    )
 
 
 @dataclass(frozen=True)
@@ -102,8 +115,9 @@ class VerifyContext:
     log_size: int
 
 
-def check_view_change(vc: ViewChange, epoch: int, validators: ValidatorSet,
-                      ctx: VerifyContext) -> str | None:
+def check_view_change(
+    vc: ViewChange, epoch: int, validators: ValidatorSet, ctx: VerifyContext
+) -> str | None:
     """None if ``vc`` is a well-formed, fully proven VIEW-CHANGE for ``epoch``; else why not.
 
     The sender's own signature is checked separately (``verify_signed``).
@@ -117,8 +131,7 @@ def check_view_change(vc: ViewChange, epoch: int, validators: ValidatorSet,
         return "stable checkpoint below the epoch start"
     if stable.height > 0 and ctx.app.validators_at(stable.height) is None:
         return "stable checkpoint above what we can verify yet"
-    if not verify_checkpoint_proof(stable, ctx.chain_id, ctx.app, ctx.crypto,
-                                   ctx.genesis_block_id):
+    if not verify_checkpoint_proof(stable, ctx.chain_id, ctx.app, ctx.crypto, ctx.genesis_block_id):
         return "invalid stable checkpoint proof"
     for proof in vc.proofs:
         if not stable.height < proof.height <= stable.height + ctx.log_size:
@@ -183,8 +196,13 @@ def select_reproposals(view_changes: Iterable[ViewChange]) -> NewViewPlan:
     return NewViewPlan(base, tuple(out))
 
 
-def check_new_view(nv: NewView, epoch: int, validators: ValidatorSet, ctx: VerifyContext,
-                   known_valid: Callable[[ViewChange], bool]) -> NewViewPlan | str:
+def check_new_view(
+    nv: NewView,
+    epoch: int,
+    validators: ValidatorSet,
+    ctx: VerifyContext,
+    known_valid: Callable[[ViewChange], bool],
+) -> NewViewPlan | str:
     """The plan of a NEW-VIEW whose content is valid, or the reason it is not.
 
     The NEW-VIEW's own signature is checked separately. ``known_valid(vc)`` lets the

@@ -58,8 +58,10 @@ class Evidence:
     @classmethod
     def decode(cls, data: bytes) -> Evidence:
         f = fields(decode(data, 2 * MAX_MESSAGE_BYTES + 64), 2, "evidence")
-        return cls(decode_message(as_bytes(f[0], "evidence.first", max_size=MAX_MESSAGE_BYTES)),
-                   decode_message(as_bytes(f[1], "evidence.second", max_size=MAX_MESSAGE_BYTES)))
+        return cls(
+            decode_message(as_bytes(f[0], "evidence.first", max_size=MAX_MESSAGE_BYTES)),
+            decode_message(as_bytes(f[1], "evidence.second", max_size=MAX_MESSAGE_BYTES)),
+        )
 
     def __repr__(self) -> str:
         return f"Evidence({self.first!r} vs {self.second!r})"
@@ -67,8 +69,12 @@ class Evidence:
 
 def conflicting(a: Message, b: Message) -> bool:
     """True iff ``a`` and ``b`` are an equivocating pair (signatures not checked)."""
-    return (type(a) is type(b) and a.sender == b.sender and slot_key(a) == slot_key(b)
-            and content_key(a) != content_key(b))
+    return (
+        type(a) is type(b)
+        and a.sender == b.sender
+        and slot_key(a) == slot_key(b)
+        and content_key(a) != content_key(b)
+    )
 
 
 def make_evidence(a: Message, b: Message) -> Evidence | None:
@@ -80,8 +86,9 @@ def make_evidence(a: Message, b: Message) -> Evidence | None:
     return Evidence(first, second)
 
 
-def verify_evidence(evidence: Evidence, chain_id: str, validators: ValidatorSet,
-                    crypto: Crypto) -> bool:
+def verify_evidence(
+    evidence: Evidence, chain_id: str, validators: ValidatorSet, crypto: Crypto
+) -> bool:
     """True iff ``evidence`` proves that a member of ``validators`` equivocated.
 
     ``validators`` is the set in force at the evidence's height (for VIEW-CHANGE and
@@ -91,7 +98,6 @@ def verify_evidence(evidence: Evidence, chain_id: str, validators: ValidatorSet,
     try:
         if not conflicting(a, b) or validators.index_of(a.sender) is None:
             return False
-        return all(crypto.verify(m.sender, m.DOMAIN, m.body(chain_id), m.signature)
-                   for m in (a, b))
+        return all(crypto.verify(m.sender, m.DOMAIN, m.body(chain_id), m.signature) for m in (a, b))
     except (DecodeError, ValueError, TypeError, AttributeError):
         return False

@@ -95,8 +95,12 @@ def _signatures(value: Any, name: str) -> SignatureList:
     out = []
     for item in as_list(value, name, MAX_VALIDATORS):
         pair = fields(item, 2, name)
-        out.append((as_int(pair[0], f"{name}.index", 0, MAX_VALIDATORS - 1),
-                     as_bytes(pair[1], f"{name}.signature", SIGNATURE_SIZE)))
+        out.append(
+            (
+                as_int(pair[0], f"{name}.index", 0, MAX_VALIDATORS - 1),
+                as_bytes(pair[1], f"{name}.signature", SIGNATURE_SIZE),
+            )
+        )
     require_sorted_unique([i for i, _ in out], name)
     return tuple(out)
 
@@ -137,8 +141,14 @@ class Proof:
         return commit_vote_body(chain_id, self.height, self.view, self.block_id)
 
     def to_wire(self) -> list[Any]:
-        return [int(self.kind), self.height, self.view, self.block_id, self.parent_id,
-                _sig_wire(self.signatures)]
+        return [
+            int(self.kind),
+            self.height,
+            self.view,
+            self.block_id,
+            self.parent_id,
+            _sig_wire(self.signatures),
+        ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> Proof:
@@ -148,8 +158,14 @@ class Proof:
         parent = as_bytes(f[4], "proof.parent_id", max_size=32)
         if len(parent) != (32 if kind is ProofKind.PREPARED else 0):
             raise DecodeError("proof.parent_id: 32 bytes for PREPARED, empty for COMMITTED")
-        return cls(kind, as_int(f[1], "proof.height", 1), as_int(f[2], "proof.view"),
-                   as_hash(f[3], "proof.block_id"), parent, _signatures(f[5], "proof.signatures"))
+        return cls(
+            kind,
+            as_int(f[1], "proof.height", 1),
+            as_int(f[2], "proof.view"),
+            as_hash(f[3], "proof.block_id"),
+            parent,
+            _signatures(f[5], "proof.signatures"),
+        )
 
 
 @dataclass(frozen=True)
@@ -174,9 +190,12 @@ class CheckpointProof:
     @classmethod
     def from_wire(cls, obj: Any) -> CheckpointProof:
         f = fields(obj, 4, "checkpoint_proof")
-        return cls(as_int(f[0], "checkpoint_proof.height"), as_hash(f[1], "checkpoint_proof.id"),
-                   as_bytes(f[2], "checkpoint_proof.state_root", max_size=64),
-                   _signatures(f[3], "checkpoint_proof.signatures"))
+        return cls(
+            as_int(f[0], "checkpoint_proof.height"),
+            as_hash(f[1], "checkpoint_proof.id"),
+            as_bytes(f[2], "checkpoint_proof.state_root", max_size=64),
+            _signatures(f[3], "checkpoint_proof.signatures"),
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -238,8 +257,10 @@ class PrePrepare(_Signed):
         return [self.height, self.view, self.block_id, self.parent_id, self.payload]
 
     def __repr__(self) -> str:
-        return (f"PrePrepare(h={self.height}, v={self.view}, id={self.block_id.hex()[:8]}, "
-                f"from={self.sender.hex()[:6]})")
+        return (
+            f"PrePrepare(h={self.height}, v={self.view}, id={self.block_id.hex()[:8]}, "
+            f"from={self.sender.hex()[:6]})"
+        )
 
 
 @dataclass(frozen=True, eq=True)
@@ -263,8 +284,10 @@ class Prepare(_Signed):
         return [self.height, self.view, self.block_id, self.parent_id]
 
     def __repr__(self) -> str:
-        return (f"Prepare(h={self.height}, v={self.view}, id={self.block_id.hex()[:8]}, "
-                f"from={self.sender.hex()[:6]})")
+        return (
+            f"Prepare(h={self.height}, v={self.view}, id={self.block_id.hex()[:8]}, "
+            f"from={self.sender.hex()[:6]})"
+        )
 
 
 @dataclass(frozen=True, eq=True)
@@ -287,8 +310,10 @@ class Commit(_Signed):
         return [self.height, self.view, self.block_id]
 
     def __repr__(self) -> str:
-        return (f"Commit(h={self.height}, v={self.view}, id={self.block_id.hex()[:8]}, "
-                f"from={self.sender.hex()[:6]})")
+        return (
+            f"Commit(h={self.height}, v={self.view}, id={self.block_id.hex()[:8]}, "
+            f"from={self.sender.hex()[:6]})"
+        )
 
 
 @dataclass(frozen=True, eq=True)
@@ -332,8 +357,15 @@ class ViewChange(_Signed):
     DOMAIN: ClassVar[Domain] = Domain.VIEW_CHANGE
 
     def body(self, chain_id: str) -> bytes:
-        return encode([chain_id, self.epoch, self.view, self.stable.to_wire(),
-                       [p.to_wire() for p in self.proofs]])
+        return encode(
+            [
+                chain_id,
+                self.epoch,
+                self.view,
+                self.stable.to_wire(),
+                [p.to_wire() for p in self.proofs],
+            ]
+        )
 
     def fields_wire(self) -> list[Any]:
         return [self.epoch, self.view, self.stable.to_wire(), [p.to_wire() for p in self.proofs]]
@@ -343,9 +375,11 @@ class ViewChange(_Signed):
         return sha256(self.encoded)
 
     def __repr__(self) -> str:
-        return (f"ViewChange(e={self.epoch}, v={self.view}, stable={self.stable.height}, "
-                f"proofs={[(p.height, p.view, p.kind.name[0]) for p in self.proofs]}, "
-                f"from={self.sender.hex()[:6]})")
+        return (
+            f"ViewChange(e={self.epoch}, v={self.view}, stable={self.stable.height}, "
+            f"proofs={[(p.height, p.view, p.kind.name[0]) for p in self.proofs]}, "
+            f"from={self.sender.hex()[:6]})"
+        )
 
 
 @dataclass(frozen=True, eq=True)
@@ -371,12 +405,17 @@ class NewView(_Signed):
         return encode([chain_id, self.epoch, self.view, [vc.digest for vc in self.view_changes]])
 
     def fields_wire(self) -> list[Any]:
-        return [self.epoch, self.view, [vc.fields_wire() + [vc.sender, vc.signature]
-                                        for vc in self.view_changes]]
+        return [
+            self.epoch,
+            self.view,
+            [vc.fields_wire() + [vc.sender, vc.signature] for vc in self.view_changes],
+        ]
 
     def __repr__(self) -> str:
-        return (f"NewView(e={self.epoch}, v={self.view}, n_vc={len(self.view_changes)}, "
-                f"from={self.sender.hex()[:6]})")
+        return (
+            f"NewView(e={self.epoch}, v={self.view}, n_vc={len(self.view_changes)}, "
+            f"from={self.sender.hex()[:6]})"
+        )
 
 
 Message = PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView
@@ -388,8 +427,10 @@ Message = PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView
 
 
 def _tail(f: list[Any], what: str) -> tuple[bytes, bytes]:
-    return (as_bytes(f[-2], f"{what}.sender", KEY_SIZE),
-            as_bytes(f[-1], f"{what}.signature", SIGNATURE_SIZE))
+    return (
+        as_bytes(f[-2], f"{what}.sender", KEY_SIZE),
+        as_bytes(f[-1], f"{what}.signature", SIGNATURE_SIZE),
+    )
 
 
 def _view_change(f: list[Any]) -> ViewChange:
@@ -397,8 +438,14 @@ def _view_change(f: list[Any]) -> ViewChange:
     sender, sig = _tail(f, "view_change")
     proofs = tuple(Proof.from_wire(p) for p in as_list(f[3], "view_change.proofs", MAX_PROOFS))
     require_sorted_unique([p.height for p in proofs], "view_change.proofs")
-    return ViewChange(as_int(f[0], "view_change.epoch", 1), as_int(f[1], "view_change.view"),
-                      CheckpointProof.from_wire(f[2]), proofs, sender, sig)
+    return ViewChange(
+        as_int(f[0], "view_change.epoch", 1),
+        as_int(f[1], "view_change.view"),
+        CheckpointProof.from_wire(f[2]),
+        proofs,
+        sender,
+        sig,
+    )
 
 
 def _from_wire(obj: Any) -> Message:
@@ -409,32 +456,54 @@ def _from_wire(obj: Any) -> Message:
     if kind is Kind.PRE_PREPARE:
         f = fields(obj, 8, "pre_prepare")[1:]
         s, sig = _tail(f, "pre_prepare")
-        return PrePrepare(as_int(f[0], "pre_prepare.height", 1), as_int(f[1], "pre_prepare.view"),
-                          as_hash(f[2], "pre_prepare.block_id"),
-                          as_hash(f[3], "pre_prepare.parent_id"),
-                          as_bytes(f[4], "pre_prepare.payload", max_size=MAX_PAYLOAD_BYTES), s, sig)
+        return PrePrepare(
+            as_int(f[0], "pre_prepare.height", 1),
+            as_int(f[1], "pre_prepare.view"),
+            as_hash(f[2], "pre_prepare.block_id"),
+            as_hash(f[3], "pre_prepare.parent_id"),
+            as_bytes(f[4], "pre_prepare.payload", max_size=MAX_PAYLOAD_BYTES),
+            s,
+            sig,
+        )
     if kind is Kind.PREPARE:
         f = fields(obj, 7, "prepare")[1:]
         s, sig = _tail(f, "prepare")
-        return Prepare(as_int(f[0], "prepare.height", 1), as_int(f[1], "prepare.view"),
-                       as_hash(f[2], "prepare.block_id"), as_hash(f[3], "prepare.parent_id"),
-                       s, sig)
+        return Prepare(
+            as_int(f[0], "prepare.height", 1),
+            as_int(f[1], "prepare.view"),
+            as_hash(f[2], "prepare.block_id"),
+            as_hash(f[3], "prepare.parent_id"),
+            s,
+            sig,
+        )
     if kind is Kind.COMMIT:
         f = fields(obj, 6, "commit")[1:]
         s, sig = _tail(f, "commit")
-        return Commit(as_int(f[0], "commit.height", 1), as_int(f[1], "commit.view"),
-                      as_hash(f[2], "commit.block_id"), s, sig)
+        return Commit(
+            as_int(f[0], "commit.height", 1),
+            as_int(f[1], "commit.view"),
+            as_hash(f[2], "commit.block_id"),
+            s,
+            sig,
+        )
     if kind is Kind.CHECKPOINT:
         f = fields(obj, 6, "checkpoint")[1:]
         s, sig = _tail(f, "checkpoint")
-        return Checkpoint(as_int(f[0], "checkpoint.height", 1), as_hash(f[1], "checkpoint.id"),
-                          as_bytes(f[2], "checkpoint.state_root", max_size=64), s, sig)
+        return Checkpoint(
+            as_int(f[0], "checkpoint.height", 1),
+            as_hash(f[1], "checkpoint.id"),
+            as_bytes(f[2], "checkpoint.state_root", max_size=64),
+            s,
+            sig,
+        )
     if kind is Kind.VIEW_CHANGE:
         return _view_change(fields(obj, 7, "view_change")[1:])
     f = fields(obj, 6, "new_view")[1:]
     s, sig = _tail(f, "new_view")
-    vcs = tuple(_view_change(fields(v, 6, "new_view.view_change"))
-                for v in as_list(f[2], "new_view.view_changes", MAX_VALIDATORS))
+    vcs = tuple(
+        _view_change(fields(v, 6, "new_view.view_change"))
+        for v in as_list(f[2], "new_view.view_changes", MAX_VALIDATORS)
+    )
     return NewView(as_int(f[0], "new_view.epoch", 1), as_int(f[1], "new_view.view"), vcs, s, sig)
 
 

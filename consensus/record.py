@@ -70,9 +70,13 @@ class VoteEntry:
     def from_wire(cls, obj: Any) -> VoteEntry:
         f = fields(obj, 5, "vote_entry")
         kind = Kind(as_int(f[1], "vote_entry.kind", 1, 3))
-        return cls(as_int(f[0], "vote_entry.height", 1), kind, as_int(f[2], "vote_entry.view"),
-                   as_hash(f[3], "vote_entry.block_id"),
-                   as_bytes(f[4], "vote_entry.parent_id", max_size=32))
+        return cls(
+            as_int(f[0], "vote_entry.height", 1),
+            kind,
+            as_int(f[2], "vote_entry.view"),
+            as_hash(f[3], "vote_entry.block_id"),
+            as_bytes(f[4], "vote_entry.parent_id", max_size=32),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,16 @@ class SigningRecord:
     checkpoints: tuple[Checkpoint, ...] = ()
 
     def to_wire(self) -> list[Any]:
-        return [self.epoch, self.view,
-                [vc.encoded for vc in self.view_changes],
-                [self.new_view.encoded] if self.new_view else [],
-                [v.to_wire() for v in self.votes], [p.to_wire() for p in self.proofs],
-                [self.stable.to_wire()] if self.stable else [],
-                [cp.encoded for cp in self.checkpoints]]
+        return [
+            self.epoch,
+            self.view,
+            [vc.encoded for vc in self.view_changes],
+            [self.new_view.encoded] if self.new_view else [],
+            [v.to_wire() for v in self.votes],
+            [p.to_wire() for p in self.proofs],
+            [self.stable.to_wire()] if self.stable else [],
+            [cp.encoded for cp in self.checkpoints],
+        ]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
@@ -108,22 +116,31 @@ class SigningRecord:
             return items[0] if items else None
 
         nv_raw, cp_raw = opt(f[3], "nv"), opt(f[6], "stable")
-        vcs = tuple(decode_message(as_bytes(v, "vc", max_size=MAX_RECORD_BYTES))
-                    for v in as_list(f[2], "view_changes", RECENT_VIEW_CHANGES))
+        vcs = tuple(
+            decode_message(as_bytes(v, "vc", max_size=MAX_RECORD_BYTES))
+            for v in as_list(f[2], "view_changes", RECENT_VIEW_CHANGES)
+        )
         nv = decode_message(as_bytes(nv_raw, "nv", max_size=MAX_RECORD_BYTES)) if nv_raw else None
         if not all(isinstance(vc, ViewChange) for vc in vcs):
             raise DecodeError("signing_record.view_changes: not VIEW-CHANGE messages")
         if nv is not None and not isinstance(nv, NewView):
             raise DecodeError("signing_record.new_view is not a NEW-VIEW")
-        cps = tuple(decode_message(as_bytes(c, "cp", max_size=4096))
-                    for c in as_list(f[7], "checkpoints", MAX_PROOFS))
+        cps = tuple(
+            decode_message(as_bytes(c, "cp", max_size=4096))
+            for c in as_list(f[7], "checkpoints", MAX_PROOFS)
+        )
         if not all(isinstance(cp, Checkpoint) for cp in cps):
             raise DecodeError("signing_record.checkpoints: not CHECKPOINT messages")
-        return cls(as_int(f[0], "epoch", 1), as_int(f[1], "view"), vcs, nv,  # type: ignore[arg-type]
-                   tuple(VoteEntry.from_wire(v) for v in as_list(f[4], "votes", 3 * MAX_PROOFS)),
-                   tuple(Proof.from_wire(p) for p in as_list(f[5], "proofs", MAX_PROOFS)),
-                   CheckpointProof.from_wire(cp_raw) if cp_raw is not None else None,
-                   cps)  # type: ignore[arg-type]
+        return cls(
+            as_int(f[0], "epoch", 1),
+            as_int(f[1], "view"),
+            vcs,
+            nv,  # type: ignore[arg-type]
+            tuple(VoteEntry.from_wire(v) for v in as_list(f[4], "votes", 3 * MAX_PROOFS)),
+            tuple(Proof.from_wire(p) for p in as_list(f[5], "proofs", MAX_PROOFS)),
+            CheckpointProof.from_wire(cp_raw) if cp_raw is not None else None,
+            cps,
+        )  # type: ignore[arg-type]
 
 
 class SigningGuard:
@@ -153,8 +170,9 @@ class SigningGuard:
 
     # -- votes ---------------------------------------------------------------
 
-    def allow_vote(self, kind: Kind, height: int, view: int, block_id: bytes,
-                   parent_id: bytes) -> bool:
+    def allow_vote(
+        self, kind: Kind, height: int, view: int, block_id: bytes, parent_id: bytes
+    ) -> bool:
         """True (and recorded) iff signing this vote cannot conflict with an earlier one."""
         assert kind in _VOTE_KINDS, kind
         prior = self.votes.get((height, kind))
@@ -233,9 +251,16 @@ class SigningGuard:
     def snapshot(self) -> SigningRecord:
         """The current record; clears ``dirty``."""
         self.dirty = False
-        return SigningRecord(self.epoch, self.view, self.view_changes, self.new_view,
-                             tuple(self.votes.values()), tuple(self.proofs.values()),
-                             self.stable, tuple(self.checkpoints.values()))
+        return SigningRecord(
+            self.epoch,
+            self.view,
+            self.view_changes,
+            self.new_view,
+            tuple(self.votes.values()),
+            tuple(self.proofs.values()),
+            self.stable,
+            tuple(self.checkpoints.values()),
+        )
 
     def size(self) -> int:
         return len(self.votes) + len(self.proofs) + len(self.checkpoints)

@@ -51,8 +51,7 @@ class RecoveryMixin(ReplicaBase):
         height = event.height
         self.applied = max(self.applied, height)
         at_low = height == self.low and self.low > 0 and self.stable_lacks(self.me)
-        if (height <= self.low and not at_low) or height > self.committed \
-                or height in self.own_cps:
+        if (height <= self.low and not at_low) or height > self.committed or height in self.own_cps:
             return
         if not self.is_checkpoint_height(height):
             return
@@ -85,8 +84,12 @@ class RecoveryMixin(ReplicaBase):
         s = self.stable
         validators = self.app.validators_at(s.height)
         index = None if validators is None else validators.index_of(cp.sender)
-        if index is None or cp.block_id != s.block_id or cp.state_root != s.state_root \
-                or not self.stable_lacks(cp.sender):
+        if (
+            index is None
+            or cp.block_id != s.block_id
+            or cp.state_root != s.state_root
+            or not self.stable_lacks(cp.sender)
+        ):
             return
         sigs = tuple(sorted((*s.signatures, (index, cp.signature))))
         self.stable = CheckpointProof(s.height, s.block_id, s.state_root, sigs)
@@ -108,8 +111,12 @@ class RecoveryMixin(ReplicaBase):
                 signers = self.app.validators_at(height)
                 forwarded = self.peer is not None and self.peer != cp.sender
                 member = signers is not None and signers.index_of(cp.sender) is not None
-                if member and height == self.low and self.stable_lacks(cp.sender) \
-                        and self.verify(cp, verified):
+                if (
+                    member
+                    and height == self.low
+                    and self.stable_lacks(cp.sender)
+                    and self.verify(cp, verified)
+                ):
                     self.extend_stable(cp)
                 if member and not forwarded and self.verify(cp, verified):
                     seen_height, n = self.stale_from.get(cp.sender, (height, 0))
@@ -144,12 +151,17 @@ class RecoveryMixin(ReplicaBase):
         for sender, by_height in self.cps.items():
             other = by_height.get(height)
             index = validators.index_of(sender)
-            if (other is not None and index is not None and other.block_id == cp.block_id
-                    and other.state_root == cp.state_root):
+            if (
+                other is not None
+                and index is not None
+                and other.block_id == cp.block_id
+                and other.state_root == cp.state_root
+            ):
                 sigs.append((index, other.signature))
         if len(sigs) >= validators.quorum:
-            self.adopt_stable(CheckpointProof(height, cp.block_id, cp.state_root,
-                                              tuple(sorted(sigs))))
+            self.adopt_stable(
+                CheckpointProof(height, cp.block_id, cp.state_root, tuple(sorted(sigs)))
+            )
 
     def adopt_stable(self, proof: CheckpointProof) -> None:
         """Move the low watermark to a proven stable checkpoint and collect garbage."""
@@ -203,8 +215,11 @@ class RecoveryMixin(ReplicaBase):
         far_line = low + self.config.log_size
         top_claim = max(self.ahead.values()) if self.ahead else 0
         # One Byzantine member may claim anything: act on the (f+1)-th highest claim.
-        far = kth_highest(self.ahead.values(), weak_quorum(self.vset.n)) \
-            if top_claim > committed else None
+        far = (
+            kth_highest(self.ahead.values(), weak_quorum(self.vset.n))
+            if top_claim > committed
+            else None
+        )
         far_seen = far is not None and far > far_line
         if low <= committed and not missing and not far_seen:
             if far is not None and far > committed:
@@ -249,8 +264,11 @@ class RecoveryMixin(ReplicaBase):
         self.gap_tried = self.committed
         nxt = self.slots.get(self.committed + 1)
         peers = [] if nxt is None else [m.sender for m in nxt.commits.values()]
-        peers += [self.vset.keys[i] for i, _ in self.slots[top].cert.signatures  # type: ignore[union-attr]
-                  if i < self.vset.n]
+        peers += [
+            self.vset.keys[i]
+            for i, _ in self.slots[top].cert.signatures  # type: ignore[union-attr]
+            if i < self.vset.n
+        ]
         peers += list(self.vset.keys)
         return self.request_blocks(top, peers)
 
@@ -299,9 +317,13 @@ class RecoveryMixin(ReplicaBase):
             return None  # its set depends on a block not applied yet: Applied will retry
         cert = item.certificate
         info = self.app.block_info(item.payload)
-        ok = (info is not None and info.block_id == cert.block_id
-              and info.parent_id == self.last_block_id and info.height == height
-              and verify_commit_certificate(cert, self.config.chain_id, validators, self.crypto))
+        ok = (
+            info is not None
+            and info.block_id == cert.block_id
+            and info.parent_id == self.last_block_id
+            and info.height == height
+            and verify_commit_certificate(cert, self.config.chain_id, validators, self.crypto)
+        )
         if not ok:
             self.count("bad_fetched_block")
             self.fetched.clear()
@@ -318,8 +340,10 @@ class RecoveryMixin(ReplicaBase):
         validators = self.app.validators_at(s.height) if s.height else None
         if validators is None:
             return []
-        return [Checkpoint(s.height, s.block_id, s.state_root, validators.keys[index], sig)
-                for index, sig in s.signatures]
+        return [
+            Checkpoint(s.height, s.block_id, s.state_root, validators.keys[index], sig)
+            for index, sig in s.signatures
+        ]
 
     def announce_epoch_start(self) -> None:
         """Stalled at the start of an epoch: rebroadcast the boundary checkpoint's proof.

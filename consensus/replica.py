@@ -76,14 +76,23 @@ class Replica(ViewChangeMixin, RecoveryMixin):
     ``SigningRecord`` (None for a new node). After construction, step ``Start()``.
     """
 
-    def __init__(self, config: Config, app: App, crypto: Crypto, *, committed_height: int = 0,
-                 committed_block_id: bytes | None = None,
-                 record: SigningRecord | None = None, blocks: Iterable[bytes] = ()) -> None:
+    def __init__(
+        self,
+        config: Config,
+        app: App,
+        crypto: Crypto,
+        *,
+        committed_height: int = 0,
+        committed_block_id: bytes | None = None,
+        record: SigningRecord | None = None,
+        blocks: Iterable[bytes] = (),
+    ) -> None:
         self.config, self.app, self.crypto = config, app, crypto
         self.me = crypto.public_key
         self.stats = {}
-        self.ctx = VerifyContext(config.chain_id, crypto, app, config.genesis_block_id,
-                                 config.log_size)
+        self.ctx = VerifyContext(
+            config.chain_id, crypto, app, config.genesis_block_id, config.log_size
+        )
         self.guard = SigningGuard(record)
         if committed_block_id is None:
             assert committed_height == 0, "committed_block_id is required above genesis"
@@ -143,8 +152,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             self.vcs = {record.view: {self.me: last_vc}}
             self.set_timer(TimerKind.VIEW_CHANGE, record.view, self.backoff_ms())
         elif record.new_view is not None and record.new_view.view == record.view:
-            plan = check_new_view(record.new_view, self.epoch, self.vset, self.ctx,
-                                  lambda vc: True)
+            plan = check_new_view(record.new_view, self.epoch, self.vset, self.ctx, lambda vc: True)
             if isinstance(plan, NewViewPlan):
                 self.install(record.new_view, plan)
 
@@ -231,8 +239,11 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         if height <= self.low:
             self.count("stale")
             signers = self.app.validators_at(height)
-            if signers is not None and signers.index_of(message.sender) is not None \
-                    and self.verify(message, verified):
+            if (
+                signers is not None
+                and signers.index_of(message.sender) is not None
+                and self.verify(message, verified)
+            ):
                 self.help(message.sender, height)
             return False
         if height > self.low + self.config.log_size or not self.in_epoch(height):
@@ -317,8 +328,9 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             self.accept(slot, pp.block_id, parent)
             height += 1
 
-    def keep_payload(self, slot: Slot, block_id: bytes, payload: bytes,
-                     durable: bool = True) -> None:
+    def keep_payload(
+        self, slot: Slot, block_id: bytes, payload: bytes, durable: bool = True
+    ) -> None:
         """Hold a validated payload; make it durable before we vote for it.
 
         PBFT logs the request with the pre-prepare (TOCS'02 §4.2): a block we prepared
@@ -367,12 +379,16 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         if slot.accepted is None or (slot.prepared is not None and slot.prepared.view == self.view):
             return
         block_id, parent_id = slot.accepted
-        sigs = [(self.vset.index_of(s), p.signature) for s, p in slot.prepares.items()
-                if p.block_id == block_id and p.parent_id == parent_id]
+        sigs = [
+            (self.vset.index_of(s), p.signature)
+            for s, p in slot.prepares.items()
+            if p.block_id == block_id and p.parent_id == parent_id
+        ]
         if len(sigs) < self.vote_quorum():
             return
-        slot.prepared = Proof(ProofKind.PREPARED, slot.height, self.view, block_id, parent_id,
-                              tuple(sorted(sigs)))  # type: ignore[arg-type]
+        slot.prepared = Proof(
+            ProofKind.PREPARED, slot.height, self.view, block_id, parent_id, tuple(sorted(sigs))
+        )  # type: ignore[arg-type]
         self.try_commit()
 
     def try_commit(self) -> None:
@@ -429,11 +445,15 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             del slot.commits[oldest]
         if slot.cert is not None:
             return
-        sigs = [(self.vset.index_of(s), c.signature) for (v, s), c in slot.commits.items()
-                if v == commit.view and c.block_id == commit.block_id]
+        sigs = [
+            (self.vset.index_of(s), c.signature)
+            for (v, s), c in slot.commits.items()
+            if v == commit.view and c.block_id == commit.block_id
+        ]
         if len(sigs) >= self.vote_quorum():
-            slot.cert = CommitCertificate(slot.height, commit.view, commit.block_id,
-                                          tuple(sorted(sigs)))  # type: ignore[arg-type]
+            slot.cert = CommitCertificate(
+                slot.height, commit.view, commit.block_id, tuple(sorted(sigs))
+            )  # type: ignore[arg-type]
             self.top_seen = max(self.top_seen, slot.height)
 
     # -- retransmission over lossy links ---------------------------------------------
@@ -483,8 +503,11 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         out: list[Message] = []
         if slot.view == self.view:
             mine = slot.prepares.get(self.me)
-            if slot.pre_prepare is not None and slot.accepted is not None \
-                    and slot.pre_prepare.sender == self.me:
+            if (
+                slot.pre_prepare is not None
+                and slot.accepted is not None
+                and slot.pre_prepare.sender == self.me
+            ):
                 out.append(slot.pre_prepare)
             if mine is not None:
                 out.append(mine)
@@ -517,14 +540,19 @@ class Replica(ViewChangeMixin, RecoveryMixin):
 
     def on_proposal(self, event: ProposalReady) -> None:
         height = event.height
-        if (event.view != self.view or self.in_vc or height not in self.requested
-                or height <= self.low):
+        if (
+            event.view != self.view
+            or self.in_vc
+            or height not in self.requested
+            or height <= self.low
+        ):
             self.count("stale_proposal")
             return
         self.requested.discard(height)
         parent = self.block_at(height - 1)
-        block_id = None if parent is None else self.app.validate_proposal(height, event.payload,
-                                                                            parent)
+        block_id = (
+            None if parent is None else self.app.validate_proposal(height, event.payload, parent)
+        )
         if parent is None or block_id is None:
             self.count("invalid_own_proposal")
             return
@@ -589,8 +617,12 @@ class Replica(ViewChangeMixin, RecoveryMixin):
                 self.set_timer(TimerKind.PROGRESS, 0, max(1, self.backoff_ms() // 2))
         else:
             self.cancel_timer(TimerKind.PROGRESS, 0)
-        if voting and self.pending_txs and (TimerKind.CENSOR, self.tx_gen - 1) not in self.timers \
-                and self.has_work():
+        if (
+            voting
+            and self.pending_txs
+            and (TimerKind.CENSOR, self.tx_gen - 1) not in self.timers
+            and self.has_work()
+        ):
             # Keyed by generation: it fires for the transactions known before it was set.
             self.cancel_kind(TimerKind.CENSOR)
             self.set_timer(TimerKind.CENSOR, self.tx_gen, self.config.censor_timeout_ms)
@@ -631,4 +663,3 @@ class Replica(ViewChangeMixin, RecoveryMixin):
                 self.send_signed(cp)
         elif kind is TimerKind.FETCH:
             self.on_fetch_timeout(key)
-

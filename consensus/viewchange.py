@@ -79,8 +79,11 @@ class ViewChangeMixin(ReplicaBase):
                 break
             cert = self.certs.get(height) if height <= self.committed else None
             if cert is not None:
-                proofs.append(Proof(ProofKind.COMMITTED, height, cert.view, cert.block_id, b"",
-                                    cert.signatures))
+                proofs.append(
+                    Proof(
+                        ProofKind.COMMITTED, height, cert.view, cert.block_id, b"", cert.signatures
+                    )
+                )
                 continue
             slot = self.slots.get(height)
             if slot is not None and slot.prepared is not None:
@@ -94,8 +97,11 @@ class ViewChangeMixin(ReplicaBase):
             if vc.epoch < self.epoch:
                 self.count("old_epoch")
                 old = self.app.validators_at(vc.epoch)  # it may have left the set since
-                if old is not None and old.index_of(vc.sender) is not None \
-                        and self.verify(vc, verified):
+                if (
+                    old is not None
+                    and old.index_of(vc.sender) is not None
+                    and self.verify(vc, verified)
+                ):
                     self.help(vc.sender, vc.stable.height, force=True)
             else:
                 self.note_ahead(vc, max(vc.epoch - 1, vc.stable.height), verified)

@@ -58,20 +58,20 @@ from ledger.types import Block, BlockHeader, CommitCertificate, Genesis, Transac
 
 #: The checks a failure can name, in the order a block meets them.
 CHECKS = (
-    "store_integrity",      # the source's stored bytes are damaged (CRC seal, LevelDB
-                            # checksum) or disagree with what re-execution produced
-    "decode",               # bytes that are not the canonical encoding of a block/certificate
-    "genesis",              # block 0 is not the block the genesis file defines
-    "chain_link",           # chain id, height or prev_block_id does not follow the parent
-    "certificate",          # no quorum of valid signatures of the validator set in force
-    "signature",            # a transaction signature does not verify
-    "rules",                # a transaction or block breaks a rule of PROOFS.md §9
-    "tx_root",              # header tx_count / tx_root differ from the transactions
-    "state_root",           # header state_root differs from re-execution
-    "validator_set",        # header (next_)validator_set_hash differ from re-execution
-    "history_root",         # header history_root differs from the re-derived block ids
+    "store_integrity",  # the source's stored bytes are damaged (CRC seal, LevelDB
+    # checksum) or disagree with what re-execution produced
+    "decode",  # bytes that are not the canonical encoding of a block/certificate
+    "genesis",  # block 0 is not the block the genesis file defines
+    "chain_link",  # chain id, height or prev_block_id does not follow the parent
+    "certificate",  # no quorum of valid signatures of the validator set in force
+    "signature",  # a transaction signature does not verify
+    "rules",  # a transaction or block breaks a rule of PROOFS.md §9
+    "tx_root",  # header tx_count / tx_root differ from the transactions
+    "state_root",  # header state_root differs from re-execution
+    "validator_set",  # header (next_)validator_set_hash differ from re-execution
+    "history_root",  # header history_root differs from the re-derived block ids
     "history_consistency",  # first and last headers' history roots are not consistent
-    "state_tree",           # the source's stored state tree does not hash to its roots
+    "state_tree",  # the source's stored state tree does not hash to its roots
 )
 
 # RuleError codes of ledger.chain / ledger.state that have a check of their own; every
@@ -146,13 +146,13 @@ ProgressFn = Callable[[AuditProgress], None]
 class AuditReport:
     """What a replay verified, or the first failure (``failure``) and what came before it."""
 
-    blocks: int = 0                # blocks verified, genesis included (heights 0..height)
+    blocks: int = 0  # blocks verified, genesis included (heights 0..height)
     transactions: int = 0
-    height: int = -1               # last verified height
+    height: int = -1  # last verified height
     elapsed_s: float = 0.0
     head_block_id: bytes = b""
     state_root: bytes = b""
-    state_entries: int | None = None   # entries of the source's verified state tree
+    state_entries: int | None = None  # entries of the source's verified state tree
     state_versions: int | None = None  # state versions whose roots were verified
     failure: AuditFailure | None = None
     notes: list[str] = field(default_factory=list)
@@ -166,13 +166,20 @@ class AuditReport:
         return self.transactions / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "blocks": self.blocks, "transactions": self.transactions,
-                "height": self.height, "seconds": round(self.elapsed_s, 3),
-                "tx_per_s": round(self.tx_per_s, 1), "head_block_id": self.head_block_id.hex(),
-                "state_root": self.state_root.hex(), "state_entries": self.state_entries,
-                "state_versions": self.state_versions,
-                "failure": None if self.failure is None else self.failure.to_json(),
-                "notes": list(self.notes)}
+        return {
+            "ok": self.ok,
+            "blocks": self.blocks,
+            "transactions": self.transactions,
+            "height": self.height,
+            "seconds": round(self.elapsed_s, 3),
+            "tx_per_s": round(self.tx_per_s, 1),
+            "head_block_id": self.head_block_id.hex(),
+            "state_root": self.state_root.hex(),
+            "state_entries": self.state_entries,
+            "state_versions": self.state_versions,
+            "failure": None if self.failure is None else self.failure.to_json(),
+            "notes": list(self.notes),
+        }
 
 
 # --------------------------------------------------------------------------- sources
@@ -193,8 +200,7 @@ class BlockSource(ABC):
         """The last height the source will yield (fixed when the source was opened)."""
 
     @abstractmethod
-    def __iter__(self) -> Iterator[SourceItem]:
-        ...
+    def __iter__(self) -> Iterator[SourceItem]: ...
 
     def cross_check(self, height: int, execution: Execution) -> None:
         """Compare what the source keeps beside block ``height`` with the re-execution."""
@@ -241,8 +247,9 @@ def _copy_leveldb(src: Path, dst: Path, attempts: int = 3) -> None:
         shutil.rmtree(dst, ignore_errors=True)
         dst.mkdir(parents=True)
         try:
-            first = [f for f in src.iterdir() if f.name == "CURRENT"
-                     or f.name.startswith("MANIFEST-")]
+            first = [
+                f for f in src.iterdir() if f.name == "CURRENT" or f.name.startswith("MANIFEST-")
+            ]
             for f in first:
                 shutil.copy2(f, dst / f.name)
             for f in src.iterdir():
@@ -252,12 +259,15 @@ def _copy_leveldb(src: Path, dst: Path, attempts: int = 3) -> None:
         except OSError as exc:
             last = exc
             time.sleep(0.2)
-    raise SourceUnavailable(f"cannot copy the locked ledger store {src}: {last}; stop the "
-                            f"node or copy its data directory yourself")
+    raise SourceUnavailable(
+        f"cannot copy the locked ledger store {src}: {last}; stop the "
+        f"node or copy its data directory yourself"
+    )
 
 
-def open_store_readonly(datadir: Path | str, genesis: Genesis, notes: list[str]
-                        ) -> tuple[Store, tempfile.TemporaryDirectory[str] | None]:
+def open_store_readonly(
+    datadir: Path | str, genesis: Genesis, notes: list[str]
+) -> tuple[Store, tempfile.TemporaryDirectory[str] | None]:
     """Open a node's ledger store for reading; copy it first if a running node holds it.
 
     Returns the store and the temporary directory of the copy (None if opened in place).
@@ -265,11 +275,14 @@ def open_store_readonly(datadir: Path | str, genesis: Genesis, notes: list[str]
     """
     path = ledger_store_path(datadir)
     if not (path / "CURRENT").is_file():
-        raise StoreError(f"no ledger store in {datadir}: expected a node data directory "
-                         f"(with ledger/ inside) or its ledger LevelDB")
+        raise StoreError(
+            f"no ledger store in {datadir}: expected a node data directory "
+            f"(with ledger/ inside) or its ledger LevelDB"
+        )
     try:
-        return Store.open(path, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
-                          create=False), None
+        return Store.open(
+            path, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=False
+        ), None
     except StoreError as exc:
         if "lock" not in str(exc).lower():
             raise
@@ -279,8 +292,9 @@ def open_store_readonly(datadir: Path | str, genesis: Genesis, notes: list[str]
         for attempt in range(3):
             _copy_leveldb(path, copy)
             try:
-                store = Store.open(copy, chain_id=genesis.chain_id,
-                                   genesis_hash=genesis.hash, create=False)
+                store = Store.open(
+                    copy, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=False
+                )
                 break
             except StoreError:
                 # a copy torn by the node's own writes (e.g. a table written after the
@@ -290,17 +304,18 @@ def open_store_readonly(datadir: Path | str, genesis: Genesis, notes: list[str]
     except BaseException:
         tmp.cleanup()
         raise
-    notes.append(f"{path} is locked by a running node: replayed a copy taken at "
-                 f"{time.strftime('%Y-%m-%d %H:%M:%S')} (height {store.height}); stop the "
-                 f"node for an exact audit of its files")
+    notes.append(
+        f"{path} is locked by a running node: replayed a copy taken at "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} (height {store.height}); stop the "
+        f"node for an exact audit of its files"
+    )
     return store, tmp
 
 
 class DatadirSource(BlockSource):
     """A node's data directory (``<datadir>/ledger``), read through ``ledger.store``."""
 
-    def __init__(self, datadir: Path | str, genesis: Genesis, *,
-                 check_state: bool = True) -> None:
+    def __init__(self, datadir: Path | str, genesis: Genesis, *, check_state: bool = True) -> None:
         self.notes = []
         self.store, self._tmp = open_store_readonly(datadir, genesis, self.notes)
         self._head = self.store.height
@@ -328,22 +343,27 @@ class DatadirSource(BlockSource):
         block = execution.block
         try:
             if store.app_meta(height) != execution.state.app_meta():
-                raise AuditFailure(height, "store_integrity", "stored app metadata differs "
-                                   "from the re-execution's")
+                raise AuditFailure(
+                    height, "store_integrity", "stored app metadata differs from the re-execution's"
+                )
             if store.height_of_block(block.block_id) != height:
-                raise AuditFailure(height, "store_integrity", "block-id index does not point "
-                                   "to this height")
+                raise AuditFailure(
+                    height, "store_integrity", "block-id index does not point to this height"
+                )
             for pos, tx_id in enumerate(block.tx_ids):
                 if store.tx_location(tx_id) != (height, pos):
-                    raise AuditFailure(height, "store_integrity", f"tx index entry of tx "
-                                       f"{tx_id.hex()[:16]} does not point to ({height}, {pos})")
+                    raise AuditFailure(
+                        height,
+                        "store_integrity",
+                        f"tx index entry of tx "
+                        f"{tx_id.hex()[:16]} does not point to ({height}, {pos})",
+                    )
         except (StoreError, plyvel.Error) as exc:
             raise AuditFailure(height, "store_integrity", str(exc)) from None
 
     def final_check(self, report: AuditReport, progress: ProgressFn | None) -> None:
         if self._check_state:
-            report.state_entries, report.state_versions = check_state_tree(self.store,
-                                                                           progress)
+            report.state_entries, report.state_versions = check_state_tree(self.store, progress)
 
     def close(self) -> None:
         self.store.close()
@@ -385,8 +405,9 @@ class RpcSource(BlockSource):
         """One batch, decoded; a block that does not decode ends the batch with its
         failure (the blocks before it are still checked first)."""
         try:
-            answers = self.client.batch([("getBlock", {"height": h, "include_txs": True})
-                                         for h in heights])
+            answers = self.client.batch(
+                [("getBlock", {"height": h, "include_txs": True}) for h in heights]
+            )
         except Exception as exc:  # noqa: BLE001
             raise _unavailable(f"getBlock {heights.start}..{heights.stop - 1}", exc) from None
         out: list[SourceItem | AuditFailure] = []
@@ -455,8 +476,13 @@ def _rule_failure(height: int, err: RuleError) -> AuditFailure:
     return AuditFailure(height, _RULE_CHECKS.get(err.code, "rules"), f"{err.code}: {err.message}")
 
 
-def replay(source: BlockSource, genesis: Genesis, *, workdir: Path | str | None = None,
-           progress: ProgressFn | None = None) -> AuditReport:
+def replay(
+    source: BlockSource,
+    genesis: Genesis,
+    *,
+    workdir: Path | str | None = None,
+    progress: ProgressFn | None = None,
+) -> AuditReport:
     """Re-execute ``source`` from ``genesis``; the report names the first failure, if any.
 
     The scratch ledger lives in a fresh temporary directory under ``workdir`` (default:
@@ -484,8 +510,14 @@ def replay(source: BlockSource, genesis: Genesis, *, workdir: Path | str | None 
     return report
 
 
-def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: float,
-                 target: int, progress: ProgressFn | None) -> None:
+def _replay_into(
+    scratch: Ledger,
+    source: BlockSource,
+    report: AuditReport,
+    t0: float,
+    target: int,
+    progress: ProgressFn | None,
+) -> None:
     chain_id = scratch.chain_id
     history = merkle.MerkleTree()
     first: BlockHeader | None = None
@@ -497,19 +529,24 @@ def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: 
         if h == 0:
             ours = scratch.store.get_header(0)
             if header != ours or block.txs or cert is not None:
-                raise AuditFailure(0, "genesis", "block 0 is not the genesis file's block "
-                                   "(wrong genesis file, or the source's genesis differs)")
+                raise AuditFailure(
+                    0,
+                    "genesis",
+                    "block 0 is not the genesis file's block "
+                    "(wrong genesis file, or the source's genesis differs)",
+                )
         else:
             assert last is not None
             if header.chain_id != chain_id:
-                raise AuditFailure(h, "chain_link", f"block is for chain {header.chain_id!r}, "
-                                   f"not {chain_id!r}")
+                raise AuditFailure(
+                    h, "chain_link", f"block is for chain {header.chain_id!r}, not {chain_id!r}"
+                )
             if header.height != h:
-                raise AuditFailure(h, "chain_link", f"block at height {h} says height "
-                                   f"{header.height}")
+                raise AuditFailure(
+                    h, "chain_link", f"block at height {h} says height {header.height}"
+                )
             if header.prev_block_id != last.block_id:
-                raise AuditFailure(h, "chain_link", "prev_block_id is not the id of block "
-                                   f"{h - 1}")
+                raise AuditFailure(h, "chain_link", f"prev_block_id is not the id of block {h - 1}")
             if cert is None:
                 raise AuditFailure(h, "certificate", "the block has no commit certificate")
             valid = _valid_signatures(block.txs)
@@ -532,16 +569,30 @@ def _replay_into(scratch: Ledger, source: BlockSource, report: AuditReport, t0: 
         report.head_block_id = header.block_id
         report.state_root = header.state_root
         if progress is not None:
-            progress(AuditProgress("replay", h, report.blocks, target + 1,
-                                   report.transactions, time.perf_counter() - t0))
+            progress(
+                AuditProgress(
+                    "replay",
+                    h,
+                    report.blocks,
+                    target + 1,
+                    report.transactions,
+                    time.perf_counter() - t0,
+                )
+            )
     if last is None:
         raise AuditFailure(0, "genesis", "the source holds no blocks")
     if last.height != target:
-        raise AuditFailure(last.height + 1, "store_integrity",
-                           f"the source ended at height {last.height}, not {target}")
+        raise AuditFailure(
+            last.height + 1,
+            "store_integrity",
+            f"the source ended at height {last.height}, not {target}",
+        )
     if scratch.head.state_root != last.state_root:
-        raise AuditFailure(last.height, "state_root", "the last header's state root is not "
-                           "the re-executed state root")
+        raise AuditFailure(
+            last.height,
+            "state_root",
+            "the last header's state root is not the re-executed state root",
+        )
     if first is not None:
         _check_history(history, first, last)
 
@@ -561,13 +612,18 @@ def _check_history(history: merkle.MerkleTree, first: BlockHeader, last: BlockHe
     block ids, that the first certified header's history is a prefix of the last's."""
     n = last.height
     if history.root(n) != last.history_root:
-        raise AuditFailure(n, "history_consistency", "the last header's history root is not "
-                           "the root of the replayed block ids")
+        raise AuditFailure(
+            n,
+            "history_consistency",
+            "the last header's history root is not the root of the replayed block ids",
+        )
     proof = history.consistency_proof(first.height, n)
-    if not merkle.verify_consistency(first.height, n, proof, first.history_root,
-                                     last.history_root):
-        raise AuditFailure(n, "history_consistency", f"history root of height {first.height} "
-                           f"is not consistent with that of height {n}")
+    if not merkle.verify_consistency(first.height, n, proof, first.history_root, last.history_root):
+        raise AuditFailure(
+            n,
+            "history_consistency",
+            f"history root of height {first.height} is not consistent with that of height {n}",
+        )
 
 
 # --------------------------------------------------------------------------- state tree
@@ -601,8 +657,9 @@ class _StateWalk:
     inlined, which makes the walk several times faster than going through helpers.
     """
 
-    def __init__(self, get_node: Callable[[bytes], bytes | None],
-                 tick: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, get_node: Callable[[bytes], bytes | None], tick: Callable[[int], None] | None = None
+    ) -> None:
         self.get_node = get_node
         # internal node key -> its hash, for nodes whose whole subtree was verified
         self.verified: dict[bytes, bytes] = {}
@@ -615,8 +672,7 @@ class _StateWalk:
         nk = node_key(version, 0, bytes(32))
         enc = self.get_node(nk)
         if enc is None:
-            raise AuditFailure(version, "state_tree", f"no root record for state version "
-                               f"{version}")
+            raise AuditFailure(version, "state_tree", f"no root record for state version {version}")
         if enc == b"\x00":
             root = EMPTY_ROOT
         elif enc[:1] == b"\x01":
@@ -624,17 +680,24 @@ class _StateWalk:
         else:
             root = self._internal_hash(nk, enc)
         if root != state_root:
-            raise AuditFailure(version, "state_tree", f"the root record of state version "
-                               f"{version} hashes to {root.hex()[:16]}, not the header's "
-                               f"state root {state_root.hex()[:16]}")
+            raise AuditFailure(
+                version,
+                "state_tree",
+                f"the root record of state version "
+                f"{version} hashes to {root.hex()[:16]}, not the header's "
+                f"state root {state_root.hex()[:16]}",
+            )
         if enc[:1] == b"\x02":
             self._descend(nk, enc, 0, b"")
 
     @staticmethod
     def _fail(nk: bytes, what: str) -> AuditFailure:
         version = int.from_bytes(nk[:8], "big")
-        return AuditFailure(version, "state_tree", f"state node {nk.hex()} (written at "
-                            f"version {version}, depth {nk[8]}): {what}")
+        return AuditFailure(
+            version,
+            "state_tree",
+            f"state node {nk.hex()} (written at version {version}, depth {nk[8]}): {what}",
+        )
 
     def _leaf_hash(self, nk: bytes, enc: bytes, packed: bytes, depth: int) -> bytes:
         if enc[:1] != b"\x01" or len(enc) < 33:
@@ -643,7 +706,7 @@ class _StateWalk:
         # The leaf must sit on its own key's path: its first ``depth`` nibbles.
         n = len(packed)
         if depth & 1:
-            on_path = key[:n - 1] == packed[:-1] and key[n - 1] & 0xF0 == packed[-1]
+            on_path = key[: n - 1] == packed[:-1] and key[n - 1] & 0xF0 == packed[-1]
         else:
             on_path = key[:n] == packed
         if not on_path:
@@ -661,7 +724,7 @@ class _StateWalk:
         n = bitmap.bit_count()
         if not n or len(enc) != 5 + 40 * n or leafmap & ~bitmap or (n == 1 and leafmap):
             raise self._fail(nk, "malformed internal node")
-        return _sha256(NODE_TAG + enc[1:3] + enc[5:5 + 32 * n]).digest()
+        return _sha256(NODE_TAG + enc[1:3] + enc[5 : 5 + 32 * n]).digest()
 
     def _descend(self, nk: bytes, enc: bytes, depth: int, packed: bytes) -> None:
         """Check every child of the (already checked) internal node ``enc`` at ``depth``,
@@ -680,8 +743,8 @@ class _StateWalk:
                 child_packed = packed[:-1] + _BYTE[packed[-1] | nib]
             else:
                 child_packed = packed + _BYTE[nib << 4]
-            ck = enc[voff + 8 * i: voff + 8 * i + 8] + child_depth + child_packed
-            stored = enc[5 + 32 * i: 37 + 32 * i]
+            ck = enc[voff + 8 * i : voff + 8 * i + 8] + child_depth + child_packed
+            stored = enc[5 + 32 * i : 37 + 32 * i]
             i += 1
             if leafmap >> nib & 1:
                 child = get(ck)
@@ -719,8 +782,11 @@ def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[
             return store.get_node(node_key)
         except plyvel.Error as exc:  # LevelDB's own checksums or I/O
             version = int.from_bytes(node_key[:8], "big")
-            raise AuditFailure(version, "store_integrity", f"state node {node_key.hex()}: "
-                               f"LevelDB read failed ({exc})") from None
+            raise AuditFailure(
+                version,
+                "store_integrity",
+                f"state node {node_key.hex()}: LevelDB read failed ({exc})",
+            ) from None
 
     t0 = time.perf_counter()
     versions = range(head, max(0, store.state_pruned_below) - 1, -1)
@@ -729,8 +795,11 @@ def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[
 
     def report(entries: int) -> None:
         if progress is not None:
-            progress(AuditProgress("state_tree", current, done, len(versions), entries,
-                                   time.perf_counter() - t0))
+            progress(
+                AuditProgress(
+                    "state_tree", current, done, len(versions), entries, time.perf_counter() - t0
+                )
+            )
 
     walk = _StateWalk(get_node, report if progress is not None else None)
     entries = 0
@@ -749,8 +818,9 @@ def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[
     return entries, len(versions)
 
 
-def verify_state(datadir: Path | str, genesis: Genesis,
-                 progress: ProgressFn | None = None) -> AuditReport:
+def verify_state(
+    datadir: Path | str, genesis: Genesis, progress: ProgressFn | None = None
+) -> AuditReport:
     """Verify a node's stored state tree alone (no replay): see ``check_state_tree``."""
     report = AuditReport()
     t0 = time.perf_counter()
@@ -773,9 +843,14 @@ def verify_state(datadir: Path | str, genesis: Genesis,
     return report
 
 
-def replay_datadir(datadir: Path | str, genesis: Genesis, *, workdir: Path | str | None = None,
-                   progress: ProgressFn | None = None, check_state: bool = True
-                   ) -> AuditReport:
+def replay_datadir(
+    datadir: Path | str,
+    genesis: Genesis,
+    *,
+    workdir: Path | str | None = None,
+    progress: ProgressFn | None = None,
+    check_state: bool = True,
+) -> AuditReport:
     """``replay`` a node's data directory, then verify its stored state tree."""
     source = DatadirSource(datadir, genesis, check_state=check_state)
     try:

@@ -73,19 +73,27 @@ class ProofBundle:
         def inc(x: IncludedTx | None) -> dict[str, Any] | None:
             if x is None:
                 return None
-            return {"tx": x.tx.hex(), "header": x.header.hex(), "index": x.index,
-                    "tx_proof": [h.hex() for h in x.tx_proof],
-                    "history_proof": [h.hex() for h in x.history_proof]}
+            return {
+                "tx": x.tx.hex(),
+                "header": x.header.hex(),
+                "index": x.index,
+                "tx_proof": [h.hex() for h in x.tx_proof],
+                "history_proof": [h.hex() for h in x.history_proof],
+            }
 
         return {
             "version": BUNDLE_VERSION,
             "chain_id": self.chain_id,
             "commitment": self.commitment.hex(),
-            "head": {"header": self.head.header.hex(),
-                     "certificate": self.head.certificate.hex()},
-            "valset_changes": [{"header": c.header.hex(), "certificate": c.certificate.hex(),
-                                "next_validators": c.next_validators.hex()}
-                               for c in self.valset_changes],
+            "head": {"header": self.head.header.hex(), "certificate": self.head.certificate.hex()},
+            "valset_changes": [
+                {
+                    "header": c.header.hex(),
+                    "certificate": c.certificate.hex(),
+                    "next_validators": c.next_validators.hex(),
+                }
+                for c in self.valset_changes
+            ],
             "record": None if self.record is None else self.record.hex(),
             "state_proof": self.state_proof,
             "attest": inc(self.attest),
@@ -94,8 +102,21 @@ class ProofBundle:
 
     @classmethod
     def from_json(cls, doc: Any) -> ProofBundle:
-        d = _obj(doc, "bundle", {"version", "chain_id", "commitment", "head", "valset_changes",
-                                 "record", "state_proof", "attest", "revoke"})
+        d = _obj(
+            doc,
+            "bundle",
+            {
+                "version",
+                "chain_id",
+                "commitment",
+                "head",
+                "valset_changes",
+                "record",
+                "state_proof",
+                "attest",
+                "revoke",
+            },
+        )
         if type(d["version"]) is not int or d["version"] != BUNDLE_VERSION:  # not 1.0, true
             raise BundleError(f"bundle version {d['version']!r} is not {BUNDLE_VERSION}")
         if not isinstance(d["chain_id"], str):
@@ -106,19 +127,27 @@ class ProofBundle:
             raise BundleError("valset_changes: expected a list")
         for i, c in enumerate(d["valset_changes"]):
             c = _obj(c, f"valset_changes[{i}]", {"header", "certificate", "next_validators"})
-            changes.append(ValsetChange(_hex(c["header"], "header"),
-                                        _hex(c["certificate"], "certificate"),
-                                        _hex(c["next_validators"], "next_validators")))
+            changes.append(
+                ValsetChange(
+                    _hex(c["header"], "header"),
+                    _hex(c["certificate"], "certificate"),
+                    _hex(c["next_validators"], "next_validators"),
+                )
+            )
         if not isinstance(d["state_proof"], dict):
             raise BundleError("state_proof: expected an object")
         return cls(
-            chain_id=d["chain_id"], commitment=_hex(d["commitment"], "commitment", 32),
-            head=CertifiedHeader(_hex(head["header"], "head.header"),
-                                 _hex(head["certificate"], "head.certificate")),
+            chain_id=d["chain_id"],
+            commitment=_hex(d["commitment"], "commitment", 32),
+            head=CertifiedHeader(
+                _hex(head["header"], "head.header"), _hex(head["certificate"], "head.certificate")
+            ),
             valset_changes=tuple(changes),
             record=None if d["record"] is None else _hex(d["record"], "record"),
             state_proof=d["state_proof"],
-            attest=_included(d["attest"], "attest"), revoke=_included(d["revoke"], "revoke"))
+            attest=_included(d["attest"], "attest"),
+            revoke=_included(d["revoke"], "revoke"),
+        )
 
 
 def _obj(value: Any, what: str, keys: set[str]) -> dict[str, Any]:
@@ -150,6 +179,10 @@ def _included(value: Any, what: str) -> IncludedTx | None:
     for name in ("tx_proof", "history_proof"):
         if not isinstance(d[name], list) or len(d[name]) > 64:
             raise BundleError(f"{what}.{name}: expected a list of at most 64 hashes")
-    return IncludedTx(_hex(d["tx"], f"{what}.tx"), _hex(d["header"], f"{what}.header"),
-                      d["index"], tuple(_hex(h, f"{what}.tx_proof", 32) for h in d["tx_proof"]),
-                      tuple(_hex(h, f"{what}.history_proof", 32) for h in d["history_proof"]))
+    return IncludedTx(
+        _hex(d["tx"], f"{what}.tx"),
+        _hex(d["header"], f"{what}.header"),
+        d["index"],
+        tuple(_hex(h, f"{what}.tx_proof", 32) for h in d["tx_proof"]),
+        tuple(_hex(h, f"{what}.history_proof", 32) for h in d["history_proof"]),
+    )

@@ -44,8 +44,9 @@ DEFAULT_RETAIN_VERSIONS = 8
 class Ledger:
     """A chain on disk plus speculative executions above its committed head."""
 
-    def __init__(self, store: Store, genesis: Genesis,
-                 retain_versions: int = DEFAULT_RETAIN_VERSIONS) -> None:
+    def __init__(
+        self, store: Store, genesis: Genesis, retain_versions: int = DEFAULT_RETAIN_VERSIONS
+    ) -> None:
         self.store = store
         self.genesis = genesis
         self.chain_id = genesis.chain_id
@@ -55,15 +56,21 @@ class Ledger:
         self.pending: dict[int, Execution] = {}
         if store.height < 0:
             ex = execute_genesis(genesis, SparseMerkleTree(store))
-            store.commit(ex.block, None, ex.update.new_nodes, ex.update.stale,
-                         ex.state.app_meta())
+            store.commit(ex.block, None, ex.update.new_nodes, ex.update.stale, ex.state.app_meta())
         self.head = self._load(store.height)
 
     @classmethod
-    def open(cls, path: Path | str, genesis: Genesis, *, create: bool = True,
-             retain_versions: int = DEFAULT_RETAIN_VERSIONS) -> Ledger:
-        store = Store.open(path, chain_id=genesis.chain_id, genesis_hash=genesis.hash,
-                           create=create)
+    def open(
+        cls,
+        path: Path | str,
+        genesis: Genesis,
+        *,
+        create: bool = True,
+        retain_versions: int = DEFAULT_RETAIN_VERSIONS,
+    ) -> Ledger:
+        store = Store.open(
+            path, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=create
+        )
         try:
             return cls(store, genesis, retain_versions)
         except BaseException:
@@ -159,9 +166,15 @@ class Ledger:
                 return ex.state
         return None
 
-    def build(self, txs: Iterable[Transaction], *, time_ms: int, proposer: bytes,
-              verified: Callable[[bytes], bool] | None = None,
-              parent_block_id: bytes | None = None) -> Execution:
+    def build(
+        self,
+        txs: Iterable[Transaction],
+        *,
+        time_ms: int,
+        proposer: bytes,
+        verified: Callable[[bytes], bool] | None = None,
+        parent_block_id: bytes | None = None,
+    ) -> Execution:
         """Build the next block from ``txs`` (invalid ones are dropped) and keep it pending.
 
         The parent is the tip, or the head/pending block ``parent_block_id`` (pending
@@ -174,13 +187,18 @@ class Ledger:
                 raise KeyError(parent_block_id)
             parent = found
             self.discard_pending(parent.height + 1)
-        ex = execute(parent, txs, time_ms=max(time_ms, parent.time_ms + 1), proposer=proposer,
-                     strict=False, verified=verified)
+        ex = execute(
+            parent,
+            txs,
+            time_ms=max(time_ms, parent.time_ms + 1),
+            proposer=proposer,
+            strict=False,
+            verified=verified,
+        )
         self._set_pending(ex)
         return ex
 
-    def validate(self, block: Block, verified: Callable[[bytes], bool] | None = None
-                 ) -> Execution:
+    def validate(self, block: Block, verified: Callable[[bytes], bool] | None = None) -> Execution:
         """Re-execute a proposed block on its parent (head or pending) and keep it pending.
 
         Raises ``RuleError`` if the block is invalid or its parent is unknown.
@@ -191,14 +209,19 @@ class Ledger:
         try:
             parent = self.state_at(block.height - 1)
         except KeyError:
-            raise RuleError("unknown_parent",
-                            f"no state at height {block.height - 1} to execute on") from None
+            raise RuleError(
+                "unknown_parent", f"no state at height {block.height - 1} to execute on"
+            ) from None
         ex = validate_block(parent, block, verified)
         self._set_pending(ex)
         return ex
 
-    def commit(self, block: Block, certificate: CommitCertificate,
-               verified: Callable[[bytes], bool] | None = None) -> Execution:
+    def commit(
+        self,
+        block: Block,
+        certificate: CommitCertificate,
+        verified: Callable[[bytes], bool] | None = None,
+    ) -> Execution:
         """Verify ``certificate``, execute ``block`` if needed, persist both atomically."""
         h = block.height
         if h != self.head.height + 1:
@@ -217,8 +240,9 @@ class Ledger:
             self.pending[h] = pending
             self._rebuild_overlay()
         ex = pending
-        self.store.commit(ex.block, certificate, ex.update.new_nodes, ex.update.stale,
-                          ex.state.app_meta())
+        self.store.commit(
+            ex.block, certificate, ex.update.new_nodes, ex.update.stale, ex.state.app_meta()
+        )
         del self.pending[h]
         self._rebuild_overlay()
         # Its SeenTxs drops this block's ids (and its ancestors') at the next look-up: the

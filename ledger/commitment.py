@@ -78,7 +78,7 @@ def encode_code(salt: bytes) -> str:
     if len(salt) != SALT_SIZE:
         raise ValueError("salt must be 32 bytes")
     raw = base64.b32encode(salt + _checksum(salt)).decode("ascii").translate(_TO_CROCKFORD)
-    return "-".join(raw[i:i + 4] for i in range(0, len(raw), 4))
+    return "-".join(raw[i : i + 4] for i in range(0, len(raw), 4))
 
 
 def decode_code(code: str) -> bytes:

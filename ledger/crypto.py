@@ -78,8 +78,12 @@ def verify(public_key: bytes, domain: Domain, body: bytes, signature: bytes) -> 
 
 
 _sign_open = nacl.bindings.crypto_sign_open
-_VERIFY_ERRORS = (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError,
-                  TypeError)
+_VERIFY_ERRORS = (
+    nacl.exceptions.BadSignatureError,
+    nacl.exceptions.ValueError,
+    ValueError,
+    TypeError,
+)
 
 
 def verify_message(public_key: bytes, message: bytes, signature: bytes) -> bool:

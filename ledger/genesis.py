@@ -49,11 +49,20 @@ def genesis_to_json(g: Genesis) -> dict[str, Any]:
     return {
         "chain_id": g.chain_id,
         "genesis_time_ms": g.genesis_time_ms,
-        "members": [{"id": m.member_id, "name": m.name, "key": m.key.hex(),
-                     "roles": [names[r] for r in m.roles], "doc_types": list(m.doc_types)}
-                    for m in g.members],
-        "validators": [{"member_id": v.member_id, "node_key": v.node_key.hex()}
-                       for v in g.validators.validators],
+        "members": [
+            {
+                "id": m.member_id,
+                "name": m.name,
+                "key": m.key.hex(),
+                "roles": [names[r] for r in m.roles],
+                "doc_types": list(m.doc_types),
+            }
+            for m in g.members
+        ],
+        "validators": [
+            {"member_id": v.member_id, "node_key": v.node_key.hex()}
+            for v in g.validators.validators
+        ],
         "doc_types": list(g.doc_types),
         "params": {n: getattr(g.params, n) for n in ChainParams.NAMES},
         "genesis_hash": g.hash.hex(),
@@ -64,8 +73,15 @@ def genesis_from_json(doc: Any) -> Genesis:
     """Build and check a ``Genesis`` from its JSON form; ``GenesisError`` says what is wrong."""
     if not isinstance(doc, dict):
         raise GenesisError("a genesis file is a JSON object")
-    known = {"chain_id", "genesis_time_ms", "members", "validators", "doc_types", "params",
-             "genesis_hash"}
+    known = {
+        "chain_id",
+        "genesis_time_ms",
+        "members",
+        "validators",
+        "doc_types",
+        "params",
+        "genesis_hash",
+    }
     unknown = set(doc) - known
     if unknown:
         raise GenesisError(f"unknown genesis fields: {sorted(unknown)}")
@@ -75,19 +91,35 @@ def genesis_from_json(doc: Any) -> Genesis:
             roles = []
             for r in m.get("roles", []):
                 if r not in ROLE_NAMES:
-                    raise GenesisError(f"members[{i}]: unknown role {r!r} "
-                                       f"(one of {sorted(ROLE_NAMES)})")
+                    raise GenesisError(
+                        f"members[{i}]: unknown role {r!r} (one of {sorted(ROLE_NAMES)})"
+                    )
                 roles.append(ROLE_NAMES[r])
             docs = tuple(sorted(set(m.get("doc_types", []))))
-            members.append(Member(m["id"], m["name"], _hex(m["key"], f"members[{i}].key", 32),
-                                  tuple(sorted(set(roles))), docs))
-        validators = ValidatorSet.of([
-            Validator(v["member_id"], _hex(v["node_key"], f"validators[{i}].node_key", 32))
-            for i, v in enumerate(doc["validators"])])
+            members.append(
+                Member(
+                    m["id"],
+                    m["name"],
+                    _hex(m["key"], f"members[{i}].key", 32),
+                    tuple(sorted(set(roles))),
+                    docs,
+                )
+            )
+        validators = ValidatorSet.of(
+            [
+                Validator(v["member_id"], _hex(v["node_key"], f"validators[{i}].node_key", 32))
+                for i, v in enumerate(doc["validators"])
+            ]
+        )
         params = ChainParams(**doc.get("params", {}))
-        g = Genesis(doc["chain_id"], int(doc["genesis_time_ms"]),
-                    tuple(sorted(members, key=lambda m: m.member_id)), validators,
-                    tuple(sorted(set(doc["doc_types"]))), params)
+        g = Genesis(
+            doc["chain_id"],
+            int(doc["genesis_time_ms"]),
+            tuple(sorted(members, key=lambda m: m.member_id)),
+            validators,
+            tuple(sorted(set(doc["doc_types"]))),
+            params,
+        )
         Genesis.decode(g.encode())  # every field through the strict decoder's checks
     except GenesisError:
         raise
@@ -97,8 +129,10 @@ def genesis_from_json(doc: Any) -> Genesis:
         raise GenesisError(f"invalid genesis: {exc}") from None
     expected = doc.get("genesis_hash")
     if expected is not None and expected != g.hash.hex():
-        raise GenesisError(f"genesis_hash {expected} does not match the contents "
-                           f"({g.hash.hex()}): the file was edited after it was made")
+        raise GenesisError(
+            f"genesis_hash {expected} does not match the contents "
+            f"({g.hash.hex()}): the file was edited after it was made"
+        )
     from ledger.errors import RuleError
     from ledger.state import check_genesis
 
@@ -145,8 +179,12 @@ def read_template(path: Path | str) -> dict[str, Any]:
     return doc
 
 
-def genesis_from_template(template: dict[str, Any], member_keys: dict[str, bytes],
-                          node_keys: dict[str, bytes], genesis_time_ms: int) -> Genesis:
+def genesis_from_template(
+    template: dict[str, Any],
+    member_keys: dict[str, bytes],
+    node_keys: dict[str, bytes],
+    genesis_time_ms: int,
+) -> Genesis:
     """Fill a template with keys. Validators are the members holding the validator role."""
     members = []
     validators = []
@@ -154,16 +192,30 @@ def genesis_from_template(template: dict[str, Any], member_keys: dict[str, bytes
         mid = m["id"]
         if mid not in member_keys:
             raise GenesisError(f"no key for member {mid!r}")
-        members.append({"id": mid, "name": m.get("name", mid), "key": member_keys[mid].hex(),
-                        "roles": m.get("roles", []), "doc_types": m.get("doc_types", [])})
+        members.append(
+            {
+                "id": mid,
+                "name": m.get("name", mid),
+                "key": member_keys[mid].hex(),
+                "roles": m.get("roles", []),
+                "doc_types": m.get("doc_types", []),
+            }
+        )
         if "validator" in m.get("roles", []):
             if mid not in node_keys:
                 raise GenesisError(f"no node key for validator {mid!r}")
             validators.append({"member_id": mid, "node_key": node_keys[mid].hex()})
-    doc_types = sorted({d for m in template["members"] for d in m.get("doc_types", [])}
-                       | set(template.get("doc_types", [])))
-    return genesis_from_json({
-        "chain_id": template["chain_id"], "genesis_time_ms": genesis_time_ms,
-        "members": members, "validators": validators, "doc_types": doc_types,
-        "params": template.get("params", {}),
-    })
+    doc_types = sorted(
+        {d for m in template["members"] for d in m.get("doc_types", [])}
+        | set(template.get("doc_types", []))
+    )
+    return genesis_from_json(
+        {
+            "chain_id": template["chain_id"],
+            "genesis_time_ms": genesis_time_ms,
+            "members": members,
+            "validators": validators,
+            "doc_types": doc_types,
+            "params": template.get("params", {}),
+        }
+    )

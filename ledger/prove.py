@@ -45,10 +45,10 @@ class _StoredBlock:
 
     @property
     def header(self) -> bytes:
-        return self.raw[1:self.header_end]
+        return self.raw[1 : self.header_end]
 
     def tx(self, position: int) -> bytes:
-        return self.raw[self.offsets[position]:self.offsets[position + 1]]
+        return self.raw[self.offsets[position] : self.offsets[position + 1]]
 
     @property
     def size(self) -> int:
@@ -88,8 +88,7 @@ def _level_proof(levels: tuple[list[bytes], ...], index: int) -> list[bytes]:
 
 
 class Prover:
-    def __init__(self, ledger: Ledger,
-                 block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES) -> None:
+    def __init__(self, ledger: Ledger, block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES) -> None:
         self.ledger = ledger
         self.history = merkle.MerkleTree()
         self.changes: list[int] = []  # heights whose header announces a new validator set
@@ -128,8 +127,9 @@ class Prover:
         except DecodeError as exc:
             raise StoreError(f"block at height {height} does not split ({exc})") from exc
         leaf = merkle.leaf_hash
-        levels = _levels([leaf(tx_id_of(raw[offsets[i]:offsets[i + 1]]))
-                          for i in range(len(offsets) - 1)])
+        levels = _levels(
+            [leaf(tx_id_of(raw[offsets[i] : offsets[i + 1]])) for i in range(len(offsets) - 1)]
+        )
         root = levels[-1][0] if levels[-1] else merkle.root([])
         if root != header.tx_root:  # the same check a verifier makes
             raise StoreError(f"block at height {height}: transactions do not match tx_root")
@@ -149,9 +149,15 @@ class Prover:
         history = self._history_proofs.get(height)
         if history is None:
             history = self._history_proofs[height] = tuple(
-                self.history.inclusion_proof(height, head) if height < head else ())
-        return IncludedTx(block.tx(position), block.header, position,
-                          tuple(_level_proof(block.levels, position)), history)
+                self.history.inclusion_proof(height, head) if height < head else ()
+            )
+        return IncludedTx(
+            block.tx(position),
+            block.header,
+            position,
+            tuple(_level_proof(block.levels, position)),
+            history,
+        )
 
     def _valset_change(self, height: int) -> ValsetChange:
         change = self._valset_changes.get(height)
@@ -191,8 +197,19 @@ class Prover:
         if record is not None:
             rec = AttestationRecord.decode(record)
             attest = self.included(rec.height, rec.position, head)
-            if rec.revoked_height and rec.revoked_height <= store.height and \
-                    rec.revoke_position < self._block(rec.revoked_height).size:
+            if (
+                rec.revoked_height
+                and rec.revoked_height <= store.height
+                and rec.revoke_position < self._block(rec.revoked_height).size
+            ):
                 revoke = self.included(rec.revoked_height, rec.revoke_position, head)
-        return ProofBundle(self.ledger.chain_id, commitment, certified, tuple(changes), record,
-                           proof.to_json(), attest, revoke)
+        return ProofBundle(
+            self.ledger.chain_id,
+            commitment,
+            certified,
+            tuple(changes),
+            record,
+            proof.to_json(),
+            attest,
+            revoke,
+        )

@@ -85,8 +85,16 @@ class AttestationRecord:
     revoke_position: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.issuer, self.doc_type, self.valid_until_ms, self.height, self.position,
-                self.revoked_height, self.revoke_reason, self.revoke_position]
+        return [
+            self.issuer,
+            self.doc_type,
+            self.valid_until_ms,
+            self.height,
+            self.position,
+            self.revoked_height,
+            self.revoke_reason,
+            self.revoke_position,
+        ]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
@@ -98,15 +106,19 @@ class AttestationRecord:
             if not isinstance(f[i], str):
                 raise DecodeError(f"record.{name}: expected text")
             check_identifier(f[i], f"record.{name}")
-        return cls(f[0], f[1], as_int(f[2], "record.valid_until_ms"),
-                   as_int(f[3], "record.height"), as_int(f[4], "record.position"),
-                   as_int(f[5], "record.revoked_height"),
-                   as_int(f[6], "record.revoke_reason", 0, 255),
-                   as_int(f[7], "record.revoke_position"))
+        return cls(
+            f[0],
+            f[1],
+            as_int(f[2], "record.valid_until_ms"),
+            as_int(f[3], "record.height"),
+            as_int(f[4], "record.position"),
+            as_int(f[5], "record.revoked_height"),
+            as_int(f[6], "record.revoke_reason", 0, 255),
+            as_int(f[7], "record.revoke_position"),
+        )
 
     def revoked(self, height: int, reason: int, position: int) -> AttestationRecord:
-        return replace(self, revoked_height=height, revoke_reason=reason,
-                       revoke_position=position)
+        return replace(self, revoked_height=height, revoke_reason=reason, revoke_position=position)
 
 
 class Status(StrEnum):
@@ -154,8 +166,16 @@ class ProposalRecord:
     decided_height: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.action, list(self.args), self.proposer, self.deadline_height,
-                list(self.yes), list(self.no), int(self.status), self.decided_height]
+        return [
+            self.action,
+            list(self.args),
+            self.proposer,
+            self.deadline_height,
+            list(self.yes),
+            list(self.no),
+            int(self.status),
+            self.decided_height,
+        ]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
@@ -174,8 +194,16 @@ class ProposalRecord:
         status = as_int(f[6], "proposal.status", 0, 3)
         if not isinstance(f[2], str):
             raise DecodeError("proposal.proposer: expected text")
-        return cls(int(prop.action), prop.args, check_identifier(f[2], "proposal.proposer"),
-                   prop.deadline_height, yes, no, status, as_int(f[7], "proposal.decided_height"))
+        return cls(
+            int(prop.action),
+            prop.args,
+            check_identifier(f[2], "proposal.proposer"),
+            prop.deadline_height,
+            yes,
+            no,
+            status,
+            as_int(f[7], "proposal.decided_height"),
+        )
 
     @property
     def gov_action(self) -> GovAction:
@@ -199,9 +227,13 @@ class ChainRecord:
     doc_types: tuple[str, ...]
 
     def to_wire(self) -> list[Any]:
-        return [self.validators.to_wire(), self.validators_since,
-                [[h, vs.to_wire()] for h, vs in self.scheduled],
-                self.params.to_wire(), list(self.doc_types)]
+        return [
+            self.validators.to_wire(),
+            self.validators_since,
+            [[h, vs.to_wire()] for h, vs in self.scheduled],
+            self.params.to_wire(),
+            list(self.doc_types),
+        ]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
@@ -212,8 +244,9 @@ class ChainRecord:
         sched = []
         for item in as_list(f[2], "chain.scheduled", 64):
             pair = fields(item, 2, "chain.scheduled[]")
-            sched.append((as_int(pair[0], "chain.scheduled.height"),
-                          ValidatorSet.from_wire(pair[1])))
+            sched.append(
+                (as_int(pair[0], "chain.scheduled.height"), ValidatorSet.from_wire(pair[1]))
+            )
         require_sorted_unique([h for h, _ in sched], "chain.scheduled")
         docs = as_list(f[4], "chain.doc_types", 256)
         for d in docs:
@@ -221,8 +254,13 @@ class ChainRecord:
                 raise DecodeError("chain.doc_types: expected text")
             check_identifier(d, "chain.doc_types[]")
         require_sorted_unique(docs, "chain.doc_types")
-        return cls(ValidatorSet.from_wire(f[0]), as_int(f[1], "chain.validators_since"),
-                   tuple(sched), ChainParams.from_wire(f[3]), tuple(docs))
+        return cls(
+            ValidatorSet.from_wire(f[0]),
+            as_int(f[1], "chain.validators_since"),
+            tuple(sched),
+            ChainParams.from_wire(f[3]),
+            tuple(docs),
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> ChainRecord:
@@ -245,8 +283,12 @@ class ChainRecord:
         if not self.scheduled or self.scheduled[0][0] > height:
             return self
         since, current = self.epoch_at(height)
-        return replace(self, validators=current, validators_since=since,
-                       scheduled=tuple((h, v) for h, v in self.scheduled if h > height))
+        return replace(
+            self,
+            validators=current,
+            validators_since=since,
+            scheduled=tuple((h, v) for h, v in self.scheduled if h > height),
+        )
 
     def latest_validators(self) -> ValidatorSet:
         return self.scheduled[-1][1] if self.scheduled else self.validators

@@ -469,9 +469,7 @@ class SparseMerkleTree:
         return UpdateResult(root, batch.new_nodes, batch.stale, new_version)
 
 
-def _proof(
-    kind: str, levels: list[ProofLevel], key: bytes | None, vh: bytes | None
-) -> Proof:
+def _proof(kind: str, levels: list[ProofLevel], key: bytes | None, vh: bytes | None) -> Proof:
     """A Proof built from parts this module produced itself, skipping the structural
     checks of Proof's constructor (they are for proofs that come from outside)."""
     proof = object.__new__(Proof)
@@ -533,8 +531,16 @@ class _Batch:
     into each ancestor's encoding on the way back up."""
 
     __slots__ = (
-        "tree", "v8", "keys", "vals", "new_nodes", "stale", "cache", "get",
-        "must_be_new", "existing",
+        "tree",
+        "v8",
+        "keys",
+        "vals",
+        "new_nodes",
+        "stale",
+        "cache",
+        "get",
+        "must_be_new",
+        "existing",
     )
 
     def __init__(
@@ -892,9 +898,7 @@ class _Batch:
                 assert k is not None and p[4] is not None
                 new_nodes[nv8 + dep + _path(k, d1)] = _LEAF_PREFIX + k + p[4]
         bm2 = new_bitmap.to_bytes(2, "big")
-        ne = b"".join((
-            _INTERNAL_PREFIX, bm2, new_leafmap.to_bytes(2, "big"), hs, b"".join(vparts)
-        ))
+        ne = b"".join((_INTERNAL_PREFIX, bm2, new_leafmap.to_bytes(2, "big"), hs, b"".join(vparts)))
         hh = _node_hasher()
         hh.update(bm2)
         hh.update(hs)
@@ -916,8 +920,20 @@ class _Batch:
         k = self.keys[idx]
         v = self.vals[idx]
         if _fast is not None and not is_leaf:
-            r = _fast.one(self.cache, self.get, k, v, h, v8, depth, self.v8, self.new_nodes,
-                          self.stale, self.must_be_new, self.existing)
+            r = _fast.one(
+                self.cache,
+                self.get,
+                k,
+                v,
+                h,
+                v8,
+                depth,
+                self.v8,
+                self.new_nodes,
+                self.stale,
+                self.must_be_new,
+                self.existing,
+            )
             if r is not NotImplemented:
                 return r  # type: ignore[no-any-return]
         cache = self.cache
@@ -991,8 +1007,7 @@ class _Batch:
                     # Not put in the cache: it is rewritten below, superseding it at once.
                     enc = get(ok)  # type: ignore[assignment]
                     if enc is None:
-                        raise MissingNodeError(
-                            f"missing node at depth {depth}, version {v8.hex()}")
+                        raise MissingNodeError(f"missing node at depth {depth}, version {v8.hex()}")
                     old = None
                     # _check_internal(), inlined
                     if len(enc) < 45 or enc[0] != _T_INTERNAL:
@@ -1028,10 +1043,18 @@ class _Batch:
                     lh = hh.digest()
                     new_nodes[nv8 + _DEPTH[d1] + p1] = _LEAF_PREFIX + k + v
                     bm2 = (bitmap | bit).to_bytes(2, "big")
-                    ne = join((
-                        _INTERNAL_PREFIX, bm2, (leafmap | bit).to_bytes(2, "big"),
-                        enc[5:ho], lh, enc[ho:vo], nv8, enc[vo:],
-                    ))
+                    ne = join(
+                        (
+                            _INTERNAL_PREFIX,
+                            bm2,
+                            (leafmap | bit).to_bytes(2, "big"),
+                            enc[5:ho],
+                            lh,
+                            enc[ho:vo],
+                            nv8,
+                            enc[vo:],
+                        )
+                    )
                     hh = _node_hasher()
                     hh.update(bm2)
                     hh.update(ne[5 : hend + 32])
@@ -1041,8 +1064,7 @@ class _Batch:
                     nk = lv8 + _DEPTH[d1] + p1
                     leaf = get(nk)  # type: ignore[assignment]
                     if leaf is None:
-                        raise MissingNodeError(
-                            f"missing leaf at depth {d1}, version {lv8.hex()}")
+                        raise MissingNodeError(f"missing leaf at depth {d1}, version {lv8.hex()}")
                     if leaf[0] != _T_LEAF or len(leaf) < 33:
                         raise NodeError("expected a leaf")
                     lkey = leaf[1:33]
@@ -1109,10 +1131,17 @@ class _Batch:
                         # right here)
                         new_nodes[nv8 + _DEPTH[d1] + p1] = sne
                         # and in this node, the child turns from a leaf into a node
-                        ne = join((
-                            enc[:3], (leafmap ^ bit).to_bytes(2, "big"), enc[5:ho], sh,
-                            enc[ho + 32 : vo], nv8, enc[vo + 8 :],
-                        ))
+                        ne = join(
+                            (
+                                enc[:3],
+                                (leafmap ^ bit).to_bytes(2, "big"),
+                                enc[5:ho],
+                                sh,
+                                enc[ho + 32 : vo],
+                                nv8,
+                                enc[vo + 8 :],
+                            )
+                        )
                     hh = _node_hasher()
                     hh.update(enc[1:3])
                     hh.update(ne[5:hend])
@@ -1183,9 +1212,9 @@ class _Batch:
                 d1 = depth + 1
                 h1 = d1 >> 1
                 assert rval is not None
-                new_nodes[
-                    nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])
-                ] = _LEAF_PREFIX + rk + rval
+                new_nodes[nv8 + _DEPTH[d1] + (rk[:h1] + _HIGH[rk[h1]] if d1 & 1 else rk[:h1])] = (
+                    _LEAF_PREFIX + rk + rval
+                )
             bm2 = bitmap.to_bytes(2, "big")
             ne = join((_INTERNAL_PREFIX, bm2, leafmap.to_bytes(2, "big"), hs, vs))
             rh = sha(NODE_TAG + bm2 + hs).digest()

@@ -277,8 +277,10 @@ class Proof:
         if not isinstance(data, Mapping):
             raise ProofError("a JSON proof is an object")
         if set(data) != {"terminal", "levels", "leaf_key", "leaf_value_hash"}:
-            raise ProofError(f"JSON proof fields must be exactly terminal, levels, leaf_key, "
-                             f"leaf_value_hash; got {sorted(map(str, data))}")
+            raise ProofError(
+                f"JSON proof fields must be exactly terminal, levels, leaf_key, "
+                f"leaf_value_hash; got {sorted(map(str, data))}"
+            )
         kind = data["terminal"]
         if type(kind) is not str:
             raise ProofError("terminal must be a string")

@@ -75,8 +75,12 @@ class SeenTxs:
 
     __slots__ = ("recent", "index", "indexed_height")
 
-    def __init__(self, recent: list[tuple[int, frozenset[bytes]]],
-                 index: Callable[[bytes], bool], indexed_height: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        recent: list[tuple[int, frozenset[bytes]]],
+        index: Callable[[bytes], bool],
+        indexed_height: Callable[[], int],
+    ) -> None:
         self.recent = recent
         self.index = index
         self.indexed_height = indexed_height
@@ -139,9 +143,16 @@ class LedgerState:
 
     def app_meta(self) -> bytes:
         """What the store keeps per height so a snapshot can be reopened without replay."""
-        return encode([self.time_ms, self.history.size, list(self.history.frontier),
-                       sorted(self.members), sorted(self.open_proposals),
-                       self.chain.to_wire()])
+        return encode(
+            [
+                self.time_ms,
+                self.history.size,
+                list(self.history.frontier),
+                sorted(self.members),
+                sorted(self.open_proposals),
+                self.chain.to_wire(),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -157,23 +168,35 @@ class AppMeta:
 
 def decode_app_meta(data: bytes) -> AppMeta:
     f = fields(decode(data), 6, "app_meta")
-    acc = merkle.MerkleAccumulator(as_int(f[1], "app_meta.history_size"),
-                                   [as_hash(h, "app_meta.frontier") for h in
-                                    as_list(f[2], "app_meta.frontier", 64)])
+    acc = merkle.MerkleAccumulator(
+        as_int(f[1], "app_meta.history_size"),
+        [as_hash(h, "app_meta.frontier") for h in as_list(f[2], "app_meta.frontier", 64)],
+    )
     members = as_list(f[3], "app_meta.members", 1 << 16)
     if not all(isinstance(m, str) for m in members):
         raise DecodeError("app_meta.members: expected member ids")
     props = [as_hash(p, "app_meta.proposals") for p in as_list(f[4], "app_meta.proposals", 1 << 16)]
-    return AppMeta(as_int(f[0], "app_meta.time_ms"), acc, members, props,
-                   ChainRecord.from_wire(f[5]))
+    return AppMeta(
+        as_int(f[0], "app_meta.time_ms"), acc, members, props, ChainRecord.from_wire(f[5])
+    )
 
 
-def load_state(chain_id: str, height: int, header: BlockHeader, app_meta: bytes,
-               tree: SparseMerkleTree, tx_seen: Callable[[bytes], bool]) -> LedgerState:
+def load_state(
+    chain_id: str,
+    height: int,
+    header: BlockHeader,
+    app_meta: bytes,
+    tree: SparseMerkleTree,
+    tx_seen: Callable[[bytes], bool],
+) -> LedgerState:
     """Rebuild the snapshot of a committed height from its header, app meta and tree."""
     meta = decode_app_meta(app_meta)
-    time_ms, history, member_ids, proposal_ids = (meta.time_ms, meta.history, meta.member_ids,
-                                                  meta.proposal_ids)
+    time_ms, history, member_ids, proposal_ids = (
+        meta.time_ms,
+        meta.history,
+        meta.member_ids,
+        meta.proposal_ids,
+    )
     members: dict[str, Member] = {}
     for mid in member_ids:
         raw = tree.get(member_key(mid), height)
@@ -186,10 +209,20 @@ def load_state(chain_id: str, height: int, header: BlockHeader, app_meta: bytes,
         if raw is None:
             raise DecodeError("open proposal missing from state")
         proposals[pid] = ProposalRecord.decode(raw)
-    return LedgerState(chain_id, height, header.block_id, time_ms, header.state_root,
-                       meta.chain, members,
-                       {m.key: m.member_id for m in members.values()}, proposals, history,
-                       tree, tx_seen)
+    return LedgerState(
+        chain_id,
+        height,
+        header.block_id,
+        time_ms,
+        header.state_root,
+        meta.chain,
+        members,
+        {m.key: m.member_id for m in members.values()},
+        proposals,
+        history,
+        tree,
+        tx_seen,
+    )
 
 
 @dataclass
@@ -224,16 +257,37 @@ def execute_genesis(genesis: Genesis, tree: SparseMerkleTree) -> Execution:
     check_genesis(genesis)
     update = tree.update(None, 0, genesis_changes(genesis))
     chain = ChainRecord(genesis.validators, 1, (), genesis.params, genesis.doc_types)
-    header = BlockHeader(genesis.chain_id, 0, ZERO_HASH, genesis.genesis_time_ms, b"", 0,
-                         merkle.EMPTY_ROOT, update.root, genesis.validators.hash,
-                         genesis.validators.hash, merkle.EMPTY_ROOT)
+    header = BlockHeader(
+        genesis.chain_id,
+        0,
+        ZERO_HASH,
+        genesis.genesis_time_ms,
+        b"",
+        0,
+        merkle.EMPTY_ROOT,
+        update.root,
+        genesis.validators.hash,
+        genesis.validators.hash,
+        merkle.EMPTY_ROOT,
+    )
     block = Block(header, ())
     history = merkle.MerkleAccumulator()
     history.append(merkle.leaf_hash(header.block_id))
     members = {m.member_id: m for m in genesis.members}
-    state = LedgerState(genesis.chain_id, 0, header.block_id, genesis.genesis_time_ms,
-                        update.root, chain, members, {m.key: m.member_id for m in members.values()},
-                        {}, history, tree, lambda _tx_id: False)
+    state = LedgerState(
+        genesis.chain_id,
+        0,
+        header.block_id,
+        genesis.genesis_time_ms,
+        update.root,
+        chain,
+        members,
+        {m.key: m.member_id for m in members.values()},
+        {},
+        history,
+        tree,
+        lambda _tx_id: False,
+    )
     return Execution(block, state, update)
 
 
@@ -287,8 +341,9 @@ class _Block:
         self.attestations[commitment] = rec
         return rec
 
-    def put_attestation(self, commitment: bytes, rec: AttestationRecord,
-                        key: bytes | None = None) -> None:
+    def put_attestation(
+        self, commitment: bytes, rec: AttestationRecord, key: bytes | None = None
+    ) -> None:
         """``key``: ``attestation_key(commitment)`` if the caller has it already."""
         self.attestations[commitment] = rec
         self.changes[key or attestation_key(commitment)] = rec.encode()
@@ -328,8 +383,15 @@ class _Block:
         self.chain_dirty = True
 
 
-def execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int, proposer: bytes,
-            strict: bool, verified: Callable[[bytes], bool] | None = None) -> Execution:
+def execute(
+    parent: LedgerState,
+    txs: Iterable[Transaction],
+    *,
+    time_ms: int,
+    proposer: bytes,
+    strict: bool,
+    verified: Callable[[bytes], bool] | None = None,
+) -> Execution:
     """Execute ``txs`` as block ``parent.height + 1``.
 
     ``strict=True`` raises ``RuleError`` on the first invalid transaction (validating a
@@ -347,17 +409,25 @@ def execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int, pr
     exclude: set[bytes] = set()
     while True:
         try:
-            ex = _execute(parent, txs if not exclude else
-                          [tx for tx in txs if tx.tx_id not in exclude],
-                          time_ms=time_ms, proposer=proposer, strict=strict, verified=verified)
+            ex = _execute(
+                parent,
+                txs if not exclude else [tx for tx in txs if tx.tx_id not in exclude],
+                time_ms=time_ms,
+                proposer=proposer,
+                strict=strict,
+                verified=verified,
+            )
         except _AlreadyAttested as exc:
             if strict or not exc.tx_ids:
                 raise exc.error from None
             exclude |= exc.tx_ids
             continue
         if exclude:
-            ex.rejected.extend((tx, RuleError("already_attested", "this commitment is already "
-                                              "attested")) for tx in txs if tx.tx_id in exclude)
+            ex.rejected.extend(
+                (tx, RuleError("already_attested", "this commitment is already attested"))
+                for tx in txs
+                if tx.tx_id in exclude
+            )
         return ex
 
 
@@ -370,13 +440,20 @@ class _AlreadyAttested(Exception):
         self.tx_ids = tx_ids
 
 
-def _execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int,
-             proposer: bytes, strict: bool, verified: Callable[[bytes], bool] | None
-             ) -> Execution:
+def _execute(
+    parent: LedgerState,
+    txs: Iterable[Transaction],
+    *,
+    time_ms: int,
+    proposer: bytes,
+    strict: bool,
+    verified: Callable[[bytes], bool] | None,
+) -> Execution:
     height = parent.height + 1
     if time_ms <= parent.time_ms:
-        raise RuleError("bad_time", f"block time {time_ms} is not after the parent's "
-                                    f"{parent.time_ms}")
+        raise RuleError(
+            "bad_time", f"block time {time_ms} is not after the parent's {parent.time_ms}"
+        )
     validators = parent.chain.validators_at(height)
     if validators.index_of(proposer) is None:
         raise RuleError("bad_proposer", "the proposer is not a validator at this height")
@@ -403,22 +480,34 @@ def _execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int,
     if work.chain_dirty:
         work.changes[CHAIN_KEY] = work.chain.encode()
     try:
-        update = parent.tree.update(parent.height, height, work.changes,
-                                    must_be_new=work.must_be_new or None)
+        update = parent.tree.update(
+            parent.height, height, work.changes, must_be_new=work.must_be_new or None
+        )
     except KeyExistsError as exc:
         first = work.must_be_new[sorted(exc.keys)[0]]
         attested = {work.must_be_new[k] for k in exc.keys}
         raise _AlreadyAttested(
             RuleError("already_attested", f"commitment {first.hex()[:16]} is already attested"),
-            {tx.tx_id for tx in included
-             if isinstance(tx.payload, Attest) and tx.payload.commitment in attested}) from None
+            {
+                tx.tx_id
+                for tx in included
+                if isinstance(tx.payload, Attest) and tx.payload.commitment in attested
+            },
+        ) from None
     tx_ids = [tx.tx_id for tx in included]
     header = BlockHeader(
-        chain_id=parent.chain_id, height=height, prev_block_id=parent.block_id, time_ms=time_ms,
-        proposer=proposer, tx_count=len(included), tx_root=merkle.root(tx_ids),
-        state_root=update.root, validator_set_hash=validators.hash,
+        chain_id=parent.chain_id,
+        height=height,
+        prev_block_id=parent.block_id,
+        time_ms=time_ms,
+        proposer=proposer,
+        tx_count=len(included),
+        tx_root=merkle.root(tx_ids),
+        state_root=update.root,
+        validator_set_hash=validators.hash,
         next_validator_set_hash=work.chain.validators_at(height + 1).hash,
-        history_root=parent.history.root())
+        history_root=parent.history.root(),
+    )
     block = Block(header, tuple(included))
     history = merkle.MerkleAccumulator(parent.history.size, parent.history.frontier)
     history.append(merkle.leaf_hash(header.block_id))
@@ -428,17 +517,30 @@ def _execute(parent: LedgerState, txs: Iterable[Transaction], *, time_ms: int,
     if isinstance(parent_seen, SeenTxs):
         tx_seen = parent_seen.extended(height, seen_here)
     else:  # a bare look-up function (states not backed by a store)
+
         def tx_seen(tx_id: bytes) -> bool:
             return tx_id in seen_here or parent_seen(tx_id)
 
-    state = LedgerState(parent.chain_id, height, header.block_id, time_ms, update.root,
-                        work.chain, work.members, work.key_index, work.proposals, history,
-                        parent.tree, tx_seen)
+    state = LedgerState(
+        parent.chain_id,
+        height,
+        header.block_id,
+        time_ms,
+        update.root,
+        work.chain,
+        work.members,
+        work.key_index,
+        work.proposals,
+        history,
+        parent.tree,
+        tx_seen,
+    )
     return Execution(block, state, update, rejected)
 
 
-def validate_block(parent: LedgerState, block: Block,
-                   verified: Callable[[bytes], bool] | None = None) -> Execution:
+def validate_block(
+    parent: LedgerState, block: Block, verified: Callable[[bytes], bool] | None = None
+) -> Execution:
     """Re-execute a proposed or replayed block; ``RuleError`` unless it is exactly right."""
     h = block.header
     if h.chain_id != parent.chain_id:
@@ -447,12 +549,19 @@ def validate_block(parent: LedgerState, block: Block,
         raise RuleError("bad_height", f"expected height {parent.height + 1}, got {h.height}")
     if h.prev_block_id != parent.block_id:
         raise RuleError("bad_parent", "prev_block_id is not the parent block's id")
-    ex = execute(parent, block.txs, time_ms=h.time_ms, proposer=h.proposer, strict=True,
-                 verified=verified)
+    ex = execute(
+        parent, block.txs, time_ms=h.time_ms, proposer=h.proposer, strict=True, verified=verified
+    )
     ours = ex.block.header
     if ours != h:
-        for name in ("tx_count", "tx_root", "state_root", "validator_set_hash",
-                     "next_validator_set_hash", "history_root"):
+        for name in (
+            "tx_count",
+            "tx_root",
+            "state_root",
+            "validator_set_hash",
+            "next_validator_set_hash",
+            "history_root",
+        ):
             if getattr(ours, name) != getattr(h, name):
                 raise RuleError(f"bad_{name}", f"header {name} does not match re-execution")
         raise RuleError("bad_header", "header does not match re-execution")
@@ -496,8 +605,9 @@ def _attest(work: _Block, member: Member, p: Attest) -> None:
     if not member.has_role(Role.ISSUER):
         raise RuleError("not_issuer", f"{member.member_id} does not hold the issuer role")
     if p.doc_type not in member.doc_types:
-        raise RuleError("doc_type_not_granted",
-                        f"{member.member_id} is not admitted to issue {p.doc_type!r}")
+        raise RuleError(
+            "doc_type_not_granted", f"{member.member_id} is not admitted to issue {p.doc_type!r}"
+        )
     key = None
     if work.deferred_exists and p.commitment not in work.attestations:
         # Existence at the parent is checked by the batch update (_Block.deferred_exists).
@@ -505,12 +615,18 @@ def _attest(work: _Block, member: Member, p: Attest) -> None:
         work.must_be_new[key] = p.commitment
     elif work.attestation(p.commitment) is not None:
         raise RuleError("already_attested", "this commitment is already attested")
-    work.put_attestation(p.commitment, AttestationRecord(
-        member.member_id, p.doc_type, p.valid_until_ms, work.height, work.position), key)
+    work.put_attestation(
+        p.commitment,
+        AttestationRecord(
+            member.member_id, p.doc_type, p.valid_until_ms, work.height, work.position
+        ),
+        key,
+    )
 
 
-def _revoke(work: _Block, member: Member | None, commitment: bytes, reason: int,
-            *, by_governance: bool) -> None:
+def _revoke(
+    work: _Block, member: Member | None, commitment: bytes, reason: int, *, by_governance: bool
+) -> None:
     """Mark revoked; ``revoke_position`` is the REVOKE (or deciding GOV_VOTE) transaction."""
     rec = work.attestation(commitment)
     if rec is None:
@@ -532,8 +648,9 @@ def _propose(work: _Block, member: Member, p: GovPropose, tx_id: bytes) -> None:
         raise RuleError("not_validator", "only validator members may propose")
     if not work.height <= p.deadline_height <= work.height + MAX_PROPOSAL_LIFETIME:
         raise RuleError("bad_deadline", "deadline must be within the proposal lifetime")
-    rec = ProposalRecord(int(p.action), p.args, member.member_id, p.deadline_height,
-                         (member.member_id,), ())
+    rec = ProposalRecord(
+        int(p.action), p.args, member.member_id, p.deadline_height, (member.member_id,), ()
+    )
     _tally(work, tx_id, rec)
 
 
@@ -577,8 +694,9 @@ def _expire_proposals(work: _Block) -> None:
     for pid in sorted(work.proposals):
         rec = work.proposals[pid]
         if rec.deadline_height < work.height:
-            work.put_proposal(pid, replace(rec, status=int(ProposalStatus.EXPIRED),
-                                           decided_height=work.height))
+            work.put_proposal(
+                pid, replace(rec, status=int(ProposalStatus.EXPIRED), decided_height=work.height)
+            )
 
 
 def _member(work: _Block, member_id: str) -> Member:
@@ -624,8 +742,9 @@ def _execute_action(work: _Block, action: GovAction, args: tuple[Any, ...]) -> N
         if action == GovAction.GRANT_DOC_TYPE:
             docs.add(doc)
             if doc not in work.chain.doc_types:
-                work.set_chain(replace(work.chain,
-                                       doc_types=tuple(sorted((*work.chain.doc_types, doc)))))
+                work.set_chain(
+                    replace(work.chain, doc_types=tuple(sorted((*work.chain.doc_types, doc))))
+                )
         else:
             docs.discard(doc)
         work.put_member(replace(m, doc_types=tuple(sorted(docs))))

@@ -122,8 +122,11 @@ _HINT_INIT = "initialise it first (Store.open(..., create=True), e.g. via `dvp i
 # of disk (273 -> 376 B at 1,000,000 attestations after compaction, within the 400 B
 # budget). The memtable costs up to 2 x 32 MiB of RAM (the active and the one being
 # flushed).
-_DB_OPTIONS: dict[str, Any] = {"compression": None, "bloom_filter_bits": 10,
-                               "write_buffer_size": 32 * 1024 * 1024}
+_DB_OPTIONS: dict[str, Any] = {
+    "compression": None,
+    "bloom_filter_bits": 10,
+    "write_buffer_size": 32 * 1024 * 1024,
+}
 
 
 def h8(height: int) -> bytes:
@@ -139,9 +142,7 @@ def _seal(key: bytes, payload: bytes) -> bytes:
 
 
 def _unseal(key: bytes, value: bytes, what: str) -> bytes:
-    if len(value) < 4 or zlib.crc32(value[4:], zlib.crc32(key)) != int.from_bytes(
-        value[:4], "big"
-    ):
+    if len(value) < 4 or zlib.crc32(value[4:], zlib.crc32(key)) != int.from_bytes(value[:4], "big"):
         raise StoreError(f"{what} is corrupt: checksum mismatch (the stored value was damaged)")
     return value[4:]
 
@@ -201,8 +202,9 @@ class Store:
     ``ledger.smt.SparseMerkleTree``.
     """
 
-    def __init__(self, db: Any, path: Path, chain_id: str, genesis_hash: bytes,
-                 block_cache: int) -> None:
+    def __init__(
+        self, db: Any, path: Path, chain_id: str, genesis_hash: bytes, block_cache: int
+    ) -> None:
         # Use Store.open: this constructor trusts that the metadata was checked.
         self._db: Any = db
         self._path = path
@@ -218,8 +220,15 @@ class Store:
     # ------------------------------------------------------------------ open / close
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, chain_id: str, genesis_hash: bytes,
-             create: bool = False, block_cache: int = DEFAULT_BLOCK_CACHE) -> Store:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        chain_id: str,
+        genesis_hash: bytes,
+        create: bool = False,
+        block_cache: int = DEFAULT_BLOCK_CACHE,
+    ) -> Store:
         """Open the store at ``path`` for the chain (``chain_id``, ``genesis_hash``).
 
         ``create=True`` creates the directory and initialises an empty store if there is
@@ -230,8 +239,9 @@ class Store:
             raise ValueError("genesis_hash must be 32 bytes")
         p = Path(path)
         if p.exists() and not p.is_dir():
-            raise StoreError(f"{p} is a file, not a ledger store directory: check the data "
-                             f"directory setting")
+            raise StoreError(
+                f"{p} is a file, not a ledger store directory: check the data directory setting"
+            )
         if not (p / "CURRENT").exists():
             if not create:
                 why = "does not exist" if not p.exists() else "is not a LevelDB database"
@@ -239,16 +249,21 @@ class Store:
             if p.exists() and not all(_LEVELDB_FILE.fullmatch(f.name) for f in p.iterdir()):
                 # Only LevelDB's own files (a creation killed before CURRENT was written)
                 # may be there: never mix the store into someone else's directory.
-                raise StoreError(f"refusing to create a ledger store in {p}: the directory "
-                                 f"is not empty and holds no LevelDB database")
-            if p.exists() and any(f.suffix in (".ldb", ".sst") or
-                                  (f.suffix == ".log" and f.stat().st_size > 0)
-                                  for f in p.iterdir()):
+                raise StoreError(
+                    f"refusing to create a ledger store in {p}: the directory "
+                    f"is not empty and holds no LevelDB database"
+                )
+            if p.exists() and any(
+                f.suffix in (".ldb", ".sst") or (f.suffix == ".log" and f.stat().st_size > 0)
+                for f in p.iterdir()
+            ):
                 # Data without CURRENT is a damaged database, not an interrupted creation:
                 # creating one here would make LevelDB delete the tables as obsolete.
-                raise StoreError(f"{p}: LevelDB's CURRENT file is missing but the directory "
-                                 f"holds data: the database is damaged; restore the data "
-                                 f"directory from a backup or re-sync it from peers")
+                raise StoreError(
+                    f"{p}: LevelDB's CURRENT file is missing but the directory "
+                    f"holds data: the database is damaged; restore the data "
+                    f"directory from a backup or re-sync it from peers"
+                )
             try:
                 p.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -256,12 +271,17 @@ class Store:
         try:
             db = plyvel.DB(str(p), create_if_missing=create, **_DB_OPTIONS)
         except plyvel.CorruptionError as exc:
-            raise StoreError(f"{p}: LevelDB reports corruption ({leveldb_reason(exc)}); restore "
-                             f"the data directory from a backup or re-sync it from peers") from exc
+            raise StoreError(
+                f"{p}: LevelDB reports corruption ({leveldb_reason(exc)}); restore "
+                f"the data directory from a backup or re-sync it from peers"
+            ) from exc
         except (plyvel.Error, OSError) as exc:
             text = leveldb_reason(exc)
-            hint = ("is it open in another process (a running node)?" if "lock" in text.lower()
-                    else "is it a LevelDB database, readable by this user?")
+            hint = (
+                "is it open in another process (a running node)?"
+                if "lock" in text.lower()
+                else "is it a LevelDB database, readable by this user?"
+            )
             raise StoreError(f"cannot open ledger store at {p}: {text}; {hint}") from exc
         store = cls(db, p, chain_id, genesis_hash, block_cache)
         try:
@@ -269,9 +289,11 @@ class Store:
         except plyvel.Error as exc:
             # The checks read the store: damaged tables surface here, not at plyvel.DB().
             db.close()
-            raise StoreError(f"{p}: LevelDB reports {leveldb_reason(exc)!r} while checking the "
-                             f"store; restore the data directory from a backup or re-sync "
-                             f"it from peers") from exc
+            raise StoreError(
+                f"{p}: LevelDB reports {leveldb_reason(exc)!r} while checking the "
+                f"store; restore the data directory from a backup or re-sync "
+                f"it from peers"
+            ) from exc
         except BaseException:
             db.close()
             raise
@@ -284,12 +306,16 @@ class Store:
             with db.iterator(include_value=False) as it:
                 first = next(it, None)
             if first is not None:
-                raise StoreError(f"{p} is a LevelDB database of another program (it holds "
-                                 f"data but no dvp ledger-store magic); point the node at "
-                                 f"its own data directory")
+                raise StoreError(
+                    f"{p} is a LevelDB database of another program (it holds "
+                    f"data but no dvp ledger-store magic); point the node at "
+                    f"its own data directory"
+                )
             if not create:
-                raise StoreError(f"{p} is an empty LevelDB database, not an initialised "
-                                 f"ledger store; {_HINT_INIT}")
+                raise StoreError(
+                    f"{p} is an empty LevelDB database, not an initialised "
+                    f"ledger store; {_HINT_INIT}"
+                )
             with db.write_batch(sync=True) as wb:
                 wb.put(K_MAGIC, MAGIC)
                 wb.put(K_FORMAT, FORMAT_VERSION.to_bytes(4, "big"))
@@ -297,27 +323,36 @@ class Store:
                 wb.put(K_GENESIS, self._genesis_hash)
             return
         if magic != MAGIC:
-            raise StoreError(f"{p} is not a dvp ledger store (magic {magic[:32]!r}, expected "
-                             f"{MAGIC!r})")
+            raise StoreError(
+                f"{p} is not a dvp ledger store (magic {magic[:32]!r}, expected {MAGIC!r})"
+            )
         fmt_raw = db.get(K_FORMAT)
         fmt = int.from_bytes(fmt_raw, "big") if fmt_raw and len(fmt_raw) == 4 else None
         if fmt is None:
             raise StoreError(f"{p}: the store's format version record is missing or damaged")
         if fmt > FORMAT_VERSION:
-            raise StoreError(f"{p} was written in store format version {fmt}, newer than the "
-                             f"version {FORMAT_VERSION} this software reads; upgrade dvp")
+            raise StoreError(
+                f"{p} was written in store format version {fmt}, newer than the "
+                f"version {FORMAT_VERSION} this software reads; upgrade dvp"
+            )
         if fmt != FORMAT_VERSION:
-            raise StoreError(f"{p} uses store format version {fmt}, which this software "
-                             f"(format {FORMAT_VERSION}) cannot read")
+            raise StoreError(
+                f"{p} uses store format version {fmt}, which this software "
+                f"(format {FORMAT_VERSION}) cannot read"
+            )
         stored_chain = (db.get(K_CHAIN) or b"").decode("utf-8", "replace")
         if stored_chain != self._chain_id:
-            raise StoreError(f"{p} holds chain {stored_chain!r}, not {self._chain_id!r}: "
-                             f"wrong data directory or wrong genesis file")
+            raise StoreError(
+                f"{p} holds chain {stored_chain!r}, not {self._chain_id!r}: "
+                f"wrong data directory or wrong genesis file"
+            )
         stored_genesis = db.get(K_GENESIS) or b""
         if stored_genesis != self._genesis_hash:
-            raise StoreError(f"{p} holds chain {stored_chain!r} with genesis hash "
-                             f"{stored_genesis.hex()}, not {self._genesis_hash.hex()}: "
-                             f"wrong data directory or wrong genesis file")
+            raise StoreError(
+                f"{p} holds chain {stored_chain!r} with genesis hash "
+                f"{stored_genesis.hex()}, not {self._genesis_hash.hex()}: "
+                f"wrong data directory or wrong genesis file"
+            )
         pruned = db.get(K_PRUNED)
         self._pruned = int.from_bytes(pruned, "big") if pruned else 0
         raw_height = db.get(K_HEIGHT)
@@ -335,13 +370,17 @@ class Store:
             self._sealed(P_APP, height, "app metadata")
             self.get_certificate_bytes(height)
         except StoreError as exc:
-            raise StoreError(f"{p}: the store says height {height} is committed but that "
-                             f"block is unusable ({exc}); restore from a backup or re-sync "
-                             f"from peers") from exc
+            raise StoreError(
+                f"{p}: the store says height {height} is committed but that "
+                f"block is unusable ({exc}); restore from a backup or re-sync "
+                f"from peers"
+            ) from exc
         assert header is not None
         if db.get(P_HEADER + h8(height + 1)) is not None:
-            raise StoreError(f"{p}: a block above the committed height {height} exists; the "
-                             f"store was written outside its batches and cannot be trusted")
+            raise StoreError(
+                f"{p}: a block above the committed height {height} exists; the "
+                f"store was written outside its batches and cannot be trusted"
+            )
         self._tip_id = header.block_id
 
     def close(self) -> None:
@@ -357,8 +396,12 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # ------------------------------------------------------------------ metadata
@@ -387,9 +430,14 @@ class Store:
 
     # ------------------------------------------------------------------ commit
 
-    def commit(self, block: Block, certificate: CommitCertificate | None,
-               state_nodes: Mapping[bytes, bytes], stale_nodes: Iterable[bytes],
-               app_meta: bytes) -> None:
+    def commit(
+        self,
+        block: Block,
+        certificate: CommitCertificate | None,
+        state_nodes: Mapping[bytes, bytes],
+        stale_nodes: Iterable[bytes],
+        app_meta: bytes,
+    ) -> None:
         """Persist ``block`` as height ``height + 1`` in one synced batch.
 
         ``state_nodes``/``stale_nodes`` are the block's state-tree update
@@ -402,30 +450,37 @@ class Store:
         if self._closed:
             raise StoreError("the store is closed")
         if h != self._height + 1:
-            raise StoreError(f"cannot commit block at height {h}: the store is at height "
-                             f"{self._height}, so the next block must be at height "
-                             f"{self._height + 1}")
+            raise StoreError(
+                f"cannot commit block at height {h}: the store is at height "
+                f"{self._height}, so the next block must be at height "
+                f"{self._height + 1}"
+            )
         if header.chain_id != self._chain_id:
-            raise StoreError(f"block {h} is for chain {header.chain_id!r}, not "
-                             f"{self._chain_id!r}")
+            raise StoreError(f"block {h} is for chain {header.chain_id!r}, not {self._chain_id!r}")
         if header.prev_block_id != self._tip_id:
-            raise StoreError(f"block {h} does not extend the stored chain: its prev_block_id "
-                             f"{header.prev_block_id.hex()} is not the id of block {h - 1} "
-                             f"({self._tip_id.hex()})")
+            raise StoreError(
+                f"block {h} does not extend the stored chain: its prev_block_id "
+                f"{header.prev_block_id.hex()} is not the id of block {h - 1} "
+                f"({self._tip_id.hex()})"
+            )
         if h == 0:
             if certificate is not None:
                 raise StoreError("the genesis block (height 0) takes no certificate")
         elif certificate is None:
             raise StoreError(f"block {h} needs a commit certificate")
         elif certificate.height != h or certificate.block_id != block.block_id:
-            raise StoreError(f"the certificate (height {certificate.height}, block "
-                             f"{certificate.block_id.hex()}) does not commit block {h} "
-                             f"({block.block_id.hex()})")
+            raise StoreError(
+                f"the certificate (height {certificate.height}, block "
+                f"{certificate.block_id.hex()}) does not commit block {h} "
+                f"({block.block_id.hex()})"
+            )
         hb = h8(h)
         for nk in state_nodes:
             if nk[:8] != hb:
-                raise StoreError(f"state node {nk.hex()} of block {h} is not at version {h}: "
-                                 f"the state version must equal the block height")
+                raise StoreError(
+                    f"state node {nk.hex()} of block {h} is not at version {h}: "
+                    f"the state version must equal the block height"
+                )
         tx_ids = block.tx_ids
         if len(set(tx_ids)) != len(tx_ids):
             raise StoreError(f"block {h} contains the same transaction twice")
@@ -435,8 +490,10 @@ class Store:
             # silently re-pointing the index (bloom filters make misses cheap).
             loc = db.get(P_TX + tx_id[:TX_KEY_BYTES])
             if loc is not None:
-                raise StoreError(f"transaction {tx_id.hex()} is already committed at height "
-                                 f"{_parse_tx_location(loc)[0]}")
+                raise StoreError(
+                    f"transaction {tx_id.hex()} is already committed at height "
+                    f"{_parse_tx_location(loc)[0]}"
+                )
         stale = list(stale_nodes)
         try:
             wb = db.write_batch(sync=True)
@@ -445,7 +502,7 @@ class Store:
             hk, bk = P_HEADER + hb, P_BLOCK + hb
             header_bytes = header.encoded
             wb.put(hk, _seal(hk, header_bytes))
-            wb.put(bk, _seal(bk, block.encoded[1 + len(header_bytes):]))
+            wb.put(bk, _seal(bk, block.encoded[1 + len(header_bytes) :]))
             if certificate is not None:
                 ck = P_CERT + hb
                 wb.put(ck, _seal(ck, certificate.encode()))
@@ -461,8 +518,10 @@ class Store:
             wb.put(K_HEIGHT, hb)
             wb.write()
         except plyvel.Error as exc:
-            raise StoreError(f"writing block {h} to {self._path} failed ({leveldb_reason(exc)}); "
-                             f"the store still ends at height {self._height}") from exc
+            raise StoreError(
+                f"writing block {h} to {self._path} failed ({leveldb_reason(exc)}); "
+                f"the store still ends at height {self._height}"
+            ) from exc
         self._height = h
         self._tip_id = block.block_id
         # The newest blocks are the ones readers ask for (RPC, sync, proofs): keep the
@@ -486,8 +545,10 @@ class Store:
         keys were deleted. Not synced: a prune lost in an OS crash is redone next time.
         """
         if not 0 <= before_version <= self._height:
-            raise StoreError(f"cannot prune state before version {before_version}: the "
-                             f"latest version is {self._height} and must stay readable")
+            raise StoreError(
+                f"cannot prune state before version {before_version}: the "
+                f"latest version is {self._height} and must stay readable"
+            )
         deleted = 0
         chunk: list[tuple[bytes, bytes]] = []
         with self._db.iterator(start=P_STALE, stop=P_STALE + h8(before_version + 1)) as it:
@@ -509,13 +570,13 @@ class Store:
             for key, value in journals:
                 try:
                     stale = decode(value)
-                    if not isinstance(stale, list) or not all(isinstance(k, bytes)
-                                                              for k in stale):
+                    if not isinstance(stale, list) or not all(isinstance(k, bytes) for k in stale):
                         raise DecodeError("expected an array of node keys")
                 except DecodeError as exc:
                     version = int.from_bytes(key[1:], "big")
-                    raise StoreError(f"stale-node journal of version {version} is corrupt "
-                                     f"({exc})") from exc
+                    raise StoreError(
+                        f"stale-node journal of version {version} is corrupt ({exc})"
+                    ) from exc
                 for nk in stale:
                     wb.delete(P_NODE + nk)
                 deleted += len(stale)
@@ -535,11 +596,15 @@ class Store:
         try:
             value = self._db.get(key, verify_checksums=True)
         except plyvel.Error as exc:
-            raise StoreError(f"{what} at height {height}: LevelDB read failed "
-                             f"({leveldb_reason(exc)}); the database is damaged") from exc
+            raise StoreError(
+                f"{what} at height {height}: LevelDB read failed "
+                f"({leveldb_reason(exc)}); the database is damaged"
+            ) from exc
         if value is None:
-            raise StoreError(f"{what} at height {height} is missing although the store is "
-                             f"at height {self._height}; the database is damaged")
+            raise StoreError(
+                f"{what} at height {height} is missing although the store is "
+                f"at height {self._height}; the database is damaged"
+            )
         return _unseal(key, value, f"{what} at height {height}")
 
     def get_header_bytes(self, height: int) -> bytes | None:
@@ -659,8 +724,10 @@ class Store:
         height, pos = loc
         block = self.get_block(height)
         if block is None or pos >= len(block.txs) or block.txs[pos].tx_id != tx_id:
-            raise StoreError(f"tx index entry for {tx_id.hex()} points to height {height} "
-                             f"position {pos}, which does not hold that transaction")
+            raise StoreError(
+                f"tx index entry for {tx_id.hex()} points to height {height} "
+                f"position {pos}, which does not hold that transaction"
+            )
         return block.txs[pos]
 
     # ------------------------------------------------------------------ disk

@@ -45,7 +45,7 @@ class Consortium:
     def make(cls, params: ChainParams | None = None, n_validators: int = 4) -> Consortium:
         c = cls()
         names = ["cnix", "hkbank", "szcredit", "webank", "bochk", "icbc", "citic"]
-        names = names[:max(4, n_validators)]
+        names = names[: max(4, n_validators)]
         members = []
         validators = []
         for name in sorted(names):
@@ -58,26 +58,46 @@ class Consortium:
                 docs = DOC_TYPES
             if name == "hkbank":
                 roles.append(int(Role.VERIFIER))
-            members.append(Member(name, name.upper(), c.member_keys[name].public_key,
-                                  tuple(sorted(roles)), docs))
+            members.append(
+                Member(
+                    name, name.upper(), c.member_keys[name].public_key, tuple(sorted(roles)), docs
+                )
+            )
             if name in names[:n_validators]:
                 validators.append(Validator(name, c.node_keys[name].public_key))
-        c.genesis = Genesis(CHAIN_ID, GENESIS_TIME_MS, tuple(members), ValidatorSet.of(validators),
-                            DOC_TYPES, params or ChainParams())
+        c.genesis = Genesis(
+            CHAIN_ID,
+            GENESIS_TIME_MS,
+            tuple(members),
+            ValidatorSet.of(validators),
+            DOC_TYPES,
+            params or ChainParams(),
+        )
         return c
 
-    def tx(self, member: str, payload: Payload, expiry_height: int = 500,
-           key: KeyPair | None = None) -> Transaction:
+    def tx(
+        self, member: str, payload: Payload, expiry_height: int = 500, key: KeyPair | None = None
+    ) -> Transaction:
         self.nonce += 1
         k = key or self.member_keys[member]
         return Transaction(CHAIN_ID, k.public_key, self.nonce, expiry_height, payload).signed(k)
 
-    def attest(self, commitment: bytes, doc_type: str = "credit-report", member: str = "szcredit",
-               valid_until_ms: int = 0) -> Transaction:
+    def attest(
+        self,
+        commitment: bytes,
+        doc_type: str = "credit-report",
+        member: str = "szcredit",
+        valid_until_ms: int = 0,
+    ) -> Transaction:
         return self.tx(member, Attest(doc_type, commitment, GENESIS_TIME_MS, valid_until_ms))
 
-    def certify(self, block: Block, view: int = 0, signers: list[str] | None = None,
-                validators: ValidatorSet | None = None) -> CommitCertificate:
+    def certify(
+        self,
+        block: Block,
+        view: int = 0,
+        signers: list[str] | None = None,
+        validators: ValidatorSet | None = None,
+    ) -> CommitCertificate:
         vs = validators or self.genesis.validators
         body = commit_vote_body(CHAIN_ID, block.height, view, block.block_id)
         keys = {k.public_key: k for k in self.node_keys.values()}

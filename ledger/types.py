@@ -163,8 +163,13 @@ class Attest:
     KIND = TxKind.ATTEST
 
     def to_wire(self) -> list[Any]:
-        return [self.doc_type, self.commitment, self.issued_at_ms, self.valid_until_ms,
-                self.metadata_digest]
+        return [
+            self.doc_type,
+            self.commitment,
+            self.issued_at_ms,
+            self.valid_until_ms,
+            self.metadata_digest,
+        ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> Attest:
@@ -176,8 +181,13 @@ class Attest:
         issued = as_int(f[2], "attest.issued_at_ms")
         if valid_until and valid_until <= issued:
             raise DecodeError("attest.valid_until_ms: must be after issued_at_ms (or 0)")
-        return cls(_ident(f[0], "attest.doc_type"), as_hash(f[1], "attest.commitment"),
-                   issued, valid_until, digest)
+        return cls(
+            _ident(f[0], "attest.doc_type"),
+            as_hash(f[1], "attest.commitment"),
+            issued,
+            valid_until,
+            digest,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +298,10 @@ class GovPropose:
             raise DecodeError(f"gov_propose.action: unknown action {code}") from exc
         kinds = GOV_ARGS[action]
         raw = fields(f[1], len(kinds), f"gov_propose.args for {action.name}")
-        args = tuple(_gov_arg(k, v, f"gov_propose.args[{i}]")
-                     for i, (k, v) in enumerate(zip(kinds, raw, strict=True)))
+        args = tuple(
+            _gov_arg(k, v, f"gov_propose.args[{i}]")
+            for i, (k, v) in enumerate(zip(kinds, raw, strict=True))
+        )
         return cls(action, args, as_int(f[2], "gov_propose.deadline_height"))
 
 
@@ -343,8 +355,14 @@ class Transaction:
     signature: bytes = b""
 
     def body_wire(self) -> list[Any]:
-        return [self.chain_id, self.sender, self.nonce, self.expiry_height,
-                int(self.payload.KIND), self.payload.to_wire()]
+        return [
+            self.chain_id,
+            self.sender,
+            self.nonce,
+            self.expiry_height,
+            int(self.payload.KIND),
+            self.payload.to_wire(),
+        ]
 
     def to_wire(self) -> list[Any]:
         return [*self.body_wire(), self.signature]
@@ -375,17 +393,22 @@ class Transaction:
         return self.payload.KIND
 
     def signed(self, key: crypto.KeyPair) -> Transaction:
-        unsigned = Transaction(self.chain_id, key.public_key, self.nonce, self.expiry_height,
-                               self.payload)
-        return Transaction(unsigned.chain_id, unsigned.sender, unsigned.nonce,
-                           unsigned.expiry_height, unsigned.payload,
-                           key.sign(Domain.TX, unsigned.body_bytes))
+        unsigned = Transaction(
+            self.chain_id, key.public_key, self.nonce, self.expiry_height, self.payload
+        )
+        return Transaction(
+            unsigned.chain_id,
+            unsigned.sender,
+            unsigned.nonce,
+            unsigned.expiry_height,
+            unsigned.payload,
+            key.sign(Domain.TX, unsigned.body_bytes),
+        )
 
     def signature_ok(self) -> bool:
         # Hot path of block validation: the tagged message is built with one join and
         # checked by libsodium directly (same check as crypto.verify).
-        return crypto.verify_message(self.sender, _TX_SIGN_PREFIX + self.body_bytes,
-                                     self.signature)
+        return crypto.verify_message(self.sender, _TX_SIGN_PREFIX + self.body_bytes, self.signature)
 
     def validate_basic(self, chain_id: str) -> None:
         """Stateless checks: chain id and signature."""
@@ -448,25 +471,47 @@ def _attest_tx_fast(obj: Any) -> Transaction | None:
     if type(obj) is not list or len(obj) != 7:
         return None
     chain_id, sender, nonce, expiry, kind, pw, sig = obj
-    if not (type(kind) is int and kind == 1 and type(pw) is list and len(pw) == 5
-            and type(chain_id) is str and chain_id in _KNOWN_IDENTS
-            and type(sender) is bytes and len(sender) == 32
-            and type(nonce) is int and 0 <= nonce <= UINT64_MAX
-            and type(expiry) is int and 0 <= expiry <= UINT64_MAX
-            and type(sig) is bytes and len(sig) == 64):
+    if not (
+        type(kind) is int
+        and kind == 1
+        and type(pw) is list
+        and len(pw) == 5
+        and type(chain_id) is str
+        and chain_id in _KNOWN_IDENTS
+        and type(sender) is bytes
+        and len(sender) == 32
+        and type(nonce) is int
+        and 0 <= nonce <= UINT64_MAX
+        and type(expiry) is int
+        and 0 <= expiry <= UINT64_MAX
+        and type(sig) is bytes
+        and len(sig) == 64
+    ):
         return None
     doc_type, commitment, issued, valid_until, digest = pw
-    if not (type(doc_type) is str and doc_type in _KNOWN_IDENTS
-            and type(commitment) is bytes and len(commitment) == 32
-            and type(issued) is int and 0 <= issued <= UINT64_MAX
-            and type(valid_until) is int and 0 <= valid_until <= UINT64_MAX
-            and (valid_until == 0 or valid_until > issued)
-            and type(digest) is bytes and len(digest) in (0, 32)):
+    if not (
+        type(doc_type) is str
+        and doc_type in _KNOWN_IDENTS
+        and type(commitment) is bytes
+        and len(commitment) == 32
+        and type(issued) is int
+        and 0 <= issued <= UINT64_MAX
+        and type(valid_until) is int
+        and 0 <= valid_until <= UINT64_MAX
+        and (valid_until == 0 or valid_until > issued)
+        and type(digest) is bytes
+        and len(digest) in (0, 32)
+    ):
         return None
     tx = object.__new__(Transaction)
-    tx.__dict__.update(chain_id=chain_id, sender=sender, nonce=nonce, expiry_height=expiry,
-                       payload=Attest(doc_type, commitment, issued, valid_until, digest),
-                       signature=sig)
+    tx.__dict__.update(
+        chain_id=chain_id,
+        sender=sender,
+        nonce=nonce,
+        expiry_height=expiry,
+        payload=Attest(doc_type, commitment, issued, valid_until, digest),
+        signature=sig,
+    )
     return tx
 
 
@@ -595,8 +640,13 @@ class Member:
         docs = [_ident(d, "member.doc_types[]") for d in as_list(f[4], "member.doc_types", 256)]
         require_sorted_unique(roles, "member.roles")
         require_sorted_unique(docs, "member.doc_types")
-        return cls(_ident(f[0], "member.member_id"), as_str(f[1], "member.name", 128, 1),
-                   as_bytes(f[2], "member.key", 32), tuple(roles), tuple(docs))
+        return cls(
+            _ident(f[0], "member.member_id"),
+            as_str(f[1], "member.name", 128, 1),
+            as_bytes(f[2], "member.key", 32),
+            tuple(roles),
+            tuple(docs),
+        )
 
     def has_role(self, role: Role) -> bool:
         return int(role) in self.roles
@@ -616,9 +666,17 @@ class ChainParams:
     validator_change_delay: int = 2
     max_clock_drift_ms: int = 10_000
 
-    NAMES = ("max_block_txs", "max_block_bytes", "heartbeat_ms", "view_timeout_ms",
-             "checkpoint_interval", "pipeline_window", "tx_ttl_heights",
-             "validator_change_delay", "max_clock_drift_ms")
+    NAMES = (
+        "max_block_txs",
+        "max_block_bytes",
+        "heartbeat_ms",
+        "view_timeout_ms",
+        "checkpoint_interval",
+        "pipeline_window",
+        "tx_ttl_heights",
+        "validator_change_delay",
+        "max_clock_drift_ms",
+    )
 
     def to_wire(self) -> list[Any]:
         return [getattr(self, n) for n in self.NAMES]
@@ -656,8 +714,14 @@ class Genesis:
     params: ChainParams = field(default_factory=ChainParams)
 
     def to_wire(self) -> list[Any]:
-        return [self.chain_id, self.genesis_time_ms, [m.to_wire() for m in self.members],
-                self.validators.to_wire(), list(self.doc_types), self.params.to_wire()]
+        return [
+            self.chain_id,
+            self.genesis_time_ms,
+            [m.to_wire() for m in self.members],
+            self.validators.to_wire(),
+            list(self.doc_types),
+            self.params.to_wire(),
+        ]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
@@ -673,9 +737,14 @@ class Genesis:
         require_sorted_unique([m.member_id for m in members], "genesis.members")
         docs = [_ident(d, "genesis.doc_types[]") for d in as_list(f[4], "genesis.doc_types", 256)]
         require_sorted_unique(docs, "genesis.doc_types")
-        return cls(_ident(f[0], "genesis.chain_id"), as_int(f[1], "genesis.genesis_time_ms"),
-                   members, ValidatorSet.from_wire(f[3]), tuple(docs),
-                   ChainParams.from_wire(f[5]))
+        return cls(
+            _ident(f[0], "genesis.chain_id"),
+            as_int(f[1], "genesis.genesis_time_ms"),
+            members,
+            ValidatorSet.from_wire(f[3]),
+            tuple(docs),
+            ChainParams.from_wire(f[5]),
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Genesis:
@@ -710,9 +779,19 @@ class BlockHeader:
     history_root: bytes
 
     def to_wire(self) -> list[Any]:
-        return [self.chain_id, self.height, self.prev_block_id, self.time_ms, self.proposer,
-                self.tx_count, self.tx_root, self.state_root, self.validator_set_hash,
-                self.next_validator_set_hash, self.history_root]
+        return [
+            self.chain_id,
+            self.height,
+            self.prev_block_id,
+            self.time_ms,
+            self.proposer,
+            self.tx_count,
+            self.tx_root,
+            self.state_root,
+            self.validator_set_hash,
+            self.next_validator_set_hash,
+            self.history_root,
+        ]
 
     @cached_property
     def encoded(self) -> bytes:
@@ -731,13 +810,19 @@ class BlockHeader:
         proposer = as_bytes(f[4], "header.proposer", max_size=32)
         if len(proposer) not in (0, 32):  # empty only for the genesis block
             raise DecodeError("header.proposer: must be a 32-byte key (empty at genesis)")
-        return cls(_ident(f[0], "header.chain_id"), as_int(f[1], "header.height"),
-                   as_hash(f[2], "header.prev_block_id"), as_int(f[3], "header.time_ms"),
-                   proposer, as_int(f[5], "header.tx_count", 0, MAX_BLOCK_TXS),
-                   as_hash(f[6], "header.tx_root"), as_hash(f[7], "header.state_root"),
-                   as_hash(f[8], "header.validator_set_hash"),
-                   as_hash(f[9], "header.next_validator_set_hash"),
-                   as_hash(f[10], "header.history_root"))
+        return cls(
+            _ident(f[0], "header.chain_id"),
+            as_int(f[1], "header.height"),
+            as_hash(f[2], "header.prev_block_id"),
+            as_int(f[3], "header.time_ms"),
+            proposer,
+            as_int(f[5], "header.tx_count", 0, MAX_BLOCK_TXS),
+            as_hash(f[6], "header.tx_root"),
+            as_hash(f[7], "header.state_root"),
+            as_hash(f[8], "header.validator_set_hash"),
+            as_hash(f[9], "header.next_validator_set_hash"),
+            as_hash(f[10], "header.history_root"),
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> BlockHeader:
@@ -788,8 +873,9 @@ class Block:
         return cls(header, txs)
 
     @classmethod
-    def decode(cls, data: bytes, known: Callable[[bytes], Transaction | None] | None = None
-               ) -> Block:
+    def decode(
+        cls, data: bytes, known: Callable[[bytes], Transaction | None] | None = None
+    ) -> Block:
         """Strictly decode a block; ``known(tx_id)`` may supply already decoded transactions.
 
         A replica has nearly every transaction of a proposal in its mempool already
@@ -845,7 +931,7 @@ def _decode_block_reusing(data: bytes, known: Callable[[bytes], Transaction | No
     header = BlockHeader.decode(data[1:header_end])
     txs = []
     for i in range(len(offsets) - 1):
-        raw = data[offsets[i]:offsets[i + 1]]
+        raw = data[offsets[i] : offsets[i + 1]]
         tx = known(tx_id_of(raw))
         txs.append(tx if tx is not None else Transaction.decode(raw))
     if header.tx_count != len(txs):
@@ -893,8 +979,7 @@ class CommitCertificate:
     signatures: tuple[tuple[int, bytes], ...]
 
     def to_wire(self) -> list[Any]:
-        return [self.height, self.view, self.block_id,
-                [[i, s] for i, s in self.signatures]]
+        return [self.height, self.view, self.block_id, [[i, s] for i, s in self.signatures]]
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
@@ -905,18 +990,27 @@ class CommitCertificate:
         sigs = []
         for item in as_list(f[3], "certificate.signatures", MAX_VALIDATORS):
             pair = fields(item, 2, "certificate.signature")
-            sigs.append((as_int(pair[0], "certificate.index", 0, MAX_VALIDATORS - 1),
-                         as_bytes(pair[1], "certificate.signature", 64)))
+            sigs.append(
+                (
+                    as_int(pair[0], "certificate.index", 0, MAX_VALIDATORS - 1),
+                    as_bytes(pair[1], "certificate.signature", 64),
+                )
+            )
         require_sorted_unique([i for i, _ in sigs], "certificate.signatures")
-        return cls(as_int(f[0], "certificate.height"), as_int(f[1], "certificate.view"),
-                   as_hash(f[2], "certificate.block_id"), tuple(sigs))
+        return cls(
+            as_int(f[0], "certificate.height"),
+            as_int(f[1], "certificate.view"),
+            as_hash(f[2], "certificate.block_id"),
+            tuple(sigs),
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> CommitCertificate:
         return cls.from_wire(decode(data, 64 * 1024))
 
-    def verify(self, chain_id: str, validators: ValidatorSet,
-               block_id: bytes | None = None) -> None:
+    def verify(
+        self, chain_id: str, validators: ValidatorSet, block_id: bytes | None = None
+    ) -> None:
         """Raise ``ValidationError`` unless >= quorum distinct validators signed this commit."""
         if block_id is not None and block_id != self.block_id:
             raise ValidationError("certificate is for a different block")
@@ -932,11 +1026,13 @@ class CommitCertificate:
                 raise ValidationError(f"certificate index {index} is outside the validator set")
             if not crypto.verify_message(validators.keys[index], message, sig):
                 raise CertificateSignatureError(
-                    f"certificate signature of validator {index} is invalid")
+                    f"certificate signature of validator {index} is invalid"
+                )
             good += 1
         if good < validators.quorum:
             raise QuorumError(
-                f"certificate has {good} signatures; {validators.quorum} of {validators.n} needed")
+                f"certificate has {good} signatures; {validators.quorum} of {validators.n} needed"
+            )
 
 
 @dataclass(frozen=True)

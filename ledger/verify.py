@@ -94,8 +94,10 @@ class Verdict:
     revoke_reason: int | None = None
 
     def to_json(self) -> dict[str, object]:
-        return {k: (v.hex() if isinstance(v, bytes) else str(v) if isinstance(v, Status) else v)
-                for k, v in self.__dict__.items()}
+        return {
+            k: (v.hex() if isinstance(v, bytes) else str(v) if isinstance(v, Status) else v)
+            for k, v in self.__dict__.items()
+        }
 
 
 def _fail(reason: Reason, message: str) -> VerificationError:
@@ -112,8 +114,9 @@ def _header(raw: bytes, what: str, chain_id: str) -> BlockHeader:
     return h
 
 
-def check_certificate(header: BlockHeader, raw_cert: bytes, validators: ValidatorSet,
-                      chain_id: str, what: str) -> CommitCertificate:
+def check_certificate(
+    header: BlockHeader, raw_cert: bytes, validators: ValidatorSet, chain_id: str, what: str
+) -> CommitCertificate:
     """The certificate of ``header`` by ``validators``, or ``VerificationError``."""
     try:
         cert = CommitCertificate.decode(raw_cert)
@@ -143,30 +146,39 @@ def verify_head(bundle: ProofBundle, anchor: TrustAnchor) -> BlockHeader:
     for i, change in enumerate(bundle.valset_changes):
         h = _header(change.header, f"valset change {i}", chain)
         if h.height <= last or h.height >= head.height:
-            raise _fail(Reason.VALIDATOR_CHAIN_BROKEN,
-                        f"valset change {i} at height {h.height} is out of order")
+            raise _fail(
+                Reason.VALIDATOR_CHAIN_BROKEN,
+                f"valset change {i} at height {h.height} is out of order",
+            )
         if h.validator_set_hash != current.hash:
-            raise _fail(Reason.VALIDATOR_CHAIN_BROKEN,
-                        f"header {h.height} is certified by a set the chain did not lead to "
-                        "(a validator-set change is missing)")
+            raise _fail(
+                Reason.VALIDATOR_CHAIN_BROKEN,
+                f"header {h.height} is certified by a set the chain did not lead to "
+                "(a validator-set change is missing)",
+            )
         check_certificate(h, change.certificate, current, chain, f"header {h.height}")
         try:
             nxt = ValidatorSet.decode(change.next_validators)
         except DecodeError as exc:
             raise _fail(Reason.MALFORMED, f"valset change {i}: {exc}") from None
         if nxt.hash != h.next_validator_set_hash:
-            raise _fail(Reason.VALIDATOR_CHAIN_BROKEN,
-                        f"the validator set after height {h.height} does not match its header")
+            raise _fail(
+                Reason.VALIDATOR_CHAIN_BROKEN,
+                f"the validator set after height {h.height} does not match its header",
+            )
         current, last = nxt, h.height
     if head.validator_set_hash != current.hash:
-        raise _fail(Reason.VALIDATOR_CHAIN_BROKEN,
-                    f"head header {head.height} is certified by a set the chain did not lead to")
+        raise _fail(
+            Reason.VALIDATOR_CHAIN_BROKEN,
+            f"head header {head.height} is certified by a set the chain did not lead to",
+        )
     check_certificate(head, bundle.head.certificate, current, chain, f"head header {head.height}")
     return head
 
 
-def _included(inc: IncludedTx, head: BlockHeader, height: int, position: int, chain: str,
-              what: str) -> tuple[Transaction, BlockHeader]:
+def _included(
+    inc: IncludedTx, head: BlockHeader, height: int, position: int, chain: str, what: str
+) -> tuple[Transaction, BlockHeader]:
     try:
         tx = Transaction.decode(inc.tx)
     except DecodeError as exc:
@@ -178,37 +190,47 @@ def _included(inc: IncludedTx, head: BlockHeader, height: int, position: int, ch
     block = _header(inc.header, f"{what} block header", chain)
     if block.height != height or inc.index != position:
         raise _fail(Reason.RECORD_MISMATCH, f"{what} is not at the record's height/position")
-    if not merkle.verify_inclusion(tx.tx_id, position, block.tx_count, inc.tx_proof,
-                                   block.tx_root):
-        raise _fail(Reason.TX_ROOT_MISMATCH,
-                    f"{what} transaction is not in block {height}'s tx root")
+    if not merkle.verify_inclusion(tx.tx_id, position, block.tx_count, inc.tx_proof, block.tx_root):
+        raise _fail(
+            Reason.TX_ROOT_MISMATCH, f"{what} transaction is not in block {height}'s tx root"
+        )
     if block.height == head.height:
         if block.block_id != head.block_id:
             raise _fail(Reason.HISTORY_ROOT_MISMATCH, f"{what} block is not the head block")
     elif block.height > head.height or not merkle.verify_inclusion(
-            block.block_id, block.height, head.height, inc.history_proof, head.history_root):
-        raise _fail(Reason.HISTORY_ROOT_MISMATCH,
-                    f"block {block.height} is not in the head's history root")
+        block.block_id, block.height, head.height, inc.history_proof, head.history_root
+    ):
+        raise _fail(
+            Reason.HISTORY_ROOT_MISMATCH, f"block {block.height} is not in the head's history root"
+        )
     return tx, block
 
 
-def verify_bundle(bundle: ProofBundle, anchor: TrustAnchor, *, now_ms: int | None = None,
-                  max_age_ms: int | None = None) -> Verdict:
+def verify_bundle(
+    bundle: ProofBundle,
+    anchor: TrustAnchor,
+    *,
+    now_ms: int | None = None,
+    max_age_ms: int | None = None,
+) -> Verdict:
     """The verdict on ``bundle.commitment``; ``VerificationError`` if anything fails."""
     head = verify_head(bundle, anchor)
     if now_ms is not None and max_age_ms is not None and now_ms - head.time_ms > max_age_ms:
-        raise _fail(Reason.STALE, f"the newest certified header is {now_ms - head.time_ms} ms "
-                                  f"old; at most {max_age_ms} ms accepted")
+        raise _fail(
+            Reason.STALE,
+            f"the newest certified header is {now_ms - head.time_ms} ms "
+            f"old; at most {max_age_ms} ms accepted",
+        )
     try:
         proof = Proof.from_json(bundle.state_proof)
     except (DecodeError, ValueError, TypeError) as exc:
         raise _fail(Reason.MALFORMED, f"state proof: {exc}") from None
     key = attestation_key(bundle.commitment)
     if not verify_proof(head.state_root, key, bundle.record, proof):
-        raise _fail(Reason.STATE_ROOT_MISMATCH,
-                    "the state proof does not match the head's state root")
-    base = {"commitment": bundle.commitment, "height": head.height,
-            "block_time_ms": head.time_ms}
+        raise _fail(
+            Reason.STATE_ROOT_MISMATCH, "the state proof does not match the head's state root"
+        )
+    base = {"commitment": bundle.commitment, "height": head.height, "block_time_ms": head.time_ms}
     if bundle.record is None:
         if bundle.attest is not None or bundle.revoke is not None:
             # nothing would check them: refuse rather than pass along unchecked bytes
@@ -229,17 +251,23 @@ def verify_bundle(bundle: ProofBundle, anchor: TrustAnchor, *, now_ms: int | Non
     if not rec.revoked_height and bundle.revoke is not None:
         raise _fail(Reason.MALFORMED, "a REVOKE transaction for a record that is not revoked")
     if rec.revoked_height and bundle.revoke is not None:
-        rtx, _ = _included(bundle.revoke, head, rec.revoked_height, rec.revoke_position,
-                           anchor.chain_id, "REVOKE")
+        rtx, _ = _included(
+            bundle.revoke, head, rec.revoked_height, rec.revoke_position, anchor.chain_id, "REVOKE"
+        )
         if isinstance(rtx.payload, Revoke) and rtx.payload.commitment != bundle.commitment:
-            raise _fail(Reason.WRONG_COMMITMENT, "the REVOKE transaction is for another "
-                                                 "commitment")
-    return Verdict(attestation_status(rec, head.time_ms), issuer=rec.issuer,
-                   doc_type=rec.doc_type, issued_at_ms=p.issued_at_ms,
-                   valid_until_ms=rec.valid_until_ms or None, attested_height=rec.height,
-                   attest_tx_id=tx.tx_id, revoked_height=rec.revoked_height or None,
-                   revoke_reason=rec.revoke_reason if rec.revoked_height else None,
-                   **base)  # type: ignore[arg-type]
+            raise _fail(Reason.WRONG_COMMITMENT, "the REVOKE transaction is for another commitment")
+    return Verdict(
+        attestation_status(rec, head.time_ms),
+        issuer=rec.issuer,
+        doc_type=rec.doc_type,
+        issued_at_ms=p.issued_at_ms,
+        valid_until_ms=rec.valid_until_ms or None,
+        attested_height=rec.height,
+        attest_tx_id=tx.tx_id,
+        revoked_height=rec.revoked_height or None,
+        revoke_reason=rec.revoke_reason if rec.revoked_height else None,
+        **base,
+    )  # type: ignore[arg-type]
 
 
 def verify_bundle_json(doc: object, anchor: TrustAnchor, **kwargs: int | None) -> Verdict:

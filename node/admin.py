@@ -41,8 +41,11 @@ _ROOT_LOGGER: Final = "dvp"
 
 
 def _object(description: str, **types: Any) -> Result:
-    return Result("result", description, {
-        "type": "object", "properties": {k: {"type": t} for k, t in types.items()}})
+    return Result(
+        "result",
+        description,
+        {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}},
+    )
 
 
 def _member_names(node: Node) -> dict[bytes, str]:
@@ -83,59 +86,88 @@ def build_admin_registry(node: Node) -> MethodRegistry:
     """The admin methods of ``node`` (see the module docstring)."""
     rpc = MethodRegistry(title="dvp node admin", version="0.1.0")
 
-    @rpc.method("admin.peers", roles=ADMIN_ROLES,
-                summary="Configured peers (member, address, key, connected) and any other "
-                        "connected peers",
-                result=_object("peer table", configured="array", other_connected="array"))
+    @rpc.method(
+        "admin.peers",
+        roles=ADMIN_ROLES,
+        summary="Configured peers (member, address, key, connected) and any other connected peers",
+        result=_object("peer table", configured="array", other_connected="array"),
+    )
     async def peers(ctx: CallContext) -> dict[str, Any]:
         names = _member_names(node)
         connected = node.transport.connected_peers()
         addresses = node._peer_addresses()
-        configured = [{"member_id": names.get(key), "address": addr, "key": key.hex(),
-                       "connected": key in connected}
-                      for key, addr in sorted(addresses.items(), key=lambda kv: kv[1])]
+        configured = [
+            {
+                "member_id": names.get(key),
+                "address": addr,
+                "key": key.hex(),
+                "connected": key in connected,
+            }
+            for key, addr in sorted(addresses.items(), key=lambda kv: kv[1])
+        ]
         known = set(addresses)
-        other = [{"member_id": names.get(k), "key": k.hex()}
-                 for k in sorted(connected - known)]
+        other = [{"member_id": names.get(k), "key": k.hex()} for k in sorted(connected - known)]
         return {"configured": configured, "other_connected": other}
 
-    @rpc.method("admin.mempool", roles=ADMIN_ROLES,
-                summary="Pending transactions and bytes, the limits, and admission counters "
-                        "since start",
-                result=_object("mempool report", txs="integer", bytes="integer",
-                               max_txs="integer", client_max_txs="integer",
-                               max_bytes="integer", counters="object"))
+    @rpc.method(
+        "admin.mempool",
+        roles=ADMIN_ROLES,
+        summary="Pending transactions and bytes, the limits, and admission counters since start",
+        result=_object(
+            "mempool report",
+            txs="integer",
+            bytes="integer",
+            max_txs="integer",
+            client_max_txs="integer",
+            max_bytes="integer",
+            counters="object",
+        ),
+    )
     async def mempool(ctx: CallContext) -> dict[str, Any]:
         pool = node.mempool
-        return {"txs": len(pool), "bytes": pool.size_bytes, "max_txs": pool.max_txs,
-                "client_max_txs": node.client_limit(), "max_bytes": pool.max_bytes,
-                "counters": dict(pool.stats)}
+        return {
+            "txs": len(pool),
+            "bytes": pool.size_bytes,
+            "max_txs": pool.max_txs,
+            "client_max_txs": node.client_limit(),
+            "max_bytes": pool.max_bytes,
+            "counters": dict(pool.stats),
+        }
 
-    @rpc.method("admin.evidence", Param("limit", Int(1, 1000), default=100,
-                                        description="at most this many, oldest first"),
-                roles=ADMIN_ROLES,
-                summary="Equivocation evidence this replica recorded: two conflicting "
-                        "signed messages per entry, re-verified now",
-                result=_object("evidence", count="integer", evidence="array"))
+    @rpc.method(
+        "admin.evidence",
+        Param("limit", Int(1, 1000), default=100, description="at most this many, oldest first"),
+        roles=ADMIN_ROLES,
+        summary="Equivocation evidence this replica recorded: two conflicting "
+        "signed messages per entry, re-verified now",
+        result=_object("evidence", count="integer", evidence="array"),
+    )
     async def evidence(ctx: CallContext, limit: int) -> dict[str, Any]:
         records = node.cdb.evidence() if node.cdb is not None else []  # observers: none
         names = _member_names(node)
-        return {"count": len(records),
-                "evidence": [_evidence_json(node, raw, names) for raw in records[:limit]]}
+        return {
+            "count": len(records),
+            "evidence": [_evidence_json(node, raw, names) for raw in records[:limit]],
+        }
 
-    @rpc.method("admin.logLevel", Param("level", Choice(*LOG_LEVELS), default=None,
-                                        description="new level; omit to read it"),
-                roles=ADMIN_ROLES,
-                summary="Read or set the node's log level (this process only, until restart)",
-                result=_object("levels", level="string", previous="string"))
+    @rpc.method(
+        "admin.logLevel",
+        Param("level", Choice(*LOG_LEVELS), default=None, description="new level; omit to read it"),
+        roles=ADMIN_ROLES,
+        summary="Read or set the node's log level (this process only, until restart)",
+        result=_object("levels", level="string", previous="string"),
+    )
     async def log_level(ctx: CallContext, level: str | None) -> dict[str, Any]:
         logger = logging.getLogger(_ROOT_LOGGER)
         previous = logging.getLevelName(logger.getEffectiveLevel()).lower()
         if level is not None:
             # Logged before the change, so it shows at the level operators were watching.
-            log.warning("log level changed over the admin RPC", level=level,
-                        previous=previous,
-                        by=ctx.principal.member_id if ctx.principal else None)
+            log.warning(
+                "log level changed over the admin RPC",
+                level=level,
+                previous=previous,
+                by=ctx.principal.member_id if ctx.principal else None,
+            )
             logger.setLevel(level.upper())
         return {"level": level or previous, "previous": previous}
 

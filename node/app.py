@@ -55,10 +55,14 @@ class Ed25519Crypto:
 class LedgerApp:
     """``consensus.api.App`` over a ``Ledger`` (see the module docstring)."""
 
-    def __init__(self, ledger: Ledger, verified: Callable[[bytes], bool] | None = None,
-                 cache_blocks: int = 64,
-                 known_tx: Callable[[bytes], Transaction | None] | None = None,
-                 on_valid: Callable[[Sequence[bytes]], None] | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        verified: Callable[[bytes], bool] | None = None,
+        cache_blocks: int = 64,
+        known_tx: Callable[[bytes], Transaction | None] | None = None,
+        on_valid: Callable[[Sequence[bytes]], None] | None = None,
+    ) -> None:
         self.ledger = ledger
         self.verified = verified
         # Told the ids of every proposal that validated: their signatures are now known
@@ -122,8 +126,9 @@ class LedgerApp:
         except KeyError:
             return None
 
-    def validate_proposal(self, height: int, payload: bytes,
-                          parent_block_id: bytes) -> bytes | None:
+    def validate_proposal(
+        self, height: int, payload: bytes, parent_block_id: bytes
+    ) -> bytes | None:
         block = self.block_of(payload)
         if block is None or block.height != height or block.header.prev_block_id != parent_block_id:
             return None

@@ -97,7 +97,7 @@ class NodeConfig:
 
 def parse_address(value: Any, where: str) -> Address:
     if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f"{where}: expected \"host:port\", got {value!r}")
+        raise ConfigError(f'{where}: expected "host:port", got {value!r}')
     host, _, port = value.rpartition(":")
     try:
         p = int(port)
@@ -138,7 +138,7 @@ def load_config(path: Path | str) -> NodeConfig:
         raise ConfigError(f"{path}: [node] role must be one of {ROLES}, got {role!r}")
     peers_raw = p2p.get("peers", {})
     if not isinstance(peers_raw, dict):
-        raise ConfigError(f"{path}: [p2p.peers] must be a table of member id = \"host:port\"")
+        raise ConfigError(f'{path}: [p2p.peers] must be a table of member id = "host:port"')
     peers = {k: parse_address(v, f"{path}: [p2p.peers] {k}") for k, v in peers_raw.items()}
     admin = rpc.get("admin_listen")
     admin_addr = parse_address(admin, f"{path}: [rpc] admin_listen") if admin else None
@@ -150,8 +150,9 @@ def load_config(path: Path | str) -> NodeConfig:
     try:  # refuse a bad entry now, not when the RPC server starts
         CredentialStore.from_config(creds)
     except ValueError as exc:
-        raise ConfigError(f"{path}: [rpc.credentials] {exc} (mint one with `dvp keys api`)"
-                          ) from None
+        raise ConfigError(
+            f"{path}: [rpc.credentials] {exc} (mint one with `dvp keys api`)"
+        ) from None
     if ("tls_cert" in rpc) != ("tls_key" in rpc):
         raise ConfigError(f"{path}: [rpc] TLS needs both tls_cert and tls_key (PEM files)")
 
@@ -163,11 +164,14 @@ def load_config(path: Path | str) -> NodeConfig:
             raise ConfigError(f"{path}: [rpc] {key}: {rpc[key]!r} is not a readable file")
     client_max = section("mempool").get("client_max_txs")
     if client_max is not None and (
-            not isinstance(client_max, int) or isinstance(client_max, bool) or client_max < 1):
+        not isinstance(client_max, int) or isinstance(client_max, bool) or client_max < 1
+    ):
         raise ConfigError(f"{path}: [mempool] client_max_txs must be a positive integer")
     try:
         return NodeConfig(
-            path=path, name=node["name"], role=role,
+            path=path,
+            name=node["name"],
+            role=role,
             key_file=rel(node["key_file"]),  # type: ignore[arg-type]
             genesis=rel(node["genesis"]),  # type: ignore[arg-type]
             data_dir=rel(node["data_dir"]),  # type: ignore[arg-type]
@@ -177,7 +181,8 @@ def load_config(path: Path | str) -> NodeConfig:
             admin_listen=admin_addr,
             rpc_open=bool(rpc.get("open", False)),
             credentials=creds,
-            tls_cert=rel(rpc.get("tls_cert")), tls_key=rel(rpc.get("tls_key")),
+            tls_cert=rel(rpc.get("tls_cert")),
+            tls_key=rel(rpc.get("tls_key")),
             linger_ms=int(section("block").get("linger_ms", 50)),
             mempool_max_txs=int(section("mempool").get("max_txs", 100_000)),
             mempool_client_max_txs=None if client_max is None else int(client_max),

@@ -30,8 +30,12 @@ class ConsensusDB:
             # Payloads are written once and deleted a few heights later: no compression
             # and a larger memtable keep LevelDB's compaction thread off the CPU budget
             # (see ledger/store.py's _DB_OPTIONS for the measurements).
-            self.db = plyvel.DB(str(path), create_if_missing=True, compression=None,
-                                write_buffer_size=16 * 1024 * 1024)
+            self.db = plyvel.DB(
+                str(path),
+                create_if_missing=True,
+                compression=None,
+                write_buffer_size=16 * 1024 * 1024,
+            )
         except plyvel.Error as exc:
             raise StoreError(f"cannot open the consensus database {path}: {exc}") from None
         self.path = path
@@ -46,11 +50,14 @@ class ConsensusDB:
         try:
             return SigningRecord.decode(raw)
         except DecodeError as exc:
-            raise StoreError(f"{self.path}: the signing record is corrupt ({exc}); refusing to "
-                             "start, since signing without it could equivocate") from None
+            raise StoreError(
+                f"{self.path}: the signing record is corrupt ({exc}); refusing to "
+                "start, since signing without it could equivocate"
+            ) from None
 
-    def save(self, record: SigningRecord | None,
-             payloads: Sequence[tuple[int, bytes, bytes]] = ()) -> None:
+    def save(
+        self, record: SigningRecord | None, payloads: Sequence[tuple[int, bytes, bytes]] = ()
+    ) -> None:
         """Make ``record`` (if any) and ``payloads`` ((height, block id, payload) each)
         durable in one synced write: one fsync however many the caller coalesced."""
         with self.db.write_batch(sync=True) as wb:
@@ -64,8 +71,9 @@ class ConsensusDB:
 
     def prune_payloads(self, up_to_height: int) -> None:
         with self.db.write_batch() as wb:
-            for k in self.db.iterator(start=b"p", stop=b"p" + _h8(up_to_height + 1),
-                                      include_value=False):
+            for k in self.db.iterator(
+                start=b"p", stop=b"p" + _h8(up_to_height + 1), include_value=False
+            ):
                 wb.delete(k)
 
     def save_evidence(self, data: bytes) -> None:

@@ -54,16 +54,23 @@ DUPLICATE = AddResult(AddStatus.DUPLICATE)
 FULL = AddResult(AddStatus.BUSY, "busy", "the mempool is full; retry later")
 #: A client's transaction refused because the node already holds as many pending as
 #: clients may queue (``Node.client_limit``); the mempool itself may still have room.
-CLIENT_BUSY = AddResult(AddStatus.BUSY, "busy",
-                        "this node has as many transactions pending as it queues for "
-                        "clients; retry later")
+CLIENT_BUSY = AddResult(
+    AddStatus.BUSY,
+    "busy",
+    "this node has as many transactions pending as it queues for clients; retry later",
+)
 
 
 class Mempool:
     """Pending transactions in arrival order, with a verified-signature cache."""
 
-    def __init__(self, chain_id: str, max_txs: int = 100_000,
-                 max_bytes: int = 64 * 1024 * 1024, verified_cache: int = 200_000) -> None:
+    def __init__(
+        self,
+        chain_id: str,
+        max_txs: int = 100_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        verified_cache: int = 200_000,
+    ) -> None:
         self.chain_id = chain_id
         self.max_txs = max_txs
         self.max_bytes = max_bytes
@@ -74,8 +81,14 @@ class Mempool:
         # No transaction expires below this height: drop_expired can skip its scan
         # (it ran over the whole pool after every block). May be low, never high.
         self._min_expiry = 0
-        self.stats = {"added": 0, "duplicate": 0, "busy": 0, "rejected": 0, "expired": 0,
-                      "committed": 0}
+        self.stats = {
+            "added": 0,
+            "duplicate": 0,
+            "busy": 0,
+            "rejected": 0,
+            "expired": 0,
+            "committed": 0,
+        }
 
     def __len__(self) -> int:
         return len(self._txs)
@@ -104,8 +117,7 @@ class Mempool:
         if len(self._verified) > self._verified_cap:
             self._verified.popitem(last=False)
 
-    def add(self, tx: Transaction, state: LedgerState, *, check_state: bool = True
-            ) -> AddResult:
+    def add(self, tx: Transaction, state: LedgerState, *, check_state: bool = True) -> AddResult:
         """Admit ``tx`` if it can plausibly commit on top of ``state``.
 
         ``check_state=False`` (transactions gossiped by a peer, which pre-checked them at
@@ -152,8 +164,10 @@ class Mempool:
             if not member.has_role(Role.ISSUER):
                 raise RuleError("not_issuer", f"{member.member_id} does not hold the issuer role")
             if p.doc_type not in member.doc_types:
-                raise RuleError("doc_type_not_granted",
-                                f"{member.member_id} is not admitted to issue {p.doc_type!r}")
+                raise RuleError(
+                    "doc_type_not_granted",
+                    f"{member.member_id} is not admitted to issue {p.doc_type!r}",
+                )
             if check_state and state.attestation(p.commitment) is not None:
                 raise RuleError("already_attested", "this commitment is already attested")
         elif isinstance(p, Revoke) and check_state:
@@ -175,8 +189,9 @@ class Mempool:
                 if member.member_id in prop.yes or member.member_id in prop.no:
                     raise RuleError("already_voted", f"{member.member_id} already voted")
 
-    def take(self, max_txs: int, max_bytes: int, exclude: set[bytes] | None = None
-             ) -> list[Transaction]:
+    def take(
+        self, max_txs: int, max_bytes: int, exclude: set[bytes] | None = None
+    ) -> list[Transaction]:
         """Up to ``max_txs``/``max_bytes`` of the oldest transactions (not removed)."""
         out: list[Transaction] = []
         size = 0
@@ -226,7 +241,6 @@ class Mempool:
             return []
         gone = [tid for tid, tx in self._txs.items() if tx.expiry_height < next_height]
         self.remove(gone, committed=False)
-        self._min_expiry = min((tx.expiry_height for tx in self._txs.values()),
-                               default=1 << 62)
+        self._min_expiry = min((tx.expiry_height for tx in self._txs.values()), default=1 << 62)
         self.stats["expired"] += len(gone)
         return gone

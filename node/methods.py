@@ -68,8 +68,11 @@ _NULLABLE_INT = ["integer", "null"]
 
 def _result(description: str, **types: Any) -> Result:
     """An OpenRPC result: an object whose named properties have these JSON types."""
-    return Result("result", description, {
-        "type": "object", "properties": {k: {"type": t} for k, t in types.items()}})
+    return Result(
+        "result",
+        description,
+        {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}},
+    )
 
 
 _HEADER_RESULT = dict(height="integer", block_id="string", header="object")
@@ -79,8 +82,9 @@ def _decode_tx(raw: bytes, where: str) -> Transaction:
     try:
         return Transaction.decode(raw)
     except DecodeError as exc:
-        raise InvalidParams(f"invalid param '{where}': not a transaction ({exc})",
-                            param=where, reason=str(exc)) from None
+        raise InvalidParams(
+            f"invalid param '{where}': not a transaction ({exc})", param=where, reason=str(exc)
+        ) from None
 
 
 def _outcome(node: Node, tx: Transaction, result: AddResult) -> dict[str, Any]:
@@ -89,25 +93,37 @@ def _outcome(node: Node, tx: Transaction, result: AddResult) -> dict[str, Any]:
     if result.status == AddStatus.REJECTED:
         raise Rejected(result.code, result.message)
     height = node.committed_height_of(tx.tx_id)
-    return {"tx_id": tx.tx_id.hex(), "status": "committed" if height is not None else "pending",
-            "height": height}
+    return {
+        "tx_id": tx.tx_id.hex(),
+        "status": "committed" if height is not None else "pending",
+        "height": height,
+    }
 
 
 def build_registry(node: Node) -> MethodRegistry:
     rpc = MethodRegistry(title="dvp node", version="0.1.0")
 
-    @rpc.method("submitTransaction",
-                Param("tx", Hex(min_length=1, max_length=MAX_TX_BYTES),
-                      description="canonical encoding of a signed transaction, hex"),
-                Param("wait", Bool(), default=False,
-                      description="return only once committed (or timed out)"),
-                Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
-                summary="Submit one signed transaction; returns its id (and height if waited)",
-                result=_result("where the transaction stands", tx_id="string",
-                               status="string", height=_NULLABLE_INT),
-                errors=(Busy, Rejected, Timeout, InvalidParams), timeout_s=MAX_WAIT_S + 5)
-    async def submit_transaction(ctx: CallContext, tx: bytes, wait: bool,
-                                 timeout_s: int) -> dict[str, Any]:
+    @rpc.method(
+        "submitTransaction",
+        Param(
+            "tx",
+            Hex(min_length=1, max_length=MAX_TX_BYTES),
+            description="canonical encoding of a signed transaction, hex",
+        ),
+        Param(
+            "wait", Bool(), default=False, description="return only once committed (or timed out)"
+        ),
+        Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
+        summary="Submit one signed transaction; returns its id (and height if waited)",
+        result=_result(
+            "where the transaction stands", tx_id="string", status="string", height=_NULLABLE_INT
+        ),
+        errors=(Busy, Rejected, Timeout, InvalidParams),
+        timeout_s=MAX_WAIT_S + 5,
+    )
+    async def submit_transaction(
+        ctx: CallContext, tx: bytes, wait: bool, timeout_s: int
+    ) -> dict[str, Any]:
         t = _decode_tx(tx, "tx")
         result = node.submit(t)
         if result.status == AddStatus.DUPLICATE or result.status == AddStatus.ADDED:
@@ -120,22 +136,32 @@ def build_registry(node: Node) -> MethodRegistry:
         if wait and out["status"] != "committed":
             height = await node.wait_committed(t.tx_id, timeout_s)
             if height is None:
-                raise Timeout(f"not committed within {timeout_s} s; it may still commit",
-                              {"tx_id": t.tx_id.hex()})
+                raise Timeout(
+                    f"not committed within {timeout_s} s; it may still commit",
+                    {"tx_id": t.tx_id.hex()},
+                )
             out = {"tx_id": t.tx_id.hex(), "status": "committed", "height": height}
         return out
 
-    @rpc.method("submitTransactions",
-                Param("txs", ListOf(Hex(min_length=1, max_length=MAX_TX_BYTES), max_items=5000),
-                      description="signed transactions, hex; each is admitted independently"),
-                Param("wait", Bool(), default=False),
-                Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
-                summary="Submit many transactions in one request (how issuers attest in bulk)",
-                result=_result("per-transaction outcome, in request order",
-                               accepted="integer", results="array"),
-                errors=(Busy, InvalidParams), timeout_s=MAX_WAIT_S + 5)
-    async def submit_transactions(ctx: CallContext, txs: list[bytes], wait: bool,
-                                  timeout_s: int) -> dict[str, Any]:
+    @rpc.method(
+        "submitTransactions",
+        Param(
+            "txs",
+            ListOf(Hex(min_length=1, max_length=MAX_TX_BYTES), max_items=5000),
+            description="signed transactions, hex; each is admitted independently",
+        ),
+        Param("wait", Bool(), default=False),
+        Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
+        summary="Submit many transactions in one request (how issuers attest in bulk)",
+        result=_result(
+            "per-transaction outcome, in request order", accepted="integer", results="array"
+        ),
+        errors=(Busy, InvalidParams),
+        timeout_s=MAX_WAIT_S + 5,
+    )
+    async def submit_transactions(
+        ctx: CallContext, txs: list[bytes], wait: bool, timeout_s: int
+    ) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
         accepted: list[tuple[bytes, dict[str, Any]]] = []
         tip, now = node.ledger.tip, trio.current_time()
@@ -147,8 +173,12 @@ def build_registry(node: Node) -> MethodRegistry:
                 out = {"tx_id": t.tx_id.hex(), "status": "pending"}
                 accepted.append((t.tx_id, out))
             else:
-                out = {"tx_id": t.tx_id.hex(), "status": "rejected", "code": r.code,
-                       "message": r.message}
+                out = {
+                    "tx_id": t.tx_id.hex(),
+                    "status": "rejected",
+                    "code": r.code,
+                    "message": r.message,
+                }
             results.append(out)
             if i % ADMIT_CHUNK == ADMIT_CHUNK - 1:
                 await trio.sleep(0)
@@ -161,16 +191,28 @@ def build_registry(node: Node) -> MethodRegistry:
                 h = node.committed_height_of(tx_id)
                 if h is not None:
                     out["status"], out["height"] = "committed", h
-        return {"results": results,
-                "accepted": sum(1 for r in results if r["status"] != "rejected")}
+        return {
+            "results": results,
+            "accepted": sum(1 for r in results if r["status"] != "rejected"),
+        }
 
-    @rpc.method("getHeader",
-                Param("height", Int(0), default=None,
-                      description="block height; the newest committed when omitted"),
-                summary="A committed block header with its commit certificate",
-                result=_result("header fields and hex encodings", **_HEADER_RESULT,
-                               encoded="string", certificate=["string", "null"]),
-                errors=(NotFound, InvalidParams))
+    @rpc.method(
+        "getHeader",
+        Param(
+            "height",
+            Int(0),
+            default=None,
+            description="block height; the newest committed when omitted",
+        ),
+        summary="A committed block header with its commit certificate",
+        result=_result(
+            "header fields and hex encodings",
+            **_HEADER_RESULT,
+            encoded="string",
+            certificate=["string", "null"],
+        ),
+        errors=(NotFound, InvalidParams),
+    )
     async def get_header(ctx: CallContext, height: int | None) -> dict[str, Any]:
         store = node.ledger.store
         h = store.height if height is None else height
@@ -178,20 +220,36 @@ def build_registry(node: Node) -> MethodRegistry:
         if header is None:
             raise NotFound(f"no block at height {h} (the chain is at {store.height})")
         cert = store.get_certificate(h)
-        return {"height": h, "block_id": header.block_id.hex(),
-                "header": header_json(header), "encoded": header.encoded.hex(),
-                "certificate": None if cert is None else cert.encode().hex()}
+        return {
+            "height": h,
+            "block_id": header.block_id.hex(),
+            "header": header_json(header),
+            "encoded": header.encoded.hex(),
+            "certificate": None if cert is None else cert.encode().hex(),
+        }
 
-    @rpc.method("getBlock",
-                Param("height", Int(0), description="block height"),
-                Param("include_txs", Bool(), default=False,
-                      description="also return each transaction's canonical encoding"),
-                roles=MEMBERS,
-                summary="A committed block: header, certificate and transaction ids "
-                        "(members only: replaying blocks in bulk enumerates the chain)",
-                result=_result("the block", **_HEADER_RESULT, encoded_header="string",
-                               certificate=["string", "null"], tx_ids="array", txs="array"),
-                errors=(NotFound, InvalidParams))
+    @rpc.method(
+        "getBlock",
+        Param("height", Int(0), description="block height"),
+        Param(
+            "include_txs",
+            Bool(),
+            default=False,
+            description="also return each transaction's canonical encoding",
+        ),
+        roles=MEMBERS,
+        summary="A committed block: header, certificate and transaction ids "
+        "(members only: replaying blocks in bulk enumerates the chain)",
+        result=_result(
+            "the block",
+            **_HEADER_RESULT,
+            encoded_header="string",
+            certificate=["string", "null"],
+            tx_ids="array",
+            txs="array",
+        ),
+        errors=(NotFound, InvalidParams),
+    )
     async def get_block(ctx: CallContext, height: int, include_txs: bool) -> dict[str, Any]:
         store = node.ledger.store
         block = store.get_block(height) if height <= store.height else None
@@ -199,40 +257,61 @@ def build_registry(node: Node) -> MethodRegistry:
             raise NotFound(f"no block at height {height} (the chain is at {store.height})")
         cert = store.get_certificate(height)
         out: dict[str, Any] = {
-            "height": height, "block_id": block.block_id.hex(),
-            "header": header_json(block.header), "encoded_header": block.header.encoded.hex(),
+            "height": height,
+            "block_id": block.block_id.hex(),
+            "header": header_json(block.header),
+            "encoded_header": block.header.encoded.hex(),
             "certificate": None if cert is None else cert.encode().hex(),
-            "tx_ids": [t.hex() for t in block.tx_ids]}
+            "tx_ids": [t.hex() for t in block.tx_ids],
+        }
         if include_txs:
             out["txs"] = [tx.encode().hex() for tx in block.txs]
         return out
 
-    @rpc.method("getAttestationProof",
-                Param("commitment", Hex(32), description="the document commitment, hex"),
-                roles=PROOF_READERS,
-                summary="The proof bundle for a commitment at the newest certified height "
-                        "(docs/PROOFS.md): verify it offline with ledger.verify",
-                result=_result("the proof bundle (docs/PROOFS.md section 11)", version="integer",
-                               chain_id="string", commitment="string", head="object",
-                               valset_changes="array", record=["object", "null"],
-                               state_proof="object", attest=["object", "null"],
-                               revoke=["object", "null"]),
-                errors=(NotFound, InvalidParams))
+    @rpc.method(
+        "getAttestationProof",
+        Param("commitment", Hex(32), description="the document commitment, hex"),
+        roles=PROOF_READERS,
+        summary="The proof bundle for a commitment at the newest certified height "
+        "(docs/PROOFS.md): verify it offline with ledger.verify",
+        result=_result(
+            "the proof bundle (docs/PROOFS.md section 11)",
+            version="integer",
+            chain_id="string",
+            commitment="string",
+            head="object",
+            valset_changes="array",
+            record=["object", "null"],
+            state_proof="object",
+            attest=["object", "null"],
+            revoke=["object", "null"],
+        ),
+        errors=(NotFound, InvalidParams),
+    )
     async def get_attestation_proof(ctx: CallContext, commitment: bytes) -> dict[str, Any]:
         if node.ledger.height < 1:
             raise NotFound("no certified block yet")
         return node.prover.bundle(commitment).to_json()
 
-    @rpc.method("getTransaction",
-                Param("tx_id", Hex(32), description="the transaction id, hex"),
-                roles=PROOF_READERS,
-                summary="A committed transaction with its inclusion proof, its block's header "
-                        "and the history proof of that block in the newest certified header",
-                result=_result("the transaction and its proofs", tx_id="string",
-                               height="integer", index="integer", tx="string",
-                               block_header="string", tx_proof="array", head="object",
-                               history_proof="array"),
-                errors=(NotFound, InvalidParams))
+    @rpc.method(
+        "getTransaction",
+        Param("tx_id", Hex(32), description="the transaction id, hex"),
+        roles=PROOF_READERS,
+        summary="A committed transaction with its inclusion proof, its block's header "
+        "and the history proof of that block in the newest certified header",
+        result=_result(
+            "the transaction and its proofs",
+            tx_id="string",
+            height="integer",
+            index="integer",
+            tx="string",
+            block_header="string",
+            tx_proof="array",
+            head="object",
+            history_proof="array",
+        ),
+        errors=(NotFound, InvalidParams),
+    )
     async def get_transaction(ctx: CallContext, tx_id: bytes) -> dict[str, Any]:
         store = node.ledger.store
         loc = store.tx_location(tx_id)
@@ -241,97 +320,170 @@ def build_registry(node: Node) -> MethodRegistry:
             raise NotFound("no committed transaction with this id")
         head = node.prover.refresh()
         inc = node.prover.included(loc[0], loc[1], head)
-        return {"tx_id": tx_id.hex(), "height": loc[0], "index": loc[1],
-                "tx": inc.tx.hex(), "block_header": inc.header.hex(),
-                "tx_proof": [h.hex() for h in inc.tx_proof],
-                "head": {"height": head,
-                         "header": (store.get_header_bytes(head) or b"").hex(),
-                         "certificate": (store.get_certificate_bytes(head) or b"").hex()},
-                "history_proof": [h.hex() for h in inc.history_proof]}
+        return {
+            "tx_id": tx_id.hex(),
+            "height": loc[0],
+            "index": loc[1],
+            "tx": inc.tx.hex(),
+            "block_header": inc.header.hex(),
+            "tx_proof": [h.hex() for h in inc.tx_proof],
+            "head": {
+                "height": head,
+                "header": (store.get_header_bytes(head) or b"").hex(),
+                "certificate": (store.get_certificate_bytes(head) or b"").hex(),
+            },
+            "history_proof": [h.hex() for h in inc.history_proof],
+        }
 
-    @rpc.method("getValidators",
-                Param("height", Int(1), default=None,
-                      description="the height whose certifying set you want (default: next)"),
-                roles=MEMBERS,
-                summary="The validator set in force at a height, with its hash (members "
-                        "only: it lists organisations and node keys)",
-                result=_result("the set", height="integer", hash="string", encoded="string",
-                               quorum="integer", validators="array"),
-                errors=(NotFound,))
+    @rpc.method(
+        "getValidators",
+        Param(
+            "height",
+            Int(1),
+            default=None,
+            description="the height whose certifying set you want (default: next)",
+        ),
+        roles=MEMBERS,
+        summary="The validator set in force at a height, with its hash (members "
+        "only: it lists organisations and node keys)",
+        result=_result(
+            "the set",
+            height="integer",
+            hash="string",
+            encoded="string",
+            quorum="integer",
+            validators="array",
+        ),
+        errors=(NotFound,),
+    )
     async def get_validators(ctx: CallContext, height: int | None) -> dict[str, Any]:
         h = node.ledger.height + 1 if height is None else height
         try:
             vs = node.ledger.validators_at(h)
         except KeyError:
             raise NotFound(f"the validator set at height {h} is not known yet") from None
-        return {"height": h, "hash": vs.hash.hex(), "encoded": vs.encode().hex(),
-                "quorum": vs.quorum,
-                "validators": [{"member_id": v.member_id, "node_key": v.node_key.hex()}
-                               for v in vs.validators]}
+        return {
+            "height": h,
+            "hash": vs.hash.hex(),
+            "encoded": vs.encode().hex(),
+            "quorum": vs.quorum,
+            "validators": [
+                {"member_id": v.member_id, "node_key": v.node_key.hex()} for v in vs.validators
+            ],
+        }
 
-    @rpc.method("getMembers", roles=MEMBERS,
-                summary="Every consortium member with its roles and document types "
-                        "(members only: it enumerates the consortium)",
-                result=_result("members at the newest height", height="integer",
-                               members="array"))
+    @rpc.method(
+        "getMembers",
+        roles=MEMBERS,
+        summary="Every consortium member with its roles and document types "
+        "(members only: it enumerates the consortium)",
+        result=_result("members at the newest height", height="integer", members="array"),
+    )
     async def get_members(ctx: CallContext) -> dict[str, Any]:
         names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
         head = node.ledger.head
-        return {"height": head.height, "members": [
-            {"member_id": m.member_id, "name": m.name, "key": m.key.hex(),
-             "roles": [names[r] for r in m.roles], "doc_types": list(m.doc_types)}
-            for m in sorted(head.members.values(), key=lambda m: m.member_id)]}
+        return {
+            "height": head.height,
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "name": m.name,
+                    "key": m.key.hex(),
+                    "roles": [names[r] for r in m.roles],
+                    "doc_types": list(m.doc_types),
+                }
+                for m in sorted(head.members.values(), key=lambda m: m.member_id)
+            ],
+        }
 
-    @rpc.method("getHistoryProof",
-                Param("height", Int(0), description="the older block"),
-                summary="Inclusion of block `height` in the newest certified header's "
-                        "history root (RFC 6962)",
-                result=_result("the audit path", height="integer", block_id="string",
-                               head_height="integer", head_header="string",
-                               head_certificate="string", proof="array"),
-                errors=(NotFound,))
+    @rpc.method(
+        "getHistoryProof",
+        Param("height", Int(0), description="the older block"),
+        summary="Inclusion of block `height` in the newest certified header's "
+        "history root (RFC 6962)",
+        result=_result(
+            "the audit path",
+            height="integer",
+            block_id="string",
+            head_height="integer",
+            head_header="string",
+            head_certificate="string",
+            proof="array",
+        ),
+        errors=(NotFound,),
+    )
     async def get_history_proof(ctx: CallContext, height: int) -> dict[str, Any]:
         head = node.prover.refresh()
         if not height < head:
             raise NotFound(f"height must be below the newest certified height {head}")
         store = node.ledger.store
-        return {"height": height, "block_id": (store.get_block_id(height) or b"").hex(),
-                "head_height": head, "head_header": (store.get_header_bytes(head) or b"").hex(),
-                "head_certificate": (store.get_certificate_bytes(head) or b"").hex(),
-                "proof": [h.hex() for h in node.prover.history.inclusion_proof(height, head)]}
+        return {
+            "height": height,
+            "block_id": (store.get_block_id(height) or b"").hex(),
+            "head_height": head,
+            "head_header": (store.get_header_bytes(head) or b"").hex(),
+            "head_certificate": (store.get_certificate_bytes(head) or b"").hex(),
+            "proof": [h.hex() for h in node.prover.history.inclusion_proof(height, head)],
+        }
 
-    @rpc.method("getConsistencyProof",
-                Param("old_height", Int(1)), Param("new_height", Int(1)),
-                summary="RFC 6962 consistency between the history roots of two headers",
-                result=_result("the consistency proof", old_height="integer",
-                               new_height="integer", proof="array"),
-                errors=(NotFound, InvalidParams))
-    async def get_consistency_proof(ctx: CallContext, old_height: int,
-                                    new_height: int) -> dict[str, Any]:
+    @rpc.method(
+        "getConsistencyProof",
+        Param("old_height", Int(1)),
+        Param("new_height", Int(1)),
+        summary="RFC 6962 consistency between the history roots of two headers",
+        result=_result(
+            "the consistency proof", old_height="integer", new_height="integer", proof="array"
+        ),
+        errors=(NotFound, InvalidParams),
+    )
+    async def get_consistency_proof(
+        ctx: CallContext, old_height: int, new_height: int
+    ) -> dict[str, Any]:
         head = node.prover.refresh()
         if not old_height <= new_height <= head:
-            raise InvalidParams("need old_height <= new_height <= the newest height",
-                                param="new_height", reason="out of range")
+            raise InvalidParams(
+                "need old_height <= new_height <= the newest height",
+                param="new_height",
+                reason="out of range",
+            )
         # header h's history root covers blocks 0..h-1: tree sizes old_height, new_height
-        return {"old_height": old_height, "new_height": new_height,
-                "proof": [h.hex() for h in
-                          node.prover.history.consistency_proof(old_height, new_height)]}
+        return {
+            "old_height": old_height,
+            "new_height": new_height,
+            "proof": [
+                h.hex() for h in node.prover.history.consistency_proof(old_height, new_height)
+            ],
+        }
 
-    @rpc.method("ping", summary="A no-op: answers \"pong\" without touching the node "
-                "(liveness probes; benchmarks measure the HTTP/JSON-RPC floor with it)",
-                result=Result("pong", "the string \"pong\"", {"type": "string"}))
+    @rpc.method(
+        "ping",
+        summary='A no-op: answers "pong" without touching the node '
+        "(liveness probes; benchmarks measure the HTTP/JSON-RPC floor with it)",
+        result=Result("pong", 'the string "pong"', {"type": "string"}),
+    )
     async def ping(ctx: CallContext) -> str:
         return "pong"
 
-    @rpc.method("getProposals",
-                Param("ids", ListOf(Hex(32), max_items=100), default=None,
-                      description="proposal ids (any status); every open proposal if omitted"),
-                roles=MEMBERS,
-                summary="Governance proposals with their votes: the open ones, or the given "
-                        "ids whatever their status (members only)",
-                result=_result("proposals at the newest height", height="integer",
-                               voters="array", quorum="integer", proposals="array"),
-                errors=(NotFound, InvalidParams))
+    @rpc.method(
+        "getProposals",
+        Param(
+            "ids",
+            ListOf(Hex(32), max_items=100),
+            default=None,
+            description="proposal ids (any status); every open proposal if omitted",
+        ),
+        roles=MEMBERS,
+        summary="Governance proposals with their votes: the open ones, or the given "
+        "ids whatever their status (members only)",
+        result=_result(
+            "proposals at the newest height",
+            height="integer",
+            voters="array",
+            quorum="integer",
+            proposals="array",
+        ),
+        errors=(NotFound, InvalidParams),
+    )
     async def get_proposals(ctx: CallContext, ids: list[bytes] | None) -> dict[str, Any]:
         head = node.ledger.head
         if ids is None:
@@ -341,19 +493,34 @@ def build_registry(node: Node) -> MethodRegistry:
             for pid in ids:
                 raw = head.tree.get(proposal_key(pid), head.height)
                 if raw is None:
-                    raise NotFound(f"no proposal {pid.hex()} (a proposal's id is the id of "
-                                   "the transaction that proposed it)")
+                    raise NotFound(
+                        f"no proposal {pid.hex()} (a proposal's id is the id of "
+                        "the transaction that proposed it)"
+                    )
                 found.append((pid, ProposalRecord.decode(raw)))
         voters = head.validators_at(head.height + 1)
-        return {"height": head.height, "quorum": voters.quorum,
-                "voters": [v.member_id for v in voters.validators],
-                "proposals": [proposal_json(pid, rec) for pid, rec in found]}
+        return {
+            "height": head.height,
+            "quorum": voters.quorum,
+            "voters": [v.member_id for v in voters.validators],
+            "proposals": [proposal_json(pid, rec) for pid, rec in found],
+        }
 
-    @rpc.method("status", summary="Height, view, primary, peers, mempool and last commit time",
-                result=_result("the node's view of the chain", chain_id="string",
-                               node="string", role="string", height="integer",
-                               view=_NULLABLE_INT, primary=["string", "null"],
-                               peers="integer", mempool="integer"))
+    @rpc.method(
+        "status",
+        summary="Height, view, primary, peers, mempool and last commit time",
+        result=_result(
+            "the node's view of the chain",
+            chain_id="string",
+            node="string",
+            role="string",
+            height="integer",
+            view=_NULLABLE_INT,
+            primary=["string", "null"],
+            peers="integer",
+            mempool="integer",
+        ),
+    )
     async def status(ctx: CallContext) -> dict[str, Any]:
         return node_status(node)
 
@@ -373,22 +540,33 @@ def _gov_arg_json(kind: str, value: Any) -> Any:
 def proposal_json(pid: bytes, rec: ProposalRecord) -> dict[str, Any]:
     """A proposal as ``getProposals`` returns it (action and enums as lowercase names)."""
     action = GovAction(rec.action)
-    return {"proposal_id": pid.hex(), "action": action.name.lower().replace("_", "-"),
-            "args": [_gov_arg_json(k, v) for k, v in zip(GOV_ARGS[action], rec.args,
-                                                          strict=True)],
-            "proposer": rec.proposer, "deadline_height": rec.deadline_height,
-            "yes": list(rec.yes), "no": list(rec.no),
-            "status": ProposalStatus(rec.status).name.lower(),
-            "decided_height": rec.decided_height or None}
+    return {
+        "proposal_id": pid.hex(),
+        "action": action.name.lower().replace("_", "-"),
+        "args": [_gov_arg_json(k, v) for k, v in zip(GOV_ARGS[action], rec.args, strict=True)],
+        "proposer": rec.proposer,
+        "deadline_height": rec.deadline_height,
+        "yes": list(rec.yes),
+        "no": list(rec.no),
+        "status": ProposalStatus(rec.status).name.lower(),
+        "decided_height": rec.decided_height or None,
+    }
 
 
 def header_json(h: BlockHeader) -> dict[str, Any]:
-    return {"chain_id": h.chain_id, "height": h.height, "prev_block_id": h.prev_block_id.hex(),
-            "time_ms": h.time_ms, "proposer": h.proposer.hex(), "tx_count": h.tx_count,
-            "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
-            "validator_set_hash": h.validator_set_hash.hex(),
-            "next_validator_set_hash": h.next_validator_set_hash.hex(),
-            "history_root": h.history_root.hex()}
+    return {
+        "chain_id": h.chain_id,
+        "height": h.height,
+        "prev_block_id": h.prev_block_id.hex(),
+        "time_ms": h.time_ms,
+        "proposer": h.proposer.hex(),
+        "tx_count": h.tx_count,
+        "tx_root": h.tx_root.hex(),
+        "state_root": h.state_root.hex(),
+        "validator_set_hash": h.validator_set_hash.hex(),
+        "next_validator_set_hash": h.next_validator_set_hash.hex(),
+        "history_root": h.history_root.hex(),
+    }
 
 
 def node_status(node: Node) -> dict[str, Any]:
@@ -428,21 +606,34 @@ async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
     # and a wrong key is still refused (node.rpc.auth).
     creds = CredentialStore.from_config(cfg.credentials, open_mode=cfg.rpc_open)
     if cfg.rpc_open:
-        log.warning("RPC IS OPEN: no API credentials are checked (devnet mode). "
-                    "Never run a consortium node like this.", listen=str(cfg.rpc_listen))
+        log.warning(
+            "RPC IS OPEN: no API credentials are checked (devnet mode). "
+            "Never run a consortium node like this.",
+            listen=str(cfg.rpc_listen),
+        )
     app = make_app(build_registry(node), creds, node.metrics.registry)
-    ports = {"rpc": await nursery.start(
-        lambda task_status: serve_http(app, cfg.rpc_listen.host, cfg.rpc_listen.port,
-                                       task_status=task_status,
-                                       tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
-                                       tls_key=str(cfg.tls_key) if cfg.tls_key else None))}
+    ports = {
+        "rpc": await nursery.start(
+            lambda task_status: serve_http(
+                app,
+                cfg.rpc_listen.host,
+                cfg.rpc_listen.port,
+                task_status=task_status,
+                tls_cert=str(cfg.tls_cert) if cfg.tls_cert else None,
+                tls_key=str(cfg.tls_key) if cfg.tls_key else None,
+            )
+        )
+    }
     admin_addr = cfg.admin_listen
     if admin_addr is not None:
         # Loopback only (checked by node.config), plain HTTP, admin methods only.
-        admin = make_app(build_admin_registry(node), creds, node.metrics.registry,
-                         metrics_namespace="dvp_admin")
+        admin = make_app(
+            build_admin_registry(node), creds, node.metrics.registry, metrics_namespace="dvp_admin"
+        )
         ports["admin"] = await nursery.start(
-            lambda task_status: serve_http(admin, admin_addr.host, admin_addr.port,
-                                           task_status=task_status))
+            lambda task_status: serve_http(
+                admin, admin_addr.host, admin_addr.port, task_status=task_status
+            )
+        )
         log.info("admin RPC listening", port=ports["admin"])
     return ports

@@ -20,28 +20,45 @@ class NodeMetrics:
             "dvp_commit_latency_seconds",
             "Submit-to-commit latency of transactions submitted to this node's RPC",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10),
-            registry=r)
+            registry=r,
+        )
         self.block_interval = Histogram(
-            "dvp_block_interval_seconds", "Time between commits",
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10), registry=r)
+            "dvp_block_interval_seconds",
+            "Time between commits",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
         self.mempool = Gauge("dvp_mempool_txs", "Transactions in the mempool", registry=r)
         self.client_refused = Counter(
-            "dvp_client_refused_txs", "Client transactions refused as busy (the node "
-            "holds its client queue limit of pending transactions)", registry=r)
+            "dvp_client_refused_txs",
+            "Client transactions refused as busy (the node "
+            "holds its client queue limit of pending transactions)",
+            registry=r,
+        )
         self.peers = Gauge("dvp_peers", "Connected peers", registry=r)
-        self.dropped = Counter("dvp_dropped_messages", "Inbound messages dropped",
-                               ["reason"], registry=r)
-        self.evidence = Counter("dvp_evidence", "Equivocation evidence recorded (two "
-                                "conflicting messages signed by one validator)", registry=r)
-        self.store_failures = Counter("dvp_store_write_failures", "Disk writes that failed "
-                                      "(the node stops committing until they succeed)",
-                                      registry=r)
-        self.store_ok = Gauge("dvp_store_ok", "1 while the node's databases accept writes, "
-                              "0 while it waits for the disk", registry=r)
+        self.dropped = Counter(
+            "dvp_dropped_messages", "Inbound messages dropped", ["reason"], registry=r
+        )
+        self.evidence = Counter(
+            "dvp_evidence",
+            "Equivocation evidence recorded (two conflicting messages signed by one validator)",
+            registry=r,
+        )
+        self.store_failures = Counter(
+            "dvp_store_write_failures",
+            "Disk writes that failed (the node stops committing until they succeed)",
+            registry=r,
+        )
+        self.store_ok = Gauge(
+            "dvp_store_ok",
+            "1 while the node's databases accept writes, 0 while it waits for the disk",
+            registry=r,
+        )
         self.store_ok.set(1)
 
-    def watch(self, name: str, documentation: str,
-              source: Callable[[], Mapping[str, int] | None]) -> None:
+    def watch(
+        self, name: str, documentation: str, source: Callable[[], Mapping[str, int] | None]
+    ) -> None:
         """Export ``source()`` (a dict of counters) as ``<name>_total{event}``."""
         self.registry.register(StatsCollector(name, documentation, source))
 
@@ -51,8 +68,9 @@ class StatsCollector:
     host's) as one labelled counter family, read at scrape time: the hot paths keep
     incrementing plain dicts and pay nothing for the metric."""
 
-    def __init__(self, name: str, documentation: str,
-                 source: Callable[[], Mapping[str, int] | None]) -> None:
+    def __init__(
+        self, name: str, documentation: str, source: Callable[[], Mapping[str, int] | None]
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.source = source

@@ -141,8 +141,12 @@ class Node:
         self.ledger = Ledger.open(config.data_dir / "ledger", self.genesis, create=True)
         self.mempool = Mempool(self.chain_id, max_txs=config.mempool_max_txs)
         self.metrics = NodeMetrics()
-        self.app = LedgerApp(self.ledger, self.mempool.verified, known_tx=self.mempool.get,
-                             on_valid=self.mempool.mark_verified)
+        self.app = LedgerApp(
+            self.ledger,
+            self.mempool.verified,
+            known_tx=self.mempool.get,
+            on_valid=self.mempool.mark_verified,
+        )
         self.crypto = Ed25519Crypto(self.key)
         self.status = NodeStatus()
         self.is_validator = config.is_validator
@@ -183,12 +187,17 @@ class Node:
         self.transport = transport_factory(self, peers)
         self.transport.set_allowlist(self.allowed_keys())
         self.peer_keys = set(peers)
-        self.metrics.watch("dvp_consensus_events", "PBFT replica counters (messages by "
-                           "outcome: bad_signature, stale, duplicate, evidence, ...)",
-                           lambda: self.replica.stats if self.replica is not None else None)
-        self.metrics.watch("dvp_p2p_events", "p2p transport counters (frames, drops by "
-                           "reason, offences, bans, refusals, ...)",
-                           lambda: getattr(self.transport, "stats", None))  # type: ignore[arg-type]
+        self.metrics.watch(
+            "dvp_consensus_events",
+            "PBFT replica counters (messages by "
+            "outcome: bad_signature, stale, duplicate, evidence, ...)",
+            lambda: self.replica.stats if self.replica is not None else None,
+        )
+        self.metrics.watch(
+            "dvp_p2p_events",
+            "p2p transport counters (frames, drops by reason, offences, bans, refusals, ...)",
+            lambda: getattr(self.transport, "stats", None),
+        )  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ identity
 
@@ -259,8 +268,14 @@ class Node:
 
     # ------------------------------------------------------------------ transactions
 
-    def submit(self, tx: Transaction, *, gossip: bool = True, state: LedgerState | None = None,
-               now: float | None = None) -> AddResult:
+    def submit(
+        self,
+        tx: Transaction,
+        *,
+        gossip: bool = True,
+        state: LedgerState | None = None,
+        now: float | None = None,
+    ) -> AddResult:
         """Admit a transaction from a client (or peer) into the mempool.
 
         ``gossip``: True for a client's transaction, which this node checks against the
@@ -280,8 +295,9 @@ class Node:
             self.mempool.stats["busy"] += 1
             self.metrics.client_refused.inc()
             return CLIENT_BUSY
-        result = self.mempool.add(tx, self.ledger.tip if state is None else state,
-                                  check_state=gossip)
+        result = self.mempool.add(
+            tx, self.ledger.tip if state is None else state, check_state=gossip
+        )
         if result.status == AddStatus.ADDED:
             if now is None:
                 now = trio.current_time()
@@ -445,21 +461,33 @@ class Node:
         p = self.ledger.head.chain.params
         genesis_id = self.ledger.store.get_block_id(0)
         assert genesis_id is not None
-        return Config(chain_id=self.chain_id, genesis_block_id=genesis_id,
-                      window=p.pipeline_window, checkpoint_interval=p.checkpoint_interval,
-                      view_timeout_ms=p.view_timeout_ms,
-                      censor_timeout_ms=max(4 * p.view_timeout_ms, 2 * p.heartbeat_ms))
+        return Config(
+            chain_id=self.chain_id,
+            genesis_block_id=genesis_id,
+            window=p.pipeline_window,
+            checkpoint_interval=p.checkpoint_interval,
+            view_timeout_ms=p.view_timeout_ms,
+            censor_timeout_ms=max(4 * p.view_timeout_ms, 2 * p.heartbeat_ms),
+        )
 
     def _start_replica(self) -> None:
         assert self.cdb is not None
         if self.key.public_key not in self.validator_keys():
-            raise SystemExit(f"{self.config.path}: this node's key "
-                             f"{self.key.public_key.hex()[:16]}... is not a validator at height "
-                             f"{self.ledger.height + 1}; run it with role = \"observer\"")
+            raise SystemExit(
+                f"{self.config.path}: this node's key "
+                f"{self.key.public_key.hex()[:16]}... is not a validator at height "
+                f'{self.ledger.height + 1}; run it with role = "observer"'
+            )
         head = self.ledger.head
-        self.replica = Replica(self._consensus_config(), self.app, self.crypto,
-                               committed_height=head.height, committed_block_id=head.block_id,
-                               record=self.cdb.load_record(), blocks=self.cdb.payloads())
+        self.replica = Replica(
+            self._consensus_config(),
+            self.app,
+            self.crypto,
+            committed_height=head.height,
+            committed_block_id=head.block_id,
+            record=self.cdb.load_record(),
+            blocks=self.cdb.payloads(),
+        )
         self._step(Start())
         if head.height > 0:
             # After a restart the replica learns the head's state root here (it was
@@ -484,8 +512,11 @@ class Node:
                 if follow is not None:
                     queue.append(follow)
             self._release()
-            if stats.get("bad_signature", 0) != bad_before and type(event) is MessageReceived \
-                    and event.peer is not None:
+            if (
+                stats.get("bad_signature", 0) != bad_before
+                and type(event) is MessageReceived
+                and event.peer is not None
+            ):
                 # Honest peers send and forward only signatures they checked.
                 self.transport.penalize(event.peer, "bad_signature")
             if stats.get("censorship_timeouts", 0) != censor_before:
@@ -534,15 +565,24 @@ class Node:
         now = trio.current_time()
         log.warning(
             "censorship timeout: pending transactions not proposed in time",
-            view=self.replica.view, height=self.ledger.height,
+            view=self.replica.view,
+            height=self.ledger.height,
             pending=len(self.replica.pending_txs),
-            oldest=[{"tx": tx_id[:8].hex(), "in_mempool": tx_id in self.mempool,
-                     "age_s": round(now - self.submitted_at[tx_id], 2)
-                     if tx_id in self.submitted_at else None}
-                    for tx_id in pending])
+            oldest=[
+                {
+                    "tx": tx_id[:8].hex(),
+                    "in_mempool": tx_id in self.mempool,
+                    "age_s": round(now - self.submitted_at[tx_id], 2)
+                    if tx_id in self.submitted_at
+                    else None,
+                }
+                for tx_id in pending
+            ],
+        )
 
-    def _take_held(self) -> tuple[SigningRecord | None, list[tuple[int, bytes, bytes]],
-                                  list[Send | Broadcast]]:
+    def _take_held(
+        self,
+    ) -> tuple[SigningRecord | None, list[tuple[int, bytes, bytes]], list[Send | Broadcast]]:
         """The coalesced writes and held messages, cleared."""
         held = self._durable_record, self._durable_payloads, self._outbox
         self._durable_record, self._durable_payloads, self._outbox = None, [], []
@@ -561,8 +601,9 @@ class Node:
         elif isinstance(action, CancelTimer):
             self.timers.pop((int(action.kind), action.key), None)
         elif isinstance(action, RequestProposal):
-            self.proposals[action.height] = Pending(action.height, action.view,
-                                                    action.parent_block_id, now)
+            self.proposals[action.height] = Pending(
+                action.height, action.view, action.parent_block_id, now
+            )
         elif isinstance(action, CommitBlock):
             self._release()
             return self._commit(action.height, action.payload, action.certificate)
@@ -575,8 +616,7 @@ class Node:
             self.cdb.save_evidence(action.evidence.encode())  # type: ignore[attr-defined]
             self.status.evidence += 1
             self.metrics.evidence.inc()
-            log.warning("equivocation evidence recorded",
-                        peer=action.evidence.sender)  # type: ignore[attr-defined]
+            log.warning("equivocation evidence recorded", peer=action.evidence.sender)  # type: ignore[attr-defined]
         return None
 
     def _commit(self, height: int, payload: bytes, cert: CommitCertificate) -> Event | None:
@@ -636,21 +676,26 @@ class Node:
         if certified is not None:
             await self.events_tx.send(BlocksReceived(req.peer, certified))
 
-    async def _fetch_range(self, peer: bytes, lo: int, hi: int
-                           ) -> tuple[CertifiedPayload, ...] | None:
+    async def _fetch_range(
+        self, peer: bytes, lo: int, hi: int
+    ) -> tuple[CertifiedPayload, ...] | None:
         """Certified blocks from ``lo`` (as many as the pacer allows), or None on failure."""
         pacer = self.fetch_pacer
         lo, hi = pacer.range(lo, hi)
         t0 = trio.current_time()
         try:
-            data = await self.transport.request(peer, sync.blocks_request(lo, hi),
-                                                pacer.timeout_s)
+            data = await self.transport.request(peer, sync.blocks_request(lo, hi), pacer.timeout_s)
             blocks = sync.parse_blocks(data)
             certified = tuple(CertifiedPayload(b, CommitCertificate.decode(c)) for b, c in blocks)
         except TransportTimeout as exc:
             pacer.timed_out()
-            log.info("block fetch failed", peer=peer, error=str(exc)[:120],
-                     next_span=pacer.span, next_timeout_s=pacer.timeout_s)
+            log.info(
+                "block fetch failed",
+                peer=peer,
+                error=str(exc)[:120],
+                next_span=pacer.span,
+                next_timeout_s=pacer.timeout_s,
+            )
             return None
         except (TransportError, DecodeError) as exc:
             log.info("block fetch failed", peer=peer, error=str(exc)[:120])
@@ -710,17 +755,22 @@ class Node:
         req = self.proposals.pop(height)
         params = self.ledger.head.chain.params
         in_flight = {tid for ex in self.ledger.pending.values() for tid in ex.block.tx_ids}
-        txs = self.mempool.take(params.max_block_txs, params.max_block_bytes // 2,
-                                exclude=in_flight)
+        txs = self.mempool.take(
+            params.max_block_txs, params.max_block_bytes // 2, exclude=in_flight
+        )
         parent = self.ledger.state_of_block(req.parent_block_id)
         if parent is None or parent.height + 1 != req.height:
             log.info("proposal parent unknown; skipping", height=req.height)
             return
         time_ms = max(int(time.time() * 1000), parent.time_ms + 1)
         try:
-            ex = self.ledger.build(txs, time_ms=time_ms, proposer=self.key.public_key,
-                                   verified=self.mempool.verified,
-                                   parent_block_id=req.parent_block_id)
+            ex = self.ledger.build(
+                txs,
+                time_ms=time_ms,
+                proposer=self.key.public_key,
+                verified=self.mempool.verified,
+                parent_block_id=req.parent_block_id,
+            )
         except LedgerError as exc:
             log.error("building a block failed", height=req.height, error=str(exc))
             return
@@ -804,8 +854,9 @@ class Node:
         best: tuple[int, bytes] | None = None
         for peer in list(self.transport.connected_peers()):
             try:
-                h, _ = sync.parse_status(await self.transport.request(
-                    peer, sync.status_request(), 2.0))
+                h, _ = sync.parse_status(
+                    await self.transport.request(peer, sync.status_request(), 2.0)
+                )
             except (TransportError, DecodeError):
                 continue
             if h > self.ledger.height and (best is None or h > best[0]):
@@ -857,8 +908,11 @@ class Node:
                 window = self.ledger.head.chain.params.pipeline_window
                 caught_up = self.best_peer_height <= self.ledger.height + window
                 alone = not self.transport.connected_peers()
-                if (caught_up and not progressed and not alone) or \
-                        trio.current_time() - started > 1.0 and (caught_up or alone):
+                if (
+                    (caught_up and not progressed and not alone)
+                    or trio.current_time() - started > 1.0
+                    and (caught_up or alone)
+                ):
                     await self.events_tx.send(START_REPLICA)
                     return
             await trio.sleep(0.05 if progressed else 0.2)
@@ -881,9 +935,12 @@ class Node:
         self.status.store_error = leveldb_reason(exc)[:300]
         self.metrics.store_failures.inc()
         self.metrics.store_ok.set(0)
-        log.error("disk write failed: stopped committing and voting until the disk accepts "
-                  "writes again", error=self.status.store_error,
-                  data_dir=str(self.config.data_dir), height=self.ledger.height)
+        log.error(
+            "disk write failed: stopped committing and voting until the disk accepts writes again",
+            error=self.status.store_error,
+            data_dir=str(self.config.data_dir),
+            height=self.ledger.height,
+        )
         self.replica = None  # deliver() drops consensus messages meanwhile
         self.timers.clear()
         self.proposals.clear()
@@ -900,8 +957,10 @@ class Node:
                 vfs = os.statvfs(self.config.data_dir)
                 free = vfs.f_bavail * vfs.f_frsize
                 if free < STORE_MIN_FREE_BYTES:
-                    raise OSError(f"{free} bytes free in {self.config.data_dir}, waiting for "
-                                  f"{STORE_MIN_FREE_BYTES}")
+                    raise OSError(
+                        f"{free} bytes free in {self.config.data_dir}, waiting for "
+                        f"{STORE_MIN_FREE_BYTES}"
+                    )
                 self._reopen_stores()
                 break
             except (OSError, LedgerError, plyvel.Error) as retry_exc:
@@ -910,8 +969,10 @@ class Node:
                     log.error("disk still refuses writes; not committing", error=str(retry_exc))
         self.status.store_error = None
         self.metrics.store_ok.set(1)
-        log.warning("disk accepts writes again: databases reopened; catching up, then voting",
-                    height=self.ledger.height)
+        log.warning(
+            "disk accepts writes again: databases reopened; catching up, then voting",
+            height=self.ledger.height,
+        )
 
     def _reopen_stores(self) -> None:
         for db in (self.ledger, self.cdb):
@@ -932,8 +993,7 @@ class Node:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from node.methods import serve_rpc
 
         self.last_commit = trio.current_time()
@@ -951,8 +1011,13 @@ class Node:
                 nursery.start_soon(self._follow)
                 nursery.start_soon(self._watch_peers)
                 self.ready = True
-                log.info("node started", role=self.config.role, height=self.ledger.height,
-                         rpc=ports.get("rpc"), key=self.key.public_key)
+                log.info(
+                    "node started",
+                    role=self.config.role,
+                    height=self.ledger.height,
+                    rpc=ports.get("rpc"),
+                    key=self.key.public_key,
+                )
                 task_status.started()
         finally:
             self.close()

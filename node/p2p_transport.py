@@ -22,10 +22,17 @@ class Libp2pTransport:
     def __init__(self, node: Node, peers: dict[bytes, str]) -> None:
         cfg = node.config
         self.node = node
-        self.host = P2PHost(P2PConfig(
-            seed=node.key.seed, listen_host=cfg.p2p_listen.host,
-            listen_port=cfg.p2p_listen.port, peers=peers, allowlist=None,
-            penalty_strikes=cfg.p2p_penalty_strikes, ban_s=cfg.p2p_ban_s))
+        self.host = P2PHost(
+            P2PConfig(
+                seed=node.key.seed,
+                listen_host=cfg.p2p_listen.host,
+                listen_port=cfg.p2p_listen.port,
+                peers=peers,
+                allowlist=None,
+                penalty_strikes=cfg.p2p_penalty_strikes,
+                ban_s=cfg.p2p_ban_s,
+            )
+        )
         self.host.set_request_handler(node.handle_request)
 
     def send(self, peer: bytes, channel: str, payload: bytes) -> None:
@@ -60,8 +67,7 @@ class Libp2pTransport:
         async for peer, payload in self.host.inbound(channel):
             deliver(channel, peer, payload)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.host.run)
             nursery.start_soon(self._pump, CONSENSUS)

@@ -78,8 +78,9 @@ def lower_background_threads(done: set[int]) -> list[int]:
             continue
         done.add(tid)
         try:
-            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, 0)
-                           + BACKGROUND_NICE)
+            os.setpriority(
+                os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, 0) + BACKGROUND_NICE
+            )
         except OSError:  # the thread ended meanwhile
             continue
         lowered.append(tid)
@@ -122,8 +123,13 @@ def _tune_gc() -> None:
         pause = time.perf_counter() - started[0]
         cpu = time.thread_time() - started[1]
         if pause > 0.1:
-            log.warning("gc pause", generation=info["generation"], ms=round(pause * 1000),
-                        cpu_ms=round(cpu * 1000), collected=info["collected"])
+            log.warning(
+                "gc pause",
+                generation=info["generation"],
+                ms=round(pause * 1000),
+                cpu_ms=round(cpu * 1000),
+                collected=info["collected"],
+            )
 
     gc.callbacks.append(watch)
 

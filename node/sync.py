@@ -78,8 +78,12 @@ def parse_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
     out: list[tuple[bytes, bytes]] = []
     for item in as_list(f[1], "blocks", MAX_BLOCKS):
         pair: Any = fields(item, 2, "certified block")
-        out.append((as_bytes(pair[0], "block", max_size=MAX_BLOCK_BYTES),
-                    as_bytes(pair[1], "certificate", max_size=64 * 1024)))
+        out.append(
+            (
+                as_bytes(pair[0], "block", max_size=MAX_BLOCK_BYTES),
+                as_bytes(pair[1], "certificate", max_size=64 * 1024),
+            )
+        )
     return out
 
 

@@ -61,8 +61,13 @@ class MemoryHub:
         return t
 
     def linked(self, a: bytes, b: bytes) -> bool:
-        return frozenset((a, b)) not in self.cut_links and a in self.endpoints and \
-            b in self.endpoints and self.endpoints[a].up and self.endpoints[b].up
+        return (
+            frozenset((a, b)) not in self.cut_links
+            and a in self.endpoints
+            and b in self.endpoints
+            and self.endpoints[a].up
+            and self.endpoints[b].up
+        )
 
     def isolate(self, key: bytes) -> None:
         for other in self.endpoints:
@@ -101,8 +106,12 @@ class MemoryTransport:
 
     async def request(self, peer: bytes, payload: bytes, timeout_s: float) -> bytes:
         target = self.hub.endpoints.get(peer)
-        if target is None or not self.hub.linked(self.key, peer) or target.handler is None \
-                or not target._allowed(self.key):
+        if (
+            target is None
+            or not self.hub.linked(self.key, peer)
+            or target.handler is None
+            or not target._allowed(self.key)
+        ):
             raise TransportError("peer unreachable")
         with trio.move_on_after(timeout_s) as scope:
             await trio.sleep(0)

@@ -68,7 +68,23 @@ from p2p.libp2p_glue import peer_id_of
 from p2p.streams import RequestHandler
 
 __all__ = [
-    "CHANNELS", "CONSENSUS", "PROTOCOLS", "SYNC", "TXS", "ConfigError", "DeliverFn", "P2PConfig",
-    "P2PError", "P2PHost", "PeerUnavailable", "RateLimit", "RemoteError", "RequestError",
-    "RequestHandler", "RequestTimeout", "open_p2p", "parse_peer_address", "peer_id_of",
+    "CHANNELS",
+    "CONSENSUS",
+    "PROTOCOLS",
+    "SYNC",
+    "TXS",
+    "ConfigError",
+    "DeliverFn",
+    "P2PConfig",
+    "P2PError",
+    "P2PHost",
+    "PeerUnavailable",
+    "RateLimit",
+    "RemoteError",
+    "RequestError",
+    "RequestHandler",
+    "RequestTimeout",
+    "open_p2p",
+    "parse_peer_address",
+    "peer_id_of",
 ]

@@ -104,8 +104,7 @@ class P2PConfig:
     rate_limits: dict[str, RateLimit] = field(default_factory=_default_limits)
     # App-facing inbound queues (frames). Txs are dropped when full; consensus applies
     # ``consensus_backpressure_s`` of backpressure, then drops the oldest queued frame.
-    inbound_queue: dict[str, int] = field(
-        default_factory=lambda: {CONSENSUS: 4096, TXS: 256})
+    inbound_queue: dict[str, int] = field(default_factory=lambda: {CONSENSUS: 4096, TXS: 256})
     consensus_backpressure_s: float = 0.25
     # Per peer and channel send queue: frames and bytes, whichever fills first.
     send_queue_frames: int = 4096
@@ -140,8 +139,7 @@ class P2PConfig:
         try:
             ipaddress.ip_address(self.listen_host)
         except ValueError as exc:
-            raise ConfigError(f"listen_host must be an IP literal: {self.listen_host!r}") \
-                from exc
+            raise ConfigError(f"listen_host must be an IP literal: {self.listen_host!r}") from exc
         if not 0 <= self.listen_port <= 65535:
             raise ConfigError(f"listen_port out of range: {self.listen_port}")
         for key, addr in self.peers.items():
@@ -168,9 +166,14 @@ class P2PConfig:
             raise ConfigError("need 0 < reconnect_min_s <= reconnect_max_s")
         if self.keepalive_s <= 0 or self.idle_timeout_s <= 2 * self.keepalive_s:
             raise ConfigError("idle_timeout_s must exceed twice keepalive_s")
-        for name in ("dial_timeout_s", "stream_open_timeout_s", "write_timeout_s",
-                     "request_handler_timeout_s", "shutdown_grace_s",
-                     "consensus_backpressure_s"):
+        for name in (
+            "dial_timeout_s",
+            "stream_open_timeout_s",
+            "write_timeout_s",
+            "request_handler_timeout_s",
+            "shutdown_grace_s",
+            "consensus_backpressure_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         if self.consensus_backpressure_s >= 1.0:
@@ -195,10 +198,13 @@ def parse_peer_address(addr: str) -> multiaddr.Multiaddr:
             names = [p.name for p in ma.protocols()]
         except Exception as exc:  # multiaddr raises several unrelated types
             raise ConfigError(f"bad multiaddr {addr!r}: {exc}") from exc
-        if names not in (["ip4", "tcp"], ["ip6", "tcp"], ["ip4", "tcp", "p2p"],
-                         ["ip6", "tcp", "p2p"]):
-            raise ConfigError(f"only /ip4|ip6/<ip>/tcp/<port>[/p2p/<id>] is supported: "
-                              f"{addr!r}")
+        if names not in (
+            ["ip4", "tcp"],
+            ["ip6", "tcp"],
+            ["ip4", "tcp", "p2p"],
+            ["ip6", "tcp", "p2p"],
+        ):
+            raise ConfigError(f"only /ip4|ip6/<ip>/tcp/<port>[/p2p/<id>] is supported: {addr!r}")
         host = ma.value_for_protocol(names[0])
         port_text = ma.value_for_protocol("tcp")
     else:

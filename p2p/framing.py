@@ -95,7 +95,7 @@ class FrameDecoder:
                 end = pos + HEADER_BYTES + length
                 if end > n:
                     break
-                out.append(view[pos + HEADER_BYTES:end].tobytes())
+                out.append(view[pos + HEADER_BYTES : end].tobytes())
                 pos = end
         finally:
             view.release()  # a bytearray with a live export cannot be resized
@@ -115,7 +115,7 @@ def decode_rpc(payload: bytes) -> tuple[int, int, bytes]:
     kind, request_id = RPC_HEADER.unpack_from(payload)
     if kind not in (RPC_REQUEST, RPC_RESPONSE, RPC_ERROR):
         raise MalformedFrame(f"unknown sync frame kind {kind}")
-    return kind, request_id, payload[RPC_HEADER.size:]
+    return kind, request_id, payload[RPC_HEADER.size :]
 
 
 class TokenBucket:
@@ -145,12 +145,13 @@ class RateLimiter:
     both have room (and then is charged to both)."""
 
     def __init__(self, limit: RateLimit, max_frame_bytes: int, now: float) -> None:
-        self.frames = TokenBucket(limit.frames_per_s, max(1.0, limit.frames_per_s *
-                                                          limit.burst_s), now)
+        self.frames = TokenBucket(
+            limit.frames_per_s, max(1.0, limit.frames_per_s * limit.burst_s), now
+        )
         # Capacity of at least one maximal frame: a legal frame must be able to pass.
-        self.bytes = TokenBucket(limit.bytes_per_s,
-                                 max(float(max_frame_bytes), limit.bytes_per_s * limit.burst_s),
-                                 now)
+        self.bytes = TokenBucket(
+            limit.bytes_per_s, max(float(max_frame_bytes), limit.bytes_per_s * limit.burst_s), now
+        )
 
     def allow(self, size: int, now: float) -> bool:
         self.frames.refill(now)
@@ -187,8 +188,9 @@ class OutQueue:
         """Queue ``payload``; return (accepted, number of older payloads evicted)."""
         size = len(payload)
         evicted = 0
-        while self._items and (len(self._items) >= self.max_frames or
-                               self.bytes + size > self.max_bytes):
+        while self._items and (
+            len(self._items) >= self.max_frames or self.bytes + size > self.max_bytes
+        ):
             if not self.drop_oldest:
                 return False, 0
             self.bytes -= len(self._items.popleft())

@@ -105,8 +105,9 @@ class PeerLink:
         self.inbound: dict[str, FramedStream] = {}
         self.client = RequestClient(host.stats)
         now = trio.current_time() if _in_trio() else 0.0
-        self.limiters = {ch: RateLimiter(cfg.rate_limits[ch], cfg.max_frame_bytes, now)
-                         for ch in CHANNELS}
+        self.limiters = {
+            ch: RateLimiter(cfg.rate_limits[ch], cfg.max_frame_bytes, now) for ch in CHANNELS
+        }
         self.connected = False
         self.ever_connected = False
         self.started = False
@@ -204,9 +205,16 @@ class PeerLink:
             host.stats["dial_failures"] += 1
             failures += 1
             level = logging.INFO if failures == 1 else logging.DEBUG
-            log.log(level, "dial failed; retrying with backoff", extra=log_fields(
-                peer=self.key, addr=str(addr), backoff_s=round(backoff, 2),
-                error=error or "timeout"))
+            log.log(
+                level,
+                "dial failed; retrying with backoff",
+                extra=log_fields(
+                    peer=self.key,
+                    addr=str(addr),
+                    backoff_s=round(backoff, 2),
+                    error=error or "timeout",
+                ),
+            )
             await trio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, cfg.reconnect_max_s)
 
@@ -226,8 +234,10 @@ class PeerLink:
                 try:
                     stream = await lib.new_stream(self.peer_id, [TProtocol(PROTOCOLS[ch])])
                 except Exception as exc:  # connection went away, protocol refused...
-                    log.debug("stream open failed", extra=log_fields(
-                        peer=self.key, channel=ch, error=repr(exc)))
+                    log.debug(
+                        "stream open failed",
+                        extra=log_fields(peer=self.key, channel=ch, error=repr(exc)),
+                    )
             if slow.cancelled_caught:
                 host.check_unresponsive(self, "open_timeout", candidates)
             if stream is None:
@@ -237,9 +247,17 @@ class PeerLink:
                 self.refresh()
                 continue
             deliver = self.client.deliver if ch == SYNC else host._deliver_unexpected
-            fs = FramedStream(stream, peer=self.key, channel=ch, direction="out", config=cfg,
-                              stats=host.stats, deliver=deliver, limiter=None,
-                              queue=self.queues[ch])
+            fs = FramedStream(
+                stream,
+                peer=self.key,
+                channel=ch,
+                direction="out",
+                config=cfg,
+                stats=host.stats,
+                deliver=deliver,
+                limiter=None,
+                queue=self.queues[ch],
+            )
             self.out[ch] = fs
             self._notify()
             opened = trio.current_time()
@@ -270,8 +288,11 @@ class P2PHost:
         self.stats = Stats()
         self.lib: IHost | None = None
         self.listen_addrs: list[multiaddr.Multiaddr] = []
-        self._peers = {bytes(k): parse_peer_address(a) for k, a in config.peers.items()
-                       if bytes(k) != self.public_key}
+        self._peers = {
+            bytes(k): parse_peer_address(a)
+            for k, a in config.peers.items()
+            if bytes(k) != self.public_key
+        }
         self._pids: dict[bytes, ID] = {}
         self._allow: set[bytes] = set()
         self._key_of: dict[ID, bytes] = {}
@@ -317,8 +338,10 @@ class P2PHost:
             if len(self._refusal_logged) > 1000:
                 self._refusal_logged.clear()
             self._refusal_logged[peer_id] = now
-            log.warning("refused a peer that is not in the allowlist", extra=log_fields(
-                peer_id=str(peer_id), direction=direction))
+            log.warning(
+                "refused a peer that is not in the allowlist",
+                extra=log_fields(peer_id=str(peer_id), direction=direction),
+            )
 
     def set_allowlist(self, keys: Iterable[bytes]) -> None:
         """Who may connect (node public keys). Peers no longer allowed are disconnected
@@ -344,8 +367,10 @@ class P2PHost:
             if key in allow and key not in self._links:
                 self._add_link(key, addr)
         if removed:
-            log.info("allowlist shrank; disconnecting removed peers", extra=log_fields(
-                removed=len(removed), allowed=len(allow)))
+            log.info(
+                "allowlist shrank; disconnecting removed peers",
+                extra=log_fields(removed=len(removed), allowed=len(allow)),
+            )
 
     def penalize(self, key: bytes, reason: str) -> bool:
         """Count one offence by ``key`` (a frame it sent did not decode, carried an invalid
@@ -365,9 +390,16 @@ class P2PHost:
         self._strikes.pop(key, None)
         self._banned[key] = now + cfg.ban_s
         self.stats["bans"] += 1
-        log.warning("peer banned for misbehaving: disconnected and refused for a while",
-                    extra=log_fields(peer=key, reason=reason, offences=len(recent),
-                                     window_s=cfg.penalty_window_s, ban_s=cfg.ban_s))
+        log.warning(
+            "peer banned for misbehaving: disconnected and refused for a while",
+            extra=log_fields(
+                peer=key,
+                reason=reason,
+                offences=len(recent),
+                window_s=cfg.penalty_window_s,
+                ban_s=cfg.ban_s,
+            ),
+        )
         self._apply_allowlist(self._wanted - set(self._banned))
         self._spawn(self._lift_ban, key)
         return True
@@ -400,8 +432,7 @@ class P2PHost:
         if self.lib is not None:
             conns = live_connections(self.lib, peer_id)
             if conns:
-                self._spawn(close_connections, conns, self._sockets,
-                            self.config.shutdown_grace_s)
+                self._spawn(close_connections, conns, self._sockets, self.config.shutdown_grace_s)
 
     def check_unresponsive(self, link: PeerLink, reason: str, conns: list[INetConn]) -> None:
         """A healthy peer sends a keepalive every ``keepalive_s``, reads what we send and
@@ -417,8 +448,10 @@ class P2PHost:
         live = [c for c in conns if not c.is_closed]
         if live:
             self.stats["unresponsive_disconnects"] += 1
-            log.warning("peer unresponsive; closing its connections", extra=log_fields(
-                peer=link.key, reason=reason, connections=len(live)))
+            log.warning(
+                "peer unresponsive; closing its connections",
+                extra=log_fields(peer=link.key, reason=reason, connections=len(live)),
+            )
             self._spawn(close_connections, live, self._sockets, 0)
 
     def _on_conn_change(self, peer_id: ID) -> None:
@@ -455,8 +488,11 @@ class P2PHost:
 
     def broadcast(self, channel: str, payload: bytes) -> int:
         """``send`` to every connected peer; returns how many accepted it."""
-        return sum(self.send(key, channel, payload)
-                   for key, link in list(self._links.items()) if link.connected)
+        return sum(
+            self.send(key, channel, payload)
+            for key, link in list(self._links.items())
+            if link.connected
+        )
 
     def inbound(self, channel: str) -> trio.MemoryReceiveChannel[Inbound]:
         """The app's receive end for ``channel``: ``(peer key, payload)`` in order per peer."""
@@ -529,15 +565,30 @@ class P2PHost:
             return
         link = self._links.get(key) or self._add_link(key, None)
         if channel == SYNC:  # the request server applies the limit (and says so)
-            server = RequestServer(key, lambda: self._handler, self.config, self.stats,
-                                   link.limiters[SYNC])
-            fs = FramedStream(stream, peer=key, channel=channel, direction="in",
-                              config=self.config, stats=self.stats, deliver=server.deliver,
-                              limiter=None)
+            server = RequestServer(
+                key, lambda: self._handler, self.config, self.stats, link.limiters[SYNC]
+            )
+            fs = FramedStream(
+                stream,
+                peer=key,
+                channel=channel,
+                direction="in",
+                config=self.config,
+                stats=self.stats,
+                deliver=server.deliver,
+                limiter=None,
+            )
         else:
-            fs = FramedStream(stream, peer=key, channel=channel, direction="in",
-                              config=self.config, stats=self.stats,
-                              deliver=self._deliver_push, limiter=link.limiters[channel])
+            fs = FramedStream(
+                stream,
+                peer=key,
+                channel=channel,
+                direction="in",
+                config=self.config,
+                stats=self.stats,
+                deliver=self._deliver_push,
+                limiter=link.limiters[channel],
+            )
         old = link.inbound.get(channel)
         if old is not None:  # one inbound stream per peer and protocol: newest wins
             old.close("replaced")
@@ -562,8 +613,9 @@ class P2PHost:
                 except Exception:
                     # The app's callback, running on our reader: report, keep reading.
                     self.stats["deliver_errors"] += 1
-                    log.exception("deliver callback failed", extra=log_fields(
-                        peer=fs.peer, channel=ch))
+                    log.exception(
+                        "deliver callback failed", extra=log_fields(peer=fs.peer, channel=ch)
+                    )
             return
         send = self._send[ch]
         deadline = trio.current_time() + self.config.consensus_backpressure_s
@@ -582,8 +634,10 @@ class P2PHost:
                     await send.send(item)
                     continue
                 self._congested_until[ch] = trio.current_time() + CONGESTED_S
-                log.warning("app is not draining consensus messages; dropping oldest",
-                            extra=log_fields(queued=self.config.inbound_queue[ch]))
+                log.warning(
+                    "app is not draining consensus messages; dropping oldest",
+                    extra=log_fields(queued=self.config.inbound_queue[ch]),
+                )
             try:
                 self._evict[ch].receive_nowait()
                 self.stats.drop("inbound_evicted", ch)
@@ -600,8 +654,7 @@ class P2PHost:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, dial, serve until cancelled; then close every connection."""
         if self._ran:
             raise RuntimeError("P2PHost.run can run once; make a new host to restart")
@@ -612,8 +665,9 @@ class P2PHost:
         listen = multiaddr.Multiaddr(f"/{proto}/{cfg.listen_host}/tcp/{cfg.listen_port}")
         # One yamux frame gets as long as one of our writes (write_timeout_s): a frame
         # still stuck by then means a frozen peer, and its connection is closed.
-        lib = build_libp2p_host(cfg.seed, listen, self, self._sockets, cfg.dial_timeout_s,
-                                cfg.write_timeout_s)
+        lib = build_libp2p_host(
+            cfg.seed, listen, self, self._sockets, cfg.dial_timeout_s, cfg.write_timeout_s
+        )
         for ch in CHANNELS:
             lib.set_stream_handler(TProtocol(PROTOCOLS[ch]), partial(self._on_stream, ch))
         lib.get_network().register_notifee(ConnWatcher(self._on_conn_change))
@@ -627,9 +681,14 @@ class P2PHost:
                         for link in self._links.values():
                             if not link.started:
                                 nursery.start_soon(link.run)
-                        log.info("p2p host listening", extra=log_fields(
-                            addrs=[str(a) for a in self.listen_addrs],
-                            peer_id=str(self.peer_id), peers=len(self._peers)))
+                        log.info(
+                            "p2p host listening",
+                            extra=log_fields(
+                                addrs=[str(a) for a in self.listen_addrs],
+                                peer_id=str(self.peer_id),
+                                peers=len(self._peers),
+                            ),
+                        )
                         task_status.started()
                         try:
                             await trio.sleep_forever()
@@ -646,8 +705,9 @@ class P2PHost:
                     # libp2p closes connections under cancellation on its own exit path
                     # and can skip the socket close; close them first, shielded.
                     with shielded(cfg.shutdown_grace_s + 1.0):
-                        await close_connections(all_connections(lib), self._sockets,
-                                                cfg.shutdown_grace_s)
+                        await close_connections(
+                            all_connections(lib), self._sockets, cfg.shutdown_grace_s
+                        )
         finally:
             self.lib = None
             self.listen_addrs = []

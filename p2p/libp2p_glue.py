@@ -59,9 +59,17 @@ from libp2p.stream_muxer.yamux import yamux as _yamux_module
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
-__all__ = ["ID", "IHost", "INetConn", "INetStream", "abandon_frame_writes",
-           "build_libp2p_host", "create_identity_from_seed", "key_of_peer_id",
-           "peer_id_of"]
+__all__ = [
+    "ID",
+    "IHost",
+    "INetConn",
+    "INetStream",
+    "abandon_frame_writes",
+    "build_libp2p_host",
+    "create_identity_from_seed",
+    "key_of_peer_id",
+    "peer_id_of",
+]
 
 log = logging.getLogger("dvp.p2p")
 
@@ -107,8 +115,9 @@ class SocketTracker:
 
     def __init__(self) -> None:
         self._all: weakref.WeakSet[trio.SocketStream] = weakref.WeakSet()
-        self._by_secure: weakref.WeakKeyDictionary[ISecureConn, trio.SocketStream] = \
+        self._by_secure: weakref.WeakKeyDictionary[ISecureConn, trio.SocketStream] = (
             weakref.WeakKeyDictionary()
+        )
 
     @staticmethod
     def _socket_of(conn: IRawConnection) -> trio.SocketStream | None:
@@ -163,11 +172,9 @@ class AllowlistNoise(NoiseTransport):
 
     async def secure_outbound(self, conn: IRawConnection, peer_id: ID) -> ISecureConn:
         self.sockets.track(conn)
-        return await self._admit(conn, await super().secure_outbound(conn, peer_id),
-                                 "outbound")
+        return await self._admit(conn, await super().secure_outbound(conn, peer_id), "outbound")
 
-    async def _admit(self, raw: IRawConnection, secure: ISecureConn, direction: str
-                     ) -> ISecureConn:
+    async def _admit(self, raw: IRawConnection, secure: ISecureConn, direction: str) -> ISecureConn:
         remote = secure.get_remote_peer()
         if self.gate.allows(remote):
             self.sockets.assign(secure, raw)
@@ -246,8 +253,9 @@ class QuietYamux(Yamux):
         async with self._write_lock:
             # A caller cancelled before its frame begins gives it up whole (no byte sent).
             await trio.lowlevel.checkpoint_if_cancelled()
-            deadline = min(trio.current_time() + self.frame_write_timeout_s,
-                           trio.current_effective_deadline())
+            deadline = min(
+                trio.current_time() + self.frame_write_timeout_s, trio.current_effective_deadline()
+            )
             with trio.CancelScope(deadline=deadline, shield=True) as guard:
                 self._frame_guard = guard
                 try:
@@ -268,15 +276,15 @@ class QuietYamux(Yamux):
     async def _abort_cut_frame(self, size: int) -> None:
         log.warning(
             "a yamux frame could not be written in time; closing the connection",
-            extra={"fields": {"peer_id": str(self.peer_id), "frame_bytes": size}})
+            extra={"fields": {"peer_id": str(self.peer_id), "frame_bytes": size}},
+        )
         if self.sockets is None or not self.sockets.close_secure(self.secured_conn):
             with trio.CancelScope(deadline=trio.current_time() + 1.0, shield=True):
                 try:
                     await self.secured_conn.close()
                 except Exception:  # already broken: closed is what we want
                     pass
-        raise ConnectionClosedError("yamux frame cut short; connection closed",
-                                    transport="yamux")
+        raise ConnectionClosedError("yamux frame cut short; connection closed", transport="yamux")
 
 
 class _QuietMuxerMultistream(MuxerMultistream):
@@ -287,8 +295,7 @@ class _QuietMuxerMultistream(MuxerMultistream):
     frame_write_timeout_s: float = 10.0
 
     async def new_conn(self, conn: ISecureConn, peer_id: ID) -> IMuxedConn:
-        protocol, _ = await self._selector.select(conn, conn.is_initiator,
-                                                  self.negotiate_timeout)
+        protocol, _ = await self._selector.select(conn, conn.is_initiator, self.negotiate_timeout)
         if protocol != YAMUX_PROTOCOL_ID:
             raise MultiselectError(f"only yamux is supported, peer chose {protocol}")
         muxed = QuietYamux(conn, peer_id, is_initiator=conn.is_initiator)
@@ -333,9 +340,14 @@ class ConnWatcher(INotifee):
         return None
 
 
-def build_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr, gate: Gate,
-                      sockets: SocketTracker, dial_timeout_s: float,
-                      frame_write_timeout_s: float) -> IHost:
+def build_libp2p_host(
+    seed: bytes,
+    listen: multiaddr.Multiaddr,
+    gate: Gate,
+    sockets: SocketTracker,
+    dial_timeout_s: float,
+    frame_write_timeout_s: float,
+) -> IHost:
     """A host with Noise(+allowlist) only, yamux only, TCP only; not yet listening.
     ``frame_write_timeout_s`` bounds one yamux frame's write (``QuietYamux``)."""
     key_pair = create_identity_from_seed(seed)
@@ -345,8 +357,9 @@ def build_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr, gate: Gate,
     # shrink under load): either could lock validators out of each other because of
     # someone else's flood. Keep its connection/stream/memory limits and per-peer
     # connection rate limit (10/s), drop those two.
-    resource_manager = new_resource_manager(enable_circuit_breaker=False,
-                                            enable_graceful_degradation=False)
+    resource_manager = new_resource_manager(
+        enable_circuit_breaker=False, enable_graceful_degradation=False
+    )
     host = new_host(
         key_pair=key_pair,
         resource_manager=resource_manager,
@@ -361,7 +374,8 @@ def build_libp2p_host(seed: bytes, listen: multiaddr.Multiaddr, gate: Gate,
     network.retry_config = RetryConfig(max_retries=0)
     upgrader = network.upgrader
     muxers = _QuietMuxerMultistream(
-        {TProtocol(YAMUX_PROTOCOL_ID): QuietYamux}, upgrader.muxer_multistream.negotiate_timeout)
+        {TProtocol(YAMUX_PROTOCOL_ID): QuietYamux}, upgrader.muxer_multistream.negotiate_timeout
+    )
     muxers.sockets = sockets
     muxers.frame_write_timeout_s = frame_write_timeout_s
     upgrader.muxer_multistream = muxers
@@ -394,12 +408,16 @@ def live_connections(host: IHost, peer_id: ID) -> list[INetConn]:
 
 def connected_peer_ids(host: IHost) -> list[ID]:
     network: Any = host.get_network()
-    return [pid for pid, conns in list(network.connections.items())
-            if any(not c.is_closed for c in conns)]
+    return [
+        pid
+        for pid, conns in list(network.connections.items())
+        if any(not c.is_closed for c in conns)
+    ]
 
 
-async def close_connections(conns: list[INetConn], sockets: SocketTracker,
-                            graceful_s: float) -> None:
+async def close_connections(
+    conns: list[INetConn], sockets: SocketTracker, graceful_s: float
+) -> None:
     """Close ``conns`` concurrently: gracefully (yamux GO_AWAY) for up to ``graceful_s``
     (0 = not at all), then their sockets, then let libp2p drop its records (each libp2p
     close sleeps ~0.2 s, hence concurrently)."""
@@ -434,8 +452,9 @@ class _DropLibp2pRootRecords(logging.Filter):
     drop those records so expected churn (peers restarting) does not reach our logs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not ((record.pathname or "").startswith(_LIBP2P_DIR) and
-                    record.levelno < logging.CRITICAL)
+        return not (
+            (record.pathname or "").startswith(_LIBP2P_DIR) and record.levelno < logging.CRITICAL
+        )
 
 
 def quiet_libp2p_logging() -> None:

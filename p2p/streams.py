@@ -66,9 +66,19 @@ class FramedStream:
     streams: the peer link keeps queued frames across stream re-opens), and so is
     ``limiter`` (inbound streams: one budget per peer and channel)."""
 
-    def __init__(self, stream: INetStream, *, peer: bytes, channel: str, direction: str,
-                 config: P2PConfig, stats: Stats, deliver: Deliver,
-                 limiter: RateLimiter | None, queue: OutQueue | None = None) -> None:
+    def __init__(
+        self,
+        stream: INetStream,
+        *,
+        peer: bytes,
+        channel: str,
+        direction: str,
+        config: P2PConfig,
+        stats: Stats,
+        deliver: Deliver,
+        limiter: RateLimiter | None,
+        queue: OutQueue | None = None,
+    ) -> None:
         self.stream = stream
         self.peer = peer
         self.channel = channel
@@ -76,8 +86,11 @@ class FramedStream:
         self.config = config
         self.stats = stats
         self.deliver = deliver
-        self.queue = queue if queue is not None else OutQueue(
-            config.send_queue_frames, config.send_queue_bytes, drop_oldest=False)
+        self.queue = (
+            queue
+            if queue is not None
+            else OutQueue(config.send_queue_frames, config.send_queue_bytes, drop_oldest=False)
+        )
         self.decoder = FrameDecoder(config.max_frame_bytes)
         # Owned by the peer link so that re-opening a stream does not refill the bucket;
         # None on streams we opened (the peer only answers what we asked, or nothing).
@@ -142,8 +155,10 @@ class FramedStream:
                     self._end("eof")
                     return
                 except Exception as exc:  # reset, connection gone, muxer errors
-                    log.debug("stream read failed", extra=log_fields(
-                        peer=self.peer, channel=ch, error=repr(exc)))
+                    log.debug(
+                        "stream read failed",
+                        extra=log_fields(peer=self.peer, channel=ch, error=repr(exc)),
+                    )
                     self._end("read_error")
                     return
             if idle.cancelled_caught:
@@ -157,8 +172,10 @@ class FramedStream:
                 frames = self.decoder.feed(data)
             except FrameTooLarge as exc:
                 stats.drop("oversize", ch)
-                log.warning("peer sent an oversize frame; dropping the stream", extra=log_fields(
-                    peer=self.peer, channel=ch, size=exc.size, limit=exc.limit))
+                log.warning(
+                    "peer sent an oversize frame; dropping the stream",
+                    extra=log_fields(peer=self.peer, channel=ch, size=exc.size, limit=exc.limit),
+                )
                 self._end("oversize")
                 return
             if frames:
@@ -182,8 +199,10 @@ class FramedStream:
             stats.drop("rate_limited", ch, limited)
             if not self._rate_warned:
                 self._rate_warned = True
-                log.warning("peer exceeds its rate limit; dropping the excess",
-                            extra=log_fields(peer=self.peer, channel=ch))
+                log.warning(
+                    "peer exceeds its rate limit; dropping the excess",
+                    extra=log_fields(peer=self.peer, channel=ch),
+                )
         if accepted:
             stats[f"frames_in.{ch}"] += len(accepted)
             await self.deliver(self, accepted)
@@ -215,15 +234,18 @@ class FramedStream:
         # The muxer finishes a frame it has begun even past our deadline, or, if it
         # cannot, closes the connection and raises (libp2p_glue.QuietYamux): a write
         # that failed at our deadline is a timeout as much as one we cancelled.
-        if slow.cancelled_caught or (failed is not None and
-                                     trio.current_time() >= slow.deadline):
-            log.info("peer stopped reading; resetting the stream", extra=log_fields(
-                peer=self.peer, channel=self.channel))
+        if slow.cancelled_caught or (failed is not None and trio.current_time() >= slow.deadline):
+            log.info(
+                "peer stopped reading; resetting the stream",
+                extra=log_fields(peer=self.peer, channel=self.channel),
+            )
             self._end("write_timeout")
             return False
         if failed is not None:
-            log.debug("stream write failed", extra=log_fields(
-                peer=self.peer, channel=self.channel, error=repr(failed)))
+            log.debug(
+                "stream write failed",
+                extra=log_fields(peer=self.peer, channel=self.channel, error=repr(failed)),
+            )
             self._end("write_error")
             return False
         s = self.stats
@@ -300,8 +322,14 @@ class RequestServer:
     error at once (a tiny frame, and the caller fails fast instead of timing out);
     reading never stops."""
 
-    def __init__(self, peer: bytes, handler: Callable[[], RequestHandler | None],
-                 config: P2PConfig, stats: Stats, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        peer: bytes,
+        handler: Callable[[], RequestHandler | None],
+        config: P2PConfig,
+        stats: Stats,
+        limiter: RateLimiter,
+    ) -> None:
         self.peer = peer
         self.handler = handler
         self.config = config
@@ -335,8 +363,9 @@ class RequestServer:
                 self.inflight += 1
                 stream.nursery.start_soon(self._serve, stream, handler, rid, body)
 
-    async def _serve(self, stream: FramedStream, handler: RequestHandler, rid: int,
-                     body: bytes) -> None:
+    async def _serve(
+        self, stream: FramedStream, handler: RequestHandler, rid: int, body: bytes
+    ) -> None:
         try:
             response: bytes | None = None
             with trio.move_on_after(self.config.request_handler_timeout_s):

@@ -47,8 +47,13 @@ EXPIRY_AHEAD = 500
 def _unsigned(cons: Consortium, i: int, expiry: int) -> Transaction:
     key = cons.member_keys["szcredit"]
     commitment = hashlib.sha256(i.to_bytes(8, "big")).digest()
-    return Transaction(CHAIN_ID, key.public_key, i, expiry,
-                       Attest("credit-report", commitment, GENESIS_TIME_MS + i, 0, b""))
+    return Transaction(
+        CHAIN_ID,
+        key.public_key,
+        i,
+        expiry,
+        Attest("credit-report", commitment, GENESIS_TIME_MS + i, 0, b""),
+    )
 
 
 def _sign_block(job: tuple[int, int, int]) -> list[bytes]:
@@ -56,30 +61,41 @@ def _sign_block(job: tuple[int, int, int]) -> list[bytes]:
     start, count, expiry = job
     cons = Consortium.make()
     key = cons.member_keys["szcredit"]
-    return [key.sign(Domain.TX, _unsigned(cons, i, expiry).body_bytes)
-            for i in range(start, start + count)]
+    return [
+        key.sign(Domain.TX, _unsigned(cons, i, expiry).body_bytes)
+        for i in range(start, start + count)
+    ]
 
 
-def build_chain(cons: Consortium, path: Path, attestations: int, block_txs: int,
-                workers: int) -> int:
+def build_chain(
+    cons: Consortium, path: Path, attestations: int, block_txs: int, workers: int
+) -> int:
     """Commit the chain; returns its height."""
     jobs = []
     for b, start in enumerate(range(0, attestations, block_txs)):
         jobs.append((start, min(block_txs, attestations - start), b + 1 + EXPIRY_AHEAD))
     t0 = time.perf_counter()
     with Pool(workers) as pool, Ledger.open(path, cons.genesis) as lg:
-        for (start, count, expiry), sigs in zip(jobs, pool.imap(_sign_block, jobs),
-                                                strict=True):
-            txs = [Transaction(t.chain_id, t.sender, t.nonce, t.expiry_height, t.payload, sig)
-                   for t, sig in zip((_unsigned(cons, i, expiry)
-                                      for i in range(start, start + count)), sigs, strict=True)]
-            ex = lg.build(txs, time_ms=lg.tip.time_ms + 500, proposer=cons.proposer,
-                          verified=lambda _id: True)
+        for (start, count, expiry), sigs in zip(jobs, pool.imap(_sign_block, jobs), strict=True):
+            txs = [
+                Transaction(t.chain_id, t.sender, t.nonce, t.expiry_height, t.payload, sig)
+                for t, sig in zip(
+                    (_unsigned(cons, i, expiry) for i in range(start, start + count)),
+                    sigs,
+                    strict=True,
+                )
+            ]
+            ex = lg.build(
+                txs, time_ms=lg.tip.time_ms + 500, proposer=cons.proposer, verified=lambda _id: True
+            )
             assert not ex.rejected, ex.rejected[:1]
             lg.commit(ex.block, cons.certify(ex.block), verified=lambda _id: True)
         height = lg.height
-    print(f"built {attestations:,} attestations in {height} blocks "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"built {attestations:,} attestations in {height} blocks "
+        f"({time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     return height
 
 
@@ -121,8 +137,7 @@ class Interleaved:
         self.excluded_s += self.last - now
 
 
-def measure_replay(datadir: Path, genesis: Genesis, workdir: str | Path
-                   ) -> dict[str, float] | None:
+def measure_replay(datadir: Path, genesis: Genesis, workdir: str | Path) -> dict[str, float] | None:
     """Replay ``datadir`` as ``dvp audit replay --datadir`` does, print the figures and
     return them (the keys of this script's JSON line), or None if the replay failed.
     scripts/bench_rpc.py measures its replay figure with this too."""
@@ -136,17 +151,25 @@ def measure_replay(datadir: Path, genesis: Genesis, workdir: str | Path
     state_s = t_end - probe.blocks_done_at
     blocks_s = t_end - t0 - probe.excluded_s - state_s
     med = statistics.median
-    verify, rate, ratio = med(probe.verify_rates), med(probe.replay_rates), \
-        med(probe.block_ratios)
-    print(f"replay: {report.blocks} blocks, {report.transactions:,} transactions verified; "
-          f"{rate:,.0f} tx/s (median over blocks); raw ed25519 verify interleaved "
-          f"{verify:,.0f}/s (median); median per-block ratio {ratio:.0%}")
-    print(f"wall clock: blocks {blocks_s:.1f} s ({report.transactions / blocks_s:,.0f} tx/s "
-          f"overall), then the stored state tree ({report.state_entries:,} entries, "
-          f"{report.state_versions} versions) re-hashed in {state_s:.1f} s")
-    return {"replay_tx_per_s": round(rate), "replay_vs_verify_ratio": round(ratio, 3),
-            "ed25519_verify_per_s": round(verify), "blocks": report.blocks,
-            "transactions": report.transactions, "state_tree_s": round(state_s, 2)}
+    verify, rate, ratio = med(probe.verify_rates), med(probe.replay_rates), med(probe.block_ratios)
+    print(
+        f"replay: {report.blocks} blocks, {report.transactions:,} transactions verified; "
+        f"{rate:,.0f} tx/s (median over blocks); raw ed25519 verify interleaved "
+        f"{verify:,.0f}/s (median); median per-block ratio {ratio:.0%}"
+    )
+    print(
+        f"wall clock: blocks {blocks_s:.1f} s ({report.transactions / blocks_s:,.0f} tx/s "
+        f"overall), then the stored state tree ({report.state_entries:,} entries, "
+        f"{report.state_versions} versions) re-hashed in {state_s:.1f} s"
+    )
+    return {
+        "replay_tx_per_s": round(rate),
+        "replay_vs_verify_ratio": round(ratio, 3),
+        "ed25519_verify_per_s": round(verify),
+        "blocks": report.blocks,
+        "transactions": report.transactions,
+        "state_tree_s": round(state_s, 2),
+    }
 
 
 def main() -> int:
@@ -159,8 +182,9 @@ def main() -> int:
     cons = Consortium.make(ChainParams(max_block_txs=args.block_txs))
     with tempfile.TemporaryDirectory(prefix="bench_audit_", dir=args.dir) as d:
         datadir = Path(d) / "node"
-        height = build_chain(cons, datadir / "ledger", args.attestations, args.block_txs,
-                             args.workers)
+        height = build_chain(
+            cons, datadir / "ledger", args.attestations, args.block_txs, args.workers
+        )
         figures = measure_replay(datadir, cons.genesis, d)
         if figures is None:
             return 1

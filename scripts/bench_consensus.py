@@ -70,7 +70,7 @@ def run(n: int, txs_per_block: int, heights: int, window: int) -> dict[str, floa
             elif kind is RequestProposal:
                 nonce += 1
                 blob = rng.randbytes(32 * txs_per_block)
-                txs = [blob[k:k + 32] for k in range(0, len(blob), 32)]
+                txs = [blob[k : k + 32] for k in range(0, len(blob), 32)]
                 payload = make_payload(a.height, a.parent_block_id, i, nonce, txs)
                 queue.append((i, ProposalReady(a.height, a.view, payload)))
             elif kind is CommitBlock:
@@ -86,8 +86,11 @@ def run(n: int, txs_per_block: int, heights: int, window: int) -> dict[str, floa
         i, event = queue.popleft()
         execute(i, replicas[i].step(event))
     elapsed = time.perf_counter() - started
-    return {"heights_per_s": heights / elapsed, "messages_per_s": messages / elapsed,
-            "seconds": elapsed}
+    return {
+        "heights_per_s": heights / elapsed,
+        "messages_per_s": messages / elapsed,
+        "seconds": elapsed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,15 +103,23 @@ def main(argv: list[str] | None = None) -> int:
         for txs in (0, 1000):
             heights = args.heights if txs == 0 else max(100, args.heights // 3)
             r = run(n, txs, heights, args.window)
-            print(f"n={n} txs/block={txs:5d}: {r['heights_per_s']:9.1f} heights/s "
-                  f"{r['messages_per_s']:10.0f} messages/s ({heights} heights in "
-                  f"{r['seconds']:.2f}s)")
+            print(
+                f"n={n} txs/block={txs:5d}: {r['heights_per_s']:9.1f} heights/s "
+                f"{r['messages_per_s']:10.0f} messages/s ({heights} heights in "
+                f"{r['seconds']:.2f}s)"
+            )
             suffix = f"n{n}" + ("_1000tx" if txs else "")
             out[f"heights_per_s_{suffix}"] = round(r["heights_per_s"], 1)
             if not txs:
                 out[f"messages_per_s_n{n}"] = round(r["messages_per_s"], 1)
-    keys = ["heights_per_s_n4", "heights_per_s_n7", "messages_per_s_n4", "messages_per_s_n7",
-            "heights_per_s_n4_1000tx", "heights_per_s_n7_1000tx"]
+    keys = [
+        "heights_per_s_n4",
+        "heights_per_s_n7",
+        "messages_per_s_n4",
+        "messages_per_s_n7",
+        "heights_per_s_n4_1000tx",
+        "heights_per_s_n7_1000tx",
+    ]
     print(json.dumps({k: out[k] for k in keys}))
     return 0
 

@@ -62,8 +62,9 @@ def make_attests(cons: Consortium, start: int, count: int, expiry: int) -> list[
     return out
 
 
-def bench_apply(cons: Consortium, blocks: int, block_txs: int, tmp: Path
-                ) -> tuple[float, float, float, float]:
+def bench_apply(
+    cons: Consortium, blocks: int, block_txs: int, tmp: Path
+) -> tuple[float, float, float, float]:
     """A replica re-executing and committing blocks, interleaved with raw verify runs.
 
     The machine is shared and noisy, so each block's apply is paired with a raw
@@ -79,8 +80,9 @@ def bench_apply(cons: Consortium, blocks: int, block_txs: int, tmp: Path
     made = []
     for b in range(blocks):
         txs = make_attests(cons, b * block_txs, block_txs, src.height + 500)
-        ex = src.build(txs, time_ms=src.tip.time_ms + 500, proposer=cons.proposer,
-                       verified=lambda _id: True)
+        ex = src.build(
+            txs, time_ms=src.tip.time_ms + 500, proposer=cons.proposer, verified=lambda _id: True
+        )
         assert not ex.rejected, ex.rejected[:1]
         cert = cons.certify(ex.block)
         src.commit(ex.block, cert, verified=lambda _id: True)
@@ -120,20 +122,25 @@ def bench_disk(cons: Consortium, attestations: int, block_txs: int, tmp: Path) -
         n = min(block_txs, attestations - done)
         expiry = lg.height + 500
         txs = make_attests(cons, 10_000_000 + done, n, expiry)
-        ex = lg.build(txs, time_ms=lg.tip.time_ms + 500, proposer=cons.proposer,
-                      verified=lambda _id: True)
+        ex = lg.build(
+            txs, time_ms=lg.tip.time_ms + 500, proposer=cons.proposer, verified=lambda _id: True
+        )
         assert not ex.rejected, ex.rejected[:1]
         lg.commit(ex.block, cons.certify(ex.block), verified=lambda _id: True)
         done += n
         if time.perf_counter() - last > 15:
             last = time.perf_counter()
-            print(f"  disk phase: {done:,} attestations, {lg.store.disk_bytes() / done:.0f} B each",
-                  flush=True)
+            print(
+                f"  disk phase: {done:,} attestations, {lg.store.disk_bytes() / done:.0f} B each",
+                flush=True,
+            )
     before = lg.store.disk_bytes()
     lg.store.compact()
     after = lg.store.disk_bytes()
-    print(f"  disk: {before / done:.0f} B/attestation before compaction, {after / done:.0f} after"
-          f" ({time.perf_counter() - t0:.0f} s, height {lg.height})")
+    print(
+        f"  disk: {before / done:.0f} B/attestation before compaction, {after / done:.0f} after"
+        f" ({time.perf_counter() - t0:.0f} s, height {lg.height})"
+    )
     lg.close()
     return after / done, lg.height
 
@@ -152,26 +159,34 @@ def main() -> int:
     print(f"ed25519 verify (raw libsodium, 2 s): {ed25519_verify_rate():,.0f}/s")
     with tempfile.TemporaryDirectory(prefix="bench_ledger_") as d:
         tmp = Path(d)
-        apply_rate, validate_rate, verify, ratio = bench_apply(cons, args.apply_blocks,
-                                                               args.block_txs, tmp)
-        print(f"block apply, full signature verification, {args.block_txs} tx/block: "
-              f"{apply_rate:,.0f} tx/s with synced commit; {validate_rate:,.0f} tx/s validation "
-              f"alone; raw verify interleaved {verify:,.0f}/s; median ratio {ratio:.0%}")
+        apply_rate, validate_rate, verify, ratio = bench_apply(
+            cons, args.apply_blocks, args.block_txs, tmp
+        )
+        print(
+            f"block apply, full signature verification, {args.block_txs} tx/block: "
+            f"{apply_rate:,.0f} tx/s with synced commit; {validate_rate:,.0f} tx/s validation "
+            f"alone; raw verify interleaved {verify:,.0f}/s; median ratio {ratio:.0%}"
+        )
 
         store = MemoryNodeStore()
         tree = SparseMerkleTree(store)
         version, build_s = bench_smt.build(tree, store, args.smt_entries, 100_000, 100)
-        upd, _, version = bench_smt.bench_updates(tree, store, None, version, args.smt_entries,
-                                                  20, args.smt_batch, 100)
+        upd, _, version = bench_smt.bench_updates(
+            tree, store, None, version, args.smt_entries, 20, args.smt_batch, 100
+        )
         proofs = bench_smt.bench_proofs(tree, version, args.smt_entries, 2000)
-        print(f"state tree at {args.smt_entries:,} entries: {upd:,.0f} keys/s in batches of "
-              f"{args.smt_batch}; proof gen {proofs['gen_us']:.1f} us, verify "
-              f"{proofs['verify_us']:.1f} us (medians), {proofs['proof_bytes']:.0f} B/proof")
+        print(
+            f"state tree at {args.smt_entries:,} entries: {upd:,.0f} keys/s in batches of "
+            f"{args.smt_batch}; proof gen {proofs['gen_us']:.1f} us, verify "
+            f"{proofs['verify_us']:.1f} us (medians), {proofs['proof_bytes']:.0f} B/proof"
+        )
         del store, tree
 
         disk, height = bench_disk(cons, args.attestations, args.block_txs, tmp)
-        print(f"disk: {disk:.0f} bytes per attestation at {args.attestations:,} attestations "
-              f"({height} blocks)")
+        print(
+            f"disk: {disk:.0f} bytes per attestation at {args.attestations:,} attestations "
+            f"({height} blocks)"
+        )
 
     figures = {
         "apply_tx_per_s": round(apply_rate),

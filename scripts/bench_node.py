@@ -94,8 +94,11 @@ def worker(args: argparse.Namespace) -> None:
         p = Attest("credit-report", c, 1_760_000_000_000 + i, 0, b"")
         tx = Transaction("dvp-demo", key.public_key, i, start_height + 900, p).signed(key)
         raw.append((tx.tx_id.hex(), tx.encode().hex()))
-    print(f"load: signed {total:,} transactions in {time.perf_counter() - t0:.1f} s",
-          file=sys.stderr, flush=True)
+    print(
+        f"load: signed {total:,} transactions in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
 
     submitted: dict[str, float] = {}
     committed: dict[str, float] = {}
@@ -103,7 +106,7 @@ def worker(args: argparse.Namespace) -> None:
     stop = threading.Event()
     lock = threading.Lock()
     batch = args.batch
-    batches = [raw[i:i + batch] for i in range(0, len(raw), batch)]
+    batches = [raw[i : i + batch] for i in range(0, len(raw), batch)]
     interval = batch / args.rate
     begin = time.monotonic() + 0.5
 
@@ -166,23 +169,39 @@ def worker(args: argparse.Namespace) -> None:
     w0 = begin + args.warmup
     w1 = end_submit
     in_window = [t for t in committed.values() if w0 <= t <= w1]
-    lat = sorted((committed[t] - submitted[t]) * 1000 for t in committed if t in submitted
-                 and w0 <= submitted[t] <= w1)
+    lat = sorted(
+        (committed[t] - submitted[t]) * 1000
+        for t in committed
+        if t in submitted and w0 <= submitted[t] <= w1
+    )
+
     def pct(p: float) -> float:
         return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] if lat else float("nan")
+
     if args.timeline:
         print_timeline(submitted, committed, begin)
-    print(json.dumps({
-        "submitted": len(submitted), "committed": len(committed), "refused": busy[0],
-        "window_s": w1 - w0, "committed_tx_per_s": len(in_window) / max(w1 - w0, 1e-9),
-        "latency_ms_p50": pct(50), "latency_ms_p95": pct(95), "latency_ms_p99": pct(99),
-        "latency_ms_mean": statistics.fmean(lat) if lat else float("nan"),
-        "backlog_at_end": backlog,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "submitted": len(submitted),
+                "committed": len(committed),
+                "refused": busy[0],
+                "window_s": w1 - w0,
+                "committed_tx_per_s": len(in_window) / max(w1 - w0, 1e-9),
+                "latency_ms_p50": pct(50),
+                "latency_ms_p95": pct(95),
+                "latency_ms_p99": pct(99),
+                "latency_ms_mean": statistics.fmean(lat) if lat else float("nan"),
+                "backlog_at_end": backlog,
+            }
+        ),
+        flush=True,
+    )
 
 
-def print_timeline(submitted: dict[str, float], committed: dict[str, float],
-                   begin: float, step_s: int = 5) -> None:
+def print_timeline(
+    submitted: dict[str, float], committed: dict[str, float], begin: float, step_s: int = 5
+) -> None:
     """Latency by submission time and the longest waits between commits (to stderr):
     where a latency tail comes from. A steady latency with a few stalls points at
     something periodic (compactions, collections); a latency growing through the run
@@ -190,18 +209,24 @@ def print_timeline(submitted: dict[str, float], committed: dict[str, float],
     buckets: dict[int, list[float]] = {}
     for t, c in committed.items():
         if t in submitted:
-            buckets.setdefault(int((submitted[t] - begin) // step_s),
-                               []).append((c - submitted[t]) * 1000)
-    print(f"latency by submission time ({step_s}-s buckets: count, p50 / max ms):",
-          file=sys.stderr)
+            buckets.setdefault(int((submitted[t] - begin) // step_s), []).append(
+                (c - submitted[t]) * 1000
+            )
+    print(f"latency by submission time ({step_s}-s buckets: count, p50 / max ms):", file=sys.stderr)
     for b in sorted(buckets):
         lat = sorted(buckets[b])
-        print(f"  {b * step_s:4d}-{(b + 1) * step_s:<4d}s {len(lat):7,} "
-              f"{lat[len(lat) // 2]:7.0f} / {lat[-1]:7.0f}", file=sys.stderr)
+        print(
+            f"  {b * step_s:4d}-{(b + 1) * step_s:<4d}s {len(lat):7,} "
+            f"{lat[len(lat) // 2]:7.0f} / {lat[-1]:7.0f}",
+            file=sys.stderr,
+        )
     seen = sorted(set(committed.values()))
     gaps = sorted(((b - a, a - begin) for a, b in itertools.pairwise(seen)), reverse=True)[:5]
-    print("longest waits between commits seen by the watcher: " + ", ".join(
-        f"{g * 1000:.0f} ms at {at:.1f} s" for g, at in gaps), file=sys.stderr)
+    print(
+        "longest waits between commits seen by the watcher: "
+        + ", ".join(f"{g * 1000:.0f} ms at {at:.1f} s" for g, at in gaps),
+        file=sys.stderr,
+    )
 
 
 # ----------------------------------------------------------------------------- driver
@@ -216,15 +241,21 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--drain", type=float, default=15.0)
     ap.add_argument("--dir", help="devnet folder (default: a temporary one)")
-    ap.add_argument("--timeline", action="store_true",
-                    help="also print latency by submission time and the longest waits "
-                         "between commits (to find what makes the latency tail)")
-    ap.add_argument("--bound", metavar="NAMES",
-                    help="a bound experiment, not a benchmark of the product: the nodes run "
-                         "with the named parts costing nothing, or the state tree's nodes "
-                         "not stored (comma-separated: free-state-tree, unstored-state-tree, "
-                         "free-tx-signatures; see scripts/bounds/dvp_bounds.py), to bound "
-                         "what speeding those parts up could buy")
+    ap.add_argument(
+        "--timeline",
+        action="store_true",
+        help="also print latency by submission time and the longest waits "
+        "between commits (to find what makes the latency tail)",
+    )
+    ap.add_argument(
+        "--bound",
+        metavar="NAMES",
+        help="a bound experiment, not a benchmark of the product: the nodes run "
+        "with the named parts costing nothing, or the state tree's nodes "
+        "not stored (comma-separated: free-state-tree, unstored-state-tree, "
+        "free-tx-signatures; see scripts/bounds/dvp_bounds.py), to bound "
+        "what speeding those parts up could buy",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -241,37 +272,69 @@ def main() -> int:
         # Only the nodes need it: they are started with this environment.
         os.environ["DVP_BOUND"] = args.bound
         os.environ["PYTHONPATH"] = os.pathsep.join(
-            [str(BOUNDS_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        print(f"BOUND EXPERIMENT: {args.bound} in the nodes (scripts/bounds/dvp_bounds.py) "
-              f"-- these are not the product's figures")
+            [str(BOUNDS_DIR)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        )
+        print(
+            f"BOUND EXPERIMENT: {args.bound} in the nodes (scripts/bounds/dvp_bounds.py) "
+            f"-- these are not the product's figures"
+        )
 
     verify = ed25519_verify_rate()
     ceiling = 2 * verify / args.nodes
-    print(f"ed25519 verify (raw libsodium): {verify:,.0f}/s -> ceiling {ceiling:,.0f} tx/s "
-          f"(2 cores x verify rate / {args.nodes} nodes)")
+    print(
+        f"ed25519 verify (raw libsodium): {verify:,.0f}/s -> ceiling {ceiling:,.0f} tx/s "
+        f"(2 cores x verify rate / {args.nodes} nodes)"
+    )
     tmp = tempfile.TemporaryDirectory(prefix="bench_node_")
     root = Path(args.dir) if args.dir else Path(tmp.name) / "net"
     try:
-        devnet.up(root, nodes=args.nodes, wait_s=90, params={
-            "max_block_txs": 2000, "heartbeat_ms": 1000, "pipeline_window": 4,
-            "view_timeout_ms": 4000, "tx_ttl_heights": 1000})
+        devnet.up(
+            root,
+            nodes=args.nodes,
+            wait_s=90,
+            params={
+                "max_block_txs": 2000,
+                "heartbeat_ms": 1000,
+                "pipeline_window": 4,
+                "view_timeout_ms": 4000,
+                "tx_ttl_heights": 1000,
+            },
+        )
         nodes = [e for e in load_devnet(root) if e.role == "validator"]
         pids = {e.name: devnet.running_pid(root, e) for e in nodes}
         if args.bound:
             # A bound that failed to apply would pass for the product's figures.
             for e in nodes:
                 if "BOUND EXPERIMENT" not in devnet.log_file(root, e).read_text():
-                    raise SystemExit(f"the bound is not active in node {e.name}: see "
-                                     f"{devnet.log_file(root, e)}")
+                    raise SystemExit(
+                        f"the bound is not active in node {e.name}: see {devnet.log_file(root, e)}"
+                    )
         cpu0 = {n: proc_cpu_s(p) for n, p in pids.items() if p}
         t0 = time.monotonic()
         out = subprocess.run(
-            [sys.executable, __file__, "--worker", "--dir", str(root), "--seconds",
-             str(args.seconds), "--rate", str(args.rate), "--batch", str(args.batch),
-             "--warmup", str(args.warmup), "--drain", str(args.drain)]
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                "--dir",
+                str(root),
+                "--seconds",
+                str(args.seconds),
+                "--rate",
+                str(args.rate),
+                "--batch",
+                str(args.batch),
+                "--warmup",
+                str(args.warmup),
+                "--drain",
+                str(args.drain),
+            ]
             + (["--timeline"] if args.timeline else []),
-            capture_output=True, text=True, check=True,
-            env={k: v for k, v in os.environ.items() if k != "DVP_BOUND"})
+            capture_output=True,
+            text=True,
+            check=True,
+            env={k: v for k, v in os.environ.items() if k != "DVP_BOUND"},
+        )
         wall = time.monotonic() - t0
         sys.stderr.write(out.stderr)
         res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -286,40 +349,57 @@ def main() -> int:
     # else took CPU from the nodes, and the run is not comparable with quiet ones.
     verify_after = ed25519_verify_rate()
     drift = verify_after / verify - 1
-    print(f"offered {args.rate:,.0f} tx/s for {args.seconds:.0f} s in batches of {args.batch}: "
-          f"{res['submitted']:,} submitted, {res['committed']:,} committed, "
-          f"{res['refused']:,} refused")
-    print(f"sustained: {res['committed_tx_per_s']:,.0f} committed tx/s over "
-          f"{res['window_s']:.0f} s; latency p50 {res['latency_ms_p50']:.0f} ms, p95 "
-          f"{res['latency_ms_p95']:.0f} ms, p99 {res['latency_ms_p99']:.0f} ms")
+    print(
+        f"offered {args.rate:,.0f} tx/s for {args.seconds:.0f} s in batches of {args.batch}: "
+        f"{res['submitted']:,} submitted, {res['committed']:,} committed, "
+        f"{res['refused']:,} refused"
+    )
+    print(
+        f"sustained: {res['committed_tx_per_s']:,.0f} committed tx/s over "
+        f"{res['window_s']:.0f} s; latency p50 {res['latency_ms_p50']:.0f} ms, p95 "
+        f"{res['latency_ms_p95']:.0f} ms, p99 {res['latency_ms_p99']:.0f} ms"
+    )
     behind = res["backlog_at_end"] / args.rate
-    print(f"backlog when submission ended: {res['backlog_at_end']:,} transactions "
-          f"({behind:.1f} s of the offered load)" + (
-              " -- falling behind: this rate is past saturation" if behind > 2 else ""))
+    print(
+        f"backlog when submission ended: {res['backlog_at_end']:,} transactions "
+        f"({behind:.1f} s of the offered load)"
+        + (" -- falling behind: this rate is past saturation" if behind > 2 else "")
+    )
     for n in cpu:
         print(f"  {n:10} CPU {cpu[n]:5.0%} of a core, RSS max {rss[n]:6.1f} MB")
     # CPU per committed transaction and node: steadier than rates on a shared machine.
-    cpu_us_per_tx = (sum(cpu.values()) * wall / max(len(cpu), 1)
-                     / max(res["committed"], 1) * 1e6)
-    print(f"  node CPU per committed transaction: {cpu_us_per_tx:.0f} us (mean of the nodes;"
-          f" raw signature check {1e6 / verify:.0f} us)")
+    cpu_us_per_tx = sum(cpu.values()) * wall / max(len(cpu), 1) / max(res["committed"], 1) * 1e6
+    print(
+        f"  node CPU per committed transaction: {cpu_us_per_tx:.0f} us (mean of the nodes;"
+        f" raw signature check {1e6 / verify:.0f} us)"
+    )
     print(f"  final heights: {[h and h['height'] for h in heights]}")
     ratio = res["committed_tx_per_s"] / ceiling
     print(f"ratio to the verification ceiling: {ratio:.0%}")
-    print(f"host check: raw verify {verify:,.0f}/s before, {verify_after:,.0f}/s after "
-          f"({drift:+.0%})" + ("" if abs(drift) < 0.05 else
-                               " -- the host was busy with other work: not comparable"))
-    print(json.dumps({
-        "committed_tx_per_s": round(res["committed_tx_per_s"]),
-        "latency_ms_p50": round(res["latency_ms_p50"]),
-        "latency_ms_p95": round(res["latency_ms_p95"]),
-        "latency_ms_p99": round(res["latency_ms_p99"]),
-        "ed25519_verify_per_s": round(verify), "ceiling_tx_per_s": round(ceiling),
-        "ceiling_ratio": round(ratio, 3), "rss_mb_max": round(max(rss.values()), 1),
-        "node_cpu_us_per_tx": round(cpu_us_per_tx),
-        "ed25519_verify_per_s_after": round(verify_after),
-        "backlog_at_end_tx": res["backlog_at_end"], "refused_tx": res["refused"],
-        **({"bound": args.bound} if args.bound else {})}))
+    print(
+        f"host check: raw verify {verify:,.0f}/s before, {verify_after:,.0f}/s after "
+        f"({drift:+.0%})"
+        + ("" if abs(drift) < 0.05 else " -- the host was busy with other work: not comparable")
+    )
+    print(
+        json.dumps(
+            {
+                "committed_tx_per_s": round(res["committed_tx_per_s"]),
+                "latency_ms_p50": round(res["latency_ms_p50"]),
+                "latency_ms_p95": round(res["latency_ms_p95"]),
+                "latency_ms_p99": round(res["latency_ms_p99"]),
+                "ed25519_verify_per_s": round(verify),
+                "ceiling_tx_per_s": round(ceiling),
+                "ceiling_ratio": round(ratio, 3),
+                "rss_mb_max": round(max(rss.values()), 1),
+                "node_cpu_us_per_tx": round(cpu_us_per_tx),
+                "ed25519_verify_per_s_after": round(verify_after),
+                "backlog_at_end_tx": res["backlog_at_end"],
+                "refused_tx": res["refused"],
+                **({"bound": args.bound} if args.bound else {}),
+            }
+        )
+    )
     return 0
 
 

@@ -51,9 +51,12 @@ def free_port() -> int:
 
 
 def make_config(doc: dict[str, Any]) -> P2PConfig:
-    cfg = P2PConfig(seed=bytes.fromhex(doc["seed"]), listen_port=doc["port"],
-                    peers={bytes.fromhex(k): v for k, v in doc["peers"].items()},
-                    allowlist={bytes.fromhex(k) for k in doc["allow"]})
+    cfg = P2PConfig(
+        seed=bytes.fromhex(doc["seed"]),
+        listen_port=doc["port"],
+        peers={bytes.fromhex(k): v for k, v in doc["peers"].items()},
+        allowlist={bytes.fromhex(k) for k in doc["allow"]},
+    )
     cfg.rate_limits = {ch: UNLIMITED for ch in cfg.rate_limits}
     cfg.inbound_queue = {CONSENSUS: 65536, TXS: 4096}
     return cfg
@@ -69,8 +72,9 @@ async def receiver(doc: dict[str, Any]) -> None:
 
     async def handler(peer: bytes, req: bytes) -> bytes:
         if req == b"stats":
-            return json.dumps({"counts": counts, "first": first, "last": last,
-                               "cpu_s": time.process_time()}).encode()
+            return json.dumps(
+                {"counts": counts, "first": first, "last": last, "cpu_s": time.process_time()}
+            ).encode()
         if req == b"reset":
             for ch in counts:
                 counts[ch] = 0
@@ -101,8 +105,9 @@ async def stats_of(host: P2PHost, peer: bytes) -> dict[str, Any]:
     return json.loads(await host.request(peer, b"stats", 10))  # type: ignore[no-any-return]
 
 
-async def one_way(host: P2PHost, peer: bytes, duration_s: float, size: int,
-                  max_write_bytes: int) -> dict[str, float]:
+async def one_way(
+    host: P2PHost, peer: bytes, duration_s: float, size: int, max_write_bytes: int
+) -> dict[str, float]:
     saved = host.config.max_write_bytes
     host.config.max_write_bytes = max_write_bytes
     try:
@@ -111,8 +116,7 @@ async def one_way(host: P2PHost, peer: bytes, duration_s: float, size: int,
         host.config.max_write_bytes = saved
 
 
-async def _one_way(host: P2PHost, peer: bytes, duration_s: float, size: int
-                   ) -> dict[str, float]:
+async def _one_way(host: P2PHost, peer: bytes, duration_s: float, size: int) -> dict[str, float]:
     await host.request(peer, b"reset", 10)
     before = await stats_of(host, peer)
     payload = os.urandom(size)
@@ -136,9 +140,12 @@ async def _one_way(host: P2PHost, peer: bytes, duration_s: float, size: int
             await trio.sleep(0.05)
     n = after["counts"][CONSENSUS]
     span = after["last"][CONSENSUS] - after["first"][CONSENSUS]
-    return {"frames": n, "frames_per_s": round(n / span) if span > 0 else 0.0,
-            "sender_cpu_us_per_frame": round(cpu_sender / sent * 1e6, 1),
-            "receiver_cpu_us_per_frame": round((after["cpu_s"] - before["cpu_s"]) / n * 1e6, 1)}
+    return {
+        "frames": n,
+        "frames_per_s": round(n / span) if span > 0 else 0.0,
+        "sender_cpu_us_per_frame": round(cpu_sender / sent * 1e6, 1),
+        "receiver_cpu_us_per_frame": round((after["cpu_s"] - before["cpu_s"]) / n * 1e6, 1),
+    }
 
 
 async def round_trips(host: P2PHost, peer: bytes, duration_s: float) -> dict[str, float]:
@@ -163,10 +170,12 @@ async def round_trips(host: P2PHost, peer: bytes, duration_s: float) -> dict[str
     async with trio.open_nursery() as nursery:
         for _ in range(8):
             nursery.start_soon(worker)
-    return {"sequential_per_s": round(len(lat) / sum(lat)),
-            "latency_ms_p50": round(statistics.median(lat) * 1e3, 3),
-            "latency_ms_p99": round(lat[int(len(lat) * 0.99)] * 1e3, 3),
-            "concurrent8_per_s": round(done / (time.monotonic() - t0))}
+    return {
+        "sequential_per_s": round(len(lat) / sum(lat)),
+        "latency_ms_p50": round(statistics.median(lat) * 1e3, 3),
+        "latency_ms_p99": round(lat[int(len(lat) * 0.99)] * 1e3, 3),
+        "concurrent8_per_s": round(done / (time.monotonic() - t0)),
+    }
 
 
 async def tx_batches(host: P2PHost, peers: list[bytes], duration_s: float) -> dict[str, Any]:
@@ -190,9 +199,12 @@ async def tx_batches(host: P2PHost, peers: list[bytes], duration_s: float) -> di
                 break
             await trio.sleep(0.05)
     rates = [s["counts"][TXS] / (s["last"][TXS] - s["first"][TXS]) for s in stats]
-    return {"batches_sent": sent, "per_peer_batches_per_s": [round(r) for r in rates],
-            "total_mb_per_s": round(sum(rates) * 64 * KiB / 1e6, 1),
-            "sender_cpu_ms_per_batch_3_peers": round(cpu_sender / sent * 1e3, 3)}
+    return {
+        "batches_sent": sent,
+        "per_peer_batches_per_s": [round(r) for r in rates],
+        "total_mb_per_s": round(sum(rates) * 64 * KiB / 1e6, 1),
+        "sender_cpu_ms_per_batch_3_peers": round(cpu_sender / sent * 1e3, 3),
+    }
 
 
 async def driver(doc: dict[str, Any], duration_s: float) -> None:
@@ -203,10 +215,8 @@ async def driver(doc: dict[str, Any], duration_s: float) -> None:
                 await trio.sleep(0.05)
         await trio.sleep(0.5)  # let every outbound stream open
         out: dict[str, Any] = {}
-        out["consensus_1k_coalesced"] = await one_way(host, peers[0], duration_s, KiB,
-                                                      1 << 20)
-        out["consensus_1k_one_per_write"] = await one_way(host, peers[0], duration_s / 2,
-                                                          KiB, 1)
+        out["consensus_1k_coalesced"] = await one_way(host, peers[0], duration_s, KiB, 1 << 20)
+        out["consensus_1k_one_per_write"] = await one_way(host, peers[0], duration_s / 2, KiB, 1)
         out["request_response"] = await round_trips(host, peers[0], duration_s)
         out["txs_64k_to_3"] = await tx_batches(host, peers, duration_s)
         out["driver_writes_consensus"] = host.stats["writes.consensus"]
@@ -224,22 +234,43 @@ def coordinate(duration_s: float) -> dict[str, Any]:
     keys = [KeyPair.from_seed(s).public_key.hex() for s in seeds]
     ports = [free_port() for _ in seeds]
     addr = [f"127.0.0.1:{p}" for p in ports]
-    docs = [{"seed": seeds[i].hex(), "port": ports[i], "allow": keys,
-             "peers": ({keys[j]: addr[j] for j in (1, 2, 3)} if i == 0 else
-                       {keys[0]: addr[0]})} for i in range(4)]
+    docs = [
+        {
+            "seed": seeds[i].hex(),
+            "port": ports[i],
+            "allow": keys,
+            "peers": ({keys[j]: addr[j] for j in (1, 2, 3)} if i == 0 else {keys[0]: addr[0]}),
+        }
+        for i in range(4)
+    ]
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i in (1, 2, 3):
-            procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--role", "receiver", "--doc", json.dumps(docs[i])],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "--role", "receiver", "--doc", json.dumps(docs[i])],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         for p in procs:
             assert p.stdout is not None
             assert b"ready" in p.stdout.readline()
         drv = subprocess.run(
-            [sys.executable, __file__, "--role", "driver", "--doc", json.dumps(docs[0]),
-             "--duration-s", str(duration_s)],
-            capture_output=True, timeout=duration_s * 10 + 120, check=True)
+            [
+                sys.executable,
+                __file__,
+                "--role",
+                "driver",
+                "--doc",
+                json.dumps(docs[0]),
+                "--duration-s",
+                str(duration_s),
+            ],
+            capture_output=True,
+            timeout=duration_s * 10 + 120,
+            check=True,
+        )
         result: dict[str, Any] = json.loads(drv.stdout.decode().strip().splitlines()[-1])
     finally:
         for p in procs:
@@ -268,17 +299,25 @@ def main() -> None:
     result = coordinate(args.duration_s)
     c, u = result["consensus_1k_coalesced"], result["consensus_1k_one_per_write"]
     r, t = result["request_response"], result["txs_64k_to_3"]
-    print(f"consensus 1 KiB coalesced : {c['frames_per_s']:>8} frames/s, "
-          f"CPU {c['sender_cpu_us_per_frame']} us/frame sender, "
-          f"{c['receiver_cpu_us_per_frame']} us/frame receiver")
-    print(f"consensus 1 KiB 1/write   : {u['frames_per_s']:>8} frames/s, "
-          f"CPU {u['sender_cpu_us_per_frame']} us/frame sender, "
-          f"{u['receiver_cpu_us_per_frame']} us/frame receiver")
-    print(f"request/response          : {r['sequential_per_s']:>8} round trips/s sequential "
-          f"(p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms), "
-          f"{r['concurrent8_per_s']}/s with 8 in flight")
-    print(f"txs 64 KiB to 3 peers     : {t['per_peer_batches_per_s']} batches/s per peer, "
-          f"{t['total_mb_per_s']} MB/s total")
+    print(
+        f"consensus 1 KiB coalesced : {c['frames_per_s']:>8} frames/s, "
+        f"CPU {c['sender_cpu_us_per_frame']} us/frame sender, "
+        f"{c['receiver_cpu_us_per_frame']} us/frame receiver"
+    )
+    print(
+        f"consensus 1 KiB 1/write   : {u['frames_per_s']:>8} frames/s, "
+        f"CPU {u['sender_cpu_us_per_frame']} us/frame sender, "
+        f"{u['receiver_cpu_us_per_frame']} us/frame receiver"
+    )
+    print(
+        f"request/response          : {r['sequential_per_s']:>8} round trips/s sequential "
+        f"(p50 {r['latency_ms_p50']} ms, p99 {r['latency_ms_p99']} ms), "
+        f"{r['concurrent8_per_s']}/s with 8 in flight"
+    )
+    print(
+        f"txs 64 KiB to 3 peers     : {t['per_peer_batches_per_s']} batches/s per peer, "
+        f"{t['total_mb_per_s']} MB/s total"
+    )
     print(json.dumps(result))
 
 

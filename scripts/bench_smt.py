@@ -54,8 +54,9 @@ def median_us(samples_ns: list[int]) -> float:
     return statistics.median(samples_ns) / 1000.0
 
 
-def build(tree: SparseMerkleTree, store: MemoryNodeStore, entries: int, batch: int,
-          value_size: int) -> tuple[int, float]:
+def build(
+    tree: SparseMerkleTree, store: MemoryNodeStore, entries: int, batch: int, value_size: int
+) -> tuple[int, float]:
     """Insert ``entries`` keys in batches, keeping only the latest version. -> (version, s)"""
     version: int | None = None
     t0 = time.perf_counter()
@@ -122,10 +123,18 @@ def bench_proofs(
     }
 
 
-def bench_updates(tree: SparseMerkleTree, reader_store: MemoryNodeStore | None,
-                  commit: object, version: int, first_key: int, rounds: int, batch: int,
-                  value_size: int, cpu: list[float] | None = None,
-                  must_be_new: bool = False) -> tuple[float, float, int]:
+def bench_updates(
+    tree: SparseMerkleTree,
+    reader_store: MemoryNodeStore | None,
+    commit: object,
+    version: int,
+    first_key: int,
+    rounds: int,
+    batch: int,
+    value_size: int,
+    cpu: list[float] | None = None,
+    must_be_new: bool = False,
+) -> tuple[float, float, int]:
     """(keys/s of update() alone, keys/s including commit, last version). If ``cpu`` is
     given, appends the update() rate by process CPU time (less sensitive to other load
     on a shared machine than the wall clock). ``must_be_new``: every key of a batch is
@@ -167,8 +176,16 @@ class LevelDBReader:
         self.get_node = db.get  # type: ignore[attr-defined]
 
 
-def bench_leveldb(store: MemoryNodeStore, version: int, first_key: int, rounds: int, batch: int,
-                  value_size: int, cache_nodes: int, warmup: int) -> tuple[float, float, float]:
+def bench_leveldb(
+    store: MemoryNodeStore,
+    version: int,
+    first_key: int,
+    rounds: int,
+    batch: int,
+    value_size: int,
+    cache_nodes: int,
+    warmup: int,
+) -> tuple[float, float, float]:
     import plyvel  # type: ignore[import-not-found]  # noqa: PLC0415 - optional phase
 
     with tempfile.TemporaryDirectory(prefix="bench_smt_") as tmp:
@@ -192,11 +209,13 @@ def bench_leveldb(store: MemoryNodeStore, version: int, first_key: int, rounds: 
                     wb.delete(k)
 
         # Warm the node cache the way a running node would have it.
-        _, _, version = bench_updates(tree, None, commit, version, first_key, warmup, batch,
-                                      value_size)
+        _, _, version = bench_updates(
+            tree, None, commit, version, first_key, warmup, batch, value_size
+        )
         first_key += warmup * batch
-        upd, total, _ = bench_updates(tree, None, commit, version, first_key, rounds, batch,
-                                      value_size)
+        upd, total, _ = bench_updates(
+            tree, None, commit, version, first_key, rounds, batch, value_size
+        )
         db.close()
     return upd, total, load_s
 
@@ -210,39 +229,64 @@ def main() -> None:
     ap.add_argument("--value-size", type=int, default=100)
     ap.add_argument("--proofs", type=int, default=2_000)
     ap.add_argument("--no-leveldb", action="store_true")
-    ap.add_argument("--cache-nodes", type=int, default=DEFAULT_CACHE_NODES,
-                    help="decoded-node cache of the trees (entries)")
+    ap.add_argument(
+        "--cache-nodes",
+        type=int,
+        default=DEFAULT_CACHE_NODES,
+        help="decoded-node cache of the trees (entries)",
+    )
     ap.add_argument("--warmup", type=int, default=10, help="LevelDB warm-up batches")
-    ap.add_argument("--must-be-new", action="store_true",
-                    help="dict-store phase: pass every batch key as must_be_new")
+    ap.add_argument(
+        "--must-be-new",
+        action="store_true",
+        help="dict-store phase: pass every batch key as must_be_new",
+    )
     args = ap.parse_args()
 
     store = MemoryNodeStore()
     tree = SparseMerkleTree(store, args.cache_nodes)
     version, build_s = build(tree, store, args.entries, args.build_batch, args.value_size)
-    print(f"build: {args.entries:,} keys in batches of {args.build_batch:,}: {build_s:.1f} s "
-          f"({args.entries / build_s:,.0f} keys/s), {len(store):,} nodes")
+    print(
+        f"build: {args.entries:,} keys in batches of {args.build_batch:,}: {build_s:.1f} s "
+        f"({args.entries / build_s:,.0f} keys/s), {len(store):,} nodes"
+    )
 
     per_key, per_key_with_keys = node_bytes(store, args.entries, args.value_size)
-    print(f"node bytes/key at latest version (values excluded): {per_key:.1f} "
-          f"({per_key_with_keys:.1f} counting node keys)")
+    print(
+        f"node bytes/key at latest version (values excluded): {per_key:.1f} "
+        f"({per_key_with_keys:.1f} counting node keys)"
+    )
 
     gc.collect()
     proofs = bench_proofs(tree, version, args.entries, args.proofs)
-    print(f"proof gen median: {proofs['gen_us']:.1f} us "
-          f"(get_with_proof {proofs['gen_with_value_us']:.1f} us); "
-          f"verify median: {proofs['verify_us']:.1f} us "
-          f"(from_bytes + verify {proofs['decode_verify_us']:.1f} us); "
-          f"median proof {proofs['proof_bytes']:.0f} bytes")
+    print(
+        f"proof gen median: {proofs['gen_us']:.1f} us "
+        f"(get_with_proof {proofs['gen_with_value_us']:.1f} us); "
+        f"verify median: {proofs['verify_us']:.1f} us "
+        f"(from_bytes + verify {proofs['decode_verify_us']:.1f} us); "
+        f"median proof {proofs['proof_bytes']:.0f} bytes"
+    )
 
     snapshot = dict(store.nodes)  # the LevelDB phase starts from the same built tree
     cpu: list[float] = []
-    upd, total, _ = bench_updates(tree, store, None, version, args.entries, args.rounds,
-                                  args.batch, args.value_size, cpu, args.must_be_new)
+    upd, total, _ = bench_updates(
+        tree,
+        store,
+        None,
+        version,
+        args.entries,
+        args.rounds,
+        args.batch,
+        args.value_size,
+        cpu,
+        args.must_be_new,
+    )
     checked = " (all must_be_new)" if args.must_be_new else ""
-    print(f"updates (dict store): {args.rounds} batches x {args.batch:,} new keys{checked}: "
-          f"{upd:,.0f} keys/s in update() ({cpu[0]:,.0f} keys/s by CPU time), "
-          f"{total:,.0f} keys/s with apply+prune; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"updates (dict store): {args.rounds} batches x {args.batch:,} new keys{checked}: "
+        f"{upd:,.0f} keys/s in update() ({cpu[0]:,.0f} keys/s by CPU time), "
+        f"{total:,.0f} keys/s with apply+prune; load average {os.getloadavg()[0]:.2f}"
+    )
 
     result = {
         "smt_updates_per_s": round(upd),
@@ -259,12 +303,21 @@ def main() -> None:
         store.stale_index.clear()
         del tree
         gc.collect()
-        lupd, ltotal, load_s = bench_leveldb(store, version, args.entries + 10**9, args.rounds,
-                                             args.batch, args.value_size, args.cache_nodes,
-                                             args.warmup)
-        print(f"updates (LevelDB, cold cache then {args.warmup} warm-up batches; "
-              f"load + compaction {load_s:.1f} s): "
-              f"{lupd:,.0f} keys/s in update(), {ltotal:,.0f} keys/s with write batch commit")
+        lupd, ltotal, load_s = bench_leveldb(
+            store,
+            version,
+            args.entries + 10**9,
+            args.rounds,
+            args.batch,
+            args.value_size,
+            args.cache_nodes,
+            args.warmup,
+        )
+        print(
+            f"updates (LevelDB, cold cache then {args.warmup} warm-up batches; "
+            f"load + compaction {load_s:.1f} s): "
+            f"{lupd:,.0f} keys/s in update(), {ltotal:,.0f} keys/s with write batch commit"
+        )
         result["smt_updates_per_s_leveldb"] = round(lupd)
         result["smt_updates_per_s_leveldb_committed"] = round(ltotal)
     print(json.dumps(result))

@@ -56,10 +56,14 @@ def run(path: Path, txs: int, block_txs: int, retain: int | None) -> dict[str, o
         compacted = store.disk_bytes()
     return {
         "pruning": f"retain {retain}" if retain is not None else "none",
-        "blocks": blocks, "txs": txs, "seconds": round(elapsed, 1),
+        "blocks": blocks,
+        "txs": txs,
+        "seconds": round(elapsed, 1),
         "tx_bytes_avg": round(tx_bytes / txs, 1),
-        "disk_bytes": raw, "disk_bytes_compacted": compacted,
-        "per_tx": round(raw / txs, 1), "per_tx_compacted": round(compacted / txs, 1),
+        "disk_bytes": raw,
+        "disk_bytes_compacted": compacted,
+        "per_tx": round(raw / txs, 1),
+        "per_tx_compacted": round(compacted / txs, 1),
         "per_block_compacted": round(compacted / blocks),
         "logical_by_prefix": logical_bytes(path),
     }
@@ -70,8 +74,12 @@ def main() -> None:
     ap.add_argument("--txs", type=int, default=100_000)
     ap.add_argument("--block-txs", type=int, default=1000)
     ap.add_argument("--retain", type=int, default=8, help="state versions kept when pruning")
-    ap.add_argument("--modes", choices=("both", "prune", "none"), default="both",
-                    help="run without pruning, with pruning, or both")
+    ap.add_argument(
+        "--modes",
+        choices=("both", "prune", "none"),
+        default="both",
+        help="run without pruning, with pruning, or both",
+    )
     args = ap.parse_args()
     results = []
     modes = {"both": (None, args.retain), "prune": (args.retain,), "none": (None,)}
@@ -79,10 +87,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             r = run(Path(tmp) / "db", args.txs, args.block_txs, retain)
         results.append(r)
-        print(f"pruning={r['pruning']}: {r['blocks']} blocks, {r['txs']} txs "
-              f"(avg tx {r['tx_bytes_avg']} B) in {r['seconds']} s; disk {r['disk_bytes']} B "
-              f"= {r['per_tx']} B/tx; compacted {r['disk_bytes_compacted']} B = "
-              f"{r['per_tx_compacted']} B/tx, {r['per_block_compacted']} B/block")
+        print(
+            f"pruning={r['pruning']}: {r['blocks']} blocks, {r['txs']} txs "
+            f"(avg tx {r['tx_bytes_avg']} B) in {r['seconds']} s; disk {r['disk_bytes']} B "
+            f"= {r['per_tx']} B/tx; compacted {r['disk_bytes_compacted']} B = "
+            f"{r['per_tx_compacted']} B/tx, {r['per_block_compacted']} B/block"
+        )
         print(f"  logical bytes by key prefix: {r['logical_by_prefix']}")
     print(json.dumps(results))
 

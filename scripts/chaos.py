@@ -54,8 +54,7 @@ PROCESS_KINDS = ["kill9", "kill9-primary", "sigterm"]
 NET_KINDS = ["isolate", "isolate-primary", "split", "flap", "slow-link", "netem"]
 
 
-def longest_stall(acks: list[float], no_quorum: list[tuple[float, float]],
-                  start: float) -> float:
+def longest_stall(acks: list[float], no_quorum: list[tuple[float, float]], start: float) -> float:
     """Longest gap between acknowledgements, not counting time under a 2–2 split."""
     best = 0.0
     prev = start
@@ -88,11 +87,14 @@ class Chaos:
         kind = self.rng.choice(self.kinds)
         hold = self.rng.uniform(3.0, 10.0)
         primary = cl.primary()
-        victim = primary if kind.endswith("primary") or kind == "slow-link" else \
-            self.rng.choice(cl.names)
+        victim = (
+            primary
+            if kind.endswith("primary") or kind == "slow-link"
+            else self.rng.choice(cl.names)
+        )
         self.faults[kind] += 1
         via = next(n for n in cl.names if n != victim)
-        shown = f"{victim}*" if victim == primary else victim   # * = was the primary
+        shown = f"{victim}*" if victim == primary else victim  # * = was the primary
         t0 = time.monotonic()
         if kind in ("kill9", "kill9-primary", "sigterm"):
             cl.kill(victim, signal.SIGTERM if kind == "sigterm" else signal.SIGKILL)
@@ -116,8 +118,12 @@ class Chaos:
         elif kind == "flap":
             end = time.monotonic() + hold
             while time.monotonic() < end:
-                cl.flap(victim, cycles=1, down_s=self.rng.uniform(0.3, 1.0),
-                        up_s=self.rng.uniform(0.3, 1.0))
+                cl.flap(
+                    victim,
+                    cycles=1,
+                    down_s=self.rng.uniform(0.3, 1.0),
+                    up_s=self.rng.uniform(0.3, 1.0),
+                )
             t_heal = time.monotonic()
             cl.heal()
         elif kind == "slow-link":
@@ -130,8 +136,9 @@ class Chaos:
         elif kind == "netem":
             delay = self.rng.randint(20, 80)
             loss = self.rng.randint(1, 10)
-            cl.shape(victim, ["netem", "delay", f"{delay}ms", f"{delay // 4}ms", "loss",
-                              f"{loss}%"])
+            cl.shape(
+                victim, ["netem", "delay", f"{delay}ms", f"{delay // 4}ms", "loss", f"{loss}%"]
+            )
             time.sleep(hold)
             t_heal = time.monotonic()
             cl.heal()
@@ -144,10 +151,12 @@ class Chaos:
         stall = longest_stall(window, self.no_quorum, t0)
         v = self.env.verdict(wait_s=120)
         self.verdicts.append(v)
-        self.log(f"{kind:<16} {shown:<18} hold {hold:4.1f} s  stall {stall:4.1f} s  "
-                 f"recovered {seconds:5.1f} s  "
-                 f"verdict {'OK' if v.ok else 'FAILED'}  heights "
-                 f"{sorted(set(v.heights.values()))}  acked {v.acked}")
+        self.log(
+            f"{kind:<16} {shown:<18} hold {hold:4.1f} s  stall {stall:4.1f} s  "
+            f"recovered {seconds:5.1f} s  "
+            f"verdict {'OK' if v.ok else 'FAILED'}  heights "
+            f"{sorted(set(v.heights.values()))}  acked {v.acked}"
+        )
         if not v.ok:
             self.log(v.summary())
 
@@ -169,10 +178,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, required=True)
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--loopback", action="store_true",
-                    help="processes on 127.0.0.1: process faults only, no network cuts")
-    ap.add_argument("--dir", type=Path, default=None,
-                    help="devnet folder (default: a fresh temporary folder, kept on failure)")
+    ap.add_argument(
+        "--loopback",
+        action="store_true",
+        help="processes on 127.0.0.1: process faults only, no network cuts",
+    )
+    ap.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="devnet folder (default: a fresh temporary folder, kept on failure)",
+    )
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
@@ -181,19 +197,20 @@ def main() -> int:
     if use_netns:
         reason = netns.probe()
         if reason is not None:
-            print(f"network namespaces unavailable ({reason}); process faults only",
-                  flush=True)
+            print(f"network namespaces unavailable ({reason}); process faults only", flush=True)
             use_netns = False
     if use_netns:
         kinds += NET_KINDS
         reason = netns.netem_supported()
         if reason is not None:
             kinds.remove("netem")
-            print(f"netem delay/loss faults skipped: {reason}; slow-link (tbf) faults run",
-                  flush=True)
+            print(
+                f"netem delay/loss faults skipped: {reason}; slow-link (tbf) faults run", flush=True
+            )
     base = args.dir or Path(tempfile.mkdtemp(prefix="dvp-chaos-"))
-    print(f"chaos: seed {seed}, {args.minutes} min, faults {kinds}, devnet {base / 'net'}",
-          flush=True)
+    print(
+        f"chaos: seed {seed}, {args.minutes} min, faults {kinds}, devnet {base / 'net'}", flush=True
+    )
 
     t_start = time.monotonic()
     end = t_start + args.minutes * 60
@@ -229,31 +246,56 @@ def main() -> int:
     median = statistics.median(chaos.recoveries) if chaos.recoveries else None
     print("\n=== chaos report ===")
     print(f"seed {seed}; ran {minutes:.1f} min; {'namespaces' if use_netns else 'loopback'}")
-    print("faults injected: " + ", ".join(f"{k} {n}" for k, n in sorted(chaos.faults.items()))
-          + f" (total {sum(chaos.faults.values())})")
-    print(f"transactions acknowledged as committed: {final.acked}; uncertain "
-          f"(accepted, not confirmed in time): {len(env.load.uncertain)}; "
-          f"rejected by node: {dict(env.load.rejected)}; unreachable-node submits: "
-          f"{env.load.errors}")
-    print(f"lost: {len(lost)}   forks: {len(forks)}   duplicates {other['duplicates']}   bad "
-          f"blocks {other['bad_blocks']}   regressions {other['regressions']}   stuck "
-          f"{other['stuck']}   harness errors {other['errors']}")
-    print(f"final heights {final.heights}; full audit replay: "
-          f"{'OK' if audit.ok else audit.failure} ({audit.blocks} blocks, "
-          f"{audit.transactions} txs, {audit.elapsed_s:.1f} s)")
-    print(f"longest stall {stall:.1f} s (2–2 splits excluded); recovery after heal: "
-          f"median {median if median is None else round(median, 2)} s, max "
-          f"{max(chaos.recoveries, default=0):.1f} s over {len(chaos.recoveries)} faults")
+    print(
+        "faults injected: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(chaos.faults.items()))
+        + f" (total {sum(chaos.faults.values())})"
+    )
+    print(
+        f"transactions acknowledged as committed: {final.acked}; uncertain "
+        f"(accepted, not confirmed in time): {len(env.load.uncertain)}; "
+        f"rejected by node: {dict(env.load.rejected)}; unreachable-node submits: "
+        f"{env.load.errors}"
+    )
+    print(
+        f"lost: {len(lost)}   forks: {len(forks)}   duplicates {other['duplicates']}   bad "
+        f"blocks {other['bad_blocks']}   regressions {other['regressions']}   stuck "
+        f"{other['stuck']}   harness errors {other['errors']}"
+    )
+    print(
+        f"final heights {final.heights}; full audit replay: "
+        f"{'OK' if audit.ok else audit.failure} ({audit.blocks} blocks, "
+        f"{audit.transactions} txs, {audit.elapsed_s:.1f} s)"
+    )
+    print(
+        f"longest stall {stall:.1f} s (2–2 splits excluded); recovery after heal: "
+        f"median {median if median is None else round(median, 2)} s, max "
+        f"{max(chaos.recoveries, default=0):.1f} s over {len(chaos.recoveries)} faults"
+    )
     for err in chaos.errors:
         print(f"ERROR: {err}")
-    print(json.dumps({"minutes": round(minutes, 2), "faults": sum(chaos.faults.values()),
-                      "acked": final.acked, "lost": len(lost), "forks": len(forks),
-                      "stall_s_max": round(stall, 2),
-                      "recovery_s_median": None if median is None else round(median, 2),
-                      "faults_by_kind": dict(chaos.faults), "seed": seed, **other}))
-    failed = lost or forks or any(other[k] for k in ("duplicates", "bad_blocks",
-                                                     "regressions", "stuck", "errors")) \
+    print(
+        json.dumps(
+            {
+                "minutes": round(minutes, 2),
+                "faults": sum(chaos.faults.values()),
+                "acked": final.acked,
+                "lost": len(lost),
+                "forks": len(forks),
+                "stall_s_max": round(stall, 2),
+                "recovery_s_median": None if median is None else round(median, 2),
+                "faults_by_kind": dict(chaos.faults),
+                "seed": seed,
+                **other,
+            }
+        )
+    )
+    failed = (
+        lost
+        or forks
+        or any(other[k] for k in ("duplicates", "bad_blocks", "regressions", "stuck", "errors"))
         or not audit.ok
+    )
     return 1 if failed else 0
 
 

@@ -35,8 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, required=True, help="wall time to soak for")
     parser.add_argument("--seed", type=int, required=True, help="seed of the schedule stream")
     parser.add_argument("--nodes", type=int, choices=(4, 7), default=4)
-    parser.add_argument("--chaos-ms", type=int, default=3000,
-                        help="simulated length of each schedule's fault phase")
+    parser.add_argument(
+        "--chaos-ms", type=int, default=3000, help="simulated length of each schedule's fault phase"
+    )
     return parser.parse_args(argv)
 
 
@@ -53,12 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         heights += result.heights
         if result.violations:
             violations += len(result.violations)
-            print(f"VIOLATION in schedule seed={schedule_seed} nodes={args.nodes}:",
-                  file=sys.stderr)
+            print(
+                f"VIOLATION in schedule seed={schedule_seed} nodes={args.nodes}:", file=sys.stderr
+            )
             print(result.describe(), file=sys.stderr)
-    print(json.dumps({"seed": args.seed, "nodes": args.nodes, "schedules": schedules,
-                      "views": views, "heights_committed": heights,
-                      "violations": violations}))
+    print(
+        json.dumps(
+            {
+                "seed": args.seed,
+                "nodes": args.nodes,
+                "schedules": schedules,
+                "views": views,
+                "heights_committed": heights,
+                "violations": violations,
+            }
+        )
+    )
     return 0 if violations == 0 else 1
 
 

@@ -48,8 +48,9 @@ RETAIN = 8  # state versions the writer keeps readable below its tip
 PRUNE_EVERY = 4
 
 VALIDATOR_KEYS = [KeyPair.from_seed(bytes([0x10 + i]) * 32) for i in range(4)]
-VALIDATORS = ValidatorSet.of([Validator(f"val-{i}", k.public_key)
-                              for i, k in enumerate(VALIDATOR_KEYS)])
+VALIDATORS = ValidatorSet.of(
+    [Validator(f"val-{i}", k.public_key) for i, k in enumerate(VALIDATOR_KEYS)]
+)
 ISSUER_KEYS = [KeyPair.from_seed(bytes([0x40 + i]) * 32) for i in range(3)]
 ISSUER_IDS = [f"issuer-{i}" for i in range(len(ISSUER_KEYS))]
 
@@ -88,8 +89,9 @@ class ChainBuilder:
             k = self.rng.randrange(len(ISSUER_KEYS))
             commitment = hashlib.sha256(b"doc %d %d %d" % (height, i, self.rng.getrandbits(64)))
             payload = Attest("credit-report", commitment.digest(), GENESIS_TIME_MS + height)
-            tx = Transaction(CHAIN_ID, ISSUER_KEYS[k].public_key, height * 100_000 + i,
-                             height + 1000, payload)
+            tx = Transaction(
+                CHAIN_ID, ISSUER_KEYS[k].public_key, height * 100_000 + i, height + 1000, payload
+            )
             txs.append(tx.signed(ISSUER_KEYS[k]))
         return txs
 
@@ -122,10 +124,19 @@ class ChainBuilder:
             time_ms = parent_time + 1 + self.rng.randrange(1000)
         assert prev_id is not None
         tx_ids = [tx.tx_id for tx in txs]
-        header = BlockHeader(CHAIN_ID, height, prev_id, time_ms,
-                             VALIDATOR_KEYS[height % 4].public_key if height else b"",
-                             len(txs), merkle.root(tx_ids), update.root, VALIDATORS.hash,
-                             VALIDATORS.hash, history.root())
+        header = BlockHeader(
+            CHAIN_ID,
+            height,
+            prev_id,
+            time_ms,
+            VALIDATOR_KEYS[height % 4].public_key if height else b"",
+            len(txs),
+            merkle.root(tx_ids),
+            update.root,
+            VALIDATORS.hash,
+            VALIDATORS.hash,
+            history.root(),
+        )
         block = Block(header, tuple(txs))
         history.append(merkle.leaf_hash(block.block_id))
         cert = sign_certificate(block) if height else None

@@ -35,9 +35,15 @@ class Parsed:
     block_id: bytes
 
 
-def make_payload(height: int, parent_id: bytes, proposer: int, nonce: int,
-                 tx_ids: Sequence[bytes] = (), change: Sequence[int] = (),
-                 invalid: bool = False) -> bytes:
+def make_payload(
+    height: int,
+    parent_id: bytes,
+    proposer: int,
+    nonce: int,
+    tx_ids: Sequence[bytes] = (),
+    change: Sequence[int] = (),
+    invalid: bool = False,
+) -> bytes:
     return encode([height, parent_id, proposer, nonce, list(tx_ids), list(change), invalid])
 
 
@@ -51,13 +57,34 @@ def parse(payload: bytes) -> Parsed | None:
         return hit  # type: ignore[return-value]
     try:
         f = decode(payload, 4 * 1024 * 1024)
-        ok = (isinstance(f, list) and len(f) == 7 and type(f[0]) is int
-              and isinstance(f[1], bytes) and len(f[1]) == 32 and type(f[2]) is int
-              and type(f[3]) is int and isinstance(f[4], list) and isinstance(f[5], list)
-              and type(f[6]) is bool and all(isinstance(t, bytes) for t in f[4])
-              and all(type(i) is int for i in f[5]))
-        result = Parsed(f[0], f[1], f[2], f[3], tuple(f[4]), tuple(f[5]), f[6],
-                        tagged_hash(Domain.BLOCK_ID, payload)) if ok else None
+        ok = (
+            isinstance(f, list)
+            and len(f) == 7
+            and type(f[0]) is int
+            and isinstance(f[1], bytes)
+            and len(f[1]) == 32
+            and type(f[2]) is int
+            and type(f[3]) is int
+            and isinstance(f[4], list)
+            and isinstance(f[5], list)
+            and type(f[6]) is bool
+            and all(isinstance(t, bytes) for t in f[4])
+            and all(type(i) is int for i in f[5])
+        )
+        result = (
+            Parsed(
+                f[0],
+                f[1],
+                f[2],
+                f[3],
+                tuple(f[4]),
+                tuple(f[5]),
+                f[6],
+                tagged_hash(Domain.BLOCK_ID, payload),
+            )
+            if ok
+            else None
+        )
     except DecodeError:
         result = None
     if len(_PARSED) > 20_000:
@@ -73,8 +100,9 @@ def validator_set(keys: Sequence[bytes], indices: Sequence[int]) -> ValidatorSet
 class MemApp:
     """One node's view of the ledger: the applied chain and the validator schedule."""
 
-    def __init__(self, keys: Sequence[bytes], initial: Sequence[int],
-                 change_delay: int = 8) -> None:
+    def __init__(
+        self, keys: Sequence[bytes], initial: Sequence[int], change_delay: int = 8
+    ) -> None:
         assert change_delay >= 1
         self.keys = list(keys)
         self.change_delay = change_delay
@@ -108,15 +136,18 @@ class MemApp:
         entry = self._entry(height)
         return None if entry is None else entry[0]
 
-    def validate_proposal(self, height: int, payload: bytes,
-                          parent_block_id: bytes) -> bytes | None:
+    def validate_proposal(
+        self, height: int, payload: bytes, parent_block_id: bytes
+    ) -> bytes | None:
         p = parse(payload)
         if p is None or p.invalid or p.height != height or p.parent_id != parent_block_id:
             return None
         if len(p.tx_ids) > MAX_TXS:
             return None
-        if p.change and (list(p.change) != sorted(set(p.change))
-                         or not all(0 <= i < len(self.keys) for i in p.change)):
+        if p.change and (
+            list(p.change) != sorted(set(p.change))
+            or not all(0 <= i < len(self.keys) for i in p.change)
+        ):
             return None
         return p.block_id
 

@@ -58,8 +58,9 @@ class Behaviour:
     def censors(self, tx_id: bytes) -> bool:
         return False
 
-    def serve(self, cluster: Cluster, node: Node,
-              blocks: list[CertifiedPayload]) -> list[CertifiedPayload]:
+    def serve(
+        self, cluster: Cluster, node: Node, blocks: list[CertifiedPayload]
+    ) -> list[CertifiedPayload]:
         return blocks
 
     def __repr__(self) -> str:
@@ -81,14 +82,16 @@ def _random_bytes(cluster: Cluster, size: int) -> bytes:
 class Silent(Behaviour):
     def __init__(self, kinds: tuple[type, ...] | None = None) -> None:
         self.kinds = kinds
-        self.name = "silent" if kinds is None else "silent(" + ",".join(
-            k.__name__ for k in kinds) + ")"
+        self.name = (
+            "silent" if kinds is None else "silent(" + ",".join(k.__name__ for k in kinds) + ")"
+        )
 
     def rewrite(self, cluster: Cluster, node: Node, actions: list[Action]) -> list[Action]:
         out = []
         for a in actions:
             if isinstance(a, (Send, Broadcast)) and (
-                    self.kinds is None or isinstance(a.message, self.kinds)):
+                self.kinds is None or isinstance(a.message, self.kinds)
+            ):
                 continue
             out.append(a)
         return out
@@ -221,8 +224,14 @@ class Forge(Behaviour):
         block_id = _random_bytes(cluster, 32)
         kind = rng.randrange(3)
         if kind == 0:  # a view-change proving a block nobody prepared
-            proof = Proof(ProofKind.PREPARED, max(height, r.low + 1), r.view, block_id,
-                          _random_bytes(cluster, 32), fake_sigs)
+            proof = Proof(
+                ProofKind.PREPARED,
+                max(height, r.low + 1),
+                r.view,
+                block_id,
+                _random_bytes(cluster, 32),
+                fake_sigs,
+            )
             m: Message = _sign(node, ViewChange(r.epoch, r.view + 1, r.stable, (proof,)))
         elif kind == 1:  # a stable checkpoint nobody signed
             stable = CheckpointProof(r.low + 8, block_id, _random_bytes(cluster, 32), fake_sigs)
@@ -233,8 +242,9 @@ class Forge(Behaviour):
         out.append(Broadcast(m))
         return out
 
-    def serve(self, cluster: Cluster, node: Node,
-              blocks: list[CertifiedPayload]) -> list[CertifiedPayload]:
+    def serve(
+        self, cluster: Cluster, node: Node, blocks: list[CertifiedPayload]
+    ) -> list[CertifiedPayload]:
         out = []
         for b in blocks:
             c = b.certificate
@@ -278,13 +288,23 @@ class Combined(Behaviour):
     def censors(self, tx_id: bytes) -> bool:
         return any(p.censors(tx_id) for p in self.parts)
 
-    def serve(self, cluster: Cluster, node: Node,
-              blocks: list[CertifiedPayload]) -> list[CertifiedPayload]:
+    def serve(
+        self, cluster: Cluster, node: Node, blocks: list[CertifiedPayload]
+    ) -> list[CertifiedPayload]:
         for p in self.parts:
             blocks = p.serve(cluster, node, blocks)
         return blocks
 
 
 def all_behaviours() -> list[Behaviour]:
-    return [Silent(), Silent((PrePrepare, NewView)), Equivocate(), BadSignatures(),
-            Replay(), WrongVotes(), Forge(), InvalidBlocks(), Censor()]
+    return [
+        Silent(),
+        Silent((PrePrepare, NewView)),
+        Equivocate(),
+        BadSignatures(),
+        Replay(),
+        WrongVotes(),
+        Forge(),
+        InvalidBlocks(),
+        Censor(),
+    ]

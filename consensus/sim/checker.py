@@ -34,8 +34,9 @@ from ledger.types import CommitCertificate
 
 
 class Checker:
-    def __init__(self, chain_id: str, keys: Sequence[bytes], initial: Sequence[int],
-                 change_delay: int) -> None:
+    def __init__(
+        self, chain_id: str, keys: Sequence[bytes], initial: Sequence[int], change_delay: int
+    ) -> None:
         self.chain_id = chain_id
         self.keys = list(keys)
         self.reference = MemApp(keys, initial, change_delay)
@@ -64,8 +65,9 @@ class Checker:
 
     def on_restart(self, node: int, height: int) -> None:
         if height != self.heights.get(node, 0):
-            self.violation(f"node {node} restarted at height {height}, disk had "
-                           f"{self.heights.get(node, 0)}")
+            self.violation(
+                f"node {node} restarted at height {height}, disk had {self.heights.get(node, 0)}"
+            )
 
     def on_commit(self, node: int, height: int, payload: bytes, cert: CommitCertificate) -> None:
         self.commits += 1
@@ -83,16 +85,21 @@ class Checker:
         if agreed is None:
             self._first_commit(node, height, payload, block_id)
         elif agreed != block_id:
-            self.violation(f"AGREEMENT: node {node} committed {block_id.hex()[:8]} at height "
-                           f"{height}, others {agreed.hex()[:8]}")
+            self.violation(
+                f"AGREEMENT: node {node} committed {block_id.hex()[:8]} at height "
+                f"{height}, others {agreed.hex()[:8]}"
+            )
             return
         if cert.block_id != block_id or cert.height != height:
             self.violation(f"node {node}: certificate does not match block at {height}")
         validators = self.reference.validators_at(height)
-        if validators is None or not verify_commit_certificate(cert, self.chain_id, validators,
-                                                               self.crypto):
-            self.violation(f"CERTIFICATE: node {node} height {height}: not a quorum of valid "
-                           f"signatures of the set in force")
+        if validators is None or not verify_commit_certificate(
+            cert, self.chain_id, validators, self.crypto
+        ):
+            self.violation(
+                f"CERTIFICATE: node {node} height {height}: not a quorum of valid "
+                f"signatures of the set in force"
+            )
 
     def _first_commit(self, node: int, height: int, payload: bytes, block_id: bytes) -> None:
         if height != len(self.agreed) + 1:
@@ -134,9 +141,16 @@ class Checker:
 
     # -- liveness --------------------------------------------------------------------------
 
-    def check_liveness(self, before: dict[int, int], after: dict[int, int],
-                       honest_up: Sequence[int], window_ms: int) -> None:
+    def check_liveness(
+        self,
+        before: dict[int, int],
+        after: dict[int, int],
+        honest_up: Sequence[int],
+        window_ms: int,
+    ) -> None:
         for node in honest_up:
             if after.get(node, 0) <= before.get(node, 0):
-                self.violation(f"LIVENESS: honest node {node} committed nothing in {window_ms}ms "
-                               f"after heal (stuck at {after.get(node, 0)})")
+                self.violation(
+                    f"LIVENESS: honest node {node} committed nothing in {window_ms}ms "
+                    f"after heal (stuck at {after.get(node, 0)})"
+                )

@@ -101,9 +101,13 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, cfg: SimConfig, byzantine: dict[int, Any] | None = None,
-                 replica_factory: ReplicaFactory = Replica,
-                 factories: dict[int, ReplicaFactory] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SimConfig,
+        byzantine: dict[int, Any] | None = None,
+        replica_factory: ReplicaFactory = Replica,
+        factories: dict[int, ReplicaFactory] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.net = SimNetwork(self.rng, cfg.link)
@@ -111,18 +115,30 @@ class Cluster:
         self.keys = make_keys(total)
         self.key_index = {k: i for i, k in enumerate(self.keys)}
         self.initial = list(range(cfg.n))
-        self.config = Config(CHAIN_ID, GENESIS_ID, window=cfg.window,
-                             checkpoint_interval=cfg.checkpoint_interval,
-                             view_timeout_ms=cfg.view_timeout_ms,
-                             censor_timeout_ms=cfg.censor_timeout_ms,
-                             max_backoff_exp=cfg.max_backoff_exp,
-                             fetch_timeout_ms=4 * cfg.view_timeout_ms)
+        self.config = Config(
+            CHAIN_ID,
+            GENESIS_ID,
+            window=cfg.window,
+            checkpoint_interval=cfg.checkpoint_interval,
+            view_timeout_ms=cfg.view_timeout_ms,
+            censor_timeout_ms=cfg.censor_timeout_ms,
+            max_backoff_exp=cfg.max_backoff_exp,
+            fetch_timeout_ms=4 * cfg.view_timeout_ms,
+        )
         self.checker = Checker(CHAIN_ID, self.keys, self.initial, cfg.change_delay)
         self.factory = replica_factory
         self.factories = factories or {}
         self.byzantine = dict(byzantine or {})
-        self.nodes = [Node(i, k, FakeCrypto(k), MemApp(self.keys, self.initial, cfg.change_delay),
-                           byz=self.byzantine.get(i)) for i, k in enumerate(self.keys)]
+        self.nodes = [
+            Node(
+                i,
+                k,
+                FakeCrypto(k),
+                MemApp(self.keys, self.initial, cfg.change_delay),
+                byz=self.byzantine.get(i),
+            )
+            for i, k in enumerate(self.keys)
+        ]
         self.honest_keys = {n.key for n in self.nodes if n.byz is None}
         self.views: set[tuple[int, int]] = set()
         self.uncommitted: dict[bytes, None] = {}
@@ -140,9 +156,15 @@ class Cluster:
     def _boot(self, node: Node) -> None:
         factory = self.factories.get(node.index, self.factory)
         committed_id = parse(node.chain[-1]).block_id if node.chain else GENESIS_ID  # type: ignore[union-attr]
-        node.replica = factory(self.config, node.app, node.crypto, committed_height=node.height,
-                               committed_block_id=committed_id, record=node.record,
-                               blocks=[p for _, p in node.blocks.values()])
+        node.replica = factory(
+            self.config,
+            node.app,
+            node.crypto,
+            committed_height=node.height,
+            committed_block_id=committed_id,
+            record=node.record,
+            blocks=[p for _, p in node.blocks.values()],
+        )
         node.up = True
         self.step(node.index, Start())
         if node.chain:  # the caller re-announces its applied head (a checkpoint may be due)
@@ -215,8 +237,15 @@ class Cluster:
                 key = (int(action.kind), action.key)  # type: ignore[union-attr]
                 token = self.rng.getrandbits(32)
                 node.timers[key] = token
-                self.net.after(action.delay_ms, self._timer, node.index,  # type: ignore[union-attr]
-                               node.incarnation, key, token, action.kind)  # type: ignore[union-attr]
+                self.net.after(
+                    action.delay_ms,
+                    self._timer,
+                    node.index,  # type: ignore[union-attr]
+                    node.incarnation,
+                    key,
+                    token,
+                    action.kind,
+                )  # type: ignore[union-attr]
             elif kind is CancelTimer:
                 node.timers.pop((int(action.kind), action.key), None)  # type: ignore[union-attr]
             elif kind is CommitBlock:
@@ -226,8 +255,11 @@ class Cluster:
             elif kind is RequestBlocks:
                 self._serve_blocks(node, action)  # type: ignore[arg-type]
             elif kind is ReportEvidence:
-                self.checker.on_evidence(node.index, action.evidence,  # type: ignore[union-attr]
-                                         self.honest_keys)
+                self.checker.on_evidence(
+                    node.index,
+                    action.evidence,  # type: ignore[union-attr]
+                    self.honest_keys,
+                )
         for event in followups:
             self.step(node.index, event)
 
@@ -251,8 +283,7 @@ class Cluster:
     def _deliver(self, src: int, dst: int, message: Message) -> None:
         self.step(dst, MessageReceived(message, peer=self.keys[src]))
 
-    def _timer(self, i: int, incarnation: int, key: tuple[int, int], token: int,
-               kind: Any) -> None:
+    def _timer(self, i: int, incarnation: int, key: tuple[int, int], token: int, kind: Any) -> None:
         node = self.nodes[i]
         if node.up and node.incarnation == incarnation and node.timers.get(key) == token:
             del node.timers[key]
@@ -275,8 +306,11 @@ class Cluster:
     def _build(self, node: Node, request: RequestProposal) -> None:
         """Block builder policy: build soon if there are transactions, else linger."""
         node.request = request
-        delay = self.cfg.build_delay_ms if (node.mempool or self.pending_change) \
+        delay = (
+            self.cfg.build_delay_ms
+            if (node.mempool or self.pending_change)
             else self.cfg.idle_propose_ms
+        )
         self.net.after(delay, self._build_now, node.index, node.incarnation, request)
 
     def _build_now(self, i: int, incarnation: int, request: RequestProposal) -> None:
@@ -300,8 +334,9 @@ class Cluster:
             change, self.pending_change = self.pending_change, None
         node.nonce += 1
         invalid = node.byz is not None and node.byz.invalid_blocks
-        payload = make_payload(height, request.parent_block_id, node.index, node.nonce, txs,
-                               change, invalid)
+        payload = make_payload(
+            height, request.parent_block_id, node.index, node.nonce, txs, change, invalid
+        )
         self.checker.on_proposed(payload)
         for tx in txs:
             node.inflight[tx] = height
@@ -315,13 +350,21 @@ class Cluster:
         if not peer.up or not self.net.connected(node.index, p):
             return
         hi = min(request.to_height, peer.height)
-        blocks = [CertifiedPayload(peer.chain[h - 1], peer.certs[h - 1])
-                  for h in range(request.from_height, hi + 1)]
+        blocks = [
+            CertifiedPayload(peer.chain[h - 1], peer.certs[h - 1])
+            for h in range(request.from_height, hi + 1)
+        ]
         if peer.byz is not None:
             blocks = peer.byz.serve(self, peer, blocks)
         delay = self.net.delay() + self.net.delay()
-        self.net.after(delay, self._blocks_arrive, node.index, node.incarnation, p,
-                       BlocksReceived(request.peer, tuple(blocks)))
+        self.net.after(
+            delay,
+            self._blocks_arrive,
+            node.index,
+            node.incarnation,
+            p,
+            BlocksReceived(request.peer, tuple(blocks)),
+        )
 
     def _blocks_arrive(self, i: int, incarnation: int, src: int, event: BlocksReceived) -> None:
         if self.nodes[i].incarnation == incarnation and self.net.connected(i, src):
@@ -329,8 +372,11 @@ class Cluster:
 
     def new_tx_id(self) -> bytes:
         self.tx_counter += 1
-        marker = b"\xcc" if self.censored_every and self.tx_counter % self.censored_every == 0 \
+        marker = (
+            b"\xcc"
+            if self.censored_every and self.tx_counter % self.censored_every == 0
             else b"\x00"
+        )
         return marker + self.tx_counter.to_bytes(7, "big")
 
     def submit(self, count: int) -> None:
@@ -341,8 +387,13 @@ class Cluster:
                 node.mempool.update(dict.fromkeys(txs))
                 self.step(node.index, TxsPending(txs))
                 if node.request is not None:  # an idle primary lingering: build now
-                    self.net.after(self.cfg.build_delay_ms, self._build_now, node.index,
-                                   node.incarnation, node.request)
+                    self.net.after(
+                        self.cfg.build_delay_ms,
+                        self._build_now,
+                        node.index,
+                        node.incarnation,
+                        node.request,
+                    )
 
     def _client_tick(self) -> None:
         if self.cfg.txs_per_tick:
@@ -369,8 +420,9 @@ class Cluster:
     def run_for(self, ms: int) -> None:
         self.run_until(self.net.now + ms)
 
-    def run_until_height(self, height: int, timeout_ms: int,
-                         nodes: Iterable[int] | None = None) -> bool:
+    def run_until_height(
+        self, height: int, timeout_ms: int, nodes: Iterable[int] | None = None
+    ) -> bool:
         watch = list(self.honest if nodes is None else nodes)
 
         def done() -> bool:

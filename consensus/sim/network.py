@@ -83,8 +83,9 @@ class SimNetwork:
         span = link.max_delay_ms - link.min_delay_ms + 1
         return link.min_delay_ms + int(self.rng.random() * span)
 
-    def send(self, src: int, dst: int, message: Any,
-             deliver: Callable[[int, int, Any], None]) -> None:
+    def send(
+        self, src: int, dst: int, message: Any, deliver: Callable[[int, int, Any], None]
+    ) -> None:
         self.sent += 1
         rng = self.rng
         if self.link.loss and rng.random() < self.link.loss:
@@ -96,11 +97,14 @@ class SimNetwork:
         for _ in range(copies):
             self._seq += 1
             delay = link.min_delay_ms + int(rng.random() * span)
-            heapq.heappush(self._heap, (self.now + delay, self._seq, self._arrive,
-                                        (src, dst, message, deliver)))
+            heapq.heappush(
+                self._heap,
+                (self.now + delay, self._seq, self._arrive, (src, dst, message, deliver)),
+            )
 
-    def _arrive(self, src: int, dst: int, message: Any,
-                deliver: Callable[[int, int, Any], None]) -> None:
+    def _arrive(
+        self, src: int, dst: int, message: Any, deliver: Callable[[int, int, Any], None]
+    ) -> None:
         if not self.connected(src, dst) or any(f(src, dst, message) for f in self.filters):
             self.dropped += 1
             return

@@ -38,8 +38,10 @@ class ScheduleResult:
     wall_s: float = 0.0
 
     def describe(self) -> str:
-        head = (f"seed={self.seed} nodes={self.nodes} byzantine={self.byzantine} "
-                f"views={self.views} heights={self.heights}")
+        head = (
+            f"seed={self.seed} nodes={self.nodes} byzantine={self.byzantine} "
+            f"views={self.views} heights={self.heights}"
+        )
         return "\n".join([head, *self.violations[:10], "trace:", *self.trace[-30:]])
 
 
@@ -59,10 +61,16 @@ def current_primary(cluster: Cluster) -> int | None:
     return cluster.key_index[primary_key(r.vset, r.view)]
 
 
-def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
-                    liveness_ms: int | None = None, wire: bool | None = None,
-                    max_byzantine: int | None = None,
-                    replica_factory: ReplicaFactory = Replica) -> ScheduleResult:
+def random_schedule(
+    seed: int,
+    n: int = 4,
+    *,
+    chaos_ms: int = 3000,
+    liveness_ms: int | None = None,
+    wire: bool | None = None,
+    max_byzantine: int | None = None,
+    replica_factory: ReplicaFactory = Replica,
+) -> ScheduleResult:
     started = time.perf_counter()
     rng = random.Random(seed * 7919 + n)
     f = (n - 1) // 3
@@ -74,22 +82,32 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
     faulty = rng.sample(range(n), nbyz)
     behaviours = {i: rng.choice(byz.all_behaviours()) for i in faulty}
     max_delay = rng.choice([5, 10] if churn else [5, 10, 20, 40])
-    link = LinkModel(1, max_delay, rng.choice([0.0, 0.0, 0.01, 0.05, 0.1]),
-                     rng.choice([0.0, 0.02]))
+    link = LinkModel(1, max_delay, rng.choice([0.0, 0.0, 0.01, 0.05, 0.1]), rng.choice([0.0, 0.02]))
     view_timeout = max(40, 4 * max_delay)
-    cfg = SimConfig(n=n, spare=1 if reconfig else 0, seed=seed, window=rng.choice([1, 2, 4]),
-                    checkpoint_interval=rng.choice([4, 8]), view_timeout_ms=view_timeout,
-                    censor_timeout_ms=40 * view_timeout, max_backoff_exp=1 if churn else 3,
-                    link=link,
-                    wire=rng.random() < 0.1 if wire is None else wire,
-                    tx_interval_ms=rng.choice([40, 80]), txs_per_tick=rng.choice([1, 3]),
-                    build_delay_ms=rng.choice([2, 10, 20]), idle_propose_ms=10 * view_timeout)
+    cfg = SimConfig(
+        n=n,
+        spare=1 if reconfig else 0,
+        seed=seed,
+        window=rng.choice([1, 2, 4]),
+        checkpoint_interval=rng.choice([4, 8]),
+        view_timeout_ms=view_timeout,
+        censor_timeout_ms=40 * view_timeout,
+        max_backoff_exp=1 if churn else 3,
+        link=link,
+        wire=rng.random() < 0.1 if wire is None else wire,
+        tx_interval_ms=rng.choice([40, 80]),
+        txs_per_tick=rng.choice([1, 3]),
+        build_delay_ms=rng.choice([2, 10, 20]),
+        idle_propose_ms=10 * view_timeout,
+    )
     cluster = Cluster(cfg, byzantine=behaviours, replica_factory=replica_factory)
     if any(isinstance(b, byz.Censor) for b in behaviours.values()):
         cluster.censored_every = 5
-    trace = [f"config churn={churn} reconfig={reconfig} window={cfg.window} "
-             f"K={cfg.checkpoint_interval} timeout={view_timeout} "
-             f"link={link} byz={behaviours} wire={cfg.wire}"]
+    trace = [
+        f"config churn={churn} reconfig={reconfig} window={cfg.window} "
+        f"K={cfg.checkpoint_interval} timeout={view_timeout} "
+        f"link={link} byz={behaviours} wire={cfg.wire}"
+    ]
     checker = cluster.checker
     honest = cluster.honest
     now = 0
@@ -115,9 +133,16 @@ def random_schedule(seed: int, n: int = 4, *, chaos_ms: int = 3000,
         cluster.run_until(cluster.net.now + window, done)
         checker.check_liveness(before, cluster.heights(), up, window)
         trace.append(f"t={cluster.net.now} end heights={cluster.heights()}")
-    return ScheduleResult(seed, n, count_views(cluster), len(checker.agreed),
-                          list(checker.violations), {i: repr(b) for i, b in behaviours.items()},
-                          trace, time.perf_counter() - started)
+    return ScheduleResult(
+        seed,
+        n,
+        count_views(cluster),
+        len(checker.agreed),
+        list(checker.violations),
+        {i: repr(b) for i, b in behaviours.items()},
+        trace,
+        time.perf_counter() - started,
+    )
 
 
 def _churn_step(cluster: Cluster, rng: random.Random, honest: list[int]) -> str:
@@ -174,6 +199,7 @@ def _chaos_step(cluster: Cluster, rng: random.Random, honest: list[int], f: int)
     if roll < 0.93:
         kind = rng.choice([PrePrepare, Prepare, Commit, ViewChange])
         a, b = rng.sample(range(n), 2)
+
         def drop(s: int, d: int, m: object, a: int = a, b: int = b, kind: type = kind) -> bool:
             return s == a and d == b and isinstance(m, kind)
 

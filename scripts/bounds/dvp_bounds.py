@@ -36,14 +36,22 @@ def _free_state_tree() -> None:
 
     original = smt.SparseMerkleTree.update
 
-    def update(self: smt.SparseMerkleTree, base_version: int | None, new_version: int,
-               changes: Any, must_be_new: Any = None) -> smt.UpdateResult:
+    def update(
+        self: smt.SparseMerkleTree,
+        base_version: int | None,
+        new_version: int,
+        changes: Any,
+        must_be_new: Any = None,
+    ) -> smt.UpdateResult:
         if base_version is None:  # genesis: the real tree (members, doc types, params)
             return original(self, base_version, new_version, changes, must_be_new)
         old = self._root_record(base_version)
         return smt.UpdateResult(
-            smt._node_hash_of(old), {smt.node_key(new_version, 0, b""): old},
-            [smt.node_key(base_version, 0, b"")], new_version)
+            smt._node_hash_of(old),
+            {smt.node_key(new_version, 0, b""): old},
+            [smt.node_key(base_version, 0, b"")],
+            new_version,
+        )
 
     smt.SparseMerkleTree.update = update  # type: ignore[method-assign]
 
@@ -55,8 +63,14 @@ def _unstored_state_tree() -> None:
     commit = Store.commit
     get_node = Store.get_node
 
-    def commit_roots_only(self: Store, block: Any, certificate: Any, state_nodes: Any,
-                          stale_nodes: Any, app_meta: bytes) -> None:
+    def commit_roots_only(
+        self: Store,
+        block: Any,
+        certificate: Any,
+        state_nodes: Any,
+        stale_nodes: Any,
+        app_meta: bytes,
+    ) -> None:
         kept.update(state_nodes)
         roots = {k: v for k, v in state_nodes.items() if k[8] == 0}  # depth byte 0
         commit(self, block, certificate, roots, [], app_meta)
@@ -75,8 +89,11 @@ def _free_tx_signatures() -> None:
     types.Transaction.signature_ok = lambda self: True  # type: ignore[method-assign]
 
 
-_APPLY = {"free-state-tree": _free_state_tree, "unstored-state-tree": _unstored_state_tree,
-          "free-tx-signatures": _free_tx_signatures}
+_APPLY = {
+    "free-state-tree": _free_state_tree,
+    "unstored-state-tree": _unstored_state_tree,
+    "free-tx-signatures": _free_tx_signatures,
+}
 
 
 def parse(spec: str) -> list[str]:
@@ -94,6 +111,8 @@ def apply(spec: str | None = None) -> list[str]:
     for n in names:
         _APPLY[n]()
     if names:
-        sys.stderr.write(f"dvp BOUND EXPERIMENT in pid {os.getpid()}: {', '.join(names)} "
-                         f"in effect; this process is not a correct ledger\n")
+        sys.stderr.write(
+            f"dvp BOUND EXPERIMENT in pid {os.getpid()}: {', '.join(names)} "
+            f"in effect; this process is not a correct ledger\n"
+        )
     return names

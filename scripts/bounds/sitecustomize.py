@@ -7,8 +7,7 @@ import sys
 if os.environ.get("DVP_BOUND"):
     # The checkout this folder belongs to: the nodes run from it, but it is not yet on
     # sys.path while site runs (python -m adds the working directory later).
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     import dvp_bounds
 
     dvp_bounds.apply()

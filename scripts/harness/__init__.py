@@ -27,8 +27,12 @@ from scripts.harness.verdict import ChainChecker, Verdict
 
 # Short consensus timers so that view changes and checkpoints happen within seconds
 # (the chain parameters of the genesis; see ledger.types.ChainParams).
-FAST_PARAMS: dict[str, Any] = {"heartbeat_ms": 500, "view_timeout_ms": 1000,
-                               "checkpoint_interval": 8, "pipeline_window": 4}
+FAST_PARAMS: dict[str, Any] = {
+    "heartbeat_ms": 500,
+    "view_timeout_ms": 1000,
+    "checkpoint_interval": 8,
+    "pipeline_window": 4,
+}
 
 
 @dataclass
@@ -44,8 +48,14 @@ class Env:
 
 
 @contextmanager
-def open_env(root: Path, *, netns: bool, params: dict[str, Any] | None = None,
-             n: int = 4, load_threads: int | None = None) -> Iterator[Env]:
+def open_env(
+    root: Path,
+    *,
+    netns: bool,
+    params: dict[str, Any] | None = None,
+    n: int = 4,
+    load_threads: int | None = None,
+) -> Iterator[Env]:
     """A started cluster under load; everything is stopped and removed on exit."""
     cluster = Cluster(root, n=n, netns=netns, params=params or FAST_PARAMS)
     load: Load | None = None
@@ -61,8 +71,7 @@ def open_env(root: Path, *, netns: bool, params: dict[str, Any] | None = None,
         cluster.close()
 
 
-def recover(env: Env, since: float, via: str, honest: list[str],
-            timeout_s: float = 90.0) -> float:
+def recover(env: Env, since: float, via: str, honest: list[str], timeout_s: float = 90.0) -> float:
     """Seconds from ``since`` until a fresh transaction sent to ``via`` is acknowledged as
     committed and every honest node holds its block (commits resumed everywhere)."""
     deadline = time.monotonic() + timeout_s
@@ -74,8 +83,9 @@ def recover(env: Env, since: float, via: str, honest: list[str],
             continue
         if ids:
             height = env.load.snapshot()[ids[0]].height
-            env.cluster.wait_height(height, honest,
-                                    timeout_s=max(1.0, deadline - time.monotonic()))
+            env.cluster.wait_height(height, honest, timeout_s=max(1.0, deadline - time.monotonic()))
             return time.monotonic() - since
-    raise AssertionError(f"no commit through {via} within {timeout_s:.0f} s after the heal; "
-                         f"heights {env.cluster.heights()}")
+    raise AssertionError(
+        f"no commit through {via} within {timeout_s:.0f} s after the heal; "
+        f"heights {env.cluster.heights()}"
+    )

@@ -47,8 +47,9 @@ class _Entry(NodeEntry):
 class Cluster:
     """n validators of one devnet, each an OS process; faults are methods."""
 
-    def __init__(self, root: Path, *, n: int = 4, netns: bool = False,
-                 params: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, root: Path, *, n: int = 4, netns: bool = False, params: dict[str, Any] | None = None
+    ) -> None:
         self.root = root
         self.n = n
         self.net: NetnsNetwork | None = None
@@ -125,10 +126,22 @@ class Cluster:
             out.write(f"\n=== harness: start {time.strftime('%H:%M:%S')} ===\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "cli.main", "node", "run", "--config",
-                 str(e.config)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=str(REPO))
+                [
+                    *prefix,
+                    sys.executable,
+                    "-m",
+                    "cli.main",
+                    "node",
+                    "run",
+                    "--config",
+                    str(e.config),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=str(REPO),
+            )
         devnet.pid_file(self.root, e).write_text(f"{proc.pid}\n")
         self.procs[name] = proc
 
@@ -203,11 +216,13 @@ class Cluster:
             raise RuntimeError("no node answered status with a primary")
         return max(votes, key=lambda k: votes[k])
 
-    def wait_height(self, height: int, names: list[str] | None = None,
-                    timeout_s: float = 60.0) -> float:
+    def wait_height(
+        self, height: int, names: list[str] | None = None, timeout_s: float = 60.0
+    ) -> float:
         """Wait until every named node is at ``height`` or above; seconds it took."""
-        return realnet.wait_height([self.entries[n] for n in names or self.names], height,
-                                   timeout_s)
+        return realnet.wait_height(
+            [self.entries[n] for n in names or self.names], height, timeout_s
+        )
 
     # ------------------------------------------------------------------ network faults
 
@@ -235,4 +250,3 @@ class Cluster:
 
     def shape(self, name: str, qdisc: list[str]) -> None:
         self._need_net().shape(self.index(name), qdisc)
-

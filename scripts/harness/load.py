@@ -31,16 +31,25 @@ from ledger.types import Attest, Transaction
 class Ack:
     node: str
     height: int
-    submitted: float   # time.monotonic() of the request
-    acked: float       # time.monotonic() of the answer
+    submitted: float  # time.monotonic() of the request
+    acked: float  # time.monotonic() of the answer
 
 
 class Load:
     """Continuous signed load against ``urls`` (node name -> RPC URL)."""
 
-    def __init__(self, root: Path, urls: dict[str, str], chain_id: str, *, batch: int = 5,
-                 threads: int | None = None, pause_s: float = 0.05, wait_s: int = 8,
-                 tag: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        urls: dict[str, str],
+        chain_id: str,
+        *,
+        batch: int = 5,
+        threads: int | None = None,
+        pause_s: float = 0.05,
+        wait_s: int = 8,
+        tag: str = "",
+    ) -> None:
         self.key = read_key_file(root / "keys" / "szcredit.member.json")
         self.urls = dict(urls)
         self.chain_id = chain_id
@@ -102,12 +111,20 @@ class Load:
             n = next(self._nonces)
             c = hashlib.sha256(f"chaos {self.tag} {n}".encode()).digest()
             p = Attest("credit-report", c, 1_760_000_000_000, 0, b"")
-            out.append(Transaction(self.chain_id, self.key.public_key, n,
-                                   self.height_hint + 400, p).signed(self.key))
+            out.append(
+                Transaction(
+                    self.chain_id, self.key.public_key, n, self.height_hint + 400, p
+                ).signed(self.key)
+            )
         return out
 
-    def submit(self, name: str, txs: list[Transaction], wait_s: int | None = None,
-               client: RpcClient | None = None) -> list[bytes]:
+    def submit(
+        self,
+        name: str,
+        txs: list[Transaction],
+        wait_s: int | None = None,
+        client: RpcClient | None = None,
+    ) -> list[bytes]:
         """Submit and record the answers; returns the ids acknowledged as committed."""
         own = client is None
         c = client or RpcClient(self.urls[name], timeout_s=(wait_s or self.wait_s) + 15)
@@ -116,8 +133,12 @@ class Load:
         with self.lock:
             self.uncertain.update(ids)
         try:
-            res = c.call("submitTransactions", txs=[t.encode().hex() for t in txs],
-                         wait=True, timeout_s=wait_s or self.wait_s)
+            res = c.call(
+                "submitTransactions",
+                txs=[t.encode().hex() for t in txs],
+                wait=True,
+                timeout_s=wait_s or self.wait_s,
+            )
         finally:
             if own:
                 c.close()
@@ -138,7 +159,7 @@ class Load:
         return done
 
     def _run(self, k: int) -> None:
-        name = list(self.urls)[k % len(self.urls)]   # thread k: node k
+        name = list(self.urls)[k % len(self.urls)]  # thread k: node k
         clients = {name: RpcClient(self.urls[name], timeout_s=self.wait_s + 15)}
         try:
             if self.height_hint == 0:

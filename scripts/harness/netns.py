@@ -53,8 +53,9 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def _tc(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(["ip", "netns", "exec", ns, "tc", *args], capture_output=True,
-                         text=True, timeout=20)
+    res = subprocess.run(
+        ["ip", "netns", "exec", ns, "tc", *args], capture_output=True, text=True, timeout=20
+    )
     if check and res.returncode != 0:
         raise RuntimeError(f"tc {' '.join(args)} in {ns}: {res.stderr.strip()}")
     return res
@@ -64,15 +65,17 @@ def probe() -> str | None:
     """None if namespaces with veths and bridges work here, else the reason they do not."""
     name = f"{PREFIX}-probe-{os.getpid()}"
     try:
-        res = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
-                             timeout=20)
+        res = subprocess.run(
+            ["ip", "netns", "add", name], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"cannot run `ip netns add`: {exc}"
     if res.returncode != 0:
         return f"`ip netns add` failed (the kernel or privileges forbid it): {res.stderr.strip()}"
     try:
-        veth = _ip("-n", name, "link", "add", "p0", "type", "veth", "peer", "name", "p1",
-                   check=False)
+        veth = _ip(
+            "-n", name, "link", "add", "p0", "type", "veth", "peer", "name", "p1", check=False
+        )
         if veth.returncode != 0:
             return f"veth pairs are not available: {veth.stderr.strip()}"
         br = _ip("-n", name, "link", "add", "b0", "type", "bridge", check=False)
@@ -90,8 +93,7 @@ def netem_supported() -> str | None:
         return "no network namespaces"
     try:
         _ip("-n", name, "link", "add", "p0", "type", "veth", "peer", "name", "p1", check=False)
-        res = _tc(name, "qdisc", "add", "dev", "p0", "root", "netem", "delay", "10ms",
-                  check=False)
+        res = _tc(name, "qdisc", "add", "dev", "p0", "root", "netem", "delay", "10ms", check=False)
         if res.returncode != 0:
             return f"the kernel has no netem qdisc ({res.stderr.strip()})"
         return None
@@ -138,19 +140,24 @@ def sweep_stale() -> list[str]:
         removed.append(entry.name)
         if m:
             dead_rids.add(m.group(1))
-    live_rids = {m.group(1) for e in NETNS_DIR.iterdir()
-                 if (m := re.fullmatch(rf"{PREFIX}-([0-9a-f]{{4}})-\d+-\w+", e.name))}
+    live_rids = {
+        m.group(1)
+        for e in NETNS_DIR.iterdir()
+        if (m := re.fullmatch(rf"{PREFIX}-([0-9a-f]{{4}})-\d+-\w+", e.name))
+    }
     links = _ip("-o", "link", "show", check=False).stdout
     for name in re.findall(rf"^\d+: ({PREFIX}[0-9a-f]{{4}}\w+)[@:]", links, re.M):
-        rid = name[len(PREFIX):len(PREFIX) + 4]
+        rid = name[len(PREFIX) : len(PREFIX) + 4]
         if rid in dead_rids or rid not in live_rids:
             _ip("link", "del", name, check=False)
             removed.append(name)
     # unreachable routes of runs whose control bridge is gone
-    bridged = set(re.findall(r"inet 10\.77\.(\d+)\.254/",
-                             _ip("-4", "addr", "show", check=False).stdout))
-    for k in re.findall(r"^unreachable 10\.77\.(\d+)\.0/25", _ip("route", "show",
-                                                                   check=False).stdout, re.M):
+    bridged = set(
+        re.findall(r"inet 10\.77\.(\d+)\.254/", _ip("-4", "addr", "show", check=False).stdout)
+    )
+    for k in re.findall(
+        r"^unreachable 10\.77\.(\d+)\.0/25", _ip("route", "show", check=False).stdout, re.M
+    ):
         if k not in bridged:
             _ip("route", "del", "unreachable", f"10.77.{k}.0/25", check=False)
             removed.append(f"route 10.77.{k}.0/25")
@@ -159,8 +166,7 @@ def sweep_stale() -> list[str]:
 
 def _free_subnet() -> int:
     """A third octet k such that 10.77.k.0/24 is not in use in the root namespace."""
-    text = _ip("-4", "addr", "show", check=False).stdout + _ip("route", "show",
-                                                               check=False).stdout
+    text = _ip("-4", "addr", "show", check=False).stdout + _ip("route", "show", check=False).stdout
     used = {int(x) for x in re.findall(r"10\.77\.(\d+)\.", text)}
     for k in range(1, 250):
         if k not in used:
@@ -170,11 +176,11 @@ def _free_subnet() -> int:
 
 @dataclass
 class NodeNet:
-    index: int                 # 1-based
-    ns: str                    # node namespace
-    data_ip: str               # p2p listen address (data link)
-    ctl_ip: str                # RPC listen address (control link)
-    hub_port: str              # the data veth's end in the hub namespace
+    index: int  # 1-based
+    ns: str  # node namespace
+    data_ip: str  # p2p listen address (data link)
+    ctl_ip: str  # RPC listen address (control link)
+    hub_port: str  # the data veth's end in the hub namespace
 
 
 @dataclass
@@ -273,8 +279,7 @@ class NetnsNetwork:
                 _ip("-n", self.hub, "link", "set", bridge, "up")
                 self._groups = g + 1
             for i in members:
-                _ip("-n", self.hub, "link", "set", self.nodes[i - 1].hub_port, "master",
-                    bridge)
+                _ip("-n", self.hub, "link", "set", self.nodes[i - 1].hub_port, "master", bridge)
 
     def shape(self, i: int, qdisc: list[str]) -> None:
         """Apply a root qdisc (e.g. ``["tbf", "rate", "2mbit", ...]`` or netem) to node i's

@@ -41,8 +41,10 @@ def wait_height(es: list[NodeEntry], height: int, timeout_s: float) -> float:
         if all(h is not None and h >= height for h in hs):
             return time.monotonic() - t0
         time.sleep(0.2)
-    raise AssertionError(f"{[e.name for e in es]} did not all reach height {height} within "
-                         f"{timeout_s} s: heights {hs}")
+    raise AssertionError(
+        f"{[e.name for e in es]} did not all reach height {height} within "
+        f"{timeout_s} s: heights {hs}"
+    )
 
 
 def block_ids(e: NodeEntry, top: int, bottom: int = 0) -> list[str]:
@@ -78,8 +80,7 @@ def metrics(e: NodeEntry) -> dict[str, float]:
 
 
 def metric(e: NodeEntry, name: str, **labels: str) -> float:
-    key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-                  if labels else "")
+    key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
     return metrics(e).get(key, 0.0)
 
 
@@ -96,5 +97,3 @@ def set_config(config: Path, section: str, key: str, value: str) -> None:
     at = lines.index(f"[{section}]")
     lines.insert(at + 1, f"{key} = {value}")
     config.write_text("\n".join(lines) + "\n")
-
-

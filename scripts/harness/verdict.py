@@ -44,29 +44,42 @@ class Verdict:
     honest: list[str]
     heights: dict[str, int] = field(default_factory=dict)
     acked: int = 0
-    lost: list[str] = field(default_factory=list)          # "<node>: <tx id> ..." lines
+    lost: list[str] = field(default_factory=list)  # "<node>: <tx id> ..." lines
     lost_ids: set[bytes] = field(default_factory=set)
     duplicates: list[str] = field(default_factory=list)
-    forks: list[int] = field(default_factory=list)          # heights with > 1 block id
-    bad_blocks: list[str] = field(default_factory=list)     # certificate/link/hash failures
-    regressions: list[str] = field(default_factory=list)    # committed chain shrank/changed
-    stuck: list[str] = field(default_factory=list)          # liveness within the bound
+    forks: list[int] = field(default_factory=list)  # heights with > 1 block id
+    bad_blocks: list[str] = field(default_factory=list)  # certificate/link/hash failures
+    regressions: list[str] = field(default_factory=list)  # committed chain shrank/changed
+    stuck: list[str] = field(default_factory=list)  # liveness within the bound
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicates or self.forks or self.bad_blocks
-                    or self.regressions or self.stuck)
+        return not (
+            self.lost
+            or self.duplicates
+            or self.forks
+            or self.bad_blocks
+            or self.regressions
+            or self.stuck
+        )
 
     def summary(self) -> str:
-        head = (f"verdict: {'OK' if self.ok else 'FAILED'} — {self.acked} acknowledged txs, "
-                f"heights {self.heights}, lost {len(self.lost)}, duplicates "
-                f"{len(self.duplicates)}, forks {len(self.forks)}, bad blocks "
-                f"{len(self.bad_blocks)}, regressions {len(self.regressions)}, stuck "
-                f"{len(self.stuck)} ({self.seconds:.1f} s)")
-        details = [*self.lost[:5], *self.duplicates[:5], *[f"fork at {h}" for h in
-                   self.forks[:5]], *self.bad_blocks[:5], *self.regressions[:5],
-                   *self.stuck[:5]]
+        head = (
+            f"verdict: {'OK' if self.ok else 'FAILED'} — {self.acked} acknowledged txs, "
+            f"heights {self.heights}, lost {len(self.lost)}, duplicates "
+            f"{len(self.duplicates)}, forks {len(self.forks)}, bad blocks "
+            f"{len(self.bad_blocks)}, regressions {len(self.regressions)}, stuck "
+            f"{len(self.stuck)} ({self.seconds:.1f} s)"
+        )
+        details = [
+            *self.lost[:5],
+            *self.duplicates[:5],
+            *[f"fork at {h}" for h in self.forks[:5]],
+            *self.bad_blocks[:5],
+            *self.regressions[:5],
+            *self.stuck[:5],
+        ]
         return "\n  ".join([head, *details])
 
     def assert_ok(self) -> None:
@@ -75,7 +88,7 @@ class Verdict:
 
 @dataclass
 class _NodeChain:
-    ids: list[bytes] = field(default_factory=list)          # index = height
+    ids: list[bytes] = field(default_factory=list)  # index = height
     tx_at: dict[bytes, list[int]] = field(default_factory=dict)
     checked_acks: set[bytes] = field(default_factory=set)
 
@@ -91,8 +104,9 @@ class ChainChecker:
 
     # ------------------------------------------------------------------ public
 
-    def check(self, acked: dict[bytes, Ack], honest: list[str] | None = None,
-              wait_s: float = 90.0) -> Verdict:
+    def check(
+        self, acked: dict[bytes, Ack], honest: list[str] | None = None, wait_s: float = 90.0
+    ) -> Verdict:
         t0 = time.monotonic()
         honest = honest or list(self.urls)
         v = Verdict(honest=honest, acked=len(acked))
@@ -123,8 +137,9 @@ class ChainChecker:
 
     # ------------------------------------------------------------------ steps
 
-    def _wait_tops(self, clients: dict[str, RpcClient], need: int, wait_s: float,
-                   v: Verdict) -> dict[str, int]:
+    def _wait_tops(
+        self, clients: dict[str, RpcClient], need: int, wait_s: float, v: Verdict
+    ) -> dict[str, int]:
         """Heights of the honest nodes once all hold ``need`` (or when time is up)."""
         deadline = time.monotonic() + wait_s
         tops: dict[str, int] = {}
@@ -139,8 +154,10 @@ class ChainChecker:
             if time.monotonic() > deadline:
                 for name in clients:
                     if tops.get(name, -1) < need:
-                        v.stuck.append(f"{name}: at height {tops.get(name)} after "
-                                       f"{wait_s:.0f} s, needs {need} (acknowledged txs)")
+                        v.stuck.append(
+                            f"{name}: at height {tops.get(name)} after "
+                            f"{wait_s:.0f} s, needs {need} (acknowledged txs)"
+                        )
                 return tops
             time.sleep(0.25)
 
@@ -157,8 +174,9 @@ class ChainChecker:
             return
         known = len(chain.ids) - 1
         if top < known:
-            v.regressions.append(f"{name}: height {top} is below {known}, which it had "
-                                 "committed before")
+            v.regressions.append(
+                f"{name}: height {top} is below {known}, which it had committed before"
+            )
             return
         start = max(known, 0)
         try:
@@ -173,8 +191,10 @@ class ChainChecker:
             block_id = bytes.fromhex(doc["block_id"])
             if h == known and known >= 0 and chain.ids:
                 if block_id != chain.ids[h]:
-                    v.regressions.append(f"{name}@{h}: block id changed from "
-                                         f"{chain.ids[h].hex()[:16]} to {block_id.hex()[:16]}")
+                    v.regressions.append(
+                        f"{name}@{h}: block id changed from "
+                        f"{chain.ids[h].hex()[:16]} to {block_id.hex()[:16]}"
+                    )
                     return
                 continue
             problem = self.check_block(h, doc, block_id, chain.ids[h - 1] if h else None)
@@ -185,8 +205,9 @@ class ChainChecker:
             for tx in doc["tx_ids"]:
                 chain.tx_at.setdefault(bytes.fromhex(tx), []).append(h)
 
-    def check_block(self, h: int, doc: dict[str, Any], block_id: bytes,
-                     prev: bytes | None) -> str | None:
+    def check_block(
+        self, h: int, doc: dict[str, Any], block_id: bytes, prev: bytes | None
+    ) -> str | None:
         try:
             header = BlockHeader.decode(bytes.fromhex(doc["encoded_header"]))
         except (LedgerError, ValueError) as exc:
@@ -223,8 +244,9 @@ class ChainChecker:
                 if len(hs) > 1:
                     v.duplicates.append(f"{name}: {tx.hex()[:16]} at heights {hs}")
 
-    def _acks(self, acked: dict[bytes, Ack], honest: list[str],
-              clients: dict[str, RpcClient], v: Verdict) -> None:
+    def _acks(
+        self, acked: dict[bytes, Ack], honest: list[str], clients: dict[str, RpcClient], v: Verdict
+    ) -> None:
         for name in honest:
             chain = self.chains[name]
             fresh = [tx for tx in acked if tx not in chain.checked_acks]
@@ -232,23 +254,28 @@ class ChainChecker:
                 hs = chain.tx_at.get(tx, [])
                 if hs != [acked[tx].height]:
                     v.lost_ids.add(tx)
-                    v.lost.append(f"{name}: {tx.hex()[:16]} acknowledged by "
-                                  f"{acked[tx].node} at height {acked[tx].height}, "
-                                  f"in this chain at {hs}")
+                    v.lost.append(
+                        f"{name}: {tx.hex()[:16]} acknowledged by "
+                        f"{acked[tx].node} at height {acked[tx].height}, "
+                        f"in this chain at {hs}"
+                    )
             # the index a bank's lookup uses must agree with the blocks
             for lo in range(0, len(fresh), 100):
-                part = fresh[lo:lo + 100]
+                part = fresh[lo : lo + 100]
                 try:
-                    got = clients[name].batch([("getTransaction", {"tx_id": t.hex()})
-                                               for t in part])
+                    got = clients[name].batch(
+                        [("getTransaction", {"tx_id": t.hex()}) for t in part]
+                    )
                 except (RpcCallError, OSError, ValueError) as exc:
                     v.stuck.append(f"{name}: getTransaction unreadable: {exc}")
                     break
                 for tx, doc in zip(part, got, strict=True):
                     if isinstance(doc, Exception) or doc.get("height") != acked[tx].height:
                         v.lost_ids.add(tx)
-                        v.lost.append(f"{name}: getTransaction({tx.hex()[:16]}) -> "
-                                      f"{doc if isinstance(doc, Exception) else doc['height']},"
-                                      f" acknowledged at {acked[tx].height}")
+                        v.lost.append(
+                            f"{name}: getTransaction({tx.hex()[:16]}) -> "
+                            f"{doc if isinstance(doc, Exception) else doc['height']},"
+                            f" acknowledged at {acked[tx].height}"
+                        )
                     else:
                         chain.checked_acks.add(tx)

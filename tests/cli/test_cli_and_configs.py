@@ -36,17 +36,20 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     bad.write_text('[node]\nname = "x"\n')
     with pytest.raises(ConfigError, match="key_file is required"):
         load_config(bad)
-    bad.write_text('[node]\nname="x"\nkey_file="k"\ngenesis="g"\ndata_dir="d"\n'
-                   '[rpc]\nadmin_listen = "10.0.0.1:1"\n')
+    bad.write_text(
+        '[node]\nname="x"\nkey_file="k"\ngenesis="g"\ndata_dir="d"\n'
+        '[rpc]\nadmin_listen = "10.0.0.1:1"\n'
+    )
     with pytest.raises(ConfigError, match="loopback"):
         load_config(bad)
-    bad.write_text('[nodes]\n')
+    bad.write_text("[nodes]\n")
     with pytest.raises(ConfigError, match="unknown sections"):
         load_config(bad)
 
 
-def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-              ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """Every leaf command of the parser tree, found by walking its subparsers."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
@@ -57,10 +60,18 @@ def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 
 
 def test_every_command_has_help_with_an_example_and_json(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     commands = dict(_commands(build_parser()))
-    assert {("gov", "vote"), ("gov", "list"), ("gov", "propose", "grant-doc-type"),
-            ("keys", "api"), ("audit", "replay"), ("verify",), ("demo",)} <= set(commands)
+    assert {
+        ("gov", "vote"),
+        ("gov", "list"),
+        ("gov", "propose", "grant-doc-type"),
+        ("keys", "api"),
+        ("audit", "replay"),
+        ("verify",),
+        ("demo",),
+    } <= set(commands)
     for argv, parser in commands.items():
         with pytest.raises(SystemExit) as e:
             build_parser().parse_args([*argv, "--help"])
@@ -74,16 +85,19 @@ def test_every_command_has_help_with_an_example_and_json(
             assert "--api-key" in flags and "--cacert" in flags, argv
 
 
-def test_keys_api_mints_a_key_the_node_accepts(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["keys", "api", "--member", "hkbank", "--roles", "verifier,auditor",
-                 "--json"]) == 0
+def test_keys_api_mints_a_key_the_node_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "api", "--member", "hkbank", "--roles", "verifier,auditor", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert hash_api_key(doc["api_key"]) == doc["key_sha256"] and doc["roles"] == [
-        "verifier", "auditor"]
+        "verifier",
+        "auditor",
+    ]
     cfg = tmp_path / "n.toml"
-    cfg.write_text('[node]\nname="x"\nkey_file="k"\ngenesis="g"\ndata_dir="d"\n[rpc]\n'
-                   + doc["config"] + "\n")
+    cfg.write_text(
+        '[node]\nname="x"\nkey_file="k"\ngenesis="g"\ndata_dir="d"\n[rpc]\n' + doc["config"] + "\n"
+    )
     store = CredentialStore.from_config(load_config(cfg).credentials)
     principal = store.authenticate(f"Bearer {doc['api_key']}")
     assert principal is not None and principal.roles == {"verifier", "auditor"}
@@ -137,8 +151,7 @@ def test_devnet_files(tmp_path: Path) -> None:
     assert main(["devnet", "status", "--dir", str(tmp_path / "nowhere")]) == 2
 
 
-def test_node_compact_on_a_stopped_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                        ) -> None:
+def test_node_compact_on_a_stopped_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from ledger.chain import Ledger
 
     entry = create_devnet(tmp_path / "net", nodes=4)[1]

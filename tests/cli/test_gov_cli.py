@@ -21,7 +21,8 @@ from tests.support.rpc_node import run_nodes
 
 
 def test_propose_vote_list_and_the_change_takes_effect(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "net"
     payslip = tmp_path / "payslip.pdf"
     payslip.write_bytes(b"%PDF-1.7 payslip of an applicant, March")
@@ -41,14 +42,33 @@ def test_propose_vote_list_and_the_change_takes_effect(
 
     def client(nodes: list[Node]) -> None:
         url = {n.config.name: f"http://127.0.0.1:{n.rpc_ports['rpc']}/" for n in nodes}
-        attest = ("attest", str(payslip), "--doc-type", "payslip", "--key", key("szcredit"),
-                  "--wait", "--json")
+        attest = (
+            "attest",
+            str(payslip),
+            "--doc-type",
+            "payslip",
+            "--key",
+            key("szcredit"),
+            "--wait",
+            "--json",
+        )
 
         status, _, err = run(*attest, "--rpc", url["szcredit"])
         assert status == 1 and "doc_type_not_granted" in err and "Traceback" not in err
 
-        status, prop, err = run("gov", "propose", "grant-doc-type", "szcredit", "payslip",
-                                "--key", key("cnix"), "--rpc", url["cnix"], "--wait", "--json")
+        status, prop, err = run(
+            "gov",
+            "propose",
+            "grant-doc-type",
+            "szcredit",
+            "payslip",
+            "--key",
+            key("cnix"),
+            "--rpc",
+            url["cnix"],
+            "--wait",
+            "--json",
+        )
         assert status == 0, err
         pid = prop["proposal_id"]
         assert prop["status"] == "committed" and len(pid) == 64
@@ -59,16 +79,37 @@ def test_propose_vote_list_and_the_change_takes_effect(
         assert status == 0 and listed["quorum"] == 3
         assert [p["proposal_id"] for p in listed["proposals"]] == [pid]
 
-        status, v, err = run("gov", "vote", pid, "--yes", "--key", key("webank"),
-                             "--rpc", url["webank"], "--wait", "--json")
+        status, v, err = run(
+            "gov",
+            "vote",
+            pid,
+            "--yes",
+            "--key",
+            key("webank"),
+            "--rpc",
+            url["webank"],
+            "--wait",
+            "--json",
+        )
         assert status == 0, err
         assert v["proposal"]["yes"] == ["cnix", "webank"] and v["proposal"]["status"] == "open"
-        status, v, err = run("gov", "vote", pid, "--no", "--key", key("hkbank"),
-                             "--rpc", url["hkbank"], "--wait", "--json")
+        status, v, err = run(
+            "gov",
+            "vote",
+            pid,
+            "--no",
+            "--key",
+            key("hkbank"),
+            "--rpc",
+            url["hkbank"],
+            "--wait",
+            "--json",
+        )
         assert status == 0 and v["proposal"]["no"] == ["hkbank"], err
 
-        status, _, err = run("gov", "vote", pid, "--yes", "--key", key("gzfintech"),
-                             "--rpc", url["cnix"], "--wait")
+        status, _, err = run(
+            "gov", "vote", pid, "--yes", "--key", key("gzfintech"), "--rpc", url["cnix"], "--wait"
+        )
         assert status == 1 and "not_validator" in err and len(err.strip().splitlines()) == 1
 
         status, _, _ = run("gov", "list", "--rpc", url["szcredit"])  # human: a table
@@ -76,8 +117,18 @@ def test_propose_vote_list_and_the_change_takes_effect(
         assert status == status2 == 0 and "grant-doc-type szcredit payslip" in human
         assert "cnix, webank" in human and "hkbank" in human
 
-        status, v, err = run("gov", "vote", pid, "--yes", "--key", key("szcredit"),
-                             "--rpc", url["szcredit"], "--wait", "--json")
+        status, v, err = run(
+            "gov",
+            "vote",
+            pid,
+            "--yes",
+            "--key",
+            key("szcredit"),
+            "--rpc",
+            url["szcredit"],
+            "--wait",
+            "--json",
+        )
         assert status == 0, err
         assert v["proposal"]["status"] == "approved" and v["proposal"]["decided_height"]
 
@@ -91,19 +142,40 @@ def test_propose_vote_list_and_the_change_takes_effect(
         status, done, err = run(*attest, "--rpc", url["szcredit"])
         assert status == 0 and done["status"] == "committed", err
 
-        status, _, err = run("gov", "vote", pid, "--yes", "--key", key("hkbank"),
-                             "--rpc", url["szcredit"])  # the node that saw it decided
+        status, _, err = run(
+            "gov", "vote", pid, "--yes", "--key", key("hkbank"), "--rpc", url["szcredit"]
+        )  # the node that saw it decided
         assert status == 1 and "no_open_proposal" in err
 
         # Usage errors: one line, exit 2; an unreachable node: exit 3.
-        status, _, err = run("gov", "vote", "beef", "--yes", "--key", key("cnix"),
-                             "--rpc", url["cnix"])
+        status, _, err = run(
+            "gov", "vote", "beef", "--yes", "--key", key("cnix"), "--rpc", url["cnix"]
+        )
         assert status == 2 and "PROPOSAL_ID" in err and len(err.strip().splitlines()) == 1
-        status, _, err = run("gov", "propose", "grant-role", "gzfintech", "wizard",
-                             "--key", key("cnix"), "--rpc", url["cnix"])
+        status, _, err = run(
+            "gov",
+            "propose",
+            "grant-role",
+            "gzfintech",
+            "wizard",
+            "--key",
+            key("cnix"),
+            "--rpc",
+            url["cnix"],
+        )
         assert status == 2 and "issuer" in err
-        status, _, err = run("gov", "propose", "add-member", "bad id!", "X", "00" * 32,
-                             "--key", key("cnix"), "--rpc", url["cnix"])
+        status, _, err = run(
+            "gov",
+            "propose",
+            "add-member",
+            "bad id!",
+            "X",
+            "00" * 32,
+            "--key",
+            key("cnix"),
+            "--rpc",
+            url["cnix"],
+        )
         assert status == 2 and "not a valid proposal" in err
         status, _, err = run("gov", "list", "--rpc", "http://127.0.0.1:1/")
         assert status == 3 and "cannot reach" in err

@@ -33,10 +33,18 @@ class SplitBrainPrimary(byz.Behaviour):
                 m = a.message
                 payload = make_payload(m.height, m.parent_id, node.index, 10**6 + m.height)
                 cluster.checker.on_proposed(payload)
-                other = PrePrepare(m.height, m.view, parse(payload).block_id,  # type: ignore[union-attr]
-                                   m.parent_id, payload).signed_by(node.crypto, "sim-chain")
-                out += [Send(cluster.keys[1], m), Send(cluster.keys[2], other),
-                        Send(cluster.keys[3], other)]
+                other = PrePrepare(
+                    m.height,
+                    m.view,
+                    parse(payload).block_id,  # type: ignore[union-attr]
+                    m.parent_id,
+                    payload,
+                ).signed_by(node.crypto, "sim-chain")
+                out += [
+                    Send(cluster.keys[1], m),
+                    Send(cluster.keys[2], other),
+                    Send(cluster.keys[3], other),
+                ]
             elif isinstance(a, Broadcast) and a.message.sender == node.key:
                 out.append(Send(cluster.keys[1], a.message))
             else:
@@ -45,11 +53,17 @@ class SplitBrainPrimary(byz.Behaviour):
 
 
 def split_brain(factory: type[Replica]) -> Cluster:
-    cluster = Cluster(SimConfig(n=4, seed=1, window=1), byzantine={0: SplitBrainPrimary()},
-                      replica_factory=factory)
+    cluster = Cluster(
+        SimConfig(n=4, seed=1, window=1),
+        byzantine={0: SplitBrainPrimary()},
+        replica_factory=factory,
+    )
     # The two sides do not hear each other's view-0 COMMITs (an unlucky network).
-    cluster.net.filters.append(lambda s, d, m: isinstance(m, Commit) and m.view == 0
-                               and (s == 1) != (d == 1) and 0 not in (s, d))
+    cluster.net.filters.append(
+        lambda s, d, m: (
+            isinstance(m, Commit) and m.view == 0 and (s == 1) != (d == 1) and 0 not in (s, d)
+        )
+    )
     cluster.run_for(3000)
     return cluster
 
@@ -72,7 +86,8 @@ def lost_commits(factory: type[Replica]) -> Cluster:
     assert cluster.run_until_height(2, 5000)
     h = max(cluster.heights().values()) + 1
     cluster.net.filters.append(
-        lambda s, d, m: isinstance(m, Commit) and m.height == h and m.view == 0 and d != 3)
+        lambda s, d, m: isinstance(m, Commit) and m.height == h and m.view == 0 and d != 3
+    )
     cluster.run_for(5000)
     return cluster
 

@@ -70,8 +70,9 @@ def test_round_trip_is_canonical_and_signature_verifies(message) -> None:  # typ
     back = decode_message(data)
     assert back == message and encode_message(back) == data
     assert SIGNERS[0].verify(back.sender, back.DOMAIN, back.body(CHAIN), back.signature)
-    assert not SIGNERS[0].verify(back.sender, back.DOMAIN, back.body("other-chain"),
-                                 back.signature), "the chain id is part of every signature"
+    assert not SIGNERS[0].verify(
+        back.sender, back.DOMAIN, back.body("other-chain"), back.signature
+    ), "the chain id is part of every signature"
 
 
 @pytest.mark.parametrize("message", sample_messages(), ids=lambda m: type(m).__name__)
@@ -114,8 +115,9 @@ def test_garbage_never_raises_anything_but_decode_error(data: bytes) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(U, U, H32, H32, st.binary(max_size=200))
-def test_pre_prepare_round_trip_property(height: int, view: int, block_id: bytes,
-                                         parent: bytes, payload: bytes) -> None:
+def test_pre_prepare_round_trip_property(
+    height: int, view: int, block_id: bytes, parent: bytes, payload: bytes
+) -> None:
     m = sign(0, PrePrepare(height, view, block_id, parent, payload))
     assert decode_message(m.encoded) == m
 
@@ -149,10 +151,17 @@ def test_signing_record_round_trip() -> None:
     msgs = sample_messages()
     vc, nv = msgs[4], msgs[5]
     record = SigningRecord(
-        epoch=1, view=2, view_changes=(vc,), new_view=nv,
-        votes=(VoteEntry(5, Kind.PREPARE, 1, b"\x01" * 32, b"\x02" * 32),
-               VoteEntry(5, Kind.COMMIT, 1, b"\x01" * 32, b"")),
-        proofs=vc.proofs[:1], stable=vc.stable)
+        epoch=1,
+        view=2,
+        view_changes=(vc,),
+        new_view=nv,
+        votes=(
+            VoteEntry(5, Kind.PREPARE, 1, b"\x01" * 32, b"\x02" * 32),
+            VoteEntry(5, Kind.COMMIT, 1, b"\x01" * 32, b""),
+        ),
+        proofs=vc.proofs[:1],
+        stable=vc.stable,
+    )
     assert SigningRecord.decode(record.encode()) == record
     empty = SigningRecord(1, 0, (), None, (), (), None)
     assert SigningRecord.decode(empty.encode()) == empty

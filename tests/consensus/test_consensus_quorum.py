@@ -22,7 +22,11 @@ def test_two_quorums_share_an_honest_validator(n: int) -> None:
 
 def test_classic_sizes() -> None:
     assert [(n, max_faulty(n), quorum_size(n)) for n in (1, 4, 7, 10)] == [
-        (1, 0, 1), (4, 1, 3), (7, 2, 5), (10, 3, 7)]
+        (1, 0, 1),
+        (4, 1, 3),
+        (7, 2, 5),
+        (10, 3, 7),
+    ]
 
 
 def test_tally_counts_each_validator_once() -> None:
@@ -57,11 +61,13 @@ def test_selection_takes_highest_view_and_keeps_the_chain() -> None:
     """PBFT's O set (TOCS'02 §4.5.1): per height, the prepared certificate of the
     highest view; we also stop at the first height whose choice does not extend the
     chain, because (by the commit rule) nothing from there on can have committed."""
-    plan = select_reproposals([
-        vc(prepared(1, 0, 1, 0), prepared(2, 0, 2, 1)),
-        vc(prepared(1, 1, 3, 0)),  # a later view re-proposed something else at 1
-        vc(),
-    ])
+    plan = select_reproposals(
+        [
+            vc(prepared(1, 0, 1, 0), prepared(2, 0, 2, 1)),
+            vc(prepared(1, 1, 3, 0)),  # a later view re-proposed something else at 1
+            vc(),
+        ]
+    )
     # Height 1: view 1 wins (block 3); height 2's only proof extends block 1: cut there.
     assert [(r.height, r.block_id, r.parent_id) for r in plan.reproposals] == [(1, B[3], B[0])]
     assert plan.fresh_from == 2
@@ -70,11 +76,13 @@ def test_selection_takes_highest_view_and_keeps_the_chain() -> None:
 def test_selection_prefers_committed_and_starts_at_the_highest_checkpoint() -> None:
     stable = CheckpointProof(4, B[4], b"r", ())
     committed = Proof(ProofKind.COMMITTED, 5, 0, B[5], b"", ())
-    plan = select_reproposals([
-        vc(prepared(5, 2, 6, 4), prepared(6, 2, 7, 6), stable=stable),
-        vc(committed, prepared(6, 3, 8, 5)),
-        vc(prepared(3, 1, 3, 2)),  # below the checkpoint: ignored
-    ])
+    plan = select_reproposals(
+        [
+            vc(prepared(5, 2, 6, 4), prepared(6, 2, 7, 6), stable=stable),
+            vc(committed, prepared(6, 3, 8, 5)),
+            vc(prepared(3, 1, 3, 2)),  # below the checkpoint: ignored
+        ]
+    )
     assert plan.base == stable
     assert [(r.height, r.block_id) for r in plan.reproposals] == [(5, B[5]), (6, B[8])]
     assert plan.fresh_from == 7

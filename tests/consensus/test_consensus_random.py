@@ -61,8 +61,10 @@ def test_randomized_schedules_n4_n7_total_views(capsys: pytest.CaptureFixture[st
                 if result.violations:
                     failures.append(result.describe())
     with capsys.disabled():
-        print(f"\nconsensus random schedules: {schedules} schedules, {views} views "
-              f"(n=4: {by_n[4]}, n=7: {by_n[7]}), {heights} heights committed")
+        print(
+            f"\nconsensus random schedules: {schedules} schedules, {views} views "
+            f"(n=4: {by_n[4]}, n=7: {by_n[7]}), {heights} heights committed"
+        )
     assert not failures, "\n\n".join(failures[:3])
     assert views >= TARGET_VIEWS
 
@@ -79,19 +81,32 @@ class ClusterMachine(RuleBasedStateMachine):
 
     cluster: Cluster
 
-    @initialize(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([4, 7]),
-                loss=st.sampled_from([0.0, 0.02, 0.1]), dup=st.sampled_from([0.0, 0.05]),
-                behaviour=st.sampled_from([None, *range(len(byz.all_behaviours()))]),
-                window=st.sampled_from([1, 4]))
-    def setup(self, seed: int, n: int, loss: float, dup: float, behaviour: int | None,
-              window: int) -> None:
+    @initialize(
+        seed=st.integers(0, 2**32 - 1),
+        n=st.sampled_from([4, 7]),
+        loss=st.sampled_from([0.0, 0.02, 0.1]),
+        dup=st.sampled_from([0.0, 0.05]),
+        behaviour=st.sampled_from([None, *range(len(byz.all_behaviours()))]),
+        window=st.sampled_from([1, 4]),
+    )
+    def setup(
+        self, seed: int, n: int, loss: float, dup: float, behaviour: int | None, window: int
+    ) -> None:
         f = (n - 1) // 3
-        faulty = {} if behaviour is None else {
-            i: byz.all_behaviours()[behaviour] for i in range(f)}
-        self.cluster = Cluster(SimConfig(n=n, seed=seed, window=window, checkpoint_interval=4,
-                                         view_timeout_ms=60, max_backoff_exp=3,
-                                         link=LinkModel(1, 10, loss, dup), tx_interval_ms=40),
-                               byzantine=faulty)
+        faulty = {} if behaviour is None else {i: byz.all_behaviours()[behaviour] for i in range(f)}
+        self.cluster = Cluster(
+            SimConfig(
+                n=n,
+                seed=seed,
+                window=window,
+                checkpoint_interval=4,
+                view_timeout_ms=60,
+                max_backoff_exp=3,
+                link=LinkModel(1, 10, loss, dup),
+                tx_interval_ms=40,
+            ),
+            byzantine=faulty,
+        )
         self.f = f
         self.seed = seed
 
@@ -124,11 +139,15 @@ class ClusterMachine(RuleBasedStateMachine):
     def heal(self) -> None:
         self.cluster.net.heal()
 
-    @rule(kind=st.sampled_from([PrePrepare, Prepare, Commit, ViewChange]),
-          src=st.integers(0, 6), dst=st.integers(0, 6))
+    @rule(
+        kind=st.sampled_from([PrePrepare, Prepare, Commit, ViewChange]),
+        src=st.integers(0, 6),
+        dst=st.integers(0, 6),
+    )
     def drop(self, kind: type, src: int, dst: int) -> None:
         self.cluster.net.filters.append(
-            lambda s, d, m: s == src and d == dst and isinstance(m, kind))
+            lambda s, d, m: s == src and d == dst and isinstance(m, kind)
+        )
 
     @invariant()
     def safe(self) -> None:
@@ -140,12 +159,15 @@ class ClusterMachine(RuleBasedStateMachine):
         cluster.heal_all()
         before = cluster.heights()
         up = self.honest_up()
-        cluster.run_until(cluster.net.now + 20_000,
-                          lambda: all(cluster.nodes[i].height >= before[i] + 2 for i in up))
+        cluster.run_until(
+            cluster.net.now + 20_000,
+            lambda: all(cluster.nodes[i].height >= before[i] + 2 for i in up),
+        )
         cluster.checker.check_liveness(before, cluster.heights(), up, 20_000)
         assert cluster.checker.ok, f"seed={self.seed}\n" + "\n".join(cluster.checker.violations)
 
 
 TestClusterMachine = ClusterMachine.TestCase
-TestClusterMachine.settings = settings(max_examples=25, stateful_step_count=20, deadline=None,
-                                       suppress_health_check=list(HealthCheck))
+TestClusterMachine.settings = settings(
+    max_examples=25, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+)

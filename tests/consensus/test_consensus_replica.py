@@ -46,10 +46,21 @@ from ledger.types import CommitCertificate, ValidatorSet
 
 CHAIN = "sim-chain"
 KEYS = make_keys(5)
-CONFIG = Config(CHAIN, GENESIS_ID, window=2, checkpoint_interval=4, view_timeout_ms=100,
-                censor_timeout_ms=1000)
-FORBIDDEN = {"trio", "plyvel", "libp2p", "time", "random", "socket", "os", "asyncio",
-             "threading", "subprocess"}
+CONFIG = Config(
+    CHAIN, GENESIS_ID, window=2, checkpoint_interval=4, view_timeout_ms=100, censor_timeout_ms=1000
+)
+FORBIDDEN = {
+    "trio",
+    "plyvel",
+    "libp2p",
+    "time",
+    "random",
+    "socket",
+    "os",
+    "asyncio",
+    "threading",
+    "subprocess",
+}
 
 
 def app() -> MemApp:
@@ -113,11 +124,13 @@ def test_primary_asks_for_a_block_and_persists_before_sending() -> None:
     kinds = [type(a).__name__ for a in actions]
     first_send = kinds.index("Broadcast")
     assert "PersistBlock" in kinds[:first_send] and "Persist" in kinds[:first_send]
-    pp, = sent(actions, PrePrepare)
-    prepare, = sent(actions, Prepare)
-    assert (pp.height, pp.view, pp.block_id) == (1, 0, block_id) == (prepare.height,
-                                                                       prepare.view,
-                                                                       prepare.block_id)
+    (pp,) = sent(actions, PrePrepare)
+    (prepare,) = sent(actions, Prepare)
+    assert (
+        (pp.height, pp.view, pp.block_id)
+        == (1, 0, block_id)
+        == (prepare.height, prepare.view, prepare.block_id)
+    )
     record = of_type(actions, Persist)[-1].record
     assert {(v.height, v.kind.name) for v in record.votes} == {(1, "PRE_PREPARE"), (1, "PREPARE")}
     # Pipelining (window 2): the next height is requested on top of the first one.
@@ -133,14 +146,13 @@ def test_normal_case_commits_with_a_certificate_of_commit_signatures() -> None:
     assert len(sent(actions, Prepare)) == 1
     recv(r1, signed(0, Prepare(1, 0, block_id, GENESIS_ID)))
     actions = recv(r1, signed(2, Prepare(1, 0, block_id, GENESIS_ID)))
-    commit, = sent(actions, Commit)
+    (commit,) = sent(actions, Commit)
     assert (commit.height, commit.view, commit.block_id) == (1, 0, block_id)
     recv(r1, signed(0, Commit(1, 0, block_id)))
     actions = recv(r1, signed(3, Commit(1, 0, block_id)))
-    done, = of_type(actions, CommitBlock)
+    (done,) = of_type(actions, CommitBlock)
     assert done.height == 1 and done.payload == payload
-    assert verify_commit_certificate(done.certificate, CHAIN, validators(),
-                                     FakeCrypto(KEYS[0]))
+    assert verify_commit_certificate(done.certificate, CHAIN, validators(), FakeCrypto(KEYS[0]))
     assert [i for i, _ in done.certificate.signatures] == [0, 1, 3]
     # Exactly once: more commit votes for the same height deliver nothing.
     assert not of_type(recv(r1, signed(2, Commit(1, 0, block_id))), CommitBlock)
@@ -160,8 +172,9 @@ def test_peer_misbehaviour_is_dropped_and_counted_never_raised() -> None:
         signed(0, PrePrepare(999, 0, block_id, GENESIS_ID, payload)),  # far above
         signed(2, Prepare(1, 3, block_id, GENESIS_ID)),  # wrong view
         signed(2, Commit(10_000, 0, block_id)),  # far above the window
-        signed(3, Checkpoint(4, block_id, b"r" * 32)).__class__(4, block_id, b"r", KEYS[3],
-                                                                 b"\x01" * 64),
+        signed(3, Checkpoint(4, block_id, b"r" * 32)).__class__(
+            4, block_id, b"r", KEYS[3], b"\x01" * 64
+        ),
         signed(3, ViewChange(1, 50_000, r1.stable, ())),  # beyond max_views_ahead
     ]
     for message in junk:
@@ -169,8 +182,15 @@ def test_peer_misbehaviour_is_dropped_and_counted_never_raised() -> None:
     r2 = replica(2)
     recv(r2, signed(0, PrePrepare(1, 0, bad_id, GENESIS_ID, bad_payload)))  # invalid block
     stats = {**r1.stats, **{f"r2_{k}": v for k, v in r2.stats.items()}}
-    for key in ("bad_signature", "non_member", "not_primary", "wrong_view", "beyond_window",
-                "view_too_far", "r2_invalid_proposal"):
+    for key in (
+        "bad_signature",
+        "non_member",
+        "not_primary",
+        "wrong_view",
+        "beyond_window",
+        "view_too_far",
+        "r2_invalid_proposal",
+    ):
         assert stats.get(key, 0) >= 1, (key, stats)
     # After all that, the genuine proposal is still accepted, and a replay is harmless.
     assert sent(recv(r1, good), Prepare)
@@ -185,7 +205,7 @@ def test_equivocating_primary_yields_verifiable_evidence() -> None:
     b_payload, b_id = block(1, GENESIS_ID, nonce=2)
     recv(r1, signed(0, PrePrepare(1, 0, a_id, GENESIS_ID, a_payload)))
     actions = recv(r1, signed(0, PrePrepare(1, 0, b_id, GENESIS_ID, b_payload)))
-    report, = of_type(actions, ReportEvidence)
+    (report,) = of_type(actions, ReportEvidence)
     assert verify_evidence(report.evidence, CHAIN, validators(), FakeCrypto(KEYS[1]))
     assert not sent(actions, Prepare), "never prepare the second proposal"
     # Conflicting votes from one backup are evidence too.
@@ -206,8 +226,9 @@ def test_restored_record_never_signs_a_conflicting_prepare() -> None:
     actions = recv(restarted, signed(0, PrePrepare(1, 0, b_id, GENESIS_ID, b_payload)))
     assert not sent(actions, Prepare) and restarted.stats["guard_refused"] == 1
     again = replica(1, record=record)
-    prepare, = sent(recv(again, signed(0, PrePrepare(1, 0, a_id, GENESIS_ID, a_payload))),
-                    Prepare)
+    (prepare,) = sent(
+        recv(again, signed(0, PrePrepare(1, 0, a_id, GENESIS_ID, a_payload))), Prepare
+    )
     assert prepare.block_id == a_id, "re-signing the same vote is allowed"
 
 
@@ -221,7 +242,7 @@ def test_restarted_replica_resends_its_view_change_instead_of_signing_another() 
     assert vc is not None and vc.view == 1
     record = r1.guard.snapshot()
     restarted = Replica(CONFIG, app(), FakeCrypto(KEYS[1]), record=record)
-    again, = sent(restarted.step(Start()), ViewChange)
+    (again,) = sent(restarted.step(Start()), ViewChange)
     assert again == vc and restarted.in_vc and restarted.view == 1
 
 
@@ -239,7 +260,7 @@ def test_progress_timeout_retransmits_then_changes_view_with_exponential_backoff
     actions = r1.step(TimerFired(TimerKind.PROGRESS, 0))
     assert not sent(actions, ViewChange) and r1.stats["retransmissions"] == 1
     actions = r1.step(TimerFired(TimerKind.PROGRESS, 0))
-    vc, = sent(actions, ViewChange)
+    (vc,) = sent(actions, ViewChange)
     assert vc.view == 1 and r1.in_vc
     assert timer_delay(actions, TimerKind.VIEW_CHANGE) == 200
     # A quorum for view 1 whose primary (validator 1 = us) builds NEW-VIEW at once.
@@ -268,7 +289,7 @@ def test_view_change_timer_escalates_only_after_a_quorum() -> None:
     recv(r2, signed(0, ViewChange(1, 1, r2.stable, ())))
     recv(r2, signed(3, ViewChange(1, 1, r2.stable, ())))  # quorum, but primary 1 is silent
     actions = r2.step(TimerFired(TimerKind.VIEW_CHANGE, 1))
-    vc, = sent(actions, ViewChange)
+    (vc,) = sent(actions, ViewChange)
     assert vc.view == 2 and timer_delay(actions, TimerKind.VIEW_CHANGE) == 400
 
 
@@ -278,7 +299,7 @@ def test_f_plus_one_higher_view_changes_make_a_replica_join() -> None:
     recv(r3, signed(0, ViewChange(1, 5, r3.stable, ())))
     assert r3.view == 0
     actions = recv(r3, signed(1, ViewChange(1, 6, r3.stable, ())))
-    vc, = sent(actions, ViewChange)
+    (vc,) = sent(actions, ViewChange)
     assert vc.view == 5 and r3.in_vc
 
 
@@ -311,11 +332,20 @@ def test_catch_up_from_a_stable_checkpoint_verifies_certificates() -> None:
     for i in (0, 1):
         recv(r3, signed(i, Checkpoint(4, chain[-1].certificate.block_id, root)))
     actions = recv(r3, signed(2, Checkpoint(4, chain[-1].certificate.block_id, root)))
-    request, = of_type(actions, RequestBlocks)
+    (request,) = of_type(actions, RequestBlocks)
     assert (request.from_height, request.to_height) == (1, 4) and r3.low == 4
-    forged = [CertifiedPayload(b.payload, CommitCertificate(
-        b.certificate.height, 0, b.certificate.block_id, ((0, b"\x00" * 64), (1, b"\x01" * 64),
-                                                          (2, b"\x02" * 64)))) for b in chain]
+    forged = [
+        CertifiedPayload(
+            b.payload,
+            CommitCertificate(
+                b.certificate.height,
+                0,
+                b.certificate.block_id,
+                ((0, b"\x00" * 64), (1, b"\x01" * 64), (2, b"\x02" * 64)),
+            ),
+        )
+        for b in chain
+    ]
     actions = r3.step(BlocksReceived(request.peer, tuple(forged)))
     assert not of_type(actions, CommitBlock) and r3.stats["bad_fetched_block"] == 1
     actions = r3.step(BlocksReceived(request.peer, tuple(chain)))
@@ -343,7 +373,7 @@ def test_a_validator_is_counted_once_and_conflicting_commits_are_evidence() -> N
         recv(r1, signed(2, Commit(1, 0, block_id)))
     assert r1.slots[1].prepared is None and r1.committed == 0
     actions = recv(r1, signed(2, Commit(1, 0, b"\x05" * 32)))
-    report, = of_type(actions, ReportEvidence)
+    (report,) = of_type(actions, ReportEvidence)
     assert report.evidence.sender == KEYS[2]
     assert verify_evidence(report.evidence, CHAIN, validators(), FakeCrypto(KEYS[1]))
 
@@ -354,18 +384,26 @@ def test_two_view_changes_for_one_view_are_evidence() -> None:
     again = signed(2, ViewChange(1, 3, r1.stable, ()))
     assert not of_type(recv(r1, again), ReportEvidence), "an identical copy is no evidence"
     from consensus.messages import Proof, ProofKind
+
     forged_proof = Proof(ProofKind.PREPARED, 1, 0, b"\x01" * 32, GENESIS_ID, ((0, b"\x00" * 64),))
     actions = recv(r1, signed(2, ViewChange(1, 3, r1.stable, (forged_proof,))))
-    report, = of_type(actions, ReportEvidence)
+    (report,) = of_type(actions, ReportEvidence)
     assert verify_evidence(report.evidence, CHAIN, validators(), FakeCrypto(KEYS[1]))
 
 
 def test_forged_view_changes_and_new_views_are_rejected() -> None:
     """A NEW-VIEW needs a quorum of valid VIEW-CHANGEs with valid proofs (§4.5.1)."""
     from consensus.messages import NewView, Proof, ProofKind
+
     r2 = replica(2)
-    forged = Proof(ProofKind.PREPARED, 1, 0, b"\x01" * 32, GENESIS_ID,
-                   tuple((i, b"\x00" * 64) for i in range(3)))
+    forged = Proof(
+        ProofKind.PREPARED,
+        1,
+        0,
+        b"\x01" * 32,
+        GENESIS_ID,
+        tuple((i, b"\x00" * 64) for i in range(3)),
+    )
     recv(r2, signed(3, ViewChange(1, 1, r2.stable, (forged,))))
     assert r2.stats["bad_view_change: invalid proof signatures"] == 1
     vcs = tuple(signed(i, ViewChange(1, 1, r2.stable, ())) for i in (0, 3))

@@ -104,11 +104,14 @@ def test_partition_isolating_the_primary_with_one_replica(n: int) -> None:
     during = cluster.heights()
     cluster.run_for(2000)
     if n == 4:
-        assert cluster.heights() == during or max(cluster.heights().values()) <= max(
-            during.values()) + 1, "no quorum on either side"
+        assert (
+            cluster.heights() == during
+            or max(cluster.heights().values()) <= max(during.values()) + 1
+        ), "no quorum on either side"
     else:
-        assert min(cluster.heights()[i] for i in range(2, n)) > max(during.values()), \
+        assert min(cluster.heights()[i] for i in range(2, n)) > max(during.values()), (
             "the majority side keeps committing"
+        )
     cluster.net.heal()
     target = max(cluster.heights().values()) + 5
     assert cluster.run_until_height(target, 30_000), cluster.heights()
@@ -119,8 +122,9 @@ def test_restart_safety_under_repeated_crashes() -> None:
     """A replica restored from its signing record never signs a conflicting message
     (the checker's no-honest-equivocation invariant), here with an equivocating
     primary tempting replicas that forgot what they signed."""
-    cluster = Cluster(SimConfig(n=4, seed=33, link=LinkModel(1, 15, 0.05, 0.02)),
-                      byzantine={0: byz.Equivocate()})
+    cluster = Cluster(
+        SimConfig(n=4, seed=33, link=LinkModel(1, 15, 0.05, 0.02)), byzantine={0: byz.Equivocate()}
+    )
     rng = cluster.rng
     crashed = 0
     for _ in range(60):
@@ -145,8 +149,9 @@ def test_restarted_backup_with_record_refuses_a_conflicting_proposal() -> None:
     node = cluster.nodes[2]
     replica = cluster.replica(2)
     h = replica.committed + 1
-    cluster.run_until(cluster.net.now + 2000,
-                      lambda: replica.guard.has_vote(Prepare.KIND, h, replica.view))
+    cluster.run_until(
+        cluster.net.now + 2000, lambda: replica.guard.has_vote(Prepare.KIND, h, replica.view)
+    )
     record = node.record
     assert record is not None and any(v.height == h for v in record.votes)
     cluster.crash(2)
@@ -157,10 +162,15 @@ def test_restarted_backup_with_record_refuses_a_conflicting_proposal() -> None:
     assert other is not None, "the accepted payload was persisted with PersistBlock"
     from consensus.api import MessageReceived
     from consensus.sim.app import make_payload
+
     payload = make_payload(h, prepared.parent_id, 0, 12345, ())
-    conflicting = PrePrepare(h, prepared.view, parse(payload).block_id,  # type: ignore[union-attr]
-                             prepared.parent_id, payload).signed_by(cluster.nodes[0].crypto,
-                                                                   "sim-chain")
+    conflicting = PrePrepare(
+        h,
+        prepared.view,
+        parse(payload).block_id,  # type: ignore[union-attr]
+        prepared.parent_id,
+        payload,
+    ).signed_by(cluster.nodes[0].crypto, "sim-chain")
     actions = restored.step(MessageReceived(conflicting))
     assert not any(getattr(a, "message", None).__class__ is Prepare for a in actions)
     assert restored.stats.get("guard_refused", 0) + restored.stats.get("evidence", 0) >= 1
@@ -168,8 +178,7 @@ def test_restarted_backup_with_record_refuses_a_conflicting_proposal() -> None:
 
 def test_checkpoint_garbage_collection_keeps_memory_bounded() -> None:
     """§4.3: stable checkpoints discard old protocol state; run long and measure."""
-    cfg = SimConfig(n=4, seed=8, checkpoint_interval=8, window=4,
-                    link=LinkModel(1, 10, 0.03, 0.02))
+    cfg = SimConfig(n=4, seed=8, checkpoint_interval=8, window=4, link=LinkModel(1, 10, 0.03, 0.02))
     cluster = Cluster(cfg)
     samples: list[dict[str, int]] = []
     for _ in range(120):
@@ -181,10 +190,21 @@ def test_checkpoint_garbage_collection_keeps_memory_bounded() -> None:
     assert_ok(cluster)
     assert len(cluster.checker.agreed) > 1000, len(cluster.checker.agreed)
     log = cluster.config.log_size
-    limits = {"slots": log, "certs": log, "committed_ids": log + 1, "view_changes": 4 * 7,
-              "checkpoints": 4 * 5 + 4, "prepares": 4 * log, "commits": 3 * 4 * log,
-              "payloads": 4 * log, "record": 4 * log + 4, "fetched": 256, "evidence_keys": 4096,
-              "answered": 4 * 4 * log, "pending_txs": 5000}
+    limits = {
+        "slots": log,
+        "certs": log,
+        "committed_ids": log + 1,
+        "view_changes": 4 * 7,
+        "checkpoints": 4 * 5 + 4,
+        "prepares": 4 * log,
+        "commits": 3 * 4 * log,
+        "payloads": 4 * log,
+        "record": 4 * log + 4,
+        "fetched": 256,
+        "evidence_keys": 4096,
+        "answered": 4 * 4 * log,
+        "pending_txs": 5000,
+    }
     worst = {k: max(s[k] for s in samples) for k in samples[0]}
     for key, limit in limits.items():
         assert worst[key] <= limit, (key, worst[key], limit)
@@ -232,8 +252,7 @@ def test_validator_set_change_at_a_height() -> None:
     start = ref.schedule[1][0]
     new_set = ref.validators_at(start)
     assert new_set is not None
-    assert [v.member_id for v in new_set.validators] == [
-        "v001", "v002", "v003", "v004"]
+    assert [v.member_id for v in new_set.validators] == ["v001", "v002", "v003", "v004"]
     cert = cluster.nodes[1].certs[start]  # height start + 1
     assert {i for i, _ in cert.signatures} <= {0, 1, 2, 3}
     first_new = parse(cluster.nodes[1].chain[start - 1])
@@ -254,9 +273,17 @@ def test_up_to_f_byzantine_replicas(behaviour: byz.Behaviour, n: int) -> None:
     """Safety with f Byzantine replicas of each kind, and liveness once links are fair."""
     f = (n - 1) // 3
     faulty = {i: behaviour for i in range(f)}  # includes the first primaries
-    cluster = Cluster(SimConfig(n=n, seed=40 + n, link=LinkModel(1, 10, 0.02, 0.01),
-                                censor_timeout_ms=1000, tx_interval_ms=100, txs_per_tick=4),
-                      byzantine=faulty)
+    cluster = Cluster(
+        SimConfig(
+            n=n,
+            seed=40 + n,
+            link=LinkModel(1, 10, 0.02, 0.01),
+            censor_timeout_ms=1000,
+            tx_interval_ms=100,
+            txs_per_tick=4,
+        ),
+        byzantine=faulty,
+    )
     if isinstance(behaviour, byz.Censor):
         cluster.censored_every = 3
     cluster.run_for(4000)
@@ -270,8 +297,11 @@ def test_up_to_f_byzantine_replicas(behaviour: byz.Behaviour, n: int) -> None:
     if isinstance(behaviour, byz.Censor):
         # Each censoring primary is caught within 2 censor timeouts; f of them in a row.
         cluster.run_for(2 * 1000 * (f + 1) + 2000)
-        old = [tx for tx in cluster.uncommitted if tx[:1] == b"\xcc"
-               and int.from_bytes(tx[1:], "big") < cluster.tx_counter - 200]
+        old = [
+            tx
+            for tx in cluster.uncommitted
+            if tx[:1] == b"\xcc" and int.from_bytes(tx[1:], "big") < cluster.tx_counter - 200
+        ]
         assert not old, f"{len(old)} censored transactions never committed"
 
 
@@ -280,8 +310,7 @@ def test_cluster_over_the_wire_encoding() -> None:
     cluster = Cluster(SimConfig(n=4, seed=14, wire=True, link=LinkModel(1, 20, 0.05, 0.02)))
     cluster.run_for(1000)
     cluster.crash(0)
-    assert cluster.run_until_height(max(cluster.heights().values()) + 5, 20_000,
-                                    nodes=[1, 2, 3])
+    assert cluster.run_until_height(max(cluster.heights().values()) + 5, 20_000, nodes=[1, 2, 3])
     assert_ok(cluster)
 
 
@@ -291,8 +320,9 @@ def test_no_message_storms(n: int) -> None:
     duplicating run, messages per committed height stay near the protocol's cost
     (one PRE-PREPARE, n PREPAREs and n COMMITs broadcast, n/K CHECKPOINTs)."""
     counts: dict[str, int] = {}
-    cluster = Cluster(SimConfig(n=n, seed=61, checkpoint_interval=8,
-                                link=LinkModel(1, 20, 0.02, 0.02)))
+    cluster = Cluster(
+        SimConfig(n=n, seed=61, checkpoint_interval=8, link=LinkModel(1, 20, 0.02, 0.02))
+    )
     deliver = cluster._deliver
 
     def counting(src: int, dst: int, message: object) -> None:

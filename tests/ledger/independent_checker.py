@@ -71,8 +71,7 @@ def decode_canonical(data: bytes, limit: int = MAX_OBJECT) -> Any:
     if len(data) > limit:
         raise CheckError("malformed: over the size limit")
     try:
-        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
-                              ext_hook=_no_ext)
+        obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, ext_hook=_no_ext)
     except CheckError:
         raise
     except Exception as exc:  # msgpack's errors: trailing data, truncation, bad UTF-8
@@ -142,8 +141,14 @@ def decode_header(raw: bytes) -> Header:
     chain_id, height = _ident(f[0], "chain_id"), _uint(f[1], "height")
     _bin(f[2], "prev_block_id", 32)
     _bin(f[4], "proposer", *((0, 32) if height == 0 else (32,)))
-    return Header(raw, chain_id, height, _uint(f[3], "time_ms"), _uint(f[5], "tx_count"),
-                  *(_bin(f[i], "header hash", 32) for i in range(6, 11)))
+    return Header(
+        raw,
+        chain_id,
+        height,
+        _uint(f[3], "time_ms"),
+        _uint(f[5], "tx_count"),
+        *(_bin(f[i], "header hash", 32) for i in range(6, 11)),
+    )
 
 
 @dataclass(frozen=True)
@@ -163,8 +168,7 @@ def decode_certificate(raw: bytes) -> Certificate:
         pair = _arr(item, 2, "signature entry")
         sigs.append((_uint(pair[0], "validator index"), _bin(pair[1], "signature", 64)))
     _increasing([i for i, _ in sigs], "certificate indexes")
-    return Certificate(_uint(f[0], "height"), _uint(f[1], "view"),
-                       _bin(f[2], "block_id", 32), sigs)
+    return Certificate(_uint(f[0], "height"), _uint(f[1], "view"), _bin(f[2], "block_id", 32), sigs)
 
 
 @dataclass(frozen=True)
@@ -255,8 +259,14 @@ def decode_tx(raw: bytes) -> Tx:
         p = _arr(payload, 2, "REVOKE payload")
         _bin(p[0], "commitment", 32)
         _uint(p[1], "reason")
-    return Tx(raw, _ident(f[0], "chain_id"), _bin(f[1], "sender", 32), kind, payload,
-              _bin(f[6], "signature", 64))
+    return Tx(
+        raw,
+        _ident(f[0], "chain_id"),
+        _bin(f[1], "sender", 32),
+        kind,
+        payload,
+        _bin(f[6], "signature", 64),
+    )
 
 
 @dataclass(frozen=True)
@@ -273,8 +283,11 @@ class Record:
 
 def decode_record(raw: bytes) -> Record:
     f = _arr(decode_canonical(raw), 8, "attestation record")
-    return Record(_ident(f[0], "issuer"), _ident(f[1], "doc_type"),
-                  *(_uint(f[i], "record field") for i in range(2, 8)))
+    return Record(
+        _ident(f[0], "issuer"),
+        _ident(f[1], "doc_type"),
+        *(_uint(f[i], "record field") for i in range(2, 8)),
+    )
 
 
 def state_key(namespace: str, ident: bytes | str) -> bytes:
@@ -295,7 +308,7 @@ def verification_code(salt: bytes) -> str:
     data = salt + H(b"dvp/code/v1" + salt)[:3]
     n = int.from_bytes(data, "big")
     chars = "".join(_CROCKFORD[(n >> (5 * i)) & 31] for i in reversed(range(56)))
-    return "-".join(chars[i:i + 4] for i in range(0, 56, 4))
+    return "-".join(chars[i : i + 4] for i in range(0, 56, 4))
 
 
 # ----------------------------------------------------------------------------- RFC 6962
@@ -306,8 +319,9 @@ def _inclusion_length(index: int, size: int) -> int:
     return inner + bin(index >> inner).count("1")
 
 
-def verify_inclusion(leaf_data: bytes, index: int, size: int, path: list[bytes],
-                     root: bytes) -> bool:
+def verify_inclusion(
+    leaf_data: bytes, index: int, size: int, path: list[bytes], root: bytes
+) -> bool:
     """proofs-merkle.md §3, step by step."""
     if not (0 <= index < size < U64) or len(root) != 32 or any(len(p) != 32 for p in path):
         return False
@@ -347,11 +361,16 @@ def _hex32(x: Any, what: str) -> bytes:
     return bytes.fromhex(x)
 
 
-def parse_state_proof(doc: Any) -> tuple[str, list[tuple[int, list[bytes]]], bytes | None,
-                                         bytes | None]:
+def parse_state_proof(
+    doc: Any,
+) -> tuple[str, list[tuple[int, list[bytes]]], bytes | None, bytes | None]:
     """proofs-smt.md §5.2 (JSON form) with the §5 structural rules."""
-    if not isinstance(doc, dict) or set(doc) != {"terminal", "levels", "leaf_key",
-                                                  "leaf_value_hash"}:
+    if not isinstance(doc, dict) or set(doc) != {
+        "terminal",
+        "levels",
+        "leaf_key",
+        "leaf_value_hash",
+    }:
         raise CheckError("malformed: state proof fields")
     terminal = doc["terminal"]
     if terminal not in ("leaf", "empty", "other_leaf"):
@@ -397,8 +416,11 @@ def verify_state_proof(root: bytes, key: bytes, value: bytes | None, doc: Any) -
         cur = H(_LEAF_TAG + key + value_hash)
     elif terminal == "other_leaf":
         assert leaf_key is not None and value_hash is not None
-        if value is not None or leaf_key == key or \
-                any(_nibble(leaf_key, i) != _nibble(key, i) for i in range(d)):
+        if (
+            value is not None
+            or leaf_key == key
+            or any(_nibble(leaf_key, i) != _nibble(key, i) for i in range(d))
+        ):
             return False
         cur = H(_LEAF_TAG + leaf_key + value_hash)
     else:
@@ -439,15 +461,36 @@ def anchor_from_genesis_json(doc: dict[str, Any]) -> tuple[Anchor, bytes]:
     """PROOFS.md §5 "The genesis file": the trust anchor and the genesis hash recomputed
     from the JSON (checked against ``genesis_hash`` when the file gives one)."""
     vs_wire = sorted([v["member_id"], bytes.fromhex(v["node_key"])] for v in doc["validators"])
-    members = sorted([m["id"], m["name"], bytes.fromhex(m["key"]),
-                      sorted(_ROLES[r] for r in m.get("roles", [])),
-                      sorted(m.get("doc_types", []))] for m in doc["members"])
-    names = ("max_block_txs", "max_block_bytes", "heartbeat_ms", "view_timeout_ms",
-             "checkpoint_interval", "pipeline_window", "tx_ttl_heights",
-             "validator_change_delay", "max_clock_drift_ms")
+    members = sorted(
+        [
+            m["id"],
+            m["name"],
+            bytes.fromhex(m["key"]),
+            sorted(_ROLES[r] for r in m.get("roles", [])),
+            sorted(m.get("doc_types", [])),
+        ]
+        for m in doc["members"]
+    )
+    names = (
+        "max_block_txs",
+        "max_block_bytes",
+        "heartbeat_ms",
+        "view_timeout_ms",
+        "checkpoint_interval",
+        "pipeline_window",
+        "tx_ttl_heights",
+        "validator_change_delay",
+        "max_clock_drift_ms",
+    )
     params = [doc["params"][n] for n in names]
-    genesis = [doc["chain_id"], doc["genesis_time_ms"], members, vs_wire,
-               sorted(doc["doc_types"]), params]
+    genesis = [
+        doc["chain_id"],
+        doc["genesis_time_ms"],
+        members,
+        vs_wire,
+        sorted(doc["doc_types"]),
+        params,
+    ]
     genesis_hash = H(tagged("dvp/genesis/v1", enc(genesis)))
     if doc.get("genesis_hash") not in (None, genesis_hash.hex()):
         raise CheckError("genesis file: genesis_hash does not match its contents")
@@ -476,8 +519,9 @@ def _header_of(raw: bytes, chain_id: str, what: str) -> Header:
     return h
 
 
-def _check_included(inc: Any, head: Header, height: int, position: int,
-                    chain_id: str, what: str) -> Tx:
+def _check_included(
+    inc: Any, head: Header, height: int, position: int, chain_id: str, what: str
+) -> Tx:
     """PROOFS.md §11 step 4 (and 5): the transaction, its block, both proofs."""
     d = _fields(inc, {"tx", "header", "index", "tx_proof", "history_proof"}, what)
     if type(d["index"]) is not int:
@@ -501,16 +545,27 @@ def _check_included(inc: Any, head: Header, height: int, position: int,
         if block.block_id != head.block_id:
             raise CheckError(f"history mismatch: {what} block is not the head")
     elif block.height > head.height or not verify_inclusion(
-            block.block_id, block.height, head.height, history_proof, head.history_root):
+        block.block_id, block.height, head.height, history_proof, head.history_root
+    ):
         raise CheckError(f"history mismatch: {what} block")
     return tx
 
 
-def check_bundle(doc: Any, anchor: Anchor, *, now_ms: int | None = None,
-                 max_age_ms: int | None = None) -> dict[str, Any]:
+def check_bundle(
+    doc: Any, anchor: Anchor, *, now_ms: int | None = None, max_age_ms: int | None = None
+) -> dict[str, Any]:
     """PROOFS.md §11: the verdict for the bundle's commitment, or ``CheckError``."""
-    keys = {"version", "chain_id", "commitment", "head", "valset_changes", "record",
-            "state_proof", "attest", "revoke"}
+    keys = {
+        "version",
+        "chain_id",
+        "commitment",
+        "head",
+        "valset_changes",
+        "record",
+        "state_proof",
+        "attest",
+        "revoke",
+    }
     d = _fields(doc, keys, "bundle")
     if type(d["version"]) is not int or d["version"] != 1:
         raise CheckError("malformed: version")
@@ -546,11 +601,15 @@ def check_bundle(doc: Any, anchor: Anchor, *, now_ms: int | None = None,
         raise CheckError("stale")
     # 3. state
     record_raw = None if d["record"] is None else _hexb(d["record"], "record")
-    if not verify_state_proof(head.state_root, state_key("attestation", c), record_raw,
-                              d["state_proof"]):
+    if not verify_state_proof(
+        head.state_root, state_key("attestation", c), record_raw, d["state_proof"]
+    ):
         raise CheckError("state root mismatch")
-    verdict: dict[str, Any] = {"commitment": c, "height": head.height,
-                               "block_time_ms": head.time_ms}
+    verdict: dict[str, Any] = {
+        "commitment": c,
+        "height": head.height,
+        "block_time_ms": head.time_ms,
+    }
     if record_raw is None:
         if d["attest"] is not None or d["revoke"] is not None:
             raise CheckError("malformed: transactions in a bundle without a record")
@@ -566,8 +625,9 @@ def check_bundle(doc: Any, anchor: Anchor, *, now_ms: int | None = None,
         raise CheckError("record mismatch: ATTEST")
     # 5. revocation
     if rec.revoked_height and d["revoke"] is not None:
-        rtx = _check_included(d["revoke"], head, rec.revoked_height, rec.revoke_position,
-                              chain, "revoke")
+        rtx = _check_included(
+            d["revoke"], head, rec.revoked_height, rec.revoke_position, chain, "revoke"
+        )
         if rtx.kind == REVOKE and rtx.payload[0] != c:
             raise CheckError("wrong commitment: REVOKE")
     elif d["revoke"] is not None:
@@ -579,8 +639,15 @@ def check_bundle(doc: Any, anchor: Anchor, *, now_ms: int | None = None,
         status = "EXPIRED"
     else:
         status = "VALID"
-    return {**verdict, "status": status, "issuer": rec.issuer, "doc_type": rec.doc_type,
-            "issued_at_ms": tx.payload[2], "valid_until_ms": rec.valid_until_ms or None,
-            "attested_height": rec.height, "attest_tx_id": tx.tx_id,
-            "revoked_height": rec.revoked_height or None,
-            "revoke_reason": rec.revoke_reason if rec.revoked_height else None}
+    return {
+        **verdict,
+        "status": status,
+        "issuer": rec.issuer,
+        "doc_type": rec.doc_type,
+        "issued_at_ms": tx.payload[2],
+        "valid_until_ms": rec.valid_until_ms or None,
+        "attested_height": rec.height,
+        "attest_tx_id": tx.tx_id,
+        "revoked_height": rec.revoked_height or None,
+        "revoke_reason": rec.revoke_reason if rec.revoked_height else None,
+    }

@@ -41,11 +41,11 @@ C = [bytes([i]) * 32 for i in range(1, 60)]
 @dataclass
 class Chain:
     cons: Consortium
-    datadir: Path          # a node data directory: <datadir>/ledger is the LevelDB
+    datadir: Path  # a node data directory: <datadir>/ledger is the LevelDB
     height: int
     transactions: int
-    attested_at: dict[bytes, int]   # commitment -> height
-    after_change: int      # first height certified by the reduced validator set
+    attested_at: dict[bytes, int]  # commitment -> height
+    after_change: int  # first height certified by the reduced validator set
     revoked_at: int
 
 
@@ -74,9 +74,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
         n += 3
         after_change = 0
         for i in range(3, 30, 3):
-            batch = [cons.attest(c) for c in C[i:i + 3]]
+            batch = [cons.attest(c) for c in C[i : i + 3]]
             h = _commit(lg, cons, batch)
-            attested.update({c: h for c in C[i:i + 3]})
+            attested.update({c: h for c in C[i : i + 3]})
             n += len(batch)
             if not after_change and len(lg.validators_at(h)) == 3:
                 after_change = h
@@ -110,7 +110,7 @@ def _edit(datadir: Path, key: bytes, change: Callable[[bytes], bytes]) -> None:
 
 
 def _flip(value: bytes, offset: int) -> bytes:
-    return value[:offset] + bytes([value[offset] ^ 0x01]) + value[offset + 1:]
+    return value[:offset] + bytes([value[offset] ^ 0x01]) + value[offset + 1 :]
 
 
 def _failed(report: AuditReport, height: int, check: str) -> None:
@@ -126,8 +126,11 @@ def test_replay_verifies_the_whole_chain(chain: Chain, copy: Path, tmp_path: Pat
     seen: list[AuditProgress] = []
     report = replay_datadir(copy, chain.cons.genesis, workdir=tmp_path, progress=seen.append)
     assert report.ok, report.failure
-    assert (report.blocks, report.transactions, report.height) == \
-        (chain.height + 1, chain.transactions, chain.height)
+    assert (report.blocks, report.transactions, report.height) == (
+        chain.height + 1,
+        chain.transactions,
+        chain.height,
+    )
     assert report.state_entries is not None and report.state_entries > 30
     assert report.state_versions == 9  # the head and the 8 retained versions below it
     blocks = [p for p in seen if p.phase == "replay"]
@@ -143,8 +146,9 @@ class _StoreRpc:
     """Serves getBlock/status from a Store the way node/methods.py does (no network);
     ``tamper(height, answer)`` may alter an answer, as a lying node would."""
 
-    def __init__(self, store: Store,
-                 tamper: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self, store: Store, tamper: Callable[[int, dict[str, Any]], None] | None = None
+    ) -> None:
         self.store = store
         self.tamper = tamper
 
@@ -154,10 +158,16 @@ class _StoreRpc:
         h = params["height"]
         block, cert = self.store.get_block(h), self.store.get_certificate(h)
         assert block is not None
-        doc = json.loads(json.dumps({
-            "height": h, "encoded_header": block.header.encoded.hex(),
-            "certificate": None if cert is None else cert.encode().hex(),
-            "txs": [tx.encode().hex() for tx in block.txs]}))
+        doc = json.loads(
+            json.dumps(
+                {
+                    "height": h,
+                    "encoded_header": block.header.encoded.hex(),
+                    "certificate": None if cert is None else cert.encode().hex(),
+                    "txs": [tx.encode().hex() for tx in block.txs],
+                }
+            )
+        )
         if self.tamper is not None:
             self.tamper(h, doc)
         return doc
@@ -272,8 +282,7 @@ def test_header_flip_breaks_the_certificate(chain: Chain, copy: Path) -> None:
     assert "different block" in report.failure.message  # type: ignore[union-attr]
 
 
-def test_certificate_of_the_old_set_is_refused_after_the_change(chain: Chain, copy: Path
-                                                                 ) -> None:
+def test_certificate_of_the_old_set_is_refused_after_the_change(chain: Chain, copy: Path) -> None:
     # A certificate signed by the genesis set (4 validators, webank included) for a
     # block the reduced set must certify: indexes refer to the wrong set.
     h = chain.after_change
@@ -291,8 +300,9 @@ def _live_leaf(copy: Path, state_key: bytes) -> tuple[bytes, int]:
     """The node key of the newest leaf holding ``state_key`` and its version."""
     db = plyvel.DB(str(copy / "ledger"))
     try:
-        found = [k for k, v in db.iterator(prefix=P_NODE) if v[:1] == b"\x01"
-                 and v[1:33] == state_key]
+        found = [
+            k for k, v in db.iterator(prefix=P_NODE) if v[:1] == b"\x01" and v[1:33] == state_key
+        ]
     finally:
         db.close()
     nk = max(found, key=lambda k: k[1:9])
@@ -313,8 +323,9 @@ def test_state_leaf_flip(chain: Chain, copy: Path) -> None:
     _failed(verify_state(copy, chain.cons.genesis), version, "state_tree")
 
 
-def test_state_internal_node_and_root_record_flips(chain: Chain, copy: Path,
-                                                   tmp_path: Path) -> None:
+def test_state_internal_node_and_root_record_flips(
+    chain: Chain, copy: Path, tmp_path: Path
+) -> None:
     # Keys are only added or rewritten in this chain, never deleted, so the newest
     # node at each tree position is reachable from the head version.
     db = plyvel.DB(str(copy / "ledger"))
@@ -368,11 +379,17 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     parser = argparse.ArgumentParser(prog="dvp", formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(parent: Any, name: str, help_: str, example: str, fn: Callable[..., int],
-            json_flag: bool = True) -> argparse.ArgumentParser:
+    def add(
+        parent: Any,
+        name: str,
+        help_: str,
+        example: str,
+        fn: Callable[..., int],
+        json_flag: bool = True,
+    ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(
-            name, help=help_, description=f"{help_}\n\nexample:\n  {example}",
-            formatter_class=fmt)
+            name, help=help_, description=f"{help_}\n\nexample:\n  {example}", formatter_class=fmt
+        )
         p.set_defaults(fn=fn)
         if json_flag:
             p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -395,21 +412,42 @@ def test_cli_replay(chain: Chain, copy: Path, capsys: pytest.CaptureFixture[str]
     assert code == 0 and doc["ok"] and doc["transactions"] == chain.transactions
 
 
-def test_cli_failure_and_errors(chain: Chain, copy: Path, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_failure_and_errors(
+    chain: Chain, copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     key = P_CERT + h8(3)
     _edit(copy, key, _resealed(key, lambda p: _flip(p, len(p) - 1)))
     code, out, _ = _run(["audit", "replay", "--datadir", str(copy)], capsys)
     assert code == 1
     assert out.strip().startswith("FAILED at height 3: certificate: ")
-    code, _, err = _run(["audit", "replay", "--datadir", str(tmp_path / "nowhere"),
-                         "--genesis", str(tmp_path / "genesis.json")], capsys)
+    code, _, err = _run(
+        [
+            "audit",
+            "replay",
+            "--datadir",
+            str(tmp_path / "nowhere"),
+            "--genesis",
+            str(tmp_path / "genesis.json"),
+        ],
+        capsys,
+    )
     assert code == 2 and "no ledger store" in err
-    code, _, err = _run(["audit", "replay", "--datadir", str(copy), "--genesis",
-                         str(tmp_path / "missing.json")], capsys)
+    code, _, err = _run(
+        ["audit", "replay", "--datadir", str(copy), "--genesis", str(tmp_path / "missing.json")],
+        capsys,
+    )
     assert code == 2 and "missing.json" in err
-    code, _, err = _run(["audit", "replay", "--rpc", "http://127.0.0.1:9/", "--genesis",
-                         str(tmp_path / "genesis.json")], capsys)
+    code, _, err = _run(
+        [
+            "audit",
+            "replay",
+            "--rpc",
+            "http://127.0.0.1:9/",
+            "--genesis",
+            str(tmp_path / "genesis.json"),
+        ],
+        capsys,
+    )
     assert code == 3 and "cannot" in err
     code, _, err = _run(["audit", "replay", "--rpc", "http://127.0.0.1:9/"], capsys)
     assert code == 2 and "--genesis" in err

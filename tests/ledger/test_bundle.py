@@ -30,8 +30,15 @@ def make_chain(path: Any) -> tuple[Consortium, Ledger, dict[str, Any]]:
     change, and their bundles in JSON form (tests/ledger/test_proofs_doc_independent.py too)."""
     cons = Consortium.make()
     lg = Ledger.open(path, cons.genesis)
-    _commit(lg, cons, [cons.attest(C[0]), cons.attest(C[1], "bank-statement"),
-                       cons.attest(C[2], valid_until_ms=GENESIS_TIME_MS + 1500)])
+    _commit(
+        lg,
+        cons,
+        [
+            cons.attest(C[0]),
+            cons.attest(C[1], "bank-statement"),
+            cons.attest(C[2], valid_until_ms=GENESIS_TIME_MS + 1500),
+        ],
+    )
     # a validator-set change (webank leaves) so bundles must carry the chain of sets
     prop = cons.tx("cnix", GovPropose(GovAction.REMOVE_VALIDATOR, ("webank",), 100))
     _commit(lg, cons, [prop])
@@ -40,9 +47,10 @@ def make_chain(path: Any) -> tuple[Consortium, Ledger, dict[str, Any]]:
         _commit(lg, cons, [])
     _commit(lg, cons, [cons.tx("szcredit", Revoke(C[1], RevokeReason.DATA_CHANGED))])
     prover = Prover(lg)
-    bundles = {name: json.loads(json.dumps(prover.bundle(c).to_json()))
-               for name, c in [("valid", C[0]), ("revoked", C[1]), ("expired", C[2]),
-                               ("absent", C[9])]}
+    bundles = {
+        name: json.loads(json.dumps(prover.bundle(c).to_json()))
+        for name, c in [("valid", C[0]), ("revoked", C[1]), ("expired", C[2]), ("absent", C[9])]
+    }
     return cons, lg, bundles
 
 
@@ -58,8 +66,12 @@ def test_verdicts(chain: Any) -> None:
     anchor = TrustAnchor.from_genesis(cons.genesis)
     assert len(bundles["valid"]["valset_changes"]) == 1
     v = verify_bundle_json(bundles["valid"], anchor)
-    assert (v.status, v.issuer, v.doc_type, v.attested_height) == \
-        (Status.VALID, "szcredit", "credit-report", 1)
+    assert (v.status, v.issuer, v.doc_type, v.attested_height) == (
+        Status.VALID,
+        "szcredit",
+        "credit-report",
+        1,
+    )
     assert v.height == lg.height
     r = verify_bundle_json(bundles["revoked"], anchor)
     assert r.status == Status.REVOKED and r.revoke_reason == RevokeReason.DATA_CHANGED
@@ -115,7 +127,7 @@ def _mutate(doc: Any, path: tuple[Any, ...]) -> Any:
         parent[path[-1]] = v + 1
     elif isinstance(v, str) and v and all(c in "0123456789abcdef" for c in v):
         i = len(v) // 2
-        parent[path[-1]] = v[:i] + ("0" if v[i] != "0" else "1") + v[i + 1:]
+        parent[path[-1]] = v[:i] + ("0" if v[i] != "0" else "1") + v[i + 1 :]
     else:
         parent[path[-1]] = v + "x"
     return d
@@ -123,17 +135,39 @@ def _mutate(doc: Any, path: tuple[Any, ...]) -> Any:
 
 EXPECTED_REASONS = {
     # where the altered field sits -> the refusals that are right for it
-    "head": {Reason.BAD_SIGNATURE, Reason.INSUFFICIENT_QUORUM, Reason.MALFORMED,
-             Reason.VALIDATOR_CHAIN_BROKEN, Reason.WRONG_CHAIN},
-    "valset_changes": {Reason.BAD_SIGNATURE, Reason.INSUFFICIENT_QUORUM, Reason.MALFORMED,
-                       Reason.VALIDATOR_CHAIN_BROKEN, Reason.WRONG_CHAIN},
+    "head": {
+        Reason.BAD_SIGNATURE,
+        Reason.INSUFFICIENT_QUORUM,
+        Reason.MALFORMED,
+        Reason.VALIDATOR_CHAIN_BROKEN,
+        Reason.WRONG_CHAIN,
+    },
+    "valset_changes": {
+        Reason.BAD_SIGNATURE,
+        Reason.INSUFFICIENT_QUORUM,
+        Reason.MALFORMED,
+        Reason.VALIDATOR_CHAIN_BROKEN,
+        Reason.WRONG_CHAIN,
+    },
     "record": {Reason.STATE_ROOT_MISMATCH, Reason.MALFORMED},
     "state_proof": {Reason.STATE_ROOT_MISMATCH, Reason.MALFORMED},
     "commitment": {Reason.STATE_ROOT_MISMATCH},
-    "attest": {Reason.BAD_SIGNATURE, Reason.MALFORMED, Reason.TX_ROOT_MISMATCH,
-               Reason.HISTORY_ROOT_MISMATCH, Reason.RECORD_MISMATCH, Reason.WRONG_CHAIN},
-    "revoke": {Reason.BAD_SIGNATURE, Reason.MALFORMED, Reason.TX_ROOT_MISMATCH,
-               Reason.HISTORY_ROOT_MISMATCH, Reason.RECORD_MISMATCH, Reason.WRONG_CHAIN},
+    "attest": {
+        Reason.BAD_SIGNATURE,
+        Reason.MALFORMED,
+        Reason.TX_ROOT_MISMATCH,
+        Reason.HISTORY_ROOT_MISMATCH,
+        Reason.RECORD_MISMATCH,
+        Reason.WRONG_CHAIN,
+    },
+    "revoke": {
+        Reason.BAD_SIGNATURE,
+        Reason.MALFORMED,
+        Reason.TX_ROOT_MISMATCH,
+        Reason.HISTORY_ROOT_MISMATCH,
+        Reason.RECORD_MISMATCH,
+        Reason.WRONG_CHAIN,
+    },
     "chain_id": {Reason.WRONG_CHAIN},
     "version": {Reason.MALFORMED},
 }
@@ -155,10 +189,8 @@ EXACT_REASONS = {
     ("state_proof", "leaf_key"): {Reason.STATE_ROOT_MISMATCH},
     ("state_proof", "leaf_value_hash"): {Reason.STATE_ROOT_MISMATCH},
     ("state_proof", "terminal"): {Reason.MALFORMED},
-    ("head", "certificate"): {Reason.BAD_SIGNATURE, Reason.INSUFFICIENT_QUORUM,
-                              Reason.MALFORMED},
-    ("valset_changes", "*", "next_validators"): {Reason.VALIDATOR_CHAIN_BROKEN,
-                                                 Reason.MALFORMED},
+    ("head", "certificate"): {Reason.BAD_SIGNATURE, Reason.INSUFFICIENT_QUORUM, Reason.MALFORMED},
+    ("valset_changes", "*", "next_validators"): {Reason.VALIDATOR_CHAIN_BROKEN, Reason.MALFORMED},
     **{(part, *k): v for part in ("attest", "revoke") for k, v in _INCLUDED_EXACT.items()},
 }
 
@@ -202,32 +234,48 @@ def _structural(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[str, Any]]
                 out.append((f"drop {path + (k,)}", at(path + (k,), lambda p, k: p.pop(k))))
                 walk(v[k], path + (k,))
             if path:
-                out.append((f"extra field in {path}",
-                            at(path + (next(iter(v)),), lambda p, k: p.update(extra=1))))
+                out.append(
+                    (
+                        f"extra field in {path}",
+                        at(path + (next(iter(v)),), lambda p, k: p.update(extra=1)),
+                    )
+                )
         elif isinstance(v, list):
             for i, item in enumerate(v):
                 walk(item, path + (i,))
             if v:
-                out.append((f"drop last of {path}",
-                            at(path + (len(v) - 1,), lambda p, k: p.pop(k))))
-                out.append((f"repeat first of {path}",
-                            at(path + (0,), lambda p, k: p.append(copy.deepcopy(p[k])))))
+                out.append(
+                    (f"drop last of {path}", at(path + (len(v) - 1,), lambda p, k: p.pop(k)))
+                )
+                out.append(
+                    (
+                        f"repeat first of {path}",
+                        at(path + (0,), lambda p, k: p.append(copy.deepcopy(p[k]))),
+                    )
+                )
             if len(v) >= 2 and v[0] != v[1]:
                 out.append((f"swap in {path}", at(path + (0,), lambda p, k: p.reverse())))
         elif path and v is not None:
             out.append((f"null at {path}", at(path, lambda p, k: p.__setitem__(k, None))))
             if isinstance(v, int):
                 for bad in (True, str(v), -1, float(v)):
-                    out.append((f"{bad!r} at {path}",
-                                at(path, lambda p, k, b=bad: p.__setitem__(k, b))))
+                    out.append(
+                        (f"{bad!r} at {path}", at(path, lambda p, k, b=bad: p.__setitem__(k, b)))
+                    )
             elif isinstance(v, str) and v and all(c in "0123456789abcdef" for c in v):
-                out.append((f"odd hex at {path}",
-                            at(path, lambda p, k: p.__setitem__(k, p[k][:-1]))))
-                out.append((f"short hex at {path}",
-                            at(path, lambda p, k: p.__setitem__(k, p[k][:-2]))))
+                out.append(
+                    (f"odd hex at {path}", at(path, lambda p, k: p.__setitem__(k, p[k][:-1])))
+                )
+                out.append(
+                    (f"short hex at {path}", at(path, lambda p, k: p.__setitem__(k, p[k][:-2])))
+                )
                 if any(c in "abcdef" for c in v):
-                    out.append((f"uppercase hex at {path}",
-                                at(path, lambda p, k: p.__setitem__(k, p[k].upper()))))
+                    out.append(
+                        (
+                            f"uppercase hex at {path}",
+                            at(path, lambda p, k: p.__setitem__(k, p[k].upper())),
+                        )
+                    )
 
     doc_root = doc
     walk(doc, prefix)
@@ -257,10 +305,11 @@ def test_filled_in_nulls_are_refused(chain: Any) -> None:
     cons, _, bundles = chain
     anchor = TrustAnchor.from_genesis(cons.genesis)
     for target, field, source, reason in [
-            ("absent", "attest", "valid", Reason.MALFORMED),
-            ("absent", "revoke", "revoked", Reason.MALFORMED),
-            ("valid", "revoke", "revoked", Reason.MALFORMED),
-            ("absent", "record", "valid", Reason.STATE_ROOT_MISMATCH)]:
+        ("absent", "attest", "valid", Reason.MALFORMED),
+        ("absent", "revoke", "revoked", Reason.MALFORMED),
+        ("valid", "revoke", "revoked", Reason.MALFORMED),
+        ("absent", "record", "valid", Reason.STATE_ROOT_MISMATCH),
+    ]:
         doc = copy.deepcopy(bundles[target])
         assert doc[field] is None
         doc[field] = copy.deepcopy(bundles[source][field])

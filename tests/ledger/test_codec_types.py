@@ -70,7 +70,7 @@ def test_single_byte_mutations_never_crash(cls: Any, strategy: Any) -> None:
         raw = obj.encode()
         pos = data.draw(st.integers(0, len(raw) - 1))
         new = data.draw(st.integers(0, 255).filter(lambda b: b != raw[pos]))
-        mutated = raw[:pos] + bytes([new]) + raw[pos + 1:]
+        mutated = raw[:pos] + bytes([new]) + raw[pos + 1 :]
         try:
             decoded = _decode(cls, mutated)
         except DecodeError:
@@ -91,7 +91,7 @@ def test_every_byte_of_a_transaction_is_covered() -> None:
         for new in (raw[pos] ^ 0x01, raw[pos] ^ 0x80, 0x00, 0xFF, 0xC1):
             if new == raw[pos]:
                 continue
-            mutated = raw[:pos] + bytes([new]) + raw[pos + 1:]
+            mutated = raw[:pos] + bytes([new]) + raw[pos + 1 :]
             try:
                 t = Transaction.decode(mutated)
             except DecodeError:
@@ -169,8 +169,10 @@ def test_certificate_verification_counts_distinct_valid_signatures() -> None:
     vs = ValidatorSet.of([Validator(f"v{i}", k.public_key) for i, k in enumerate(keys)])
     block_id = b"\x07" * 32
     body = commit_vote_body("dvp-test", 5, 0, block_id)
-    sigs = tuple((vs.index_of(k.public_key), k.sign(codec.Domain.COMMIT, body))  # type: ignore[misc]
-                 for k in keys)
+    sigs = tuple(
+        (vs.index_of(k.public_key), k.sign(codec.Domain.COMMIT, body))  # type: ignore[misc]
+        for k in keys
+    )
     sigs = tuple(sorted(sigs))
     CommitCertificate(5, 0, block_id, sigs[:3]).verify("dvp-test", vs, block_id)
     with pytest.raises(ValidationError, match="3 of 4 needed"):
@@ -185,8 +187,10 @@ def test_certificate_verification_counts_distinct_valid_signatures() -> None:
     with pytest.raises(ValidationError, match="invalid"):
         CommitCertificate(5, 0, block_id, forged).verify("dvp-test", vs)
     # A signature under another domain tag (e.g. a prepare) is not a commit.
-    prep = tuple((i, keys[j].sign(codec.Domain.PREPARE, body)) for j, (i, _) in
-                 enumerate(sorted((vs.index_of(k.public_key), k) for k in keys)[:3]))  # type: ignore[misc]
+    prep = tuple(
+        (i, keys[j].sign(codec.Domain.PREPARE, body))
+        for j, (i, _) in enumerate(sorted((vs.index_of(k.public_key), k) for k in keys)[:3])
+    )  # type: ignore[misc]
     with pytest.raises(ValidationError):
         CommitCertificate(5, 0, block_id, tuple(sorted(prep))).verify("dvp-test", vs)
 
@@ -212,18 +216,41 @@ def test_block_decode_reusing_known_transactions_is_as_strict_as_the_plain_decod
     assert outcome(raw, known.get) == outcome(raw, None) == (raw, block.tx_ids)
     assert Block.decode(raw, known.get).txs[0] is txs[0]  # reused, not decoded again
     cases = [raw + b"\x00", raw[:-1], b"\x93" + raw[1:], b"", raw[:1]]
-    cases += [raw[:p] + bytes([(raw[p] + d) % 256]) + raw[p + 1:]
-              for p in range(0, len(raw), 7) for d in (1, 128)]
+    cases += [
+        raw[:p] + bytes([(raw[p] + d) % 256]) + raw[p + 1 :]
+        for p in range(0, len(raw), 7)
+        for d in (1, 128)
+    ]
     for data in cases:
         assert outcome(data, known.get) == outcome(data, None), data.hex()
 
 
 _ISSUED = 1_700_000_000_000
 _EDGE_VALUES: list[Any] = [
-    "dvp-test", "credit-report", "other-doc", "Bad Id", "", "x" * 300,
+    "dvp-test",
+    "credit-report",
+    "other-doc",
+    "Bad Id",
+    "",
+    "x" * 300,
     *(b"\x07" * n for n in (0, 1, 31, 32, 33, 63, 64, 65)),
-    -1, 0, 1, 2, 5, _ISSUED - 1, _ISSUED, _ISSUED + 1, 2**64 - 1, 2**64,
-    True, False, None, 1.0, [], [0, 1, 2, 3, 4]]
+    -1,
+    0,
+    1,
+    2,
+    5,
+    _ISSUED - 1,
+    _ISSUED,
+    _ISSUED + 1,
+    2**64 - 1,
+    2**64,
+    True,
+    False,
+    None,
+    1.0,
+    [],
+    [0, 1, 2, 3, 4],
+]
 
 
 def _edited(edits: list[tuple[int, Any]]) -> list[Any]:
@@ -270,8 +297,15 @@ def test_fast_attest_decoding_agrees_with_the_general_readers() -> None:
 
 
 @settings(max_examples=300)
-@given(st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12]),
-                          st.sampled_from(_EDGE_VALUES)), min_size=2, max_size=3))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 12]), st.sampled_from(_EDGE_VALUES)
+        ),
+        min_size=2,
+        max_size=3,
+    )
+)
 def test_fast_attest_decoding_agrees_under_several_edits(edits: list[tuple[int, Any]]) -> None:
     Transaction.from_wire_checked(S.sample_tx(0).to_wire())
     _both_paths(_edited(edits))

@@ -54,7 +54,7 @@ def test_single_typo_is_caught(salt: bytes, data: st.DataObject) -> None:
     pos = data.draw(st.integers(0, len(code) - 1))
     alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
     new = data.draw(st.sampled_from([c for c in alphabet if c != code[pos]]))
-    typo = code[:pos] + new + code[pos + 1:]
+    typo = code[:pos] + new + code[pos + 1 :]
     with pytest.raises(CodeError):
         decode_code(typo)
 

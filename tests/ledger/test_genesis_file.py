@@ -32,8 +32,12 @@ def _genesis() -> tuple[dict[str, object], object]:
 
 def test_demo_template_makes_the_demo_consortium(tmp_path: Path) -> None:
     _, g = _genesis()
-    assert [v.member_id for v in g.validators.validators] == ["cnix", "hkbank", "szcredit",  # type: ignore[attr-defined]
-                                                               "webank"]
+    assert [v.member_id for v in g.validators.validators] == [
+        "cnix",
+        "hkbank",
+        "szcredit",  # type: ignore[attr-defined]
+        "webank",
+    ]
     members = {m.member_id: m for m in g.members}  # type: ignore[attr-defined]
     assert members["szcredit"].has_role(Role.ISSUER)
     assert members["szcredit"].doc_types == ("bank-statement", "credit-report")
@@ -50,15 +54,20 @@ def test_edited_genesis_is_refused(tmp_path: Path) -> None:
         genesis_from_json(doc)
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda d: d.update(extra=1), "unknown genesis fields"),
-    (lambda d: d["members"][0].update(roles=["king"]), "unknown role"),
-    (lambda d: d["members"][0].update(key="zz"), "not hex"),
-    (lambda d: d.pop("chain_id"), "missing genesis field"),
-    (lambda d: d.update(chain_id="Bad Chain"), "invalid genesis"),
-    (lambda d: d["validators"].append({"member_id": "ghost", "node_key": "11" * 32}),
-     "not a member"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d.update(extra=1), "unknown genesis fields"),
+        (lambda d: d["members"][0].update(roles=["king"]), "unknown role"),
+        (lambda d: d["members"][0].update(key="zz"), "not hex"),
+        (lambda d: d.pop("chain_id"), "missing genesis field"),
+        (lambda d: d.update(chain_id="Bad Chain"), "invalid genesis"),
+        (
+            lambda d: d["validators"].append({"member_id": "ghost", "node_key": "11" * 32}),
+            "not a member",
+        ),
+    ],
+)
 def test_bad_genesis_says_what_is_wrong(mutate: object, message: str) -> None:
     _, g = _genesis()
     doc = genesis_to_json(g)  # type: ignore[arg-type]

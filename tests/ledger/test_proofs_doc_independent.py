@@ -35,12 +35,21 @@ def _vectors(name: str) -> Any:
 
 def test_the_checker_imports_nothing_from_the_project() -> None:
     tree = ast.parse(Path(ic.__file__).read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-                for a in n.names}
-    imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
-                 if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"__future__", "hashlib", "re", "dataclasses", "typing", "msgpack",
-                        "nacl"}, imported
+    imported = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    imported |= {
+        (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    }
+    assert imported <= {
+        "__future__",
+        "hashlib",
+        "re",
+        "dataclasses",
+        "typing",
+        "msgpack",
+        "nacl",
+    }, imported
 
 
 # ----------------------------------------------------------------------------- vectors
@@ -84,17 +93,21 @@ def test_ledger_vectors() -> None:
     with pytest.raises(ic.CheckError, match="bad signature|not for this block"):
         ic.check_certificate(header, bytes.fromhex(cert["encoded"]), vs, "another-chain")
     s = v["state"]
-    assert ic.state_key("attestation", bytes.fromhex(c["commitment"])).hex() == \
-        s["attestation_key"]
+    assert ic.state_key("attestation", bytes.fromhex(c["commitment"])).hex() == s["attestation_key"]
     assert ic.state_key("member", "cnix").hex() == s["member_key_cnix"]
     assert ic.state_key("chain", b"").hex() == s["chain_key"]
     rec = ic.decode_record(bytes.fromhex(s["attestation_record"]))
-    assert (rec.issuer, rec.doc_type, rec.height, rec.revoked_height) == \
-        ("szcredit", "credit-report", header.height, 0)
+    assert (rec.issuer, rec.doc_type, rec.height, rec.revoked_height) == (
+        "szcredit",
+        "credit-report",
+        header.height,
+        0,
+    )
 
 
 def _path(ids: list[bytes], index: int) -> list[bytes]:
     """RFC 6962 PATH (proofs-merkle.md §3), for the vector's tx root."""
+
     def mth(d: list[bytes]) -> bytes:
         if len(d) == 1:
             return ic.H(b"\x00" + d[0])
@@ -110,8 +123,15 @@ def _path(ids: list[bytes], index: int) -> list[bytes]:
 
 
 def test_canonical_decoding_refuses_what_the_spec_refuses() -> None:
-    for bad in (b"\xcd\x00\x05", b"\x91\x05\x00", b"\x80", b"\xc0", b"\xca\x00\x00\x00\x00",
-                b"\xd4\x01\x00", b"\xd0\xff"):
+    for bad in (
+        b"\xcd\x00\x05",
+        b"\x91\x05\x00",
+        b"\x80",
+        b"\xc0",
+        b"\xca\x00\x00\x00\x00",
+        b"\xd4\x01\x00",
+        b"\xd0\xff",
+    ):
         with pytest.raises(ic.CheckError):
             ic.decode_canonical(bad)
     assert ic.decode_canonical(b"\x93\x05\xc3\xc4\x01\x00") == [5, True, b"\x00"]
@@ -122,9 +142,13 @@ def test_merkle_vectors() -> None:
     for tree in _vectors("merkle")["trees"]:
         for e in tree["inclusion"]:
             try:
-                ok = ic.verify_inclusion(bytes.fromhex(e["leaf"]), e["leaf_index"],
-                                         e["tree_size"], [bytes.fromhex(h) for h in e["proof"]],
-                                         bytes.fromhex(e["root"]))
+                ok = ic.verify_inclusion(
+                    bytes.fromhex(e["leaf"]),
+                    e["leaf_index"],
+                    e["tree_size"],
+                    [bytes.fromhex(h) for h in e["proof"]],
+                    bytes.fromhex(e["root"]),
+                )
             except (ValueError, TypeError):
                 ok = False
             assert ok == e["valid"], e
@@ -137,8 +161,9 @@ def test_state_tree_vectors() -> None:
     assert {p["valid"] for p in v["proofs"]} == {True, False}
     for p in v["proofs"]:
         value = None if p["value"] is None else bytes.fromhex(p["value"])
-        ok = ic.verify_state_proof(bytes.fromhex(p["root"]), bytes.fromhex(p["key"]), value,
-                                   p["proof"])
+        ok = ic.verify_state_proof(
+            bytes.fromhex(p["root"]), bytes.fromhex(p["key"]), value, p["proof"]
+        )
         assert ok == p["valid"], p["name"]
 
 
@@ -152,8 +177,7 @@ def _reference(doc: Any, anchor: Any) -> dict[str, Any] | None:
         v = verify_bundle_json(doc, anchor)
     except VerificationError:
         return None
-    return {k: (str(x) if k == "status" else x) for k, x in v.__dict__.items()
-            if x is not None}
+    return {k: (str(x) if k == "status" else x) for k, x in v.__dict__.items() if x is not None}
 
 
 def _independent(doc: Any, anchor: ic.Anchor) -> dict[str, Any] | None:
@@ -179,13 +203,13 @@ def _anchors(genesis: Any) -> tuple[Any, ic.Anchor]:
     from ledger.verify import TrustAnchor
 
     anchor, genesis_hash = ic.anchor_from_genesis_json(
-        json.loads(json.dumps(genesis_to_json(genesis))))
+        json.loads(json.dumps(genesis_to_json(genesis)))
+    )
     assert genesis_hash == genesis.hash
     return TrustAnchor.from_genesis(genesis), anchor
 
 
-def test_agrees_with_the_reference_on_a_chain_with_a_validator_change(ledger_chain: Any
-                                                                      ) -> None:
+def test_agrees_with_the_reference_on_a_chain_with_a_validator_change(ledger_chain: Any) -> None:
     from tests.ledger.test_bundle import _mutate, _paths
 
     cons, bundles = ledger_chain
@@ -233,17 +257,26 @@ async def _devnet_bundles(root: Path) -> dict[str, Any]:
     nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
     key = read_key_file(root / "keys" / "szcredit.member.json")
     now = int(time.time() * 1000)
-    docs = {name: hashlib.sha256(b"independent checker %s" % name.encode()).digest()
-            for name in ("valid", "revoked", "expired", "absent")}
+    docs = {
+        name: hashlib.sha256(b"independent checker %s" % name.encode()).digest()
+        for name in ("valid", "revoked", "expired", "absent")
+    }
 
     def tx(nonce: int, payload: Any) -> Transaction:
         return Transaction("dvp-demo", key.public_key, nonce, 150, payload).signed(key)
 
     def fetch(port: int, commitment: bytes) -> Any:  # a bank's client: urllib, no project code
-        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getAttestationProof",
-                           "params": {"commitment": commitment.hex()}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=body,
-                                     headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "getAttestationProof",
+                "params": {"commitment": commitment.hex()},
+            }
+        ).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())["result"]
 
@@ -251,10 +284,16 @@ async def _devnet_bundles(root: Path) -> dict[str, Any]:
         for n in nodes:
             await nursery.start(n.run)
         with trio.fail_after(90):
-            txs = [tx(1, Attest("credit-report", docs["valid"], now, 0, b"")),
-                   tx(2, Attest("bank-statement", docs["revoked"], now, 0, b"\x07" * 32)),
-                   tx(3, Attest("credit-report", docs["expired"], now - 86_400_000,
-                                now - 3_600_000, b""))]
+            txs = [
+                tx(1, Attest("credit-report", docs["valid"], now, 0, b"")),
+                tx(2, Attest("bank-statement", docs["revoked"], now, 0, b"\x07" * 32)),
+                tx(
+                    3,
+                    Attest(
+                        "credit-report", docs["expired"], now - 86_400_000, now - 3_600_000, b""
+                    ),
+                ),
+            ]
             for t in txs:
                 assert nodes[0].submit(t).status == AddStatus.ADDED
             for t in txs:
@@ -265,8 +304,7 @@ async def _devnet_bundles(root: Path) -> dict[str, Any]:
             port = nodes[1].rpc_ports["rpc"]
             while nodes[1].ledger.height < nodes[0].ledger.height:
                 await trio.sleep(0.05)
-            out = {name: await trio.to_thread.run_sync(fetch, port, c)
-                   for name, c in docs.items()}
+            out = {name: await trio.to_thread.run_sync(fetch, port, c) for name, c in docs.items()}
         nursery.cancel_scope.cancel()
     return out
 
@@ -283,8 +321,7 @@ def test_agrees_with_the_reference_on_bundles_fetched_from_a_node(tmp_path: Path
     genesis = read_genesis(root / "genesis.json")
     assert genesis_hash == genesis.hash
     ref_anchor = TrustAnchor.from_genesis(genesis)
-    expected = {"valid": "VALID", "revoked": "REVOKED", "expired": "EXPIRED",
-                "absent": "NOT_FOUND"}
+    expected = {"valid": "VALID", "revoked": "REVOKED", "expired": "EXPIRED", "absent": "NOT_FOUND"}
     for name, doc in bundles.items():
         mine, ref = _independent(doc, anchor), _reference(doc, ref_anchor)
         assert mine is not None and mine == ref, (name, mine, ref)

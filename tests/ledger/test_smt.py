@@ -392,8 +392,9 @@ def test_no_change_batches_and_noops_write_only_a_root_record() -> None:
     for version, changes in enumerate(noops, start=1):
         result = tree.update(version - 1, version, changes)
         assert result.root == r0.root
-        assert result.new_nodes == {node_key(version, 0, bytes(32)): store.nodes[node_key(
-            version - 1, 0, bytes(32))]}
+        assert result.new_nodes == {
+            node_key(version, 0, bytes(32)): store.nodes[node_key(version - 1, 0, bytes(32))]
+        }
         assert result.stale == [node_key(version - 1, 0, bytes(32))]
         store.apply(result)
         assert tree.root(version) == r0.root
@@ -612,15 +613,18 @@ def _based(model: Mapping[bytes, bytes]) -> tuple[SparseMerkleTree, MemoryNodeSt
 
 def _same_result(a: UpdateResult, b: UpdateResult) -> bool:
     return (a.root, a.new_nodes, sorted(a.stale), a.version) == (
-        b.root, b.new_nodes, sorted(b.stale), b.version)
+        b.root,
+        b.new_nodes,
+        sorted(b.stale),
+        b.version,
+    )
 
 
 def test_must_be_new_refuses_existing_keys_and_names_them() -> None:
     model = {k: b"v" + k[:1] for k in POOL}
     tree, store = _based(model)
     before = dict(store.nodes)
-    changes: dict[bytes, bytes | None] = {POOL[3]: b"again", PROBES[0]: b"new",
-                                          POOL[12]: b"again"}
+    changes: dict[bytes, bytes | None] = {POOL[3]: b"again", PROBES[0]: b"new", POOL[12]: b"again"}
     with pytest.raises(KeyExistsError) as info:
         tree.update(1, 2, changes, must_be_new=[POOL[12], PROBES[0], POOL[3]])
     assert info.value.keys == tuple(sorted([POOL[3], POOL[12]]))
@@ -634,8 +638,9 @@ def test_must_be_new_refuses_existing_keys_and_names_them() -> None:
         assert info.value.keys == (POOL[5],)
     # the tree is still usable afterwards, and the same update without the demand works
     result = tree.update(1, 2, changes)
-    assert result.root == ref_root({**model, POOL[3]: b"again", PROBES[0]: b"new",
-                                    POOL[12]: b"again"})
+    assert result.root == ref_root(
+        {**model, POOL[3]: b"again", PROBES[0]: b"new", POOL[12]: b"again"}
+    )
 
 
 def test_must_be_new_absent_keys_give_the_plain_result() -> None:
@@ -876,11 +881,17 @@ def _proof_pool() -> list[Proof]:
 @settings(max_examples=200, deadline=None)
 @given(
     root=st.binary(min_size=0, max_size=40),
-    key=st.one_of(st.binary(max_size=40), st.sampled_from(ALL_KEYS), st.text(max_size=3),
-                  st.integers(), st.none()),
+    key=st.one_of(
+        st.binary(max_size=40),
+        st.sampled_from(ALL_KEYS),
+        st.text(max_size=3),
+        st.integers(),
+        st.none(),
+    ),
     value=st.one_of(st.binary(max_size=8), st.none(), st.integers()),
-    proof=st.one_of(st.none(), st.binary(max_size=50), st.integers(),
-                    st.sampled_from(_proof_pool())),
+    proof=st.one_of(
+        st.none(), st.binary(max_size=50), st.integers(), st.sampled_from(_proof_pool())
+    ),
 )
 def test_verify_never_raises(root: Any, key: Any, value: Any, proof: Any) -> None:
     assert verify_proof(root, key, value, proof) in (True, False)
@@ -889,8 +900,13 @@ def test_verify_never_raises(root: Any, key: Any, value: Any, proof: Any) -> Non
 def test_verify_survives_forced_garbage() -> None:
     root, cases = _sample_proofs()
     key, value, proof = cases[0]
-    for field, junk in [("levels", ((1, None),)), ("levels", None), ("terminal", None),
-                        ("leaf_key", 5), ("leaf_value_hash", None)]:
+    for field, junk in [
+        ("levels", ((1, None),)),
+        ("levels", None),
+        ("terminal", None),
+        ("leaf_key", 5),
+        ("leaf_value_hash", None),
+    ]:
         bad = Proof(proof.terminal, proof.levels, proof.leaf_key, proof.leaf_value_hash)
         object.__setattr__(bad, field, junk)
         assert verify_proof(root, key, value, bad) is False
@@ -938,8 +954,9 @@ def build_vectors() -> dict[str, Any]:
     model = dict(entries)
     assert root == ref_root(model)
 
-    def case(name: str, key: bytes, value: bytes | None, proof: Proof, valid: bool,
-             against: bytes = root) -> dict[str, Any]:
+    def case(
+        name: str, key: bytes, value: bytes | None, proof: Proof, valid: bool, against: bytes = root
+    ) -> dict[str, Any]:
         assert verify_proof(against, key, value, proof) == valid, name
         return {
             "name": name,
@@ -960,36 +977,50 @@ def build_vectors() -> dict[str, Any]:
     p_other = tree.prove(absent_other, 2)
     p_top = tree.prove(absent_top, 2)
     assert (p_alpha.terminal, len(p_alpha.levels)) == ("leaf", 4)
-    assert (p_empty.terminal, p_other.terminal, p_top.terminal) == (
-        "empty", "other_leaf", "empty")
+    assert (p_empty.terminal, p_other.terminal, p_top.terminal) == ("empty", "other_leaf", "empty")
 
     lvl0 = p_alpha.levels[0]
     flipped = bytes([lvl0.siblings[0][0] ^ 1]) + lvl0.siblings[0][1:]
-    tampered = Proof(p_alpha.terminal,
-                     (ProofLevel(lvl0.bitmap, (flipped,) + lvl0.siblings[1:]),)
-                     + p_alpha.levels[1:], p_alpha.leaf_key, p_alpha.leaf_value_hash)
+    tampered = Proof(
+        p_alpha.terminal,
+        (ProofLevel(lvl0.bitmap, (flipped,) + lvl0.siblings[1:]),) + p_alpha.levels[1:],
+        p_alpha.leaf_key,
+        p_alpha.leaf_value_hash,
+    )
     dressed = Proof("other_leaf", p_gamma.levels, p_gamma.leaf_key, p_gamma.leaf_value_hash)
     cases = [
-        case("member: deep leaf under the shared prefix abc", entries[0][0], entries[0][1],
-             p_alpha, True),
+        case(
+            "member: deep leaf under the shared prefix abc",
+            entries[0][0],
+            entries[0][1],
+            p_alpha,
+            True,
+        ),
         case("member: leaf alone under nibble 5", entries[2][0], entries[2][1], p_gamma, True),
-        case("member: empty value", entries[3][0], entries[3][1], tree.prove(entries[3][0], 2),
-             True),
+        case(
+            "member: empty value", entries[3][0], entries[3][1], tree.prove(entries[3][0], 2), True
+        ),
         case("absent: empty slot at depth 3", absent_empty, None, p_empty, True),
         case("absent: another key's leaf on the path", absent_other, None, p_other, True),
         case("absent: empty slot at the root", absent_top, None, p_top, True),
-        case("absent: empty tree", absent_top, None, Proof("empty", ()), True,
-             against=EMPTY_ROOT),
+        case("absent: empty tree", absent_top, None, Proof("empty", ()), True, against=EMPTY_ROOT),
         case("invalid: one sibling bit flipped", entries[0][0], entries[0][1], tampered, False),
         case("invalid: wrong value", entries[0][0], b"alphA", p_alpha, False),
-        case("invalid: membership proof used to claim absence", entries[2][0], None, p_gamma,
-             False),
-        case("invalid: own leaf passed off as another key's", entries[2][0], None, dressed,
-             False),
-        case("invalid: non-membership proof for another key's path", absent_top, None,
-             p_empty, False),
-        case("invalid: proof against an older root", entries[0][0], entries[0][1], p_alpha,
-             False, against=tree.root(1)),
+        case(
+            "invalid: membership proof used to claim absence", entries[2][0], None, p_gamma, False
+        ),
+        case("invalid: own leaf passed off as another key's", entries[2][0], None, dressed, False),
+        case(
+            "invalid: non-membership proof for another key's path", absent_top, None, p_empty, False
+        ),
+        case(
+            "invalid: proof against an older root",
+            entries[0][0],
+            entries[0][1],
+            p_alpha,
+            False,
+            against=tree.root(1),
+        ),
     ]
     nodes = ref_nodes(store, 2)
     return {

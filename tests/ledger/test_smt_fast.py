@@ -20,14 +20,16 @@ from ledger.smt import KeyExistsError, MemoryNodeStore, SparseMerkleTree
 
 # `pip install -e .` builds the extension; without it the node still runs (pure Python,
 # as with DVP_PURE_PYTHON=1), but this suite is meant to check it, so it must be there.
-pytestmark = pytest.mark.skipif(bool(os.environ.get("DVP_PURE_PYTHON")),
-                                reason="DVP_PURE_PYTHON is set: the C path is off")
+pytestmark = pytest.mark.skipif(
+    bool(os.environ.get("DVP_PURE_PYTHON")), reason="DVP_PURE_PYTHON is set: the C path is off"
+)
 
 
 def test_the_c_extension_is_built() -> None:
     assert smt._fast is not None, (
         "ledger/_smt_fast.c is not built: pip install -e . builds it (a C compiler and "
-        "OpenSSL's headers, libssl-dev, are needed)")
+        "OpenSSL's headers, libssl-dev, are needed)"
+    )
 
 
 @contextmanager
@@ -43,29 +45,33 @@ def pure_python() -> Iterator[None]:
 # Keys crowded into a few prefixes, so batches meet every shape: empty slots, leaves of
 # other keys (split on the next nibble or further down), new values, deletions.
 prefixes = st.sampled_from([b"", b"\x00", b"\x00\x00", b"\x5a", b"\x5a\xa5\x00"])
-keys = st.builds(lambda p, r: (p + hashlib.sha256(r).digest())[:32], prefixes,
-                 st.binary(min_size=1, max_size=3))
+keys = st.builds(
+    lambda p, r: (p + hashlib.sha256(r).digest())[:32], prefixes, st.binary(min_size=1, max_size=3)
+)
 values = st.one_of(st.none(), st.binary(min_size=0, max_size=40))
 batches = st.lists(st.dictionaries(keys, values, max_size=24), min_size=1, max_size=8)
 
 
-def _run(batches_: list[dict[bytes, bytes | None]], must_be_new_every: int
-         ) -> list[tuple[object, ...]]:
+def _run(
+    batches_: list[dict[bytes, bytes | None]], must_be_new_every: int
+) -> list[tuple[object, ...]]:
     store = MemoryNodeStore()
     tree = SparseMerkleTree(store, cache_nodes=64)
     out: list[tuple[object, ...]] = []
     base: int | None = None
     for version, changes in enumerate(batches_):
-        new = [k for i, k in enumerate(sorted(changes))
-               if changes[k] is not None and i % must_be_new_every == 0]
+        new = [
+            k
+            for i, k in enumerate(sorted(changes))
+            if changes[k] is not None and i % must_be_new_every == 0
+        ]
         try:
             res = tree.update(base, version, changes, must_be_new=new)
         except KeyExistsError as exc:
             out.append(("exists", sorted(exc.keys)))
             res = tree.update(base, version, changes)
         store.apply(res)
-        out.append((res.root, dict(res.new_nodes), list(res.stale),
-                     list(tree._cache.items())))
+        out.append((res.root, dict(res.new_nodes), list(res.stale), list(tree._cache.items())))
         base = version
     return out
 
@@ -105,8 +111,9 @@ def test_c_agrees_at_scale() -> None:
 def test_the_c_path_is_taken_and_can_be_turned_off() -> None:
     store = MemoryNodeStore()
     tree = SparseMerkleTree(store)
-    store.apply(tree.update(None, 0, {hashlib.sha256(b"%d" % i).digest(): b"v"
-                                      for i in range(300)}))
+    store.apply(
+        tree.update(None, 0, {hashlib.sha256(b"%d" % i).digest(): b"v" for i in range(300)})
+    )
     calls = []
     real = smt._fast
 
@@ -119,14 +126,20 @@ def test_the_c_path_is_taken_and_can_be_turned_off() -> None:
 
     smt._fast = Spy
     try:
-        store.apply(tree.update(0, 1, {hashlib.sha256(b"new %d" % i).digest(): b"w"
-                                       for i in range(50)}))
+        store.apply(
+            tree.update(0, 1, {hashlib.sha256(b"new %d" % i).digest(): b"w" for i in range(50)})
+        )
     finally:
         smt._fast = real
     assert calls and sum(calls) > len(calls) // 2
     code = "import ledger.smt as s; print(s._fast is None)"
     env = dict(os.environ, DVP_PURE_PYTHON="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
-                             os.path.abspath(__file__)))))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
     assert out.stdout.strip() == "True", out.stderr

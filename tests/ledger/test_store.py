@@ -180,8 +180,9 @@ def test_commit_refuses_gaps_repeats_and_broken_links(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="genesis block .height 0. takes no certificate"):
             store.commit(genesis, sign_certificate(genesis), gupd.new_nodes, gupd.stale, gmeta)
         store.commit(genesis, None, gupd.new_nodes, gupd.stale, gmeta)
-        with pytest.raises(StoreError, match="store is at height 0, so the next block must be "
-                                             "at height 1"):
+        with pytest.raises(
+            StoreError, match="store is at height 0, so the next block must be at height 1"
+        ):
             store.commit(genesis, None, gupd.new_nodes, gupd.stale, gmeta)
 
         block, cert, upd, meta = builder.build(3)
@@ -224,15 +225,17 @@ def test_commit_refuses_gaps_repeats_and_broken_links(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- refusals at open
 
 
-def _open(path: Path, create: bool = False, chain_id: str = CHAIN_ID,
-          genesis_hash: bytes = GENESIS_HASH) -> Store:
+def _open(
+    path: Path, create: bool = False, chain_id: str = CHAIN_ID, genesis_hash: bytes = GENESIS_HASH
+) -> Store:
     return Store.open(path, chain_id=chain_id, genesis_hash=genesis_hash, create=create)
 
 
 def test_open_refuses_missing_directory(tmp_path: Path) -> None:
     path = tmp_path / "nothing-here"
-    with pytest.raises(StoreError, match="no ledger store at .*nothing-here.*does not exist; "
-                                         "initialise it first"):
+    with pytest.raises(
+        StoreError, match="no ledger store at .*nothing-here.*does not exist; initialise it first"
+    ):
         _open(path)
     assert not path.exists()  # create=False never creates
 
@@ -251,8 +254,9 @@ def test_open_refuses_a_directory_that_is_not_leveldb(tmp_path: Path) -> None:
     (path / "notes.txt").write_text("not a database")
     with pytest.raises(StoreError, match="docs: the directory is not a LevelDB database"):
         _open(path)
-    with pytest.raises(StoreError, match="refusing to create a ledger store in .*docs: the "
-                                         "directory is not empty"):
+    with pytest.raises(
+        StoreError, match="refusing to create a ledger store in .*docs: the directory is not empty"
+    ):
         _open(path, create=True)
     assert sorted(p.name for p in path.iterdir()) == ["notes.txt"]
 
@@ -262,8 +266,11 @@ def test_open_refuses_a_corrupt_leveldb(tmp_path: Path) -> None:
     build_chain(path, blocks=1)
     manifest = next(path.glob("MANIFEST-*"))
     manifest.write_bytes(b"\x00garbage" * 8)
-    with pytest.raises(StoreError, match=r"db: LevelDB reports corruption \(Corruption: .*\); "
-                                         "restore the data directory from a backup"):
+    with pytest.raises(
+        StoreError,
+        match=r"db: LevelDB reports corruption \(Corruption: .*\); "
+        "restore the data directory from a backup",
+    ):
         _open(path)
 
 
@@ -273,8 +280,11 @@ def test_open_refuses_a_foreign_leveldb(tmp_path: Path) -> None:
     db.put(b"user:1", b"alice")
     db.close()
     for create in (False, True):
-        with pytest.raises(StoreError, match="foreign is a LevelDB database of another program "
-                                             r"\(it holds data but no dvp ledger-store magic\)"):
+        with pytest.raises(
+            StoreError,
+            match="foreign is a LevelDB database of another program "
+            r"\(it holds data but no dvp ledger-store magic\)",
+        ):
             _open(path, create=create)
     db = plyvel.DB(str(path))
     assert db.get(b"user:1") == b"alice" and db.get(b"Mmagic") is None  # left untouched
@@ -284,8 +294,9 @@ def test_open_refuses_a_foreign_leveldb(tmp_path: Path) -> None:
 def test_open_refuses_an_empty_leveldb_without_create(tmp_path: Path) -> None:
     path = tmp_path / "empty"
     plyvel.DB(str(path), create_if_missing=True).close()
-    with pytest.raises(StoreError, match="empty is an empty LevelDB database, not an "
-                                         "initialised ledger store"):
+    with pytest.raises(
+        StoreError, match="empty is an empty LevelDB database, not an initialised ledger store"
+    ):
         _open(path)
     with _open(path, create=True) as store:
         assert store.height == -1
@@ -295,11 +306,13 @@ def test_open_refuses_another_chain(tmp_path: Path) -> None:
     path = tmp_path / "db"
     build_chain(path, blocks=1)
     for create in (False, True):
-        with pytest.raises(StoreError, match="holds chain 'dvp-store-test', not 'other': wrong "
-                                             "data directory or wrong genesis file"):
+        with pytest.raises(
+            StoreError,
+            match="holds chain 'dvp-store-test', not 'other': wrong "
+            "data directory or wrong genesis file",
+        ):
             _open(path, create=create, chain_id="other")
-        with pytest.raises(StoreError, match=f"genesis hash {GENESIS_HASH.hex()}, not "
-                                             f"{'ab' * 32}"):
+        with pytest.raises(StoreError, match=f"genesis hash {GENESIS_HASH.hex()}, not {'ab' * 32}"):
             _open(path, create=create, genesis_hash=b"\xab" * 32)
     with _open(path) as store:  # and the store was not changed by the refusals
         assert store.height == 1
@@ -311,9 +324,12 @@ def test_open_refuses_a_newer_format(tmp_path: Path) -> None:
     db = raw_db(path)
     db.put(K_FORMAT, (FORMAT_VERSION + 1).to_bytes(4, "big"))
     db.close()
-    with pytest.raises(StoreError, match=f"store format version {FORMAT_VERSION + 1}, newer "
-                                         f"than the version {FORMAT_VERSION} this software "
-                                         "reads; upgrade dvp"):
+    with pytest.raises(
+        StoreError,
+        match=f"store format version {FORMAT_VERSION + 1}, newer "
+        f"than the version {FORMAT_VERSION} this software "
+        "reads; upgrade dvp",
+    ):
         _open(path)
 
 
@@ -323,33 +339,43 @@ def test_open_refuses_a_height_whose_block_is_missing(tmp_path: Path) -> None:
     db = raw_db(path)
     db.put(K_HEIGHT, h8(4))  # claims a block that was never written
     db.close()
-    with pytest.raises(StoreError, match="says height 4 is committed but that block is "
-                                         "unusable .header at height 4 is missing"):
+    with pytest.raises(
+        StoreError,
+        match="says height 4 is committed but that block is "
+        "unusable .header at height 4 is missing",
+    ):
         _open(path)
     db = raw_db(path)
     db.put(K_HEIGHT, h8(3))
     db.delete(P_CERT + h8(3))
     db.close()
-    with pytest.raises(StoreError, match="height 3 is committed but that block is unusable "
-                                         ".certificate at height 3 is missing"):
+    with pytest.raises(
+        StoreError,
+        match="height 3 is committed but that block is unusable "
+        ".certificate at height 3 is missing",
+    ):
         _open(path)
 
 
 def test_open_refuses_a_store_already_open(tmp_path: Path) -> None:
     path = tmp_path / "db"
     with open_store(path):
-        with pytest.raises(StoreError, match="cannot open ledger store at .*db: .*lock.*; is "
-                                             "it open in another process"):
+        with pytest.raises(
+            StoreError,
+            match="cannot open ledger store at .*db: .*lock.*; is it open in another process",
+        ):
             _open(path)
 
 
 # --------------------------------------------------------------------------- integrity
 
 
-@pytest.mark.parametrize("prefix, what", [(P_BLOCK, "block"), (P_HEADER, "header"),
-                                          (P_CERT, "certificate")])
-def test_a_flipped_byte_is_reported_with_its_height(tmp_path: Path, prefix: bytes,
-                                                    what: str) -> None:
+@pytest.mark.parametrize(
+    "prefix, what", [(P_BLOCK, "block"), (P_HEADER, "header"), (P_CERT, "certificate")]
+)
+def test_a_flipped_byte_is_reported_with_its_height(
+    tmp_path: Path, prefix: bytes, what: str
+) -> None:
     path = tmp_path / "db"
     chain = build_chain(path, blocks=5, txs=4)
     db = raw_db(path)
@@ -359,8 +385,7 @@ def test_a_flipped_byte_is_reported_with_its_height(tmp_path: Path, prefix: byte
     db.put(key, bytes(value))
     db.close()
     with open_store(path, create=False) as store:
-        with pytest.raises(StoreError, match=f"{what} at height 3 is corrupt: checksum "
-                                             "mismatch"):
+        with pytest.raises(StoreError, match=f"{what} at height 3 is corrupt: checksum mismatch"):
             store.get_block(3) if what != "certificate" else store.get_certificate(3)
         with pytest.raises(StoreError, match="at height 3"):
             list(store.iter_blocks()) if what != "certificate" else store.get_certificate_bytes(3)
@@ -410,8 +435,9 @@ def test_prune_keeps_retained_versions_whole_and_frees_nodes(tmp_path: Path) -> 
         with pytest.raises(MissingNodeError):
             dict(tree.items(5))
         assert store.prune_state(20) == 0  # idempotent
-        with pytest.raises(StoreError, match="cannot prune state before version 31: the "
-                                             "latest version is 30"):
+        with pytest.raises(
+            StoreError, match="cannot prune state before version 31: the latest version is 30"
+        ):
             store.prune_state(31)
     assert count_prefix(path, P_NODE) == nodes_before - deleted
     assert count_prefix(path, P_STALE) == journals_before - 20  # versions 1..20 consumed

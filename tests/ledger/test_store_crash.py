@@ -114,11 +114,17 @@ def test_sigkill_at_random_instants_never_leaves_a_half_written_block(tmp_path: 
             delay_s = rng.uniform(0.005, 0.300)
             # One kill in five is timed from the start, so some land during open/recovery.
             early = rng.random() < 0.2
-            ctx = (f"seed={SEED} kill={kill} delay_ms={delay_s * 1000:.0f} early={early} "
-                   f"(replay: DVP_CRASH_SEED={SEED})")
-            proc = subprocess.Popen([sys.executable, str(WRITER), str(db), str(SEED + kill)],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                    cwd=REPO)
+            ctx = (
+                f"seed={SEED} kill={kill} delay_ms={delay_s * 1000:.0f} early={early} "
+                f"(replay: DVP_CRASH_SEED={SEED})"
+            )
+            proc = subprocess.Popen(
+                [sys.executable, str(WRITER), str(db), str(SEED + kill)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=REPO,
+            )
             if not early:
                 line = _read_line(proc, READY_TIMEOUT_S)
                 if not line.startswith(b"ready "):
@@ -143,7 +149,8 @@ def test_sigkill_at_random_instants_never_leaves_a_half_written_block(tmp_path: 
                 # Durable: every commit that returned survives. Atomic: at most the one
                 # commit in flight when the kill came is extra, and it is whole.
                 assert last_acked <= h <= last_acked + 1, (
-                    f"{ctx}: recovered height {h}, last acknowledged {last_acked}")
+                    f"{ctx}: recovered height {h}, last acknowledged {last_acked}"
+                )
                 check_store(store, verified, ctx)
                 last_acked = h
             assert time.monotonic() - started < TIME_BUDGET_S, f"seed={SEED}: too slow"
@@ -152,4 +159,3 @@ def test_sigkill_at_random_instants_never_leaves_a_half_written_block(tmp_path: 
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.communicate()
-

@@ -48,47 +48,74 @@ def generate() -> dict[str, Any]:
     out: dict[str, Any] = {
         "about": "dvp ledger vectors: see docs/PROOFS.md. All binary values are lowercase hex.",
         "commitment": {
-            "file_hex": file_bytes.hex(), "file_sha256": file_digest.hex(), "salt": salt.hex(),
-            "commitment": commitment.hex(), "verification_code": encode_code(salt),
+            "file_hex": file_bytes.hex(),
+            "file_sha256": file_digest.hex(),
+            "salt": salt.hex(),
+            "commitment": commitment.hex(),
+            "verification_code": encode_code(salt),
         },
-        "keys": [{"seed": _key(i).seed.hex(), "public_key": _key(i).public_key.hex()}
-                 for i in (1, 2, 3, 4)],
+        "keys": [
+            {"seed": _key(i).seed.hex(), "public_key": _key(i).public_key.hex()}
+            for i in (1, 2, 3, 4)
+        ],
     }
     payloads = [
         Attest("credit-report", commitment, 1_760_000_000_000, 1_791_536_000_000, b""),
         Attest("bank-statement", b"\x11" * 32, 1_760_000_000_000, 0, b"\x22" * 32),
         Revoke(commitment, RevokeReason.DATA_CHANGED),
-        GovPropose(GovAction.ADD_MEMBER, ("bochk", "Bank of China (Hong Kong)", b"\x33" * 32),
-                   1200),
+        GovPropose(
+            GovAction.ADD_MEMBER, ("bochk", "Bank of China (Hong Kong)", b"\x33" * 32), 1200
+        ),
         GovVote(b"\x44" * 32, True),
     ]
     txs = []
     for i, p in enumerate(payloads):
         tx = Transaction("dvp-demo", k.public_key, 1000 + i, 500, p).signed(k)
-        txs.append({
-            "kind": tx.kind.name,
-            "body": tx.body_bytes.hex(),
-            "signing_message": codec.tagged(codec.Domain.TX, tx.body_bytes).hex(),
-            "signature": tx.signature.hex(),
-            "encoded": tx.encode().hex(),
-            "tx_id": tx.tx_id.hex(),
-        })
+        txs.append(
+            {
+                "kind": tx.kind.name,
+                "body": tx.body_bytes.hex(),
+                "signing_message": codec.tagged(codec.Domain.TX, tx.body_bytes).hex(),
+                "signature": tx.signature.hex(),
+                "encoded": tx.encode().hex(),
+                "tx_id": tx.tx_id.hex(),
+            }
+        )
     out["transactions"] = txs
-    vs = ValidatorSet.of([Validator(name, _key(i).public_key)
-                          for i, name in enumerate(["cnix", "hkbank", "szcredit", "webank"], 1)])
+    vs = ValidatorSet.of(
+        [
+            Validator(name, _key(i).public_key)
+            for i, name in enumerate(["cnix", "hkbank", "szcredit", "webank"], 1)
+        ]
+    )
     tx_ids = [bytes.fromhex(t["tx_id"]) for t in txs]
-    header = BlockHeader("dvp-demo", 7, b"\x01" * 32, 1_760_000_007_000, _key(1).public_key,
-                         len(tx_ids), merkle.root(tx_ids), b"\x03" * 32, vs.hash, vs.hash,
-                         b"\x06" * 32)
+    header = BlockHeader(
+        "dvp-demo",
+        7,
+        b"\x01" * 32,
+        1_760_000_007_000,
+        _key(1).public_key,
+        len(tx_ids),
+        merkle.root(tx_ids),
+        b"\x03" * 32,
+        vs.hash,
+        vs.hash,
+        b"\x06" * 32,
+    )
     out["validator_set"] = {"encoded": vs.encode().hex(), "hash": vs.hash.hex()}
-    out["header"] = {"encoded": header.encode().hex(), "block_id": header.block_id.hex(),
-                     "tx_root": header.tx_root.hex()}
+    out["header"] = {
+        "encoded": header.encode().hex(),
+        "block_id": header.block_id.hex(),
+        "tx_root": header.tx_root.hex(),
+    }
     body = commit_vote_body("dvp-demo", 7, 0, header.block_id)
     sigs = tuple((i, _key(i + 1).sign(codec.Domain.COMMIT, body)) for i in range(3))
     cert = CommitCertificate(7, 0, header.block_id, sigs)
-    out["certificate"] = {"commit_vote_body": body.hex(),
-                          "signing_message": codec.tagged(codec.Domain.COMMIT, body).hex(),
-                          "encoded": cert.encode().hex()}
+    out["certificate"] = {
+        "commit_vote_body": body.hex(),
+        "signing_message": codec.tagged(codec.Domain.COMMIT, body).hex(),
+        "encoded": cert.encode().hex(),
+    }
     rec = AttestationRecord("szcredit", "credit-report", 1_791_536_000_000, 7, 0)
     out["state"] = {
         "attestation_key": attestation_key(commitment).hex(),
@@ -100,8 +127,9 @@ def generate() -> dict[str, Any]:
 
 
 def test_vectors_file_matches_the_code() -> None:
-    assert json.loads(PATH.read_text()) == generate(), \
+    assert json.loads(PATH.read_text()) == generate(), (
         "regenerate with: python -m tests.ledger.test_vectors_ledger"
+    )
 
 
 def test_vectors_check_independently() -> None:
@@ -125,15 +153,23 @@ def test_vectors_check_independently() -> None:
         assert enc == b"\x97" + body[1:] + b"\xc4\x40" + bytes.fromhex(t["signature"])
         assert hashlib.sha256(b"dvp/txid/v1\x00" + enc).hexdigest() == t["tx_id"]
     h = v["header"]
-    assert hashlib.sha256(b"dvp/block/v1\x00" + bytes.fromhex(h["encoded"])).hexdigest() == \
-        h["block_id"]
+    assert (
+        hashlib.sha256(b"dvp/block/v1\x00" + bytes.fromhex(h["encoded"])).hexdigest()
+        == h["block_id"]
+    )
     vs = v["validator_set"]
-    assert hashlib.sha256(b"dvp/valset/v1\x00" + bytes.fromhex(vs["encoded"])).hexdigest() == \
-        vs["hash"]
+    assert (
+        hashlib.sha256(b"dvp/valset/v1\x00" + bytes.fromhex(vs["encoded"])).hexdigest()
+        == vs["hash"]
+    )
     s = v["state"]
     assert s["attestation_key"] == state_key("attestation", bytes.fromhex(c["commitment"])).hex()
-    assert hashlib.sha256(b"dvp/statekey/v1\x00" + b"\x92\xabattestation\xc4\x20"
-                          + bytes.fromhex(c["commitment"])).hexdigest() == s["attestation_key"]
+    assert (
+        hashlib.sha256(
+            b"dvp/statekey/v1\x00" + b"\x92\xabattestation\xc4\x20" + bytes.fromhex(c["commitment"])
+        ).hexdigest()
+        == s["attestation_key"]
+    )
 
 
 if __name__ == "__main__":

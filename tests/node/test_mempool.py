@@ -60,8 +60,9 @@ def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> 
     keep = cons.attest(b"\x06" * 32)
     mp.add(short, lg.head)
     mp.add(keep, lg.head)
-    ex = lg.build(mp.take(10, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer,
-                  verified=mp.verified)
+    ex = lg.build(
+        mp.take(10, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer, verified=mp.verified
+    )
     lg.commit(ex.block, cons.certify(ex.block))
     mp.remove(ex.block.tx_ids)
     assert len(mp) == 0
@@ -72,12 +73,15 @@ def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> 
     assert mp.add(keep, lg.head).code == "replay"
 
 
-def test_expiry_scan_is_skipped_until_something_can_expire(setup: tuple[Ledger, Consortium]
-                                                           ) -> None:
+def test_expiry_scan_is_skipped_until_something_can_expire(
+    setup: tuple[Ledger, Consortium],
+) -> None:
     lg, cons = setup
     mp = Mempool(CHAIN_ID)
-    txs = {e: cons.tx("szcredit", cons.attest(bytes([e]) * 32).payload, expiry_height=e)
-           for e in (4, 6, 9)}
+    txs = {
+        e: cons.tx("szcredit", cons.attest(bytes([e]) * 32).payload, expiry_height=e)
+        for e in (4, 6, 9)
+    }
     for tx in txs.values():
         assert mp.add(tx, lg.head).status == AddStatus.ADDED
     assert mp.drop_expired(4) == []
@@ -91,7 +95,8 @@ def test_expiry_scan_is_skipped_until_something_can_expire(setup: tuple[Ledger, 
 
 
 def test_transactions_of_a_valid_proposal_are_not_verified_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A backup that validated a block before the gossip of its transactions arrived
     admits that gossip without checking the signatures a second time."""
     from ledger.types import Transaction
@@ -106,8 +111,9 @@ def test_transactions_of_a_valid_proposal_are_not_verified_again(
         mp = Mempool(CHAIN_ID)
         app = LedgerApp(backup, mp.verified, known_tx=mp.get, on_valid=mp.mark_verified)
         assert not any(mp.verified(t.tx_id) for t in txs)
-        assert app.validate_proposal(1, ex.block.encode(),
-                                     backup.head.block_id) == ex.block.block_id
+        assert (
+            app.validate_proposal(1, ex.block.encode(), backup.head.block_id) == ex.block.block_id
+        )
         assert all(mp.verified(t.tx_id) for t in txs)
         other = cons.attest(b"\x09" * 32)
         bad = primary.build([other], time_ms=primary.tip.time_ms + 1, proposer=cons.proposer)

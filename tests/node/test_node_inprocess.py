@@ -28,6 +28,7 @@ def _factory(hub: MemoryHub):  # type: ignore[no-untyped-def]
         t.deliver = node.deliver
         t.handler = node.handle_request
         return t
+
     return make
 
 
@@ -58,8 +59,7 @@ async def _run_cluster(root: Path, seconds_budget: float) -> list[Node]:
             # transactions submitted to different nodes
             for i in range(40):
                 nodes[i % 4].submit(_attest(root, i))
-            while min(n.ledger.height for n in nodes) < 6 or \
-                    any(len(n.mempool) for n in nodes):
+            while min(n.ledger.height for n in nodes) < 6 or any(len(n.mempool) for n in nodes):
                 await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
     return nodes
@@ -72,14 +72,15 @@ def test_four_nodes_commit_the_same_chain(tmp_path: Path) -> None:
     # reopen the stores (the nodes closed them on shutdown) and compare block ids
     from ledger.chain import Ledger
 
-    ledgers = [Ledger.open(n.config.data_dir / "ledger", n.genesis, create=False)
-               for n in nodes]
+    ledgers = [Ledger.open(n.config.data_dir / "ledger", n.genesis, create=False) for n in nodes]
     try:
         top = min(lg.height for lg in ledgers)
         for h in range(top + 1):
             assert len({lg.store.get_block_id(h) for lg in ledgers}) == 1, f"fork at {h}"
-        committed = sum(ledgers[0].store.get_block(h).header.tx_count  # type: ignore[union-attr]
-                        for h in range(1, ledgers[0].height + 1))
+        committed = sum(
+            ledgers[0].store.get_block(h).header.tx_count  # type: ignore[union-attr]
+            for h in range(1, ledgers[0].height + 1)
+        )
         assert committed == 40
     finally:
         for lg in ledgers:
@@ -90,13 +91,14 @@ async def _restart_after_checkpoint(root: Path) -> tuple[list[Node], int]:
     hub, nodes = _cluster(root, heartbeat_ms=100, checkpoint_interval=8)
     scopes: list[trio.CancelScope] = []
     async with trio.open_nursery() as nursery:
+
         async def start(node: Node) -> trio.CancelScope:
             scope = trio.CancelScope()
 
-            async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                             ) -> None:
+            async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 with scope:
                     await node.run(task_status=task_status)
+
             await nursery.start(runner)
             return scope
 
@@ -158,8 +160,11 @@ async def _censoring_primary(root: Path) -> tuple[list[Node], Transaction]:
     honest_take = primary.mempool.take
 
     def take(*args: object, **kwargs: object) -> list[Transaction]:
-        return [tx for tx in honest_take(*args, **kwargs)  # type: ignore[arg-type]
-                if tx.tx_id != victim.tx_id]
+        return [
+            tx
+            for tx in honest_take(*args, **kwargs)  # type: ignore[arg-type]
+            if tx.tx_id != victim.tx_id
+        ]
 
     primary.mempool.take = take  # type: ignore[method-assign]
     async with trio.open_nursery() as nursery:
@@ -175,14 +180,18 @@ async def _censoring_primary(root: Path) -> tuple[list[Node], Transaction]:
 
 
 def test_a_censorship_view_change_says_which_transaction(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A primary that leaves one transaction out of its blocks is replaced, and the
     backups' logs name the transaction they accused it of censoring."""
     caplog.set_level(logging.WARNING, logger="dvp")
     nodes, victim = trio.run(_censoring_primary, tmp_path / "net")
     assert all(n.replica is not None and n.replica.view >= 1 for n in nodes[1:])
-    named = [r.fields for r in caplog.records  # type: ignore[attr-defined]
-             if r.getMessage().startswith("censorship timeout")]
+    named = [
+        r.fields
+        for r in caplog.records  # type: ignore[attr-defined]
+        if r.getMessage().startswith("censorship timeout")
+    ]
     assert named, "no censorship timeout was logged"
     first = named[0]["oldest"][0]
     assert first["tx"] == victim.tx_id[:8].hex() and first["in_mempool"] is True
@@ -196,8 +205,7 @@ async def _client_queue(root: Path) -> tuple[list[str], list[str], int, list[Nod
     first = [door.submit(tx).status.value for tx in txs[:6]]
     # A resubmission of a queued transaction is still "pending", not busy; a peer's
     # gossip is admitted past the client limit (up to the hard bound).
-    again = [door.submit(txs[0]).status.value,
-             door.submit(txs[6], gossip=False).status.value]
+    again = [door.submit(txs[0]).status.value, door.submit(txs[6], gossip=False).status.value]
     refused_before = door.mempool.stats["busy"]
     async with trio.open_nursery() as nursery:
         await _start(nursery, nodes)
@@ -254,6 +262,7 @@ async def _slow_disk(root: Path) -> list[Node]:
 
     def slow_commit(*args, **kwargs):  # type: ignore[no-untyped-def]
         import time
+
         time.sleep(SLOW_WRITE_MS / 1000 + 0.05)  # what a stalled fdatasync looks like
         return real_commit(*args, **kwargs)
 
@@ -276,10 +285,14 @@ def test_a_slow_disk_write_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFi
 
     caplog.set_level(logging.WARNING, logger="dvp")
     trio.run(_slow_disk, tmp_path / "net")
-    slow = [r.fields for r in caplog.records  # type: ignore[attr-defined]
-            if r.getMessage() == "slow synced write"]
-    assert slow and all(f["what"] == "block commit" and f["ms"] >= SLOW_WRITE_MS
-                        and f["height"] >= 1 for f in slow)
+    slow = [
+        r.fields
+        for r in caplog.records  # type: ignore[attr-defined]
+        if r.getMessage() == "slow synced write"
+    ]
+    assert slow and all(
+        f["what"] == "block commit" and f["ms"] >= SLOW_WRITE_MS and f["height"] >= 1 for f in slow
+    )
 
 
 async def _late_pending(root: Path) -> tuple[bool, bool, int]:
@@ -314,7 +327,8 @@ async def _late_pending(root: Path) -> tuple[bool, bool, int]:
 
 
 def test_a_transaction_committed_while_its_pending_event_waited_is_not_left_pending(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """Regression (RELIABILITY 3.5 item 6): a TxsPending event for a transaction that
     committed while the event waited in the driver's queue must not leave it "pending"
     in the replica, where its censorship timer would force view change after view

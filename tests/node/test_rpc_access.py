@@ -43,9 +43,13 @@ WRONG_KEY = generate_api_key().key  # well-formed, not configured
 def _attest_tx(root: Path, n: int, height: int) -> Transaction:
     key = read_key_file(root / "keys" / "szcredit.member.json")
     commitment = hashlib.sha256(b"access test %d" % n).digest()
-    return Transaction("dvp-demo", key.public_key, n, height + 100,
-                       Attest("credit-report", commitment, 1_760_000_000_000, 0,
-                              b"")).signed(key)
+    return Transaction(
+        "dvp-demo",
+        key.public_key,
+        n,
+        height + 100,
+        Attest("credit-report", commitment, 1_760_000_000_000, 0, b""),
+    ).signed(key)
 
 
 def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
@@ -61,14 +65,22 @@ def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
         commitment = tx.payload.commitment.hex()  # type: ignore[union-attr]
 
         # Public reads.
-        for method, params in (("status", {}), ("ping", {}), ("getHeader", {"height": 1}),
-                               ("getHistoryProof", {"height": 0}), ("rpc.discover", {})):
+        for method, params in (
+            ("status", {}),
+            ("ping", {}),
+            ("getHeader", {"height": 1}),
+            ("getHistoryProof", {"height": 0}),
+            ("rpc.discover", {}),
+        ):
             assert "result" in call(port, method, params), method
 
         # Reads that enumerate: any member's key; none, or a wrong one, is refused.
         listing: tuple[tuple[str, dict[str, Any]], ...] = (
-            ("getMembers", {}), ("getValidators", {}),
-            ("getBlock", {"height": 1, "include_txs": True}), ("getProposals", {}))
+            ("getMembers", {}),
+            ("getValidators", {}),
+            ("getBlock", {"height": 1, "include_txs": True}),
+            ("getProposals", {}),
+        )
         for method, params in listing:
             assert error_code(call(port, method, params)) == UNAUTHORISED, method
             assert error_code(call(port, method, params, key=WRONG_KEY)) == UNAUTHORISED
@@ -80,7 +92,8 @@ def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
         # Proofs by commitment or tx id: verifier or auditor only.
         proofs: tuple[tuple[str, dict[str, Any]], ...] = (
             ("getAttestationProof", {"commitment": commitment}),
-            ("getTransaction", {"tx_id": tx_id}))
+            ("getTransaction", {"tx_id": tx_id}),
+        )
         for method, params in proofs:
             assert error_code(call(port, method, params)) == UNAUTHORISED, method
             assert error_code(call(port, method, params, key=WRONG_KEY)) == UNAUTHORISED
@@ -105,8 +118,15 @@ def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
             mp.setenv("DVP_API_KEY", WRONG_KEY)
             assert dvp(["status", "--rpc", url, "--json"]) == 1  # refused, not unreachable
         # The auditor replays over RPC with its key (getBlock in bulk needs one).
-        replay = ["audit", "replay", "--rpc", url, "--genesis", str(root / "genesis.json"),
-                  "--json"]
+        replay = [
+            "audit",
+            "replay",
+            "--rpc",
+            url,
+            "--genesis",
+            str(root / "genesis.json"),
+            "--json",
+        ]
         assert dvp([*replay, "--api-key", AUDITOR.key]) == 0
         assert dvp(replay) == 1  # refused (no key), not unreachable
 
@@ -115,10 +135,10 @@ def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
 
 def _evidence_of(node: Node) -> bytes:
     """Two conflicting PRE-PREPAREs signed with the node's own key: real equivocation."""
-    first = PrePrepare(5, 1, b"\x01" * 32, b"\x02" * 32, b"a").signed_by(node.crypto,
-                                                                          node.chain_id)
-    second = PrePrepare(5, 1, b"\x03" * 32, b"\x02" * 32, b"b").signed_by(node.crypto,
-                                                                           node.chain_id)
+    first = PrePrepare(5, 1, b"\x01" * 32, b"\x02" * 32, b"a").signed_by(node.crypto, node.chain_id)
+    second = PrePrepare(5, 1, b"\x03" * 32, b"\x02" * 32, b"b").signed_by(
+        node.crypto, node.chain_id
+    )
     evidence = make_evidence(first, second)
     assert evidence is not None
     return evidence.encode()
@@ -136,8 +156,13 @@ def test_admin_methods_only_on_the_admin_listener(tmp_path: Path) -> None:
             assert error_code(call(admin, method, key=BANK.key)) == UNAUTHORISED  # no operator
         assert error_code(call(admin, "status", key=OPS.key)) == NOT_FOUND_METHOD
         names = {m["name"] for m in call(admin, "rpc.discover")["result"]["methods"]}
-        assert names == {"rpc.discover", "admin.peers", "admin.mempool", "admin.evidence",
-                         "admin.logLevel"}
+        assert names == {
+            "rpc.discover",
+            "admin.peers",
+            "admin.mempool",
+            "admin.evidence",
+            "admin.logLevel",
+        }
 
         pool = call(admin, "admin.mempool", key=OPS.key)["result"]
         assert pool["max_txs"] == 100_000 and pool["txs"] == 0 and "added" in pool["counters"]
@@ -152,8 +177,7 @@ def test_admin_methods_only_on_the_admin_listener(tmp_path: Path) -> None:
         bad = call(admin, "admin.logLevel", {"level": "loud"}, key=OPS.key)
         assert error_code(bad) == -32602
 
-        assert call(admin, "admin.evidence", key=OPS.key)["result"] == {"count": 0,
-                                                                        "evidence": []}
+        assert call(admin, "admin.evidence", key=OPS.key)["result"] == {"count": 0, "evidence": []}
         assert node.cdb is not None
         trio.from_thread.run_sync(node.cdb.save_evidence, _evidence_of(node))
         ev = call(admin, "admin.evidence", key=OPS.key)["result"]
@@ -162,17 +186,24 @@ def test_admin_methods_only_on_the_admin_listener(tmp_path: Path) -> None:
         assert entry["member_id"] == "cnix" and entry["kind"] == "PrePrepare"
         assert entry["verified"] is True and entry["sender"] == node.key.public_key.hex()
 
-    run_nodes(tmp_path / "net", client,
-              rpc=rpc_section(open_mode=False, credentials=CREDENTIALS, admin=True))
+    run_nodes(
+        tmp_path / "net",
+        client,
+        rpc=rpc_section(open_mode=False, credentials=CREDENTIALS, admin=True),
+    )
 
 
-def test_open_mode_allows_everything_and_says_so(tmp_path: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_open_mode_allows_everything_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     def client(nodes: list[Node]) -> None:
         public, admin = nodes[0].rpc_ports["rpc"], nodes[0].rpc_ports["admin"]
-        for method, params in (("getMembers", {}), ("getBlock", {"height": 1}),
-                               ("getTransaction", {"tx_id": "00" * 32}),
-                               ("getAttestationProof", {"commitment": "11" * 32})):
+        for method, params in (
+            ("getMembers", {}),
+            ("getBlock", {"height": 1}),
+            ("getTransaction", {"tx_id": "00" * 32}),
+            ("getAttestationProof", {"commitment": "11" * 32}),
+        ):
             assert error_code(call(public, method, params)) != UNAUTHORISED, method
         assert "result" in call(admin, "admin.mempool")
         # A configured key still identifies its holder; a wrong one is still refused.
@@ -183,9 +214,13 @@ def test_open_mode_allows_everything_and_says_so(tmp_path: Path,
     dvp_logger.addHandler(caplog.handler)  # node.logs may have stopped propagation
     try:
         with caplog.at_level(logging.WARNING):
-            run_nodes(tmp_path / "net", client,
-                      rpc=rpc_section(open_mode=True, admin=True,
-                                      credentials={"hkbank": CREDENTIALS["hkbank"]}))
+            run_nodes(
+                tmp_path / "net",
+                client,
+                rpc=rpc_section(
+                    open_mode=True, admin=True, credentials={"hkbank": CREDENTIALS["hkbank"]}
+                ),
+            )
     finally:
         dvp_logger.removeHandler(caplog.handler)
     loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -219,16 +254,28 @@ def test_rpc_discover_describes_every_method(tmp_path: Path) -> None:
         registered = {m.name for m in build_registry(nodes[0])}
         return {"doc": doc, "registered": registered}
 
-    got = run_nodes(tmp_path / "net", client,
-                    rpc=rpc_section(open_mode=False, credentials=CREDENTIALS))
+    got = run_nodes(
+        tmp_path / "net", client, rpc=rpc_section(open_mode=False, credentials=CREDENTIALS)
+    )
     doc, registered = got["doc"]["result"], got["registered"]
     assert doc["openrpc"].startswith("1.") and doc["info"]["title"] == "dvp node"
     methods = {m["name"]: m for m in doc["methods"]}
     assert set(methods) == registered
-    assert registered >= {"submitTransaction", "submitTransactions", "getTransaction",
-                          "getAttestationProof", "getBlock", "getHeader", "getValidators",
-                          "getMembers", "getHistoryProof", "getConsistencyProof", "status",
-                          "getProposals", "rpc.discover"}
+    assert registered >= {
+        "submitTransaction",
+        "submitTransactions",
+        "getTransaction",
+        "getAttestationProof",
+        "getBlock",
+        "getHeader",
+        "getValidators",
+        "getMembers",
+        "getHistoryProof",
+        "getConsistencyProof",
+        "status",
+        "getProposals",
+        "rpc.discover",
+    }
     for name, m in methods.items():
         assert m["paramStructure"] == "by-name"
         for p in m["params"]:

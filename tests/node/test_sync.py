@@ -38,8 +38,10 @@ def test_serve_answers_consecutive_heights_up_to_the_limits() -> None:
     assert sync.parse_status(sync.serve(store, sync.status_request()))[0] == 200  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("request_obj", [[], ["blocks", 1], ["blocks", 1, 2, 3], ["nope"],
-                                         ["blocks", -1, 2], ["status", 1], "blocks"])
+@pytest.mark.parametrize(
+    "request_obj",
+    [[], ["blocks", 1], ["blocks", 1, 2, 3], ["nope"], ["blocks", -1, 2], ["status", 1], "blocks"],
+)
 def test_serve_refuses_malformed_requests(request_obj: object) -> None:
     with pytest.raises(DecodeError):
         sync.serve(_Store(3), encode(request_obj))  # type: ignore[arg-type]
@@ -64,12 +66,12 @@ def test_pacer_recovers_after_fast_answers_and_never_asks_past_hi() -> None:
     p = FetchPacer()
     for _ in range(8):
         p.timed_out()
-    p.answered(p.timeout_s)            # a slow answer changes nothing
+    p.answered(p.timeout_s)  # a slow answer changes nothing
     assert (p.span, p.timeout_s) == (1, 4 * FETCH_TIMEOUT_S)
     while p.timeout_s > FETCH_TIMEOUT_S:
-        p.answered(0.01)               # the wait shrinks back first ...
+        p.answered(0.01)  # the wait shrinks back first ...
     assert p.span == 1
     for _ in range(10):
-        p.answered(0.01)               # ... then the span grows back to the cap
+        p.answered(0.01)  # ... then the span grows back to the cap
     assert p.span == MAX_BLOCKS
     assert p.range(7, 9) == (7, 9) and p.range(7, 7) == (7, 7)

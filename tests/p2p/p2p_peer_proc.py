@@ -28,8 +28,11 @@ def config_from_json(doc: dict) -> P2PConfig:  # type: ignore[type-arg]
         seed=bytes.fromhex(doc["seed"]),
         listen_port=int(doc["port"]),
         peers={bytes.fromhex(k): v for k, v in doc.get("peers", {}).items()},
-        allowlist=({bytes.fromhex(k) for k in doc["allowlist"]}
-                   if doc.get("allowlist") is not None else None),
+        allowlist=(
+            {bytes.fromhex(k) for k in doc["allowlist"]}
+            if doc.get("allowlist") is not None
+            else None
+        ),
     )
     for ch, (fps, bps) in doc.get("rate_limits", {}).items():
         cfg.rate_limits[ch] = RateLimit(frames_per_s=fps, bytes_per_s=bps)

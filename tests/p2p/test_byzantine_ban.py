@@ -22,11 +22,17 @@ def test_strikes_ban_a_peer_for_ban_s_then_it_is_readmitted() -> None:
             assert a.penalize(b.public_key, "bad_signature")
             assert a.banned() == {b.public_key} and a.stats["bans"] == 1
             assert a.stats["offences.bad_signature"] == 2
-            await wait_until(lambda: not a.connected_peers() and not b.connected_peers(), 3,
-                             "the banned peer disconnected on both sides")
+            await wait_until(
+                lambda: not a.connected_peers() and not b.connected_peers(),
+                3,
+                "the banned peer disconnected on both sides",
+            )
             refused = a.stats["refused_inbound"] + a.stats["refused_outbound"]
-            await wait_until(lambda: a.stats["refused_inbound"] + a.stats["refused_outbound"]
-                             > refused, 3, "its redial refused while banned")
+            await wait_until(
+                lambda: a.stats["refused_inbound"] + a.stats["refused_outbound"] > refused,
+                3,
+                "its redial refused while banned",
+            )
             assert not b.send(a.public_key, CONSENSUS, b"let me in")
             # A periodic set_allowlist from the app does not lift the ban early.
             a.set_allowlist({b.public_key})

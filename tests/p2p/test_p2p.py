@@ -63,16 +63,18 @@ def key_of(i: int) -> bytes:
     return KeyPair.from_seed(seed_of(i)).public_key
 
 
-async def wait_until(pred: Callable[[], bool], timeout_s: float,
-                     what: str | Callable[[], str]) -> float:
+async def wait_until(
+    pred: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]
+) -> float:
     """Poll ``pred`` until true; return the seconds it took, fail after ``timeout_s``."""
     start = trio.current_time()
     with trio.move_on_after(timeout_s):
         while not pred():
             await trio.sleep(0.02)
         return trio.current_time() - start
-    raise AssertionError(f"timed out after {timeout_s} s waiting for "
-                         f"{what() if callable(what) else what}")
+    raise AssertionError(
+        f"timed out after {timeout_s} s waiting for {what() if callable(what) else what}"
+    )
 
 
 def mesh_configs(n: int, **overrides: Any) -> list[P2PConfig]:
@@ -100,8 +102,11 @@ async def connected_pair() -> Any:
     """Two running hosts, connected to each other."""
     a, b = (P2PHost(cfg) for cfg in mesh_configs(2))
     async with running(a, b):
-        await wait_until(lambda: a.connected_peers() == {b.public_key} and
-                         b.connected_peers() == {a.public_key}, 5, "connected")
+        await wait_until(
+            lambda: a.connected_peers() == {b.public_key} and b.connected_peers() == {a.public_key},
+            5,
+            "connected",
+        )
         yield a, b
 
 
@@ -109,11 +114,11 @@ def run_trio(fn: Callable[[], Awaitable[None]], timeout_s: float = 30.0) -> None
     async def main() -> None:
         with trio.fail_after(timeout_s):
             await fn()
+
     trio.run(main)
 
 
-async def drain(host: P2PHost, channel: str, n: int, timeout_s: float
-                ) -> list[tuple[bytes, bytes]]:
+async def drain(host: P2PHost, channel: str, n: int, timeout_s: float) -> list[tuple[bytes, bytes]]:
     got: list[tuple[bytes, bytes]] = []
     with trio.move_on_after(timeout_s):
         async for item in host.inbound(channel):
@@ -138,8 +143,9 @@ def test_four_hosts_send_broadcast_request() -> None:
         for h in hosts:
             h.set_request_handler(handler)
         async with running(*hosts):
-            await wait_until(lambda: all(len(h.connected_peers()) == 3 for h in hosts), 10,
-                             "full mesh")
+            await wait_until(
+                lambda: all(len(h.connected_peers()) == 3 for h in hosts), 10, "full mesh"
+            )
             rng = random.Random(7)
             sent: dict[int, list[bytes]] = {}
             for i, h in enumerate(hosts):
@@ -177,8 +183,10 @@ def test_four_hosts_send_broadcast_request() -> None:
 
             # Request/response: answers, remote errors, timeouts, unknown peers.
             req = os.urandom(100_000)
-            assert await hosts[1].request(keys[2], req, 5) == \
-                hashlib.sha256(keys[1] + req).digest() + req
+            assert (
+                await hosts[1].request(keys[2], req, 5)
+                == hashlib.sha256(keys[1] + req).digest() + req
+            )
             with pytest.raises(RemoteError, match="handler failed"):
                 await hosts[1].request(keys[3], b"fail", 5)
             with pytest.raises(RequestTimeout):
@@ -210,8 +218,13 @@ def test_host_not_in_allowlist_is_refused_both_ways() -> None:
         ka, kb, kx = key_of(0), key_of(1), key_of(66)
         absent = key_of(67)
         # A allows B and an absent validator whose configured address is really X's.
-        a = P2PHost(P2PConfig(seed=seed_of(0), listen_port=pa,
-                              peers={kb: f"127.0.0.1:{pb}", absent: f"127.0.0.1:{px}"}))
+        a = P2PHost(
+            P2PConfig(
+                seed=seed_of(0),
+                listen_port=pa,
+                peers={kb: f"127.0.0.1:{pb}", absent: f"127.0.0.1:{px}"},
+            )
+        )
         b = P2PHost(P2PConfig(seed=seed_of(1), listen_port=pb, peers={ka: f"127.0.0.1:{pa}"}))
         # X is a well-formed libp2p node (valid key) that allows and dials A.
         x = P2PHost(P2PConfig(seed=seed_of(66), listen_port=px, peers={ka: f"127.0.0.1:{pa}"}))
@@ -222,8 +235,9 @@ def test_host_not_in_allowlist_is_refused_both_ways() -> None:
             # Outbound: A dialling X (as anything inside libp2p might) is refused too.
             lib = a.lib
             assert lib is not None
-            lib.get_peerstore().add_addrs(x.peer_id, [multiaddr.Multiaddr(
-                f"/ip4/127.0.0.1/tcp/{px}")], 0)
+            lib.get_peerstore().add_addrs(
+                x.peer_id, [multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{px}")], 0
+            )
             with pytest.raises(Exception):  # noqa: B017 - SwarmException, wrapped
                 await lib.get_network().dial_peer(x.peer_id)
             assert a.stats["refused_outbound"] == 1
@@ -253,14 +267,20 @@ def test_removing_a_peer_from_the_allowlist_drops_it() -> None:
 
         c.set_request_handler(echo)
         async with running(a, b, c):
-            await wait_until(lambda: len(a.connected_peers()) == 2 and
-                             len(c.connected_peers()) == 2, 5, "mesh")
+            await wait_until(
+                lambda: len(a.connected_peers()) == 2 and len(c.connected_peers()) == 2, 5, "mesh"
+            )
             a.set_allowlist({b.public_key})
-            await wait_until(lambda: a.connected_peers() == {b.public_key} and
-                             a.public_key not in c.connected_peers(), 3, "C dropped")
+            await wait_until(
+                lambda: (
+                    a.connected_peers() == {b.public_key}
+                    and a.public_key not in c.connected_peers()
+                ),
+                3,
+                "C dropped",
+            )
             refused = a.stats["refused_inbound"]
-            await wait_until(lambda: a.stats["refused_inbound"] > refused, 5,
-                             "C's redial refused")
+            await wait_until(lambda: a.stats["refused_inbound"] > refused, 5, "C's redial refused")
             assert not c.send(a.public_key, CONSENSUS, b"still there?")
             a.send(b.public_key, CONSENSUS, b"b is fine")
             assert await drain(b, CONSENSUS, 1, 2) == [(a.public_key, b"b is fine")]
@@ -312,9 +332,14 @@ def test_malformed_oversize_unknown_and_flood_are_dropped_and_counted() -> None:
                 await raw("/dvp/unknown/1", b"hello")
             # A flood: 5,000 frames in one burst against 200 frames/s.
             await raw("/dvp/consensus/1", encode_frames([b"flood %d" % i for i in range(5000)]))
-            await wait_until(lambda: a.stats["frames_in.consensus"] +
-                             a.stats["dropped.rate_limited.consensus"] >= 5000, 10,
-                             lambda: f"flood {a.stats}")
+            await wait_until(
+                lambda: (
+                    a.stats["frames_in.consensus"] + a.stats["dropped.rate_limited.consensus"]
+                    >= 5000
+                ),
+                10,
+                lambda: f"flood {a.stats}",
+            )
             assert a.stats["dropped.rate_limited.consensus"] >= 4700
             assert a.stats["frames_in.consensus"] <= 300
             # A request flood is answered "rate limited" at once (callers fail fast).
@@ -354,8 +379,7 @@ def test_malformed_oversize_unknown_and_flood_are_dropped_and_counted() -> None:
 
 
 @pytest.mark.parametrize("how", ["cancelled", "stuck"])
-def test_a_frame_is_never_left_half_written(how: str, monkeypatch: pytest.MonkeyPatch
-                                           ) -> None:
+def test_a_frame_is_never_left_half_written(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A yamux frame of 64 KiB goes out as two Noise messages. A writer cancelled between
     them (its stream ended by its reader, a deadline) used to leave the first one alone on
     the connection: the peer read our next frames as the rest of that frame and the
@@ -389,8 +413,15 @@ def test_a_frame_is_never_left_half_written(how: str, monkeypatch: pytest.Monkey
             assert la is not None and lb is not None
             # Both dial at start-up; wait for the duplicate to go, so that the frame is cut
             # on the connection that carries the consensus stream.
-            await wait_until(lambda: len(live_connections(la, b.peer_id)) ==
-                             len(live_connections(lb, a.peer_id)) == 1, 5, "one connection")
+            await wait_until(
+                lambda: (
+                    len(live_connections(la, b.peer_id))
+                    == len(live_connections(lb, a.peer_id))
+                    == 1
+                ),
+                5,
+                "one connection",
+            )
             conns = live_connections(la, b.peer_id) + live_connections(lb, a.peer_id)
             stream = await la.new_stream(b.peer_id, [TProtocol("/dvp/txs/1")])
             with trio.move_on_after(0.5) as scope:
@@ -406,12 +437,16 @@ def test_a_frame_is_never_left_half_written(how: str, monkeypatch: pytest.Monkey
                 except Exception:
                     pass
             if how == "stuck":
-                await wait_until(lambda: all(c.is_closed for c in conns), 2,
-                                 "the connection with the cut frame closed at both ends")
+                await wait_until(
+                    lambda: all(c.is_closed for c in conns),
+                    2,
+                    "the connection with the cut frame closed at both ends",
+                )
             await wait_until(lambda: b.public_key in a.connected_peers(), 5, "connected")
             a.send(b.public_key, CONSENSUS, b"after")
             assert await drain(b, CONSENSUS, 1, 5) == [(a.public_key, b"after")], (
-                f"nothing arrived after the cut frame: a {dict(a.stats)} b {dict(b.stats)}")
+                f"nothing arrived after the cut frame: a {dict(a.stats)} b {dict(b.stats)}"
+            )
             if how == "cancelled":
                 assert not any(c.is_closed for c in conns), "the connection was dropped"
 
@@ -426,8 +461,9 @@ def test_receive_credit_goes_back_in_batches(monkeypatch: pytest.MonkeyPatch) ->
     updates: list[int] = []
     real = CreditBatchingYamuxStream.send_window_update
 
-    async def counting(self: CreditBatchingYamuxStream, increment: int,
-                       skip_lock: bool = False) -> None:
+    async def counting(
+        self: CreditBatchingYamuxStream, increment: int, skip_lock: bool = False
+    ) -> None:
         updates.append(increment)
         await real(self, increment, skip_lock)
 
@@ -475,14 +511,20 @@ def test_app_queue_overflow_policies_never_stall_the_reader() -> None:
             for i in range(50):
                 b.send(a.public_key, TXS, b"t%03d" % i)
             # The reader waits at most consensus_backpressure_s (0.25 s), then evicts.
-            took = await wait_until(lambda: a.stats["dropped.inbound_evicted.consensus"] == 484
-                                    and a.stats["dropped.inbound_full.txs"] == 46, 3,
-                                    lambda: f"overflow accounting {a.stats}")
+            took = await wait_until(
+                lambda: (
+                    a.stats["dropped.inbound_evicted.consensus"] == 484
+                    and a.stats["dropped.inbound_full.txs"] == 46
+                ),
+                3,
+                lambda: f"overflow accounting {a.stats}",
+            )
             assert took < 1.0, f"reader stalled {took:.2f} s"
             assert a.stats["frames_in.consensus"] == 500 and a.stats["frames_in.txs"] == 50
             # Consensus keeps the newest, txs the oldest.
-            assert [p for _, p in await drain(a, CONSENSUS, 16, 1)] == \
-                [b"c%03d" % i for i in range(484, 500)]
+            assert [p for _, p in await drain(a, CONSENSUS, 16, 1)] == [
+                b"c%03d" % i for i in range(484, 500)
+            ]
             assert [p for _, p in await drain(a, TXS, 4, 1)] == [b"t%03d" % i for i in range(4)]
             assert await b.request(a.public_key, b"alive", 2) == b"alive"
 
@@ -507,13 +549,18 @@ class PeerProcess:
         with open(self.out_path, "ab") as out, open(self.err_path, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.p2p.p2p_peer_proc", json.dumps(self.doc)],
-                cwd=ROOT, stdout=out, stderr=err,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                cwd=ROOT,
+                stdout=out,
+                stderr=err,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
 
     async def ready(self, timeout_s: float) -> None:
-        await wait_until(lambda: b"ready" in self.out_path.read_bytes(), timeout_s,
-                         lambda: f"{self.out_path.name} ready; stderr: "
-                                 f"{self.err_path.read_text()[-2000:]}")
+        await wait_until(
+            lambda: b"ready" in self.out_path.read_bytes(),
+            timeout_s,
+            lambda: f"{self.out_path.name} ready; stderr: {self.err_path.read_text()[-2000:]}",
+        )
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -533,17 +580,27 @@ def test_kill9_then_restart_reconnects(tmp_path: Path) -> None:
     ka, kb, kc = key_of(0), key_of(1), key_of(2)
 
     def doc(i: int, port: int, dials: bool) -> dict[str, Any]:
-        return {"seed": seed_of(i).hex(), "port": port,
-                "peers": {ka.hex(): f"127.0.0.1:{pa}"} if dials else {},
-                "allowlist": [ka.hex(), kb.hex(), kc.hex()]}
+        return {
+            "seed": seed_of(i).hex(),
+            "port": port,
+            "peers": {ka.hex(): f"127.0.0.1:{pa}"} if dials else {},
+            "allowlist": [ka.hex(), kb.hex(), kc.hex()],
+        }
 
     # B never dials: after its restart only A's reconnect loop can bring it back.
-    procs = [PeerProcess(doc(1, pb, False), tmp_path, "b"),
-             PeerProcess(doc(2, pc, True), tmp_path, "c")]
+    procs = [
+        PeerProcess(doc(1, pb, False), tmp_path, "b"),
+        PeerProcess(doc(2, pc, True), tmp_path, "c"),
+    ]
 
     async def scenario() -> None:
-        a = P2PHost(P2PConfig(seed=seed_of(0), listen_port=pa,
-                              peers={kb: f"127.0.0.1:{pb}", kc: f"127.0.0.1:{pc}"}))
+        a = P2PHost(
+            P2PConfig(
+                seed=seed_of(0),
+                listen_port=pa,
+                peers={kb: f"127.0.0.1:{pb}", kc: f"127.0.0.1:{pc}"},
+            )
+        )
         for p in procs:
             p.start()
         async with running(a):
@@ -583,8 +640,16 @@ def test_frozen_peer_is_dropped_then_redialled(tmp_path: Path) -> None:
     pa, pb = free_port(), free_port()
     ka, kb = key_of(0), key_of(1)
     fast = {"keepalive_s": 0.25, "idle_timeout_s": 1.0, "write_timeout_s": 1.0}
-    proc = PeerProcess({"seed": seed_of(1).hex(), "port": pb, "overrides": fast,
-                        "peers": {ka.hex(): f"127.0.0.1:{pa}"}}, tmp_path, "b")
+    proc = PeerProcess(
+        {
+            "seed": seed_of(1).hex(),
+            "port": pb,
+            "overrides": fast,
+            "peers": {ka.hex(): f"127.0.0.1:{pa}"},
+        },
+        tmp_path,
+        "b",
+    )
 
     async def scenario() -> None:
         cfg = P2PConfig(seed=seed_of(0), listen_port=pa, peers={kb: f"127.0.0.1:{pb}"})
@@ -599,8 +664,11 @@ def test_frozen_peer_is_dropped_then_redialled(tmp_path: Path) -> None:
             assert proc.proc is not None
             os.kill(proc.proc.pid, signal.SIGSTOP)
             try:
-                took = await wait_until(lambda: kb not in a.connected_peers(), 5,
-                                        lambda: f"frozen peer dropped {a.stats}")
+                took = await wait_until(
+                    lambda: kb not in a.connected_peers(),
+                    5,
+                    lambda: f"frozen peer dropped {a.stats}",
+                )
                 print(f"frozen peer dropped after {took:.2f} s")
                 assert took < 3.0
                 assert a.stats["unresponsive_disconnects"] >= 1

@@ -44,7 +44,7 @@ def test_any_chunking_yields_the_same_frames(frames: list[bytes], cuts: list[int
     i = 0
     while pos < len(wire):
         step = cuts[i % len(cuts)]
-        out += dec.feed(wire[pos:pos + step])
+        out += dec.feed(wire[pos : pos + step])
         pos += step
         i += 1
     assert out == frames
@@ -87,12 +87,10 @@ def test_token_bucket_refills_at_its_rate_and_caps_at_capacity() -> None:
 
 
 def test_rate_limiter_needs_both_budgets_and_admits_one_maximal_frame() -> None:
-    lim = RateLimiter(RateLimit(frames_per_s=100, bytes_per_s=1000), max_frame_bytes=4096,
-                      now=0.0)
+    lim = RateLimiter(RateLimit(frames_per_s=100, bytes_per_s=1000), max_frame_bytes=4096, now=0.0)
     assert lim.allow(4096, 0.0)  # byte capacity is at least one maximal frame
     assert not lim.allow(1, 0.0)  # byte bucket empty now
-    lim2 = RateLimiter(RateLimit(frames_per_s=2, bytes_per_s=1e9), max_frame_bytes=1024,
-                       now=0.0)
+    lim2 = RateLimiter(RateLimit(frames_per_s=2, bytes_per_s=1e9), max_frame_bytes=1024, now=0.0)
     assert lim2.allow(1, 0.0) and lim2.allow(1, 0.0) and not lim2.allow(1, 0.0)
     assert lim2.allow(1, 0.5)
 
@@ -130,22 +128,37 @@ def test_peer_id_is_derived_from_the_node_key() -> None:
         peer_id_of(b"short")
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("127.0.0.1:7001", "/ip4/127.0.0.1/tcp/7001"),
-    (" 127.0.0.1:7001 ", "/ip4/127.0.0.1/tcp/7001"),
-    ("[::1]:7001", "/ip6/::1/tcp/7001"),
-    ("/ip4/127.0.0.1/tcp/7001", "/ip4/127.0.0.1/tcp/7001"),
-    ("/ip4/127.0.0.1/tcp/7001/p2p/12D3KooWMbbPVGsZYh3ChQjue712NHHGNybRRXwnuSpezYjGbCDS",
-     "/ip4/127.0.0.1/tcp/7001"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("127.0.0.1:7001", "/ip4/127.0.0.1/tcp/7001"),
+        (" 127.0.0.1:7001 ", "/ip4/127.0.0.1/tcp/7001"),
+        ("[::1]:7001", "/ip6/::1/tcp/7001"),
+        ("/ip4/127.0.0.1/tcp/7001", "/ip4/127.0.0.1/tcp/7001"),
+        (
+            "/ip4/127.0.0.1/tcp/7001/p2p/12D3KooWMbbPVGsZYh3ChQjue712NHHGNybRRXwnuSpezYjGbCDS",
+            "/ip4/127.0.0.1/tcp/7001",
+        ),
+    ],
+)
 def test_peer_addresses(text: str, expected: str) -> None:
     assert str(parse_peer_address(text)) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "localhost:7001", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "/dns4/x/tcp/1",
-    "/ip4/127.0.0.1/udp/7001/quic-v1", "/ip4/127.0.0.1", "not an address", "/garbage",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "localhost:7001",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "127.0.0.1:70000",
+        "/dns4/x/tcp/1",
+        "/ip4/127.0.0.1/udp/7001/quic-v1",
+        "/ip4/127.0.0.1",
+        "not an address",
+        "/garbage",
+    ],
+)
 def test_bad_peer_addresses(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_peer_address(text)
@@ -154,8 +167,9 @@ def test_bad_peer_addresses(text: str) -> None:
 def test_config_validation() -> None:
     seed = b"\x07" * 32
     P2PConfig(seed=seed).validate()
-    assert P2PConfig(seed=seed, peers={b"k" * 32: "127.0.0.1:1"}).effective_allowlist() == \
-        {b"k" * 32}
+    assert P2PConfig(seed=seed, peers={b"k" * 32: "127.0.0.1:1"}).effective_allowlist() == {
+        b"k" * 32
+    }
     assert P2PConfig(seed=seed, allowlist=set()).effective_allowlist() == set()
     bad: list[dict[str, object]] = [
         {"seed": b"short"},

@@ -27,8 +27,13 @@ from tests.node.test_node_inprocess import _factory
 JSON = {"Content-Type": "application/json"}
 
 
-def rpc_section(*, open_mode: bool, credentials: dict[str, tuple[list[str], str]] | None = None,
-                admin: bool = False, tls: tuple[Path, Path] | None = None) -> str:
+def rpc_section(
+    *,
+    open_mode: bool,
+    credentials: dict[str, tuple[list[str], str]] | None = None,
+    admin: bool = False,
+    tls: tuple[Path, Path] | None = None,
+) -> str:
     """The lines to put after ``listen`` in ``[rpc]``: credentials are (roles, key_sha256)."""
     lines = [f"open = {'true' if open_mode else 'false'}"]
     if admin:
@@ -36,13 +41,23 @@ def rpc_section(*, open_mode: bool, credentials: dict[str, tuple[list[str], str]
     if tls is not None:
         lines += [f'tls_cert = "{tls[0]}"', f'tls_key = "{tls[1]}"']
     for member, (roles, digest) in (credentials or {}).items():
-        lines += ["", f"[rpc.credentials.{member}]", f"roles = {json.dumps(roles)}",
-                  f'key_sha256 = "{digest}"']
+        lines += [
+            "",
+            f"[rpc.credentials.{member}]",
+            f"roles = {json.dumps(roles)}",
+            f'key_sha256 = "{digest}"',
+        ]
     return "\n".join(lines) + "\n"
 
 
-def run_nodes(root: Path, client: Callable[[list[Node]], Any], *, nodes: int = 1,
-              rpc: str | None = None, timeout_s: float = 90.0) -> Any:
+def run_nodes(
+    root: Path,
+    client: Callable[[list[Node]], Any],
+    *,
+    nodes: int = 1,
+    rpc: str | None = None,
+    timeout_s: float = 90.0,
+) -> Any:
     """Run ``client(nodes)`` in a thread against freshly started nodes; return its result."""
     entries = create_devnet(root, nodes=nodes, params={"heartbeat_ms": 200})
     if rpc is not None:
@@ -69,8 +84,14 @@ def run_nodes(root: Path, client: Callable[[list[Node]], Any], *, nodes: int = 1
     return result[0]
 
 
-def call(port: int, method: str, params: dict[str, Any] | None = None, *,
-         key: str | None = None, tls: Any = None) -> dict[str, Any]:
+def call(
+    port: int,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    key: str | None = None,
+    tls: Any = None,
+) -> dict[str, Any]:
     """One JSON-RPC call over a fresh ``http.client`` connection; the response object."""
     conn: http.client.HTTPConnection
     if tls is not None:

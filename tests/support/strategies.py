@@ -34,8 +34,7 @@ small = st.integers(min_value=0, max_value=10**13)
 def attests(draw: st.DrawFn) -> Attest:
     issued = draw(small)
     until = draw(st.one_of(st.just(0), st.integers(issued + 1, issued + 10**12)))
-    return Attest(draw(idents), draw(hashes), issued, until,
-                  draw(st.one_of(st.just(b""), hashes)))
+    return Attest(draw(idents), draw(hashes), issued, until, draw(st.one_of(st.just(b""), hashes)))
 
 
 revokes = st.builds(Revoke, hashes, st.sampled_from(list(RevokeReason)))
@@ -75,25 +74,51 @@ def transactions(draw: st.DrawFn) -> Transaction:
 
 
 headers = st.builds(
-    BlockHeader, idents, u64, hashes, u64, st.one_of(st.just(b""), hashes),
-    st.integers(0, 20_000), hashes, hashes, hashes, hashes, hashes)
+    BlockHeader,
+    idents,
+    u64,
+    hashes,
+    u64,
+    st.one_of(st.just(b""), hashes),
+    st.integers(0, 20_000),
+    hashes,
+    hashes,
+    hashes,
+    hashes,
+    hashes,
+)
 
 validator_sets = st.lists(
-    st.builds(Validator, idents, hashes), min_size=1, max_size=7,
-    unique_by=(lambda v: v.member_id, lambda v: v.node_key)).map(ValidatorSet.of)
+    st.builds(Validator, idents, hashes),
+    min_size=1,
+    max_size=7,
+    unique_by=(lambda v: v.member_id, lambda v: v.node_key),
+).map(ValidatorSet.of)
 
 certificates = st.builds(
-    CommitCertificate, u64, u64, hashes,
-    st.lists(st.tuples(st.integers(0, 255), st.binary(min_size=64, max_size=64)),
-             max_size=7, unique_by=lambda p: p[0]).map(lambda s: tuple(sorted(s))))
+    CommitCertificate,
+    u64,
+    u64,
+    hashes,
+    st.lists(
+        st.tuples(st.integers(0, 255), st.binary(min_size=64, max_size=64)),
+        max_size=7,
+        unique_by=lambda p: p[0],
+    ).map(lambda s: tuple(sorted(s))),
+)
 
 
 @st.composite
 def members(draw: st.DrawFn) -> Member:
     roles = sorted(set(draw(st.lists(st.sampled_from([int(r) for r in Role])))))
     docs = sorted(set(draw(st.lists(idents, max_size=4))))
-    return Member(draw(idents), draw(st.text(min_size=1, max_size=30)), draw(hashes),
-                  tuple(roles), tuple(docs))
+    return Member(
+        draw(idents),
+        draw(st.text(min_size=1, max_size=30)),
+        draw(hashes),
+        tuple(roles),
+        tuple(docs),
+    )
 
 
 params = st.builds(ChainParams, *[st.integers(1, 10**6) for _ in ChainParams.NAMES])
@@ -102,12 +127,23 @@ params = st.builds(ChainParams, *[st.integers(1, 10**6) for _ in ChainParams.NAM
 def sample_tx(i: int = 0, chain_id: str = "dvp-test") -> Transaction:
     """A concrete signed ATTEST transaction (deterministic), for example-based tests."""
     key = KEYS[i % len(KEYS)]
-    payload = Attest("credit-report", bytes([i % 256]) * 32, 1_700_000_000_000 + i,
-                     1_800_000_000_000, b"")
+    payload = Attest(
+        "credit-report", bytes([i % 256]) * 32, 1_700_000_000_000 + i, 1_800_000_000_000, b""
+    )
     return Transaction(chain_id, key.public_key, i, 1000, payload).signed(key)
 
 
 def sample_header(tx_count: int = 0) -> BlockHeader:
-    return BlockHeader("dvp-test", 7, b"\x01" * 32, 1_700_000_000_000, KEYS[0].public_key,
-                       tx_count, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, b"\x05" * 32,
-                       b"\x06" * 32)
+    return BlockHeader(
+        "dvp-test",
+        7,
+        b"\x01" * 32,
+        1_700_000_000_000,
+        KEYS[0].public_key,
+        tx_count,
+        b"\x02" * 32,
+        b"\x03" * 32,
+        b"\x04" * 32,
+        b"\x05" * 32,
+        b"\x06" * 32,
+    )

@@ -32,8 +32,12 @@ class Adversary:
         self._err = open(self.log, "ab")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.system.adversary_proc", str(e.config), json.dumps(plan)],
-            stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL, cwd=REPO,
-            start_new_session=True)
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            start_new_session=True,
+        )
         self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -57,9 +61,11 @@ class Adversary:
             self.seen.append(doc)
             if doc.get("phase") == phase:
                 return doc
-        raise AssertionError(f"the adversary did not finish phase {phase!r} within "
-                             f"{timeout_s} s (exit code {self.proc.poll()}); it said "
-                             f"{self.seen[-5:]}; log {self.log}")
+        raise AssertionError(
+            f"the adversary did not finish phase {phase!r} within "
+            f"{timeout_s} s (exit code {self.proc.poll()}); it said "
+            f"{self.seen[-5:]}; log {self.log}"
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -76,9 +82,12 @@ class Adversary:
 
 
 @contextlib.contextmanager
-def devnet_with_adversary(root: Path, adversary: str, plan: dict[str, Any],
-                          p2p_settings: dict[str, str] | None = None,
-                          ) -> Iterator[Adversary]:
+def devnet_with_adversary(
+    root: Path,
+    adversary: str,
+    plan: dict[str, Any],
+    p2p_settings: dict[str, str] | None = None,
+) -> Iterator[Adversary]:
     """A 4-validator devnet (300 ms heartbeats, 1 s view timeout) where validator
     ``adversary`` is ``tests.system.adversary_proc`` with ``plan``; the honest nodes get
     ``p2p_settings`` in their ``[p2p]`` section. Everything is stopped on exit."""

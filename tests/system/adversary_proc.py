@@ -77,23 +77,39 @@ def junk_frames(rng: random.Random, channel: str, samples: list[bytes], n: int) 
             frame = bytes(b)
         elif kind == 2 and samples:  # a real message cut short
             s = rng.choice(samples)
-            frame = s[:rng.randrange(1, len(s))] if len(s) > 1 else b"\xc1"
+            frame = s[: rng.randrange(1, len(s))] if len(s) > 1 else b"\xc1"
         elif kind == 3:  # msgpack the canonical codec refuses: maps, floats, nil, negatives
             frame = msgpack.packb(_random_value(rng, 4), use_bin_type=True)
         elif kind == 4:  # deep nesting
             depth = rng.choice((64, 1000, 100_000))
             frame = b"\x91" * depth + b"\xc0"
         elif kind == 5:  # containers and strings declaring ~4 GiB
-            frame = rng.choice((b"\xdd\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff",
-                                b"\xdb\x7f\xff\xff\xff\x00", b"\xdf\xff\xff\xff\xff"))
+            frame = rng.choice(
+                (
+                    b"\xdd\xff\xff\xff\xff",
+                    b"\xc6\xff\xff\xff\xff",
+                    b"\xdb\x7f\xff\xff\xff\x00",
+                    b"\xdf\xff\xff\xff\xff",
+                )
+            )
         elif kind == 6:  # well-formed canonical arrays of the wrong shape
             frame = encode([rng.randrange(256), rng.randbytes(32), 2**64 - 1, [b"x"] * 3])
         elif kind == 7 and channel == TXS:  # a batch of junk "transactions"
             frame = encode([rng.randbytes(rng.randrange(1, 300)) for _ in range(20)])
         elif kind == 7:  # sync requests that decode but ask for nonsense
-            frame = msgpack.packb(rng.choice((
-                ["blocks", 2**63, 2**64 - 1], ["blocks", 9, 1], ["blocks", -1, 5],
-                ["status", 1], ["blocks"], ["nope"], ["blocks", 1, -(2**63)])))
+            frame = msgpack.packb(
+                rng.choice(
+                    (
+                        ["blocks", 2**63, 2**64 - 1],
+                        ["blocks", 9, 1],
+                        ["blocks", -1, 5],
+                        ["status", 1],
+                        ["blocks"],
+                        ["nope"],
+                        ["blocks", 1, -(2**63)],
+                    )
+                )
+            )
         else:  # trailing bytes after a real message
             frame = (rng.choice(samples) if samples else b"\x90") + rng.randbytes(3)
         out.append(frame or b"\xc1")
@@ -144,8 +160,7 @@ class AdversaryTransport(Libp2pTransport):
         node = self.node
         msg = decode_message(payload)
         peers = sorted(self.host.connected_peers())
-        if not isinstance(msg, PrePrepare) or msg.sender != node.key.public_key \
-                or len(peers) < 3:
+        if not isinstance(msg, PrePrepare) or msg.sender != node.key.public_key or len(peers) < 3:
             return False
         block = node.app.block_of(msg.payload)
         parent = node.ledger.state_of_block(msg.parent_id)
@@ -153,11 +168,17 @@ class AdversaryTransport(Libp2pTransport):
             return False
         # Block B: the same transactions a millisecond later -- valid, but another id.
         # Executed outside the ledger so our own pending chain keeps block A.
-        alt = execute(parent, list(block.txs), time_ms=block.header.time_ms + 1,
-                      proposer=node.key.public_key, strict=False,
-                      verified=node.mempool.verified).block
-        b = PrePrepare(msg.height, msg.view, alt.block_id, msg.parent_id,
-                       alt.encode()).signed_by(node.crypto, node.chain_id)
+        alt = execute(
+            parent,
+            list(block.txs),
+            time_ms=block.header.time_ms + 1,
+            proposer=node.key.public_key,
+            strict=False,
+            verified=node.mempool.verified,
+        ).block
+        b = PrePrepare(msg.height, msg.view, alt.block_id, msg.parent_id, alt.encode()).signed_by(
+            node.crypto, node.chain_id
+        )
         victim, second, third = peers[:3]
         for peer, m in ((victim, msg), (second, msg), (third, b), (victim, b)):
             self.host.send(peer, CONSENSUS, m.encoded)
@@ -165,8 +186,14 @@ class AdversaryTransport(Libp2pTransport):
             self.host.send(peer, CONSENSUS, msg.encoded)
         self.equivocate_left -= 1
         self.equivocations += 1
-        report(event="equivocated", height=msg.height, view=msg.view,
-               a=msg.block_id.hex()[:16], b=alt.block_id.hex()[:16], victim=victim.hex()[:16])
+        report(
+            event="equivocated",
+            height=msg.height,
+            view=msg.view,
+            a=msg.block_id.hex()[:16],
+            b=alt.block_id.hex()[:16],
+            victim=victim.hex()[:16],
+        )
         return True
 
     async def _pump(self, channel: str) -> None:
@@ -187,12 +214,12 @@ def _forged_view_change(node: Node, rng: random.Random) -> ViewChange | None:
     n = r.vset.n
     sigs = tuple((i, rng.randbytes(64)) for i in range(min(n, r.vset.quorum)))
     proof = Proof(ProofKind.COMMITTED, h, r.view, rng.randbytes(32), b"", sigs)
-    return ViewChange(r.epoch, r.view + 1, r.stable, (proof,)).signed_by(
-        node.crypto, node.chain_id)
+    return ViewChange(r.epoch, r.view + 1, r.stable, (proof,)).signed_by(node.crypto, node.chain_id)
 
 
-async def _replay_and_forge(node: Node, t: AdversaryTransport, rng: random.Random,
-                            seconds: float) -> dict[str, int]:
+async def _replay_and_forge(
+    node: Node, t: AdversaryTransport, rng: random.Random, seconds: float
+) -> dict[str, int]:
     counts = {"replayed": 0, "forged_view_changes": 0, "commits_for_missing_blocks": 0}
     end = trio.current_time() + seconds
     while trio.current_time() < end:
@@ -209,7 +236,8 @@ async def _replay_and_forge(node: Node, t: AdversaryTransport, rng: random.Rando
         r = node.replica
         if r is not None:
             c = Commit(node.ledger.height + 1, r.view, rng.randbytes(32)).signed_by(
-                node.crypto, node.chain_id)
+                node.crypto, node.chain_id
+            )
             t.host.broadcast(CONSENSUS, c.encoded)
             counts["commits_for_missing_blocks"] += 1
         await trio.sleep(0.05)
@@ -243,8 +271,9 @@ async def _fuzz(t: AdversaryTransport, rng: random.Random, n: int) -> dict[str, 
     return counts
 
 
-async def _flood(node: Node, t: AdversaryTransport, rng: random.Random,
-                 seconds: float) -> dict[str, int]:
+async def _flood(
+    node: Node, t: AdversaryTransport, rng: random.Random, seconds: float
+) -> dict[str, int]:
     counts = {"bad_signatures": 0, "malformed": 0, "oversize": 0}
     me = node.key.public_key
     end = trio.current_time() + seconds
@@ -299,8 +328,12 @@ async def attack(node: Node, t: AdversaryTransport, plan: dict[str, Any]) -> Non
     if plan.get("flood_s"):
         counts = await _flood(node, t, rng, plan["flood_s"])
         await trio.sleep(0.5)
-        report(phase="flood", height=node.ledger.height,
-               connected=len(t.host.connected_peers()), **counts)
+        report(
+            phase="flood",
+            height=node.ledger.height,
+            connected=len(t.host.connected_peers()),
+            **counts,
+        )
     report(phase="done")
 
 

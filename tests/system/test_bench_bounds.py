@@ -39,8 +39,9 @@ def _probe(cwd: Path, bound: str | None) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = str(BOUNDS)
     if bound is not None:
         env["DVP_BOUND"] = bound
-    return subprocess.run([sys.executable, "-c", PROBE], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_without_dvp_bound_nothing_changes() -> None:
@@ -94,8 +95,14 @@ def test_unstored_state_tree_keeps_only_root_records_in_leveldb(tmp_path: Path) 
         if bound:
             env["DVP_BOUND"] = bound
         db = tmp_path / (bound or "product")
-        out = subprocess.run([sys.executable, "-c", UNSTORED_PROBE, str(db)], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", UNSTORED_PROBE, str(db)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert "issuer True" in out.stdout  # the state reads the same either way
         runs[bound] = int(out.stdout.split("stored nodes ")[1])
@@ -110,10 +117,16 @@ def test_an_unknown_bound_is_refused() -> None:
     finally:
         sys.path.remove(str(BOUNDS))
     assert dvp_bounds.parse(" free-state-tree , free-tx-signatures ") == [
-        "free-state-tree", "free-tx-signatures"]
+        "free-state-tree",
+        "free-tx-signatures",
+    ]
     with pytest.raises(ValueError, match="unknown bound 'free-tree'"):
         dvp_bounds.parse("free-tree")
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_node.py"), "--bound",
-                          "free-tree"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_node.py"), "--bound", "free-tree"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "unknown bound 'free-tree'" in out.stderr

@@ -45,7 +45,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Advers
 
 
 def test_honest_nodes_survive_an_equivocating_lying_flooding_validator(
-        net: tuple[Path, Adversary]) -> None:
+    net: tuple[Path, Adversary],
+) -> None:
     root, adversary = net
     es = entries(root)
     honest = [es[n] for n in HONEST]
@@ -57,8 +58,12 @@ def test_honest_nodes_survive_an_equivocating_lying_flooding_validator(
 
     # Every phase: the three honest nodes keep committing while it runs.
     progress = {}
-    for phase, timeout_s in (("started", 60), ("equivocate", 60), ("replay_forge", 30),
-                             ("flood", 30)):
+    for phase, timeout_s in (
+        ("started", 60),
+        ("equivocate", 60),
+        ("replay_forge", 30),
+        ("flood", 30),
+    ):
         before = min(h or 0 for h in heights(honest))
         adversary.wait_phase(phase, timeout_s)
         progress[phase] = wait_height(honest, before + 2, 30)
@@ -71,8 +76,11 @@ def test_honest_nodes_survive_an_equivocating_lying_flooding_validator(
     # Each honest node bans it on its own count of strikes: allow the last one a few
     # seconds after the flood (seen: one connection left at the flood's last report).
     deadline = time.monotonic() + 10
-    while [(status(e) or {}).get("peers") for e in honest] != [2, 2, 2] and \
-            time.monotonic() < deadline:
+    while [(status(e) or {}).get("peers") for e in honest] != [
+        2,
+        2,
+        2,
+    ] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [(status(e) or {}).get("peers") for e in honest] == [2, 2, 2], flood
 
@@ -86,18 +94,24 @@ def test_honest_nodes_survive_an_equivocating_lying_flooding_validator(
     evidence = [(status(e) or {}).get("evidence", 0) for e in honest]
     assert sum(evidence) >= 1, evidence
     logs = {e.name: (root / "data" / e.name / "node.log").read_text() for e in honest}
-    assert any("equivocation evidence recorded" in text and offender in text
-               for text in logs.values()), "no evidence log line naming the offender"
+    assert any(
+        "equivocation evidence recorded" in text and offender in text for text in logs.values()
+    ), "no evidence log line naming the offender"
 
     for e in honest:
         m = metrics(e)
-        forged = sum(v for k, v in m.items()
-                     if k.startswith('dvp_consensus_events_total{event="bad_view_change'))
+        forged = sum(
+            v
+            for k, v in m.items()
+            if k.startswith('dvp_consensus_events_total{event="bad_view_change')
+        )
         assert forged >= 1, f"{e.name}: forged certificates not refused"
         assert m.get('dvp_consensus_events_total{event="bad_signature"}', 0) >= 1, e.name
         assert m.get('dvp_dropped_messages_total{reason="malformed_consensus"}', 0) >= 1, e.name
         assert m.get('dvp_p2p_events_total{event="dropped.oversize.consensus"}', 0) >= 1, e.name
         assert m.get('dvp_p2p_events_total{event="bans"}', 0) >= 1, e.name
         assert "peer banned for misbehaving" in logs[e.name] and offender in logs[e.name]
-    print(f"\nheights advanced during each phase (s to +2): "
-          f"{ {k: round(v, 1) for k, v in progress.items()} }; evidence {evidence}")
+    print(
+        f"\nheights advanced during each phase (s to +2): "
+        f"{ {k: round(v, 1) for k, v in progress.items()} }; evidence {evidence}"
+    )

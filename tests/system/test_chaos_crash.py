@@ -38,8 +38,8 @@ def _crash(env: Env, victim: str, sig: int) -> tuple[float, float]:
     others = [n for n in cl.names if n != victim]
     deadline = time.monotonic() + 30
     while len(env.load.snapshot()) < 100 and time.monotonic() < deadline:
-        time.sleep(0.2)              # under load: the victim has acknowledged some txs
-    env.verdict().assert_ok()        # baseline: the victim's chain is on record
+        time.sleep(0.2)  # under load: the victim has acknowledged some txs
+    env.verdict().assert_ok()  # baseline: the victim's chain is on record
     t_kill = time.monotonic()
     cl.kill(victim, sig)
     # the other three keep committing the load (after a view change if it was primary)
@@ -57,16 +57,20 @@ def test_kill9_a_replica_under_load_loses_nothing(env: Env) -> None:
     primary = env.cluster.primary()
     victim = next(n for n in env.cluster.names if n != primary)
     resumed, rejoined = _crash(env, victim, signal.SIGKILL)
-    print(f"\nkill -9 of replica {victim}: others committing {resumed:.1f} s later, "
-          f"restarted node committing {rejoined:.1f} s after restart")
+    print(
+        f"\nkill -9 of replica {victim}: others committing {resumed:.1f} s later, "
+        f"restarted node committing {rejoined:.1f} s after restart"
+    )
 
 
 def test_kill9_the_primary_under_load_view_change(env: Env) -> None:
     primary = env.cluster.primary()
     resumed, rejoined = _crash(env, primary, signal.SIGKILL)
     assert env.cluster.primary() != primary
-    print(f"\nkill -9 of primary {primary}: commits resumed {resumed:.1f} s later (view "
-          f"change); restarted node committing {rejoined:.1f} s after restart")
+    print(
+        f"\nkill -9 of primary {primary}: commits resumed {resumed:.1f} s later (view "
+        f"change); restarted node committing {rejoined:.1f} s after restart"
+    )
 
 
 def test_sigterm_of_each_validator_in_turn(env: Env) -> None:
@@ -92,11 +96,15 @@ def _why_views_moved(env: Env) -> str:
         st = env.cluster.status(name) or {}
         try:
             counts = metrics(env.cluster.entries[name])
-            found = (re.fullmatch(r'dvp_consensus_events_total\{event="([a-z_]+)"\}', key)
-                     for key in counts)
+            found = (
+                re.fullmatch(r'dvp_consensus_events_total\{event="([a-z_]+)"\}', key)
+                for key in counts
+            )
             counters = " ".join(
-                f"{m.group(1)}={counts[m.group(0)]:g}" for m in found
-                if m and re.search(r"timeout|censor|pending|joined|view_change", m.group(1)))
+                f"{m.group(1)}={counts[m.group(0)]:g}"
+                for m in found
+                if m and re.search(r"timeout|censor|pending|joined|view_change", m.group(1))
+            )
         except OSError as exc:
             counters = f"(metrics unavailable: {exc})"
         out.append(f"{name}: mempool {st.get('mempool')} {counters}")
@@ -116,14 +124,21 @@ def test_a_second_attestation_of_one_document_causes_no_view_change(env: Env) ->
     cl, load = env.cluster, env.load
     load.pause()
     try:
-        time.sleep(load.wait_s + 1.0)   # in-flight load requests finish
+        time.sleep(load.wait_s + 1.0)  # in-flight load requests finish
         base = {n: cl.status(n) for n in cl.names}
         assert all(st is not None for st in base.values())
         height = max(st["height"] for st in base.values() if st)
         doc = hashlib.sha256(b"one credit report, attested twice").digest()
-        txs = [Transaction(cl.chain_id, load.key.public_key, 10**9 + i, height + 300,
-                           Attest("credit-report", doc, 1_760_000_000_000, 0, b"")
-                           ).signed(load.key) for i in range(2)]
+        txs = [
+            Transaction(
+                cl.chain_id,
+                load.key.public_key,
+                10**9 + i,
+                height + 300,
+                Attest("credit-report", doc, 1_760_000_000_000, 0, b""),
+            ).signed(load.key)
+            for i in range(2)
+        ]
         answers: dict[int, list[bytes]] = {}
 
         def send(i: int) -> None:
@@ -136,7 +151,7 @@ def test_a_second_attestation_of_one_document_causes_no_view_change(env: Env) ->
             t.join(timeout=30)
         assert sum(len(a) for a in answers.values()) == 1, answers
         views = {n: st["view"] for n, st in base.items() if st}
-        time.sleep(12.0)                # three censorship timeouts
+        time.sleep(12.0)  # three censorship timeouts
         after = {n: (cl.status(n) or {}).get("view") for n in cl.names}
         assert after == views, f"views moved from {views} to {after}; {_why_views_moved(env)}"
         loser = next(t for t in txs if t.tx_id not in load.snapshot())
@@ -191,9 +206,12 @@ def test_the_verdict_catches_loss_forks_and_forged_certificates(env: Env) -> Non
         doc2 = c.call("getBlock", height=3)
     finally:
         c.close()
-    problem = other.check_block(2, {**doc, "certificate": doc2["certificate"]},
-                                 bytes.fromhex(doc["block_id"]),
-                                 bytes.fromhex(doc["header"]["prev_block_id"]))
+    problem = other.check_block(
+        2,
+        {**doc, "certificate": doc2["certificate"]},
+        bytes.fromhex(doc["block_id"]),
+        bytes.fromhex(doc["header"]["prev_block_id"]),
+    )
     assert problem is not None and "certificate" in problem
 
 

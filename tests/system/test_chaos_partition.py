@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.processes, pytest.mark.timeout(400)]
 
 WINDOW = FAST_PARAMS["pipeline_window"]
 K = FAST_PARAMS["checkpoint_interval"]
-LOG = 2 * max(K, WINDOW)   # the PBFT watermark window L (consensus.api.Config.log_size)
+LOG = 2 * max(K, WINDOW)  # the PBFT watermark window L (consensus.api.Config.log_size)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_split_2_2_commits_nothing_then_resumes(env: Env) -> None:
     assert settled <= before + 1 + WINDOW, (before, settled)
     t_settled = time.monotonic()
     acks_at_settle = len(env.load.snapshot())
-    time.sleep(6.0)   # several view-change timeouts: nobody may commit anything new
+    time.sleep(6.0)  # several view-change timeouts: nobody may commit anything new
     during = cl.heights()
     assert max(h for h in during.values() if h is not None) == settled, during
     assert env.load.acks_after(t_settled) == 0
@@ -70,8 +70,10 @@ def test_split_2_2_commits_nothing_then_resumes(env: Env) -> None:
     t_heal = time.monotonic()
     cl.heal()
     seconds = recover(env, t_heal, side_b[0], cl.names)
-    print(f"\n2-2 split for {t_heal - t_split:.1f} s: heights frozen at {settled} "
-          f"(was {before} at the cut); commits resumed {seconds:.1f} s after healing")
+    print(
+        f"\n2-2 split for {t_heal - t_split:.1f} s: heights frozen at {settled} "
+        f"(was {before} at the cut); commits resumed {seconds:.1f} s after healing"
+    )
     env.verdict().assert_ok()
 
 
@@ -84,8 +86,10 @@ def test_isolated_primary_is_replaced_by_a_view_change(env: Env) -> None:
     seconds = recover(env, t_cut, others[0], others, timeout_s=60)
     new_primary = cl.primary(others)
     assert new_primary != primary
-    print(f"\nprimary {primary} isolated: {new_primary} took over, commits resumed "
-          f"{seconds:.1f} s after the cut")
+    print(
+        f"\nprimary {primary} isolated: {new_primary} took over, commits resumed "
+        f"{seconds:.1f} s after the cut"
+    )
     cl.heal()
     t_heal = time.monotonic()
     top = _max_height(env)
@@ -108,13 +112,15 @@ def test_replica_isolated_past_a_checkpoint_catches_up_by_block_sync(env: Env) -
     # have garbage-collected every PBFT message it lacks, so only block sync can help.
     target = stuck_at + LOG + 2 * K
     cl.wait_height(target, others, timeout_s=90)
-    assert cl.heights([victim])[victim] == stuck_at   # cut off: it did not move
+    assert cl.heights([victim])[victim] == stuck_at  # cut off: it did not move
     t_heal = time.monotonic()
     cl.heal()
     top = _max_height(env)
     seconds = cl.wait_height(top, [victim], timeout_s=90)
-    print(f"\n{victim} isolated at height {stuck_at}; others reached {top}; caught up "
-          f"{seconds:.1f} s after healing ({top - stuck_at} blocks)")
+    print(
+        f"\n{victim} isolated at height {stuck_at}; others reached {top}; caught up "
+        f"{seconds:.1f} s after healing ({top - stuck_at} blocks)"
+    )
     recover(env, t_heal, victim, cl.names)
     env.verdict().assert_ok()
 
@@ -171,10 +177,12 @@ def test_slow_link_of_the_primary(env: Env) -> None:
     t_heal = time.monotonic()
     target = _max_height(env)
     caught_up = cl.wait_height(target, [victim], timeout_s=90)
-    print(f"\nprimary {victim} on a 512 kbit/s link: {acks} txs acknowledged in 5 s, a "
-          f"fresh commit {seconds:.1f} s later; heights while shaped {shaped}; {victim} at "
-          f"height {target} {caught_up:.1f} s after the link widened "
-          f"({time.monotonic() - t_heal:.1f} s)")
+    print(
+        f"\nprimary {victim} on a 512 kbit/s link: {acks} txs acknowledged in 5 s, a "
+        f"fresh commit {seconds:.1f} s later; heights while shaped {shaped}; {victim} at "
+        f"height {target} {caught_up:.1f} s after the link widened "
+        f"({time.monotonic() - t_heal:.1f} s)"
+    )
     env.verdict().assert_ok()
     full = env.checker.full_audit(cl.names[0])
     assert full.ok, full.to_json()
@@ -185,15 +193,19 @@ def test_leftovers_of_a_dead_run_are_swept_and_live_runs_are_kept(env: Env) -> N
     removes them (their owner pid is dead), but never touches a live run's (ours)."""
     import subprocess
 
-    dead_pid = 2**22 + 12345          # above pid_max's default: never a live process
+    dead_pid = 2**22 + 12345  # above pid_max's default: never a live process
     ns = f"dvpt-abcd-{dead_pid}-n1"
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=20)
-    subprocess.run(["ip", "link", "add", "dvptabcdc1", "type", "veth", "peer", "name",
-                    "dvptabcdf1"], check=True, timeout=20)
+    subprocess.run(
+        ["ip", "link", "add", "dvptabcdc1", "type", "veth", "peer", "name", "dvptabcdf1"],
+        check=True,
+        timeout=20,
+    )
     removed = netns.sweep_stale()
     assert ns in removed and "dvptabcdc1" in removed
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                            timeout=20).stdout
+    listed = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, timeout=20
+    ).stdout
     assert ns not in listed
     assert env.cluster.net is not None and env.cluster.net.hub in listed
     assert all(n.ns in listed for n in env.cluster.net.nodes)

@@ -13,17 +13,23 @@ pytestmark = [pytest.mark.processes, pytest.mark.timeout(300)]
 
 def test_demo_prints_the_five_outcomes_and_cleans_up(tmp_path: Path) -> None:
     root = tmp_path / "devnet"
-    out = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--dir", str(root)],
-                         capture_output=True, text=True, timeout=280,
-                         cwd=Path(__file__).parents[2])
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--dir", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=Path(__file__).parents[2],
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    summary = out.stdout[out.stdout.index("Summary"):]
-    for line in ("genuine credit report            VALID",
-                 "tampered copy                    INVALID",
-                 "revoked bank statement           REVOKED",
-                 "certificate past its validity    EXPIRED",
-                 "attestation by a non-issuer      REFUSED (not_issuer)",
-                 "audit replay                     OK"):
+    summary = out.stdout[out.stdout.index("Summary") :]
+    for line in (
+        "genuine credit report            VALID",
+        "tampered copy                    INVALID",
+        "revoked bank statement           REVOKED",
+        "certificate past its validity    EXPIRED",
+        "attestation by a non-issuer      REFUSED (not_issuer)",
+        "audit replay                     OK",
+    ):
         assert line in summary
     # the demo stopped the nodes it started
     for pid_file in root.glob("data/*/node.pid"):

@@ -47,8 +47,12 @@ def _mount_tmpfs(path: Path, size_mib: int) -> str | None:
     """Mount a tmpfs at ``path``; the reason it could not, or None."""
     path.mkdir(parents=True, exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}M", "tmpfs",
-                               str(path)], capture_output=True, text=True, timeout=20)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mib}M", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"cannot run mount: {exc}"
     if done.returncode != 0:
@@ -79,8 +83,9 @@ def full_disk_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
     try:
         create_devnet(root, nodes=4, params={"heartbeat_ms": 300, "view_timeout_ms": 1000})
         cfg = entries(root)[VICTIM].config
-        text = cfg.read_text().replace(f'data_dir = "../data/{VICTIM}"',
-                                       f'data_dir = "{disk / "data"}"')
+        text = cfg.read_text().replace(
+            f'data_dir = "../data/{VICTIM}"', f'data_dir = "{disk / "data"}"'
+        )
         assert str(disk) in text
         cfg.write_text(text)
         devnet.up(root, wait_s=60, min_height=2)
@@ -92,7 +97,8 @@ def full_disk_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pa
 
 
 def test_full_disk_stops_commits_then_resumes_with_nothing_lost(
-        full_disk_net: tuple[Path, Path]) -> None:
+    full_disk_net: tuple[Path, Path],
+) -> None:
     root, disk = full_disk_net
     es = entries(root)
     victim = es[VICTIM]
@@ -137,8 +143,7 @@ def test_full_disk_stops_commits_then_resumes_with_nothing_lost(
     devnet.up(root, only=[VICTIM], wait_s=60)
     wait_height([victim], max(s["height"] for s in map(status, others)), 60)
     assert_same_chain(list(es.values()))
-    print(f"\nvictim stopped at height {h_stop}; caught up {caught_up:.1f} s after space "
-          f"was freed")
+    print(f"\nvictim stopped at height {h_stop}; caught up {caught_up:.1f} s after space was freed")
 
 
 # --- a damaged database is refused at start -------------------------------------
@@ -165,12 +170,17 @@ def _run_node(root: Path, data: Path) -> subprocess.CompletedProcess[str]:
     damaged_cfg = cfg.with_name("damaged.toml")
     damaged_cfg.write_text(text)
     try:
-        return subprocess.run([sys.executable, "-m", "cli.main", "node", "run", "--config",
-                               str(damaged_cfg)], capture_output=True, text=True, timeout=30,
-                              cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", "node", "run", "--config", str(damaged_cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=REPO,
+        )
     except subprocess.TimeoutExpired as exc:  # it started on a damaged store
-        raise AssertionError(f"dvp node run did not refuse the damaged store: {exc.stderr}"
-                             ) from None
+        raise AssertionError(
+            f"dvp node run did not refuse the damaged store: {exc.stderr}"
+        ) from None
 
 
 def _damage(ledger: Path, how: str) -> None:
@@ -189,11 +199,11 @@ def _damage(ledger: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "no_current"])
-def test_damaged_database_is_refused_at_start(stopped_node: Path, tmp_path: Path,
-                                              how: str) -> None:
+def test_damaged_database_is_refused_at_start(stopped_node: Path, tmp_path: Path, how: str) -> None:
     data = tmp_path / "data"
-    shutil.copytree(stopped_node / "data" / "cnix", data, ignore=shutil.ignore_patterns(
-        "node.log", "node.pid"))
+    shutil.copytree(
+        stopped_node / "data" / "cnix", data, ignore=shutil.ignore_patterns("node.log", "node.pid")
+    )
     _damage(data / "ledger", how)
     done = _run_node(stopped_node, data)
     lines = done.stderr.strip().splitlines()

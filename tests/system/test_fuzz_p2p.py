@@ -43,13 +43,13 @@ PLAN = {"fuzz": FRAMES, "seed": 7}
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Adversary]]:
     root = tmp_path_factory.mktemp("p2pfuzz")
     # Count every offence, ban nobody: all the junk reaches the decoders.
-    with devnet_with_adversary(root, "webank", PLAN,
-                               {"penalty_strikes": "1000000"}) as adversary:
+    with devnet_with_adversary(root, "webank", PLAN, {"penalty_strikes": "1000000"}) as adversary:
         yield root, adversary
 
 
 def test_malformed_frames_on_every_protocol_are_dropped_and_counted(
-        net: tuple[Path, Adversary]) -> None:
+    net: tuple[Path, Adversary],
+) -> None:
     root, adversary = net
     es = entries(root)
     honest = [es[n] for n in HONEST]
@@ -78,12 +78,18 @@ def test_malformed_frames_on_every_protocol_are_dropped_and_counted(
         m = metrics(e)
         dropped = {k: v for k, v in m.items() if k.startswith("dvp_dropped_messages_total")}
         for reason in ("malformed_consensus", "malformed_sync"):
-            assert dropped.get(f'dvp_dropped_messages_total{{reason="{reason}"}}', 0) >= 1, \
-                (e.name, dropped)
-        assert dropped.get('dvp_dropped_messages_total{reason="malformed_tx_batch"}', 0) + \
-            dropped.get('dvp_dropped_messages_total{reason="malformed_tx"}', 0) >= 1, dropped
-        offences = sum(v for k, v in m.items()
-                       if k.startswith('dvp_p2p_events_total{event="offences.'))
+            assert dropped.get(f'dvp_dropped_messages_total{{reason="{reason}"}}', 0) >= 1, (
+                e.name,
+                dropped,
+            )
+        assert (
+            dropped.get('dvp_dropped_messages_total{reason="malformed_tx_batch"}', 0)
+            + dropped.get('dvp_dropped_messages_total{reason="malformed_tx"}', 0)
+            >= 1
+        ), dropped
+        offences = sum(
+            v for k, v in m.items() if k.startswith('dvp_p2p_events_total{event="offences.')
+        )
         assert offences >= 1 and m.get('dvp_p2p_events_total{event="bans"}', 0) == 0
         # Bounded memory: all the junk together is ~30 MB per node, parsed frame by frame.
         grown = rss_bytes(pid) - before  # type: ignore[arg-type]

@@ -49,8 +49,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, NodeE
             devnet.down(root, grace_s=5)
 
 
-def post(e: NodeEntry, body: bytes, content_type: str = "application/json",
-         timeout_s: float = 30) -> tuple[int, bytes]:
+def post(
+    e: NodeEntry, body: bytes, content_type: str = "application/json", timeout_s: float = 30
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", e.rpc_port, timeout=timeout_s)
     try:
         conn.request("POST", "/", body=body, headers={"Content-Type": content_type})
@@ -79,26 +80,62 @@ def check_answer(status_code: int, body: bytes, sent: bytes) -> None:
 
 # --- strategies ------------------------------------------------------------------
 
-METHODS = ["submitTransaction", "submitTransactions", "getAttestationProof", "getHeader",
-           "getBlock", "getTransaction", "getValidators", "getMembers", "getHistoryProof",
-           "getConsistencyProof", "status", "rpc.discover"]
-PARAM_NAMES = ["tx", "txs", "wait", "timeout_s", "commitment", "height", "include_txs",
-               "tx_id", "old_height", "new_height", "x"]
+METHODS = [
+    "submitTransaction",
+    "submitTransactions",
+    "getAttestationProof",
+    "getHeader",
+    "getBlock",
+    "getTransaction",
+    "getValidators",
+    "getMembers",
+    "getHistoryProof",
+    "getConsistencyProof",
+    "status",
+    "rpc.discover",
+]
+PARAM_NAMES = [
+    "tx",
+    "txs",
+    "wait",
+    "timeout_s",
+    "commitment",
+    "height",
+    "include_txs",
+    "tx_id",
+    "old_height",
+    "new_height",
+    "x",
+]
 
 huge_ints = st.integers(min_value=-(10**40), max_value=10**40) | st.sampled_from(
-    [2**63, 2**64, 2**64 + 1, -(2**63) - 1, 10**400])
-json_leaf = (st.none() | st.booleans() | huge_ints
-             | st.floats(allow_nan=False, allow_infinity=False)
-             | st.text(max_size=40) | st.sampled_from(["00" * 32, "zz", "0x00", "f" * 9000]))
-json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=5)
-                          | st.dictionaries(st.text(max_size=8), kids, max_size=5),
-                          max_leaves=20)
+    [2**63, 2**64, 2**64 + 1, -(2**63) - 1, 10**400]
+)
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | huge_ints
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.sampled_from(["00" * 32, "zz", "0x00", "f" * 9000])
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda kids: (
+        st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=8), kids, max_size=5)
+    ),
+    max_leaves=20,
+)
 # Params: right names, wrong (or occasionally right) types; or not an object at all.
 params = st.dictionaries(st.sampled_from(PARAM_NAMES), json_value, max_size=4) | json_value
 request = st.fixed_dictionaries(
-    {"jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", 2]), "method": st.sampled_from(METHODS)
-     | json_value, "params": params},
-    optional={"id": json_value, "extra": json_value})
+    {
+        "jsonrpc": st.sampled_from(["2.0", "2.0", "1.0", 2]),
+        "method": st.sampled_from(METHODS) | json_value,
+        "params": params,
+    },
+    optional={"id": json_value, "extra": json_value},
+)
 
 
 def _dumps(value: Any) -> bytes:
@@ -107,8 +144,9 @@ def _dumps(value: Any) -> bytes:
 
 @st.composite
 def bodies(draw: st.DrawFn) -> tuple[bytes, str]:
-    kind = draw(st.sampled_from(["call", "batch", "deep", "encoding", "bytes", "numbers",
-                                 "dupkeys"]))
+    kind = draw(
+        st.sampled_from(["call", "batch", "deep", "encoding", "bytes", "numbers", "dupkeys"])
+    )
     ctype = "application/json"
     if kind == "call":
         body = _dumps(draw(request))
@@ -118,36 +156,71 @@ def bodies(draw: st.DrawFn) -> tuple[bytes, str]:
         depth = draw(st.sampled_from([33, 200, 5000, 100_000]))
         opener, closer = draw(st.sampled_from([("[", "]"), ('{"a":', "}")]))
         inner = opener * depth + "1" + closer * depth
-        body = ('{"jsonrpc":"2.0","id":1,"method":"status","params":{"p":' + inner
-                + "}}").encode()
+        body = ('{"jsonrpc":"2.0","id":1,"method":"status","params":{"p":' + inner + "}}").encode()
     elif kind == "encoding":
         text = json.dumps(draw(request), ensure_ascii=False) + "é漢"
         codec = draw(st.sampled_from(["utf-16", "utf-32", "latin-1", "utf-8-sig"]))
         body = text.encode(codec, errors="replace")
-        ctype = draw(st.sampled_from(["application/json", "application/json; charset=utf-8",
-                                      "application/json; charset=utf-16", "text/plain"]))
+        ctype = draw(
+            st.sampled_from(
+                [
+                    "application/json",
+                    "application/json; charset=utf-8",
+                    "application/json; charset=utf-16",
+                    "text/plain",
+                ]
+            )
+        )
     elif kind == "bytes":
         body = draw(st.binary(max_size=300))
         if draw(st.booleans()):  # valid JSON around invalid UTF-8
             body = b'{"jsonrpc":"2.0","id":"' + body + b'","method":"status"}'
     elif kind == "numbers":
-        lit = draw(st.sampled_from(["1e400", "-1e400", "1" * 5000, "NaN", "Infinity", "-0",
-                                    "1.5", "2e-400", "18446744073709551617"]))
+        lit = draw(
+            st.sampled_from(
+                [
+                    "1e400",
+                    "-1e400",
+                    "1" * 5000,
+                    "NaN",
+                    "Infinity",
+                    "-0",
+                    "1.5",
+                    "2e-400",
+                    "18446744073709551617",
+                ]
+            )
+        )
         key = draw(st.sampled_from(["height", "timeout_s", "old_height"]))
-        method = draw(st.sampled_from(["getHeader", "getBlock", "getConsistencyProof",
-                                       "submitTransaction"]))
-        body = ('{"jsonrpc":"2.0","id":' + lit + ',"method":"' + method + '","params":{"'
-                + key + '":' + lit + "}}").encode()
+        method = draw(
+            st.sampled_from(["getHeader", "getBlock", "getConsistencyProof", "submitTransaction"])
+        )
+        body = (
+            '{"jsonrpc":"2.0","id":'
+            + lit
+            + ',"method":"'
+            + method
+            + '","params":{"'
+            + key
+            + '":'
+            + lit
+            + "}}"
+        ).encode()
     else:
         body = b'{"jsonrpc":"2.0","id":1,"id":2,"method":"status","method":"getHeader"}'
     return body, ctype
 
 
-@settings(max_examples=300, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=300,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(case=bodies())
-def test_malformed_json_rpc_gets_clear_errors(node: tuple[Path, NodeEntry],
-                                              case: tuple[bytes, str]) -> None:
+def test_malformed_json_rpc_gets_clear_errors(
+    node: tuple[Path, NodeEntry], case: tuple[bytes, str]
+) -> None:
     _, e = node
     body, ctype = case
     code, answer = post(e, body, ctype)
@@ -170,11 +243,12 @@ def _read_to_close(s: socket.socket, limit: int = 65536) -> bytes:
 
 def test_giant_bodies_are_refused_before_they_are_read(node: tuple[Path, NodeEntry]) -> None:
     _, e = node
-    over = b'{"jsonrpc":"2.0","id":1,"method":"status","params":{"p":"' + \
-        b"a" * MAX_BODY + b'"}}'
+    over = b'{"jsonrpc":"2.0","id":1,"method":"status","params":{"p":"' + b"a" * MAX_BODY + b'"}}'
     with socket.create_connection(("127.0.0.1", e.rpc_port), timeout=10) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(over))
+        s.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(over)
+        )
         try:
             s.sendall(over)
         except OSError:
@@ -183,13 +257,17 @@ def test_giant_bodies_are_refused_before_they_are_read(node: tuple[Path, NodeEnt
     assert reply.startswith(b"HTTP/1.1 413") and b"larger than" in reply, reply[:200]
     # A declared 1 GiB body: answered from the header alone, no gigabyte needed.
     with socket.create_connection(("127.0.0.1", e.rpc_port), timeout=10) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 1073741824\r\n\r\n" + b"[" * 1000)
+        s.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1073741824\r\n\r\n" + b"[" * 1000
+        )
         assert s.recv(4096).startswith(b"HTTP/1.1 413")
     # Chunked, no length declared: cut off once it crosses the cap.
     with socket.create_connection(("127.0.0.1", e.rpc_port), timeout=10) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Transfer-Encoding: chunked\r\n\r\n")
+        s.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         try:
             for _ in range(40):
                 s.sendall(b"10000\r\n" + b"1" * 0x10000 + b"\r\n")
@@ -199,8 +277,7 @@ def test_giant_bodies_are_refused_before_they_are_read(node: tuple[Path, NodeEnt
         assert reply.startswith(b"HTTP/1.1 413"), reply[:100]
 
 
-def test_slow_clients_time_out_without_holding_up_others(
-        node: tuple[Path, NodeEntry]) -> None:
+def test_slow_clients_time_out_without_holding_up_others(node: tuple[Path, NodeEntry]) -> None:
     """30 clients trickle a body a byte a second (and 10 stall mid-headers); meanwhile
     an ordinary client is served at once, and each trickler gets 408 after the 10 s
     body deadline instead of holding a connection for ever."""
@@ -210,8 +287,10 @@ def test_slow_clients_time_out_without_holding_up_others(
 
     def trickle() -> None:
         with socket.create_connection(("127.0.0.1", e.rpc_port), timeout=30) as s:
-            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: 500\r\n\r\n")
+            s.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 500\r\n\r\n"
+            )
             reply = b""
             s.settimeout(1.0)
             for _ in range(25):
@@ -227,8 +306,7 @@ def test_slow_clients_time_out_without_holding_up_others(
             with lock:
                 results.append(reply)
 
-    stallers = [socket.create_connection(("127.0.0.1", e.rpc_port), timeout=30)
-                for _ in range(10)]
+    stallers = [socket.create_connection(("127.0.0.1", e.rpc_port), timeout=30) for _ in range(10)]
     for s in stallers:
         s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-")
     threads = [threading.Thread(target=trickle) for _ in range(30)]
@@ -260,10 +338,25 @@ def _big_junk(i: int) -> bytes:
     if i % 3 == 0:
         return b"[" + b",".join(b"[1,2,3,4,5,6,7,8]" for _ in range(MAX_BODY // 18 - 10)) + b"]"
     if i % 3 == 1:
-        return _dumps({"jsonrpc": "2.0", "id": i, "method": "submitTransaction",
-                       "params": {"tx": "ab" * (MAX_BODY // 2 - 200)}})
-    return _dumps([{"jsonrpc": "2.0", "id": k, "method": "submitTransactions",
-                    "params": {"txs": ["zz" * 40] * 120}} for k in range(100)])
+        return _dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": i,
+                "method": "submitTransaction",
+                "params": {"tx": "ab" * (MAX_BODY // 2 - 200)},
+            }
+        )
+    return _dumps(
+        [
+            {
+                "jsonrpc": "2.0",
+                "id": k,
+                "method": "submitTransactions",
+                "params": {"txs": ["zz" * 40] * 120},
+            }
+            for k in range(100)
+        ]
+    )
 
 
 def test_memory_levels_off_and_the_node_still_commits(node: tuple[Path, NodeEntry]) -> None:
@@ -283,8 +376,10 @@ def test_memory_levels_off_and_the_node_still_commits(node: tuple[Path, NodeEntr
             check_answer(code, answer, b"big junk")
         after.append(rss_bytes(pid))
     mib = 1024 * 1024
-    print(f"\nnode RSS: start {start / mib:.0f} MiB, after rounds "
-          f"{[round(a / mib) for a in after]} MiB")
+    print(
+        f"\nnode RSS: start {start / mib:.0f} MiB, after rounds "
+        f"{[round(a / mib) for a in after]} MiB"
+    )
     assert after[0] - start < 256 * mib
     assert after[2] - after[0] < 16 * mib, after
     st_ = status(e)

@@ -33,9 +33,14 @@ HEARTBEAT_MS = 500
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("devnet")
     try:
-        devnet.up(root, nodes=4, observers=1, wait_s=90,
-                  only=["cnix", "hkbank", "szcredit", "webank"],
-                  params={"heartbeat_ms": HEARTBEAT_MS, "view_timeout_ms": 1000})
+        devnet.up(
+            root,
+            nodes=4,
+            observers=1,
+            wait_s=90,
+            only=["cnix", "hkbank", "szcredit", "webank"],
+            params={"heartbeat_ms": HEARTBEAT_MS, "view_timeout_ms": 1000},
+        )
         yield root
     finally:
         if (root / "devnet.json").exists():
@@ -69,16 +74,18 @@ class Issuer:
             n = next(_DOCS)
             c = hashlib.sha256(b"process-test %d %d" % (os.getpid(), n)).digest()
             p = Attest("credit-report", c, 1_760_000_000_000, 0, b"")
-            out.append(Transaction("dvp-demo", self.key.public_key, n, height + 500,
-                                   p).signed(self.key))
+            out.append(
+                Transaction("dvp-demo", self.key.public_key, n, height + 500, p).signed(self.key)
+            )
         return out
 
 
 def _submit(e: NodeEntry, txs: list[Transaction], wait: bool = False) -> list[str]:
     c = _client(e)
     try:
-        res = c.call("submitTransactions", txs=[t.encode().hex() for t in txs], wait=wait,
-                     timeout_s=30)
+        res = c.call(
+            "submitTransactions", txs=[t.encode().hex() for t in txs], wait=wait, timeout_s=30
+        )
     finally:
         c.close()
     assert res["accepted"] == len(txs), res
@@ -92,8 +99,10 @@ def _wait_height(entries: list[NodeEntry], height: int, timeout_s: float) -> flo
         if all(s is not None and s["height"] >= height for s in sts):
             return time.monotonic() - t0
         time.sleep(0.2)
-    raise AssertionError(f"not all of {[e.name for e in entries]} reached height {height} in "
-                         f"{timeout_s} s: {[s and s['height'] for s in sts]}")
+    raise AssertionError(
+        f"not all of {[e.name for e in entries]} reached height {height} in "
+        f"{timeout_s} s: {[s and s['height'] for s in sts]}"
+    )
 
 
 def _block_ids(e: NodeEntry, top: int) -> list[str]:
@@ -157,9 +166,6 @@ def _kill_and_recover(net: Path, victim: str, expect_view_change: bool) -> float
     return recovered
 
 
-
-
-
 def test_kill_a_replica_under_load_then_restart(net: Path) -> None:
     primary = _primary(net)
     victim = next(n for n in ("webank", "hkbank", "szcredit", "cnix") if n != primary)
@@ -199,8 +205,11 @@ def test_a_non_member_is_refused(net: Path) -> None:
     outcome: dict[str, object] = {}
 
     async def attempt() -> None:
-        host = P2PHost(P2PConfig(seed=intruder.seed, listen_port=0,
-                                 peers={cnix_key: f"127.0.0.1:{target.p2p_port}"}))
+        host = P2PHost(
+            P2PConfig(
+                seed=intruder.seed, listen_port=0, peers={cnix_key: f"127.0.0.1:{target.p2p_port}"}
+            )
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(host.run)
             await trio.sleep(3.0)  # several dial attempts with backoff
@@ -244,10 +253,17 @@ def test_proof_bundles_over_plain_http_verify_offline(net: Path) -> None:
     anchor = TrustAnchor.from_genesis(read_genesis(net / "genesis.json"))
 
     def fetch(commitment: bytes) -> dict:  # type: ignore[type-arg]
-        body = _json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getAttestationProof",
-                            "params": {"commitment": commitment.hex()}}).encode()
-        req = urllib.request.Request(es["hkbank"].rpc_url, data=body,
-                                     headers={"Content-Type": "application/json"})
+        body = _json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "getAttestationProof",
+                "params": {"commitment": commitment.hex()},
+            }
+        ).encode()
+        req = urllib.request.Request(
+            es["hkbank"].rpc_url, data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             return _json.loads(resp.read())["result"]  # type: ignore[no-any-return]
 
@@ -270,29 +286,38 @@ def test_read_methods_return_verifiable_data(net: Path) -> None:
         res = c.call("submitTransaction", tx=tx.encode().hex(), wait=True)
         got = c.call("getTransaction", tx_id=res["tx_id"])
         block = BlockHeader.decode(bytes.fromhex(got["block_header"]))
-        assert merkle.verify_inclusion(tx.tx_id, got["index"], block.tx_count,
-                                       [bytes.fromhex(h) for h in got["tx_proof"]],
-                                       block.tx_root)
+        assert merkle.verify_inclusion(
+            tx.tx_id,
+            got["index"],
+            block.tx_count,
+            [bytes.fromhex(h) for h in got["tx_proof"]],
+            block.tx_root,
+        )
         head = BlockHeader.decode(bytes.fromhex(got["head"]["header"]))
         vs = c.call("getValidators", height=head.height)
         vset = ValidatorSet.decode(bytes.fromhex(vs["encoded"]))
         assert vset.hash == head.validator_set_hash
         CommitCertificate.decode(bytes.fromhex(got["head"]["certificate"])).verify(
-            "dvp-demo", vset, head.block_id)
+            "dvp-demo", vset, head.block_id
+        )
         if block.height < head.height:
-            assert merkle.verify_inclusion(block.block_id, block.height, head.height,
-                                           [bytes.fromhex(h) for h in got["history_proof"]],
-                                           head.history_root)
+            assert merkle.verify_inclusion(
+                block.block_id,
+                block.height,
+                head.height,
+                [bytes.fromhex(h) for h in got["history_proof"]],
+                head.history_root,
+            )
         hp = c.call("getHistoryProof", height=1)
         hh = BlockHeader.decode(bytes.fromhex(hp["head_header"]))
         proof = [bytes.fromhex(h) for h in hp["proof"]]
-        assert merkle.verify_inclusion(bytes.fromhex(hp["block_id"]), 1, hh.height, proof,
-                                       hh.history_root)
+        assert merkle.verify_inclusion(
+            bytes.fromhex(hp["block_id"]), 1, hh.height, proof, hh.history_root
+        )
         old = BlockHeader.decode(bytes.fromhex(c.call("getHeader", height=2)["encoded"]))
         cp = c.call("getConsistencyProof", old_height=2, new_height=hh.height)
         cproof = [bytes.fromhex(h) for h in cp["proof"]]
-        assert merkle.verify_consistency(2, hh.height, cproof, old.history_root,
-                                         hh.history_root)
+        assert merkle.verify_consistency(2, hh.height, cproof, old.history_root, hh.history_root)
         members = c.call("getMembers")["members"]  # devnet: open mode
         assert {m["member_id"] for m in members} >= {"cnix", "szcredit", "gzfintech"}
         with pytest.raises(RpcCallError) as e:
