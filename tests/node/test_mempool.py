@@ -53,6 +53,15 @@ def test_bounded_and_fifo(setup: tuple[Ledger, Consortium]) -> None:
     assert mp.take(10, 10**6) == [txs[1], txs[2], txs[3]]
 
 
+def commit_from(lg: Ledger, cons: Consortium, mp: Mempool, n: int = 10) -> list[bytes]:
+    """Build a block of the mempool's oldest ``n``, commit it, tell the mempool."""
+    ex = lg.build(
+        mp.take(n, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer, verified=mp.verified
+    )
+    lg.commit(ex.block, cons.certify(ex.block))
+    return mp.committed(ex.block, lg.head)
+
+
 def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> None:
     lg, cons = setup
     mp = Mempool(CHAIN_ID)
@@ -60,20 +69,15 @@ def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> 
     keep = cons.attest(b"\x06" * 32)
     mp.add(short, lg.head)
     mp.add(keep, lg.head)
-    ex = lg.build(
-        mp.take(10, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer, verified=mp.verified
-    )
-    lg.commit(ex.block, cons.certify(ex.block))
-    mp.remove(ex.block.tx_ids)
-    assert len(mp) == 0
+    assert commit_from(lg, cons, mp) == [] and len(mp) == 0
     again = cons.tx("szcredit", cons.attest(b"\x07" * 32).payload, expiry_height=2)
     mp.add(again, lg.head)
-    assert mp.drop_expired(3) == [again.tx_id] and len(mp) == 0
+    assert commit_from(lg, cons, mp, n=0) == [again.tx_id] and len(mp) == 0
     # committed transactions are refused at the door as replays
     assert mp.add(keep, lg.head).code == "replay"
 
 
-def test_expiry_scan_is_skipped_until_something_can_expire(
+def test_expiry_scan_drops_each_when_its_height_passes(
     setup: tuple[Ledger, Consortium],
 ) -> None:
     lg, cons = setup
@@ -84,14 +88,11 @@ def test_expiry_scan_is_skipped_until_something_can_expire(
     }
     for tx in txs.values():
         assert mp.add(tx, lg.head).status == AddStatus.ADDED
-    assert mp.drop_expired(4) == []
-    assert mp.drop_expired(5) == [txs[4].tx_id]
-    mp.remove([txs[6].tx_id])  # committed: the remembered minimum is now too low
-    assert mp.drop_expired(7) == [] and len(mp) == 1
-    late = cons.tx("szcredit", cons.attest(b"\x02" * 32).payload, expiry_height=3)
-    assert mp.add(late, lg.head).status == AddStatus.ADDED  # lowers the minimum again
-    assert mp.drop_expired(8) == [late.tx_id]
-    assert mp.drop_expired(10) == [txs[9].tx_id] and len(mp) == 0
+    dropped = []
+    while lg.height < 9:
+        dropped += commit_from(lg, cons, mp, n=0)
+        expect = [txs[e].tx_id for e in (4, 6, 9) if e < lg.height + 1]
+        assert dropped == expect and len(mp) == 3 - len(expect)
 
 
 def test_transactions_of_a_valid_proposal_are_not_verified_again(
