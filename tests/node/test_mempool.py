@@ -130,3 +130,80 @@ def test_transactions_of_a_valid_proposal_are_not_verified_again(
     finally:
         primary.close()
         backup.close()
+
+
+def test_every_doomed_transaction_is_refused_with_its_code(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    from ledger.types import GovAction, GovPropose, GovVote, Role
+
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    c1, c2, c3 = b"\x11" * 32, b"\x12" * 32, b"\x13" * 32
+    revoke = lambda c, m="szcredit": cons.tx(m, Revoke(c, RevokeReason.SUPERSEDED))  # noqa: E731
+    prop = cons.tx("cnix", GovPropose(GovAction.SET_PARAM, ("max_block_txs", 10), 50))
+    for tx in (cons.attest(c1), cons.attest(c2), prop):
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    commit_from(lg, cons, mp)
+    assert mp.add(revoke(c1), lg.head).status == AddStatus.ADDED
+    commit_from(lg, cons, mp)
+    pid = prop.tx_id
+    cases = [
+        (revoke(c1), "already_revoked"),
+        (revoke(c3), "not_found"),
+        (revoke(c2, "webank"), "not_original_issuer"),
+        (cons.attest(c2), "already_attested"),
+        (cons.tx("cnix", GovVote(pid, True)), "already_voted"),
+        (cons.tx("hkbank", GovVote(b"\x99" * 32, True)), "no_open_proposal"),
+        (cons.tx("cnix", GovPropose(GovAction.REMOVE_MEMBER, ("nobody",), 50)), "unknown_member"),
+        (
+            cons.tx("cnix", GovPropose(GovAction.WITHDRAW_DOC_TYPE, ("szcredit", "x"), 50)),
+            "unknown_doc_type",
+        ),
+        (
+            cons.tx("cnix", GovPropose(GovAction.GRANT_ROLE, ("webank", int(Role.VALIDATOR)), 50)),
+            "use_validator_actions",
+        ),
+    ]
+    for bad, code in cases:
+        r = mp.add(bad, lg.head)
+        assert (r.status, r.code) == (AddStatus.REJECTED, code), (code, r)
+    # Conflicts with what is pending: refused at the door, the first one stays.
+    pending = [revoke(c2), cons.attest(c3), cons.tx("hkbank", GovVote(pid, True))]
+    for tx in pending:
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    for bad in (revoke(c2), cons.attest(c3), cons.tx("hkbank", GovVote(pid, False))):
+        r = mp.add(bad, lg.head)
+        assert (r.status, r.code) == (AddStatus.REJECTED, "conflicts_with_pending"), r
+        assert pending[0].tx_id.hex()[:16] in r.message or "pending" in r.message
+    assert mp.tx_ids() == [t.tx_id for t in pending]
+
+
+def test_a_proposal_past_its_deadline_refuses_votes(setup: tuple[Ledger, Consortium]) -> None:
+    from ledger.types import GovAction, GovPropose, GovVote
+
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    prop = cons.tx("cnix", GovPropose(GovAction.SET_PARAM, ("max_block_txs", 10), 2))
+    assert mp.add(prop, lg.head).status == AddStatus.ADDED
+    commit_from(lg, cons, mp)  # height 1
+    late = cons.tx("hkbank", GovVote(prop.tx_id, True))
+    assert mp.add(late, lg.head).status == AddStatus.ADDED  # for height 2: still open
+    assert commit_from(lg, cons, mp, n=0) == [late.tx_id]  # height 2 passed: doomed, dropped
+    assert mp.add(late, lg.head).code == "proposal_expired"
+
+
+def test_a_commit_elsewhere_drops_the_conflicting_pending_one(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    """Two nodes admitted two attestations of one commitment; the other's commits."""
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    ours, theirs = cons.attest(b"\x21" * 32), cons.attest(b"\x21" * 32, "bank-statement")
+    keep = cons.attest(b"\x22" * 32)
+    assert mp.add(ours, lg.head).status == AddStatus.ADDED
+    assert mp.add(keep, lg.head).status == AddStatus.ADDED
+    ex = lg.build([theirs], time_ms=lg.tip.time_ms + 1, proposer=cons.proposer)
+    lg.commit(ex.block, cons.certify(ex.block))
+    assert mp.committed(ex.block, lg.head) == [ours.tx_id]
+    assert mp.tx_ids() == [keep.tx_id]
