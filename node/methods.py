@@ -164,7 +164,7 @@ def build_registry(node: Node) -> MethodRegistry:
     ) -> dict[str, Any]:
         results: list[dict[str, Any]] = []
         accepted: list[tuple[bytes, dict[str, Any]]] = []
-        tip, now = node.ledger.tip, trio.current_time()
+        tip, now = node.ledger.head, trio.current_time()
         for i, raw in enumerate(txs):
             t = _decode_tx(raw, f"txs[{i}]")
             r = node.submit(t, state=tip, now=now)
@@ -182,7 +182,7 @@ def build_registry(node: Node) -> MethodRegistry:
             results.append(out)
             if i % ADMIT_CHUNK == ADMIT_CHUNK - 1:
                 await trio.sleep(0)
-                tip, now = node.ledger.tip, trio.current_time()
+                tip, now = node.ledger.head, trio.current_time()
         if wait:
             with trio.move_on_after(timeout_s):
                 for tx_id, _ in accepted:

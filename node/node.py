@@ -278,12 +278,12 @@ class Node:
     ) -> AddResult:
         """Admit a transaction from a client (or peer) into the mempool.
 
-        ``gossip``: True for a client's transaction, which this node checks against the
-        state and floods to its peers; False for one a peer flooded to it (checked at
-        that peer's door, so no state look-ups here, and not flooded again).
+        ``gossip``: True for a client's transaction, which this node floods to its peers;
+        False for one a peer flooded to it (not flooded again). Both take the ledger's
+        full rule book against the committed head and the pending ones (Mempool.add).
 
-        Batches pass ``state`` (the ledger's tip) and ``now`` once per chunk: read per
-        transaction they were a measurable share of admission."""
+        Batches pass ``state`` (the ledger's committed head) and ``now`` once per chunk:
+        read per transaction they were a measurable share of admission."""
         if gossip and len(self.mempool) >= self.client_limit() and tx.tx_id not in self.mempool:
             # Past this depth a client's transaction would only queue, and admitting it
             # (a signature check, ~64 us) takes the CPU the chain needs to commit what is
@@ -296,7 +296,7 @@ class Node:
             self.metrics.client_refused.inc()
             return CLIENT_BUSY
         result = self.mempool.add(
-            tx, self.ledger.tip if state is None else state, check_state=gossip
+            tx, self.ledger.head if state is None else state, from_peer=not gossip
         )
         if result.status == AddStatus.ADDED:
             if now is None:
@@ -347,7 +347,7 @@ class Node:
                 self._drop("malformed_tx_batch")
                 self.transport.penalize(peer, "malformed_tx_batch")
                 continue
-            tip, now = self.ledger.tip, trio.current_time()
+            tip, now = self.ledger.head, trio.current_time()
             for i, raw in enumerate(items):
                 try:
                     tx = Transaction.decode(as_bytes(raw, "tx", max_size=8192))
@@ -358,7 +358,7 @@ class Node:
                 self.submit(tx, gossip=False, state=tip, now=now)
                 if i % ADMIT_CHUNK == ADMIT_CHUNK - 1:
                     await trio.sleep(0)
-                    tip, now = self.ledger.tip, trio.current_time()
+                    tip, now = self.ledger.head, trio.current_time()
 
     def _heartbeat_watch(self, now: float) -> None:
         """Make an overdue heartbeat count as pending work for the replica.
@@ -380,10 +380,8 @@ class Node:
             self._heartbeat_id = None
 
     def _recheck_stale(self, now: float) -> None:
-        """Drop the oldest pending transactions that can no longer commit (the mempool
-        admits gossiped copies without state look-ups, so a backup keeps e.g. a second
-        attestation of a document forever; its replica would then accuse every primary
-        of censoring it, one view change after another)."""
+        """Gossip the oldest pending transactions again (the mempool itself drops those
+        that can no longer commit, at every commit: Mempool.committed)."""
         self._last_recheck = now
         old: list[bytes] = []
         for tx_id, t0 in list(itertools.islice(self.submitted_at.items(), RECHECK_MAX)):
@@ -395,11 +393,9 @@ class Node:
                 del self.submitted_at[tx_id]
                 self.client_submitted.pop(tx_id, None)
         if old:
-            gone = self.mempool.recheck(old, self.ledger.head)
-            self._report_dropped(gone)
-            for tx_id in gone:
-                self.submitted_at.pop(tx_id, None)
-                self.client_submitted.pop(tx_id, None)
+            # The mempool re-checks at every commit (Mempool.committed): nothing it holds
+            # is doomed, so only the resend below is left to do here.
+            gone: list[bytes] = []
             # Gossip is sent once, to the peers connected at that moment: a peer that was
             # down or cut off (the primary, say) never got these, and our replica would
             # blame each primary in turn for leaving them out. Offer the survivors
@@ -629,14 +625,15 @@ class Node:
         t0 = time.perf_counter()
         ex = self.ledger.commit(block, cert, verified=self.mempool.verified)
         self._slow("block commit", t0, height=height, txs=len(ex.block.tx_ids))
-        self._after_commit(ex.block.tx_ids, height)
+        self._after_commit(ex.block, height)
         if self.cdb is not None:
             self.cdb.prune_payloads(height)
         return Applied(height, ex.state.state_root)
 
-    def _after_commit(self, tx_ids: list[bytes], height: int) -> None:
+    def _after_commit(self, block: Block, height: int) -> None:
         now = trio.current_time()
-        self.mempool.remove(tx_ids)
+        tx_ids = block.tx_ids
+        dropped = self.mempool.committed(block, self.ledger.head)
         for tx_id in tx_ids:
             self.submitted_at.pop(tx_id, None)
             t0 = self.client_submitted.pop(tx_id, None)
@@ -645,7 +642,7 @@ class Node:
             ev = self.waiters.pop(tx_id, None)
             if ev is not None:
                 ev.set()
-        self._report_dropped(self.mempool.drop_expired(height + 1))
+        self._report_dropped(dropped)
         self.metrics.block_interval.observe(now - self.last_commit)
         self.last_commit = now
         self.status.last_commit_wall = time.time()
@@ -883,7 +880,7 @@ class Node:
                         raise
                     log.warning("peer sent an invalid block", peer=best[1], error=str(exc))
                     return progressed
-                self._after_commit(ex.block.tx_ids, block.height)
+                self._after_commit(ex.block, block.height)
                 progressed = True
             await trio.sleep(0)
         return progressed
