@@ -33,7 +33,6 @@ Rules:
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 import threading
@@ -50,8 +49,21 @@ import plyvel
 from ledger import merkle
 from ledger.chain import Ledger
 from ledger.errors import DecodeError, RuleError, StoreError
-from ledger.smt import node_key
-from ledger.smt_proof import EMPTY_ROOT, LEAF_TAG, NODE_TAG
+from ledger.smt_node import (
+    BYTE,
+    DEPTH,
+    EMPTY_NODE,
+    INTERNAL_HEADER,
+    INTERNAL_PREFIX,
+    LEAF_PREFIX,
+    NodeError,
+    check_internal,
+    check_leaf,
+    internal_hash,
+    leaf_hash_of,
+    root_key,
+)
+from ledger.smt_proof import EMPTY_ROOT, HASH_SIZE
 from ledger.state import Execution
 from ledger.store import Store
 from ledger.types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
@@ -628,14 +640,8 @@ def _check_history(history: merkle.MerkleTree, first: BlockHeader, last: BlockHe
 
 # --------------------------------------------------------------------------- state tree
 
-# Node encodings (ledger/smt.py module docstring): 0x00 empty (root records only);
-# 0x01 key(32) value: a leaf; 0x02 bitmap(2) leafmap(2) hashes(32 each) versions(8 each).
-# Node key: version(8) depth(1) path (depth nibbles, two per byte, odd one high).
-# Hashes: docs/proofs-smt.md (leaf: H(LEAF_TAG key H(value)); node: H(NODE_TAG bitmap
-# child hashes)).
-_sha256 = hashlib.sha256
-_BYTE = [bytes([b]) for b in range(256)]
-_DEPTH_BYTE = _BYTE[:65]
+# Node encodings, node keys, what a valid node is and the hash of a stored node:
+# ledger/smt_node.py. Hashes: docs/proofs-smt.md.
 _TICK_ENTRIES = 8192  # progress reports while a (large) version is walked
 
 
@@ -653,8 +659,10 @@ class _StateWalk:
     ``check`` (all of them for the first version walked).
 
     Hot loop (one LevelDB read and two hashes per entry): node keys are built from the
-    parent's packed path and the version bytes sliced from its encoding, and hashes are
-    inlined, which makes the walk several times faster than going through helpers.
+    parent's packed path and the version bytes sliced from its encoding rather than
+    decoded, which makes the walk several times faster than going through the tree's
+    reads. Whether a node is well formed, and its hash, are ledger/smt_node.py's
+    (the one definition of the node format).
     """
 
     def __init__(
@@ -669,13 +677,13 @@ class _StateWalk:
     def check(self, version: int, state_root: bytes) -> None:
         """Verify version ``version`` against the certified ``state_root``."""
         self.entries = 0
-        nk = node_key(version, 0, bytes(32))
+        nk = root_key(version)
         enc = self.get_node(nk)
         if enc is None:
             raise AuditFailure(version, "state_tree", f"no root record for state version {version}")
-        if enc == b"\x00":
+        if enc == EMPTY_NODE:
             root = EMPTY_ROOT
-        elif enc[:1] == b"\x01":
+        elif enc[:1] == LEAF_PREFIX:
             root = self._leaf_hash(nk, enc, b"", 0)
         else:
             root = self._internal_hash(nk, enc)
@@ -687,7 +695,7 @@ class _StateWalk:
                 f"{version} hashes to {root.hex()[:16]}, not the header's "
                 f"state root {state_root.hex()[:16]}",
             )
-        if enc[:1] == b"\x02":
+        if enc[:1] == INTERNAL_PREFIX:
             self._descend(nk, enc, 0, b"")
 
     @staticmethod
@@ -700,8 +708,10 @@ class _StateWalk:
         )
 
     def _leaf_hash(self, nk: bytes, enc: bytes, packed: bytes, depth: int) -> bytes:
-        if enc[:1] != b"\x01" or len(enc) < 33:
-            raise self._fail(nk, "expected a leaf")
+        try:
+            check_leaf(enc)
+        except NodeError:
+            raise self._fail(nk, "expected a leaf") from None
         key = enc[1:33]
         # The leaf must sit on its own key's path: its first ``depth`` nibbles.
         n = len(packed)
@@ -714,25 +724,21 @@ class _StateWalk:
         self.entries += 1
         if not self.entries % _TICK_ENTRIES and self.tick is not None:
             self.tick(self.entries)
-        return _sha256(LEAF_TAG + key + _sha256(enc[33:]).digest()).digest()
+        return leaf_hash_of(enc)
 
     def _internal_hash(self, nk: bytes, enc: bytes) -> bytes:
-        if enc[:1] != b"\x02" or len(enc) < 5:
-            raise self._fail(nk, "expected an internal node")
-        bitmap = enc[1] << 8 | enc[2]
-        leafmap = enc[3] << 8 | enc[4]
-        n = bitmap.bit_count()
-        if not n or len(enc) != 5 + 40 * n or leafmap & ~bitmap or (n == 1 and leafmap):
-            raise self._fail(nk, "malformed internal node")
-        return _sha256(NODE_TAG + enc[1:3] + enc[5 : 5 + 32 * n]).digest()
+        try:
+            return internal_hash(check_internal(enc))
+        except NodeError as exc:
+            raise self._fail(nk, str(exc)) from None
 
     def _descend(self, nk: bytes, enc: bytes, depth: int, packed: bytes) -> None:
         """Check every child of the (already checked) internal node ``enc`` at ``depth``,
         whose path is ``packed`` (``depth`` nibbles, two per byte)."""
         bitmap = enc[1] << 8 | enc[2]
         leafmap = enc[3] << 8 | enc[4]
-        voff = 5 + 32 * bitmap.bit_count()
-        child_depth = _DEPTH_BYTE[depth + 1]
+        voff = INTERNAL_HEADER + HASH_SIZE * bitmap.bit_count()
+        child_depth = DEPTH[depth + 1]
         get, verified = self.get_node, self.verified
         i = 0
         for nib in range(16):
@@ -740,9 +746,9 @@ class _StateWalk:
                 continue
             # the child's path: this node's path plus nibble ``nib``
             if depth & 1:
-                child_packed = packed[:-1] + _BYTE[packed[-1] | nib]
+                child_packed = packed[:-1] + BYTE[packed[-1] | nib]
             else:
-                child_packed = packed + _BYTE[nib << 4]
+                child_packed = packed + BYTE[nib << 4]
             ck = enc[voff + 8 * i : voff + 8 * i + 8] + child_depth + child_packed
             stored = enc[5 + 32 * i : 37 + 32 * i]
             i += 1
