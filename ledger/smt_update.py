@@ -274,11 +274,7 @@ class _Batch:
         v8 = self.v8
         new_nodes = self.new_nodes
         if pending:
-            dep = DEPTH[d1]
-            for p in pending:
-                k = p[3]
-                assert k is not None and p[4] is not None
-                new_nodes[v8 + dep + path(k, d1)] = LEAF_PREFIX + k + p[4]
+            for k in self.write_leaves(pending, d1):
                 b = k[depth >> 1]
                 versions[b & 15 if depth & 1 else b >> 4] = v8
         bm2 = bitmap.to_bytes(2, "big")
@@ -291,6 +287,20 @@ class _Batch:
 
     # The single-change hot path (ledger/smt_update_one.py), a method of the batch.
     one = update_one
+
+    def write_leaves(self, pending: list[_Ref], depth: int) -> list[bytes]:
+        """Write the new leaves ``pending`` (children of one node) at ``depth``, at this
+        batch's version; their keys, in order."""
+        new_nodes = self.new_nodes
+        prefix = self.v8 + DEPTH[depth]
+        keys = []
+        for p in pending:
+            k = p[3]
+            v = p[4]
+            assert k is not None and v is not None
+            new_nodes[prefix + path(k, depth)] = LEAF_PREFIX + k + v
+            keys.append(k)
+        return keys
 
     # -- changed subtrees ----------------------------------------------------------------
 
@@ -456,11 +466,7 @@ class _Batch:
             return (hs, None, True, leaf[1:33], leaf[33:])
         new_nodes = self.new_nodes
         if pending:
-            dep = DEPTH[d1]
-            for p in pending:
-                k = p[3]
-                assert k is not None and p[4] is not None
-                new_nodes[nv8 + dep + path(k, d1)] = LEAF_PREFIX + k + p[4]
+            self.write_leaves(pending, d1)
         bm2 = new_bitmap.to_bytes(2, "big")
         ne = b"".join((INTERNAL_PREFIX, bm2, new_leafmap.to_bytes(2, "big"), hs, b"".join(vparts)))
         hh = _node_hasher()

@@ -44,7 +44,7 @@ from p2p.config import (
     RequestTimeout,
     parse_peer_address,
 )
-from p2p.framing import RPC_HEADER, Stats
+from p2p.framing import RPC_HEADER, RateLimiter, Stats
 from p2p.libp2p_glue import (
     ID,
     ConnWatcher,
@@ -64,7 +64,7 @@ from p2p.libp2p_glue import (
     shielded,
 )
 from p2p.peer_link import PeerLink
-from p2p.streams import FramedStream, RequestHandler, RequestServer, log_fields
+from p2p.streams import Deliver, FramedStream, RequestHandler, RequestServer, log_fields
 
 log = logging.getLogger("dvp.p2p")
 
@@ -365,27 +365,21 @@ class P2PHost:
             server = RequestServer(
                 key, lambda: self._handler, self.config, self.stats, link.limiters[SYNC]
             )
-            fs = FramedStream(
-                stream,
-                peer=key,
-                channel=channel,
-                direction="in",
-                config=self.config,
-                stats=self.stats,
-                deliver=server.deliver,
-                limiter=None,
-            )
+            deliver: Deliver = server.deliver
+            limiter: RateLimiter | None = None
         else:
-            fs = FramedStream(
-                stream,
-                peer=key,
-                channel=channel,
-                direction="in",
-                config=self.config,
-                stats=self.stats,
-                deliver=self._deliver_push,
-                limiter=link.limiters[channel],
-            )
+            deliver = self._deliver_push
+            limiter = link.limiters[channel]
+        fs = FramedStream(
+            stream,
+            peer=key,
+            channel=channel,
+            direction="in",
+            config=self.config,
+            stats=self.stats,
+            deliver=deliver,
+            limiter=limiter,
+        )
         old = link.inbound.get(channel)
         if old is not None:  # one inbound stream per peer and protocol: newest wins
             old.close("replaced")
