@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-HASH_SIZE = 32
+from ledger import codec
+
+HASH_SIZE = codec.HASH_SIZE
 """Length in bytes of every hash in this module (SHA-256)."""
 
-MAX_SIZE = (1 << 64) - 1
+MAX_SIZE = codec.UINT64_MAX
 """Largest tree size or leaf index accepted by verifiers (uint64, as in other RFC 9162 code)."""
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()

@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping
 from itertools import islice
 
+from ledger.codec import UINT64_MAX
 from ledger.smt_node import (
     DEPTH,
     T_EMPTY,
@@ -112,7 +113,7 @@ __all__ = [
     "verify_proof",
 ]
 
-MAX_VERSION = (1 << 64) - 1
+MAX_VERSION = UINT64_MAX
 DEFAULT_CACHE_NODES = 1 << 17
 
 
