@@ -419,7 +419,7 @@ class NodeCore:
     def _admit_gossip(self) -> None:
         """Admit up to ADMIT_CHUNK transactions of the queued gossip batches."""
         budget = ADMIT_CHUNK
-        tip, now, pool, added = self.ledger.tip, self._now, self.mempool, 0
+        head, now, pool, added = self.ledger.head, self._now, self.mempool, 0
         while self._ingest and budget > 0:
             peer, items, i = self._ingest.popleft()
             end = min(len(items), i + budget)
@@ -430,7 +430,7 @@ class NodeCore:
                 except DecodeError:
                     self._out.append(Penalise(peer, "malformed_tx"))
                     continue
-                if pool.add(tx, tip, from_peer=True).status is AddStatus.ADDED:
+                if pool.add(tx, head, from_peer=True).status is AddStatus.ADDED:
                     self._admitted(tx.tx_id, now)
                     added += 1
             if end < len(items):
@@ -439,7 +439,7 @@ class NodeCore:
             self._flush_at = now + GOSSIP_FLUSH_S
 
     def _on_client_txs(self, ev: ClientTxs) -> None:
-        pool, now, tip = self.mempool, self._now, self.ledger.tip
+        pool, now, head = self.mempool, self._now, self.ledger.head
         limit = math.inf if ev.from_peer else self.client_limit()
         results: list[AddResult] = []
         refused = added = 0
@@ -453,7 +453,7 @@ class NodeCore:
                 results.append(CLIENT_BUSY)
                 refused += 1
                 continue
-            r = pool.add(tx, tip, from_peer=ev.from_peer)
+            r = pool.add(tx, head, from_peer=ev.from_peer)
             if r.status is AddStatus.ADDED:
                 self._admitted(tx.tx_id, now)
                 if not ev.from_peer:
