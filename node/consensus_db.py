@@ -17,10 +17,7 @@ import plyvel
 
 from consensus.record import SigningRecord
 from ledger.errors import DecodeError, StoreError
-
-
-def _h8(h: int) -> bytes:
-    return h.to_bytes(8, "big")
+from ledger.store import h8 as _h8
 
 
 class ConsensusDB:
