@@ -121,7 +121,8 @@ class SigningRecord:
             for v in as_list(f[2], "view_changes", RECENT_VIEW_CHANGES)
         )
         nv = decode_message(as_bytes(nv_raw, "nv", max_size=MAX_RECORD_BYTES)) if nv_raw else None
-        if not all(isinstance(vc, ViewChange) for vc in vcs):
+        view_changes = tuple(vc for vc in vcs if isinstance(vc, ViewChange))
+        if len(view_changes) != len(vcs):
             raise DecodeError("signing_record.view_changes: not VIEW-CHANGE messages")
         if nv is not None and not isinstance(nv, NewView):
             raise DecodeError("signing_record.new_view is not a NEW-VIEW")
@@ -129,18 +130,19 @@ class SigningRecord:
             decode_message(as_bytes(c, "cp", max_size=4096))
             for c in as_list(f[7], "checkpoints", MAX_PROOFS)
         )
-        if not all(isinstance(cp, Checkpoint) for cp in cps):
+        checkpoints = tuple(cp for cp in cps if isinstance(cp, Checkpoint))
+        if len(checkpoints) != len(cps):
             raise DecodeError("signing_record.checkpoints: not CHECKPOINT messages")
         return cls(
             as_int(f[0], "epoch", 1),
             as_int(f[1], "view"),
-            vcs,
-            nv,  # type: ignore[arg-type]
+            view_changes,
+            nv,
             tuple(VoteEntry.from_wire(v) for v in as_list(f[4], "votes", 3 * MAX_PROOFS)),
             tuple(Proof.from_wire(p) for p in as_list(f[5], "proofs", MAX_PROOFS)),
             CheckpointProof.from_wire(cp_raw) if cp_raw is not None else None,
-            cps,
-        )  # type: ignore[arg-type]
+            checkpoints,
+        )
 
 
 class SigningGuard:

@@ -230,12 +230,11 @@ def verify_bundle(
         raise _fail(
             Reason.STATE_ROOT_MISMATCH, "the state proof does not match the head's state root"
         )
-    base = {"commitment": bundle.commitment, "height": head.height, "block_time_ms": head.time_ms}
     if bundle.record is None:
         if bundle.attest is not None or bundle.revoke is not None:
             # nothing would check them: refuse rather than pass along unchecked bytes
             raise _fail(Reason.MALFORMED, "a bundle without a record carries transactions")
-        return Verdict(Status.NOT_FOUND, **base)  # type: ignore[arg-type]
+        return Verdict(Status.NOT_FOUND, bundle.commitment, head.height, head.time_ms)
     try:
         rec = AttestationRecord.decode(bundle.record)
     except DecodeError as exc:
@@ -258,6 +257,9 @@ def verify_bundle(
             raise _fail(Reason.WRONG_COMMITMENT, "the REVOKE transaction is for another commitment")
     return Verdict(
         attestation_status(rec, head.time_ms),
+        bundle.commitment,
+        head.height,
+        head.time_ms,
         issuer=rec.issuer,
         doc_type=rec.doc_type,
         issued_at_ms=p.issued_at_ms,
@@ -266,8 +268,7 @@ def verify_bundle(
         attest_tx_id=tx.tx_id,
         revoked_height=rec.revoked_height or None,
         revoke_reason=rec.revoke_reason if rec.revoked_height else None,
-        **base,
-    )  # type: ignore[arg-type]
+    )
 
 
 def verify_bundle_json(doc: object, anchor: TrustAnchor, **kwargs: int | None) -> Verdict:
