@@ -134,13 +134,13 @@ class SigningRecord:
         return cls(
             as_int(f[0], "epoch", 1),
             as_int(f[1], "view"),
-            vcs,
-            nv,  # type: ignore[arg-type]
+            vcs,  # type: ignore[arg-type]
+            nv,
             tuple(VoteEntry.from_wire(v) for v in as_list(f[4], "votes", 3 * MAX_PROOFS)),
             tuple(Proof.from_wire(p) for p in as_list(f[5], "proofs", MAX_PROOFS)),
             CheckpointProof.from_wire(cp_raw) if cp_raw is not None else None,
-            cps,
-        )  # type: ignore[arg-type]
+            cps,  # type: ignore[arg-type]
+        )
 
 
 class SigningGuard:
