@@ -167,11 +167,26 @@ def build_registry(node: Node) -> MethodRegistry:
         for start in range(0, len(txs), ADMIT_CHUNK):
             if start:
                 await trio.sleep(0)  # admission in chunks: consensus gets the loop between
-            chunk = [
-                _decode_tx(raw, f"txs[{start + i}]")
-                for i, raw in enumerate(txs[start : start + ADMIT_CHUNK])
-            ]
-            for t, r in zip(chunk, node.submit_batch(chunk), strict=True):
+            # Each transaction is answered on its own: one that does not decode is
+            # "malformed" in its place, and the others of its chunk are still admitted.
+            chunk: list[Transaction] = []
+            malformed: dict[int, dict[str, Any]] = {}
+            for i, raw in enumerate(txs[start : start + ADMIT_CHUNK], start):
+                try:
+                    chunk.append(Transaction.decode(raw))
+                except DecodeError as exc:
+                    malformed[i] = {
+                        "tx_id": None,
+                        "status": "rejected",
+                        "code": "malformed",
+                        "message": f"txs[{i}]: not a transaction ({exc})",
+                    }
+            admitted = iter(zip(chunk, node.submit_batch(chunk), strict=True))
+            for i in range(start, min(start + ADMIT_CHUNK, len(txs))):
+                if i in malformed:
+                    results.append(malformed[i])
+                    continue
+                t, r = next(admitted)
                 out: dict[str, Any]
                 if r.status in (AddStatus.ADDED, AddStatus.DUPLICATE):
                     out = {"tx_id": t.tx_id.hex(), "status": "pending"}
