@@ -38,11 +38,6 @@ def make_registry() -> MethodRegistry:
     async def remote(ctx: CallContext) -> str | None:
         return ctx.remote
 
-    @rpc.method("sleep", Param("ms", Int(0, 60_000)))
-    async def sleep(ctx: CallContext, ms: int) -> int:
-        await trio.sleep(ms / 1000)
-        return ms
-
     @rpc.method("forever")
     async def forever(ctx: CallContext) -> None:
         await trio.sleep_forever()  # only a deadline (or a shutdown) ends it

@@ -7,25 +7,11 @@ as if it were not there.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from ledger.crypto import read_key_file
-from ledger.types import Attest, Transaction
 from node.node import Node
+from tests.support.cluster import attest
 from tests.support.rpc_node import call, run_nodes
-
-
-def _attest(root: Path, n: int, chain_id: str = "dvp-demo") -> Transaction:
-    key = read_key_file(root / "keys" / "szcredit.member.json")
-    commitment = hashlib.sha256(b"batch test %d" % n).digest()
-    return Transaction(
-        chain_id,
-        key.public_key,
-        n,
-        100,
-        Attest("credit-report", commitment, 1_760_000_000_000, 0, b""),
-    ).signed(key)
 
 
 def test_a_malformed_transaction_does_not_hold_up_the_others(tmp_path: Path) -> None:
@@ -33,8 +19,8 @@ def test_a_malformed_transaction_does_not_hold_up_the_others(tmp_path: Path) -> 
     junk = b"\x93not a transaction"
 
     def client(nodes: list[Node]) -> dict[str, object]:
-        good = [_attest(root, n) for n in range(1, 5)]
-        wrong_chain = _attest(root, 9, chain_id="other-chain")
+        good = [attest(root, n, tag=b"batch test") for n in range(1, 5)]
+        wrong_chain = attest(root, 9, chain_id="other-chain", tag=b"batch test")
         batch = [good[0], good[1], junk, good[2], wrong_chain, good[3]]
         params = {
             "txs": [t.hex() if isinstance(t, bytes) else t.encode().hex() for t in batch],
