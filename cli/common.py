@@ -1,5 +1,6 @@
 """What every ``dvp`` subcommand shares: exit statuses, the one-line error, JSON or human
-output, and the RPC connection options (``--rpc``, ``--api-key``, ``--cacert``).
+output, the RPC connection options (``--rpc``, ``--api-key``, ``--cacert``), and how
+long a signed transaction stays valid (``EXPIRY_BLOCKS``).
 
 Lives outside ``cli/main.py`` on purpose: under ``python -m cli.main`` (how the devnet
 starts nodes) that module runs as ``__main__``, so a ``CliError`` imported from
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from cli.rpc_client import ENV_API_KEY, ENV_CACERT, RpcCallError, RpcClient
+
+#: A transaction the CLI signs must commit within this many blocks of the node's height.
+EXPIRY_BLOCKS = 500
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli.common import EXPIRY_BLOCKS
 from cli.rpc_client import RpcClient
 from ledger.commitment import commitment_from_digest, decode_code, digest_file, encode_code
 from ledger.crypto import KeyPair
@@ -20,8 +21,6 @@ from ledger.genesis import read_genesis
 from ledger.records import Status
 from ledger.types import Attest, Revoke, RevokeReason, Transaction
 from ledger.verify import TrustAnchor, Verdict, VerificationError, verify_bundle_json
-
-EXPIRY_BLOCKS = 500
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any
 
 from cli.common import (
     EXIT_OK,
+    EXPIRY_BLOCKS,
     CliError,
     add_rpc_options,
     client,
@@ -38,7 +39,6 @@ from ledger.types import GOV_ARGS, GovAction, GovPropose, GovVote, RevokeReason,
 
 __all__ = ["ACTIONS", "add_gov_commands", "build_proposal", "proposals", "propose", "vote"]
 
-EXPIRY_BLOCKS = 500  # the transaction must commit within this many blocks
 DEFAULT_DEADLINE_BLOCKS = 1000  # voting stays open this many blocks
 
 

@@ -12,9 +12,9 @@ and accountability. The caller (the node) owns all I/O:
 Modules: ``api`` (events, actions, App/Crypto protocols, Config), ``messages`` (wire
 format), ``quorum`` (vote arithmetic), ``certs`` (certificate checks, new-view
 selection), ``record`` (signing record for restart safety), ``evidence``
-(equivocation proofs), ``state``/``replica``/``viewchange``/``recovery`` (the state
-machine), ``signer`` (Ed25519 adapter). The protocol as implemented is described in
-docs/CONSENSUS.md.
+(equivocation proofs), ``state``/``replica``/``proposals``/``retransmit``/``viewchange``/
+``recovery`` (the state machine), ``signer`` (Ed25519 adapter). The protocol as
+implemented is described in docs/CONSENSUS.md.
 """
 
 from consensus.api import (

@@ -1,8 +1,9 @@
 """The PBFT replica: a pure state machine, ``Replica.step(event) -> list[Action]``.
 
 Owns construction/restore, event dispatch, the normal case (Castro & Liskov,
-OSDI'99 §4.2, TOCS'02 §4.3: pre-prepare -> prepare -> commit), proposals, commit
-delivery and the progress/censorship timers. View change is in
+OSDI'99 §4.2, TOCS'02 §4.3: pre-prepare -> prepare -> commit), commit delivery and the
+progress/censorship timers. The primary's proposals are in ``consensus.proposals``,
+retransmission of votes in ``consensus.retransmit``, view change in
 ``consensus.viewchange``, checkpoints and catch-up in ``consensus.recovery``.
 
 No I/O: the caller feeds events and executes the returned actions in order (rules in
@@ -32,7 +33,6 @@ from consensus.api import (
     App,
     Applied,
     BlocksReceived,
-    Broadcast,
     CensorshipSuspected,
     CommitBlock,
     Config,
@@ -41,8 +41,6 @@ from consensus.api import (
     MessageReceived,
     PersistBlock,
     ProposalReady,
-    RequestProposal,
-    Send,
     Start,
     TimerFired,
     TimerKind,
@@ -63,14 +61,16 @@ from consensus.messages import (
     ProofKind,
     ViewChange,
 )
+from consensus.proposals import ProposalMixin
 from consensus.record import SigningGuard, SigningRecord
 from consensus.recovery import RecoveryMixin
+from consensus.retransmit import RetransmitMixin
 from consensus.state import COMMITS_PER_VALIDATOR, MAX_PAYLOADS_PER_SLOT, Slot
 from consensus.viewchange import ViewChangeMixin
 from ledger.types import CommitCertificate, ValidatorSet
 
 
-class Replica(ViewChangeMixin, RecoveryMixin):
+class Replica(ViewChangeMixin, RecoveryMixin, ProposalMixin, RetransmitMixin):
     """One validator's consensus state machine.
 
     ``committed_height``/``committed_block_id`` describe the caller's durable chain
@@ -391,8 +391,13 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         if len(sigs) < self.vote_quorum():
             return
         slot.prepared = Proof(
-            ProofKind.PREPARED, slot.height, self.view, block_id, parent_id, tuple(sorted(sigs))
-        )  # type: ignore[arg-type]
+            ProofKind.PREPARED,
+            slot.height,
+            self.view,
+            block_id,
+            parent_id,
+            tuple(sorted(sigs)),  # type: ignore[arg-type]
+        )
         self.try_commit()
 
     def try_commit(self) -> None:
@@ -456,120 +461,12 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         ]
         if len(sigs) >= self.vote_quorum():
             slot.cert = CommitCertificate(
-                slot.height, commit.view, commit.block_id, tuple(sorted(sigs))
-            )  # type: ignore[arg-type]
+                slot.height,
+                commit.view,
+                commit.block_id,
+                tuple(sorted(sigs)),  # type: ignore[arg-type]
+            )
             self.top_seen = max(self.top_seen, slot.height)
-
-    # -- retransmission over lossy links ---------------------------------------------
-
-    def retransmit_votes(self) -> None:
-        """Stalled: resend what we signed for uncommitted heights of this view.
-
-        Already signed and persisted, so no new ``Persist``. Peers that have the same
-        messages answer the duplicates with theirs (``answer_retransmission``).
-        """
-        self.count("retransmissions")
-        self.announce_epoch_start()
-        top = min(self.top_seen, self.low + self.config.log_size)
-        for height in range(self.committed + 1, top + 1):
-            slot = self.slots.get(height)
-            if slot is None or slot.view != self.view:
-                continue
-            for message in self.own_votes(slot):
-                self.emit(Broadcast(message))
-
-    def own_votes(self, slot: Slot) -> list[Message]:
-        out: list[Message] = []
-        if slot.pre_prepare is not None and slot.accepted is not None:
-            out.append(slot.pre_prepare)  # the primary's, forwarded: it is self-certifying
-        mine = slot.prepares.get(self.me)
-        if mine is not None:
-            out.append(mine)
-        commit = slot.commits.get((self.view, self.me))
-        if commit is not None:
-            out.append(commit)
-        return out
-
-    def answer_retransmission(self, peer: bytes, slot: Slot) -> None:
-        """A peer resent a vote we already had: it is stuck at this height, help it.
-
-        Only our own votes go back (never others' forwarded votes, which would look
-        like retransmissions to their signers and echo around the cluster), once per
-        (peer, height, view): the peer collects a quorum from everyone's answers.
-        """
-        self.count("duplicate")
-        key = (peer, slot.height)
-        if peer == self.me or self.answered.get(key, -1) >= self.view:
-            return
-        if len(self.answered) >= 4 * self.vset.n * self.config.log_size:
-            self.answered.clear()
-        self.answered[key] = self.view
-        out: list[Message] = []
-        if slot.view == self.view:
-            mine = slot.prepares.get(self.me)
-            if (
-                slot.pre_prepare is not None
-                and slot.accepted is not None
-                and slot.pre_prepare.sender == self.me
-            ):
-                out.append(slot.pre_prepare)
-            if mine is not None:
-                out.append(mine)
-        commits = [c for (v, s), c in slot.commits.items() if s == self.me]
-        out += commits[-1:]  # our latest COMMIT at this height, in whatever view
-        for message in out:
-            self.emit(Send(peer, message))
-
-    # -- proposals ----------------------------------------------------------------------
-
-    def propose(self) -> None:
-        """As primary, ask for the next block if the window and watermarks allow."""
-        if self.in_vc or self.me_index is None or self.primary(self.view) != self.me:
-            return
-        limit = min(self.committed + self.config.window, self.low + self.config.log_size)
-        height = max(self.fresh_from, self.committed + 1, self.low + 1)
-        while height <= limit and self.in_epoch(height):
-            slot = self.slots.get(height)
-            if slot is not None and slot.view == self.view and slot.accepted is not None:
-                height += 1
-                continue
-            if height in self.requested or self.guard.has_vote(Kind.PRE_PREPARE, height, self.view):
-                return  # asked already, or proposed before a restart: cannot re-propose
-            parent = self.block_at(height - 1)
-            if parent is None:
-                return
-            self.requested.add(height)
-            self.emit(RequestProposal(height, self.view, parent))
-            return
-
-    def on_proposal(self, event: ProposalReady) -> None:
-        height = event.height
-        if (
-            event.view != self.view
-            or self.in_vc
-            or height not in self.requested
-            or height <= self.low
-        ):
-            self.count("stale_proposal")
-            return
-        self.requested.discard(height)
-        parent = self.block_at(height - 1)
-        block_id = (
-            None if parent is None else self.app.validate_proposal(height, event.payload, parent)
-        )
-        if parent is None or block_id is None:
-            self.count("invalid_own_proposal")
-            return
-        if not self.guard.allow_vote(Kind.PRE_PREPARE, height, self.view, block_id, parent):
-            self.count("guard_refused")
-            return
-        pp = self.sign(PrePrepare(height, self.view, block_id, parent, event.payload))
-        self.send_signed(pp)
-        slot = self.slot(height)
-        slot.enter_view(self.view)
-        slot.pre_prepare, slot.pending = pp, None
-        self.keep_payload(slot, block_id, event.payload)
-        self.accept(slot, block_id, parent)
 
     # -- delivery ----------------------------------------------------------------------
 

@@ -160,6 +160,11 @@ class ReplicaBase:
     def try_accept(self, height: int) -> None:
         raise NotImplementedError
 
+    def keep_payload(
+        self, slot: Slot, block_id: bytes, payload: bytes, durable: bool = True
+    ) -> None:
+        raise NotImplementedError
+
     def enter_epoch(self, epoch: int, validators: ValidatorSet, view: int) -> None:
         raise NotImplementedError
 

@@ -534,7 +534,8 @@ class Store:
 
     def get_node(self, node_key: bytes) -> bytes | None:
         """A state-tree node by its NodeKey, or None (``ledger.smt.NodeReader``)."""
-        return self._db.get(P_NODE + node_key)
+        node: bytes | None = self._db.get(P_NODE + node_key)  # plyvel is untyped
+        return node
 
     def prune_state(self, before_version: int) -> int:
         """Delete state nodes that only versions < ``before_version`` need.

@@ -40,14 +40,6 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _ROOT_LOGGER: Final = "dvp"
 
 
-def _object(description: str, **types: Any) -> Result:
-    return Result(
-        "result",
-        description,
-        {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}},
-    )
-
-
 def _member_names(node: Node) -> dict[bytes, str]:
     """Node and member keys -> member id, for labelling peers and evidence."""
     tip = node.ledger.tip
@@ -90,7 +82,7 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         "admin.peers",
         roles=ADMIN_ROLES,
         summary="Configured peers (member, address, key, connected) and any other connected peers",
-        result=_object("peer table", configured="array", other_connected="array"),
+        result=Result.object("peer table", configured="array", other_connected="array"),
     )
     async def peers(ctx: CallContext) -> dict[str, Any]:
         names = _member_names(node)
@@ -113,7 +105,7 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         "admin.mempool",
         roles=ADMIN_ROLES,
         summary="Pending transactions and bytes, the limits, and admission counters since start",
-        result=_object(
+        result=Result.object(
             "mempool report",
             txs="integer",
             bytes="integer",
@@ -140,7 +132,7 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         roles=ADMIN_ROLES,
         summary="Equivocation evidence this replica recorded: two conflicting "
         "signed messages per entry, re-verified now",
-        result=_object("evidence", count="integer", evidence="array"),
+        result=Result.object("evidence", count="integer", evidence="array"),
     )
     async def evidence(ctx: CallContext, limit: int) -> dict[str, Any]:
         records = node.cdb.evidence() if node.cdb is not None else []  # observers: none
@@ -155,7 +147,7 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         Param("level", Choice(*LOG_LEVELS), default=None, description="new level; omit to read it"),
         roles=ADMIN_ROLES,
         summary="Read or set the node's log level (this process only, until restart)",
-        result=_object("levels", level="string", previous="string"),
+        result=Result.object("levels", level="string", previous="string"),
     )
     async def log_level(ctx: CallContext, level: str | None) -> dict[str, Any]:
         logger = logging.getLogger(_ROOT_LOGGER)

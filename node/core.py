@@ -9,33 +9,9 @@ never picks randomness: ``now`` is the caller's monotonic time in seconds (timer
 lingers, ages), ``wall_ms`` its wall clock in ms (block timestamps, ``status``). The
 shell (``node.node``) and the whole-node simulator drive the same core.
 
-Events (frozen dataclasses, below): ``Tick`` (call at ``next_deadline()`` or later:
-replica timers, the block builder, gossip flushes, catch-up polls, the next chunk of a
-gossiped batch), ``PeerFrame`` (a frame from the transport; decoded strictly here, a
-malformed one yields ``Penalise``), ``ClientTxs`` (answered by exactly one ``Answer``
-in the same step, so an RPC handler may call ``step`` synchronously), ``PeerHeights``
-(the answer to ``AskHeights``), ``BlocksFetched`` (the answer to every ``Fetch``; None
-when it failed), ``StoreReopened`` (after ``StoreFailed``: the shell reopened the
-databases).
-
-Effects, in order; the caller executes them in list order:
-
-1. Durability: the replica's ``Persist``/``PersistBlock`` of one replica step are
-   written by the core in one synced ``ConsensusDB.save`` *before* the ``Send`` and
-   ``Broadcast`` effects carrying what they cover are appended (consensus/api.py rule
-   1): every effect returned is safe to execute at once. Committed blocks are on disk
-   (``Ledger.commit``) before their ``Committed`` effect.
-2. ``Send``/``Broadcast`` may be executed asynchronously and may be lost.
-3. ``Committed(height, tx_ids)`` once per committed block, in height order: wake the
-   RPC callers waiting for those ids. ``SetAllowlist`` follows commits that may change
-   who may connect.
-4. ``Fetch(peer, lo, hi)`` and ``AskHeights()`` ask for block-sync requests; every
-   one gets exactly one answer event (``BlocksFetched`` / ``PeerHeights``).
-5. ``StoreFailed(reason)``: a disk write failed (the injected ``disk_failure`` said
-   so). The replica, its timers and everything not yet durable are dropped, as if the
-   process had crashed before the write; the core only admits and gossips until
-   ``StoreReopened``, then catches up and restarts the replica from its durable record.
-6. ``Penalise``, ``Metric``, ``Log`` are local and informational.
+The events it takes and the effects it returns, and their contract, are in
+``node.core_events`` (re-exported here); catch-up decisions (polling peers' heights,
+fetching blocks, when to start voting) in ``node.core_catchup``.
 
 Pending transactions are tracked once: the mempool is the truth. The replica is told
 what became pending at each gossip flush (ids still in the mempool then) and what left
@@ -58,11 +34,35 @@ from consensus.replica import Replica
 from consensus.signer import Ed25519Crypto
 from ledger.chain import Ledger
 from ledger.codec import as_bytes, as_list, decode, encode
-from ledger.errors import DecodeError, LedgerError
+from ledger.errors import DecodeError
 from ledger.types import Block, Transaction
 from node.app import LedgerApp
 from node.builder import BlockBuilder
 from node.consensus_db import ConsensusDB
+from node.core_catchup import FOLLOW_AGAIN_S, FOLLOW_IDLE_S, STANDALONE_S, CatchUpMixin, Follow
+from node.core_events import (
+    Answer,
+    AskHeights,
+    BlocksFetched,
+    Broadcast,
+    ClientTxs,
+    Committed,
+    CoreConfig,
+    CoreEvent,
+    CoreStatus,
+    Effect,
+    Fetch,
+    Log,
+    Metric,
+    PeerFrame,
+    PeerHeights,
+    Penalise,
+    Send,
+    SetAllowlist,
+    StoreFailed,
+    StoreReopened,
+    Tick,
+)
 from node.mempool import CLIENT_BUSY, AddResult, AddStatus, Mempool
 from node.transport import CONSENSUS, TXS
 
@@ -82,181 +82,47 @@ RESEND_S = 1.0
 RESEND_MAX = 256
 #: A synced write slower than this is logged (on a failing disk: the commit stalls).
 SLOW_WRITE_MS = 150
-#: Catch-up: poll peers' heights this often (after progress / after none); a validator
-#: with no peer at all starts voting after STANDALONE_S.
-FOLLOW_AGAIN_S = 0.05
-FOLLOW_IDLE_S = 0.2
-STANDALONE_S = 1.0
 
-# ---------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class Tick:
-    """Time passed: run whatever is due at ``now``."""
-
-
-@dataclass(frozen=True)
-class PeerFrame:
-    peer: bytes
-    channel: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class ClientTxs:
-    """Transactions from a client (``from_peer``: admit them as a peer's gossip)."""
-
-    request_id: int
-    txs: tuple[Transaction, ...]
-    from_peer: bool = False
-
-
-@dataclass(frozen=True)
-class PeerHeights:
-    """Heights the connected peers reported; ``connected``: how many peers there were."""
-
-    heights: dict[bytes, int]
-    connected: int
-
-
-@dataclass(frozen=True)
-class BlocksFetched:
-    peer: bytes
-    blocks: tuple[ca.CertifiedPayload, ...] | None
-
-
-@dataclass(frozen=True)
-class StoreReopened:
-    ledger: Ledger
-    cdb: ConsensusDB | None
-
-
-CoreEvent = Tick | PeerFrame | ClientTxs | PeerHeights | BlocksFetched | StoreReopened
-
-# --------------------------------------------------------------------------- effects
-
-
-@dataclass(frozen=True)
-class Send:
-    peer: bytes
-    channel: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Broadcast:
-    channel: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Answer:
-    """The results of a ``ClientTxs``, in order; ``refused``: how many were busy."""
-
-    request_id: int
-    results: list[AddResult]
-    refused: int
-
-
-@dataclass(frozen=True)
-class Committed:
-    height: int
-    tx_ids: list[bytes]
-    mempool: int  # transactions still pending after it
-
-
-@dataclass(frozen=True)
-class Penalise:
-    peer: bytes
-    reason: str
-
-
-@dataclass(frozen=True)
-class Fetch:
-    peer: bytes
-    lo: int
-    hi: int
-
-
-@dataclass(frozen=True)
-class AskHeights:
-    pass
-
-
-@dataclass(frozen=True)
-class SetAllowlist:
-    keys: set[bytes]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """``view``: a view change to ``value``; ``evidence``: one more record."""
-
-    name: str
-    value: float
-
-
-@dataclass(frozen=True)
-class Log:
-    level: str  # debug | info | warning | error
-    message: str
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StoreFailed:
-    reason: str
-
-
-Effect = (
-    Send
-    | Broadcast
-    | Answer
-    | Committed
-    | Penalise
-    | Fetch
-    | AskHeights
-    | SetAllowlist
-    | Metric
-    | Log
-    | StoreFailed
-)
-
-
-@dataclass(frozen=True)
-class CoreConfig:
-    is_validator: bool
-    linger_ms: int
-    mempool_max_txs: int = 100_000
-    client_max_txs: int | None = None
-    origin: str = "node"  # names the node in fatal errors (its config file)
-
-
-@dataclass
-class CoreStatus:
-    view_changes: int = 0
-    evidence: int = 0  # equivocation evidence records in the consensus database
-    store_error: str | None = None  # set while a failed disk write stops commits
-    last_commit_unix_ms: int = 0
+# The names the shell, the tests and the simulator import from ``node.core``.
+__all__ = [
+    "ADMIT_CHUNK",
+    "FOLLOW_AGAIN_S",
+    "FOLLOW_IDLE_S",
+    "GOSSIP_FLUSH_S",
+    "GOSSIP_MAX_BYTES",
+    "MAX_TX_BATCH",
+    "RESEND_AGE_S",
+    "RESEND_MAX",
+    "RESEND_S",
+    "SLOW_WRITE_MS",
+    "STANDALONE_S",
+    "Answer",
+    "AskHeights",
+    "BlocksFetched",
+    "Broadcast",
+    "ClientTxs",
+    "Committed",
+    "CoreConfig",
+    "CoreEvent",
+    "CoreStatus",
+    "Effect",
+    "Fetch",
+    "Log",
+    "Metric",
+    "NodeCore",
+    "PeerFrame",
+    "PeerHeights",
+    "Penalise",
+    "Send",
+    "SetAllowlist",
+    "StoreFailed",
+    "StoreReopened",
+    "Tick",
+]
 
 
 def _never(exc: BaseException) -> str | None:
     return None
-
-
-@dataclass
-class _Follow:
-    """Catch-up state: polling peers, fetching from the best one."""
-
-    ask_at: float = -math.inf
-    asking: bool = False
-    fetching: bool = False
-    target: int = 0
-    progressed: bool = False
-    started_at: float | None = None
-    best_peer_height: int = 0
-    alone: bool = True
 
 
 @dataclass
@@ -268,7 +134,7 @@ class _Held:
     outbox: list[ca.Send | ca.Broadcast] = field(default_factory=list)
 
 
-class NodeCore:
+class NodeCore(CatchUpMixin):
     """One node's decisions (see the module docstring for the contract).
 
     ``disk_failure(exc)`` says whether an exception from the ledger or consensus
@@ -299,9 +165,9 @@ class NodeCore:
         self._disk_failure, self._perf = disk_failure, perf
         self.timers: dict[tuple[ca.TimerKind, int], float] = {}
         self.last_commit = -math.inf  # set on the first step
-        self.follow = _Follow()
+        self.follow = Follow()
         self._held = _Held()
-        self._out: list[Any] = []
+        self._out: list[Effect] = []
         self._now, self._wall_ms = 0.0, 0
         # Admitted since the last flush (the replica is told at the flush), their
         # arrival times (re-gossip of stragglers), and the gossip buffer.
@@ -317,7 +183,8 @@ class NodeCore:
     def step(self, event: CoreEvent, now: float, wall_ms: int) -> list[Effect]:
         """Handle ``event`` at ``now``; the effects to execute, in order."""
         self._now, self._wall_ms = now, wall_ms
-        out = self._out = []
+        out: list[Effect] = []
+        self._out = out
         if self.last_commit == -math.inf:
             self.last_commit = now
             self.follow.started_at = now
@@ -342,7 +209,7 @@ class NodeCore:
             if reason is None:
                 raise
             self._store_failed(reason)
-        return out  # type: ignore[return-value]
+        return out
 
     def next_deadline(self) -> float:
         """The monotonic time at which a ``Tick`` is due (``-inf``: at once)."""
@@ -631,7 +498,7 @@ class NodeCore:
             append = self._out.append
             for a in outbox:
                 if type(a) is ca.Send:
-                    append(Send(a.to, CONSENSUS, a.message.encoded))  # type: ignore[union-attr]
+                    append(Send(a.to, CONSENSUS, a.message.encoded))
                 else:
                     append(Broadcast(CONSENSUS, a.message.encoded))
 
@@ -688,64 +555,6 @@ class NodeCore:
             self._out.append(SetAllowlist(self.allowed_keys()))
         return gone
 
-    # ------------------------------------------------------------------ catch-up
-
-    def _on_heights(self, ev: PeerHeights) -> None:
-        f = self.follow
-        f.asking, f.progressed = False, False
-        f.alone = ev.connected == 0
-        height = self.ledger.height
-        best = max(((h, p) for p, h in ev.heights.items() if h > height), default=None)
-        f.best_peer_height = best[0] if best is not None else height
-        if best is None or self.status.store_error is not None:
-            self._follow_done()
-            return
-        f.target, f.fetching = best[0], True
-        self._out.append(Fetch(best[1], height + 1, best[0]))
-
-    def _on_blocks(self, ev: BlocksFetched) -> None:
-        if self.replica is not None:
-            if ev.blocks:
-                self._step_replica(ca.BlocksReceived(ev.peer, ev.blocks))
-            return
-        f = self.follow
-        if not f.fetching:
-            return
-        f.fetching = False
-        for item in ev.blocks or ():
-            try:
-                block = Block.decode(item.payload)
-                if block.height != self.ledger.height + 1:
-                    break
-                self.ledger.commit(block, item.certificate, verified=self.mempool.verified)
-            except LedgerError as exc:
-                if self._disk_failure(exc) is not None:
-                    raise
-                self._log("warning", "peer sent an invalid block", peer=ev.peer, error=str(exc))
-                break
-            self._after_commit(block)
-            f.progressed = True
-        else:
-            if ev.blocks and self.ledger.height < f.target:
-                f.fetching = True
-                self._out.append(Fetch(ev.peer, self.ledger.height + 1, f.target))
-                return
-        self._follow_done()
-
-    def _follow_done(self) -> None:
-        """One catch-up pass ended: start voting if caught up, else poll again."""
-        f, now = self.follow, self._now
-        if self.config.is_validator and self.replica is None and self.status.store_error is None:
-            window = self.ledger.head.chain.params.pipeline_window
-            caught_up = f.best_peer_height <= self.ledger.height + window
-            waited = f.started_at is not None and now - f.started_at > STANDALONE_S
-            if (caught_up and not f.progressed and not f.alone) or (
-                waited and (caught_up or f.alone)
-            ):
-                self._start_replica()
-                return  # from now on the replica fetches what it misses (RequestBlocks)
-        f.ask_at = now + (FOLLOW_AGAIN_S if f.progressed else FOLLOW_IDLE_S)
-
     # ------------------------------------------------------------------ disk failures
 
     def _store_failed(self, reason: str) -> None:
@@ -756,7 +565,7 @@ class NodeCore:
         self.timers.clear()
         self.builder.clear()
         self._held = _Held()
-        self.follow = _Follow(ask_at=math.inf, started_at=self._now)
+        self.follow = Follow(ask_at=math.inf, started_at=self._now)
         self.status.store_error = reason[:300]
         self._out.append(StoreFailed(self.status.store_error))
 
@@ -764,7 +573,7 @@ class NodeCore:
         self.ledger, self.cdb = ev.ledger, ev.cdb
         self.app.ledger = ev.ledger
         self.status.store_error = None
-        self.follow = _Follow(ask_at=self._now, started_at=self._now)
+        self.follow = Follow(ask_at=self._now, started_at=self._now)
         self._log(
             "warning",
             "disk accepts writes again: databases reopened; catching up, then voting",

@@ -66,15 +66,6 @@ PROOF_READERS = frozenset({"verifier", "auditor"})
 _NULLABLE_INT = ["integer", "null"]
 
 
-def _result(description: str, **types: Any) -> Result:
-    """An OpenRPC result: an object whose named properties have these JSON types."""
-    return Result(
-        "result",
-        description,
-        {"type": "object", "properties": {k: {"type": t} for k, t in types.items()}},
-    )
-
-
 _HEADER_RESULT = dict(height="integer", block_id="string", header="object")
 
 
@@ -115,7 +106,7 @@ def build_registry(node: Node) -> MethodRegistry:
         ),
         Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
         summary="Submit one signed transaction; returns its id (and height if waited)",
-        result=_result(
+        result=Result.object(
             "where the transaction stands", tx_id="string", status="string", height=_NULLABLE_INT
         ),
         errors=(Busy, Rejected, Timeout, InvalidParams),
@@ -153,7 +144,7 @@ def build_registry(node: Node) -> MethodRegistry:
         Param("wait", Bool(), default=False),
         Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
         summary="Submit many transactions in one request (how issuers attest in bulk)",
-        result=_result(
+        result=Result.object(
             "per-transaction outcome, in request order", accepted="integer", results="array"
         ),
         errors=(Busy, InvalidParams),
@@ -167,11 +158,26 @@ def build_registry(node: Node) -> MethodRegistry:
         for start in range(0, len(txs), ADMIT_CHUNK):
             if start:
                 await trio.sleep(0)  # admission in chunks: consensus gets the loop between
-            chunk = [
-                _decode_tx(raw, f"txs[{start + i}]")
-                for i, raw in enumerate(txs[start : start + ADMIT_CHUNK])
-            ]
-            for t, r in zip(chunk, node.submit_batch(chunk), strict=True):
+            # Each transaction is answered on its own: one that does not decode is
+            # "malformed" in its place, and the others of its chunk are still admitted.
+            chunk: list[Transaction] = []
+            malformed: dict[int, dict[str, Any]] = {}
+            for i, raw in enumerate(txs[start : start + ADMIT_CHUNK], start):
+                try:
+                    chunk.append(Transaction.decode(raw))
+                except DecodeError as exc:
+                    malformed[i] = {
+                        "tx_id": None,
+                        "status": "rejected",
+                        "code": "malformed",
+                        "message": f"txs[{i}]: not a transaction ({exc})",
+                    }
+            admitted = iter(zip(chunk, node.submit_batch(chunk), strict=True))
+            for i in range(start, min(start + ADMIT_CHUNK, len(txs))):
+                if i in malformed:
+                    results.append(malformed[i])
+                    continue
+                t, r = next(admitted)
                 out: dict[str, Any]
                 if r.status in (AddStatus.ADDED, AddStatus.DUPLICATE):
                     out = {"tx_id": t.tx_id.hex(), "status": "pending"}
@@ -206,7 +212,7 @@ def build_registry(node: Node) -> MethodRegistry:
             description="block height; the newest committed when omitted",
         ),
         summary="A committed block header with its commit certificate",
-        result=_result(
+        result=Result.object(
             "header fields and hex encodings",
             **_HEADER_RESULT,
             encoded="string",
@@ -241,7 +247,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=MEMBERS,
         summary="A committed block: header, certificate and transaction ids "
         "(members only: replaying blocks in bulk enumerates the chain)",
-        result=_result(
+        result=Result.object(
             "the block",
             **_HEADER_RESULT,
             encoded_header="string",
@@ -275,7 +281,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=PROOF_READERS,
         summary="The proof bundle for a commitment at the newest certified height "
         "(docs/PROOFS.md): verify it offline with ledger.verify",
-        result=_result(
+        result=Result.object(
             "the proof bundle (docs/PROOFS.md section 11)",
             version="integer",
             chain_id="string",
@@ -300,7 +306,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=PROOF_READERS,
         summary="A committed transaction with its inclusion proof, its block's header "
         "and the history proof of that block in the newest certified header",
-        result=_result(
+        result=Result.object(
             "the transaction and its proofs",
             tx_id="string",
             height="integer",
@@ -347,7 +353,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=MEMBERS,
         summary="The validator set in force at a height, with its hash (members "
         "only: it lists organisations and node keys)",
-        result=_result(
+        result=Result.object(
             "the set",
             height="integer",
             hash="string",
@@ -378,7 +384,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=MEMBERS,
         summary="Every consortium member with its roles and document types "
         "(members only: it enumerates the consortium)",
-        result=_result("members at the newest height", height="integer", members="array"),
+        result=Result.object("members at the newest height", height="integer", members="array"),
     )
     async def get_members(ctx: CallContext) -> dict[str, Any]:
         names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
@@ -402,7 +408,7 @@ def build_registry(node: Node) -> MethodRegistry:
         Param("height", Int(0), description="the older block"),
         summary="Inclusion of block `height` in the newest certified header's "
         "history root (RFC 6962)",
-        result=_result(
+        result=Result.object(
             "the audit path",
             height="integer",
             block_id="string",
@@ -432,7 +438,7 @@ def build_registry(node: Node) -> MethodRegistry:
         Param("old_height", Int(1)),
         Param("new_height", Int(1)),
         summary="RFC 6962 consistency between the history roots of two headers",
-        result=_result(
+        result=Result.object(
             "the consistency proof", old_height="integer", new_height="integer", proof="array"
         ),
         errors=(NotFound, InvalidParams),
@@ -476,7 +482,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=MEMBERS,
         summary="Governance proposals with their votes: the open ones, or the given "
         "ids whatever their status (members only)",
-        result=_result(
+        result=Result.object(
             "proposals at the newest height",
             height="integer",
             voters="array",
@@ -510,7 +516,7 @@ def build_registry(node: Node) -> MethodRegistry:
     @rpc.method(
         "status",
         summary="Height, view, primary, peers, mempool and last commit time",
-        result=_result(
+        result=Result.object(
             "the node's view of the chain",
             chain_id="string",
             node="string",

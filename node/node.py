@@ -72,6 +72,7 @@ from node.mempool import AddResult, AddStatus, Mempool
 from node.methods import serve_rpc
 from node.metrics import NodeMetrics
 from node.transport import TXS, Transport, TransportError, TransportTimeout
+from p2p.runtime import TaskStatus
 
 __all__ = ["SLOW_WRITE_MS", "Node"]
 
@@ -476,7 +477,7 @@ class Node:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._last_commit = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:

@@ -13,6 +13,7 @@ import trio
 
 from node.transport import CONSENSUS, TXS, TransportError, TransportTimeout
 from p2p import P2PConfig, P2PHost, RequestError, RequestTimeout
+from p2p.runtime import TaskStatus
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -67,7 +68,7 @@ class Libp2pTransport:
         async for peer, payload in self.host.inbound(channel):
             deliver(channel, peer, payload)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.host.run)
             nursery.start_soon(self._pump, CONSENSUS)

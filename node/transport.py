@@ -15,9 +15,20 @@ from typing import Protocol
 
 import trio
 
-CONSENSUS = "consensus"
-TXS = "txs"
-CHANNELS = (CONSENSUS, TXS)
+from p2p.config import CONSENSUS, TXS
+
+# The channel names are the p2p layer's (one definition); re-exported for the node.
+__all__ = [
+    "CONSENSUS",
+    "TXS",
+    "Deliver",
+    "MemoryHub",
+    "MemoryTransport",
+    "RequestHandler",
+    "Transport",
+    "TransportError",
+    "TransportTimeout",
+]
 
 Deliver = Callable[[str, bytes, bytes], None]  # (channel, peer key, payload)
 RequestHandler = Callable[[bytes, bytes], Awaitable[bytes]]  # (peer key, request) -> response

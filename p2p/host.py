@@ -64,6 +64,7 @@ from p2p.libp2p_glue import (
     shielded,
 )
 from p2p.peer_link import PeerLink
+from p2p.runtime import TaskStatus
 from p2p.streams import Deliver, FramedStream, RequestHandler, RequestServer, log_fields
 
 log = logging.getLogger("dvp.p2p")
@@ -445,7 +446,7 @@ class P2PHost:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, dial, serve until cancelled; then close every connection."""
         if self._ran:
             raise RuntimeError("P2PHost.run can run once; make a new host to restart")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from consensus.messages import Commit, Prepare, PrePrepare, ViewChange
-from consensus.quorum import primary_key
+from consensus.quorum import max_faulty, primary_key
 from consensus.replica import Replica
 from consensus.sim import byzantine as byz
 from consensus.sim.cluster import Cluster, ReplicaFactory, SimConfig
@@ -73,7 +73,7 @@ def random_schedule(
 ) -> ScheduleResult:
     started = time.perf_counter()
     rng = random.Random(seed * 7919 + n)
-    f = (n - 1) // 3
+    f = max_faulty(n)
     # Two flavours: "mixed" faults of every kind, and "churn" (fast links, the primary
     # is hit again and again) which drives many views through the view-change path.
     churn = rng.random() < 0.5
@@ -158,7 +158,7 @@ def _churn_step(cluster: Cluster, rng: random.Random, honest: list[int]) -> str:
         cluster.crash(primary)
         return f"restart {down}, crash primary {primary}"
     others = [i for i in range(n) if i != primary]
-    buddy = rng.sample(others, rng.randint(0, (n - 1) // 3 - 1))  # the rest keep a quorum
+    buddy = rng.sample(others, rng.randint(0, max_faulty(n) - 1))  # the rest keep a quorum
     group = [primary, *buddy]
     cluster.net.partition([group, [i for i in others if i not in group]])
     return f"restart {down}, isolate primary {primary} with {buddy}"

@@ -50,6 +50,7 @@ from node.rpc.auth import CredentialStore
 from node.rpc.errors import Timeout
 from node.rpc.jsonrpc import Call, Dispatcher, Executor, JsonValue, Limits
 from node.rpc.registry import MethodRegistry
+from p2p.runtime import TaskStatus
 
 __all__ = ["RpcApp", "RpcMetrics", "make_app", "serve_http"]
 
@@ -436,8 +437,7 @@ async def serve_http(
     host: str,
     port: int,
     *,
-    # trio ships TaskStatus; the stale trio-typing stubs some environments install do not.
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,  # type: ignore[name-defined,unused-ignore]
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     tls_cert: str | None = None,
     tls_key: str | None = None,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,

@@ -28,6 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ledger.codec import UINT64_MAX
 from node.rpc.errors import InvalidParams
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "json_type_name",
 ]
 
-UINT64_MAX: Final = 2**64 - 1
 INT64_MIN: Final = -(2**63)
 
 

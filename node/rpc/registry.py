@@ -66,6 +66,12 @@ class Result:
     description: str = ""
     schema: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def object(cls, description: str, **types: Any) -> Result:
+        """A result that is an object whose named properties have these JSON types."""
+        properties = {k: {"type": t} for k, t in types.items()}
+        return cls("result", description, {"type": "object", "properties": properties})
+
 
 @dataclass(frozen=True, slots=True)
 class Method:

@@ -3,55 +3,17 @@
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import pytest
 
 from ledger.bundle import ProofBundle
-from ledger.chain import Ledger
 from ledger.prove import Prover
 from ledger.records import Status
-from ledger.testchain import GENESIS_TIME_MS, Consortium
-from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason
+from ledger.testchain import Consortium
+from ledger.types import RevokeReason
 from ledger.verify import Reason, TrustAnchor, VerificationError, verify_bundle_json
-
-C = [bytes([i]) * 32 for i in range(1, 20)]
-
-
-def _commit(lg: Ledger, cons: Consortium, txs: list[Any]) -> None:
-    ex = lg.build(txs, time_ms=lg.tip.time_ms + 1000, proposer=cons.proposer)
-    assert not ex.rejected, ex.rejected
-    lg.commit(ex.block, cons.certify(ex.block, validators=lg.validators_at(ex.height)))
-
-
-def make_chain(path: Any) -> tuple[Consortium, Ledger, dict[str, Any]]:
-    """A chain with VALID, REVOKED, EXPIRED and absent commitments and one validator-set
-    change, and their bundles in JSON form (tests/ledger/test_proofs_doc_independent.py too)."""
-    cons = Consortium.make()
-    lg = Ledger.open(path, cons.genesis)
-    _commit(
-        lg,
-        cons,
-        [
-            cons.attest(C[0]),
-            cons.attest(C[1], "bank-statement"),
-            cons.attest(C[2], valid_until_ms=GENESIS_TIME_MS + 1500),
-        ],
-    )
-    # a validator-set change (webank leaves) so bundles must carry the chain of sets
-    prop = cons.tx("cnix", GovPropose(GovAction.REMOVE_VALIDATOR, ("webank",), 100))
-    _commit(lg, cons, [prop])
-    _commit(lg, cons, [cons.tx(v, GovVote(prop.tx_id, True)) for v in ("hkbank", "szcredit")])
-    for _ in range(8):
-        _commit(lg, cons, [])
-    _commit(lg, cons, [cons.tx("szcredit", Revoke(C[1], RevokeReason.DATA_CHANGED))])
-    prover = Prover(lg)
-    bundles = {
-        name: json.loads(json.dumps(prover.bundle(c).to_json()))
-        for name, c in [("valid", C[0]), ("revoked", C[1]), ("expired", C[2]), ("absent", C[9])]
-    }
-    return cons, lg, bundles
+from tests.support.bundles import C, leaf_paths, make_chain, mutate
 
 
 @pytest.fixture(scope="module")
@@ -99,38 +61,6 @@ def test_wrong_anchor(chain: Any) -> None:
     with pytest.raises(VerificationError) as e:
         verify_bundle_json(bundles["valid"], anchor)
     assert e.value.reason == Reason.WRONG_CHAIN
-
-
-def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every leaf of a JSON document (hex strings and integers)."""
-    out = []
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(doc, list):
-        for i, v in enumerate(doc):
-            out += _paths(v, (*prefix, i))
-    elif doc is not None:
-        out.append(prefix)
-    return out
-
-
-def _mutate(doc: Any, path: tuple[Any, ...]) -> Any:
-    d = copy.deepcopy(doc)
-    parent = d
-    for k in path[:-1]:
-        parent = parent[k]
-    v = parent[path[-1]]
-    if isinstance(v, bool):
-        parent[path[-1]] = not v
-    elif isinstance(v, int):
-        parent[path[-1]] = v + 1
-    elif isinstance(v, str) and v and all(c in "0123456789abcdef" for c in v):
-        i = len(v) // 2
-        parent[path[-1]] = v[:i] + ("0" if v[i] != "0" else "1") + v[i + 1 :]
-    else:
-        parent[path[-1]] = v + "x"
-    return d
 
 
 EXPECTED_REASONS = {
@@ -205,13 +135,13 @@ def test_every_altered_field_fails_with_the_right_reason(chain: Any, name: str) 
     cons, _, bundles = chain
     anchor = TrustAnchor.from_genesis(cons.genesis)
     doc = bundles[name]
-    paths = _paths(doc)
+    paths = leaf_paths(doc)
     assert len(paths) > 10
     covered = {p[0] for p in paths}
     assert covered == {k for k, v in doc.items() if v is not None and v != []}
     for path in paths:
         with pytest.raises(VerificationError) as e:
-            verify_bundle_json(_mutate(doc, path), anchor)
+            verify_bundle_json(mutate(doc, path), anchor)
         assert e.value.reason in _expected(path), (path, e.value)
 
 

@@ -190,7 +190,7 @@ def _independent(doc: Any, anchor: ic.Anchor) -> dict[str, Any] | None:
 
 @pytest.fixture(scope="module")
 def ledger_chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.ledger.test_bundle import make_chain
+    from tests.support.bundles import make_chain
 
     cons, lg, bundles = make_chain(tmp_path_factory.mktemp("indep") / "db")
     yield cons, bundles
@@ -210,7 +210,7 @@ def _anchors(genesis: Any) -> tuple[Any, ic.Anchor]:
 
 
 def test_agrees_with_the_reference_on_a_chain_with_a_validator_change(ledger_chain: Any) -> None:
-    from tests.ledger.test_bundle import _mutate, _paths
+    from tests.support.bundles import leaf_paths, mutate
 
     cons, bundles = ledger_chain
     ref_anchor, anchor = _anchors(cons.genesis)
@@ -220,8 +220,8 @@ def test_agrees_with_the_reference_on_a_chain_with_a_validator_change(ledger_cha
         mine, ref = _independent(doc, anchor), _reference(doc, ref_anchor)
         assert mine is not None and mine == ref, name
         statuses.add(mine["status"])
-        for path in _paths(doc):  # every altered field: both refuse
-            bad = _mutate(doc, path)
+        for path in leaf_paths(doc):  # every altered field: both refuse
+            bad = mutate(doc, path)
             assert _independent(bad, anchor) is None, (name, path)
             assert _reference(bad, ref_anchor) is None, (name, path)
     assert statuses == {"VALID", "REVOKED", "EXPIRED", "NOT_FOUND"}
@@ -250,11 +250,11 @@ async def _devnet_bundles(root: Path) -> dict[str, Any]:
     from node.mempool import AddStatus
     from node.node import Node
     from node.transport import MemoryHub
-    from tests.node.test_node_inprocess import _factory
+    from tests.support.cluster import transport_factory
 
     entries = create_devnet(root, nodes=4, params={"heartbeat_ms": 200})
     hub = MemoryHub()
-    nodes = [Node(load_config(e.config), _factory(hub)) for e in entries]
+    nodes = [Node(load_config(e.config), transport_factory(hub)) for e in entries]
     key = read_key_file(root / "keys" / "szcredit.member.json")
     now = int(time.time() * 1000)
     docs = {

@@ -38,10 +38,9 @@ def make_registry() -> MethodRegistry:
     async def remote(ctx: CallContext) -> str | None:
         return ctx.remote
 
-    @rpc.method("sleep", Param("ms", Int(0, 60_000)))
-    async def sleep(ctx: CallContext, ms: int) -> int:
-        await trio.sleep(ms / 1000)
-        return ms
+    @rpc.method("forever")
+    async def forever(ctx: CallContext) -> None:
+        await trio.sleep_forever()  # only a deadline (or a shutdown) ends it
 
     @rpc.method("patient", Param("ms", Int(0, 60_000)), timeout_s=2.0)
     async def patient(ctx: CallContext, ms: int) -> int:
@@ -54,6 +53,29 @@ def make_registry() -> MethodRegistry:
         return ctx.principal.member_id
 
     return rpc
+
+
+class Gate:
+    """A ``gate`` method the test controls: ``entered`` is set once a call is inside it,
+    and each call returns only after ``release`` (a call left waiting never finishes)."""
+
+    def __init__(self) -> None:
+        self.entered = trio.Event()
+        self.release = trio.Event()
+
+    def app(self, **options: Any) -> RpcApp:
+        rpc = make_registry()
+
+        @rpc.method("gate")
+        async def gate(ctx: CallContext) -> str:
+            self.entered.set()
+            await self.release.wait()
+            return "released"
+
+        options.setdefault("body_timeout_s", 5.0)
+        return make_app(
+            rpc, CredentialStore.from_config(CREDENTIALS), CollectorRegistry(), **options
+        )
 
 
 def new_app(**options: Any) -> RpcApp:

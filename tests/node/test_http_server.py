@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -154,36 +153,31 @@ def test_metrics_and_health() -> None:
 
 
 def test_call_deadline_gives_timeout_error() -> None:
+    """A call that would never finish is answered -32005: the deadline cut it."""
     app = new_app(call_timeout_s=0.2)
 
     async def client(port: int) -> None:
         def talk() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            started = time.monotonic()
-            _, _, raw = post(
-                conn, b'{"jsonrpc":"2.0","method":"sleep","params":{"ms":5000},"id":1}'
-            )
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            _, _, raw = post(conn, b'{"jsonrpc":"2.0","method":"forever","id":1}')
             assert json.loads(raw)["error"] == {
-                "code": -32005, "message": "sleep did not finish within 0.2 s"}  # fmt: skip
-            assert time.monotonic() - started < 2
+                "code": -32005, "message": "forever did not finish within 0.2 s"}  # fmt: skip
             # In a batch, a call that overruns does not take the others down with it,
-            # and a method's own timeout_s overrides the server default.
+            # and a method's own timeout_s (2 s) overrides the server default (0.2 s).
             batch = [
-                {"jsonrpc": "2.0", "method": "sleep", "params": {"ms": 5000}, "id": 1},
+                {"jsonrpc": "2.0", "method": "forever", "id": 1},
                 {"jsonrpc": "2.0", "method": "noop", "id": 2},
-                {"jsonrpc": "2.0", "method": "sleep", "params": {"ms": 50}, "id": 3},
+                {"jsonrpc": "2.0", "method": "noop", "id": 3},
                 {"jsonrpc": "2.0", "method": "patient", "params": {"ms": 400}, "id": 4},
-                {"jsonrpc": "2.0", "method": "sleep", "params": {"ms": 5000}, "id": 5},
+                {"jsonrpc": "2.0", "method": "forever", "id": 5},
             ]
-            started = time.monotonic()
             _, _, raw = post(conn, json.dumps(batch).encode())
             responses = json.loads(raw)
             assert [r["id"] for r in responses] == [1, 2, 3, 4, 5]
             assert responses[0]["error"]["code"] == -32005
-            assert responses[1]["result"] is None and responses[2]["result"] == 50
+            assert responses[1]["result"] is None and responses[2]["result"] is None
             assert responses[3]["result"] == 400
             assert responses[4]["error"]["code"] == -32005
-            assert time.monotonic() - started < 3
             conn.close()
 
         await in_thread(talk)

@@ -16,14 +16,17 @@ from typing import Any
 import h11
 import pytest
 import trio
+import trio.testing
 from prometheus_client import CollectorRegistry
 
 from node.rpc.auth import CredentialStore, generate_api_key
 from node.rpc.http import make_app, serve_http
 from node.rpc.registry import CallContext, MethodRegistry
+from p2p.runtime import TaskStatus
 from tests.node.http_support import (
     JSON,
     NOOP,
+    Gate,
     RawClient,
     in_thread,
     make_registry,
@@ -35,35 +38,52 @@ from tests.node.http_support import (
 # --- lifecycle --------------------------------------------------------------------------
 
 
+async def _gated_call(port: int, method: bytes) -> RawClient:
+    """Open a connection and send one complete call of ``method``."""
+    raw = await RawClient.connect(port)
+    body = b'{"jsonrpc":"2.0","method":"%s","id":1}' % method
+    await raw.request_head("/rpc", [("Content-Type", "application/json"),
+                                    ("Content-Length", str(len(body)))])  # fmt: skip
+    await raw.send(h11.Data(data=body))
+    await raw.send(h11.EndOfMessage())
+    return raw
+
+
 def test_graceful_shutdown_finishes_in_flight_calls() -> None:
+    """After the trigger the server waits for the call in flight (its graceful deadline is
+    far beyond the test's): it returns only once that call was released and answered."""
+    gate = Gate()
+
     async def main() -> None:
-        stop = trio.Event()
+        stop, returned, answered = trio.Event(), trio.Event(), trio.Event()
         results: list[Any] = []
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(serve_http, new_app(), "127.0.0.1", 0, shutdown_trigger=stop.wait,
-                        graceful_timeout_s=5.0)
-            )  # fmt: skip
 
-            async def slow_call() -> None:
-                raw = await RawClient.connect(port)
-                body = b'{"jsonrpc":"2.0","method":"sleep","params":{"ms":400},"id":1}'
-                await raw.request_head("/rpc", [("Content-Type", "application/json"),
-                                                ("Content-Length", str(len(body)))])  # fmt: skip
-                await raw.send(h11.Data(data=body))
-                await raw.send(h11.EndOfMessage())
-                results.append(await raw.response())
-                await raw.aclose()
+        async def serve(task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve_http(gate.app(), "127.0.0.1", 0, shutdown_trigger=stop.wait,
+                             graceful_timeout_s=600.0, task_status=task_status)  # fmt: skip
+            returned.set()
 
-            idle = await trio.open_tcp_stream("127.0.0.1", port)  # keep-alive, no request
-            nursery.start_soon(slow_call)
-            await trio.sleep(0.1)
-            started = trio.current_time()
-            stop.set()
-        # Returned after the in-flight call finished, well before the 5 s deadline.
-        assert 0.2 < trio.current_time() - started < 3
-        status, _, body = results[0]
-        assert status == 200 and json.loads(body)["result"] == 400
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(serve)
+
+                async def call() -> None:
+                    raw = await _gated_call(port, b"gate")
+                    results.append(await raw.response())
+                    answered.set()
+                    await raw.aclose()
+
+                idle = await trio.open_tcp_stream("127.0.0.1", port)  # keep-alive, no request
+                nursery.start_soon(call)
+                await gate.entered.wait()
+                stop.set()
+                await trio.testing.wait_all_tasks_blocked()
+                assert not returned.is_set() and not results  # waiting for the call
+                gate.release.set()
+                await answered.wait()
+                status, _, body = results[0]
+                assert status == 200 and json.loads(body)["result"] == "released"
+                await returned.wait()  # and then the server returned by itself
         assert await idle.receive_some(10) == b""  # the idle connection was closed
         await idle.aclose()
 
@@ -71,23 +91,22 @@ def test_graceful_shutdown_finishes_in_flight_calls() -> None:
 
 
 def test_graceful_deadline_cancels_stuck_calls() -> None:
+    """A call that never finishes: serve_http still returns (well within the test's
+    fail_after) and the connection is closed, so the graceful deadline cancelled it."""
+    gate = Gate()  # never released
+
     async def main() -> None:
         stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(
-                partial(serve_http, new_app(), "127.0.0.1", 0, shutdown_trigger=stop.wait,
-                        graceful_timeout_s=0.3)
-            )  # fmt: skip
-            stuck = await RawClient.connect(port)
-            body = b'{"jsonrpc":"2.0","method":"sleep","params":{"ms":60000},"id":1}'
-            await stuck.request_head("/rpc", [("Content-Type", "application/json"),
-                                              ("Content-Length", str(len(body)))])  # fmt: skip
-            await stuck.send(h11.Data(data=body))
-            await trio.sleep(0.1)
-            started = trio.current_time()
-            stop.set()
-        assert trio.current_time() - started < 2
-        assert await stuck.closed_by_server()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(
+                    partial(serve_http, gate.app(), "127.0.0.1", 0, shutdown_trigger=stop.wait,
+                            graceful_timeout_s=0.3)
+                )  # fmt: skip
+                stuck = await _gated_call(port, b"gate")
+                await gate.entered.wait()
+                stop.set()
+            assert await stuck.closed_by_server()
         await stuck.aclose()
 
     trio.run(main)

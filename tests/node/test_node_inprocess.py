@@ -6,7 +6,6 @@ these run the same Node code deterministically enough to debug, in a few seconds
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -15,35 +14,19 @@ import trio
 
 from cli.devnet_files import create_devnet
 from ledger.codec import encode
-from ledger.crypto import read_key_file
-from ledger.types import Attest, Transaction
+from ledger.types import Transaction
 from node.config import load_config
 from node.node import Node
 from node.transport import TXS, MemoryHub
-
-
-def _factory(hub: MemoryHub):  # type: ignore[no-untyped-def]
-    def make(node: Node, peers: dict[bytes, str]):  # type: ignore[no-untyped-def]
-        t = hub.transport(node.key.public_key)
-        t.deliver = node.deliver
-        t.handler = node.handle_request
-        return t
-
-    return make
-
-
-def _attest(root: Path, i: int, expiry: int = 200) -> Transaction:
-    key = read_key_file(root / "keys" / "szcredit.member.json")
-    c = hashlib.sha256(b"doc %d" % i).digest()
-    p = Attest("credit-report", c, 1_760_000_000_000, 0, b"")
-    return Transaction("dvp-demo", key.public_key, i, expiry, p).signed(key)
+from p2p.runtime import TaskStatus
+from tests.support.cluster import attest, transport_factory, wait_until
 
 
 def _cluster(root: Path, **params: int) -> tuple[MemoryHub, list[Node]]:
     """Four validator nodes of a fresh devnet over one in-memory hub (not started)."""
     entries = create_devnet(root, nodes=4, params=params)
     hub = MemoryHub()
-    return hub, [Node(load_config(e.config), _factory(hub)) for e in entries]
+    return hub, [Node(load_config(e.config), transport_factory(hub)) for e in entries]
 
 
 async def _start(nursery: trio.Nursery, nodes: list[Node]) -> None:
@@ -58,9 +41,15 @@ async def _run_cluster(root: Path, seconds_budget: float) -> list[Node]:
         with trio.fail_after(seconds_budget):
             # transactions submitted to different nodes
             for i in range(40):
-                nodes[i % 4].submit(_attest(root, i))
-            while min(n.ledger.height for n in nodes) < 6 or any(len(n.mempool) for n in nodes):
-                await trio.sleep(0.05)
+                nodes[i % 4].submit(attest(root, i))
+            await wait_until(
+                lambda: (
+                    min(n.ledger.height for n in nodes) >= 6
+                    and not any(len(n.mempool) for n in nodes)
+                ),
+                "every node at height 6 with an empty mempool",
+                timeout_s=seconds_budget,
+            )
         nursery.cancel_scope.cancel()
     return nodes
 
@@ -89,32 +78,37 @@ def test_four_nodes_commit_the_same_chain(tmp_path: Path) -> None:
 
 async def _restart_after_checkpoint(root: Path) -> tuple[list[Node], int]:
     hub, nodes = _cluster(root, heartbeat_ms=100, checkpoint_interval=8)
-    scopes: list[trio.CancelScope] = []
+    scopes: list[tuple[trio.CancelScope, trio.Event]] = []
     async with trio.open_nursery() as nursery:
 
-        async def start(node: Node) -> trio.CancelScope:
-            scope = trio.CancelScope()
+        async def start(node: Node) -> tuple[trio.CancelScope, trio.Event]:
+            scope, stopped = trio.CancelScope(), trio.Event()
 
-            async def runner(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                with scope:
-                    await node.run(task_status=task_status)
+            async def runner(task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                try:
+                    with scope:
+                        await node.run(task_status=task_status)
+                finally:
+                    stopped.set()  # the node has closed its stores: its data may be reopened
 
             await nursery.start(runner)
-            return scope
+            return scope, stopped
 
         for n in nodes:
             scopes.append(await start(n))
         with trio.fail_after(60):
-            while nodes[1].ledger.height < 12:  # past a stable checkpoint
-                await trio.sleep(0.05)
-            scopes[0].cancel()  # stop the primary, then bring it back on the same data
+            await wait_until(lambda: nodes[1].ledger.height >= 12, "past a stable checkpoint")
+            scope, stopped = scopes[0]
+            scope.cancel()  # stop the primary, then bring it back on the same data
             hub.endpoints[nodes[0].key.public_key].up = False
-            await trio.sleep(0.3)
-            nodes[0] = Node(nodes[0].config, _factory(hub))  # the same node, restarted
+            await stopped.wait()
+            nodes[0] = Node(nodes[0].config, transport_factory(hub))  # the same node, restarted
             scopes[0] = await start(nodes[0])
             target = max(n.ledger.height for n in nodes) + 10
-            while min(n.ledger.height for n in nodes) < target:
-                await trio.sleep(0.05)
+            await wait_until(
+                lambda: min(n.ledger.height for n in nodes) >= target,
+                f"all nodes, the restarted one too, at height {target}",
+            )
         sent = max(n.replica.stats.get("help_sent", 0) for n in nodes if n.replica)
         nursery.cancel_scope.cancel()
     return nodes, sent
@@ -133,15 +127,16 @@ async def _idle_primary_dies(root: Path) -> tuple[int, int]:
     async with trio.open_nursery() as nursery:
         await _start(nursery, nodes)
         with trio.fail_after(60):
-            while nodes[1].ledger.height < 3:
-                await trio.sleep(0.05)
+            await wait_until(lambda: nodes[1].ledger.height >= 3, "height 3")
             primary = nodes[0].key.public_key  # cnix: validators[0], primary of view 0
             assert nodes[1].replica is not None and nodes[1].replica.view == 0
             hub.isolate(primary)  # the primary is cut off while nothing is pending
             rest = [n for n in nodes if n.key.public_key != primary]
             start = min(n.ledger.height for n in rest)
-            while min(n.ledger.height for n in rest) < start + 3:
-                await trio.sleep(0.05)
+            await wait_until(
+                lambda: min(n.ledger.height for n in rest) >= start + 3,
+                "three more blocks without the primary",
+            )
         views = min(n.replica.view for n in rest)  # type: ignore[union-attr]
         nursery.cancel_scope.cancel()
     return start, views
@@ -155,7 +150,7 @@ def test_idle_chain_replaces_a_dead_primary(tmp_path: Path) -> None:
 
 async def _censoring_primary(root: Path) -> tuple[list[Node], Transaction]:
     _hub, nodes = _cluster(root, heartbeat_ms=200, view_timeout_ms=300)
-    victim = _attest(root, 7)
+    victim = attest(root, 7)
     primary = nodes[0]  # cnix: validators[0], primary of view 0
     honest_take = primary.mempool.take
 
@@ -170,11 +165,12 @@ async def _censoring_primary(root: Path) -> tuple[list[Node], Transaction]:
     async with trio.open_nursery() as nursery:
         await _start(nursery, nodes)
         with trio.fail_after(60):
-            while nodes[1].ledger.height < 2:
-                await trio.sleep(0.05)
+            await wait_until(lambda: nodes[1].ledger.height >= 2, "height 2")
             nodes[1].submit(victim)
-            while any(n.committed_height_of(victim.tx_id) is None for n in nodes):
-                await trio.sleep(0.05)
+            await wait_until(
+                lambda: all(n.committed_height_of(victim.tx_id) is not None for n in nodes),
+                "the censored transaction committed on every node",
+            )
         nursery.cancel_scope.cancel()
     return nodes, victim
 
@@ -201,7 +197,7 @@ async def _client_queue(root: Path) -> tuple[list[str], list[str], int, list[Nod
     # Derived client limit: 2 x pipeline_window (1) x max_block_txs (2) = 4 pending.
     _hub, nodes = _cluster(root, heartbeat_ms=200, max_block_txs=2, pipeline_window=1)
     door = nodes[1]
-    txs = [_attest(root, i) for i in range(10)]
+    txs = [attest(root, i) for i in range(10)]
     first = [door.submit(tx).status.value for tx in txs[:6]]
     # A resubmission of a queued transaction is still "pending", not busy; a peer's
     # gossip is admitted past the client limit (up to the hard bound).
@@ -210,13 +206,16 @@ async def _client_queue(root: Path) -> tuple[list[str], list[str], int, list[Nod
     async with trio.open_nursery() as nursery:
         await _start(nursery, nodes)
         with trio.fail_after(60):
-            while len(door.mempool):  # the chain drains the queue...
-                await trio.sleep(0.05)
+            await wait_until(lambda: not len(door.mempool), "the chain drained the queue")
             for tx in txs[7:]:  # ...and clients are served again
                 assert door.submit(tx).status.value == "added"
             done = [txs[i] for i in (0, 1, 2, 3, 6, 7, 8, 9)]
-            while any(n.committed_height_of(tx.tx_id) is None for n in nodes for tx in done):
-                await trio.sleep(0.05)
+            await wait_until(
+                lambda: all(
+                    n.committed_height_of(tx.tx_id) is not None for n in nodes for tx in done
+                ),
+                "the admitted transactions committed on every node",
+            )
         # the refused ones never entered any mempool or block
         never = [n.committed_height_of(txs[i].tx_id) for n in nodes for i in (4, 5)]
         limit = door.client_limit()
@@ -247,7 +246,7 @@ def test_client_queue_limit_from_the_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="client_max_txs must be a positive integer"):
         load_config(path)
     path.write_text(text + "\n[mempool]\nclient_max_txs = 7\n")
-    node = Node(load_config(path), _factory(MemoryHub()))
+    node = Node(load_config(path), transport_factory(MemoryHub()))
     try:
         assert node.client_limit() == 7
     finally:
@@ -270,10 +269,12 @@ async def _slow_disk(root: Path) -> list[Node]:
     async with trio.open_nursery() as nursery:
         await _start(nursery, nodes)
         with trio.fail_after(60):
-            tx = _attest(root, 1)
+            tx = attest(root, 1)
             nodes[0].submit(tx)
-            while any(n.committed_height_of(tx.tx_id) is None for n in nodes):
-                await trio.sleep(0.05)
+            await wait_until(
+                lambda: all(n.committed_height_of(tx.tx_id) is not None for n in nodes),
+                "the transaction committed on every node",
+            )
         nursery.cancel_scope.cancel()
     return nodes
 
@@ -301,23 +302,35 @@ async def _late_pending(root: Path) -> tuple[bool, bool, int]:
     async with trio.open_nursery() as nursery:
         await _start(nursery, nodes)
         with trio.fail_after(60):
-            while node.replica is None or node.ledger.height < 2:
-                await trio.sleep(0.05)
+            await wait_until(
+                lambda: node.replica is not None and node.ledger.height >= 2,
+                "node 1 voting at height 2",
+            )
             # The race, made certain: a transaction that committed arrives again (a
             # peer's late gossip of it) after its block removed it from the mempool.
-            tx = _attest(root, 5)
+            tx = attest(root, 5)
             node.submit(tx)
-            while any(n.committed_height_of(tx.tx_id) is None for n in nodes):
-                await trio.sleep(0.05)
+            await wait_until(
+                lambda: all(n.committed_height_of(tx.tx_id) is not None for n in nodes),
+                "the transaction committed on every node",
+            )
             node.deliver(TXS, nodes[0].key.public_key, encode([tx.encoded]))
-            await trio.sleep(0.3)  # the core has taken it and flushed
+            # The core has taken the frame (its queue is empty) and flushed what it
+            # admitted (nothing left to tell the replica).
+            await wait_until(
+                lambda: (
+                    node.events_rx.statistics().current_buffer_used == 0
+                    and not node.core._new_pending
+                ),
+                "the core took the gossiped frame and flushed",
+            )
             assert node.replica is not None
             stuck = tx.tx_id in node.replica.pending_txs
             # while one still in the mempool is tracked (a doomed second attestation,
             # as gossip admits it without state look-ups, until the re-check drops it)
-            twin = _attest(root, 5, expiry=201)
+            twin = attest(root, 5, expiry=201)
             node.submit(twin, gossip=False)
-            await trio.sleep(0.1)
+            await wait_until(lambda: not node.core._new_pending, "the twin's flush")
             tracked = twin.tx_id in node.replica.pending_txs or twin.tx_id not in node.mempool
             view = node.replica.view
         nursery.cancel_scope.cancel()

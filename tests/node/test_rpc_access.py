@@ -8,7 +8,6 @@ with its ``[rpc]`` section rewritten as an operator would write it; clients are 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import ssl
@@ -21,11 +20,10 @@ import trio
 from cli.main import main as dvp
 from consensus.evidence import make_evidence
 from consensus.messages import PrePrepare
-from ledger.crypto import read_key_file
-from ledger.types import Attest, Transaction
 from node.methods import build_registry
 from node.node import Node
 from node.rpc.auth import generate_api_key
+from tests.support.cluster import attest
 from tests.support.rpc_node import call, error_code, rpc_section, run_nodes
 from tests.support.tls import write_self_signed
 
@@ -40,25 +38,13 @@ CREDENTIALS = {
 WRONG_KEY = generate_api_key().key  # well-formed, not configured
 
 
-def _attest_tx(root: Path, n: int, height: int) -> Transaction:
-    key = read_key_file(root / "keys" / "szcredit.member.json")
-    commitment = hashlib.sha256(b"access test %d" % n).digest()
-    return Transaction(
-        "dvp-demo",
-        key.public_key,
-        n,
-        height + 100,
-        Attest("credit-report", commitment, 1_760_000_000_000, 0, b""),
-    ).signed(key)
-
-
 def test_keys_and_roles_decide_who_reads_what(tmp_path: Path) -> None:
     root = tmp_path / "net"
 
     def client(nodes: list[Node]) -> None:
         port = nodes[0].rpc_ports["rpc"]
         # Writes: authorised by the transaction's signature, no API key.
-        tx = _attest_tx(root, 1, nodes[0].ledger.height)
+        tx = attest(root, 1, nodes[0].ledger.height + 100, tag=b"access test")
         done = call(port, "submitTransaction", {"tx": tx.encode().hex(), "wait": True})
         assert done["result"]["status"] == "committed", done
         tx_id = done["result"]["tx_id"]

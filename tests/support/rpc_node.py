@@ -22,7 +22,7 @@ from cli.devnet_files import create_devnet, free_ports
 from node.config import load_config
 from node.node import Node
 from node.transport import MemoryHub
-from tests.node.test_node_inprocess import _factory
+from tests.support.cluster import transport_factory, wait_until
 
 JSON = {"Content-Type": "application/json"}
 
@@ -70,13 +70,16 @@ def run_nodes(
 
     async def main() -> None:
         hub = MemoryHub()
-        ns = [Node(load_config(e.config), _factory(hub)) for e in entries]
+        ns = [Node(load_config(e.config), transport_factory(hub)) for e in entries]
         async with trio.open_nursery() as nursery:
             for n in ns:
                 await nursery.start(n.run)
             with trio.fail_after(timeout_s):
-                while min(n.ledger.height for n in ns) < 1:
-                    await trio.sleep(0.05)
+                await wait_until(
+                    lambda: min(n.ledger.height for n in ns) >= 1,
+                    "the first commit",
+                    timeout_s=timeout_s,
+                )
                 result.append(await trio.to_thread.run_sync(client, ns))
             nursery.cancel_scope.cancel()
 
