@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from typing import TYPE_CHECKING
 
 from ledger.smt_node import (
     BYTE,
@@ -32,10 +31,7 @@ from ledger.smt_node import (
 )
 from ledger.smt_proof import EMPTY_ROOT, LEAF_TAG, NODE_TAG
 from ledger.smt_storage import MissingNodeError
-from ledger.smt_update_one import _SAME, _node_hasher, _Ref, update_one
-
-if TYPE_CHECKING:
-    from ledger.smt import SparseMerkleTree
+from ledger.smt_update_one import _SAME, TreeNodes, _node_hasher, _Ref, update_one
 
 _sha256 = hashlib.sha256
 _bisect_left = bisect.bisect_left
@@ -106,7 +102,7 @@ class _Batch:
 
     def __init__(
         self,
-        tree: SparseMerkleTree,
+        tree: TreeNodes,
         v8: bytes,
         keys: list[bytes],
         vals: list[bytes | None],

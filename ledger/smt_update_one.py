@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ledger.smt_node import (
     DEPTH,
@@ -28,9 +28,6 @@ from ledger.smt_node import (
 from ledger.smt_proof import LEAF_TAG, NODE_TAG
 from ledger.smt_storage import MissingNodeError
 
-if TYPE_CHECKING:
-    from ledger.smt_update import _Batch
-
 _sha256 = hashlib.sha256
 # Hashers with a tag already absorbed: copy() + update() per piece is cheaper than hashing
 # a concatenation (no temporary copies of a node's hash section), for the hot paths.
@@ -44,6 +41,39 @@ _node_hasher = _sha256(NODE_TAG).copy
 _Ref = tuple[bytes, bytes | None, bool, bytes | None, bytes | None]
 # Sentinel (compared by identity): the subtree is unchanged, keep the old reference.
 _SAME: _Ref = (b"", None, False, None, None)
+
+
+class TreeNodes(Protocol):
+    """What a batch reads of its tree (``ledger.smt.SparseMerkleTree``), declared here so
+    the update modules need not import the tree module that imports them."""
+
+    _cache: dict[bytes, bytes]
+
+    def _get(self, node_key: bytes) -> bytes | None: ...
+
+    def _root_record(self, version: int) -> bytes: ...
+
+    def _leaf(self, v8: bytes, depth: int, key: bytes) -> bytes: ...
+
+
+class _Batch(Protocol):
+    """What ``update_one`` uses of its batch (``ledger.smt_update._Batch``, which calls
+    it as its ``one`` method); a Protocol so this module need not import that one."""
+
+    tree: TreeNodes
+    v8: bytes
+    must_be_new: frozenset[bytes]
+    existing: list[bytes]
+    keys: list[bytes]
+    vals: list[bytes | None]
+    new_nodes: dict[bytes, bytes]
+    stale: list[bytes]
+    cache: dict[bytes, bytes]
+
+    def get(self, node_key: bytes) -> bytes | None: ...
+
+    def pair(self, depth: int, k1: bytes, v1: bytes, h1: bytes, k2: bytes, v2: bytes) -> _Ref: ...
+
 
 # The C rendering of update_one's common cases (ledger/_smt_fast.c), when it was built;
 # DVP_PURE_PYTHON=1 turns it off. It returns NotImplemented, having changed nothing, for

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import multiaddr
 import trio
@@ -24,19 +24,37 @@ from p2p.config import (
     PROTOCOLS,
     SYNC,
     TXS,
+    P2PConfig,
     PeerUnavailable,
 )
-from p2p.framing import OutQueue, RateLimiter
+from p2p.framing import OutQueue, RateLimiter, Stats
 from p2p.libp2p_glue import (
+    ID,
     PERMANENT_ADDR_TTL,
+    IHost,
+    INetConn,
     INetStream,
     live_connections,
 )
 from p2p.runtime import in_trio
 from p2p.streams import FramedStream, RequestClient, log_fields
 
-if TYPE_CHECKING:
-    from p2p.host import P2PHost
+
+class LinkHost(Protocol):
+    """What a ``PeerLink`` uses of its host (``p2p.host.P2PHost``), declared here so this
+    module need not import the host module that imports it."""
+
+    config: P2PConfig
+    public_key: bytes
+    stats: Stats
+    lib: IHost | None
+
+    def pid(self, key: bytes) -> ID: ...
+
+    def check_unresponsive(self, link: PeerLink, reason: str, conns: list[INetConn]) -> None: ...
+
+    async def _deliver_unexpected(self, fs: FramedStream, frames: list[bytes]) -> None: ...
+
 
 log = logging.getLogger("dvp.p2p")
 
@@ -47,7 +65,7 @@ class PeerLink:
     """Our side of one allowed peer: dialling (if we know its address), outbound
     streams, send queues and pending requests."""
 
-    def __init__(self, host: P2PHost, key: bytes, addr: multiaddr.Multiaddr | None) -> None:
+    def __init__(self, host: LinkHost, key: bytes, addr: multiaddr.Multiaddr | None) -> None:
         cfg = host.config
         self.host = host
         self.key = key
