@@ -37,9 +37,11 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -116,12 +118,15 @@ class Result:
 
 
 def _annotation_nodes(tree: ast.AST) -> set[int]:
-    """ids of nodes inside type annotations: mutating those changes nothing at run time."""
+    """ids of nodes in type annotations and decorators: not mutated (see the callers)."""
     out: set[int] = set()
     for node in ast.walk(tree):
         roots: list[ast.AST | None] = []
         if isinstance(node, ast.arg | ast.AnnAssign):
             roots.append(node.annotation)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            # decorator arguments (``frozen=True``) are declarations, not checks
+            roots.extend(node.decorator_list)
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             roots.append(node.returns)
         for r in roots:
@@ -327,6 +332,11 @@ def _copy_repo(dest: Path) -> None:
     )
 
 
+# pytest processes running now (so a stopped run can end them) and the stop flag
+_ACTIVE: set[subprocess.Popen[str]] = set()
+_STOPPING = threading.Event()
+
+
 def _pytest(workdir: Path, tests: list[str], timeout_s: float) -> tuple[str, float, str]:
     """('pass' | 'fail' | 'timeout', seconds, last lines of output)."""
     env = dict(os.environ)
@@ -336,14 +346,38 @@ def _pytest(workdir: Path, tests: list[str], timeout_s: float) -> tuple[str, flo
     env["PYTHONHASHSEED"] = "0"
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     start = time.monotonic()
+    # its own process group, so a timeout (or our own exit) also ends what the tests started
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    _ACTIVE.add(proc)
+    if _STOPPING.is_set():  # started just as the run was stopped
+        _kill_group(proc)
     try:
-        proc = subprocess.run(
-            cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout_s
-        )
+        out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        _kill_group(proc)
         return "timeout", time.monotonic() - start, ""
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+    finally:
+        if proc.poll() is None:  # interrupted: end it with what it started
+            _kill_group(proc)
+        _ACTIVE.discard(proc)
+    tail = "\n".join(out.strip().splitlines()[-3:])
     return ("pass" if proc.returncode == 0 else "fail"), time.monotonic() - start, tail
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 class Worker:
@@ -433,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
+    # SIGTERM unwinds like Ctrl-C: the running pytest is killed and the copies removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     plan: list[tuple[str, list[str]]] = []
     for rel in args.files:
@@ -492,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     free.append(w)
 
-            with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            pool = ThreadPoolExecutor(max_workers=args.jobs)
+            try:
                 for r in pool.map(job, mutants[rel]):
                     results.append(r)
                     if r.outcome == "survived" or args.verbose:
@@ -501,6 +538,15 @@ def main(argv: list[str] | None = None) -> int:
                             f"  ({r.seconds:.1f} s)",
                             flush=True,
                         )
+            except BaseException:
+                # stopped (Ctrl-C, SIGTERM): run nothing more, end the running tests
+                _STOPPING.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in list(_ACTIVE):
+                    _kill_group(proc)
+                pool.shutdown(wait=True)
+                raise
+            pool.shutdown(wait=True)
     wall = time.monotonic() - start
 
     # belt and braces: the source tree was only read (mutants live in the temporary copies)
