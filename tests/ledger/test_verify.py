@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from ledger import merkle
 from ledger.bundle import CertifiedHeader, IncludedTx, ProofBundle, ValsetChange
 from ledger.chain import Ledger
 from ledger.codec import Domain
+from ledger.crypto import KeyPair
 from ledger.prove import Prover
 from ledger.records import AttestationRecord, Status, attestation_key
 from ledger.smt import MemoryNodeStore, SparseMerkleTree
@@ -32,6 +34,7 @@ from ledger.types import (
     GovVote,
     RevokeReason,
     Transaction,
+    Validator,
     ValidatorSet,
     commit_vote_body,
 )
@@ -87,12 +90,13 @@ def certify(
     signers: int | None = None,
     height: int | None = None,
     block_id: bytes | None = None,
+    node_keys: list[KeyPair] | None = None,
 ) -> bytes:
     """A commit certificate made with the test validators' keys (a dishonest quorum can)."""
     block_id = header.block_id if block_id is None else block_id
     height = header.height if height is None else height
     body = commit_vote_body(CHAIN_ID, height, 0, block_id)
-    keys = {k.public_key: k for k in cons.node_keys.values()}
+    keys = {k.public_key: k for k in (node_keys or cons.node_keys.values())}
     count = validators.quorum if signers is None else signers
     sigs = tuple(
         (i, keys[v.node_key].sign(Domain.COMMIT, body))
@@ -205,6 +209,20 @@ def test_validator_set_changes_must_be_in_order_and_below_the_head(chain: Any) -
         )
 
 
+def test_a_change_must_hand_over_to_the_set_its_header_names(chain: Any) -> None:
+    """An attacker swaps the next set of a real, certified change for its own four keys
+    and certifies a head with them: refused at the swap."""
+    cons, _, _ = chain
+    b = bundle(chain, "valid")
+    keys = [KeyPair.from_seed(bytes([0xA0 + i]) * 32) for i in range(4)]
+    theirs = ValidatorSet.of([Validator(f"x{i}", k.public_key) for i, k in enumerate(keys)])
+    head = replace(head_of(b), validator_set_hash=theirs.hash)
+    cert = certify(cons, head, theirs, node_keys=keys)
+    swapped = replace(b.valset_changes[0], next_validators=theirs.encode())
+    b2 = replace(with_head(b, head, cert), valset_changes=(swapped,))
+    assert refusal(b2, anchor(chain)) == Reason.VALIDATOR_CHAIN_BROKEN
+
+
 # -- freshness ---------------------------------------------------------------------------
 
 
@@ -301,6 +319,39 @@ def test_forged_records_must_match_their_transactions(chain: Any) -> None:
     revoked = bundle(chain, "revoked")
     carrying = replace(forged(chain, "valid", C[0], rec), revoke=revoked.revoke)
     assert refusal(carrying, trust) == Reason.MALFORMED
+
+
+def test_the_issuers_signature_is_checked_even_in_a_certified_block(chain: Any) -> None:
+    """A dishonest quorum puts an ATTEST with a broken signature in a block it certifies
+    (the head, holding just that transaction): the verifier still refuses it."""
+    cons, lg, _ = chain
+    b = bundle(chain, "valid")
+    assert b.attest is not None
+    tx = Transaction.decode(b.attest.tx)
+    bad = replace(tx, signature=bytes(64))
+    assert not bad.signature_ok()
+    head0 = head_of(b)
+    record = AttestationRecord("szcredit", "credit-report", 0, head0.height, 0)
+    key = attestation_key(C[0])
+    store = MemoryNodeStore()
+    tree = SparseMerkleTree(store)
+    result = tree.update(None, 1, {key: record.encode()})
+    store.apply(result)
+    head = replace(head0, tx_count=1, tx_root=merkle.root([bad.tx_id]), state_root=result.root)
+    b2 = replace(
+        with_head(b, head, certify(cons, head, lg.validators_at(head.height))),
+        record=record.encode(),
+        state_proof=tree.prove(key, 1).to_json(),
+        attest=IncludedTx(bad.encode(), head.encode(), 0, (), ()),
+    )
+    assert refusal(b2, anchor(chain)) == Reason.BAD_SIGNATURE
+    # the same forgery with the signature intact verifies: the signature was the only fault
+    good = replace(head, tx_root=merkle.root([tx.tx_id]))
+    b3 = replace(
+        with_head(b2, good, certify(cons, good, lg.validators_at(good.height))),
+        attest=IncludedTx(tx.encode(), good.encode(), 0, (), ()),
+    )
+    assert verify_bundle(b3, anchor(chain)).status == Status.VALID
 
 
 def test_a_forged_revocation_must_point_at_this_commitments_revoke(chain: Any) -> None:
