@@ -231,7 +231,10 @@ def test_freshness_is_inclusive_and_needs_both_bounds(chain: Any) -> None:
     t = head_of(b).time_ms
     trust = anchor(chain)
     assert verify_bundle(b, trust, now_ms=t + 5000, max_age_ms=5000)
-    assert refusal(b, trust, now_ms=t + 5001, max_age_ms=5000) == Reason.STALE
+    with pytest.raises(VerificationError) as e:
+        verify_bundle(b, trust, now_ms=t + 5001, max_age_ms=5000)
+    assert e.value.reason == Reason.STALE
+    assert "header is 5001 ms old; at most 5000 ms" in str(e.value), "it tells the age"
     # a bound alone does not apply (and does not crash)
     assert verify_bundle(b, trust, now_ms=t + 10**9)
     assert verify_bundle(b, trust, max_age_ms=0)
@@ -271,6 +274,18 @@ def test_a_revocation_by_governance_verifies(chain: Any) -> None:
     assert v.revoked_height == head_of(bundle(chain, "gov")).height
 
 
+def test_a_record_needs_its_attest_but_a_revocation_may_come_without_its_revoke(
+    chain: Any,
+) -> None:
+    """The ATTEST is what names the issuer's signed claim: required. The REVOKE is extra
+    evidence (the certified record already says revoked): optional."""
+    trust = anchor(chain)
+    b = bundle(chain, "valid")
+    assert refusal(replace(b, attest=None), trust) == Reason.MALFORMED
+    r = verify_bundle(replace(bundle(chain, "revoked"), revoke=None), trust)
+    assert r.status == Status.REVOKED and r.revoke_reason == RevokeReason.DATA_CHANGED
+
+
 def test_verdict_fields_and_json(chain: Any) -> None:
     v = verify_bundle(bundle(chain, "valid"), anchor(chain))
     assert (v.valid_until_ms, v.revoked_height, v.revoke_reason) == (None, None, None)
@@ -284,15 +299,18 @@ def test_verdict_fields_and_json(chain: Any) -> None:
 # -- a dishonest quorum certifying a made-up state ---------------------------------------
 
 
-def forged(chain: Any, name: str, commitment: bytes, record: AttestationRecord) -> ProofBundle:
+def forged(
+    chain: Any, name: str, commitment: bytes, record: AttestationRecord | bytes
+) -> ProofBundle:
     """``name``'s bundle, re-pointed at ``commitment`` whose record the quorum made up:
     a head with a state root holding only that record, certified by the head's set."""
     cons, lg, _ = chain
     b = bundle(chain, name)
     key = attestation_key(commitment)
+    raw = record if isinstance(record, bytes) else record.encode()
     store = MemoryNodeStore()
     tree = SparseMerkleTree(store)
-    result = tree.update(None, 1, {key: record.encode()})
+    result = tree.update(None, 1, {key: raw})
     store.apply(result)
     proof = tree.prove(key, 1)
     head = replace(head_of(b), state_root=result.root)
@@ -300,7 +318,7 @@ def forged(chain: Any, name: str, commitment: bytes, record: AttestationRecord) 
     return replace(
         with_head(b, head, cert),
         commitment=commitment,
-        record=record.encode(),
+        record=raw,
         state_proof=proof.to_json(),
     )
 
@@ -315,6 +333,8 @@ def test_forged_records_must_match_their_transactions(chain: Any) -> None:
     assert refusal(forged(chain, "valid", C[7], rec), trust) == Reason.WRONG_COMMITMENT
     for wrong in (replace(rec, doc_type="bank-statement"), replace(rec, valid_until_ms=1)):
         assert refusal(forged(chain, "valid", C[0], wrong), trust) == Reason.RECORD_MISMATCH
+    # a certified record that does not decode
+    assert refusal(forged(chain, "valid", C[0], b"\x93junk"), trust) == Reason.MALFORMED
     # a REVOKE carried for a record that says it is not revoked
     revoked = bundle(chain, "revoked")
     carrying = replace(forged(chain, "valid", C[0], rec), revoke=revoked.revoke)
