@@ -34,6 +34,7 @@ import argparse
 import ast
 import copy
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -145,62 +146,56 @@ def _docstrings(tree: ast.AST) -> set[int]:
     return out
 
 
-def _edits(node: ast.AST) -> Iterator[tuple[str, Callable[[ast.AST], object]]]:
+def _swap_compare(n: ast.AST, i: int) -> None:
+    assert isinstance(n, ast.Compare)
+    n.ops[i] = _CMP_SWAP[type(n.ops[i])]()
+
+
+def _swap_boolop(n: ast.AST) -> None:
+    assert isinstance(n, ast.BoolOp)
+    n.op = ast.Or() if isinstance(n.op, ast.And) else ast.And()
+
+
+def _swap_plus_minus(n: ast.AST) -> None:
+    assert isinstance(n, ast.BinOp | ast.AugAssign)
+    n.op = ast.Sub() if isinstance(n.op, ast.Add) else ast.Add()
+
+
+def _flip_bool(n: ast.AST) -> None:
+    assert isinstance(n, ast.Constant) and isinstance(n.value, bool)
+    n.value = not n.value
+
+
+def _add_to_int(n: ast.AST, delta: int) -> None:
+    assert isinstance(n, ast.Constant) and isinstance(n.value, int)
+    n.value = n.value + delta
+
+
+def _swap_minmax(n: ast.AST) -> None:
+    assert isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+    n.func.id = _MINMAX[n.func.id]
+
+
+def _edits(node: ast.AST) -> Iterator[tuple[str, Callable[[ast.AST], None]]]:
     """(operator name, function applying the mutation in place to a copy of ``node``)."""
     if isinstance(node, ast.Compare):
         for i, op in enumerate(node.ops):
-            swap = _CMP_SWAP.get(type(op))
-            if swap is not None:
-
-                def f(n: ast.AST, i: int = i, swap: type[ast.cmpop] = swap) -> None:
-                    assert isinstance(n, ast.Compare)
-                    n.ops[i] = swap()
-
-                yield "compare", f
+            if type(op) in _CMP_SWAP:
+                yield "compare", functools.partial(_swap_compare, i=i)
     elif isinstance(node, ast.BoolOp):
-
-        def f(n: ast.AST) -> None:
-            assert isinstance(n, ast.BoolOp)
-            n.op = ast.Or() if isinstance(n.op, ast.And) else ast.And()
-
-        yield "and/or", f
+        yield "and/or", _swap_boolop
     elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
-
-        def f(n: ast.AST) -> None:
-            assert isinstance(n, ast.BinOp)
-            n.op = ast.Sub() if isinstance(n.op, ast.Add) else ast.Add()
-
-        yield "+/-", f
+        yield "+/-", _swap_plus_minus
     elif isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Add | ast.Sub):
-
-        def f(n: ast.AST) -> None:
-            assert isinstance(n, ast.AugAssign)
-            n.op = ast.Sub() if isinstance(n.op, ast.Add) else ast.Add()
-
-        yield "+=/-=", f
+        yield "+=/-=", _swap_plus_minus
     elif isinstance(node, ast.Constant) and isinstance(node.value, bool):
-
-        def f(n: ast.AST) -> None:
-            assert isinstance(n, ast.Constant)
-            n.value = not n.value
-
-        yield "true/false", f
+        yield "true/false", _flip_bool
     elif isinstance(node, ast.Constant) and isinstance(node.value, int):
         for delta in (1, -1):
-
-            def f(n: ast.AST, delta: int = delta) -> None:
-                assert isinstance(n, ast.Constant)
-                n.value = n.value + delta
-
-            yield "int", f
+            yield "int", functools.partial(_add_to_int, delta=delta)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         if node.func.id in _MINMAX:
-
-            def f(n: ast.AST) -> None:
-                assert isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                n.func.id = _MINMAX[n.func.id]
-
-            yield "min/max", f
+            yield "min/max", _swap_minmax
 
 
 def _replacement(node: ast.AST) -> Iterator[tuple[str, Callable[[], ast.AST]]]:
@@ -502,11 +497,15 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="dvp-mutate-") as tmp:
         workers = [Worker(Path(tmp), i) for i in range(args.jobs)]
+        baseline: dict[tuple[str, ...], float] = {}  # files sharing tests run them once
         for rel, tests in plan:
-            status, base_s, tail = _pytest(workers[0].dir, tests, 1800)
-            if status != "pass":
-                print(f"the unmutated tests for {rel} do not pass:\n{tail}", file=sys.stderr)
-                return 2
+            if tuple(tests) not in baseline:
+                status, base_s, tail = _pytest(workers[0].dir, tests, 1800)
+                if status != "pass":
+                    print(f"the unmutated tests for {rel} fail:\n{tail}", file=sys.stderr)
+                    return 2
+                baseline[tuple(tests)] = base_s
+            base_s = baseline[tuple(tests)]
             timeout_s = args.timeout or 5 * base_s + 30
             print(
                 f"{rel}: {len(mutants[rel])} mutants; unmutated tests {base_s:.1f} s; "

@@ -51,11 +51,15 @@ def sig(index: int, body: bytes = BODY, domain: Domain = Domain.COMMIT) -> tuple
     return index, fake_signature(VS.keys[index], domain, body)
 
 
-def sigs(*indexes: int, body: bytes = BODY, domain: Domain = Domain.COMMIT) -> tuple:
+def sigs(
+    *indexes: int, body: bytes = BODY, domain: Domain = Domain.COMMIT
+) -> tuple[tuple[int, bytes], ...]:
     return tuple(sig(i, body, domain) for i in indexes)
 
 
-def quorum_ok(signatures: tuple, quorum: int | None = None, vs: ValidatorSet = VS) -> bool:
+def quorum_ok(
+    signatures: tuple[tuple[int, bytes], ...], quorum: int | None = None, vs: ValidatorSet = VS
+) -> bool:
     return verify_quorum(signatures, vs, Domain.COMMIT, BODY, CRYPTO, quorum)
 
 
@@ -126,7 +130,9 @@ def test_commit_certificates() -> None:
     assert verify_commit_certificate(two, CHAIN, VS, CRYPTO, quorum=2)
 
 
-def prepared(height: int, view: int, block: bytes, parent: bytes, signers=(0, 1, 2)) -> Proof:
+def prepared(
+    height: int, view: int, block: bytes, parent: bytes, signers: tuple[int, ...] = (0, 1, 2)
+) -> Proof:
     body = prepare_body(CHAIN, height, view, block, parent)
     return Proof(
         ProofKind.PREPARED,
@@ -138,7 +144,7 @@ def prepared(height: int, view: int, block: bytes, parent: bytes, signers=(0, 1,
     )
 
 
-def committed(height: int, view: int, block: bytes, signers=(0, 1, 2)) -> Proof:
+def committed(height: int, view: int, block: bytes, signers: tuple[int, ...] = (0, 1, 2)) -> Proof:
     body = commit_vote_body(CHAIN, height, view, block)
     return Proof(ProofKind.COMMITTED, height, view, block, b"", sigs(*signers, body=body))
 
@@ -181,7 +187,9 @@ def ctx(app: Schedule | None = None, log_size: int = 4) -> VerifyContext:
 GEN = CheckpointProof(0, GENESIS, b"", ())
 
 
-def checkpoint(height: int, block: bytes = B[9], signers=(0, 1, 2)) -> CheckpointProof:
+def checkpoint(
+    height: int, block: bytes = B[9], signers: tuple[int, ...] = (0, 1, 2)
+) -> CheckpointProof:
     body = checkpoint_body(CHAIN, height, block, b"root")
     return CheckpointProof(
         height, block, b"root", sigs(*signers, body=body, domain=Domain.CHECKPOINT)

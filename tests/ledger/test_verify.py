@@ -184,7 +184,9 @@ def test_a_pinned_anchor_trusts_its_set_from_its_height_on(chain: Any) -> None:
 
 def ordinary_change(cons: Consortium, lg: Ledger, height: int) -> ValsetChange:
     """A certified header that changes nothing (next set = this set), as a change entry."""
-    header = lg.store.get_block(height).header
+    block = lg.store.get_block(height)
+    assert block is not None
+    header = block.header
     vs = lg.validators_at(height)
     assert header.next_validator_set_hash == vs.hash
     return ValsetChange(header.encode(), certify(cons, header, vs), vs.encode())
