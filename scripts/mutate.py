@@ -401,7 +401,10 @@ def _git_diff_clean(paths: list[str]) -> bool | None:
     """``git diff --exit-code`` on ``paths``: True/False, None outside a git checkout."""
     try:
         proc = subprocess.run(
-            ["git", "diff", "--exit-code", "--quiet", "--", *paths], cwd=ROOT, check=False
+            ["git", "diff", "--exit-code", "--quiet", "--", *paths],
+            cwd=ROOT,
+            check=False,
+            stderr=subprocess.DEVNULL,
         )
     except OSError:
         return None
@@ -531,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 for r in pool.map(job, mutants[rel]):
                     results.append(r)
-                    if r.outcome == "survived" or args.verbose:
+                    if r.outcome != "killed" or args.verbose:
                         print(
                             f"  {r.outcome.upper():8} #{r.mutant.number} {r.mutant.describe()}"
                             f"  ({r.seconds:.1f} s)",
@@ -565,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     if survivors:
         print("survivors:")
         for r in survivors:
+            print(f"  #{r.mutant.number} {r.mutant.describe()}")
+    timeouts = [r for r in results if r.outcome == "timeout"]
+    if timeouts:
+        print("timeouts (counted as killed: the tests hung or ran 5x longer):")
+        for r in timeouts:
             print(f"  #{r.mutant.number} {r.mutant.describe()}")
     summary = {
         "mutants": len(results),
