@@ -91,3 +91,25 @@ def test_selection_prefers_committed_and_starts_at_the_highest_checkpoint() -> N
 def test_selection_stops_at_a_gap() -> None:
     plan = select_reproposals([vc(prepared(1, 0, 1, 0), prepared(3, 0, 3, 2))])
     assert [r.height for r in plan.reproposals] == [1]
+
+
+def test_kth_highest_at_the_edges() -> None:
+    """k = the number of claims still has an answer; one more has none."""
+    assert kth_highest([5], 1) == 5
+    assert kth_highest([3, 8, 6], 3) == 3
+    assert kth_highest([3, 8, 6], 4) is None
+    assert kth_highest([], 1) is None
+
+
+def test_tally_reports_counts_keys_and_forgets_a_key() -> None:
+    t: Tally[str] = Tally()
+    assert t.count("a") == 0 and t.signatures("a") == ()
+    for index in (2, 0, 1):
+        t.add("a", index, b"s%d" % index)
+    t.add("b", 3, b"s3")
+    assert t.count("a") == 3 and t.count("b") == 1
+    assert sorted(t.keys()) == ["a", "b"]
+    t.discard("a")
+    assert t.count("a") == 0 and t.keys() == ["b"] and t.size() == 1
+    t.discard("never-added")  # nothing to forget: no error
+    assert len(t) == 1
