@@ -45,7 +45,7 @@ from ledger.verify import (
     check_certificate,
     verify_bundle,
 )
-from tests.ledger.test_bundle import C, _commit, make_chain
+from tests.support.bundles import C, commit_block, make_chain
 
 GOV_REVOKED = C[12]
 
@@ -55,11 +55,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """test_bundle's chain (with a validator-set change and an issuer's REVOKE), then one
     attestation revoked by a governance vote, so the head block holds that vote."""
     cons, lg, _ = make_chain(tmp_path_factory.mktemp("v") / "db")
-    _commit(lg, cons, [cons.attest(GOV_REVOKED)])
+    commit_block(lg, cons, [cons.attest(GOV_REVOKED)])
     args = (GOV_REVOKED, int(RevokeReason.DATA_CHANGED))
     prop = cons.tx("cnix", GovPropose(GovAction.REVOKE_ATTESTATION, args, lg.height + 50))
-    _commit(lg, cons, [prop])
-    _commit(lg, cons, [cons.tx(v, GovVote(prop.tx_id, True)) for v in ("hkbank", "szcredit")])
+    commit_block(lg, cons, [prop])
+    commit_block(lg, cons, [cons.tx(v, GovVote(prop.tx_id, True)) for v in ("hkbank", "szcredit")])
     prover = Prover(lg)
     bundles = {
         name: json.loads(json.dumps(prover.bundle(c).to_json()))

@@ -17,7 +17,7 @@ from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason
 C = [bytes([i]) * 32 for i in range(1, 20)]
 
 
-def _commit(lg: Ledger, cons: Consortium, txs: list[Any]) -> None:
+def commit_block(lg: Ledger, cons: Consortium, txs: list[Any]) -> None:
     ex = lg.build(txs, time_ms=lg.tip.time_ms + 1000, proposer=cons.proposer)
     assert not ex.rejected, ex.rejected
     lg.commit(ex.block, cons.certify(ex.block, validators=lg.validators_at(ex.height)))
@@ -28,7 +28,7 @@ def make_chain(path: Any) -> tuple[Consortium, Ledger, dict[str, Any]]:
     change, and their bundles in JSON form ."""
     cons = Consortium.make()
     lg = Ledger.open(path, cons.genesis)
-    _commit(
+    commit_block(
         lg,
         cons,
         [
@@ -39,11 +39,11 @@ def make_chain(path: Any) -> tuple[Consortium, Ledger, dict[str, Any]]:
     )
     # a validator-set change (webank leaves) so bundles must carry the chain of sets
     prop = cons.tx("cnix", GovPropose(GovAction.REMOVE_VALIDATOR, ("webank",), 100))
-    _commit(lg, cons, [prop])
-    _commit(lg, cons, [cons.tx(v, GovVote(prop.tx_id, True)) for v in ("hkbank", "szcredit")])
+    commit_block(lg, cons, [prop])
+    commit_block(lg, cons, [cons.tx(v, GovVote(prop.tx_id, True)) for v in ("hkbank", "szcredit")])
     for _ in range(8):
-        _commit(lg, cons, [])
-    _commit(lg, cons, [cons.tx("szcredit", Revoke(C[1], RevokeReason.DATA_CHANGED))])
+        commit_block(lg, cons, [])
+    commit_block(lg, cons, [cons.tx("szcredit", Revoke(C[1], RevokeReason.DATA_CHANGED))])
     prover = Prover(lg)
     bundles = {
         name: json.loads(json.dumps(prover.bundle(c).to_json()))
