@@ -243,13 +243,14 @@ def propose(
 ) -> dict[str, Any]:
     """Sign and submit a proposal. ``proposal_id`` is its transaction id."""
     tx = build_proposal(c, key, action, args, deadline_blocks=deadline_blocks)
+    assert isinstance(tx.payload, GovPropose)  # build_proposal makes nothing else
     res = _submit(c, tx, wait)
     out = {
         "proposal_id": res["tx_id"],
         "status": res["status"],
         "height": res.get("height"),
         "deadline_height": tx.payload.deadline_height,
-    }  # type: ignore[union-attr]
+    }
     if res["status"] == "committed":
         out["proposal"] = _proposal_after(c, res["tx_id"])
     return out
