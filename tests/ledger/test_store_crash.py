@@ -30,7 +30,7 @@ from ledger.store import Store
 from scripts.store_crash_writer import RETAIN, VALIDATORS, decode_app_meta, open_store
 
 REPO = Path(__file__).resolve().parents[2]
-WRITER = REPO / "tests" / "store_crash_writer.py"
+WRITER = REPO / "scripts" / "store_crash_writer.py"
 SEED = int(os.environ.get("DVP_CRASH_SEED", "20240517"))
 KILLS = 25
 READY_TIMEOUT_S = 20.0
