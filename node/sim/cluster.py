@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consensus.api import CertifiedPayload
-from consensus.messages import Commit, PrePrepare, Prepare, decode_message
+from consensus.messages import Commit, Prepare, PrePrepare, decode_message
 from consensus.sim.network import LinkModel, SimNetwork
 from ledger.chain import Ledger
 from ledger.codec import Domain
@@ -36,6 +36,7 @@ from ledger.state import execute
 from ledger.testchain import GENESIS_TIME_MS, Consortium
 from ledger.types import ChainParams, CommitCertificate, commit_vote_body
 from node.consensus_db import ConsensusDB
+from node.mempool import AddStatus
 from node.sim.checker import NodeChecker
 from node.sim.client import RandomClient
 from node.sim.host import (
@@ -51,7 +52,6 @@ from node.sim.host import (
     SimNodeCore,
     Tick,
 )
-from node.mempool import AddStatus
 from node.transport import CONSENSUS
 
 MAX_FETCH_BLOCKS = 64
@@ -64,7 +64,12 @@ class WorldConfig:
     link: LinkModel = field(default_factory=LinkModel)
     params: ChainParams = field(
         default_factory=lambda: ChainParams(
-            heartbeat_ms=150, view_timeout_ms=200, checkpoint_interval=4, pipeline_window=2
+            # The censorship timeout (max(4 view timeouts, 2 heartbeats) = 2.4 s) must
+            # outlast the node's stale re-check (1 s age + 1 s period), as in production.
+            heartbeat_ms=150,
+            view_timeout_ms=600,
+            checkpoint_interval=4,
+            pipeline_window=2,
         )
     )
     byzantine: dict[int, str] = field(default_factory=dict)  # node -> behaviour name
@@ -207,7 +212,9 @@ class World:
             elif kind is Answer:
                 txs = self._answers.pop(eff.request_id, ())
                 for tx, result in zip(txs, eff.results, strict=False):
-                    if result.status == AddStatus.ADDED:
+                    # A Byzantine node's "added" promises nothing: only honest admissions
+                    # bind checker (b).
+                    if result.status == AddStatus.ADDED and node.byz is None:
                         self.checker.on_admitted(tx.tx_id)
             elif kind is Fetch:
                 self._serve(node, eff)
