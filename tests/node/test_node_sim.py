@@ -22,9 +22,9 @@ from node.mempool import Mempool
 from node.sim.schedules import SeedResult, run_seed
 
 SHORT_SEEDS = 500
-SHORT_MS = 800
-LONG_SEEDS = 6
-LONG_MS = 6000
+SHORT_MS = 600
+LONG_SEEDS = 4
+LONG_MS = 5000
 WORKERS = 2  # CI runs on two cores
 MEMPOOL_RECHECKS_ON_COMMIT = hasattr(Mempool, "committed")
 
