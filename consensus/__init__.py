@@ -25,12 +25,14 @@ from consensus.api import (
     BlocksReceived,
     Broadcast,
     CancelTimer,
+    CensorshipSuspected,
     CertifiedPayload,
     CommitBlock,
     Config,
     Crypto,
     Event,
     MessageReceived,
+    PeerMisbehaved,
     Persist,
     PersistBlock,
     ProposalReady,
@@ -44,6 +46,7 @@ from consensus.api import (
     TimerKind,
     TxsDropped,
     TxsPending,
+    ViewEntered,
 )
 from consensus.evidence import Evidence, verify_evidence
 from consensus.record import SigningRecord
@@ -57,6 +60,7 @@ __all__ = [
     "BlocksReceived",
     "Broadcast",
     "CancelTimer",
+    "CensorshipSuspected",
     "CertifiedPayload",
     "CommitBlock",
     "Config",
@@ -64,6 +68,7 @@ __all__ = [
     "Event",
     "Evidence",
     "MessageReceived",
+    "PeerMisbehaved",
     "Persist",
     "PersistBlock",
     "ProposalReady",
@@ -79,5 +84,6 @@ __all__ = [
     "TimerKind",
     "TxsDropped",
     "TxsPending",
+    "ViewEntered",
     "verify_evidence",
 ]

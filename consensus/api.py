@@ -35,6 +35,10 @@ returned by one ``step`` *in order*, and:
 6. ``RequestBlocks(peer, lo, hi)`` asks the caller to fetch certified blocks lo..hi
    (any subset, in order) from ``peer``; answer with ``BlocksReceived``. The replica
    verifies every certificate itself.
+7. Outcomes are reported, never inferred from counters: ``ViewEntered(view)`` when the
+   replica changes view, ``PeerMisbehaved(peer, reason)`` when the connection a message
+   came from delivered a bad signature, ``CensorshipSuspected`` when the censorship
+   timer replaces the primary. They are local and may be executed in any order.
 """
 
 from __future__ import annotations
@@ -44,12 +48,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from consensus.evidence import Evidence
 from consensus.messages import Message
+from consensus.signer import Crypto as Crypto  # re-exported: part of the boundary
 
-if TYPE_CHECKING:  # runtime imports would be circular; these modules import this one
-    from consensus.evidence import Evidence
+if TYPE_CHECKING:  # a runtime import would be circular: consensus.record imports this
     from consensus.record import SigningRecord
-from ledger.codec import Domain
 from ledger.types import CertifiedBlock, CommitCertificate, ValidatorSet
 
 # ---------------------------------------------------------------------------
@@ -103,21 +107,6 @@ class App(Protocol):
         ...
 
 
-@runtime_checkable
-class Crypto(Protocol):
-    """Signing for this replica and verification for everyone.
-
-    The node uses Ed25519 (``consensus.signer.Ed25519Crypto``); the simulator uses a
-    fast keyed-hash test double. Signatures are over ``codec.tagged(domain, body)``.
-    """
-
-    public_key: bytes
-
-    def sign(self, domain: Domain, body: bytes) -> bytes: ...
-
-    def verify(self, public_key: bytes, domain: Domain, body: bytes, signature: bytes) -> bool: ...
-
-
 @dataclass(frozen=True)
 class Config:
     """Protocol parameters. Units are in the names; all times are abstract milliseconds.
@@ -129,6 +118,9 @@ class Config:
       failed view up to ``2**max_backoff_exp`` times, resets after a commit.
     - ``censor_timeout_ms``: a known pending transaction still uncommitted after this
       long counts as censorship by the primary (view change).
+    - ``heartbeat_ms``: the caller's promise of an (empty) block at least this often
+      while idle; with no commit for twice as long the replica expects one (it counts
+      as pending work, so a silent primary is replaced). 0: no heartbeat.
     """
 
     chain_id: str
@@ -143,6 +135,7 @@ class Config:
     max_fetch_heights: int = 256
     max_pending_txs: int = 100_000
     max_views_ahead: int = 64
+    heartbeat_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.window < 1 or self.checkpoint_interval < 1:
@@ -161,6 +154,7 @@ class TimerKind(IntEnum):
     RETRANSMIT = 3  # resend our VIEW-CHANGE / unstable CHECKPOINTs over a lossy network
     CENSOR = 4  # known transactions left out for too long -> view change
     FETCH = 5  # an outstanding RequestBlocks got no (useful) answer
+    HEARTBEAT = 6  # no commit for 2 x heartbeat_ms: a block is due (pending work)
 
 
 # ---------------------------------------------------------------------------
@@ -334,6 +328,32 @@ class ReportEvidence:
     evidence: Evidence
 
 
+@dataclass(frozen=True)
+class ViewEntered:
+    """The replica moved to ``view`` (a view change started, or a NEW-VIEW installed)."""
+
+    view: int
+
+
+@dataclass(frozen=True)
+class PeerMisbehaved:
+    """The connection ``peer`` delivered something an honest node never sends (e.g. a
+    message with a bad signature: honest peers forward only signatures they checked)."""
+
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class CensorshipSuspected:
+    """Known pending transactions stayed out of blocks past ``censor_timeout_ms``; the
+    replica is changing view. ``oldest``: up to three of them, oldest first."""
+
+    view: int
+    pending: int
+    oldest: tuple[bytes, ...]
+
+
 Action = (
     Persist
     | PersistBlock
@@ -345,4 +365,7 @@ Action = (
     | CommitBlock
     | RequestBlocks
     | ReportEvidence
+    | ViewEntered
+    | PeerMisbehaved
+    | CensorshipSuspected
 )

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consensus.api import Crypto
 from consensus.messages import (
     MAX_MESSAGE_BYTES,
     Message,
@@ -29,6 +28,7 @@ from consensus.messages import (
     decode_message,
     slot_key,
 )
+from consensus.signer import Crypto
 from ledger.codec import as_bytes, decode, encode, fields
 from ledger.errors import DecodeError
 from ledger.types import ValidatorSet

@@ -24,6 +24,7 @@ Normal case for height h in view v (epoch E, set S = validators_at(h)):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 from consensus.api import (
@@ -32,6 +33,7 @@ from consensus.api import (
     Applied,
     BlocksReceived,
     Broadcast,
+    CensorshipSuspected,
     CommitBlock,
     Config,
     Crypto,
@@ -119,6 +121,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.fetch, self.fetch_attempt, self.fetched, self.gap_tried = None, 0, {}, -1
         self.catch_up_due = False
         self.pending_txs, self.tx_gen, self.evidence_keys = {}, 0, {}
+        self.block_due = False
         self.timers, self._out, self._signed_out = set(), [], []
         epoch = app.epoch_start(committed_height + 1)
         validators = app.validators_at(committed_height + 1)
@@ -136,6 +139,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
                 slot = self.slot(info.height)
                 self.keep_payload(slot, info.block_id, payload, durable=False)
                 slot.durable.add(info.block_id)  # it came from our own disk
+        self.view_reported = self.view  # a restored view is not a change
 
     def _restore(self, record: SigningRecord) -> None:
         """Resume in the recorded view without ever contradicting what we signed."""
@@ -599,6 +603,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
         self.prune_chain()
         for tx_id in self.app.tx_ids(payload):
             self.pending_txs.pop(tx_id, None)
+        self.block_due = False
         self.failed_views = self.stalls = 0  # progress: timeouts reset (PBFT §4.5.2)
         self.timers.discard((TimerKind.PROGRESS, 0))  # re-armed afresh by arm_timers
 
@@ -607,7 +612,7 @@ class Replica(ViewChangeMixin, RecoveryMixin):
     def has_work(self) -> bool:
         if not self.in_epoch(self.committed + 1):
             return False  # waiting for the epoch boundary checkpoint, not for a primary
-        return bool(self.pending_txs) or self.top_seen > self.committed
+        return bool(self.pending_txs) or self.block_due or self.top_seen > self.committed
 
     def arm_timers(self) -> None:
         voting = self.me_index is not None and not self.in_vc
@@ -627,6 +632,12 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             self.cancel_kind(TimerKind.CENSOR)
             self.set_timer(TimerKind.CENSOR, self.tx_gen, self.config.censor_timeout_ms)
             self.tx_gen += 1
+        beat = self.config.heartbeat_ms
+        if beat and not self.block_due and (TimerKind.HEARTBEAT, self.committed) not in self.timers:
+            # PBFT changes view only when work is pending; an idle chain whose primary
+            # died would stop for good. A heartbeat block overdue counts as work.
+            self.cancel_kind(TimerKind.HEARTBEAT)
+            self.set_timer(TimerKind.HEARTBEAT, self.committed, 2 * beat)
         retransmit = (self.in_vc and self.my_vc is not None) or bool(self.own_cps)
         if retransmit and (TimerKind.RETRANSMIT, 0) not in self.timers:
             self.set_timer(TimerKind.RETRANSMIT, 0, self.config.view_timeout_ms)
@@ -649,7 +660,11 @@ class Replica(ViewChangeMixin, RecoveryMixin):
             oldest = next(iter(self.pending_txs.values()), None)
             if not self.in_vc and oldest is not None and oldest <= key:
                 self.count("censorship_timeouts")
+                first = tuple(itertools.islice(self.pending_txs, 3))
+                self.emit(CensorshipSuspected(self.view + 1, len(self.pending_txs), first))
                 self.start_view_change(self.view + 1)
+        elif kind is TimerKind.HEARTBEAT:
+            self.block_due = key == self.committed
         elif kind is TimerKind.VIEW_CHANGE:
             if self.in_vc and key == self.view:
                 self.on_view_change_timeout()

@@ -27,11 +27,13 @@ from consensus.api import (
     CertifiedPayload,
     Config,
     Crypto,
+    PeerMisbehaved,
     Persist,
     ReportEvidence,
     Send,
     SetTimer,
     TimerKind,
+    ViewEntered,
 )
 from consensus.certs import VerifyContext, verify_signed
 from consensus.evidence import make_evidence
@@ -115,6 +117,7 @@ class ReplicaBase:
     _epoch_checked: tuple[int, int, int]
     # views
     view: int
+    view_reported: int  # the last view announced with ViewEntered
     in_vc: bool
     fresh_from: int
     new_view_msg: NewView | None
@@ -143,6 +146,7 @@ class ReplicaBase:
     nv_asks: dict[bytes, int]
     pending_txs: dict[bytes, int]
     tx_gen: int
+    block_due: bool  # no commit for 2 x heartbeat_ms: a heartbeat block is overdue
     evidence_keys: dict[tuple[Any, ...], None]
     timers: set[tuple[TimerKind, int]]
     _out: list[Action]
@@ -186,6 +190,9 @@ class ReplicaBase:
 
     def flush(self) -> list[Action]:
         out = self._out
+        if self.view != self.view_reported:
+            self.view_reported = self.view
+            out.append(ViewEntered(self.view))
         if self.guard.dirty:
             out.append(Persist(self.guard.snapshot()))
         out.extend(self._signed_out)
@@ -239,6 +246,8 @@ class ReplicaBase:
         if verified or verify_signed(message, self.config.chain_id, self.crypto):
             return True
         self.count("bad_signature")
+        if self.peer is not None:  # honest peers forward only signatures they checked
+            self.emit(PeerMisbehaved(self.peer, "bad_signature"))
         return False
 
     def vote_quorum(self) -> int:

@@ -1,20 +1,29 @@
 /* ledger/_smt_fast.c -- the state tree's hot loop in C (optional).
  *
- * Owns one function, one(), a C rendering of the common cases of ledger/smt.py
- * _Batch.one(): a single change that inserts a key or gives a key a new value, reached
- * through internal nodes. ledger/smt.py stays the definition of the tree: this module
- * reads and writes exactly the node encodings, node keys, hashes, stale keys and cache
- * entries that the Python code does, in the same order, and answers NotImplemented --
- * before it has changed anything -- for every case it does not handle (deletions, a
- * subtree that is a single leaf, two keys sharing the next nibble, a missing or corrupt
- * node), which the Python code then handles (and reports) itself.
- * tests/test_smt_fast.py checks the two against each other on random batches.
+ * Owns one function, one(), a C rendering of the common cases of
+ * ledger/smt_update_one.py update_one() (the batch's _Batch.one): a single change that
+ * inserts a key or gives a key a new value, reached through internal nodes. The Python
+ * code stays the definition of the tree: this module reads and writes exactly the node
+ * encodings, node keys, hashes, stale keys and cache entries that the Python code does,
+ * in the same order, and answers NotImplemented -- before it has changed anything -- for
+ * every case it does not handle (deletions, a subtree that is a single leaf, two keys
+ * sharing the next nibble, a missing or corrupt node), which the Python code then
+ * handles (and reports) itself.
+ *
+ * The node format is defined once, in ledger/smt_node.py (module docstring: encodings,
+ * node keys; check_internal()/check_leaf(): what a valid stored node is). C cannot call
+ * it in the hot loop, so the layout is re-implemented here: the tags 0x01 (leaf) and 0x02
+ * (internal), the header of 5 bytes, 32-byte child hashes then 8-byte versions, and the
+ * node key version || depth || packed path. Every such place below says which part of
+ * smt_node.py it renders. tests/ledger/test_smt_fast.py checks the two against each
+ * other on random batches (same bytes out).
  *
  * Why: the state tree costs each node of a devnet at least ~28 us per attestation, ~20
  * of it computing (docs/ARCHITECTURE.md, "Bounds"), and this function was most of the
  * update's Python samples. Measured: updates 2x faster in scripts/bench_smt.py, ~5 us
- * less CPU per transaction per node in scripts/bench_node.py. SHA-256 is OpenSSL's (libcrypto, which CPython's hashlib uses too); nothing here is a
- * cryptographic primitive of our own.
+ * less CPU per transaction per node in scripts/bench_node.py. SHA-256 is OpenSSL's
+ * (libcrypto, which CPython's hashlib uses too); nothing here is a cryptographic
+ * primitive of our own.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -56,7 +65,8 @@ node_hash(const unsigned char *bm2, const unsigned char *hs, Py_ssize_t hslen,
     SHA256_Final(out, &c);
 }
 
-/* depth byte || the first `depth` nibbles of key, two per byte, an odd one padded */
+/* depth byte || the first `depth` nibbles of key, two per byte, an odd one padded
+ * (smt_node.py: DEPTH[depth] + path(key, depth)) */
 static Py_ssize_t
 path_suffix(unsigned char *out, int depth, const unsigned char *key)
 {
@@ -70,7 +80,7 @@ path_suffix(unsigned char *out, int depth, const unsigned char *key)
     return 1 + half;
 }
 
-/* v8 || depth || path: a node key */
+/* v8 || depth || path: a node key (smt_node.py: node_key) */
 static PyObject *
 node_key(const unsigned char *v8, int depth, const unsigned char *key)
 {
@@ -145,7 +155,8 @@ pop_key(PyObject *d, PyObject *key)
     return r;
 }
 
-/* new_nodes[nv8 || depth || path(k)] = 0x01 || k || v: a new leaf */
+/* new_nodes[nv8 || depth || path(k)] = 0x01 || k || v: a new leaf
+ * (smt_node.py: encode_leaf) */
 static int
 put_leaf(PyObject *new_nodes, const unsigned char *nv8, int depth, const unsigned char *k,
          const unsigned char *v, Py_ssize_t vlen)
@@ -255,6 +266,7 @@ fast_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         const unsigned char *e = (const unsigned char *)PyBytes_AS_STRING(enc);
         Py_ssize_t elen = PyBytes_GET_SIZE(enc);
+        /* smt_node.check_internal: tag 0x02, bitmap, leafmap, 40 bytes per child */
         int bitmap = elen >= 5 ? (e[1] << 8 | e[2]) : 0;
         int leafmap = elen >= 5 ? (e[3] << 8 | e[4]) : 0;
         int n = __builtin_popcount((unsigned)bitmap);
@@ -262,7 +274,7 @@ fast_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             || (n == 1 && leafmap)) {
             Py_DECREF(enc);
             Py_XDECREF(old);
-            goto not_implemented; /* corrupt: Python raises NodeError */
+            goto not_implemented; /* smt_node.check_internal fails: Python raises NodeError */
         }
         int bit = 1 << nibble(k, depth);
         int rank = __builtin_popcount((unsigned)(bitmap & (bit - 1)));
@@ -302,6 +314,7 @@ fast_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             ne = PyBytes_FromStringAndSize(NULL, elen + 40);
             if (!ne)
                 goto error;
+            /* smt_node.encode_internal's layout, with one more child */
             unsigned char *p = (unsigned char *)PyBytes_AS_STRING(ne);
             int nb = bitmap | bit, nl = leafmap | bit;
             p[0] = 2;
@@ -329,6 +342,7 @@ fast_one(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(nk);
                 goto error;
             }
+            /* smt_node.check_leaf: tag 0x01 || key (32) || value */
             if (!PyBytes_CheckExact(leaf) || PyBytes_GET_SIZE(leaf) < 1 + KEY
                 || PyBytes_AS_STRING(leaf)[0] != 1) {
                 Py_DECREF(nk);
@@ -527,14 +541,16 @@ static PyMethodDef methods[] = {
      "setup(leaf_tag, node_tag, same): the tree's hash tags and its no-change sentinel."},
     {"one", (PyCFunction)(void (*)(void))fast_one, METH_FASTCALL,
      "one(cache, get, k, v, h, v8, depth, nv8, new_nodes, stale, must_be_new, existing):\n"
-     "ledger.smt._Batch.one for an insert or a new value below an internal node, or\n"
+     "ledger.smt_update_one.update_one for an insert or a new value below an internal\n"
+     "node, or "
      "NotImplemented (nothing changed) for every other case."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "ledger._smt_fast",
-    "The state tree's hot loop in C (see ledger/smt.py, which stays its definition).", -1,
+    "The state tree's hot loop in C (see ledger/smt_update_one.py, which stays its definition;\n"
+    "node format: ledger/smt_node.py).", -1,
     methods,
 };
 

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from ledger import codec
 from ledger.codec import decode, encode
 from ledger.errors import DecodeError
 
@@ -57,7 +58,7 @@ __all__ = [
     "verify_proof",
 ]
 
-HASH_SIZE = 32
+HASH_SIZE = codec.HASH_SIZE
 KEY_SIZE = 32
 KEY_NIBBLES = 2 * KEY_SIZE
 EMPTY_ROOT = bytes(HASH_SIZE)

@@ -28,7 +28,7 @@ from node.logs import get_logger
 from node.rpc import CallContext, Choice, Int, MethodRegistry, Param, Result
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.view import NodeView as Node
 
 __all__ = ["ADMIN_ROLES", "LOG_LEVELS", "build_admin_registry"]
 
@@ -95,7 +95,7 @@ def build_admin_registry(node: Node) -> MethodRegistry:
     async def peers(ctx: CallContext) -> dict[str, Any]:
         names = _member_names(node)
         connected = node.transport.connected_peers()
-        addresses = node._peer_addresses()
+        addresses = node.peer_addresses()
         configured = [
             {
                 "member_id": names.get(key),

@@ -6,50 +6,20 @@ execution, and transaction ids of payloads. Payloads are canonical ``Block``
 encodings. Decoded blocks are cached by block id, so the replica's repeated
 questions about one payload cost one decode.
 
-``Ed25519Crypto`` signs with the node key and verifies with PyNaCl, with a bounded
-cache of verified (key, message, signature) triples: the same vote often arrives
-twice (retransmission, view change proofs).
+The node's ``Crypto`` is ``consensus.signer.Ed25519Crypto``.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import msgpack
 
 from consensus.api import BlockInfo
-from ledger import crypto
 from ledger.chain import Ledger
-from ledger.codec import Domain, tagged
 from ledger.errors import DecodeError, LedgerError
 from ledger.types import Block, BlockHeader, Transaction, ValidatorSet
-
-
-class Ed25519Crypto:
-    """The replica's signer (node key) and verifier (any validator key)."""
-
-    def __init__(self, key: crypto.KeyPair, cache_size: int = 50_000) -> None:
-        self._key = key
-        self.public_key = key.public_key
-        self._ok: OrderedDict[bytes, None] = OrderedDict()
-        self._cap = cache_size
-
-    def sign(self, domain: Domain, body: bytes) -> bytes:
-        return self._key.sign(domain, body)
-
-    def verify(self, public_key: bytes, domain: Domain, body: bytes, signature: bytes) -> bool:
-        message = tagged(domain, body)
-        k = hashlib.sha256(public_key + signature + message).digest()
-        if k in self._ok:
-            return True
-        if not crypto.verify_message(public_key, message, signature):
-            return False
-        self._ok[k] = None
-        if len(self._ok) > self._cap:
-            self._ok.popitem(last=False)
-        return True
 
 
 class LedgerApp:

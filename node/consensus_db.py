@@ -19,10 +19,7 @@ import plyvel
 from consensus.record import SigningRecord
 from ledger.errors import DecodeError, StoreError
 from ledger.kv import KV, open_leveldb
-
-
-def _h8(h: int) -> bytes:
-    return h.to_bytes(8, "big")
+from ledger.store import h8 as _h8
 
 
 class ConsensusDB:

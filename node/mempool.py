@@ -1,17 +1,28 @@
 """The mempool: transactions this node holds until a block commits them.
 
 Rules:
+- The mempool never holds a transaction the ledger would refuse (checked at the end of
+  every call, against the committed head). ``add`` runs the ledger's rule book
+  (``ledger.rules.apply_tx``) against the committed head *plus the effects of every
+  transaction already pending* (an overlay, CometBFT's CheckTx over its pending set): a
+  second ATTEST of a pending commitment, a REVOKE of one whose REVOKE is pending, a
+  second vote are refused at the door with ``conflicts_with_pending``; a transaction
+  the head alone refuses gets that rule's own code (``already_revoked``...).
+  Peers' transactions take the same check (``from_peer`` changes no rule): the state
+  read it costs is measured in scripts/bench_admission.py and docs/ARCHITECTURE.md.
+- ``committed(block, head)`` after every commit: removes the block's transactions,
+  rebases the overlay on ``head`` and re-checks the pending transactions whose outcome
+  the block could change: by commitment for ATTEST/REVOKE; everything when the block
+  or the pool holds governance, or members, proposals, parameters or validators moved.
+  Expired ones go too. It returns the ids that left without committing (the node tells
+  its replica they are no longer pending), including those a ``remove`` made doomed.
 - Deduplicated by tx id; bounded (``max_txs`` and ``max_bytes``): when full, ``add``
   answers BUSY instead of growing, which the RPC turns into a "busy, retry" error.
 - Each signature is verified once per node: ``verified(tx_id)`` tells block execution
   it may skip the check (the id covers the signature bytes, so a different signature
   is a different id).
-- ``add`` pre-checks against the newest state (member key, issuer rights, already
-  attested, expiry; governance: validator member, proposal open, not voted yet) so
-  obviously doomed transactions are refused at the door; the block builder still
-  applies the full rules.
-- Transactions are proposed in arrival order (FIFO); committed ones are removed by id;
-  expired ones are dropped when the chain passes their ``expiry_height``.
+- Transactions are proposed in arrival order (FIFO); the overlay applies them in that
+  order, so the pending set executed in order on the head is a valid block.
 Pure data structure: no I/O, no clock; owned by one task.
 """
 
@@ -23,8 +34,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ledger.errors import RuleError
+from ledger.records import AttestationRecord
+from ledger.rules import WorkingSet, apply_tx, touched_commitment
 from ledger.state import LedgerState
-from ledger.types import Attest, GovPropose, GovVote, Revoke, Role, Transaction
+from ledger.types import Block, GovPropose, GovVote, Transaction
 
 
 class AddStatus(StrEnum):
@@ -61,8 +74,19 @@ CLIENT_BUSY = AddResult(
 )
 
 
+#: Codes a transaction gets before its signature is checked (else the signature is good).
+_BEFORE_SIGNATURE = frozenset(
+    {"wrong_chain", "expired", "expiry_too_far", "replay", "unknown_sender", "bad_signature"}
+)
+
+
+def _is_gov(tx: Transaction) -> bool:
+    return isinstance(tx.payload, GovPropose | GovVote)
+
+
 class Mempool:
-    """Pending transactions in arrival order, with a verified-signature cache."""
+    """Pending transactions in arrival order, their effects as an overlay over the
+    committed head, and a verified-signature cache."""
 
     def __init__(
         self,
@@ -78,9 +102,19 @@ class Mempool:
         self._bytes = 0
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         self._verified_cap = verified_cache
-        # No transaction expires below this height: drop_expired can skip its scan
+        # No transaction expires below this height: committed() can skip its scan
         # (it ran over the whole pool after every block). May be low, never high.
         self._min_expiry = 0
+        # The overlay: the head it is based on, the pending transactions' effects on it,
+        # and which pending transactions touch each commitment (arrival order).
+        self._head: LedgerState | None = None
+        self._ws: WorkingSet | None = None
+        self._by_commitment: dict[bytes, list[bytes]] = {}
+        self._gov: set[bytes] = set()
+        # Attestation records read from the head, kept across commits that do not touch
+        # them: a re-check then costs no state-tree read.
+        self._reads: dict[bytes, AttestationRecord | None] = {}
+        self._dropped: list[bytes] = []  # made doomed by remove(); reported by committed()
         self.stats = {
             "added": 0,
             "duplicate": 0,
@@ -88,6 +122,7 @@ class Mempool:
             "rejected": 0,
             "expired": 0,
             "committed": 0,
+            "rechecked_out": 0,
         }
 
     def __len__(self) -> int:
@@ -103,6 +138,9 @@ class Mempool:
     def get(self, tx_id: bytes) -> Transaction | None:
         return self._txs.get(tx_id)
 
+    def tx_ids(self) -> list[bytes]:
+        return list(self._txs)
+
     def verified(self, tx_id: bytes) -> bool:
         """True if this node already checked the signature of ``tx_id``."""
         return tx_id in self._verified
@@ -117,12 +155,11 @@ class Mempool:
         if len(self._verified) > self._verified_cap:
             self._verified.popitem(last=False)
 
-    def add(self, tx: Transaction, state: LedgerState, *, check_state: bool = True) -> AddResult:
-        """Admit ``tx`` if it can plausibly commit on top of ``state``.
-
-        ``check_state=False`` (transactions gossiped by a peer, which pre-checked them at
-        its door) skips the state-tree look-ups; signatures and rights are still checked.
-        """
+    # -- admission -------------------------------------------------------------
+    def add(self, tx: Transaction, head: LedgerState, *, from_peer: bool = False) -> AddResult:
+        """Admit ``tx`` if the ledger would execute it after the pending transactions on
+        ``head`` (the committed head). ``from_peer``: gossiped by a peer; the same rules
+        apply (a peer's check at its door cannot see what committed since)."""
         tx_id = tx.tx_id
         if tx_id in self._txs:
             self.stats["duplicate"] += 1
@@ -130,64 +167,196 @@ class Mempool:
         if len(self._txs) >= self.max_txs or self._bytes + len(tx.encoded) > self.max_bytes:
             self.stats["busy"] += 1
             return FULL
+        ws = self._overlay(head)
         try:
-            self._precheck(tx, state, check_state)
+            apply_tx(ws, tx, self.verified)
         except RuleError as err:
+            if err.code not in _BEFORE_SIGNATURE:
+                self._mark_verified(tx_id)
+            err = self._explain(tx, head, err)
             self.stats["rejected"] += 1
             return AddResult(AddStatus.REJECTED, err.code, err.message)
-        self._txs[tx_id] = tx
-        self._bytes += len(tx.encoded)
-        self._min_expiry = min(self._min_expiry, tx.expiry_height)
+        self._mark_verified(tx_id)
+        self._insert(tx)
         self.stats["added"] += 1
         return ADDED
 
-    def _precheck(self, tx: Transaction, state: LedgerState, check_state: bool = True) -> None:
-        if tx.chain_id != self.chain_id:
-            raise RuleError("wrong_chain", f"transaction is for chain {tx.chain_id!r}")
-        next_height = state.height + 1
-        if tx.expiry_height < next_height:
-            raise RuleError("expired", f"expiry_height {tx.expiry_height} has passed")
-        ttl = state.chain.params.tx_ttl_heights
-        if tx.expiry_height > next_height + ttl:
-            raise RuleError("expiry_too_far", f"expiry_height may be at most {ttl} blocks ahead")
-        if state.tx_seen(tx.tx_id):
-            raise RuleError("replay", "transaction already committed")
-        member = state.member_of_key(tx.sender)
-        if member is None:
-            raise RuleError("unknown_sender", "the signing key is not a current member key")
-        if not self.verified(tx.tx_id):
-            if not tx.signature_ok():
-                raise RuleError("bad_signature", "transaction signature does not verify")
-            self._mark_verified(tx.tx_id)
-        p = tx.payload
-        if isinstance(p, Attest):
-            if not member.has_role(Role.ISSUER):
-                raise RuleError("not_issuer", f"{member.member_id} does not hold the issuer role")
-            if p.doc_type not in member.doc_types:
-                raise RuleError(
-                    "doc_type_not_granted",
-                    f"{member.member_id} is not admitted to issue {p.doc_type!r}",
+    def _insert(self, tx: Transaction) -> None:
+        tx_id = tx.tx_id
+        self._txs[tx_id] = tx
+        self._bytes += len(tx.encoded)
+        self._min_expiry = min(self._min_expiry, tx.expiry_height)
+        c = touched_commitment(tx)
+        if c is not None:
+            self._by_commitment.setdefault(c, []).append(tx_id)
+        else:
+            self._gov.add(tx_id)
+
+    def _explain(self, tx: Transaction, head: LedgerState, err: RuleError) -> RuleError:
+        """``err`` if the head alone refuses ``tx``; ``conflicts_with_pending`` if only the
+        pending transactions' effects do."""
+        c = touched_commitment(tx)
+        if not (self._gov or (c is not None and c in self._by_commitment)):
+            return err  # nothing pending that tx could conflict with
+        if err.code in _BEFORE_SIGNATURE and err.code != "unknown_sender":
+            return err
+        try:
+            apply_tx(self._fresh(head), tx, self.verified, check_replay=False)
+        except RuleError:
+            return err
+        other = self._by_commitment.get(c, [b""])[0] if c is not None else b""
+        which = f"pending tx {other.hex()[:16]}" if other else "a pending transaction"
+        return RuleError(
+            "conflicts_with_pending", f"conflicts with {which} ({err.code}: {err.message})"
+        )
+
+    # -- the overlay -----------------------------------------------------------
+    def _read(self, commitment: bytes) -> AttestationRecord | None:
+        try:
+            return self._reads[commitment]
+        except KeyError:
+            assert self._head is not None
+            rec = self._reads[commitment] = self._head.attestation(commitment)
+            return rec
+
+    def _fresh(self, head: LedgerState) -> WorkingSet:
+        """The head alone, at the height pending transactions are checked for."""
+        return WorkingSet(head, head.height + 1, track_changes=False, read_attestation=self._read)
+
+    def _overlay(self, head: LedgerState) -> WorkingSet:
+        if self._ws is not None and self._head is not None:
+            if head is self._head or head.block_id == self._head.block_id:
+                return self._ws
+            if head.height < self._head.height:  # a caller's stale copy: ours is newer
+                return self._ws
+        # A head we were not told of by committed(): re-check everything on it.
+        self._reads.clear()
+        self._rebuild(head)
+        assert self._ws is not None
+        return self._ws
+
+    def _rebuild(self, head: LedgerState) -> None:
+        """Re-apply every pending transaction, in order, on ``head``; drop what fails."""
+        self._head = head
+        self._ws = ws = self._fresh(head)
+        doomed = []
+        for tx_id, tx in self._txs.items():
+            try:
+                apply_tx(ws, tx, self.verified, check_replay=False)
+            except RuleError:
+                doomed.append(tx_id)
+        self._drop(doomed)
+
+    def _recheck_commitments(self, commitments: Iterable[bytes]) -> None:
+        """Re-apply, on the head, the pending transactions touching ``commitments``
+        (valid only while no governance is pending: members and rights are the head's)."""
+        ws = self._ws
+        assert ws is not None
+        doomed = []
+        for c in commitments:
+            ws.attestations.pop(c, None)
+            for tx_id in self._by_commitment.get(c, ()):
+                ws.tx_ids.discard(tx_id)
+                try:
+                    apply_tx(ws, self._txs[tx_id], self.verified, check_replay=False)
+                except RuleError:
+                    doomed.append(tx_id)
+        self._drop(doomed)
+
+    def _drop(self, tx_ids: list[bytes]) -> None:
+        """Remove doomed transactions (their effects were not applied) and report them."""
+        if tx_ids:
+            self._forget(tx_ids)
+            self._dropped.extend(tx_ids)
+            self.stats["rechecked_out"] += len(tx_ids)
+
+    def _forget(self, tx_ids: Iterable[bytes]) -> list[Transaction]:
+        out = []
+        for tx_id in tx_ids:
+            tx = self._txs.pop(tx_id, None)
+            if tx is None:
+                continue
+            out.append(tx)
+            self._bytes -= len(tx.encoded)
+            c = touched_commitment(tx)
+            if c is not None:
+                ids = self._by_commitment[c]
+                ids.remove(tx_id)
+                if not ids:
+                    del self._by_commitment[c]
+            else:
+                self._gov.discard(tx_id)
+            if self._ws is not None:
+                self._ws.tx_ids.discard(tx_id)
+        return out
+
+    # -- leaving ---------------------------------------------------------------
+    def committed(self, block: Block, head: LedgerState) -> list[bytes]:
+        """After ``block`` committed (``head`` is the state after it): drop its
+        transactions, rebase on ``head``, re-check what the block could have doomed, drop
+        the expired; returns the ids that left without committing since the last call."""
+        old = self._head
+        block_ids = block.tx_ids
+        left = self._forget(block_ids)
+        self.stats["committed"] += len(left)
+        touched = {c for tx in block.txs if (c := touched_commitment(tx)) is not None}
+        expired = self._expired(head.height + 1)
+        touched.update(c for tx in expired if (c := touched_commitment(tx)) is not None)
+        for c in touched:
+            self._reads.pop(c, None)
+        if any(_is_gov(tx) for tx in block.txs):
+            self._reads.clear()  # a REVOKE_ATTESTATION may have executed
+        if (
+            old is None
+            or self._ws is None
+            or old.block_id != block.header.prev_block_id
+            or self._gov
+            or any(_is_gov(tx) for tx in block.txs)
+            or any(_is_gov(tx) for tx in expired)
+            or head.members is not old.members
+            or head.open_proposals is not old.open_proposals
+            or (head.chain is not old.chain and head.chain != old.chain)
+            or head.chain.settle(head.height + 1) is not head.chain
+        ):
+            # Rights, members, proposals or validators may have moved: re-check all.
+            if old is None or old.block_id != block.header.prev_block_id:
+                self._reads.clear()
+            self._rebuild(head)
+        else:
+            # Only commitments changed: rebase and re-check those pending on them.
+            ws = self._ws
+            self._head = head
+            ws.parent, ws.height = head, head.height + 1
+            self._recheck_commitments(touched)
+        if len(self._reads) > 2 * len(self._by_commitment) + 1024:
+            self._reads = {c: r for c, r in self._reads.items() if c in self._by_commitment}
+        gone, self._dropped = self._dropped, []
+        return [tx.tx_id for tx in expired] + gone
+
+    def _expired(self, next_height: int) -> list[Transaction]:
+        if next_height <= self._min_expiry:
+            return []
+        ids = [tid for tid, tx in self._txs.items() if tx.expiry_height < next_height]
+        gone = self._forget(ids)
+        self._min_expiry = min((tx.expiry_height for tx in self._txs.values()), default=1 << 62)
+        self.stats["expired"] += len(gone)
+        return gone
+
+    def remove(self, tx_ids: Iterable[bytes], *, committed: bool = False) -> int:
+        """Remove ``tx_ids`` (e.g. the block builder refused them); returns how many were
+        held. Pending transactions that depended on them are re-checked on the head, and
+        those now doomed are reported by the next ``committed``."""
+        gone = self._forget(list(tx_ids))
+        if committed:
+            self.stats["committed"] += len(gone)
+        if gone and self._head is not None and self._ws is not None:
+            if self._gov or any(_is_gov(tx) for tx in gone):
+                self._rebuild(self._head)
+            else:
+                self._recheck_commitments(
+                    {c for tx in gone if (c := touched_commitment(tx)) is not None}
                 )
-            if check_state and state.attestation(p.commitment) is not None:
-                raise RuleError("already_attested", "this commitment is already attested")
-        elif isinstance(p, Revoke) and check_state:
-            rec = state.attestation(p.commitment)
-            if rec is None:
-                raise RuleError("not_found", "no attestation of this commitment")
-            if rec.issuer != member.member_id:
-                raise RuleError("not_original_issuer", "only the original issuer may revoke")
-        elif isinstance(p, GovPropose | GovVote):
-            # Governance is rare, so these checks cost nothing that matters; without them
-            # a doomed vote waits in the pool and its sender for a commit that never comes.
-            voters = state.validators_at(next_height)
-            if member.member_id not in {v.member_id for v in voters.validators}:
-                raise RuleError("not_validator", "only validator members may propose or vote")
-            if isinstance(p, GovVote) and check_state:
-                prop = state.open_proposals.get(p.proposal_id)
-                if prop is None:
-                    raise RuleError("no_open_proposal", "no open proposal with this id")
-                if member.member_id in prop.yes or member.member_id in prop.no:
-                    raise RuleError("already_voted", f"{member.member_id} already voted")
+        return len(gone)
 
     def take(
         self, max_txs: int, max_bytes: int, exclude: set[bytes] | None = None
@@ -204,43 +373,3 @@ class Mempool:
             out.append(tx)
             size += n
         return out
-
-    def tx_ids(self) -> list[bytes]:
-        return list(self._txs)
-
-    def remove(self, tx_ids: Iterable[bytes], *, committed: bool = True) -> int:
-        removed = 0
-        for tx_id in tx_ids:
-            tx = self._txs.pop(tx_id, None)
-            if tx is not None:
-                self._bytes -= len(tx.encoded)
-                removed += 1
-        if committed:
-            self.stats["committed"] += removed
-        return removed
-
-    def recheck(self, tx_ids: Iterable[bytes], state: LedgerState) -> list[bytes]:
-        """Drop those of ``tx_ids`` that can no longer commit on top of ``state`` (e.g. a
-        second attestation of a document that a committed block attested, which a
-        gossiped copy was admitted without checking); returns their ids."""
-        gone = []
-        for tx_id in tx_ids:
-            tx = self._txs.get(tx_id)
-            if tx is None:
-                continue
-            try:
-                self._precheck(tx, state, True)
-            except RuleError:
-                gone.append(tx_id)
-        self.remove(gone, committed=False)
-        return gone
-
-    def drop_expired(self, next_height: int) -> list[bytes]:
-        """Drop transactions that can no longer commit at ``next_height`` or later."""
-        if next_height <= self._min_expiry:
-            return []
-        gone = [tid for tid, tx in self._txs.items() if tx.expiry_height < next_height]
-        self.remove(gone, committed=False)
-        self._min_expiry = min((tx.expiry_height for tx in self._txs.values()), default=1 << 62)
-        self.stats["expired"] += len(gone)
-        return gone

@@ -1,130 +1,93 @@
-"""The node process: one trio nursery of long-lived tasks around the ledger and PBFT.
+"""The node process: a thin trio shell around ``node.core.NodeCore``.
 
-Tasks (each owned by ``Node.run``'s nursery; shutdown is the nursery's cancel scope):
+The shell owns only I/O. One nursery (``Node.run``) of long-lived tasks:
 
-- ``driver``  -- owns the consensus ``Replica``: receives events from one bounded
-  channel, steps the replica, executes its actions in order (persist before send), keeps
-  the replica's timers, builds proposals (batching: cut at ``max_block_txs`` or after
-  ``linger_ms``; an empty heartbeat block at least every ``heartbeat_ms``), commits
-  certified blocks to the ledger and wakes RPC callers waiting for them;
-- ``tx_ingest`` -- decodes gossiped transaction batches into the mempool;
-- ``gossip`` -- floods newly admitted transactions to peers in batches;
-- ``follow``  -- observers (and validators before they start voting) fetch certified
-  blocks from peers and commit them after verifying every certificate;
-- the RPC server(s) (``node.methods``) and the transport (``p2p``).
+- ``drive`` -- the one task that steps the core: it waits on one bounded event channel
+  (transport frames, block-sync answers) until ``core.next_deadline()``, steps the core
+  with ``Tick`` when that passes, and executes the returned effects in order;
+- the transport (``p2p``), the RPC listeners (``node.methods``, ``node.admin``), a peer
+  gauge; short-lived tasks for block-sync requests (``node.sync``) and, after a failed
+  disk write, the wait-and-reopen loop.
 
-Everything that touches the ledger or the replica runs on the trio thread without
-awaiting in between, so those objects need no locks. Inbound network traffic goes
-through ``deliver``, which never blocks: when a bounded queue is full the frame is
-dropped and counted (consensus tolerates loss; clients retry transactions).
+Every decision (mempool, block building, commits, catch-up, gossip batching) is in the
+core. RPC handlers call ``submit``/``submit_batch``, which step the core synchronously
+on the trio thread (no await in between, so the core needs no lock). ``deliver`` never
+blocks: when the channel is full a frame is dropped and counted (consensus tolerates
+loss; clients retry transactions).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import plyvel
 import trio
 
-from consensus.api import (
-    Applied,
-    BlocksReceived,
-    Broadcast,
-    CancelTimer,
-    CertifiedPayload,
-    CommitBlock,
-    Config,
-    Event,
-    MessageReceived,
-    Persist,
-    PersistBlock,
-    ProposalReady,
-    ReportEvidence,
-    RequestBlocks,
-    RequestProposal,
-    Send,
-    SetTimer,
-    Start,
-    TimerFired,
-    TxsDropped,
-    TxsPending,
-)
-from consensus.messages import decode_message
-from consensus.record import SigningRecord
+from consensus.api import CertifiedPayload
 from consensus.replica import Replica
+from consensus.signer import Ed25519Crypto
 from ledger.chain import Ledger
-from ledger.codec import as_bytes, as_list, decode, encode
+from ledger.codec import encode
 from ledger.crypto import read_key_file
-from ledger.errors import DecodeError, LedgerError, StoreError
+from ledger.errors import DecodeError, LedgerError
 from ledger.genesis import read_genesis
 from ledger.prove import Prover
-from ledger.state import LedgerState
 from ledger.store import leveldb_reason
-from ledger.types import Block, CommitCertificate, Transaction
+from ledger.types import CommitCertificate, Transaction
 from node import sync
-from node.app import Ed25519Crypto, LedgerApp
 from node.config import NodeConfig
 from node.consensus_db import ConsensusDB
+from node.core import (
+    SLOW_WRITE_MS,
+    Answer,
+    AskHeights,
+    BlocksFetched,
+    Broadcast,
+    ClientTxs,
+    Committed,
+    CoreConfig,
+    CoreEvent,
+    CoreStatus,
+    Effect,
+    Fetch,
+    Log,
+    Metric,
+    NodeCore,
+    PeerFrame,
+    PeerHeights,
+    Penalise,
+    Send,
+    SetAllowlist,
+    StoreFailed,
+    StoreReopened,
+    Tick,
+)
 from node.logs import get_logger
-from node.mempool import ADMIT_CHUNK, CLIENT_BUSY, AddResult, AddStatus, Mempool
+from node.mempool import AddResult, AddStatus, Mempool
+from node.methods import serve_rpc
 from node.metrics import NodeMetrics
-from node.transport import CONSENSUS, TXS, Transport, TransportError, TransportTimeout
+from node.transport import TXS, Transport, TransportError, TransportTimeout
+
+__all__ = ["SLOW_WRITE_MS", "Node"]
 
 log = get_logger("node")
 
 EVENT_QUEUE = 4096
+#: Gossip batches allowed to wait in the event channel (full: dropped and counted).
 TX_QUEUE = 256
-GOSSIP_FLUSH_S = 0.01
-# Transactions pending longer than this are re-checked against the committed state (at
-# most RECHECK_MAX per RECHECK_S), well within the censorship timeout (>= 4 view
-# timeouts): one a committed block made impossible must not be blamed on the primary.
-RECHECK_AGE_S = 1.0
-RECHECK_S = 1.0
-RECHECK_MAX = 256
-# ... and those still pending after this long are gossiped again (see _recheck_stale).
-RESEND_AGE_S = 2.0
-GOSSIP_MAX_BYTES = 256 * 1024
-MAX_TX_BATCH = 4096
-MAX_CLOCK_DRIFT_MS = 10_000
-# The driver sleeps until its next deadline (a timer, the block builder's, the heartbeat
-# watch) or an event; this is only a safety net. Everything that moves a deadline either
-# is an event (votes, TxsPending within GOSSIP_FLUSH_S of an admission) or is in
-# _next_deadline. It was 20 ms, and with the gossip task's 10-ms tick an idle node woke
-# ~220 times a second (~3.5 % of a core, mostly trio's own work per wake-up).
+#: Events stepped in a row before the core's due work (a burst of votes first).
+DRAIN = 256
+#: The drive loop wakes at least this often (a safety net: every deadline is known).
 DRIVER_TICK_S = 1.0
-# A synced write slower than this is logged (``Node._slow``).
-SLOW_WRITE_MS = 150
-START_REPLICA = object()  # driver event: catch-up is done, start voting
-# After a failed disk write: how often to retry, and the free space to wait for first.
+STATUS_TIMEOUT_S = 2.0
+#: After a failed disk write: how often to retry, and the free space to wait for first.
 STORE_RETRY_S = 1.0
 STORE_MIN_FREE_BYTES = 4 * 1024 * 1024
-
-
-@dataclass
-class Pending:
-    """An outstanding ``RequestProposal`` from the replica."""
-
-    height: int
-    view: int
-    parent_block_id: bytes
-    since: float
-
-
-@dataclass
-class NodeStatus:
-    started_at: float = field(default_factory=time.time)
-    last_commit_wall: float = 0.0
-    view_changes: int = 0
-    evidence: int = 0  # equivocation evidence records in the consensus database
-    store_error: str | None = None  # set while a failed disk write stops commits
-
 
 TransportFactory = Callable[["Node", dict[bytes, str]], Transport]
 
@@ -138,55 +101,43 @@ class Node:
         self.genesis = read_genesis(config.genesis)
         self.chain_id = self.genesis.chain_id
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger.open(config.data_dir / "ledger", self.genesis, create=True)
-        self.mempool = Mempool(self.chain_id, max_txs=config.mempool_max_txs)
-        self.metrics = NodeMetrics()
-        self.app = LedgerApp(
-            self.ledger,
-            self.mempool.verified,
-            known_tx=self.mempool.get,
-            on_valid=self.mempool.mark_verified,
-        )
+        ledger = Ledger.open(config.data_dir / "ledger", self.genesis, create=True)
+        cdb = ConsensusDB(config.data_dir / "consensus") if config.is_validator else None
         self.crypto = Ed25519Crypto(self.key)
-        self.status = NodeStatus()
-        self.is_validator = config.is_validator
-        self.cdb = ConsensusDB(config.data_dir / "consensus") if self.is_validator else None
-        self.status.evidence = len(self.cdb.evidence()) if self.cdb is not None else 0
-        self.replica: Replica | None = None
-        self.events_tx, self.events_rx = trio.open_memory_channel[Any](EVENT_QUEUE)
-        self.txs_tx, self.txs_rx = trio.open_memory_channel[tuple[bytes, bytes]](TX_QUEUE)
-        self.timers: dict[tuple[int, int], float] = {}
-        self.proposals: dict[int, Pending] = {}
-        # Coalesced durable writes and the messages/commits waiting for them (_release).
-        self._durable_record: SigningRecord | None = None
-        self._durable_payloads: list[tuple[int, bytes, bytes]] = []
-        self._outbox: list[Send | Broadcast] = []
-        self.gossip_buf: list[bytes] = []
-        self.new_pending: list[bytes] = []
-        # Left the mempool without committing (refused by our builder, expired): the
-        # replica must stop counting them as pending (flushed with new_pending).
-        self.dropped_pending: list[bytes] = []
-        self._gossip_due = trio.Event()  # set when one of the three lists above grows
-        self._last_recheck = 0.0
+        self.metrics = NodeMetrics()
+        self.core = NodeCore(
+            CoreConfig(
+                is_validator=config.is_validator,
+                linger_ms=config.linger_ms,
+                mempool_max_txs=config.mempool_max_txs,
+                client_max_txs=config.mempool_client_max_txs,
+                origin=str(config.path),
+            ),
+            ledger,
+            cdb,
+            Mempool(self.chain_id, max_txs=config.mempool_max_txs),
+            self.crypto,
+            disk_failure=_disk_failure,
+            perf=time.perf_counter,
+        )
+        self.prover = Prover(ledger)
+        self.events_tx, self.events_rx = trio.open_memory_channel[CoreEvent](EVENT_QUEUE)
+        self._queued_txs = 0  # gossip batches waiting in the event channel
         self.waiters: dict[bytes, trio.Event] = {}
-        self.submitted_at: OrderedDict[bytes, float] = OrderedDict()
         # Arrival times of the transactions this node's own clients submitted: the
-        # commit-latency histogram observes these only (a Histogram.observe per
-        # gossiped transaction as well cost ~2 % of a node's CPU at 2,500 tx/s).
+        # commit-latency histogram observes these only.
         self.client_submitted: OrderedDict[bytes, float] = OrderedDict()
         self.dropped: dict[str, int] = {}
-        self.last_commit = trio.current_time() if _in_trio() else 0.0
-        self.ready = False
-        self._heartbeat_id: bytes | None = None
-        self.prover = Prover(self.ledger)
-        self.best_peer_height = 0
         self.fetch_pacer = sync.FetchPacer()
-        self.last_built = 0.0
+        self._request_ids = itertools.count(1)
+        self._last_commit = 0.0
         self._nursery: trio.Nursery | None = None
-        peers = self._peer_addresses()
+        self._wait_scope: trio.CancelScope | None = None  # the drive loop's wait
+        self.ready = False
+        self.rpc_ports: dict[str, int] = {}
+        peers = self.peer_addresses()
         self.transport = transport_factory(self, peers)
-        self.transport.set_allowlist(self.allowed_keys())
-        self.peer_keys = set(peers)
+        self.transport.set_allowlist(self.core.allowed_keys())
         self.metrics.watch(
             "dvp_consensus_events",
             "PBFT replica counters (messages by "
@@ -197,20 +148,39 @@ class Node:
             "dvp_p2p_events",
             "p2p transport counters (frames, drops by reason, offences, bans, refusals, ...)",
             lambda: getattr(self.transport, "stats", None),
-        )  # type: ignore[arg-type]
+        )
 
-    # ------------------------------------------------------------------ identity
+    # ------------------------------------------------------------------ the core's state
 
-    def allowed_keys(self) -> set[bytes]:
-        """Who may connect: validators' node keys (at the tip and next heights) and every
-        member's key (members run observers under their member key)."""
-        tip = self.ledger.tip
-        keys = {m.key for m in tip.members.values()}
-        for h in (tip.height + 1, tip.height + 1 + tip.chain.params.validator_change_delay + 8):
-            keys |= set(tip.validators_at(h).keys)
-        return keys
+    @property
+    def ledger(self) -> Ledger:
+        return self.core.ledger
 
-    def _peer_addresses(self) -> dict[bytes, str]:
+    @property
+    def cdb(self) -> ConsensusDB | None:
+        return self.core.cdb
+
+    @property
+    def mempool(self) -> Mempool:
+        return self.core.mempool
+
+    @property
+    def replica(self) -> Replica | None:
+        return self.core.replica
+
+    @property
+    def app(self) -> Any:
+        return self.core.app
+
+    @property
+    def status(self) -> CoreStatus:
+        return self.core.status
+
+    def client_limit(self) -> int:
+        return self.core.client_limit()
+
+    def peer_addresses(self) -> dict[bytes, str]:
+        """Configured peers by node key (validators) or member key (observers)."""
         tip = self.ledger.tip
         by_member = {v.member_id: v.node_key for v in tip.validators_at(tip.height + 1).validators}
         out: dict[bytes, str] = {}
@@ -225,34 +195,21 @@ class Node:
                 out[key] = str(addr)
         return out
 
-    def validator_keys(self) -> set[bytes]:
-        tip = self.ledger.tip
-        return set(tip.validators_at(tip.height + 1).keys)
-
-    # ------------------------------------------------------------------ network input
+    # ------------------------------------------------------------------ inputs
 
     def deliver(self, channel: str, peer: bytes, payload: bytes) -> None:
         """Called by the transport for every inbound frame; never blocks."""
-        if channel == CONSENSUS:
-            if self.replica is None:
-                return
-            try:
-                msg = decode_message(payload)
-            except DecodeError:
-                self._drop("malformed_consensus")
-                self.transport.penalize(peer, "malformed_consensus")
-                return
-            try:
-                self.events_tx.send_nowait(MessageReceived(msg, peer=peer))
-            except trio.WouldBlock:
-                self._drop("consensus_queue_full")
-        elif channel == TXS:
-            try:
-                self.txs_tx.send_nowait((peer, payload))
-            except trio.WouldBlock:
+        if channel == TXS:
+            if self._queued_txs >= TX_QUEUE:
                 self._drop("tx_queue_full")
-        else:
-            self._drop("unknown_channel")
+                return
+            self._queued_txs += 1
+        try:
+            self.events_tx.send_nowait(PeerFrame(peer, channel, payload))
+        except trio.WouldBlock:
+            if channel == TXS:
+                self._queued_txs -= 1
+            self._drop("tx_queue_full" if channel == TXS else "consensus_queue_full")
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -266,62 +223,30 @@ class Node:
             self.transport.penalize(peer, "malformed_sync")
             return encode(["error", str(exc)[:200]])
 
-    # ------------------------------------------------------------------ transactions
+    def submit(self, tx: Transaction, *, gossip: bool = True) -> AddResult:
+        """Admit one transaction: a client's (checked against the state, flooded to
+        peers), or with ``gossip=False`` as if a peer had flooded it."""
+        return self.submit_batch([tx], from_peer=not gossip)[0]
 
-    def submit(
-        self,
-        tx: Transaction,
-        *,
-        gossip: bool = True,
-        state: LedgerState | None = None,
-        now: float | None = None,
-    ) -> AddResult:
-        """Admit a transaction from a client (or peer) into the mempool.
-
-        ``gossip``: True for a client's transaction, which this node checks against the
-        state and floods to its peers; False for one a peer flooded to it (checked at
-        that peer's door, so no state look-ups here, and not flooded again).
-
-        Batches pass ``state`` (the ledger's tip) and ``now`` once per chunk: read per
-        transaction they were a measurable share of admission."""
-        if gossip and len(self.mempool) >= self.client_limit() and tx.tx_id not in self.mempool:
-            # Past this depth a client's transaction would only queue, and admitting it
-            # (a signature check, ~64 us) takes the CPU the chain needs to commit what is
-            # already queued: under overload the node spent half its time admitting and
-            # committed a third less (docs/ARCHITECTURE.md, "Overload"). Refusing before
-            # any check keeps commits at full speed and tells the client to come back.
-            # Gossip from peers is still admitted up to the hard bound, so a transaction
-            # another node accepted reaches every validator.
-            self.mempool.stats["busy"] += 1
-            self.metrics.client_refused.inc()
-            return CLIENT_BUSY
-        result = self.mempool.add(
-            tx, self.ledger.tip if state is None else state, check_state=gossip
-        )
-        if result.status == AddStatus.ADDED:
-            if now is None:
-                now = trio.current_time()
-            self.submitted_at[tx.tx_id] = now
-            if len(self.submitted_at) > 2 * self.config.mempool_max_txs:
-                self.submitted_at.popitem(last=False)
-            self.new_pending.append(tx.tx_id)
-            self._gossip_due.set()
-            if gossip:  # from a client of ours, not a peer
-                self.client_submitted[tx.tx_id] = now
-                if len(self.client_submitted) > 2 * self.config.mempool_max_txs:
-                    self.client_submitted.popitem(last=False)
-                self.gossip_buf.append(tx.encoded)
-        return result
-
-    def client_limit(self) -> int:
-        """Pending transactions from which this node refuses clients' new ones (busy):
-        ``[mempool] client_max_txs``, by default two pipelines' worth (2 x
-        pipeline_window x max_block_txs: enough to keep every block full), never above
-        the hard bound ``max_txs``."""
-        if self.config.mempool_client_max_txs is not None:
-            return min(self.config.mempool_client_max_txs, self.config.mempool_max_txs)
-        p = self.ledger.head.chain.params
-        return min(2 * p.pipeline_window * p.max_block_txs, self.config.mempool_max_txs)
+    def submit_batch(self, txs: list[Transaction], *, from_peer: bool = False) -> list[AddResult]:
+        """Admit clients' transactions (one step of the core, synchronously)."""
+        rid = next(self._request_ids)
+        answer: Answer | None = None
+        effects = self._step(ClientTxs(rid, tuple(txs), from_peer))
+        for e in effects:
+            if type(e) is Answer and e.request_id == rid:
+                answer = e
+        assert answer is not None, "the core answers every ClientTxs in the same step"
+        if answer.refused:
+            self.metrics.client_refused.inc(answer.refused)
+        if not from_peer:
+            now, seen = trio.current_time(), self.client_submitted
+            for tx, r in zip(txs, answer.results, strict=True):
+                if r.status is AddStatus.ADDED:
+                    seen[tx.tx_id] = now
+            while len(seen) > 2 * self.config.mempool_max_txs:
+                seen.popitem(last=False)
+        return answer.results
 
     def committed_height_of(self, tx_id: bytes) -> int | None:
         loc = self.ledger.store.tx_location(tx_id)
@@ -339,342 +264,130 @@ class Node:
             await event.wait()
         return self.committed_height_of(tx_id)
 
-    async def _tx_ingest(self) -> None:
-        async for peer, payload in self.txs_rx:
-            try:
-                items = as_list(decode(payload, 2 * GOSSIP_MAX_BYTES), "tx batch", MAX_TX_BATCH)
-            except DecodeError:
-                self._drop("malformed_tx_batch")
-                self.transport.penalize(peer, "malformed_tx_batch")
-                continue
-            tip, now = self.ledger.tip, trio.current_time()
-            for i, raw in enumerate(items):
-                try:
-                    tx = Transaction.decode(as_bytes(raw, "tx", max_size=8192))
-                except DecodeError:
-                    self._drop("malformed_tx")
-                    self.transport.penalize(peer, "malformed_tx")
-                    continue
-                self.submit(tx, gossip=False, state=tip, now=now)
-                if i % ADMIT_CHUNK == ADMIT_CHUNK - 1:
-                    await trio.sleep(0)
-                    tip, now = self.ledger.tip, trio.current_time()
+    # ------------------------------------------------------------------ the drive loop
 
-    def _heartbeat_watch(self, now: float) -> None:
-        """Make an overdue heartbeat count as pending work for the replica.
+    def _step(self, event: CoreEvent) -> list[Effect]:
+        effects = self.core.step(event, trio.current_time(), int(time.time() * 1000))
+        self._execute(effects)
+        scope = self._wait_scope
+        if scope is not None:
+            # Stepped from outside the drive loop (an RPC submission, the store
+            # recovery): the core's next deadline may have moved closer.
+            scope.deadline = min(scope.deadline, self.core.next_deadline())
+        return effects
 
-        PBFT only changes view when work is pending; an idle chain whose primary died
-        would otherwise stop producing heartbeat blocks. When no block has committed for
-        twice the heartbeat, the node tells the replica it expects a block (a synthetic
-        pending id no block can contain); the replica's censorship timer then replaces a
-        primary that stays silent. The id is withdrawn at the next commit.
-        """
-        if self.replica is None:
-            return
-        overdue = now >= self._heartbeat_overdue_at()
-        if overdue and self._heartbeat_id is None:
-            self._heartbeat_id = b"heartbeat-due:" + self.ledger.height.to_bytes(8, "big")
-            self._step(TxsPending((self._heartbeat_id,)))
-        elif not overdue and self._heartbeat_id is not None:
-            self._step(TxsDropped((self._heartbeat_id,)))
-            self._heartbeat_id = None
+    def _feed(self, event: CoreEvent) -> None:
+        if type(event) is PeerFrame and event.channel == TXS:
+            self._queued_txs -= 1
+        self._step(event)
 
-    def _recheck_stale(self, now: float) -> None:
-        """Drop the oldest pending transactions that can no longer commit (the mempool
-        admits gossiped copies without state look-ups, so a backup keeps e.g. a second
-        attestation of a document forever; its replica would then accuse every primary
-        of censoring it, one view change after another)."""
-        self._last_recheck = now
-        old: list[bytes] = []
-        for tx_id, t0 in list(itertools.islice(self.submitted_at.items(), RECHECK_MAX)):
-            if now - t0 < RECHECK_AGE_S:
-                break
-            if tx_id in self.mempool:
-                old.append(tx_id)
-            else:  # refused or expired earlier: forget it
-                del self.submitted_at[tx_id]
-                self.client_submitted.pop(tx_id, None)
-        if old:
-            gone = self.mempool.recheck(old, self.ledger.head)
-            self._report_dropped(gone)
-            for tx_id in gone:
-                self.submitted_at.pop(tx_id, None)
-                self.client_submitted.pop(tx_id, None)
-            # Gossip is sent once, to the peers connected at that moment: a peer that was
-            # down or cut off (the primary, say) never got these, and our replica would
-            # blame each primary in turn for leaving them out. Offer the survivors
-            # again; peers that have them answer "duplicate" at the cost of a decode.
-            dead = set(gone)
-            for tx_id in old:
-                if tx_id not in dead and now - self.submitted_at.get(tx_id, now) >= RESEND_AGE_S:
-                    tx = self.mempool.get(tx_id)
-                    if tx is not None:
-                        self.gossip_buf.append(tx.encoded)
-
-    def _report_dropped(self, tx_ids: list[bytes]) -> None:
-        """Tell the replica (by the gossip task's next flush) that ``tx_ids`` left the
-        mempool without committing."""
-        if tx_ids:
-            self.dropped_pending.extend(tx_ids)
-            self._gossip_due.set()
-
-    async def _gossip(self) -> None:
+    async def _drive(self) -> None:
+        rx, core = self.events_rx, self.core
         while True:
-            if not (self.new_pending or self.gossip_buf or self.dropped_pending):
-                # Nothing to send: sleep until something is, or the next stale re-check.
-                self._gossip_due = trio.Event()
-                with trio.move_on_at(self._last_recheck + RECHECK_S):
-                    await self._gossip_due.wait()
-            await trio.sleep(GOSSIP_FLUSH_S)  # a burst of admissions shares one batch
-            # The gauge is refreshed here and at commits, not per admitted transaction.
-            self.metrics.mempool.set(len(self.mempool))
-            if self.new_pending and self.replica is not None and self.is_validator:
-                # The driver keeps only those still in the mempool when it steps the event
-                # (Node._step_queued), the one place that can know.
-                ids = tuple(self.new_pending)
-                self.new_pending = []
-                await self.events_tx.send(TxsPending(ids))
+            now = trio.current_time()
+            deadline = core.next_deadline()
+            if deadline > now:
+                with trio.move_on_at(min(deadline, now + DRIVER_TICK_S)) as scope:
+                    self._wait_scope = scope
+                    event = await rx.receive()
+                    self._wait_scope = None
+                    self._feed(event)
+                self._wait_scope = None
             else:
-                self.new_pending.clear()
-            if trio.current_time() - self._last_recheck >= RECHECK_S:
-                self._recheck_stale(trio.current_time())
-            if self.dropped_pending:
-                # Otherwise the replica's censorship timer blames every primary in turn,
-                # forever, for a transaction no block can contain (e.g. a second
-                # attestation of an already attested document).
-                gone = tuple(self.dropped_pending)  # re-admitted ones: see _step_queued
-                self.dropped_pending = []
-                if self.replica is not None and self.is_validator:
-                    await self.events_tx.send(TxsDropped(gone))
-            while self.gossip_buf:
-                buf = self.gossip_buf
-                n = size = 0
-                while n < len(buf) and n < MAX_TX_BATCH and size < GOSSIP_MAX_BYTES:
-                    size += len(buf[n])
-                    n += 1
-                batch, self.gossip_buf = buf[:n], buf[n:]
-                self.transport.broadcast(TXS, encode(batch))
+                await trio.sleep(0)  # due work in chunks: let the transport and RPC run
+            # Drain what is already queued before timers and building, so a burst of
+            # votes is handled before anything is decided on stale information.
+            for _ in range(DRAIN):
+                try:
+                    event = rx.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._feed(event)
+            if core.next_deadline() <= trio.current_time():
+                self._step(Tick())
+                self.metrics.mempool.set(len(core.mempool))
 
-    # ------------------------------------------------------------------ consensus driver
+    def _execute(self, effects: list[Effect]) -> None:
+        transport = self.transport
+        for e in effects:
+            kind = type(e)
+            if kind is Broadcast:
+                transport.broadcast(e.channel, e.payload)  # type: ignore[union-attr]
+            elif kind is Send:
+                transport.send(e.peer, e.channel, e.payload)  # type: ignore[union-attr]
+            elif kind is Committed:
+                self._committed(e)  # type: ignore[arg-type]
+            elif kind is Log:
+                getattr(log, e.level)(e.message, **e.fields)  # type: ignore[union-attr]
+            elif kind is Penalise:
+                if e.reason != "bad_signature":  # type: ignore[union-attr]
+                    self._drop(e.reason)  # type: ignore[union-attr]
+                transport.penalize(e.peer, e.reason)  # type: ignore[union-attr]
+            elif kind is SetAllowlist:
+                transport.set_allowlist(e.keys)  # type: ignore[union-attr]
+            elif kind is Fetch:
+                self._spawn(self._fetch, e)
+            elif kind is AskHeights:
+                self._spawn(self._ask_heights)
+            elif kind is Metric:
+                if e.name == "view":  # type: ignore[union-attr]
+                    self.metrics.view_changes.inc()
+                    self.metrics.view.set(e.value)  # type: ignore[union-attr]
+                elif e.name == "evidence":  # type: ignore[union-attr]
+                    self.metrics.evidence.inc()
+            elif kind is StoreFailed:
+                self._spawn(self._recover_store, e)
 
-    def _consensus_config(self) -> Config:
-        p = self.ledger.head.chain.params
-        genesis_id = self.ledger.store.get_block_id(0)
-        assert genesis_id is not None
-        return Config(
-            chain_id=self.chain_id,
-            genesis_block_id=genesis_id,
-            window=p.pipeline_window,
-            checkpoint_interval=p.checkpoint_interval,
-            view_timeout_ms=p.view_timeout_ms,
-            censor_timeout_ms=max(4 * p.view_timeout_ms, 2 * p.heartbeat_ms),
-        )
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn, *args)
 
-    def _start_replica(self) -> None:
-        assert self.cdb is not None
-        if self.key.public_key not in self.validator_keys():
-            raise SystemExit(
-                f"{self.config.path}: this node's key "
-                f"{self.key.public_key.hex()[:16]}... is not a validator at height "
-                f'{self.ledger.height + 1}; run it with role = "observer"'
-            )
-        head = self.ledger.head
-        self.replica = Replica(
-            self._consensus_config(),
-            self.app,
-            self.crypto,
-            committed_height=head.height,
-            committed_block_id=head.block_id,
-            record=self.cdb.load_record(),
-            blocks=self.cdb.payloads(),
-        )
-        self._step(Start())
-        if head.height > 0:
-            # After a restart the replica learns the head's state root here (it was
-            # applied in an earlier life): a checkpoint due at the head gets signed.
-            self._step(Applied(head.height, head.state_root))
-        ids = tuple(self.mempool.tx_ids())
-        if ids:
-            self._step(TxsPending(ids))
-        log.info("replica started", height=head.height, view=self.replica.view)
-
-    def _step(self, first: Event) -> None:
-        assert self.replica is not None
-        queue: deque[Event] = deque([first])
-        while queue:
-            event = queue.popleft()
-            view_before = self.replica.view
-            stats = self.replica.stats
-            bad_before = stats.get("bad_signature", 0)
-            censor_before = stats.get("censorship_timeouts", 0)
-            for action in self.replica.step(event):
-                follow = self._execute(action)
-                if follow is not None:
-                    queue.append(follow)
-            self._release()
-            if (
-                stats.get("bad_signature", 0) != bad_before
-                and type(event) is MessageReceived
-                and event.peer is not None
-            ):
-                # Honest peers send and forward only signatures they checked.
-                self.transport.penalize(event.peer, "bad_signature")
-            if stats.get("censorship_timeouts", 0) != censor_before:
-                self._log_censorship()
-            if self.replica.view != view_before:
-                self.status.view_changes += 1
-                self.metrics.view_changes.inc()
-                self.metrics.view.set(self.replica.view)
-                log.warning("view change", view=self.replica.view, height=self.ledger.height)
-
-    def _release(self) -> None:
-        """Make the coalesced ``Persist``/``PersistBlock`` writes durable (one synced
-        write), then send the messages that waited for them, in order.
-
-        The replica's rule is "durable before the next action"; executing it literally
-        cost an fsync per action (a pre-prepare's payload and the prepare vote that
-        follows it were two). Deferring the writes to the end of the step that made
-        them and holding back its messages and commits until then keeps the rule for
-        everything that leaves the process (consensus/api.py rule 1). Not across a
-        burst of events: a vote would then wait for the validation of every block
-        behind it in the burst. If the write fails nothing is sent."""
-        record, payloads, outbox = self._take_held()
-        if record is not None or payloads:
-            assert self.cdb is not None
-            t0 = time.perf_counter()
-            self.cdb.save(record, payloads)
-            self._slow("consensus record write", t0)
-        for action in outbox:
-            if isinstance(action, Send):
-                self.transport.send(action.to, CONSENSUS, action.message.encoded)
-            else:
-                self.transport.broadcast(CONSENSUS, action.message.encoded)
-
-    def _slow(self, what: str, t0: float, **fields: int) -> None:
-        """Log a synced write that held the event loop for long: on a shared or failing
-        disk these are the commit stalls an operator otherwise sees only as latency."""
-        ms = (time.perf_counter() - t0) * 1000
-        if ms >= SLOW_WRITE_MS:
-            log.warning("slow synced write", what=what, ms=round(ms), **fields)
-
-    def _log_censorship(self) -> None:
-        """Say which transactions made the replica accuse the primary of censoring them,
-        and where this node stands with them: a view change an operator can explain."""
-        assert self.replica is not None
-        pending = list(itertools.islice(self.replica.pending_txs, 3))
+    def _committed(self, e: Committed) -> None:
         now = trio.current_time()
-        log.warning(
-            "censorship timeout: pending transactions not proposed in time",
-            view=self.replica.view,
-            height=self.ledger.height,
-            pending=len(self.replica.pending_txs),
-            oldest=[
-                {
-                    "tx": tx_id[:8].hex(),
-                    "in_mempool": tx_id in self.mempool,
-                    "age_s": round(now - self.submitted_at[tx_id], 2)
-                    if tx_id in self.submitted_at
-                    else None,
-                }
-                for tx_id in pending
-            ],
-        )
+        waiters, seen, latency = self.waiters, self.client_submitted, self.metrics.commit_latency
+        if waiters or seen:
+            for tx_id in e.tx_ids:
+                t0 = seen.pop(tx_id, None)
+                if t0 is not None:
+                    latency.observe(now - t0)
+                ev = waiters.pop(tx_id, None)
+                if ev is not None:
+                    ev.set()
+        m = self.metrics
+        m.block_interval.observe(now - self._last_commit)
+        self._last_commit = now
+        m.height.set(e.height)
+        m.committed_txs.inc(len(e.tx_ids))
+        m.mempool.set(e.mempool)
 
-    def _take_held(
-        self,
-    ) -> tuple[SigningRecord | None, list[tuple[int, bytes, bytes]], list[Send | Broadcast]]:
-        """The coalesced writes and held messages, cleared."""
-        held = self._durable_record, self._durable_payloads, self._outbox
-        self._durable_record, self._durable_payloads, self._outbox = None, [], []
-        return held
+    # ------------------------------------------------------------------ block sync
 
-    def _execute(self, action: Any) -> Event | None:
-        now = trio.current_time()
-        if isinstance(action, Persist):
-            self._durable_record = action.record  # the whole record: the newest wins
-        elif isinstance(action, PersistBlock):
-            self._durable_payloads.append((action.height, action.block_id, action.payload))
-        elif isinstance(action, Send | Broadcast):
-            self._outbox.append(action)
-        elif isinstance(action, SetTimer):
-            self.timers[(int(action.kind), action.key)] = now + action.delay_ms / 1000
-        elif isinstance(action, CancelTimer):
-            self.timers.pop((int(action.kind), action.key), None)
-        elif isinstance(action, RequestProposal):
-            self.proposals[action.height] = Pending(
-                action.height, action.view, action.parent_block_id, now
-            )
-        elif isinstance(action, CommitBlock):
-            self._release()
-            return self._commit(action.height, action.payload, action.certificate)
-        elif isinstance(action, RequestBlocks):
-            assert self._nursery is not None
-            self._nursery.start_soon(self._fetch, action)
-        elif isinstance(action, ReportEvidence):
-            self._release()
-            assert self.cdb is not None
-            self.cdb.save_evidence(action.evidence.encode())  # type: ignore[attr-defined]
-            self.status.evidence += 1
-            self.metrics.evidence.inc()
-            log.warning("equivocation evidence recorded", peer=action.evidence.sender)  # type: ignore[attr-defined]
-        return None
+    async def _ask_heights(self) -> None:
+        heights: dict[bytes, int] = {}
+        peers = list(self.transport.connected_peers())
+        for peer in peers:
+            try:
+                data = await self.transport.request(peer, sync.status_request(), STATUS_TIMEOUT_S)
+                heights[peer] = sync.parse_status(data)[0]
+            except (TransportError, DecodeError):
+                continue
+        await self.events_tx.send(PeerHeights(heights, len(peers)))
 
-    def _commit(self, height: int, payload: bytes, cert: CommitCertificate) -> Event | None:
-        block = self.app.block_of(payload)
-        if block is None or block.height != height:
-            # A certified payload we cannot parse means a Byzantine quorum or a bug.
-            raise RuntimeError(f"certified block at height {height} does not decode")
-        if height <= self.ledger.height:
-            return None
-        t0 = time.perf_counter()
-        ex = self.ledger.commit(block, cert, verified=self.mempool.verified)
-        self._slow("block commit", t0, height=height, txs=len(ex.block.tx_ids))
-        self._after_commit(ex.block.tx_ids, height)
-        if self.cdb is not None:
-            self.cdb.prune_payloads(height)
-        return Applied(height, ex.state.state_root)
-
-    def _after_commit(self, tx_ids: list[bytes], height: int) -> None:
-        now = trio.current_time()
-        self.mempool.remove(tx_ids)
-        for tx_id in tx_ids:
-            self.submitted_at.pop(tx_id, None)
-            t0 = self.client_submitted.pop(tx_id, None)
-            if t0 is not None:
-                self.metrics.commit_latency.observe(now - t0)
-            ev = self.waiters.pop(tx_id, None)
-            if ev is not None:
-                ev.set()
-        self._report_dropped(self.mempool.drop_expired(height + 1))
-        self.metrics.block_interval.observe(now - self.last_commit)
-        self.last_commit = now
-        self.status.last_commit_wall = time.time()
-        self.metrics.height.set(height)
-        self.metrics.committed_txs.inc(len(tx_ids))
-        self.metrics.mempool.set(len(self.mempool))
-        for h in [h for h in self.proposals if h <= height]:
-            del self.proposals[h]
-        if tx_ids:
-            log.debug("committed", height=height, txs=len(tx_ids))
-        if height % 50 == 0 or tx_ids:
-            allowed = self.allowed_keys()
-            self.transport.set_allowlist(allowed)
-
-    async def _fetch(self, req: RequestBlocks) -> None:
+    async def _fetch(self, req: Fetch) -> None:
+        """Fetch certified blocks; always answer the core (None on failure)."""
         pacer = self.fetch_pacer
+        certified: tuple[CertifiedPayload, ...] | None = None
         if pacer.busy:
-            # The replica asks another peer when its own timer expires; the answer still
-            # in flight will be accepted whenever it comes, and the replica asks again
-            # for whatever it still misses.
+            # One request at a time over a link; the replica asks again when its own
+            # timer expires, the follower at its next poll.
             self.metrics.dropped.labels("fetch_while_fetching").inc()
-            return
-        pacer.busy = True
-        try:
-            certified = await self._fetch_range(req.peer, req.from_height, req.to_height)
-        finally:
-            pacer.busy = False
-        if certified is not None:
-            await self.events_tx.send(BlocksReceived(req.peer, certified))
+        else:
+            pacer.busy = True
+            try:
+                certified = await self._fetch_range(req.peer, req.lo, req.hi)
+            finally:
+                pacer.busy = False
+        await self.events_tx.send(BlocksFetched(req.peer, certified))
 
     async def _fetch_range(
         self, peer: bytes, lo: int, hi: int
@@ -703,253 +416,24 @@ class Node:
         pacer.answered(trio.current_time() - t0)
         return certified
 
-    def _next_deadline(self) -> float:
-        deadline = min(self.timers.values(), default=math.inf)
-        if self.proposals:
-            deadline = min(deadline, self._build_deadline())
-        if self.replica is not None and self._heartbeat_id is None:
-            deadline = min(deadline, self._heartbeat_overdue_at())
-        return deadline
-
-    def _heartbeat_overdue_at(self) -> float:
-        """When ``_heartbeat_watch`` will call the missing heartbeat block overdue."""
-        return self.last_commit + 2 * self.ledger.head.chain.params.heartbeat_ms / 1000
-
-    def _available(self) -> int:
-        """Mempool transactions not already in a pending (proposed, uncommitted) block."""
-        in_flight = sum(ex.block.header.tx_count for ex in self.ledger.pending.values())
-        return max(0, len(self.mempool) - in_flight)
-
-    def _build_deadline(self) -> float:
-        params = self.ledger.head.chain.params
-        available = self._available()
-        if available >= params.max_block_txs:
-            return 0.0
-        if available > 0:
-            # The linger doubles for every block already in flight: each height costs
-            # every node CPU whatever it carries (votes, signatures, synced writes, the
-            # top of the state tree, a dozen libp2p messages), so a loaded pipeline
-            # should fill bigger blocks rather than cut one per linger (docs/
-            # ARCHITECTURE.md has the figures). An idle chain answers within one.
-            oldest = min(p.since for p in self.proposals.values())
-            linger = self.config.linger_ms / 1000 * 2 ** min(len(self.ledger.pending), 4)
-            return max(oldest, self.last_built) + linger
-        # An empty heartbeat block at most every heartbeat_ms, counted from the last
-        # commit or the last block we built (pipelined heights must not all fire at once).
-        return max(self.last_commit, self.last_built) + params.heartbeat_ms / 1000
-
-    def _fire_timers(self, now: float) -> None:
-        if self.replica is None:
-            return
-        due = sorted((t, k) for k, t in self.timers.items() if t <= now)
-        for _t, (kind, key) in due:
-            self.timers.pop((kind, key), None)
-            from consensus.api import TimerKind
-
-            self._step(TimerFired(TimerKind(kind), key))
-
-    def _maybe_build(self, now: float) -> None:
-        if not self.proposals or self._build_deadline() > now:
-            return
-        height = min(self.proposals)
-        req = self.proposals.pop(height)
-        params = self.ledger.head.chain.params
-        in_flight = {tid for ex in self.ledger.pending.values() for tid in ex.block.tx_ids}
-        txs = self.mempool.take(
-            params.max_block_txs, params.max_block_bytes // 2, exclude=in_flight
-        )
-        parent = self.ledger.state_of_block(req.parent_block_id)
-        if parent is None or parent.height + 1 != req.height:
-            log.info("proposal parent unknown; skipping", height=req.height)
-            return
-        time_ms = max(int(time.time() * 1000), parent.time_ms + 1)
-        try:
-            ex = self.ledger.build(
-                txs,
-                time_ms=time_ms,
-                proposer=self.key.public_key,
-                verified=self.mempool.verified,
-                parent_block_id=req.parent_block_id,
-            )
-        except LedgerError as exc:
-            log.error("building a block failed", height=req.height, error=str(exc))
-            return
-        if ex.rejected:
-            refused = [tx.tx_id for tx, _ in ex.rejected]
-            self.mempool.remove(refused, committed=False)
-            self._report_dropped(refused)
-        self.app.remember(ex.block)
-        self.last_built = now
-        self._step(ProposalReady(req.height, req.view, ex.block.encode()))
-
-    def _step_queued(self, event: Any) -> None:
-        """Step an event that waited in the queue, checking the transaction events
-        against the mempool now, not when they were queued: the votes queued before them
-        may have committed a block holding one of them meanwhile (or a dropped one may
-        have been admitted again). Checked at queueing time, as it once was, that id
-        stayed "pending" in the replica for good (its block's commit had already cleared
-        it) and the censorship timer accused every primary in turn (docs/RELIABILITY.md
-        3.5, item 6). Admitted and refused within one gossip flush = gone, too."""
-        if type(event) is TxsPending:
-            ids = tuple(t for t in event.tx_ids if t in self.mempool)
-            if not ids:
-                return
-            event = TxsPending(ids)
-        elif type(event) is TxsDropped:  # and one dropped may have been admitted again
-            ids = tuple(t for t in event.tx_ids if t not in self.mempool)
-            if not ids:
-                return
-            event = TxsDropped(ids)
-        self._step(event)
-
-    async def _driver(self) -> None:
-        while True:
-            try:
-                await self._drive_once()
-            except (StoreError, plyvel.Error) as exc:
-                if not _disk_failure(exc):
-                    raise
-                self._take_held()  # what waited for a write that did not happen never goes out
-                voting = self.replica is not None
-                await self._recover_store(exc)
-                if voting:  # the follower hands over to a fresh replica once caught up
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._follow)
-
-    async def _drive_once(self) -> None:
-        """One round of the driver loop (see ``_driver``)."""
-        # Re-evaluate at least every DRIVER_TICK_S: transactions arriving through the
-        # RPC or gossip tasks move the block-cutting deadline without an event.
-        deadline = min(self._next_deadline(), trio.current_time() + DRIVER_TICK_S)
-        event = None
-        if deadline > trio.current_time():
-            with trio.move_on_at(deadline):
-                event = await self.events_rx.receive()
-        if event is START_REPLICA:
-            self._start_replica()
-        elif event is not None and self.replica is not None:
-            self._step_queued(event)
-            # Drain what is already queued before timers and building, so a burst of
-            # votes is handled before we decide anything on stale information.
-            for _ in range(256):
-                try:
-                    more = self.events_rx.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                if more is START_REPLICA:
-                    self._start_replica()
-                elif self.replica is not None:
-                    self._step_queued(more)
-        now = trio.current_time()
-        self._fire_timers(now)
-        self._heartbeat_watch(now)
-        self._maybe_build(now)
-
-    # ------------------------------------------------------------------ follower
-
-    async def _sync_from_peers(self) -> bool:
-        """Fetch and commit blocks from the best peer; True if anything was committed.
-
-        Sets ``self.best_peer_height`` to the highest height a peer reported."""
-        best: tuple[int, bytes] | None = None
-        for peer in list(self.transport.connected_peers()):
-            try:
-                h, _ = sync.parse_status(
-                    await self.transport.request(peer, sync.status_request(), 2.0)
-                )
-            except (TransportError, DecodeError):
-                continue
-            if h > self.ledger.height and (best is None or h > best[0]):
-                best = (h, peer)
-        self.best_peer_height = best[0] if best is not None else self.ledger.height
-        if best is None:
-            return False
-        progressed = False
-        while self.ledger.height < best[0]:
-            certified = await self._fetch_range(best[1], self.ledger.height + 1, best[0])
-            if not certified:
-                return progressed
-            for item in certified:
-                if self.replica is not None:
-                    return progressed  # the replica took over
-                try:
-                    block = Block.decode(item.payload)
-                    cert = item.certificate
-                    if block.height != self.ledger.height + 1:
-                        return progressed
-                    ex = self.ledger.commit(block, cert, verified=self.mempool.verified)
-                except LedgerError as exc:
-                    if _disk_failure(exc):
-                        raise
-                    log.warning("peer sent an invalid block", peer=best[1], error=str(exc))
-                    return progressed
-                self._after_commit(ex.block.tx_ids, block.height)
-                progressed = True
-            await trio.sleep(0)
-        return progressed
-
-    async def _follow(self) -> None:
-        """Observers: follow the chain forever. Validators: catch up, then vote.
-
-        A validator starts its replica once no peer is more than a pipeline window ahead
-        (or after a second of finding no peer at all); from then on the replica fetches
-        what it misses itself (``RequestBlocks``).
-        """
-        started = trio.current_time()
-        while True:
-            try:
-                progressed = await self._sync_from_peers()
-            except (StoreError, plyvel.Error) as exc:
-                if not _disk_failure(exc):
-                    raise
-                await self._recover_store(exc)
-                continue
-            if self.is_validator and self.replica is None:
-                window = self.ledger.head.chain.params.pipeline_window
-                caught_up = self.best_peer_height <= self.ledger.height + window
-                alone = not self.transport.connected_peers()
-                if (
-                    (caught_up and not progressed and not alone)
-                    or trio.current_time() - started > 1.0
-                    and (caught_up or alone)
-                ):
-                    await self.events_tx.send(START_REPLICA)
-                    return
-            await trio.sleep(0.05 if progressed else 0.2)
-
     # ------------------------------------------------------------------ disk failures
 
-    async def _recover_store(self, exc: BaseException) -> None:
-        """A disk write failed (full, or an I/O error): stop committing and voting, wait
-        until the disk takes writes again, reopen both databases, then resume.
-
-        What was not written is as if the process had crashed just before the write: one
-        LevelDB batch per block, and the signing record is persisted before any message
-        it covers is sent. So recovery is a restart in place: drop the replica and every
-        timer, reopen the databases (LevelDB may refuse all writes after a failed
-        background write, and a record appended after a torn one could be lost on a later
-        recovery), and let the follower catch up from peers and restart the replica from
-        its durable record. Returns once resumed; RPC keeps answering meanwhile, and
-        ``status.store_error`` / ``dvp_store_ok`` say why nothing commits.
-        """
-        self.status.store_error = leveldb_reason(exc)[:300]
+    async def _recover_store(self, failed: StoreFailed) -> None:
+        """A disk write failed (full, or an I/O error): the core stopped committing and
+        voting. Wait until the disk takes writes again, reopen both databases (LevelDB
+        may refuse all writes after a failed background write, and a record appended
+        after a torn one could be lost on a later recovery), then hand them to the core,
+        which catches up from peers and restarts the replica from its durable record.
+        RPC keeps answering meanwhile; ``status.store_error`` / ``dvp_store_ok`` say why
+        nothing commits."""
         self.metrics.store_failures.inc()
         self.metrics.store_ok.set(0)
         log.error(
             "disk write failed: stopped committing and voting until the disk accepts writes again",
-            error=self.status.store_error,
+            error=failed.reason,
             data_dir=str(self.config.data_dir),
             height=self.ledger.height,
         )
-        self.replica = None  # deliver() drops consensus messages meanwhile
-        self.timers.clear()
-        self.proposals.clear()
-        self._heartbeat_id = None
-        while True:  # queued events belong to the replica we dropped
-            try:
-                self.events_rx.receive_nowait()
-            except trio.WouldBlock:
-                break
         last_report = trio.current_time()
         while True:
             await trio.sleep(STORE_RETRY_S)
@@ -961,20 +445,17 @@ class Node:
                         f"{free} bytes free in {self.config.data_dir}, waiting for "
                         f"{STORE_MIN_FREE_BYTES}"
                     )
-                self._reopen_stores()
+                ledger, cdb = self._reopen_stores()
                 break
             except (OSError, LedgerError, plyvel.Error) as retry_exc:
                 if trio.current_time() - last_report >= 10.0:
                     last_report = trio.current_time()
                     log.error("disk still refuses writes; not committing", error=str(retry_exc))
-        self.status.store_error = None
+        self.prover = Prover(ledger)
+        self._step(StoreReopened(ledger, cdb))
         self.metrics.store_ok.set(1)
-        log.warning(
-            "disk accepts writes again: databases reopened; catching up, then voting",
-            height=self.ledger.height,
-        )
 
-    def _reopen_stores(self) -> None:
+    def _reopen_stores(self) -> tuple[Ledger, ConsensusDB | None]:
         for db in (self.ledger, self.cdb):
             if db is not None:
                 try:
@@ -983,39 +464,35 @@ class Node:
                     pass
         ledger = Ledger.open(self.config.data_dir / "ledger", self.genesis, create=False)
         try:
-            cdb = ConsensusDB(self.config.data_dir / "consensus") if self.is_validator else None
+            cdb = (
+                ConsensusDB(self.config.data_dir / "consensus")
+                if self.config.is_validator
+                else None
+            )
         except BaseException:
             ledger.close()
             raise
-        self.ledger, self.cdb = ledger, cdb
-        self.app.ledger = ledger
-        self.prover = Prover(ledger)
+        return ledger, cdb
 
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        from node.methods import serve_rpc
-
-        self.last_commit = trio.current_time()
+        self._last_commit = trio.current_time()
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 runner = getattr(self.transport, "run", None)
                 if runner is not None:
                     await nursery.start(runner)
-                ports = await serve_rpc(self, nursery)
-                self.rpc_ports = ports
-                nursery.start_soon(self._driver)
-                nursery.start_soon(self._tx_ingest)
-                nursery.start_soon(self._gossip)
-                nursery.start_soon(self._follow)
+                self.rpc_ports = await serve_rpc(self, nursery)
+                nursery.start_soon(self._drive)
                 nursery.start_soon(self._watch_peers)
                 self.ready = True
                 log.info(
                     "node started",
                     role=self.config.role,
                     height=self.ledger.height,
-                    rpc=ports.get("rpc"),
+                    rpc=self.rpc_ports.get("rpc"),
                     key=self.key.public_key,
                 )
                 task_status.started()
@@ -1033,14 +510,9 @@ class Node:
             self.cdb.close()
 
 
-def _disk_failure(exc: BaseException) -> bool:
-    """A LevelDB write or read the disk refused (not a rule or a bad block)."""
-    return isinstance(exc, plyvel.Error) or isinstance(exc.__cause__, plyvel.Error)
-
-
-def _in_trio() -> bool:
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
+def _disk_failure(exc: BaseException) -> str | None:
+    """Why a LevelDB write or read failed, if the disk refused it (not a rule or a bad
+    block); None otherwise."""
+    if isinstance(exc, plyvel.Error) or isinstance(exc.__cause__, plyvel.Error):
+        return leveldb_reason(exc)
+    return None

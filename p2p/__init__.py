@@ -43,8 +43,9 @@ once; cancelling it closes every connection within ``shutdown_grace_s``.
 
 Modules: ``config`` (config, names, errors), ``framing`` (bytes on the wire, queues,
 rate limits; no I/O), ``streams`` (one framed stream, request/response), ``host``
-(peers, reconnects, allowlist, app API), ``libp2p_glue`` (everything specific to
-py-libp2p 0.8.1).
+(peers, allowlist, inbound policies, app API), ``peer_link`` (one peer: reconnects,
+outbound streams, send queues), ``runtime`` (``in_trio``), ``libp2p_glue`` (everything
+specific to py-libp2p 0.8.1).
 """
 
 from p2p.config import (

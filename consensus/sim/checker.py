@@ -49,6 +49,8 @@ class Checker:
         self.now = 0
         self.commits = 0
         self.evidence_seen = 0
+        self.views_entered = 0  # ViewEntered actions of all nodes
+        self.penalties = 0  # PeerMisbehaved actions of all nodes
 
     def violation(self, text: str) -> None:
         if len(self.violations) < 50:
@@ -138,6 +140,12 @@ class Checker:
         if validators is not None and validators.index_of(accused) is not None:
             if not verify_evidence(evidence, self.chain_id, validators, self.crypto):
                 self.violation(f"node {node} reported evidence that does not verify")
+
+    def on_misbehaved(self, node: int, peer: bytes, reason: str, honest: set[bytes]) -> None:
+        """Honest nodes send and forward only messages they signed or checked."""
+        self.penalties += 1
+        if peer in honest:
+            self.violation(f"node {node} blamed honest {peer.hex()[:8]} for {reason}")
 
     # -- liveness --------------------------------------------------------------------------
 

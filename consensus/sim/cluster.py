@@ -30,6 +30,7 @@ from consensus.api import (
     Config,
     Event,
     MessageReceived,
+    PeerMisbehaved,
     Persist,
     PersistBlock,
     ProposalReady,
@@ -41,6 +42,7 @@ from consensus.api import (
     Start,
     TimerFired,
     TxsPending,
+    ViewEntered,
 )
 from consensus.messages import Message, decode_message
 from consensus.record import SigningRecord
@@ -254,6 +256,15 @@ class Cluster:
                 self._build(node, action)  # type: ignore[arg-type]
             elif kind is RequestBlocks:
                 self._serve_blocks(node, action)  # type: ignore[arg-type]
+            elif kind is ViewEntered:
+                self.checker.views_entered += 1
+            elif kind is PeerMisbehaved:
+                self.checker.on_misbehaved(
+                    node.index,
+                    action.peer,  # type: ignore[union-attr]
+                    action.reason,  # type: ignore[union-attr]
+                    self.honest_keys,
+                )
             elif kind is ReportEvidence:
                 self.checker.on_evidence(
                     node.index,

@@ -8,13 +8,14 @@
 - ``verdict.ChainChecker``: nothing lost, never twice, no fork, certificates verify.
 
 ``Env`` bundles one cluster with its load and checker; ``open_env`` starts and always
-tears it down; ``recover`` measures how long commits take to resume after a heal.
+tears it down; ``poll_until`` waits for a condition with a deadline; ``recover``
+measures how long commits take to resume after a heal.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,18 @@ def open_env(
         if load is not None:
             load.stop()
         cluster.close()
+
+
+def poll_until(pred: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]) -> None:
+    """Poll ``pred`` until true; after ``timeout_s`` fail naming what did not happen."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s:.0f} s waiting for "
+                f"{what() if callable(what) else what}"
+            )
+        time.sleep(0.2)
 
 
 def recover(env: Env, since: float, via: str, honest: list[str], timeout_s: float = 90.0) -> float:

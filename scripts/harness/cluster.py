@@ -242,6 +242,7 @@ class Cluster:
 
     def flap(self, name: str, cycles: int = 5, down_s: float = 0.5, up_s: float = 0.5) -> None:
         net = self._need_net()
+        # The sleeps are the fault itself (how long the link is down, then up), not waits.
         for _ in range(cycles):
             net.isolate(self.index(name))
             time.sleep(down_s)

@@ -67,6 +67,7 @@ class Load:
         self._nonces = itertools.count(1)
         self._stop = threading.Event()
         self._paused = threading.Event()
+        self._in_flight = 0  # workers inside a submit (under ``lock``)
         self._workers: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ control
@@ -84,8 +85,20 @@ class Load:
             t.join(timeout=self.wait_s + 20)
         self._workers.clear()
 
-    def pause(self) -> None:
-        self._paused.set()
+    def pause(self, timeout_s: float | None = None) -> None:
+        """Stop submitting and wait until no worker has a request in flight (each
+        answers within ``wait_s``), so that nothing the load sent is still on its way."""
+        with self.lock:
+            self._paused.set()
+        deadline = time.monotonic() + (timeout_s or self.wait_s + 20)
+        while True:
+            with self.lock:
+                busy = self._in_flight
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{busy} load requests still in flight after the pause")
+            time.sleep(0.05)
 
     def resume(self) -> None:
         self._paused.clear()
@@ -165,8 +178,12 @@ class Load:
             if self.height_hint == 0:
                 self._refresh_hint(clients)
             while not self._stop.is_set():
-                if self._paused.is_set():
-                    time.sleep(0.05)
+                with self.lock:
+                    paused = self._paused.is_set()
+                    if not paused:
+                        self._in_flight += 1
+                if paused:
+                    time.sleep(0.05)  # polling the pause flag
                     continue
                 try:
                     self.submit(name, self.sign(self.batch), client=clients[name])
@@ -175,9 +192,12 @@ class Load:
                     with self.lock:
                         self.errors += 1
                     clients[name].close()
-                    time.sleep(0.2)
+                    time.sleep(0.2)  # pacing the retries of a node that is down
                     continue
-                time.sleep(self.pause_s)
+                finally:
+                    with self.lock:
+                        self._in_flight -= 1
+                time.sleep(self.pause_s)  # pacing: the load's rate, not a wait
         finally:
             for c in clients.values():
                 c.close()

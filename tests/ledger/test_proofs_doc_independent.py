@@ -302,8 +302,13 @@ async def _devnet_bundles(root: Path) -> dict[str, Any]:
             assert nodes[0].submit(revoke).status == AddStatus.ADDED
             assert await nodes[0].wait_committed(revoke.tx_id, 60) is not None
             port = nodes[1].rpc_ports["rpc"]
-            while nodes[1].ledger.height < nodes[0].ledger.height:
-                await trio.sleep(0.05)
+            with trio.move_on_after(60):
+                while nodes[1].ledger.height < nodes[0].ledger.height:
+                    await trio.sleep(0.05)
+            assert nodes[1].ledger.height >= nodes[0].ledger.height, (
+                f"node 1 at height {nodes[1].ledger.height} did not reach node 0's "
+                f"{nodes[0].ledger.height} within 60 s"
+            )
             out = {name: await trio.to_thread.run_sync(fetch, port, c) for name, c in docs.items()}
         nursery.cancel_scope.cancel()
     return out

@@ -1,6 +1,7 @@
 """The C hot loop of the state tree (ledger/_smt_fast.c) against the Python code it
-renders (ledger/smt.py, the tree's definition): the same roots, new nodes, stale keys,
-"already present" findings and node-cache contents, batch after batch."""
+renders (ledger/smt_update_one.py, its definition; the node format both read and write is
+ledger/smt_node.py): the same roots, new nodes, stale keys, "already present" findings and
+node-cache contents, batch after batch."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import ledger.smt as smt
+import ledger.smt_update_one as update_one
 from ledger.smt import KeyExistsError, MemoryNodeStore, SparseMerkleTree
 
 # `pip install -e .` builds the extension; without it the node still runs (pure Python,
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_the_c_extension_is_built() -> None:
-    assert smt._fast is not None, (
+    assert update_one._fast is not None, (
         "ledger/_smt_fast.c is not built: pip install -e . builds it (a C compiler and "
         "OpenSSL's headers, libssl-dev, are needed)"
     )
@@ -34,12 +35,12 @@ def test_the_c_extension_is_built() -> None:
 
 @contextmanager
 def pure_python() -> Iterator[None]:
-    fast = smt._fast
-    smt._fast = None
+    fast = update_one._fast
+    update_one._fast = None
     try:
         yield
     finally:
-        smt._fast = fast
+        update_one._fast = fast
 
 
 # Keys crowded into a few prefixes, so batches meet every shape: empty slots, leaves of
@@ -115,7 +116,7 @@ def test_the_c_path_is_taken_and_can_be_turned_off() -> None:
         tree.update(None, 0, {hashlib.sha256(b"%d" % i).digest(): b"v" for i in range(300)})
     )
     calls = []
-    real = smt._fast
+    real = update_one._fast
 
     class Spy:
         @staticmethod
@@ -124,15 +125,15 @@ def test_the_c_path_is_taken_and_can_be_turned_off() -> None:
             calls.append(r is not NotImplemented)
             return r
 
-    smt._fast = Spy
+    update_one._fast = Spy
     try:
         store.apply(
             tree.update(0, 1, {hashlib.sha256(b"new %d" % i).digest(): b"w" for i in range(50)})
         )
     finally:
-        smt._fast = real
+        update_one._fast = real
     assert calls and sum(calls) > len(calls) // 2
-    code = "import ledger.smt as s; print(s._fast is None)"
+    code = "import ledger.smt_update_one as s; print(s._fast is None)"
     env = dict(os.environ, DVP_PURE_PYTHON="1")
     out = subprocess.run(
         [sys.executable, "-c", code],

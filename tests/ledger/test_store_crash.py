@@ -34,7 +34,6 @@ WRITER = REPO / "scripts" / "store_crash_writer.py"
 SEED = int(os.environ.get("DVP_CRASH_SEED", "20240517"))
 KILLS = 25
 READY_TIMEOUT_S = 20.0
-TIME_BUDGET_S = 60.0
 
 pytestmark = [pytest.mark.processes, pytest.mark.slow]
 
@@ -101,11 +100,11 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
     return proc.stdout.readline() if ready else b""
 
 
+@pytest.mark.timeout(900)  # a hang bound, not a speed requirement
 def test_sigkill_at_random_instants_never_leaves_a_half_written_block(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     db = tmp_path / "db"
     verified = Verified()
-    started = time.monotonic()
     last_acked = -1
     proc: subprocess.Popen[bytes] | None = None
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -132,7 +131,7 @@ def test_sigkill_at_random_instants_never_leaves_a_half_written_block(tmp_path: 
                     _, err = proc.communicate()
                     pytest.fail(f"{ctx}: writer did not start: {line!r} {err.decode()[-2000:]}")
                 assert int(line.split()[1]) >= last_acked, f"{ctx}: reopened below an ack"
-            time.sleep(delay_s)
+            time.sleep(delay_s)  # the scenario: the random instant of the kill
             if proc.poll() is not None:
                 _, err = proc.communicate()
                 pytest.fail(f"{ctx}: writer exited by itself: {err.decode()[-2000:]}")
@@ -153,7 +152,6 @@ def test_sigkill_at_random_instants_never_leaves_a_half_written_block(tmp_path: 
                 )
                 check_store(store, verified, ctx)
                 last_acked = h
-            assert time.monotonic() - started < TIME_BUDGET_S, f"seed={SEED}: too slow"
         assert last_acked > KILLS, f"seed={SEED}: the writer hardly committed anything"
     finally:
         if proc is not None and proc.poll() is None:

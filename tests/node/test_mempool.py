@@ -53,6 +53,15 @@ def test_bounded_and_fifo(setup: tuple[Ledger, Consortium]) -> None:
     assert mp.take(10, 10**6) == [txs[1], txs[2], txs[3]]
 
 
+def commit_from(lg: Ledger, cons: Consortium, mp: Mempool, n: int = 10) -> list[bytes]:
+    """Build a block of the mempool's oldest ``n``, commit it, tell the mempool."""
+    ex = lg.build(
+        mp.take(n, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer, verified=mp.verified
+    )
+    lg.commit(ex.block, cons.certify(ex.block))
+    return mp.committed(ex.block, lg.head)
+
+
 def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> None:
     lg, cons = setup
     mp = Mempool(CHAIN_ID)
@@ -60,20 +69,15 @@ def test_committed_and_expired_are_dropped(setup: tuple[Ledger, Consortium]) -> 
     keep = cons.attest(b"\x06" * 32)
     mp.add(short, lg.head)
     mp.add(keep, lg.head)
-    ex = lg.build(
-        mp.take(10, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer, verified=mp.verified
-    )
-    lg.commit(ex.block, cons.certify(ex.block))
-    mp.remove(ex.block.tx_ids)
-    assert len(mp) == 0
+    assert commit_from(lg, cons, mp) == [] and len(mp) == 0
     again = cons.tx("szcredit", cons.attest(b"\x07" * 32).payload, expiry_height=2)
     mp.add(again, lg.head)
-    assert mp.drop_expired(3) == [again.tx_id] and len(mp) == 0
+    assert commit_from(lg, cons, mp, n=0) == [again.tx_id] and len(mp) == 0
     # committed transactions are refused at the door as replays
     assert mp.add(keep, lg.head).code == "replay"
 
 
-def test_expiry_scan_is_skipped_until_something_can_expire(
+def test_expiry_scan_drops_each_when_its_height_passes(
     setup: tuple[Ledger, Consortium],
 ) -> None:
     lg, cons = setup
@@ -84,14 +88,11 @@ def test_expiry_scan_is_skipped_until_something_can_expire(
     }
     for tx in txs.values():
         assert mp.add(tx, lg.head).status == AddStatus.ADDED
-    assert mp.drop_expired(4) == []
-    assert mp.drop_expired(5) == [txs[4].tx_id]
-    mp.remove([txs[6].tx_id])  # committed: the remembered minimum is now too low
-    assert mp.drop_expired(7) == [] and len(mp) == 1
-    late = cons.tx("szcredit", cons.attest(b"\x02" * 32).payload, expiry_height=3)
-    assert mp.add(late, lg.head).status == AddStatus.ADDED  # lowers the minimum again
-    assert mp.drop_expired(8) == [late.tx_id]
-    assert mp.drop_expired(10) == [txs[9].tx_id] and len(mp) == 0
+    dropped = []
+    while lg.height < 9:
+        dropped += commit_from(lg, cons, mp, n=0)
+        expect = [txs[e].tx_id for e in (4, 6, 9) if e < lg.height + 1]
+        assert dropped == expect and len(mp) == 3 - len(expect)
 
 
 def test_transactions_of_a_valid_proposal_are_not_verified_again(
@@ -129,3 +130,80 @@ def test_transactions_of_a_valid_proposal_are_not_verified_again(
     finally:
         primary.close()
         backup.close()
+
+
+def test_every_doomed_transaction_is_refused_with_its_code(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    from ledger.types import GovAction, GovPropose, GovVote, Role
+
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    c1, c2, c3 = b"\x11" * 32, b"\x12" * 32, b"\x13" * 32
+    revoke = lambda c, m="szcredit": cons.tx(m, Revoke(c, RevokeReason.SUPERSEDED))  # noqa: E731
+    prop = cons.tx("cnix", GovPropose(GovAction.SET_PARAM, ("max_block_txs", 10), 50))
+    for tx in (cons.attest(c1), cons.attest(c2), prop):
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    commit_from(lg, cons, mp)
+    assert mp.add(revoke(c1), lg.head).status == AddStatus.ADDED
+    commit_from(lg, cons, mp)
+    pid = prop.tx_id
+    cases = [
+        (revoke(c1), "already_revoked"),
+        (revoke(c3), "not_found"),
+        (revoke(c2, "webank"), "not_original_issuer"),
+        (cons.attest(c2), "already_attested"),
+        (cons.tx("cnix", GovVote(pid, True)), "already_voted"),
+        (cons.tx("hkbank", GovVote(b"\x99" * 32, True)), "no_open_proposal"),
+        (cons.tx("cnix", GovPropose(GovAction.REMOVE_MEMBER, ("nobody",), 50)), "unknown_member"),
+        (
+            cons.tx("cnix", GovPropose(GovAction.WITHDRAW_DOC_TYPE, ("szcredit", "x"), 50)),
+            "unknown_doc_type",
+        ),
+        (
+            cons.tx("cnix", GovPropose(GovAction.GRANT_ROLE, ("webank", int(Role.VALIDATOR)), 50)),
+            "use_validator_actions",
+        ),
+    ]
+    for bad, code in cases:
+        r = mp.add(bad, lg.head)
+        assert (r.status, r.code) == (AddStatus.REJECTED, code), (code, r)
+    # Conflicts with what is pending: refused at the door, the first one stays.
+    pending = [revoke(c2), cons.attest(c3), cons.tx("hkbank", GovVote(pid, True))]
+    for tx in pending:
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    for bad in (revoke(c2), cons.attest(c3), cons.tx("hkbank", GovVote(pid, False))):
+        r = mp.add(bad, lg.head)
+        assert (r.status, r.code) == (AddStatus.REJECTED, "conflicts_with_pending"), r
+        assert pending[0].tx_id.hex()[:16] in r.message or "pending" in r.message
+    assert mp.tx_ids() == [t.tx_id for t in pending]
+
+
+def test_a_proposal_past_its_deadline_refuses_votes(setup: tuple[Ledger, Consortium]) -> None:
+    from ledger.types import GovAction, GovPropose, GovVote
+
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    prop = cons.tx("cnix", GovPropose(GovAction.SET_PARAM, ("max_block_txs", 10), 2))
+    assert mp.add(prop, lg.head).status == AddStatus.ADDED
+    commit_from(lg, cons, mp)  # height 1
+    late = cons.tx("hkbank", GovVote(prop.tx_id, True))
+    assert mp.add(late, lg.head).status == AddStatus.ADDED  # for height 2: still open
+    assert commit_from(lg, cons, mp, n=0) == [late.tx_id]  # height 2 passed: doomed, dropped
+    assert mp.add(late, lg.head).code == "proposal_expired"
+
+
+def test_a_commit_elsewhere_drops_the_conflicting_pending_one(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    """Two nodes admitted two attestations of one commitment; the other's commits."""
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    ours, theirs = cons.attest(b"\x21" * 32), cons.attest(b"\x21" * 32, "bank-statement")
+    keep = cons.attest(b"\x22" * 32)
+    assert mp.add(ours, lg.head).status == AddStatus.ADDED
+    assert mp.add(keep, lg.head).status == AddStatus.ADDED
+    ex = lg.build([theirs], time_ms=lg.tip.time_ms + 1, proposer=cons.proposer)
+    lg.commit(ex.block, cons.certify(ex.block))
+    assert mp.committed(ex.block, lg.head) == [ours.tx_id]
+    assert mp.tx_ids() == [keep.tx_id]

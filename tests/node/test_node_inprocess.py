@@ -14,12 +14,12 @@ import pytest
 import trio
 
 from cli.devnet_files import create_devnet
-from consensus.api import TxsPending
+from ledger.codec import encode
 from ledger.crypto import read_key_file
 from ledger.types import Attest, Transaction
 from node.config import load_config
 from node.node import Node
-from node.transport import MemoryHub
+from node.transport import TXS, MemoryHub
 
 
 def _factory(hub: MemoryHub):  # type: ignore[no-untyped-def]
@@ -303,22 +303,20 @@ async def _late_pending(root: Path) -> tuple[bool, bool, int]:
         with trio.fail_after(60):
             while node.replica is None or node.ledger.height < 2:
                 await trio.sleep(0.05)
-            # The race, made certain: a transaction that the gossip task saw in the
-            # mempool but a block committed (and removed) before the driver got to the
-            # TxsPending event queued behind that block's votes.
+            # The race, made certain: a transaction that committed arrives again (a
+            # peer's late gossip of it) after its block removed it from the mempool.
             tx = _attest(root, 5)
             node.submit(tx)
             while any(n.committed_height_of(tx.tx_id) is None for n in nodes):
                 await trio.sleep(0.05)
-            await node.events_tx.send(TxsPending((tx.tx_id,)))
-            await trio.sleep(0.3)  # the driver has taken it
+            node.deliver(TXS, nodes[0].key.public_key, encode([tx.encoded]))
+            await trio.sleep(0.3)  # the core has taken it and flushed
             assert node.replica is not None
             stuck = tx.tx_id in node.replica.pending_txs
             # while one still in the mempool is tracked (a doomed second attestation,
             # as gossip admits it without state look-ups, until the re-check drops it)
             twin = _attest(root, 5, expiry=201)
             node.submit(twin, gossip=False)
-            await node.events_tx.send(TxsPending((twin.tx_id,)))
             await trio.sleep(0.1)
             tracked = twin.tx_id in node.replica.pending_txs or twin.tx_id not in node.mempool
             view = node.replica.view
@@ -329,10 +327,9 @@ async def _late_pending(root: Path) -> tuple[bool, bool, int]:
 def test_a_transaction_committed_while_its_pending_event_waited_is_not_left_pending(
     tmp_path: Path,
 ) -> None:
-    """Regression (RELIABILITY 3.5 item 6): a TxsPending event for a transaction that
-    committed while the event waited in the driver's queue must not leave it "pending"
-    in the replica, where its censorship timer would force view change after view
-    change."""
+    """Regression (RELIABILITY 3.5 item 6): a transaction that committed must not be
+    left "pending" in the replica when it shows up again, where its censorship timer
+    would force view change after view change."""
     stuck, tracked, view = trio.run(_late_pending, tmp_path / "net")
     assert not stuck
     assert tracked

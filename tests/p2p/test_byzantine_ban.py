@@ -6,7 +6,7 @@ honest node processes banning a flooding validator) is tests/system/test_byzanti
 from __future__ import annotations
 
 from p2p import CONSENSUS, P2PHost
-from tests.p2p.test_p2p import drain, mesh_configs, run_trio, running, wait_until
+from tests.support.p2p import drain, mesh_configs, run_trio, running, wait_until
 
 
 def test_strikes_ban_a_peer_for_ban_s_then_it_is_readmitted() -> None:

@@ -1,0 +1,141 @@
+"""What an audit says: its checks, its failures and its report.
+
+Part of ``ledger.audit`` (the public entry point, which re-exports this module's names;
+the auditor's rules are in its docstring). This module owns ``CHECKS`` (the checks a
+failure can name, in the order a block meets them), ``AuditFailure`` (the verdict
+against a chain), ``SourceUnavailable``/``SourceRefused`` (no verdict: the source could
+not be read), ``AuditProgress`` and ``AuditReport``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.types import Block, CommitCertificate
+
+#: The checks a failure can name, in the order a block meets them.
+CHECKS = (
+    "store_integrity",  # the source's stored bytes are damaged (CRC seal, LevelDB
+    # checksum) or disagree with what re-execution produced
+    "decode",  # bytes that are not the canonical encoding of a block/certificate
+    "genesis",  # block 0 is not the block the genesis file defines
+    "chain_link",  # chain id, height or prev_block_id does not follow the parent
+    "certificate",  # no quorum of valid signatures of the validator set in force
+    "signature",  # a transaction signature does not verify
+    "rules",  # a transaction or block breaks a rule of PROOFS.md §9
+    "tx_root",  # header tx_count / tx_root differ from the transactions
+    "state_root",  # header state_root differs from re-execution
+    "validator_set",  # header (next_)validator_set_hash differ from re-execution
+    "history_root",  # header history_root differs from the re-derived block ids
+    "history_consistency",  # first and last headers' history roots are not consistent
+    "state_tree",  # the source's stored state tree does not hash to its roots
+)
+
+# RuleError codes of ledger.chain / ledger.state that have a check of their own; every
+# other code is a state rule ("rules"). Block-level chain id, height and parent are
+# checked before Ledger.commit, so "wrong_chain" from there is a transaction's.
+_RULE_CHECKS = {
+    "bad_certificate": "certificate",
+    "bad_signature": "signature",
+    "bad_tx_count": "tx_root",
+    "bad_tx_root": "tx_root",
+    "bad_state_root": "state_root",
+    "bad_validator_set_hash": "validator_set",
+    "bad_next_validator_set_hash": "validator_set",
+    "bad_history_root": "history_root",
+    "bad_height": "chain_link",
+    "bad_parent": "chain_link",
+}
+
+#: A source yields, in height order from 0: (height, block, certificate or None at 0).
+SourceItem = tuple[int, Block, CommitCertificate | None]
+
+
+class AuditFailure(Exception):
+    """The first thing wrong with the chain: at ``height``, ``check`` (one of CHECKS)."""
+
+    def __init__(self, height: int, check: str, message: str) -> None:
+        assert check in CHECKS, check
+        super().__init__(f"height {height}: {check}: {message}")
+        self.height = height
+        self.check = check
+        self.message = message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"height": self.height, "check": self.check, "message": self.message}
+
+
+class SourceUnavailable(Exception):
+    """The source cannot be read at all (not a finding about the chain)."""
+
+
+class SourceRefused(SourceUnavailable):
+    """The source answered but refused to serve us (e.g. no or insufficient credentials)."""
+
+
+_UNAUTHORISED = -32002  # JSON-RPC error code of a refused credential (docs/RPC.md)
+
+
+def _unavailable(what: str, exc: BaseException) -> SourceUnavailable:
+    cls = SourceRefused if getattr(exc, "code", None) == _UNAUTHORISED else SourceUnavailable
+    return cls(f"{what}: {exc}")
+
+
+@dataclass(frozen=True)
+class AuditProgress:
+    """Where an audit is. ``phase`` "replay": ``done`` of ``total`` blocks replayed, up
+    to ``height``, ``transactions`` so far. ``phase`` "state_tree": ``done`` of
+    ``total`` state versions verified (``height`` the version being walked),
+    ``transactions`` the entries of the newest version counted so far."""
+
+    phase: str
+    height: int
+    done: int
+    total: int
+    transactions: int
+    elapsed_s: float
+
+
+ProgressFn = Callable[[AuditProgress], None]
+
+
+@dataclass
+class AuditReport:
+    """What a replay verified, or the first failure (``failure``) and what came before it."""
+
+    blocks: int = 0  # blocks verified, genesis included (heights 0..height)
+    transactions: int = 0
+    height: int = -1  # last verified height
+    elapsed_s: float = 0.0
+    head_block_id: bytes = b""
+    state_root: bytes = b""
+    state_entries: int | None = None  # entries of the source's verified state tree
+    state_versions: int | None = None  # state versions whose roots were verified
+    failure: AuditFailure | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def tx_per_s(self) -> float:
+        return self.transactions / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "blocks": self.blocks,
+            "transactions": self.transactions,
+            "height": self.height,
+            "seconds": round(self.elapsed_s, 3),
+            "tx_per_s": round(self.tx_per_s, 1),
+            "head_block_id": self.head_block_id.hex(),
+            "state_root": self.state_root.hex(),
+            "state_entries": self.state_entries,
+            "state_versions": self.state_versions,
+            "failure": None if self.failure is None else self.failure.to_json(),
+            "notes": list(self.notes),
+        }

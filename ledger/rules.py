@@ -1,0 +1,450 @@
+"""The rule book: every transaction rule, once, for block execution and mempool admission.
+
+``apply_tx(ws, tx, verified)`` checks one transaction against a ``WorkingSet`` (a ledger
+snapshot seen through the writes of the transactions applied before it) and, if the
+transaction is valid, applies its effects to that working set; if not it raises
+``RuleError`` with a stable ``code`` and writes nothing. Block execution
+(``ledger.state.execute``) runs it over the block's transactions; the mempool
+(``node.mempool``) runs it over the committed head plus the transactions it holds, so a
+transaction the ledger would refuse never waits there (CometBFT's CheckTx + recheck).
+
+Rules (docs/PROOFS.md §9 states them for auditors; codes are listed in docs/RPC.md):
+- Stateless first (``check_basic``): the chain id; ``height <= expiry_height <= height +
+  tx_ttl_heights``. Sizes and field forms are the decoder's (``Transaction.decode``).
+- Then state: the id was never committed (nor applied earlier in the working set); the
+  sender key is the *current* key of a member; the signature verifies.
+- ATTEST: issuer role and document type granted; the commitment has no record.
+  REVOKE: a record exists, is not revoked, and the sender is its issuer.
+- GOV_PROPOSE: a validator member; ``height <= deadline <= height + 100000``; the action
+  is applicable now (``check_action``: its member, role, document type, key, parameter
+  or commitment exist and make sense). GOV_VOTE: an open proposal whose deadline has not
+  passed, by a validator member that has not voted.
+- A proposal executes when yes votes reach the quorum; an action no longer applicable
+  by then is recorded as rejected.
+Every check runs before any write, so a refused transaction leaves the working set as
+it was. Pure: no I/O beyond the snapshot's reads, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from ledger.codec import encode
+from ledger.errors import RuleError
+from ledger.records import (
+    AttestationRecord,
+    ChainRecord,
+    ProposalRecord,
+    ProposalStatus,
+    attestation_key,
+    member_key,
+    proposal_key,
+)
+from ledger.types import (
+    Attest,
+    GovAction,
+    GovPropose,
+    GovVote,
+    Member,
+    Revoke,
+    Role,
+    Transaction,
+    Validator,
+    ValidatorSet,
+)
+
+MAX_PROPOSAL_LIFETIME = 100_000
+
+
+class WorkingSet:
+    """A snapshot seen through the writes of the transactions applied on it so far.
+
+    ``parent`` is a ``ledger.state.LedgerState``; ``height`` the height the transactions
+    are checked for (``parent.height + 1``). Copy-on-write: members and proposals are
+    copied at their first write. ``changes`` collects the state-tree writes when
+    ``track_changes`` (block execution); the mempool's overlay does not need them.
+    ``read_attestation`` reads the parent (a cache can be given; the mempool's survives
+    commits that do not touch a commitment).
+    """
+
+    def __init__(
+        self,
+        parent: Any,
+        height: int,
+        *,
+        track_changes: bool = True,
+        read_attestation: Callable[[bytes], AttestationRecord | None] | None = None,
+    ) -> None:
+        self.parent = parent
+        self.height = height
+        self.track_changes = track_changes
+        self.read_attestation = read_attestation or parent.attestation
+        self.changes: dict[bytes, bytes | None] = {}
+        self.attestations: dict[bytes, AttestationRecord | None] = {}
+        self.members: Mapping[str, Member] = parent.members
+        self.key_index: Mapping[bytes, str] = parent.key_index
+        self.proposals: Mapping[bytes, ProposalRecord] = parent.open_proposals
+        self.chain: ChainRecord = parent.chain.settle(height)
+        self.chain_dirty = self.chain is not parent.chain
+        self.members_dirty = False
+        self.tx_ids: set[bytes] = set()
+        # deferred_exists: ATTESTs skip the per-commitment tree read; the batch update
+        # checks that these keys were absent instead (ledger.smt KeyExistsError), in one
+        # walk. Block execution defers (ledger.state.execute); the mempool reads.
+        self.deferred_exists = False
+        self.must_be_new: dict[bytes, bytes] = {}  # state key -> commitment
+        self.position = 0  # index in the block of the transaction being applied
+
+    # -- reads through the earlier writes ------------------------------------
+    def attestation(self, commitment: bytes) -> AttestationRecord | None:
+        if commitment in self.attestations:
+            return self.attestations[commitment]
+        rec = self.read_attestation(commitment)
+        self.attestations[commitment] = rec
+        return rec
+
+    def seen(self, tx_id: bytes) -> bool:
+        return tx_id in self.tx_ids or bool(self.parent.tx_seen(tx_id))
+
+    def voters(self) -> ValidatorSet:
+        return self.chain.validators_at(self.height)
+
+    def member(self, member_id: str) -> Member:
+        m = self.members.get(member_id)
+        if m is None:
+            raise RuleError("unknown_member", f"no member {member_id!r}")
+        return m
+
+    # -- writes ----------------------------------------------------------------
+    def put_attestation(
+        self, commitment: bytes, rec: AttestationRecord, key: bytes | None = None
+    ) -> None:
+        """``key``: ``attestation_key(commitment)`` if the caller has it already."""
+        self.attestations[commitment] = rec
+        if self.track_changes:
+            self.changes[key or attestation_key(commitment)] = rec.encode()
+
+    def _own_members(self) -> tuple[dict[str, Member], dict[bytes, str]]:
+        if not self.members_dirty:
+            self.members = dict(self.members)
+            self.key_index = dict(self.key_index)
+            self.members_dirty = True
+        return self.members, self.key_index  # type: ignore[return-value]
+
+    def put_member(self, m: Member) -> None:
+        members, keys = self._own_members()
+        old = members.get(m.member_id)
+        if old is not None:
+            keys.pop(old.key, None)
+        members[m.member_id] = m
+        keys[m.key] = m.member_id
+        if self.track_changes:
+            self.changes[member_key(m.member_id)] = encode(m.to_wire())
+
+    def drop_member(self, member_id: str) -> None:
+        members, keys = self._own_members()
+        m = members.pop(member_id)
+        keys.pop(m.key, None)
+        if self.track_changes:
+            self.changes[member_key(member_id)] = None
+
+    def put_proposal(self, pid: bytes, rec: ProposalRecord) -> None:
+        props = dict(self.proposals)
+        if rec.status == ProposalStatus.OPEN:
+            props[pid] = rec
+        else:
+            props.pop(pid, None)
+        self.proposals = props
+        if self.track_changes:
+            self.changes[proposal_key(pid)] = rec.encode()
+
+    def set_chain(self, chain: ChainRecord) -> None:
+        self.chain = chain
+        self.chain_dirty = True
+
+
+# ---------------------------------------------------------------------------
+# Transactions
+# ---------------------------------------------------------------------------
+
+
+def check_basic(tx: Transaction, chain_id: str, height: int, ttl: int) -> None:
+    """The stateless rules of a transaction to be included at ``height``."""
+    if tx.chain_id != chain_id:
+        raise RuleError("wrong_chain", f"transaction is for chain {tx.chain_id!r}")
+    if tx.expiry_height < height:
+        raise RuleError("expired", f"transaction expired at height {tx.expiry_height}")
+    if tx.expiry_height > height + ttl:
+        raise RuleError("expiry_too_far", f"expiry_height may be at most {ttl} blocks ahead")
+
+
+def apply_tx(
+    ws: WorkingSet,
+    tx: Transaction,
+    verified: Callable[[bytes], bool] | None,
+    *,
+    check_replay: bool = True,
+) -> None:
+    """Check ``tx`` against ``ws`` and apply it, or raise ``RuleError`` writing nothing.
+
+    ``verified(tx_id)`` may vouch for the signature (a cache of checks already made).
+    ``check_replay=False`` skips the committed-id look-up: only for re-checking a
+    transaction whose id was known uncommitted at an earlier head, when the blocks
+    since removed their own ids (the mempool's recheck)."""
+    check_basic(tx, ws.parent.chain_id, ws.height, ws.chain.params.tx_ttl_heights)
+    tx_id = tx.tx_id
+    if tx_id in ws.tx_ids or (check_replay and ws.parent.tx_seen(tx_id)):
+        raise RuleError("replay", "transaction already committed")
+    mid = ws.key_index.get(tx.sender)
+    if mid is None:
+        raise RuleError("unknown_sender", "the signing key is not a current member key")
+    if not ((verified is not None and verified(tx_id)) or tx.signature_ok()):
+        raise RuleError("bad_signature", "transaction signature does not verify")
+    member = ws.members[mid]
+    p = tx.payload
+    if isinstance(p, Attest):
+        _attest(ws, member, p)
+    elif isinstance(p, Revoke):
+        _revoke(ws, member, p.commitment, int(p.reason), by_governance=False)
+    elif isinstance(p, GovPropose):
+        _propose(ws, member, p, tx_id)
+    elif isinstance(p, GovVote):
+        _vote(ws, member, p)
+    else:  # pragma: no cover - decoding admits no other kind
+        raise AssertionError(tx.kind)
+    ws.tx_ids.add(tx_id)
+
+
+def _attest(ws: WorkingSet, member: Member, p: Attest) -> None:
+    if not member.has_role(Role.ISSUER):
+        raise RuleError("not_issuer", f"{member.member_id} does not hold the issuer role")
+    if p.doc_type not in member.doc_types:
+        raise RuleError(
+            "doc_type_not_granted", f"{member.member_id} is not admitted to issue {p.doc_type!r}"
+        )
+    key = None
+    if ws.deferred_exists and p.commitment not in ws.attestations:
+        # Existence at the parent is checked by the batch update (deferred_exists).
+        key = attestation_key(p.commitment)
+        ws.must_be_new[key] = p.commitment
+    elif ws.attestation(p.commitment) is not None:
+        raise RuleError("already_attested", "this commitment is already attested")
+    ws.put_attestation(
+        p.commitment,
+        AttestationRecord(member.member_id, p.doc_type, p.valid_until_ms, ws.height, ws.position),
+        key,
+    )
+
+
+def _check_revoke(ws: WorkingSet, member: Member | None, commitment: bytes) -> AttestationRecord:
+    rec = ws.attestation(commitment)
+    if rec is None:
+        raise RuleError("not_found", "no attestation of this commitment")
+    if rec.revoked_height:
+        raise RuleError("already_revoked", f"revoked at height {rec.revoked_height}")
+    if member is not None and rec.issuer != member.member_id:
+        raise RuleError("not_original_issuer", "only the original issuer may revoke")
+    return rec
+
+
+def _revoke(
+    ws: WorkingSet, member: Member | None, commitment: bytes, reason: int, *, by_governance: bool
+) -> None:
+    """Mark revoked; ``revoke_position`` is the REVOKE (or deciding GOV_VOTE) transaction."""
+    rec = _check_revoke(ws, None if by_governance else member, commitment)
+    ws.put_attestation(commitment, rec.revoked(ws.height, reason, ws.position))
+
+
+# ---------------------------------------------------------------------------
+# Governance
+# ---------------------------------------------------------------------------
+
+
+def _is_voter(ws: WorkingSet, member_id: str) -> bool:
+    return any(v.member_id == member_id for v in ws.voters().validators)
+
+
+def _propose(ws: WorkingSet, member: Member, p: GovPropose, tx_id: bytes) -> None:
+    if not _is_voter(ws, member.member_id):
+        raise RuleError("not_validator", "only validator members may propose")
+    if not ws.height <= p.deadline_height <= ws.height + MAX_PROPOSAL_LIFETIME:
+        raise RuleError("bad_deadline", "deadline must be within the proposal lifetime")
+    # A proposal that could not execute now is refused: otherwise it would only be
+    # found out at tally time, after every validator had been asked to vote on it.
+    check_action(ws, p.action, p.args)
+    rec = ProposalRecord(
+        int(p.action), p.args, member.member_id, p.deadline_height, (member.member_id,), ()
+    )
+    _tally(ws, tx_id, rec)
+
+
+def _vote(ws: WorkingSet, member: Member, p: GovVote) -> None:
+    rec = ws.proposals.get(p.proposal_id)
+    if rec is None:
+        raise RuleError(
+            "no_open_proposal", "no open proposal with this id (unknown, decided or expired)"
+        )
+    if rec.deadline_height < ws.height:
+        raise RuleError("proposal_expired", f"the proposal's deadline {rec.deadline_height} passed")
+    if not _is_voter(ws, member.member_id):
+        raise RuleError("not_validator", "only validator members may vote")
+    if member.member_id in rec.yes or member.member_id in rec.no:
+        raise RuleError("already_voted", f"{member.member_id} already voted on this proposal")
+    if p.approve:
+        rec = replace(rec, yes=tuple(sorted((*rec.yes, member.member_id))))
+    else:
+        rec = replace(rec, no=tuple(sorted((*rec.no, member.member_id))))
+    _tally(ws, p.proposal_id, rec)
+
+
+def _tally(ws: WorkingSet, pid: bytes, rec: ProposalRecord) -> None:
+    voters = ws.voters()
+    ids = {v.member_id for v in voters.validators}
+    yes = len(ids.intersection(rec.yes))
+    no = len(ids.intersection(rec.no))
+    if yes >= voters.quorum:
+        try:
+            check_action(ws, GovAction(rec.action), rec.args)
+            _apply_action(ws, GovAction(rec.action), rec.args)
+            status = ProposalStatus.APPROVED
+        except RuleError:
+            # Approved but no longer applicable (e.g. the member was added meanwhile):
+            # recorded as rejected so the outcome is visible and deterministic.
+            status = ProposalStatus.REJECTED
+        rec = replace(rec, status=int(status), decided_height=ws.height)
+    elif no > voters.n - voters.quorum:
+        rec = replace(rec, status=int(ProposalStatus.REJECTED), decided_height=ws.height)
+    ws.put_proposal(pid, rec)
+
+
+def expire_proposals(ws: WorkingSet) -> None:
+    """End of block: open proposals whose deadline passed are closed as expired."""
+    for pid in sorted(ws.proposals):
+        rec = ws.proposals[pid]
+        if rec.deadline_height < ws.height:
+            ws.put_proposal(
+                pid, replace(rec, status=int(ProposalStatus.EXPIRED), decided_height=ws.height)
+            )
+
+
+def check_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> None:
+    """``RuleError`` unless ``action`` could execute on ``ws`` now; writes nothing."""
+    if action == GovAction.ADD_MEMBER:
+        mid, _name, key = args
+        if mid in ws.members:
+            raise RuleError("member_exists", f"{mid} is already a member")
+        if key in ws.key_index:
+            raise RuleError("key_in_use", "that key belongs to another member")
+    elif action == GovAction.REMOVE_MEMBER:
+        (mid,) = args
+        ws.member(mid)
+        if any(v.member_id == mid for v in ws.chain.latest_validators().validators):
+            raise RuleError("is_validator", "remove the member's validator first")
+    elif action in (GovAction.GRANT_ROLE, GovAction.WITHDRAW_ROLE):
+        mid, role = args
+        if role == Role.VALIDATOR:
+            raise RuleError("use_validator_actions", "use ADD_VALIDATOR / REMOVE_VALIDATOR")
+        ws.member(mid)
+    elif action in (GovAction.GRANT_DOC_TYPE, GovAction.WITHDRAW_DOC_TYPE):
+        mid, doc = args
+        ws.member(mid)
+        # Granting may name a new type (it joins the chain's list); withdrawing may not.
+        if action == GovAction.WITHDRAW_DOC_TYPE and doc not in ws.chain.doc_types:
+            raise RuleError("unknown_doc_type", f"no document type {doc!r} on this chain")
+    elif action == GovAction.ROTATE_KEY:
+        mid, key = args
+        ws.member(mid)
+        if key in ws.key_index:
+            raise RuleError("key_in_use", "that key belongs to a member already")
+    elif action == GovAction.ADD_VALIDATOR:
+        mid, node_key = args
+        ws.member(mid)
+        latest = ws.chain.latest_validators()
+        if any(v.member_id == mid or v.node_key == node_key for v in latest.validators):
+            raise RuleError("already_validator", f"{mid} or that node key is a validator")
+    elif action == GovAction.REMOVE_VALIDATOR:
+        (mid,) = args
+        ws.member(mid)
+        latest = ws.chain.latest_validators()
+        rest = [v for v in latest.validators if v.member_id != mid]
+        if len(rest) == len(latest.validators):
+            raise RuleError("not_validator", f"{mid} is not a validator")
+        if not rest:
+            raise RuleError("last_validator", "cannot remove the last validator")
+    elif action == GovAction.SET_PARAM:
+        name, value = args
+        try:
+            ws.chain.params.with_param(name, value)
+        except ValueError as exc:
+            raise RuleError("bad_param", str(exc)) from None
+    elif action == GovAction.REVOKE_ATTESTATION:
+        commitment, _reason = args
+        _check_revoke(ws, None, commitment)
+    else:  # pragma: no cover
+        raise AssertionError(action)
+
+
+def _schedule(ws: WorkingSet, new_set: ValidatorSet) -> None:
+    params = ws.chain.params
+    eff = ws.height + max(params.validator_change_delay, params.pipeline_window + 1)
+    sched = [(h, vs) for h, vs in ws.chain.scheduled if h != eff] + [(eff, new_set)]
+    ws.set_chain(replace(ws.chain, scheduled=tuple(sorted(sched, key=lambda x: x[0]))))
+
+
+def _apply_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> None:
+    """Execute an approved action that ``check_action`` found applicable."""
+    if action == GovAction.ADD_MEMBER:
+        mid, name, key = args
+        ws.put_member(Member(mid, name, key))
+    elif action == GovAction.REMOVE_MEMBER:
+        ws.drop_member(args[0])
+    elif action in (GovAction.GRANT_ROLE, GovAction.WITHDRAW_ROLE):
+        mid, role = args
+        m = ws.member(mid)
+        roles = set(m.roles)
+        roles.add(role) if action == GovAction.GRANT_ROLE else roles.discard(role)
+        ws.put_member(replace(m, roles=tuple(sorted(roles))))
+    elif action in (GovAction.GRANT_DOC_TYPE, GovAction.WITHDRAW_DOC_TYPE):
+        mid, doc = args
+        m = ws.member(mid)
+        docs = set(m.doc_types)
+        if action == GovAction.GRANT_DOC_TYPE:
+            docs.add(doc)
+            if doc not in ws.chain.doc_types:
+                ws.set_chain(replace(ws.chain, doc_types=tuple(sorted((*ws.chain.doc_types, doc)))))
+        else:
+            docs.discard(doc)
+        ws.put_member(replace(m, doc_types=tuple(sorted(docs))))
+    elif action == GovAction.ROTATE_KEY:
+        mid, key = args
+        ws.put_member(replace(ws.member(mid), key=key))
+    elif action == GovAction.ADD_VALIDATOR:
+        mid, node_key = args
+        m = ws.member(mid)
+        latest = ws.chain.latest_validators()
+        _schedule(ws, ValidatorSet.of([*latest.validators, Validator(mid, node_key)]))
+        ws.put_member(replace(m, roles=tuple(sorted({*m.roles, int(Role.VALIDATOR)}))))
+    elif action == GovAction.REMOVE_VALIDATOR:
+        (mid,) = args
+        m = ws.member(mid)
+        latest = ws.chain.latest_validators()
+        _schedule(ws, ValidatorSet.of([v for v in latest.validators if v.member_id != mid]))
+        ws.put_member(replace(m, roles=tuple(r for r in m.roles if r != Role.VALIDATOR)))
+    elif action == GovAction.SET_PARAM:
+        name, value = args
+        ws.set_chain(replace(ws.chain, params=ws.chain.params.with_param(name, value)))
+    elif action == GovAction.REVOKE_ATTESTATION:
+        commitment, reason = args
+        _revoke(ws, None, commitment, reason, by_governance=True)
+    else:  # pragma: no cover
+        raise AssertionError(action)
+
+
+def touched_commitment(tx: Transaction) -> bytes | None:
+    """The one commitment an ATTEST or REVOKE reads and writes (None for governance)."""
+    p = tx.payload
+    if isinstance(p, Attest | Revoke):
+        return p.commitment
+    return None

@@ -1,0 +1,806 @@
+"""The node core: every decision of a node, as a pure state machine around the replica.
+
+``NodeCore.step(event, now, wall_ms) -> list[Effect]`` (etcd's RawNode for PBFT). It
+owns the mempool, the block builder (``node.builder``), the PBFT ``Replica`` (started
+when catch-up is done), commit bookkeeping, catch-up decisions and gossip batching.
+It does no I/O of its own except synchronous calls into the ``Ledger`` and
+``ConsensusDB`` it is given (like raft reading its Storage), never reads a clock and
+never picks randomness: ``now`` is the caller's monotonic time in seconds (timers,
+lingers, ages), ``wall_ms`` its wall clock in ms (block timestamps, ``status``). The
+shell (``node.node``) and the whole-node simulator drive the same core.
+
+Events (frozen dataclasses, below): ``Tick`` (call at ``next_deadline()`` or later:
+replica timers, the block builder, gossip flushes, catch-up polls, the next chunk of a
+gossiped batch), ``PeerFrame`` (a frame from the transport; decoded strictly here, a
+malformed one yields ``Penalise``), ``ClientTxs`` (answered by exactly one ``Answer``
+in the same step, so an RPC handler may call ``step`` synchronously), ``PeerHeights``
+(the answer to ``AskHeights``), ``BlocksFetched`` (the answer to every ``Fetch``; None
+when it failed), ``StoreReopened`` (after ``StoreFailed``: the shell reopened the
+databases).
+
+Effects, in order; the caller executes them in list order:
+
+1. Durability: the replica's ``Persist``/``PersistBlock`` of one replica step are
+   written by the core in one synced ``ConsensusDB.save`` *before* the ``Send`` and
+   ``Broadcast`` effects carrying what they cover are appended (consensus/api.py rule
+   1): every effect returned is safe to execute at once. Committed blocks are on disk
+   (``Ledger.commit``) before their ``Committed`` effect.
+2. ``Send``/``Broadcast`` may be executed asynchronously and may be lost.
+3. ``Committed(height, tx_ids)`` once per committed block, in height order: wake the
+   RPC callers waiting for those ids. ``SetAllowlist`` follows commits that may change
+   who may connect.
+4. ``Fetch(peer, lo, hi)`` and ``AskHeights()`` ask for block-sync requests; every
+   one gets exactly one answer event (``BlocksFetched`` / ``PeerHeights``).
+5. ``StoreFailed(reason)``: a disk write failed (the injected ``disk_failure`` said
+   so). The replica, its timers and everything not yet durable are dropped, as if the
+   process had crashed before the write; the core only admits and gossips until
+   ``StoreReopened``, then catches up and restarts the replica from its durable record.
+6. ``Penalise``, ``Metric``, ``Log`` are local and informational.
+
+Pending transactions are tracked once: the mempool is the truth. The replica is told
+what became pending at each gossip flush (ids still in the mempool then) and what left
+without committing at the moment it leaves (``Mempool.committed``, builder refusals).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus import api as ca
+from consensus.messages import decode_message
+from consensus.record import SigningRecord
+from consensus.replica import Replica
+from consensus.signer import Ed25519Crypto
+from ledger.chain import Ledger
+from ledger.codec import as_bytes, as_list, decode, encode
+from ledger.errors import DecodeError, LedgerError
+from ledger.types import Block, Transaction
+from node.app import LedgerApp
+from node.builder import BlockBuilder
+from node.consensus_db import ConsensusDB
+from node.mempool import CLIENT_BUSY, AddResult, AddStatus, Mempool
+from node.transport import CONSENSUS, TXS
+
+#: Gossip: admissions within this long share one batch (and one TxsPending).
+GOSSIP_FLUSH_S = 0.01
+GOSSIP_MAX_BYTES = 256 * 1024
+MAX_TX_BATCH = 4096
+#: Gossiped transactions admitted per step; the rest of a batch waits for the next Tick
+#: (the shell yields between steps, so votes are not held up by a big batch).
+ADMIT_CHUNK = 256
+#: Transactions still pending after RESEND_AGE_S are gossiped again (at most RESEND_MAX
+#: per RESEND_S): gossip goes once to the peers connected then, and a peer that was cut
+#: off (the primary, say) would never get them; our replica would blame each primary in
+#: turn for leaving them out.
+RESEND_AGE_S = 2.0
+RESEND_S = 1.0
+RESEND_MAX = 256
+#: A synced write slower than this is logged (on a failing disk: the commit stalls).
+SLOW_WRITE_MS = 150
+#: Catch-up: poll peers' heights this often (after progress / after none); a validator
+#: with no peer at all starts voting after STANDALONE_S.
+FOLLOW_AGAIN_S = 0.05
+FOLLOW_IDLE_S = 0.2
+STANDALONE_S = 1.0
+
+# ---------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: run whatever is due at ``now``."""
+
+
+@dataclass(frozen=True)
+class PeerFrame:
+    peer: bytes
+    channel: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ClientTxs:
+    """Transactions from a client (``from_peer``: admit them as a peer's gossip)."""
+
+    request_id: int
+    txs: tuple[Transaction, ...]
+    from_peer: bool = False
+
+
+@dataclass(frozen=True)
+class PeerHeights:
+    """Heights the connected peers reported; ``connected``: how many peers there were."""
+
+    heights: dict[bytes, int]
+    connected: int
+
+
+@dataclass(frozen=True)
+class BlocksFetched:
+    peer: bytes
+    blocks: tuple[ca.CertifiedPayload, ...] | None
+
+
+@dataclass(frozen=True)
+class StoreReopened:
+    ledger: Ledger
+    cdb: ConsensusDB | None
+
+
+CoreEvent = Tick | PeerFrame | ClientTxs | PeerHeights | BlocksFetched | StoreReopened
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True)
+class Send:
+    peer: bytes
+    channel: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    channel: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The results of a ``ClientTxs``, in order; ``refused``: how many were busy."""
+
+    request_id: int
+    results: list[AddResult]
+    refused: int
+
+
+@dataclass(frozen=True)
+class Committed:
+    height: int
+    tx_ids: list[bytes]
+    mempool: int  # transactions still pending after it
+
+
+@dataclass(frozen=True)
+class Penalise:
+    peer: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fetch:
+    peer: bytes
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class AskHeights:
+    pass
+
+
+@dataclass(frozen=True)
+class SetAllowlist:
+    keys: set[bytes]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """``view``: a view change to ``value``; ``evidence``: one more record."""
+
+    name: str
+    value: float
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str  # debug | info | warning | error
+    message: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoreFailed:
+    reason: str
+
+
+Effect = (
+    Send
+    | Broadcast
+    | Answer
+    | Committed
+    | Penalise
+    | Fetch
+    | AskHeights
+    | SetAllowlist
+    | Metric
+    | Log
+    | StoreFailed
+)
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    is_validator: bool
+    linger_ms: int
+    mempool_max_txs: int = 100_000
+    client_max_txs: int | None = None
+    origin: str = "node"  # names the node in fatal errors (its config file)
+
+
+@dataclass
+class CoreStatus:
+    view_changes: int = 0
+    evidence: int = 0  # equivocation evidence records in the consensus database
+    store_error: str | None = None  # set while a failed disk write stops commits
+    last_commit_unix_ms: int = 0
+
+
+def _never(exc: BaseException) -> str | None:
+    return None
+
+
+@dataclass
+class _Follow:
+    """Catch-up state: polling peers, fetching from the best one."""
+
+    ask_at: float = -math.inf
+    asking: bool = False
+    fetching: bool = False
+    target: int = 0
+    progressed: bool = False
+    started_at: float | None = None
+    best_peer_height: int = 0
+    alone: bool = True
+
+
+@dataclass
+class _Held:
+    """Writes coalesced within one replica step and the messages waiting for them."""
+
+    record: SigningRecord | None = None
+    payloads: list[tuple[int, bytes, bytes]] = field(default_factory=list)
+    outbox: list[ca.Send | ca.Broadcast] = field(default_factory=list)
+
+
+class NodeCore:
+    """One node's decisions (see the module docstring for the contract).
+
+    ``disk_failure(exc)`` says whether an exception from the ledger or consensus
+    database is a refused disk write (and why); ``perf`` is a clock used only to log
+    slow synced writes (None: never logged).
+    """
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        ledger: Ledger,
+        cdb: ConsensusDB | None,
+        mempool: Mempool,
+        crypto: Ed25519Crypto,
+        *,
+        disk_failure: Callable[[BaseException], str | None] = _never,
+        perf: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.ledger, self.cdb, self.mempool, self.crypto = ledger, cdb, mempool, crypto
+        self.chain_id = mempool.chain_id
+        self.app = LedgerApp(
+            ledger, mempool.verified, known_tx=mempool.get, on_valid=mempool.mark_verified
+        )
+        self.builder = BlockBuilder(config.linger_ms)
+        self.replica: Replica | None = None
+        self.status = CoreStatus(evidence=len(cdb.evidence()) if cdb is not None else 0)
+        self._disk_failure, self._perf = disk_failure, perf
+        self.timers: dict[tuple[ca.TimerKind, int], float] = {}
+        self.last_commit = -math.inf  # set on the first step
+        self.follow = _Follow()
+        self._held = _Held()
+        self._out: list[Any] = []
+        self._now, self._wall_ms = 0.0, 0
+        # Admitted since the last flush (the replica is told at the flush), their
+        # arrival times (re-gossip of stragglers), and the gossip buffer.
+        self._new_pending: list[bytes] = []
+        self.arrived: OrderedDict[bytes, float] = OrderedDict()
+        self._gossip: list[bytes] = []
+        self._flush_at = math.inf
+        self._resend_at = -math.inf
+        self._ingest: deque[tuple[bytes, list[Any], int]] = deque()
+
+    # ------------------------------------------------------------------ the entry points
+
+    def step(self, event: CoreEvent, now: float, wall_ms: int) -> list[Effect]:
+        """Handle ``event`` at ``now``; the effects to execute, in order."""
+        self._now, self._wall_ms = now, wall_ms
+        out = self._out = []
+        if self.last_commit == -math.inf:
+            self.last_commit = now
+            self.follow.started_at = now
+        try:
+            kind = type(event)
+            if kind is PeerFrame:
+                self._on_frame(event)  # type: ignore[arg-type]
+            elif kind is Tick:
+                self._on_tick()
+            elif kind is ClientTxs:
+                self._on_client_txs(event)  # type: ignore[arg-type]
+            elif kind is BlocksFetched:
+                self._on_blocks(event)  # type: ignore[arg-type]
+            elif kind is PeerHeights:
+                self._on_heights(event)  # type: ignore[arg-type]
+            elif kind is StoreReopened:
+                self._on_reopened(event)  # type: ignore[arg-type]
+            else:
+                raise TypeError(f"not a node core event: {event!r}")
+        except Exception as exc:
+            reason = self._disk_failure(exc)
+            if reason is None:
+                raise
+            self._store_failed(reason)
+        return out  # type: ignore[return-value]
+
+    def next_deadline(self) -> float:
+        """The monotonic time at which a ``Tick`` is due (``-inf``: at once)."""
+        if self._ingest:
+            return -math.inf
+        d = min(self._flush_at, self.follow.ask_at)
+        if self.timers:
+            d = min(d, min(self.timers.values()))
+        if self.builder.requests:
+            d = min(d, self.builder.deadline(self.ledger, self.mempool, self.last_commit))
+        if len(self.mempool):
+            d = min(d, self._resend_at)
+        return d
+
+    # ------------------------------------------------------------------ queries
+
+    def client_limit(self) -> int:
+        """Pending transactions from which clients' new ones are refused (busy):
+        ``[mempool] client_max_txs``, by default two pipelines' worth (2 x
+        pipeline_window x max_block_txs: enough to keep every block full), never above
+        the hard bound ``max_txs``."""
+        if self.config.client_max_txs is not None:
+            return min(self.config.client_max_txs, self.config.mempool_max_txs)
+        p = self.ledger.head.chain.params
+        return min(2 * p.pipeline_window * p.max_block_txs, self.config.mempool_max_txs)
+
+    def allowed_keys(self) -> set[bytes]:
+        """Who may connect: validators' node keys (at the tip and next heights) and every
+        member's key (members run observers under their member key)."""
+        tip = self.ledger.tip
+        keys = {m.key for m in tip.members.values()}
+        for h in (tip.height + 1, tip.height + 1 + tip.chain.params.validator_change_delay + 8):
+            keys |= set(tip.validators_at(h).keys)
+        return keys
+
+    def consensus_config(self) -> ca.Config:
+        p = self.ledger.head.chain.params
+        genesis_id = self.ledger.store.get_block_id(0)
+        assert genesis_id is not None
+        return ca.Config(
+            chain_id=self.chain_id,
+            genesis_block_id=genesis_id,
+            window=p.pipeline_window,
+            checkpoint_interval=p.checkpoint_interval,
+            view_timeout_ms=p.view_timeout_ms,
+            censor_timeout_ms=max(4 * p.view_timeout_ms, 2 * p.heartbeat_ms),
+            heartbeat_ms=p.heartbeat_ms,
+        )
+
+    # ------------------------------------------------------------------ inputs
+
+    def _on_frame(self, ev: PeerFrame) -> None:
+        if ev.channel == CONSENSUS:
+            if self.replica is None:
+                return  # not voting (yet): the replica catches up by itself later
+            try:
+                msg = decode_message(ev.payload)
+            except DecodeError:
+                self._out.append(Penalise(ev.peer, "malformed_consensus"))
+                return
+            self._step_replica(ca.MessageReceived(msg, peer=ev.peer))
+        elif ev.channel == TXS:
+            try:
+                items = as_list(decode(ev.payload, 2 * GOSSIP_MAX_BYTES), "tx batch", MAX_TX_BATCH)
+            except DecodeError:
+                self._out.append(Penalise(ev.peer, "malformed_tx_batch"))
+                return
+            self._ingest.append((ev.peer, items, 0))
+            if len(self._ingest) == 1:
+                self._admit_gossip()
+        else:
+            self._out.append(Penalise(ev.peer, "unknown_channel"))
+
+    def _admit_gossip(self) -> None:
+        """Admit up to ADMIT_CHUNK transactions of the queued gossip batches."""
+        budget = ADMIT_CHUNK
+        head, now, pool, added = self.ledger.head, self._now, self.mempool, 0
+        while self._ingest and budget > 0:
+            peer, items, i = self._ingest.popleft()
+            end = min(len(items), i + budget)
+            budget -= end - i
+            for raw in items[i:end]:
+                try:
+                    tx = Transaction.decode(as_bytes(raw, "tx", max_size=8192))
+                except DecodeError:
+                    self._out.append(Penalise(peer, "malformed_tx"))
+                    continue
+                if pool.add(tx, head, from_peer=True).status is AddStatus.ADDED:
+                    self._admitted(tx.tx_id, now)
+                    added += 1
+            if end < len(items):
+                self._ingest.appendleft((peer, items, end))
+        if added and self._flush_at == math.inf:
+            self._flush_at = now + GOSSIP_FLUSH_S
+
+    def _on_client_txs(self, ev: ClientTxs) -> None:
+        pool, now, head = self.mempool, self._now, self.ledger.head
+        limit = math.inf if ev.from_peer else self.client_limit()
+        results: list[AddResult] = []
+        refused = added = 0
+        for tx in ev.txs:
+            if len(pool) >= limit and tx.tx_id not in pool:
+                # Past this depth a client's transaction would only queue, and admitting
+                # it (a signature check, ~64 us) takes the CPU the chain needs to commit
+                # what is queued (docs/ARCHITECTURE.md, "Overload"). Peers' gossip is
+                # still admitted up to the hard bound.
+                pool.stats["busy"] += 1
+                results.append(CLIENT_BUSY)
+                refused += 1
+                continue
+            r = pool.add(tx, head, from_peer=ev.from_peer)
+            if r.status is AddStatus.ADDED:
+                self._admitted(tx.tx_id, now)
+                if not ev.from_peer:
+                    self._gossip.append(tx.encoded)
+                added += 1
+            results.append(r)
+        if added and self._flush_at == math.inf:
+            self._flush_at = now + GOSSIP_FLUSH_S
+        self._out.append(Answer(ev.request_id, results, refused))
+
+    def _admitted(self, tx_id: bytes, now: float) -> None:
+        self.arrived[tx_id] = now
+        if len(self.arrived) > 2 * self.config.mempool_max_txs:
+            self.arrived.popitem(last=False)
+        self._new_pending.append(tx_id)
+
+    def _on_tick(self) -> None:
+        now = self._now
+        if self._ingest:
+            self._admit_gossip()
+        if self.replica is not None and self.timers:
+            due = sorted((t, k) for k, t in self.timers.items() if t <= now)
+            for _t, key in due:
+                if self.timers.pop(key, None) is not None and self.replica is not None:
+                    self._step_replica(ca.TimerFired(key[0], key[1]))
+        if self._flush_at <= now:
+            self._flush()
+        if self._resend_at <= now:
+            self._resend_stale()
+        if self.follow.ask_at <= now and self.status.store_error is None:
+            self.follow.ask_at, self.follow.asking = math.inf, True
+            self._out.append(AskHeights())
+        if self.builder.requests and self.replica is not None:
+            if self.builder.deadline(self.ledger, self.mempool, self.last_commit) <= now:
+                self._build()
+
+    # ------------------------------------------------------------------ gossip
+
+    def _flush(self) -> None:
+        """Tell the replica what became pending, and gossip the batched transactions."""
+        self._flush_at = math.inf
+        if self._new_pending:
+            ids, self._new_pending = self._new_pending, []
+            if self.replica is not None:
+                pool = self.mempool
+                # Only those still pending now: one a block committed (or a re-check
+                # dropped) since would stay "pending" in the replica for good.
+                live = tuple(t for t in ids if t in pool)
+                if live:
+                    self._step_replica(ca.TxsPending(live))
+        buf = self._gossip
+        while buf:
+            n = size = 0
+            while n < len(buf) and n < MAX_TX_BATCH and size < GOSSIP_MAX_BYTES:
+                size += len(buf[n])
+                n += 1
+            self._out.append(Broadcast(TXS, encode(buf[:n])))
+            buf = buf[n:]
+        self._gossip = []
+
+    def _resend_stale(self) -> None:
+        """Gossip again the oldest (RESEND_MAX) transactions pending for RESEND_AGE_S,
+        and forget the arrival times of those that left the mempool."""
+        now, pool, arrived = self._now, self.mempool, self.arrived
+        self._resend_at = now + RESEND_S
+        for tx_id, t0 in list(itertools.islice(arrived.items(), RESEND_MAX)):
+            if now - t0 < RESEND_AGE_S:
+                break
+            tx = pool.get(tx_id)
+            if tx is None:
+                del arrived[tx_id]
+            else:
+                self._gossip.append(tx.encoded)
+        if self._gossip:
+            self._flush()
+
+    # ------------------------------------------------------------------ the replica
+
+    def _start_replica(self) -> None:
+        assert self.cdb is not None
+        head = self.ledger.head
+        if self.crypto.public_key not in head.validators_at(head.height + 1).keys:
+            raise SystemExit(
+                f"{self.config.origin}: this node's key "
+                f"{self.crypto.public_key.hex()[:16]}... is not a validator at height "
+                f'{head.height + 1}; run it with role = "observer"'
+            )
+        self.replica = Replica(
+            self.consensus_config(),
+            self.app,
+            self.crypto,
+            committed_height=head.height,
+            committed_block_id=head.block_id,
+            record=self.cdb.load_record(),
+            blocks=self.cdb.payloads(),
+        )
+        self.timers.clear()
+        self._step_replica(ca.Start())
+        if head.height > 0:
+            # After a restart the replica learns the head's state root here (it was
+            # applied in an earlier life): a checkpoint due at the head gets signed.
+            self._step_replica(ca.Applied(head.height, head.state_root))
+        self._new_pending = []
+        ids = tuple(self.mempool.tx_ids())
+        if ids:
+            self._step_replica(ca.TxsPending(ids))
+        self._log("info", "replica started", height=head.height, view=self.replica.view)
+
+    def _step_replica(self, first: ca.Event) -> None:
+        """Step the replica, execute its actions, then make the step's writes durable
+        and release the messages that waited for them (``_release``)."""
+        replica = self.replica
+        assert replica is not None
+        queue: deque[ca.Event] = deque([first])
+        out, held, now = self._out, self._held, self._now
+        while queue:
+            event = queue.popleft()
+            penalised = False
+            for a in replica.step(event):
+                kind = type(a)
+                if kind is ca.Send or kind is ca.Broadcast:
+                    held.outbox.append(a)  # type: ignore[arg-type]
+                elif kind is ca.Persist:
+                    held.record = a.record  # type: ignore[union-attr]  # newest wins
+                elif kind is ca.SetTimer:
+                    self.timers[(a.kind, a.key)] = now + a.delay_ms / 1000  # type: ignore[union-attr]
+                elif kind is ca.CancelTimer:
+                    self.timers.pop((a.kind, a.key), None)  # type: ignore[union-attr]
+                elif kind is ca.PersistBlock:
+                    held.payloads.append((a.height, a.block_id, a.payload))  # type: ignore[union-attr]
+                elif kind is ca.CommitBlock:
+                    self._release()
+                    queue.extend(self._commit(a))  # type: ignore[arg-type]
+                elif kind is ca.RequestProposal:
+                    self.builder.request(a.height, a.view, a.parent_block_id, now)  # type: ignore[union-attr]
+                elif kind is ca.RequestBlocks:
+                    out.append(Fetch(a.peer, a.from_height, a.to_height))  # type: ignore[union-attr]
+                elif kind is ca.ViewEntered:
+                    self.status.view_changes += 1
+                    out.append(Metric("view", a.view))  # type: ignore[union-attr]
+                    self._log("warning", "view change", view=a.view, height=self.ledger.height)  # type: ignore[union-attr]
+                elif kind is ca.PeerMisbehaved:
+                    if not penalised:
+                        out.append(Penalise(a.peer, a.reason))  # type: ignore[union-attr]
+                        penalised = True
+                elif kind is ca.CensorshipSuspected:
+                    self._log_censorship(a)  # type: ignore[arg-type]
+                elif kind is ca.ReportEvidence:
+                    self._release()
+                    assert self.cdb is not None
+                    self.cdb.save_evidence(a.evidence.encode())  # type: ignore[union-attr]
+                    self.status.evidence += 1
+                    out.append(Metric("evidence", 1))
+                    self._log("warning", "equivocation evidence recorded", peer=a.evidence.sender)  # type: ignore[union-attr]
+            self._release()
+
+    def _release(self) -> None:
+        """Make the coalesced ``Persist``/``PersistBlock`` writes durable (one synced
+        write), then append the messages that waited for them, in order.
+
+        Executing the replica's rule literally cost an fsync per action (a pre-prepare's
+        payload and the prepare vote after it were two); deferring the writes to the end
+        of the step and holding back its messages and commits until then keeps the rule
+        for everything that leaves the process. If the write fails nothing is sent."""
+        held = self._held
+        if held.record is not None or held.payloads:
+            assert self.cdb is not None
+            t0 = self._perf() if self._perf is not None else 0.0
+            record, payloads = held.record, held.payloads
+            held.record, held.payloads = None, []
+            self.cdb.save(record, payloads)
+            self._slow("consensus record write", t0)
+        if held.outbox:
+            outbox, held.outbox = held.outbox, []
+            append = self._out.append
+            for a in outbox:
+                if type(a) is ca.Send:
+                    append(Send(a.to, CONSENSUS, a.message.encoded))  # type: ignore[union-attr]
+                else:
+                    append(Broadcast(CONSENSUS, a.message.encoded))
+
+    def _build(self) -> None:
+        req, ex, why = self.builder.build(
+            self.ledger, self.mempool, self.crypto.public_key, self._now, self._wall_ms
+        )
+        if ex is None:
+            self._log("info" if why.startswith("proposal") else "error", why, height=req.height)
+            return
+        if ex.rejected:
+            refused = [tx.tx_id for tx, _ in ex.rejected]
+            self.mempool.remove(refused, committed=False)
+            self._step_replica(ca.TxsDropped(tuple(refused)))
+        self.app.remember(ex.block)
+        self._step_replica(ca.ProposalReady(req.height, req.view, ex.block.encode()))
+
+    # ------------------------------------------------------------------ commits
+
+    def _commit(self, action: ca.CommitBlock) -> list[ca.Event]:
+        height = action.height
+        block = self.app.block_of(action.payload)
+        if block is None or block.height != height:
+            # A certified payload we cannot parse means a Byzantine quorum or a bug.
+            raise RuntimeError(f"certified block at height {height} does not decode")
+        if height <= self.ledger.height:
+            return []
+        t0 = self._perf() if self._perf is not None else 0.0
+        ex = self.ledger.commit(block, action.certificate, verified=self.mempool.verified)
+        self._slow("block commit", t0, height=height, txs=len(ex.block.tx_ids))
+        gone = self._after_commit(ex.block)
+        if self.cdb is not None:
+            self.cdb.prune_payloads(height)
+        follow: list[ca.Event] = [ca.Applied(height, ex.state.state_root)]
+        if gone:
+            follow.append(ca.TxsDropped(tuple(gone)))
+        return follow
+
+    def _after_commit(self, block: Block) -> list[bytes]:
+        """Bookkeeping after ``block`` committed; the ids that left the mempool without
+        committing (the replica must stop counting them as pending)."""
+        height, tx_ids = block.height, block.tx_ids
+        gone = self.mempool.committed(block, self.ledger.head)
+        arrived = self.arrived
+        for tx_id in tx_ids:
+            arrived.pop(tx_id, None)
+        self.last_commit = self._now
+        self.status.last_commit_unix_ms = self._wall_ms
+        self.builder.committed(height)
+        self._out.append(Committed(height, tx_ids, len(self.mempool)))
+        if tx_ids:
+            self._log("debug", "committed", height=height, txs=len(tx_ids))
+        if height % 50 == 0 or tx_ids:
+            self._out.append(SetAllowlist(self.allowed_keys()))
+        return gone
+
+    # ------------------------------------------------------------------ catch-up
+
+    def _on_heights(self, ev: PeerHeights) -> None:
+        f = self.follow
+        f.asking, f.progressed = False, False
+        f.alone = ev.connected == 0
+        height = self.ledger.height
+        best = max(((h, p) for p, h in ev.heights.items() if h > height), default=None)
+        f.best_peer_height = best[0] if best is not None else height
+        if best is None or self.status.store_error is not None:
+            self._follow_done()
+            return
+        f.target, f.fetching = best[0], True
+        self._out.append(Fetch(best[1], height + 1, best[0]))
+
+    def _on_blocks(self, ev: BlocksFetched) -> None:
+        if self.replica is not None:
+            if ev.blocks:
+                self._step_replica(ca.BlocksReceived(ev.peer, ev.blocks))
+            return
+        f = self.follow
+        if not f.fetching:
+            return
+        f.fetching = False
+        for item in ev.blocks or ():
+            try:
+                block = Block.decode(item.payload)
+                if block.height != self.ledger.height + 1:
+                    break
+                self.ledger.commit(block, item.certificate, verified=self.mempool.verified)
+            except LedgerError as exc:
+                if self._disk_failure(exc) is not None:
+                    raise
+                self._log("warning", "peer sent an invalid block", peer=ev.peer, error=str(exc))
+                break
+            self._after_commit(block)
+            f.progressed = True
+        else:
+            if ev.blocks and self.ledger.height < f.target:
+                f.fetching = True
+                self._out.append(Fetch(ev.peer, self.ledger.height + 1, f.target))
+                return
+        self._follow_done()
+
+    def _follow_done(self) -> None:
+        """One catch-up pass ended: start voting if caught up, else poll again."""
+        f, now = self.follow, self._now
+        if self.config.is_validator and self.replica is None and self.status.store_error is None:
+            window = self.ledger.head.chain.params.pipeline_window
+            caught_up = f.best_peer_height <= self.ledger.height + window
+            waited = f.started_at is not None and now - f.started_at > STANDALONE_S
+            if (caught_up and not f.progressed and not f.alone) or (
+                waited and (caught_up or f.alone)
+            ):
+                self._start_replica()
+                return  # from now on the replica fetches what it misses (RequestBlocks)
+        f.ask_at = now + (FOLLOW_AGAIN_S if f.progressed else FOLLOW_IDLE_S)
+
+    # ------------------------------------------------------------------ disk failures
+
+    def _store_failed(self, reason: str) -> None:
+        """A disk write failed: as if the process crashed just before it. Drop the
+        replica, its timers, requests and whatever waited for the write; keep admitting
+        and gossiping until the shell reopens the databases (``StoreReopened``)."""
+        self.replica = None
+        self.timers.clear()
+        self.builder.clear()
+        self._held = _Held()
+        self.follow = _Follow(ask_at=math.inf, started_at=self._now)
+        self.status.store_error = reason[:300]
+        self._out.append(StoreFailed(self.status.store_error))
+
+    def _on_reopened(self, ev: StoreReopened) -> None:
+        self.ledger, self.cdb = ev.ledger, ev.cdb
+        self.app.ledger = ev.ledger
+        self.status.store_error = None
+        self.follow = _Follow(ask_at=self._now, started_at=self._now)
+        self._log(
+            "warning",
+            "disk accepts writes again: databases reopened; catching up, then voting",
+            height=self.ledger.height,
+        )
+
+    # ------------------------------------------------------------------ logs
+
+    def _log(self, level: str, message: str, **fields: Any) -> None:
+        self._out.append(Log(level, message, fields))
+
+    def _slow(self, what: str, t0: float, **fields: int) -> None:
+        """Log a synced write that held the node for long: on a shared or failing disk
+        these are the commit stalls an operator otherwise sees only as latency."""
+        if self._perf is None:
+            return
+        ms = (self._perf() - t0) * 1000
+        if ms >= SLOW_WRITE_MS:
+            self._log("warning", "slow synced write", what=what, ms=round(ms), **fields)
+
+    def _log_censorship(self, a: ca.CensorshipSuspected) -> None:
+        """Say which transactions made the replica accuse the primary of censoring them,
+        and where this node stands with them: a view change an operator can explain."""
+        now = self._now
+        self._log(
+            "warning",
+            "censorship timeout: pending transactions not proposed in time",
+            view=a.view,
+            height=self.ledger.height,
+            pending=a.pending,
+            oldest=[
+                {
+                    "tx": tx_id[:8].hex(),
+                    "in_mempool": tx_id in self.mempool,
+                    "age_s": round(now - self.arrived[tx_id], 2) if tx_id in self.arrived else None,
+                }
+                for tx_id in a.oldest
+            ],
+        )
