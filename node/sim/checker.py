@@ -10,12 +10,15 @@ its stores and mempool; they never ask the node whether it is right:
     committed state (a conflicting twin won, it expired);
 (c) no client-caused view change: in a calm run (honest nodes, no faults) no honest
     node ever sends a VIEW-CHANGE, whatever the client submits;
-(d) the mempool never holds a transaction the ledger would refuse: after each step
-    every pending transaction must be accepted by ``ledger.state.execute`` on the
-    node's committed head, or on its newest executed state (a REVOKE whose ATTEST is
-    in a pending block);
+(d) the mempool never holds a transaction the ledger would refuse: after each step of
+    an honest node, its pending transactions, applied in arrival order by the ledger's
+    rule book (``ledger.rules.apply_tx``, what block execution runs) on its committed
+    head, must all be accepted: the pending set is a valid block (a REVOKE may follow
+    its pending ATTEST; two ATTESTs of one commitment may not both wait);
 (e) no honest node signs two different messages for one (kind, view, sequence) over
-    its whole life, restarts included: the proof that every fsync it relies on is there.
+    its whole life, restarts included: the proof that every fsync it relies on is there;
+(f) no honest node blames an honest peer: no ``Penalise`` of an honest node by an
+    honest one, no equivocation evidence recorded against an honest node.
 
 Violations are strings with the simulated time, collected, never raised.
 """
@@ -25,7 +28,9 @@ from __future__ import annotations
 from typing import Any
 
 from consensus.messages import ViewChange, content_key, decode_message, slot_key
-from ledger.errors import LedgerError
+from ledger.chain import Ledger
+from ledger.errors import LedgerError, RuleError
+from ledger.rules import WorkingSet, apply_tx
 from ledger.state import LedgerState, execute
 
 
@@ -35,7 +40,7 @@ class NodeChecker:
         self.calm = calm
         self.now = 0
         self.violations: list[str] = []
-        # (d) is kept apart: it does not stop the run (see node/sim/schedules.py)
+        # (d)'s findings also apart (the mutation test looks for them)
         self.mempool_violations: list[str] = []
         self.agreed: dict[int, bytes] = {}
         self.heights: dict[int, int] = {}
@@ -45,7 +50,9 @@ class NodeChecker:
         self.lost = 0
         self.messages_signed = 0
         self.view_changes = 0
-        self._mempool_ok: set[tuple[bytes, bytes, bytes]] = set()
+        self._mempool_ok: dict[int, tuple[bytes, tuple[bytes, ...]]] = {}
+        self._signatures_ok: set[bytes] = set()  # tx ids whose signature (d) checked
+        self.penalties = 0
 
     def violation(self, text: str) -> None:
         if len(self.violations) < 30:
@@ -112,24 +119,46 @@ class NodeChecker:
 
     # (d) ------------------------------------------------------------------------------
 
-    def check_mempool(self, node: int, txs: list[Any], head: LedgerState, tip: LedgerState) -> None:
+    def check_mempool(self, node: int, txs: list[Any], ledger: Ledger) -> None:
+        """Apply the pending transactions in order on the committed head (see (d))."""
         if node not in self.honest:
             return
+        head = ledger.head
+        ids = tuple(tx.tx_id for tx in txs)
+        if self._mempool_ok.get(node) == (head.block_id, ids):
+            return  # nothing changed since the last check of this node
+        ws = WorkingSet(head, head.height + 1)
+        known = self._signatures_ok
         for tx in txs:
-            key = (head.block_id, tip.block_id, tx.tx_id)
-            if key in self._mempool_ok:
-                continue
-            if _accepts(head, tx) or (tip is not head and _accepts(tip, tx)):
-                self._mempool_ok.add(key)
-                if len(self._mempool_ok) > 200_000:
-                    self._mempool_ok.clear()
-                continue
-            if len(self.mempool_violations) < 30:
-                self.mempool_violations.append(
-                    f"t={self.now}ms MEMPOOL: node {node} holds {tx.tx_id.hex()[:12]} "
-                    f"({type(tx.payload).__name__}), which the ledger refuses at height "
-                    f"{head.height + 1} ({_refusal(head, tx)})"
+            try:
+                apply_tx(ws, tx, known.__contains__)
+            except RuleError as err:
+                self._mempool_ok.pop(node, None)
+                text = (
+                    f"MEMPOOL: node {node} holds {tx.tx_id.hex()[:12]} "
+                    f"({type(tx.payload).__name__}), which the ledger refuses after the "
+                    f"pending transactions before it at height {head.height + 1} "
+                    f"({err.code}: {err.message})"
                 )
+                if len(self.mempool_violations) < 30:
+                    self.mempool_violations.append(f"t={self.now}ms {text}")
+                self.violation(text)
+                return
+            known.add(tx.tx_id)
+        if len(known) > 200_000:
+            known.clear()
+        self._mempool_ok[node] = (head.block_id, ids)
+
+    # (f) ------------------------------------------------------------------------------
+
+    def on_penalised(self, node: int, peer: int | None, reason: str) -> None:
+        self.penalties += 1
+        if node in self.honest and peer in self.honest:
+            self.violation(f"BLAME: honest node {node} penalised honest node {peer} ({reason})")
+
+    def on_evidence(self, node: int, accused: int | None) -> None:
+        if node in self.honest and accused in self.honest:
+            self.violation(f"BLAME: node {node} recorded evidence against honest node {accused}")
 
     # (b) ------------------------------------------------------------------------------
 

@@ -1,15 +1,19 @@
 """The simulated world around N node cores: network, clock, power-cut disks, faults.
 
-Each node is a ``host.SimNodeCore`` over two ``ledger.kv.MemoryKV`` stores (ledger and
-consensus database). ``consensus.sim.network.SimNetwork`` is the seeded scheduler and
-the lossy, reordering, duplicating, partitionable network; frames are ``(channel,
-payload)`` pairs. The clock is simulated: a node is stepped with ``Tick`` at its
-``next_deadline`` and with every frame at its delivery time, nothing else moves time.
+Each node is the product's ``node.core.NodeCore`` (built by ``host.boot``) over two
+``ledger.kv.MemoryKV`` stores (ledger and consensus database); this module executes its
+effects as the trio shell (``node.node``) does, into the simulated network.
+``consensus.sim.network.SimNetwork`` is the seeded scheduler and the lossy, reordering,
+duplicating, partitionable network; frames are ``(channel, payload)`` pairs. The clock
+is simulated: a node is stepped with ``Tick`` at its ``next_deadline`` and with every
+frame at its delivery time, nothing else moves time.
 
 A crash is a power cut: the node's core and in-flight work vanish and each store keeps
 its durable image plus a random prefix of its unsynced writes (``MemoryKV.crash``).
 A restart reopens both stores from that image (``Ledger.open_kv``, ``ConsensusDB``)
-and starts a new core, as a real process restart would.
+and builds a new core, as a real process restart would; the core catches up from its
+peers (``AskHeights`` / ``Fetch``, answered here from the peers' stores) before its
+replica votes again.
 
 A Byzantine node (``Byzantine``) runs the same core; its outgoing consensus frames are
 rewritten: an equivocating primary sends two different signed PRE-PREPAREs (two valid
@@ -28,30 +32,35 @@ from typing import Any
 from consensus.api import CertifiedPayload
 from consensus.messages import Commit, Prepare, PrePrepare, decode_message
 from consensus.sim.network import LinkModel, SimNetwork
-from ledger.chain import Ledger
 from ledger.codec import Domain
 from ledger.crypto import KeyPair
 from ledger.kv import MemoryKV
 from ledger.state import execute
-from ledger.testchain import GENESIS_TIME_MS, Consortium
+from ledger.testchain import Consortium
 from ledger.types import ChainParams, CommitCertificate, commit_vote_body
-from node.consensus_db import ConsensusDB
-from node.mempool import AddStatus
-from node.sim.checker import NodeChecker
-from node.sim.client import RandomClient
-from node.sim.host import (
+from node.core import (
     Answer,
+    AskHeights,
     BlocksFetched,
-    BroadcastFrame,
+    Broadcast,
     ClientTxs,
     Committed,
-    CoreConfig,
     Fetch,
+    Log,
+    Metric,
+    NodeCore,
     PeerFrame,
-    SendFrame,
-    SimNodeCore,
+    PeerHeights,
+    Penalise,
+    Send,
+    SetAllowlist,
+    StoreFailed,
     Tick,
 )
+from node.mempool import AddStatus
+from node.sim import host
+from node.sim.checker import NodeChecker
+from node.sim.client import RandomClient
 from node.transport import CONSENSUS
 
 MAX_FETCH_BLOCKS = 64
@@ -85,7 +94,8 @@ class SimNode:
     key: KeyPair
     ledger_kv: MemoryKV
     cdb_kv: MemoryKV
-    core: SimNodeCore | None = None
+    core: NodeCore | None = None
+    allowlist: set[bytes] | None = None  # the last SetAllowlist (None: all)
     incarnation: int = 0
     wake_at: int | None = None
     byz: str | None = None
@@ -125,6 +135,8 @@ class World:
         self.outsider = KeyPair.from_seed(b"\x01" * 32)  # signs "as a retired validator"
         self.committed: dict[int, set[bytes]] = {n.index: set() for n in self.nodes}
         self.requests = 0
+        self._answers: dict[int, tuple[Any, ...]] = {}
+        self.views: dict[int, int] = {}  # view changes entered, by node
         self.steps = 0
         self.trace: list[str] = []
         for node in self.nodes:
@@ -133,13 +145,12 @@ class World:
     # -- lifecycle -------------------------------------------------------------------
 
     def _boot(self, node: SimNode) -> None:
-        ledger = Ledger.open_kv(node.ledger_kv, self.genesis, create=True, name=node.ledger_kv.name)
-        cdb = ConsensusDB(node.cdb_kv)
-        core = SimNodeCore(CoreConfig(time_base_ms=GENESIS_TIME_MS), node.key, ledger, cdb)
+        core = host.boot(node.name, node.key, self.genesis, node.ledger_kv, node.cdb_kv)
         node.core = core
         node.wake_at = None
-        self.checker.on_restart(node.index, ledger.height)
-        self._effects(node, core.start(self.net.now))
+        node.allowlist = None
+        self.checker.on_restart(node.index, core.ledger.height)
+        self._schedule(node)  # the first Tick asks the peers' heights (catch-up)
 
     def crash(self, i: int) -> None:
         node = self.nodes[i]
@@ -176,68 +187,82 @@ class World:
 
     # -- stepping --------------------------------------------------------------------
 
-    def step(self, i: int, event: Any) -> None:
+    def step(self, i: int, event: Any) -> list[Any]:
         node = self.nodes[i]
         core = node.core
         if core is None:
-            return
+            return []
         self.checker.now = self.net.now
         self.steps += 1
-        effects = core.step(event, self.net.now)
+        effects = host.step(core, event, self.net.now)
         self._effects(node, effects)
+        return effects
 
     def _effects(self, node: SimNode, effects: list[Any]) -> None:
+        """Execute the core's effects in order, as ``node.node.Node._execute`` does."""
         core = node.core
         assert core is not None
+        checker = self.checker
         for eff in effects:
             kind = type(eff)
-            if kind is BroadcastFrame:
+            if kind is Broadcast:
                 payloads = self._rewrite(node, eff) if node.byz else None
                 for other in self.nodes:
                     if other.index == node.index:
                         continue
                     payload = eff.payload if payloads is None else payloads[other.index]
                     if eff.channel == CONSENSUS:
-                        self.checker.on_frame(node.index, payload)
+                        checker.on_frame(node.index, payload)
                     self.net.send(node.index, other.index, (eff.channel, payload), self._deliver)
-            elif kind is SendFrame:
+            elif kind is Send:
                 dst = self.key_index.get(eff.peer)
                 if eff.channel == CONSENSUS:
-                    self.checker.on_frame(node.index, eff.payload)
+                    checker.on_frame(node.index, eff.payload)
                 if dst is not None and dst != node.index:
                     self.net.send(node.index, dst, (eff.channel, eff.payload), self._deliver)
             elif kind is Committed:
-                self.checker.on_committed(node.index, eff.height, eff.block_id)
+                # The block is in the store before its Committed effect (core rule 1).
+                block_id = core.ledger.store.get_block_id(eff.height)
+                assert block_id is not None
+                checker.on_committed(node.index, eff.height, block_id)
                 self.committed[node.index].update(eff.tx_ids)
             elif kind is Answer:
                 txs = self._answers.pop(eff.request_id, ())
-                for tx, result in zip(txs, eff.results, strict=False):
+                for tx, result in zip(txs, eff.results, strict=True):
                     # A Byzantine node's "added" promises nothing: only honest admissions
                     # bind checker (b).
                     if result.status == AddStatus.ADDED and node.byz is None:
-                        self.checker.on_admitted(tx.tx_id)
+                        checker.on_admitted(tx.tx_id)
             elif kind is Fetch:
                 self._serve(node, eff)
-        if node.index in self.honest:
-            ledger = core.ledger
-            self.checker.check_mempool(
-                node.index,
-                [core.mempool.get(t) for t in core.mempool.tx_ids()],
-                ledger.head,
-                ledger.tip,
-            )
+            elif kind is AskHeights:
+                self._ask_heights(node)
+            elif kind is Penalise:
+                checker.on_penalised(node.index, self.key_index.get(eff.peer), eff.reason)
+            elif kind is SetAllowlist:
+                node.allowlist = set(eff.keys)
+            elif kind is Metric:
+                if eff.name == "view":
+                    self.views[node.index] = self.views.get(node.index, 0) + 1
+            elif kind is Log:
+                if eff.message == "equivocation evidence recorded":
+                    accused = self.key_index.get(eff.fields.get("peer", b""))
+                    checker.on_evidence(node.index, accused)
+            elif kind is StoreFailed:
+                # MemoryKV never refuses a write: the core must not think it did.
+                checker.violation(f"STORE FAILED on node {node.index}: {eff.reason}")
+        if node.index in self.honest and node.core is core:
+            pool = core.mempool
+            checker.check_mempool(node.index, [pool.get(t) for t in pool.tx_ids()], core.ledger)
         self._schedule(node)
-
-    _answers: dict[int, tuple[Any, ...]] = {}
 
     def _schedule(self, node: SimNode) -> None:
         core = node.core
         if core is None:
             return
-        deadline = core.next_deadline()
+        deadline = host.deadline_ms(core, self.net.now)
         if deadline is None:
             return
-        deadline = max(deadline, self.net.now + 1)
         if node.wake_at is not None and self.net.now < node.wake_at <= deadline:
             return  # an earlier wake-up is already scheduled
         node.wake_at = deadline
@@ -251,34 +276,67 @@ class World:
         self.step(i, Tick())
 
     def _deliver(self, src: int, dst: int, frame: tuple[str, bytes]) -> None:
-        self.step(dst, PeerFrame(self.nodes[src].key.public_key, frame[0], frame[1]))
+        allow = self.nodes[dst].allowlist
+        key = self.nodes[src].key.public_key
+        if allow is not None and key not in allow:
+            return  # the transport refuses peers outside the allowlist
+        self.step(dst, PeerFrame(key, frame[0], frame[1]))
 
     # -- catch-up ----------------------------------------------------------------------
 
-    def _serve(self, node: SimNode, req: Fetch) -> None:
-        p = self.key_index.get(req.peer)
-        if p is None:
-            return
-        peer = self.nodes[p]
-        if peer.core is None or not self.net.connected(node.index, p):
-            return
-        store = peer.core.ledger.store
-        hi = min(req.hi, store.height, req.lo + MAX_FETCH_BLOCKS - 1)
-        blocks: list[CertifiedPayload] = []
-        for h in range(req.lo, hi + 1):
-            raw, cert = store.get_block_bytes(h), store.get_certificate(h)
-            if raw is None or cert is None:
-                break
-            blocks.append(CertifiedPayload(raw, cert))
-        if peer.byz and blocks:
-            blocks = self._forge(peer, blocks)
+    def _ask_heights(self, node: SimNode) -> None:
+        """``AskHeights``: a status request to every connected peer, answered after a
+        round trip by those up and reachable (``node.node.Node._ask_heights``)."""
+        peers = [
+            p
+            for p in self.nodes
+            if p is not node and p.core is not None and self.net.connected(node.index, p.index)
+        ]
         delay = self.net.delay() + self.net.delay()
-        self.net.after(delay, self._fetched, node.index, node.incarnation, p, tuple(blocks))
+        self.net.after(delay, self._heights, node.index, node.incarnation, [p.index for p in peers])
 
-    def _fetched(self, i: int, incarnation: int, src: int, blocks: tuple[Any, ...]) -> None:
+    def _heights(self, i: int, incarnation: int, peers: list[int]) -> None:
         node = self.nodes[i]
-        if node.incarnation == incarnation and self.net.connected(i, src):
-            self.step(i, BlocksFetched(self.nodes[src].key.public_key, blocks))
+        if node.incarnation != incarnation or node.core is None:
+            return
+        heights: dict[bytes, int] = {}
+        for p in peers:
+            peer = self.nodes[p]
+            if peer.core is not None and self.net.connected(i, p):
+                heights[peer.key.public_key] = peer.core.ledger.height
+        self.step(i, PeerHeights(heights, len(peers)))
+
+    def _serve(self, node: SimNode, req: Fetch) -> None:
+        """``Fetch``: certified blocks from the peer's store after a round trip; every
+        Fetch gets exactly one answer (None when the peer is down or cut off)."""
+        blocks: tuple[CertifiedPayload, ...] | None = None
+        p = self.key_index.get(req.peer)
+        peer = self.nodes[p] if p is not None else None
+        if peer is not None and peer.core is not None and self.net.connected(node.index, p):
+            store = peer.core.ledger.store
+            hi = min(req.hi, store.height, req.lo + MAX_FETCH_BLOCKS - 1)
+            got: list[CertifiedPayload] = []
+            for h in range(req.lo, hi + 1):
+                raw, cert = store.get_block_bytes(h), store.get_certificate(h)
+                if raw is None or cert is None:
+                    break
+                got.append(CertifiedPayload(raw, cert))
+            if peer.byz and got:
+                got = self._forge(peer, got)
+            blocks = tuple(got)
+        delay = self.net.delay() + self.net.delay()
+        self.net.after(delay, self._fetched, node.index, node.incarnation, req.peer, blocks)
+
+    def _fetched(
+        self, i: int, incarnation: int, peer: bytes, blocks: tuple[Any, ...] | None
+    ) -> None:
+        node = self.nodes[i]
+        if node.incarnation != incarnation:
+            return
+        src = self.key_index.get(peer)
+        if blocks is not None and src is not None and not self.net.connected(i, src):
+            blocks = None  # cut off while the answer travelled: the request times out
+        self.step(i, BlocksFetched(peer, blocks))
 
     # -- the client ----------------------------------------------------------------------
 
@@ -309,7 +367,7 @@ class World:
 
     # -- Byzantine behaviour ---------------------------------------------------------------
 
-    def _rewrite(self, node: SimNode, eff: BroadcastFrame) -> dict[int, bytes] | None:
+    def _rewrite(self, node: SimNode, eff: Broadcast) -> dict[int, bytes] | None:
         """Equivocation: one signed message to half the nodes, a conflicting one to the rest."""
         if eff.channel != CONSENSUS or node.core is None:
             return None
