@@ -207,12 +207,13 @@ class World:
             kind = type(eff)
             if kind is Broadcast:
                 payloads = self._rewrite(node, eff) if node.byz else None
+                if eff.channel == CONSENSUS:
+                    for payload in {eff.payload} if payloads is None else set(payloads.values()):
+                        checker.on_frame(node.index, payload)
                 for other in self.nodes:
                     if other.index == node.index:
                         continue
                     payload = eff.payload if payloads is None else payloads[other.index]
-                    if eff.channel == CONSENSUS:
-                        checker.on_frame(node.index, payload)
                     self.net.send(node.index, other.index, (eff.channel, payload), self._deliver)
             elif kind is Send:
                 dst = self.key_index.get(eff.peer)
