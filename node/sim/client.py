@@ -89,6 +89,15 @@ class RandomClient:
             del self.sent[:200]
         return kind, txs
 
+    def remove_validator(self, member: str, voters: list[str], height: int) -> list[Transaction]:
+        """Governance retires ``member``'s validator: ``voters[0]`` proposes
+        REMOVE_VALIDATOR, the others vote yes (one client batch, in that order)."""
+        expiry = height + 200
+        p = GovPropose(GovAction.REMOVE_VALIDATOR, (member,), height + 60)
+        propose = self._tx(voters[0], p, expiry)
+        votes = [self._tx(v, GovVote(propose.tx_id, True), expiry) for v in voters[1:]]
+        return [propose, *votes]
+
     def _attest(self, expiry: int) -> Transaction:
         doc = self.rng.randbytes(32)
         self.commitments.append(doc)

@@ -24,20 +24,16 @@ signature by a key that is no validator's: the retired-key case) over tampered b
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from consensus.api import CertifiedPayload
-from consensus.messages import Commit, Prepare, PrePrepare, decode_message
 from consensus.sim.network import LinkModel, SimNetwork
-from ledger.codec import Domain
 from ledger.crypto import KeyPair
 from ledger.kv import MemoryKV
-from ledger.state import execute
 from ledger.testchain import Consortium
-from ledger.types import ChainParams, CommitCertificate, commit_vote_body
+from ledger.types import ChainParams
 from node.core import (
     Answer,
     AskHeights,
@@ -58,7 +54,7 @@ from node.core import (
     Tick,
 )
 from node.mempool import AddStatus
-from node.sim import host
+from node.sim import byzantine, host
 from node.sim.checker import NodeChecker
 from node.sim.client import RandomClient
 from node.transport import CONSENSUS
@@ -99,10 +95,18 @@ class SimNode:
     incarnation: int = 0
     wake_at: int | None = None
     byz: str | None = None
+    member_key: bytes = b""
+    retired: bool = False  # governance removed this (Byzantine) node's validator
 
     @property
     def up(self) -> bool:
         return self.core is not None
+
+    @property
+    def transport_key(self) -> bytes:
+        """Who the node connects as: its node key; once retired its member key (a
+        member may run an observer), which the allowlist still admits."""
+        return self.member_key if self.retired else self.key.public_key
 
 
 class World:
@@ -124,15 +128,19 @@ class World:
                 MemoryKV(name=f"{name}/ledger"),
                 MemoryKV(name=f"{name}/consensus"),
                 byz=cfg.byzantine.get(i),
+                member_key=self.consortium.member_keys[name].public_key,
             )
             node.cdb_kv.ignore_sync = cfg.unsynced_cdb
             self.nodes.append(node)
         self.key_index = {n.key.public_key: n.index for n in self.nodes}
+        self.key_index.update({n.member_key: n.index for n in self.nodes})
         self.honest = {n.index for n in self.nodes if n.byz is None}
         self.checker = NodeChecker(self.honest, cfg.calm)
         self.checker.set_keys({n.index: n.key.public_key for n in self.nodes})
         self.client = RandomClient(self.consortium, random.Random(cfg.seed ^ 0x5EED))
-        self.outsider = KeyPair.from_seed(b"\x01" * 32)  # signs "as a retired validator"
+        self.forged: dict[str, int] = {}  # forged certificates served, by kind
+        self.refused_blocks = 0  # fetched blocks honest cores refused ("invalid block")
+        self.retirement: list[Any] = []  # the REMOVE_VALIDATOR proposal and its votes
         self.committed: dict[int, set[bytes]] = {n.index: set() for n in self.nodes}
         self.requests = 0
         self._answers: dict[int, tuple[Any, ...]] = {}
@@ -145,7 +153,15 @@ class World:
     # -- lifecycle -------------------------------------------------------------------
 
     def _boot(self, node: SimNode) -> None:
-        core = host.boot(node.name, node.key, self.genesis, node.ledger_kv, node.cdb_kv)
+        # A retired validator is restarted as an observer, as its operator must.
+        core = host.boot(
+            node.name,
+            node.key,
+            self.genesis,
+            node.ledger_kv,
+            node.cdb_kv,
+            is_validator=not node.retired,
+        )
         node.core = core
         node.wake_at = None
         node.allowlist = None
@@ -194,8 +210,23 @@ class World:
             return []
         self.checker.now = self.net.now
         self.steps += 1
-        effects = host.step(core, event, self.net.now)
+        try:
+            effects = host.step(core, event, self.net.now)
+        except SystemExit:
+            if node.byz is None:
+                raise
+            # The retired Byzantine validator's core refuses to vote ("not a validator
+            # ... run it with role = observer"): its process exits; the operator
+            # restarts it as an observer.
+            self.crash(i)
+            self.trace.append(f"t={self.net.now} node {i} exits: no longer a validator")
+            return []
         self._effects(node, effects)
+        if node.byz is not None and not node.retired:
+            head = core.ledger.head
+            if node.key.public_key not in head.validators_at(head.height + 1).keys:
+                node.retired = True
+                self.trace.append(f"t={self.net.now} node {i} retired at {head.height}")
         return effects
 
     def _effects(self, node: SimNode, effects: list[Any]) -> None:
@@ -206,7 +237,10 @@ class World:
         for eff in effects:
             kind = type(eff)
             if kind is Broadcast:
-                payloads = self._rewrite(node, eff) if node.byz else None
+                payloads = None
+                if node.byz:
+                    others = [n.index for n in self.nodes if n.index != node.index]
+                    payloads = byzantine.equivocate(node, eff, others, self.rng)
                 if eff.channel == CONSENSUS:
                     for payload in {eff.payload} if payloads is None else set(payloads.values()):
                         checker.on_frame(node.index, payload)
@@ -246,7 +280,9 @@ class World:
                 if eff.name == "view":
                     self.views[node.index] = self.views.get(node.index, 0) + 1
             elif kind is Log:
-                if eff.message == "equivocation evidence recorded":
+                if eff.message == "peer sent an invalid block" and node.byz is None:
+                    self.refused_blocks += 1
+                elif eff.message == "equivocation evidence recorded":
                     accused = self.key_index.get(eff.fields.get("peer", b""))
                     checker.on_evidence(node.index, accused)
             elif kind is StoreFailed:
@@ -277,11 +313,14 @@ class World:
         self.step(i, Tick())
 
     def _deliver(self, src: int, dst: int, frame: tuple[str, bytes]) -> None:
-        allow = self.nodes[dst].allowlist
-        key = self.nodes[src].key.public_key
-        if allow is not None and key not in allow:
+        key = self.nodes[src].transport_key
+        if not self._admits(dst, key):
             return  # the transport refuses peers outside the allowlist
         self.step(dst, PeerFrame(key, frame[0], frame[1]))
+
+    def _admits(self, i: int, key: bytes) -> bool:
+        allow = self.nodes[i].allowlist
+        return allow is None or key in allow
 
     # -- catch-up ----------------------------------------------------------------------
 
@@ -303,8 +342,10 @@ class World:
         heights: dict[bytes, int] = {}
         for p in peers:
             peer = self.nodes[p]
-            if peer.core is not None and self.net.connected(i, p):
-                heights[peer.key.public_key] = peer.core.ledger.height
+            key = peer.transport_key
+            if peer.core is not None and self.net.connected(i, p) and self._admits(i, key):
+                # A Byzantine peer claims to be ahead: catch-up then asks it for blocks.
+                heights[key] = peer.core.ledger.height + (3 if peer.byz else 0)
         self.step(i, PeerHeights(heights, len(peers)))
 
     def _serve(self, node: SimNode, req: Fetch) -> None:
@@ -322,8 +363,10 @@ class World:
                 if raw is None or cert is None:
                     break
                 got.append(CertifiedPayload(raw, cert))
-            if peer.byz and got:
-                got = self._forge(peer, got)
+            if peer.byz and node.index in self.honest:
+                got, kind = byzantine.forge(peer, req.lo, got, self.rng, peer.retired)
+                if kind:
+                    self.forged[kind] = self.forged.get(kind, 0) + 1
             blocks = tuple(got)
         delay = self.net.delay() + self.net.delay()
         self.net.after(delay, self._fetched, node.index, node.incarnation, req.peer, blocks)
@@ -355,6 +398,24 @@ class World:
         self.step(node.index, ClientTxs(self.requests, tuple(txs)))
         return f"client {kind} x{len(txs)} -> {node.index}"
 
+    def retire(self, byz: int) -> str:
+        """Submit (again) governance's removal of node ``byz``'s validator: an honest
+        member proposes REMOVE_VALIDATOR, two more vote yes (a quorum of four)."""
+        up = [n for n in self.nodes if n.core is not None and n.index in self.honest]
+        if not up:
+            return "retire: no honest node up"
+        node = self.rng.choice(up)
+        assert node.core is not None
+        if not self.retirement:
+            voters = [self.nodes[i].name for i in sorted(self.honest)][:3]
+            self.retirement = self.client.remove_validator(
+                self.nodes[byz].name, voters, node.core.ledger.height
+            )
+        self.requests += 1
+        self._answers[self.requests] = tuple(self.retirement)
+        self.step(node.index, ClientTxs(self.requests, tuple(self.retirement)))
+        return f"client retire {byz} -> {node.index}"
+
     # -- running -------------------------------------------------------------------------
 
     def run_until(self, time_ms: int) -> None:
@@ -365,79 +426,3 @@ class World:
                 break
             net.run_one()
         net.now = max(net.now, time_ms)
-
-    # -- Byzantine behaviour ---------------------------------------------------------------
-
-    def _rewrite(self, node: SimNode, eff: Broadcast) -> dict[int, bytes] | None:
-        """Equivocation: one signed message to half the nodes, a conflicting one to the rest."""
-        if eff.channel != CONSENSUS or node.core is None:
-            return None
-        m = decode_message(eff.payload)
-        if m.sender != node.key.public_key:
-            return None
-        alt: Any = None
-        crypto = node.core.crypto
-        chain_id = node.core.chain_id
-        if isinstance(m, PrePrepare):
-            ledger = node.core.ledger
-            parent = ledger.state_of_block(m.parent_id)
-            block = node.core.app.block_of(m.payload)
-            if parent is None or block is None:
-                return None
-            other = execute(
-                parent,
-                block.txs[:-1] if block.txs else [],
-                time_ms=block.header.time_ms + 1 + self.rng.randrange(1000),
-                proposer=node.key.public_key,
-                strict=False,
-            ).block
-            alt = PrePrepare(m.height, m.view, other.block_id, m.parent_id, other.encode())
-        elif isinstance(m, Prepare | Commit):
-            alt = dataclasses.replace(m, block_id=self.rng.randbytes(32))
-        if alt is None:
-            return None
-        alt_bytes = alt.signed_by(crypto, chain_id).encoded
-        others = [n.index for n in self.nodes if n.index != node.index]
-        self.rng.shuffle(others)
-        half = len(others) // 2
-        return {i: (eff.payload if k < half else alt_bytes) for k, i in enumerate(others)}
-
-    def _forge(self, peer: SimNode, blocks: list[CertifiedPayload]) -> list[CertifiedPayload]:
-        """Tampered blocks under forged certificates (each must be refused)."""
-        assert peer.core is not None
-        first = blocks[0]
-        block = peer.core.app.block_of(first.payload)
-        if block is None:
-            return blocks
-        ledger = peer.core.ledger
-        parent = ledger.store.get_block(block.height - 1)
-        if parent is None:
-            return blocks
-        try:
-            parent_state = ledger.head if block.height - 1 == ledger.head.height else None
-            if parent_state is None:
-                return blocks
-            fake = execute(
-                parent_state,
-                [],
-                time_ms=block.header.time_ms + 7,
-                proposer=peer.key.public_key,
-                strict=False,
-            ).block
-        except Exception:  # noqa: BLE001 - a forger gives up quietly
-            return blocks
-        body = commit_vote_body(self.genesis.chain_id, fake.height, 0, fake.block_id)
-        own = self.genesis.validators.index_of(peer.key.public_key)
-        assert own is not None
-        mine = peer.key.sign(Domain.COMMIT, body)
-        stranger = self.outsider.sign(Domain.COMMIT, body)
-        honest_idx = next(i for i in range(self.cfg.n) if i != own)
-        how = self.rng.randrange(3)
-        if how == 0:  # one signer repeated up to a quorum
-            sigs = tuple((own, mine) for _ in range(self.genesis.validators.quorum))
-        elif how == 1:  # a signer outside the set
-            sigs = ((own, mine), (self.cfg.n + 3, stranger), (self.cfg.n + 4, stranger))
-        else:  # a retired validator's key signing in an honest validator's place
-            sigs = ((own, mine), (honest_idx, stranger), ((honest_idx + 1) % self.cfg.n, stranger))
-        cert = CommitCertificate(fake.height, 0, fake.block_id, tuple(sorted(sigs)))
-        return [CertifiedPayload(fake.encode(), cert)]

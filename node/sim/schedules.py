@@ -37,6 +37,9 @@ class SeedResult:
     view_changes: int = 0
     crashes: int = 0
     sim_ms: int = 0
+    retired: bool = False  # governance retired the Byzantine node's validator
+    forged: dict[str, int] = field(default_factory=dict)  # forged certificates served
+    refused_blocks: int = 0  # fetched blocks honest cores refused
     wall_s: float = 0.0
     trace: list[str] = field(default_factory=list)
 
@@ -49,11 +52,13 @@ class SeedResult:
         return "\n".join([head, *self.violations[:8], "trace:", *self.trace[-25:]])
 
 
-def make_world(seed: int, *, unsynced_cdb: bool = False, calm: bool | None = None) -> World:
+def make_world(
+    seed: int, *, unsynced_cdb: bool = False, calm: bool | None = None, retire: bool = False
+) -> World:
     rng = random.Random(seed * 1_000_003 + 17)
-    is_calm = rng.random() < 0.25 if calm is None else calm
+    is_calm = False if retire else rng.random() < 0.25 if calm is None else calm
     byzantine: dict[int, str] = {}
-    if not is_calm and rng.random() < 0.5:
+    if retire or (not is_calm and rng.random() < 0.5):
         byzantine = {rng.randrange(4): "equivocate+forge"}
     if is_calm:
         link = LinkModel(1, rng.choice([2, 5, 10]), 0.0, 0.0)
@@ -68,20 +73,37 @@ def make_world(seed: int, *, unsynced_cdb: bool = False, calm: bool | None = Non
     )
 
 
-def run_seed(seed: int, length_ms: int = 1500, *, unsynced_cdb: bool = False) -> SeedResult:
+def run_seed(
+    seed: int, length_ms: int = 1500, *, unsynced_cdb: bool = False, retire: bool = False
+) -> SeedResult:
+    """One seed; ``retire``: a Byzantine node that governance retires (REMOVE_VALIDATOR
+    through the client), after which it forges certificates with its retired key and
+    an honest node restarts and catches up from it."""
     started = time.perf_counter()
-    world = make_world(seed, unsynced_cdb=unsynced_cdb)
+    world = make_world(seed, unsynced_cdb=unsynced_cdb, retire=retire)
     rng = random.Random(seed ^ 0xC0FFEE)
     checker = world.checker
     trace = world.trace
     trace.append(f"link={world.cfg.link} calm={world.cfg.calm} byz={world.cfg.byzantine}")
     crashes = 0
     now = 0
+    byz = next(iter(world.cfg.byzantine), None)
+    retry_at = 0
     while now < length_ms and checker.ok:
         now += rng.randint(20, 120)
         world.run_until(now)
         what = world.submit() if rng.random() < 0.7 else "idle"
-        if not world.cfg.calm:
+        if retire and byz is not None and not world.nodes[byz].retired and now >= retry_at:
+            what += "; " + world.retire(byz)
+            retry_at = now + 400
+        elif retire and byz is not None and world.nodes[byz].retired and retry_at >= 0:
+            # Once retired: an honest node restarts and catches up from the liar.
+            victim = rng.choice(sorted(world.honest))
+            world.crash(victim)
+            retry_at = -1
+            what += f"; crash {victim}"
+            crashes += 1
+        elif not world.cfg.calm:
             what += "; " + _fault(world, rng)
             crashes += "crash" in what
         trace.append(f"t={now} {what} heights={_heights(world)}")
@@ -111,6 +133,9 @@ def run_seed(seed: int, length_ms: int = 1500, *, unsynced_cdb: bool = False) ->
         view_changes=checker.view_changes,
         crashes=crashes,
         sim_ms=world.net.now,
+        retired=byz is not None and world.nodes[byz].retired,
+        forged=dict(world.forged),
+        refused_blocks=world.refused_blocks,
         wall_s=time.perf_counter() - started,
         trace=trace,
     )
