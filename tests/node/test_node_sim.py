@@ -48,7 +48,9 @@ def test_many_seeds_hold_every_checker(capsys: pytest.CaptureFixture[str]) -> No
             f"{sum(r.admitted for r in results)} admitted txs, "
             f"{sum(r.crashes for r in results)} power cuts, "
             f"{sum(r.calm for r in results)} calm, "
-            f"{sum(bool(r.byzantine) for r in results)} with a Byzantine node; "
+            f"{sum(bool(r.byzantine) for r in results)} with a Byzantine node, "
+            f"{sum(sum(r.forged.values()) for r in results)} forged certificates served, "
+            f"{sum(r.refused_blocks for r in results)} fetched blocks refused; "
             f"checker (d) failed on {len(mempool)} seeds {mempool[:20]}"
         )
     assert not failures, "\n\n".join(failures[:3])
@@ -72,6 +74,23 @@ def test_same_seed_same_run() -> None:
         b.signed,
         b.violations,
     )
+
+
+RETIRE_SEEDS = 6
+RETIRE_MS = 3000
+
+
+def test_a_retired_validator_key_certifies_nothing() -> None:
+    """Governance removes the Byzantine node's validator (REMOVE_VALIDATOR proposed and
+    voted through the client); the node then serves catch-up with certificates signed
+    by its retired key, claiming to be ahead, and an honest node restarts: every such
+    block is refused and every checker holds."""
+    results = [run_seed(200_000 + s, RETIRE_MS, retire=True) for s in range(RETIRE_SEEDS)]
+    failures = [r.describe() for r in results if r.violations]
+    assert not failures, "\n\n".join(failures[:3])
+    assert sum(r.retired for r in results) >= RETIRE_SEEDS // 2, "governance retired no one"
+    assert sum(r.forged.get("retired_key", 0) for r in results) > 0
+    assert sum(r.refused_blocks for r in results) > 0
 
 
 def test_checker_finds_a_missing_fsync_of_the_signing_record() -> None:
