@@ -4,10 +4,12 @@
 is *calm* (honest nodes, a lossless network, no crashes: checker (c) holds it to no
 view change at all); the others mix crashes (power cuts) and restarts, partitions,
 message loss and duplication, and in half of them a Byzantine node (equivocating as
-primary, forging certificates when serving catch-up). The client submits throughout.
-Then everything heals and every admitted transaction must commit within
-``LIVENESS_MS``. Replay one: ``DVP_SIM_SEED=<seed> pytest tests/node/test_node_sim.py``
-or ``python scripts/soak_node_sim.py --start <seed> --seeds 1``.
+primary, lying about its height and forging certificates when serving catch-up). With
+``retire`` governance removes the Byzantine validator first. The client submits
+throughout. Then everything heals and every admitted transaction must commit within
+``LIVENESS_MS``. Replay one: ``DVP_SIM_SEED=<seed> [DVP_SIM_MS=<ms>] [DVP_SIM_RETIRE=1]
+pytest tests/node/test_node_sim.py -k replay`` or ``python scripts/soak_node_sim.py
+--start <seed> --seeds 1 [--length-ms <ms>] [--retire]``.
 """
 
 from __future__ import annotations
@@ -42,12 +44,17 @@ class SeedResult:
     refused_blocks: int = 0  # fetched blocks honest cores refused
     wall_s: float = 0.0
     trace: list[str] = field(default_factory=list)
+    length_ms: int = 0
+    retire: bool = False
 
     def describe(self) -> str:
+        replay = f"DVP_SIM_SEED={self.seed} DVP_SIM_MS={self.length_ms}"
+        if self.retire:
+            replay += " DVP_SIM_RETIRE=1"
         head = (
             f"seed={self.seed} calm={self.calm} byzantine={self.byzantine} "
             f"heights={self.heights} admitted={self.admitted} crashes={self.crashes} "
-            f"(replay: DVP_SIM_SEED={self.seed})"
+            f"(replay: {replay} python -m pytest tests/node/test_node_sim.py -k replay)"
         )
         return "\n".join([head, *self.violations[:8], "trace:", *self.trace[-25:]])
 
@@ -138,6 +145,8 @@ def run_seed(
         refused_blocks=world.refused_blocks,
         wall_s=time.perf_counter() - started,
         trace=trace,
+        length_ms=length_ms,
+        retire=retire,
     )
 
 

@@ -58,9 +58,11 @@ def test_many_seeds_hold_every_checker(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_replay() -> None:
-    """One seed, printed in full: ``DVP_SIM_SEED`` (and ``DVP_SIM_MS``) pick it."""
+    """One seed, printed in full: ``DVP_SIM_SEED`` (``DVP_SIM_MS``, ``DVP_SIM_RETIRE=1``)
+    pick it."""
     seed = int(os.environ.get("DVP_SIM_SEED", "0"))
-    result = run_seed(seed, int(os.environ.get("DVP_SIM_MS", SHORT_MS)))
+    retire = os.environ.get("DVP_SIM_RETIRE", "") == "1"
+    result = run_seed(seed, int(os.environ.get("DVP_SIM_MS", SHORT_MS)), retire=retire)
     print(result.describe())
     assert not result.violations and not result.mempool_violations, result.describe()
     assert result.heights > 0
