@@ -352,8 +352,8 @@ class World:
         """``Fetch``: certified blocks from the peer's store after a round trip; every
         Fetch gets exactly one answer (None when the peer is down or cut off)."""
         blocks: tuple[CertifiedPayload, ...] | None = None
-        p = self.key_index.get(req.peer)
-        peer = self.nodes[p] if p is not None else None
+        p = self.key_index.get(req.peer, -1)
+        peer = self.nodes[p] if p >= 0 else None
         if peer is not None and peer.core is not None and self.net.connected(node.index, p):
             store = peer.core.ledger.store
             hi = min(req.hi, store.height, req.lo + MAX_FETCH_BLOCKS - 1)
