@@ -15,11 +15,11 @@ and builds a new core, as a real process restart would; the core catches up from
 peers (``AskHeights`` / ``Fetch``, answered here from the peers' stores) before its
 replica votes again.
 
-A Byzantine node (``Byzantine``) runs the same core; its outgoing consensus frames are
-rewritten: an equivocating primary sends two different signed PRE-PREPAREs (two valid
-blocks) to the two halves of the cluster and conflicting PREPARE/COMMIT votes; when
-serving catch-up it forges certificates (a repeated signer, a signer outside the set, a
-signature by a key that is no validator's: the retired-key case) over tampered blocks.
+A Byzantine node runs the same core; its outgoing consensus frames and its catch-up
+answers pass through ``byzantine`` (equivocation, forged certificates), and it claims
+to be three heights ahead when asked. ``retire`` has governance remove its validator
+(REMOVE_VALIDATOR through the client); from then on it connects under its member key,
+forges with its retired validator key, and restarts as an observer.
 """
 
 from __future__ import annotations
@@ -110,8 +110,6 @@ class SimNode:
 
 
 class World:
-    _consortia: dict[tuple[Any, ...], Consortium] = {}
-
     def __init__(self, cfg: WorldConfig) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
