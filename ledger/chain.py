@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ledger.errors import RuleError, StoreError, ValidationError
+from ledger.kv import KV
 from ledger.smt import OverlayReader, SparseMerkleTree
 from ledger.state import (
     Execution,
@@ -70,6 +71,26 @@ class Ledger:
     ) -> Ledger:
         store = Store.open(
             path, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=create
+        )
+        try:
+            return cls(store, genesis, retain_versions)
+        except BaseException:
+            store.close()
+            raise
+
+    @classmethod
+    def open_kv(
+        cls,
+        db: KV,
+        genesis: Genesis,
+        *,
+        create: bool = True,
+        retain_versions: int = DEFAULT_RETAIN_VERSIONS,
+        name: str = "<memory>",
+    ) -> Ledger:
+        """``open`` over an already open ``KV`` (e.g. the simulator's ``MemoryKV``)."""
+        store = Store.open_kv(
+            db, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=create, name=name
         )
         try:
             return cls(store, genesis, retain_versions)

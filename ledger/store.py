@@ -1,5 +1,9 @@
 """The block store: LevelDB (plyvel) persistence of the committed chain and its state tree.
 
+The database is a ``ledger.kv.KV``: LevelDB for a node (``Store.open(path)``), or an
+in-memory database with a power-cut model for the whole-node simulator
+(``Store.open_kv(kv)``). Everything below holds for both.
+
 This module owns everything the ledger keeps on disk: blocks, headers, commit
 certificates, the block-id and transaction indexes, the state tree's nodes and its
 stale-node journal, per-height application metadata, and the store's own metadata
@@ -76,6 +80,7 @@ import plyvel
 
 from ledger.codec import Domain, decode, encode, tagged_hash
 from ledger.errors import DecodeError, StoreError
+from ledger.kv import KV, KV_ERRORS, MemoryKV, open_leveldb
 from ledger.types import ZERO_HASH, Block, BlockHeader, CommitCertificate, Transaction
 
 FORMAT_VERSION = 1
@@ -269,7 +274,7 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the ledger store directory {p}: {exc}") from exc
         try:
-            db = plyvel.DB(str(p), create_if_missing=create, **_DB_OPTIONS)
+            db = open_leveldb(str(p), create_if_missing=create, **_DB_OPTIONS)
         except plyvel.CorruptionError as exc:
             raise StoreError(
                 f"{p}: LevelDB reports corruption ({leveldb_reason(exc)}); restore "
@@ -283,10 +288,42 @@ class Store:
                 else "is it a LevelDB database, readable by this user?"
             )
             raise StoreError(f"cannot open ledger store at {p}: {text}; {hint}") from exc
+        return cls._checked(db, p, chain_id, genesis_hash, create, block_cache)
+
+    @classmethod
+    def open_kv(
+        cls,
+        db: KV,
+        *,
+        chain_id: str,
+        genesis_hash: bytes,
+        create: bool = False,
+        block_cache: int = DEFAULT_BLOCK_CACHE,
+        name: str = "<memory>",
+    ) -> Store:
+        """Open the store held in an already open ``KV`` (e.g. a ``ledger.kv.MemoryKV``).
+
+        The same checks as ``open`` (magic, format, chain, genesis, the tip's block);
+        ``name`` stands for the path in messages. The store owns ``db`` from now on.
+        """
+        if not isinstance(genesis_hash, bytes) or len(genesis_hash) != 32:
+            raise ValueError("genesis_hash must be 32 bytes")
+        return cls._checked(db, Path(name), chain_id, genesis_hash, create, block_cache)
+
+    @classmethod
+    def _checked(
+        cls,
+        db: KV,
+        p: Path,
+        chain_id: str,
+        genesis_hash: bytes,
+        create: bool,
+        block_cache: int,
+    ) -> Store:
         store = cls(db, p, chain_id, genesis_hash, block_cache)
         try:
             store._check_or_init(create)
-        except plyvel.Error as exc:
+        except KV_ERRORS as exc:
             # The checks read the store: damaged tables surface here, not at plyvel.DB().
             db.close()
             raise StoreError(
@@ -517,7 +554,7 @@ class Store:
                 wb.put(P_STALE + hb, encode(stale))
             wb.put(K_HEIGHT, hb)
             wb.write()
-        except plyvel.Error as exc:
+        except KV_ERRORS as exc:
             raise StoreError(
                 f"writing block {h} to {self._path} failed ({leveldb_reason(exc)}); "
                 f"the store still ends at height {self._height}"
@@ -596,7 +633,7 @@ class Store:
         key = prefix + h8(height)
         try:
             value = self._db.get(key, verify_checksums=True)
-        except plyvel.Error as exc:
+        except KV_ERRORS as exc:
             raise StoreError(
                 f"{what} at height {height}: LevelDB read failed "
                 f"({leveldb_reason(exc)}); the database is damaged"
@@ -734,7 +771,9 @@ class Store:
     # ------------------------------------------------------------------ disk
 
     def disk_bytes(self) -> int:
-        """Total size of the files in the database directory."""
+        """Total size of the files in the database directory (memory: keys + values)."""
+        if isinstance(self._db, MemoryKV):
+            return self._db.size_bytes()
         total = 0
         with os.scandir(self._path) as entries:
             for entry in entries:

@@ -1,6 +1,7 @@
 """Durable consensus state: the signing record and the payloads this replica accepted.
 
-A small LevelDB beside the ledger store (``<data_dir>/consensus``). Every write is
+A small LevelDB beside the ledger store (``<data_dir>/consensus``), or any
+``ledger.kv.KV`` (the whole-node simulator passes a ``MemoryKV``). Every write is
 synced: the replica's ``Persist`` / ``PersistBlock`` actions must be durable before the
 messages that follow them are sent (docs/CONSENSUS.md, "what is persisted").
 
@@ -17,17 +18,25 @@ import plyvel
 
 from consensus.record import SigningRecord
 from ledger.errors import DecodeError, StoreError
+from ledger.kv import KV, open_leveldb
 from ledger.store import h8 as _h8
 
 
 class ConsensusDB:
-    def __init__(self, path: Path) -> None:
+    """Opened on a directory (LevelDB, created if missing) or on an open ``KV``."""
+
+    def __init__(self, where: Path | KV) -> None:
+        if not isinstance(where, Path):
+            self.db: KV = where
+            self.path = Path(getattr(where, "name", "<memory>"))
+            return
+        path = where
         path.mkdir(parents=True, exist_ok=True)
         try:
             # Payloads are written once and deleted a few heights later: no compression
             # and a larger memtable keep LevelDB's compaction thread off the CPU budget
             # (see ledger/store.py's _DB_OPTIONS for the measurements).
-            self.db = plyvel.DB(
+            self.db = open_leveldb(
                 str(path),
                 create_if_missing=True,
                 compression=None,

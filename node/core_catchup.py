@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from consensus import api as ca
+from consensus.quorum import kth_highest, weak_quorum
 from consensus.replica import Replica
 from ledger.chain import Ledger
 from ledger.errors import LedgerError
@@ -45,6 +46,7 @@ class Follow:
     started_at: float | None = None
     best_peer_height: int = 0
     alone: bool = True
+    failed: set[bytes] = field(default_factory=set)  # served nothing valid when asked
 
 
 class CatchUpMixin:
@@ -77,13 +79,24 @@ class CatchUpMixin:
         f.asking, f.progressed = False, False
         f.alone = ev.connected == 0
         height = self.ledger.height
-        best = max(((h, p) for p, h in ev.heights.items() if h > height), default=None)
-        f.best_peer_height = best[0] if best is not None else height
-        if best is None or self.status.store_error is not None:
+        # One Byzantine peer may claim any height (and then serve forgeries, or nothing):
+        # trust the (f+1)-th highest claim of the peers that have not failed us, as the
+        # replica's catch-up does, and fetch from the lowest claim at least that high.
+        usable = {p: h for p, h in ev.heights.items() if p not in f.failed}
+        n = self.ledger.head.validators_at(height + 1).n
+        k = min(weak_quorum(n), len(usable))
+        trusted = kth_highest(usable.values(), k) if usable else None
+        target = trusted if trusted is not None and trusted > height else height
+        f.best_peer_height = target
+        fresh = [(h, p) for p, h in usable.items() if h >= target > height]
+        if not fresh:
+            f.failed.clear()  # the next poll gives them another chance
+        if not fresh or self.status.store_error is not None:
             self._follow_done()
             return
-        f.target, f.fetching = best[0], True
-        self._out.append(Fetch(best[1], height + 1, best[0]))
+        peer = min(fresh)[1]
+        f.target, f.fetching = target, True
+        self._out.append(Fetch(peer, height + 1, target))
 
     def _on_blocks(self, ev: BlocksFetched) -> None:
         if self.replica is not None:
@@ -104,10 +117,13 @@ class CatchUpMixin:
                 if self._disk_failure(exc) is not None:
                     raise
                 self._log("warning", "peer sent an invalid block", peer=ev.peer, error=str(exc))
+                f.failed.add(ev.peer)
                 break
             self._after_commit(block)
             f.progressed = True
         else:
+            if not ev.blocks:
+                f.failed.add(ev.peer)
             if ev.blocks and self.ledger.height < f.target:
                 f.fetching = True
                 self._out.append(Fetch(ev.peer, self.ledger.height + 1, f.target))

@@ -28,11 +28,13 @@ from node.core import (
     GOSSIP_FLUSH_S,
     Answer,
     AskHeights,
+    BlocksFetched,
     Broadcast,
     ClientTxs,
     Committed,
     CoreConfig,
     Effect,
+    Fetch,
     Log,
     Metric,
     NodeCore,
@@ -201,3 +203,30 @@ def test_the_node_core_does_no_io() -> None:
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN, f"{path} imports {name}"
+
+
+def test_one_peer_claiming_to_be_far_ahead_does_not_keep_the_replica_from_starting(
+    devnet,  # type: ignore[no-untyped-def]
+) -> None:
+    """A Byzantine peer may answer a status request with any height and then serve
+    forgeries: catch-up trusts the (f+1)-th highest claim (found by the whole-node
+    simulator, docs/RELIABILITY.md §3.6; it used to fetch from the liar forever)."""
+    core = devnet(4)
+    liar, honest = PEERS[0], PEERS[1:]
+    assert any(type(e) is AskHeights for e in step(core, Tick(), 0.0))
+    effects = step(core, PeerHeights({liar: 50, **{p: 0 for p in honest}}, 3), 0.01)
+    assert not [e for e in effects if type(e) is Fetch], "fetched on one peer's word"
+    assert core.replica is not None
+
+
+def test_a_peer_that_served_no_valid_block_is_not_asked_again_at_once(devnet) -> None:  # type: ignore[no-untyped-def]
+    core = devnet(4)
+    a, b = PEERS[0], PEERS[1]
+    step(core, Tick(), 0.0)
+    first = [e for e in step(core, PeerHeights({a: 5, b: 6}, 2), 0.01) if type(e) is Fetch]
+    assert [(e.peer, e.lo, e.hi) for e in first] == [(a, 1, 5)]  # lowest claim >= target
+    step(core, BlocksFetched(a, None), 0.02)  # it failed us
+    now = max(0.03, core.next_deadline())
+    assert any(type(e) is AskHeights for e in step(core, Tick(), now))
+    again = [e for e in step(core, PeerHeights({a: 5, b: 6}, 2), now) if type(e) is Fetch]
+    assert [(e.peer, e.lo, e.hi) for e in again] == [(b, 1, 6)]
