@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from ledger.errors import RuleError, StoreError, ValidationError
@@ -114,10 +115,25 @@ class Ledger:
         meta = self.store.app_meta(height)
         if header is None or meta is None:
             raise StoreError(f"height {height} has no header or app metadata")
-        return load_state(self.chain_id, height, header, meta, self.tree, self._seen())
+        state = load_state(self.chain_id, height, header, meta, self.tree, self._seen())
+        return replace(state, never_attested=self._never_attested())
 
     def _tx_committed(self, tx_id: bytes) -> bool:
         return self.store.tx_location(tx_id) is not None
+
+    def _never_attested(self) -> Callable[[bytes], bool] | None:
+        """``LedgerState.never_attested`` of a committed state: the store's index, if
+        it has one (a committed state is at or below the store's height, and records are
+        never deleted, so "not in the index" means "never attested at that height")."""
+        store = self.store
+        if not store.attestation_indexed:
+            return None
+        ever = store.ever_attested
+
+        def never_attested(commitment: bytes) -> bool:
+            return not ever(commitment)
+
+        return never_attested
 
     def _seen(self) -> SeenTxs:
         """``tx_seen`` of a committed state: the store's tx index alone."""
@@ -267,8 +283,8 @@ class Ledger:
         del self.pending[h]
         self._rebuild_overlay()
         # Its SeenTxs drops this block's ids (and its ancestors') at the next look-up: the
-        # store's tx index holds them now.
-        self.head = ex.state
+        # store's tx index holds them now, and its attestations are in the store's index.
+        self.head = replace(ex.state, never_attested=self._never_attested())
         oldest = h - self.retain_versions
         if oldest > self.store.state_pruned_below:
             self.store.prune_state(oldest)

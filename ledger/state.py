@@ -114,6 +114,10 @@ class LedgerState:
     history: merkle.MerkleAccumulator
     tree: SparseMerkleTree
     tx_seen: Callable[[bytes], bool]
+    #: For committed states: True if no committed block ever attested a commitment (the
+    #: store's index), so ``attestation`` need not walk the tree. None for speculative
+    #: states, whose own uncommitted blocks the index does not hold.
+    never_attested: Callable[[bytes], bool] | None = None
 
     def validators_at(self, height: int) -> ValidatorSet:
         return self.chain.validators_at(height)
@@ -127,6 +131,8 @@ class LedgerState:
         return self.members.get(mid) if mid is not None else None
 
     def attestation(self, commitment: bytes) -> AttestationRecord | None:
+        if self.never_attested is not None and self.never_attested(commitment):
+            return None
         raw = self.tree.get(attestation_key(commitment), self.height)
         return AttestationRecord.decode(raw) if raw is not None else None
 

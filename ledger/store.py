@@ -55,12 +55,15 @@ height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
     "M" "genesis"            genesis hash (32 bytes)
     "M" "height"             last committed height, h8 (absent while empty)
     "M" "pruned"             state versions below this may be pruned, h8 (absent: none)
+    "M" "attested-index"     b"1": "K" has been kept since genesis (absent: no index)
     "H" h8                   seal(canonical header bytes)
     "B" h8                   seal(msgpack array of the block's transactions)
     "C" h8                   seal(commit certificate bytes)      (no entry at height 0)
     "A" h8                   seal(application metadata blob)
     "I" block_id (32)        h8
     "T" tx_id[:16]           uvarint(height) || uvarint(position in block)
+    "K" commitment (32)      h8 of the block that attested it (an index of the state's
+                             attestation records, written in the same batch)
     "N" node_key             state-tree node (ledger.smt encoding)
     "S" v8                   msgpack array of the node keys made stale by version v
 """
@@ -81,7 +84,7 @@ import plyvel
 from ledger.codec import Domain, decode, encode, tagged_hash
 from ledger.errors import DecodeError, StoreError
 from ledger.kv import KV, KV_ERRORS, MemoryKV, open_leveldb
-from ledger.types import ZERO_HASH, Block, BlockHeader, CommitCertificate, Transaction
+from ledger.types import ZERO_HASH, Block, BlockHeader, CommitCertificate, Transaction, TxKind
 
 FORMAT_VERSION = 1
 MAGIC = b"dvp-ledger-store"
@@ -100,6 +103,11 @@ P_TX = b"T"
 TX_KEY_BYTES = 16
 P_NODE = b"N"
 P_STALE = b"S"
+# Every attested commitment (the ATTESTs of committed blocks), so that "was this ever
+# attested?" -- asked of every transaction a node admits, its own clients' and its peers'
+# -- costs one LevelDB look-up (a miss is usually answered by the tables' bloom filters)
+# instead of a walk down the state tree (~12 us in Python at 200,000 attestations).
+P_ATTESTED = b"K"
 
 K_MAGIC = P_META + b"magic"
 K_FORMAT = P_META + b"format"
@@ -107,6 +115,9 @@ K_CHAIN = P_META + b"chain"
 K_GENESIS = P_META + b"genesis"
 K_HEIGHT = P_META + b"height"
 K_PRUNED = P_META + b"pruned"
+# Present when the store has kept P_ATTESTED since its genesis (stores created before the
+# index have none, and are read through the state tree).
+K_ATTESTED_INDEX = P_META + b"attested-index"
 
 DEFAULT_BLOCK_CACHE = 8
 # Journals per prune batch: bounds one batch's size (a journal lists ~3 keys per changed
@@ -218,6 +229,7 @@ class Store:
         self._height = -1
         self._tip_id = ZERO_HASH
         self._pruned = 0
+        self._attested_index = False
         self._blocks: OrderedDict[int, Block] = OrderedDict()
         self._block_cache = max(1, block_cache)
         self._closed = False
@@ -358,6 +370,8 @@ class Store:
                 wb.put(K_FORMAT, FORMAT_VERSION.to_bytes(4, "big"))
                 wb.put(K_CHAIN, self._chain_id.encode())
                 wb.put(K_GENESIS, self._genesis_hash)
+                wb.put(K_ATTESTED_INDEX, b"1")
+            self._attested_index = True
             return
         if magic != MAGIC:
             raise StoreError(
@@ -392,6 +406,7 @@ class Store:
             )
         pruned = db.get(K_PRUNED)
         self._pruned = int.from_bytes(pruned, "big") if pruned else 0
+        self._attested_index = db.get(K_ATTESTED_INDEX) is not None
         raw_height = db.get(K_HEIGHT)
         if raw_height is None:
             return
@@ -548,6 +563,9 @@ class Store:
             wb.put(P_BLOCK_ID + block.block_id, hb)
             for pos, tx_id in enumerate(tx_ids):
                 wb.put(P_TX + tx_id[:TX_KEY_BYTES], _tx_location_value(h, pos))
+            for tx in block.txs:
+                if tx.kind == TxKind.ATTEST:
+                    wb.put(P_ATTESTED + tx.payload.commitment, hb)  # type: ignore[union-attr]
             for nk, node in state_nodes.items():
                 wb.put(P_NODE + nk, node)
             if stale:
@@ -743,6 +761,19 @@ class Store:
         return self._sealed(P_APP, height, "app metadata")
 
     # ------------------------------------------------------------------ transactions
+
+    @property
+    def attestation_indexed(self) -> bool:
+        """True if ``ever_attested`` is authoritative (the store kept the index from its
+        genesis on)."""
+        return self._attested_index
+
+    def ever_attested(self, commitment: bytes) -> bool:
+        """True if a committed block at or below ``height`` attested ``commitment``.
+
+        Only meaningful when ``attestation_indexed``. Records are never deleted, so False
+        also holds for every committed height below."""
+        return self._db.get(P_ATTESTED + commitment) is not None
 
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         """(height, position in block) of a committed transaction, or None."""
