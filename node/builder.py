@@ -1,7 +1,7 @@
 """The block-building policy: when to answer the replica's ``RequestProposal``, and with what.
 
 Owns the outstanding requests and the cut rule (tuned with ``scripts/bench_node.py``;
-docs/ARCHITECTURE.md, "The node process", has the figures):
+docs/PERFORMANCE.md, "Block cutting", has the figures):
 
 - cut as soon as ``max_block_txs`` transactions are waiting (not already in a pending,
   proposed-but-uncommitted block);

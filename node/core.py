@@ -314,7 +314,7 @@ class NodeCore(CatchUpMixin):
             if len(pool) >= limit and tx.tx_id not in pool:
                 # Past this depth a client's transaction would only queue, and admitting
                 # it (a signature check, ~64 us) takes the CPU the chain needs to commit
-                # what is queued (docs/ARCHITECTURE.md, "Overload"). Peers' gossip is
+                # what is queued (docs/PERFORMANCE.md, "Overload"). Peers' gossip is
                 # still admitted up to the hard bound.
                 pool.stats["busy"] += 1
                 results.append(CLIENT_BUSY)

@@ -9,7 +9,8 @@ Rules:
   second vote are refused at the door with ``conflicts_with_pending``; a transaction
   the head alone refuses gets that rule's own code (``already_revoked``...).
   Peers' transactions take the same check (``from_peer`` changes no rule): the state
-  read it costs is measured in scripts/bench_admission.py and docs/ARCHITECTURE.md.
+  read it costs is one LevelDB look-up (the store's index of attested commitments);
+  scripts/bench_admission.py measures admission, docs/PERFORMANCE.md has the figures.
 - ``committed(block, head)`` after every commit: removes the block's transactions,
   rebases the overlay on ``head`` and re-checks the pending transactions whose outcome
   the block could change: by commitment for ATTEST/REVOKE; everything when the block
