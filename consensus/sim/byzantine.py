@@ -130,11 +130,18 @@ class Equivocate(Behaviour):
             payload = make_payload(m.height, m.parent_id, node.index, node.nonce, p.tx_ids[:1])
             cluster.checker.on_proposed(payload)
             block_id = parse(payload).block_id  # type: ignore[union-attr]
-            return _sign(node, PrePrepare(m.height, m.view, block_id, m.parent_id, payload))
+            pre_prepare: PrePrepare = _sign(
+                node, PrePrepare(m.height, m.view, block_id, m.parent_id, payload)
+            )
+            return pre_prepare
         if isinstance(m, (Prepare, Commit)):
-            return _sign(node, dataclasses.replace(m, block_id=_random_bytes(cluster, 32)))
+            vote: Prepare | Commit = _sign(
+                node, dataclasses.replace(m, block_id=_random_bytes(cluster, 32))
+            )
+            return vote
         if isinstance(m, ViewChange):
-            return _sign(node, dataclasses.replace(m, proofs=()))
+            view_change: ViewChange = _sign(node, dataclasses.replace(m, proofs=()))
+            return view_change
         return None
 
 

@@ -221,56 +221,52 @@ class Cluster:
     def execute(self, node: Node, actions: Iterable[Action]) -> None:
         followups: list[Event] = []
         for action in actions:
-            kind = type(action)
-            if kind is Broadcast:
-                self.broadcast(node, action.message)  # type: ignore[union-attr]
-            elif kind is Send:
-                dst = self.key_index.get(action.to)  # type: ignore[union-attr]
-                if dst is not None:
-                    self.send(node, dst, action.message)  # type: ignore[union-attr]
-            elif kind is Persist:
-                node.record = action.record  # type: ignore[union-attr,assignment]
-                stable = node.record.stable  # type: ignore[union-attr]
-                if stable is not None and len(node.blocks) > 64:
-                    node.blocks = {k: v for k, v in node.blocks.items() if v[0] > stable.height}
-            elif kind is PersistBlock:
-                node.blocks[action.block_id] = (action.height, action.payload)  # type: ignore[union-attr]
-            elif kind is SetTimer:
-                key = (int(action.kind), action.key)  # type: ignore[union-attr]
-                token = self.rng.getrandbits(32)
-                node.timers[key] = token
-                self.net.after(
-                    action.delay_ms,
-                    self._timer,
-                    node.index,  # type: ignore[union-attr]
-                    node.incarnation,
-                    key,
-                    token,
-                    action.kind,
-                )  # type: ignore[union-attr]
-            elif kind is CancelTimer:
-                node.timers.pop((int(action.kind), action.key), None)  # type: ignore[union-attr]
-            elif kind is CommitBlock:
-                followups.append(self._commit(node, action))  # type: ignore[arg-type]
-            elif kind is RequestProposal:
-                self._build(node, action)  # type: ignore[arg-type]
-            elif kind is RequestBlocks:
-                self._serve_blocks(node, action)  # type: ignore[arg-type]
-            elif kind is ViewEntered:
-                self.checker.views_entered += 1
-            elif kind is PeerMisbehaved:
-                self.checker.on_misbehaved(
-                    node.index,
-                    action.peer,  # type: ignore[union-attr]
-                    action.reason,  # type: ignore[union-attr]
-                    self.honest_keys,
-                )
-            elif kind is ReportEvidence:
-                self.checker.on_evidence(
-                    node.index,
-                    action.evidence,  # type: ignore[union-attr]
-                    self.honest_keys,
-                )
+            # Class patterns narrow the ``Action`` union for the type checker. They are
+            # isinstance tests, which pick the same branch as an exact type test because
+            # no action class subclasses another.
+            match action:
+                case Broadcast():
+                    self.broadcast(node, action.message)
+                case Send():
+                    dst = self.key_index.get(action.to)
+                    if dst is not None:
+                        self.send(node, dst, action.message)
+                case Persist():
+                    node.record = action.record
+                    stable = action.record.stable
+                    if stable is not None and len(node.blocks) > 64:
+                        node.blocks = {k: v for k, v in node.blocks.items() if v[0] > stable.height}
+                case PersistBlock():
+                    node.blocks[action.block_id] = (action.height, action.payload)
+                case SetTimer():
+                    key = (int(action.kind), action.key)
+                    token = self.rng.getrandbits(32)
+                    node.timers[key] = token
+                    self.net.after(
+                        action.delay_ms,
+                        self._timer,
+                        node.index,
+                        node.incarnation,
+                        key,
+                        token,
+                        action.kind,
+                    )
+                case CancelTimer():
+                    node.timers.pop((int(action.kind), action.key), None)
+                case CommitBlock():
+                    followups.append(self._commit(node, action))
+                case RequestProposal():
+                    self._build(node, action)
+                case RequestBlocks():
+                    self._serve_blocks(node, action)
+                case ViewEntered():
+                    self.checker.views_entered += 1
+                case PeerMisbehaved():
+                    self.checker.on_misbehaved(
+                        node.index, action.peer, action.reason, self.honest_keys
+                    )
+                case ReportEvidence():
+                    self.checker.on_evidence(node.index, action.evidence, self.honest_keys)
         for event in followups:
             self.step(node.index, event)
 

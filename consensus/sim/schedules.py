@@ -175,7 +175,7 @@ def _chaos_step(cluster: Cluster, rng: random.Random, honest: list[int], f: int)
         cluster.crash(victim)
         return f"crash {victim}"
     if roll < 0.20 and len(down) < f + 1 and primary in up:
-        cluster.crash(primary)  # type: ignore[arg-type]
+        cluster.crash(primary)
         return f"crash primary {primary}"
     if roll < 0.35 and down:
         back = rng.choice(down)
