@@ -45,79 +45,52 @@ Rules:
   versions < ``before`` may be unreadable.
 * One owner: not thread- or task-safe.
 
-Key layout (1-byte prefix; ``h8`` = height as 8-byte big-endian, so keys sort by
-height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
-
-    key                      value
-    "M" "magic"              b"dvp-ledger-store"
-    "M" "format"             format version, 4 bytes big-endian (currently 1)
-    "M" "chain"              chain id, UTF-8
-    "M" "genesis"            genesis hash (32 bytes)
-    "M" "height"             last committed height, h8 (absent while empty)
-    "M" "pruned"             state versions below this may be pruned, h8 (absent: none)
-    "M" "attested-index"     b"1": "K" has been kept since genesis (absent: no index)
-    "H" h8                   seal(canonical header bytes)
-    "B" h8                   seal(msgpack array of the block's transactions)
-    "C" h8                   seal(commit certificate bytes)      (no entry at height 0)
-    "A" h8                   seal(application metadata blob)
-    "I" block_id (32)        h8
-    "T" tx_id[:16]           uvarint(height) || uvarint(position in block)
-    "K" commitment (32)      h8 of the block that attested it (an index of the state's
-                             attestation records, written in the same batch)
-    "N" node_key             state-tree node (ledger.smt encoding)
-    "S" v8                   msgpack array of the node keys made stale by version v
+The key layout and value encodings are in ``ledger.store_format``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
 import plyvel
 
-from ledger.codec import Domain, decode, encode, tagged_hash
+from ledger.codec import decode, encode
 from ledger.errors import DecodeError, StoreError
 from ledger.kv import KV, KV_ERRORS, MemoryKV, open_leveldb
-from ledger.types import ZERO_HASH, Block, BlockHeader, CommitCertificate, Transaction, TxKind
-
-FORMAT_VERSION = 1
-MAGIC = b"dvp-ledger-store"
-
-P_META = b"M"
-P_HEADER = b"H"
-P_BLOCK = b"B"
-P_CERT = b"C"
-P_APP = b"A"
-P_BLOCK_ID = b"I"
-P_TX = b"T"
-# The tx index is keyed by the first 16 bytes of the tx id: 16 bytes less per committed
-# transaction (~4% of the disk per attestation). A 128-bit prefix collision between two
-# honest transactions is out of reach (birthday bound 2^64); one an issuer mints between
-# its own transactions only gets its second transaction refused as a replay.
-TX_KEY_BYTES = 16
-P_NODE = b"N"
-P_STALE = b"S"
-# Every attested commitment (the ATTESTs of committed blocks), so that "was this ever
-# attested?" -- asked of every transaction a node admits, its own clients' and its peers'
-# -- costs one LevelDB look-up (a miss is usually answered by the tables' bloom filters)
-# instead of a walk down the state tree (~12 us in Python at 200,000 attestations).
-P_ATTESTED = b"K"
-
-K_MAGIC = P_META + b"magic"
-K_FORMAT = P_META + b"format"
-K_CHAIN = P_META + b"chain"
-K_GENESIS = P_META + b"genesis"
-K_HEIGHT = P_META + b"height"
-K_PRUNED = P_META + b"pruned"
-# Present when the store has kept P_ATTESTED since its genesis (stores created before the
-# index have none, and are read through the state tree).
-K_ATTESTED_INDEX = P_META + b"attested-index"
+from ledger.store_format import (
+    FORMAT_VERSION,
+    K_ATTESTED_INDEX,
+    K_CHAIN,
+    K_FORMAT,
+    K_GENESIS,
+    K_HEIGHT,
+    K_MAGIC,
+    K_PRUNED,
+    MAGIC,
+    P_APP,
+    P_ATTESTED,
+    P_BLOCK,
+    P_BLOCK_ID,
+    P_CERT,
+    P_HEADER,
+    P_NODE,
+    P_STALE,
+    P_TX,
+    TX_KEY_BYTES,
+    h8,
+    leveldb_reason,
+    parse_tx_location,
+    seal,
+    tx_location_value,
+)
+from ledger.store_reads import StoreReads
+from ledger.types import ZERO_HASH, Block, CommitCertificate, TxKind
 
 DEFAULT_BLOCK_CACHE = 8
 # Journals per prune batch: bounds one batch's size (a journal lists ~3 keys per changed
@@ -145,60 +118,6 @@ _DB_OPTIONS: dict[str, Any] = {
 }
 
 
-def h8(height: int) -> bytes:
-    """A height (or state version) as the 8-byte big-endian key suffix."""
-    return height.to_bytes(8, "big")
-
-
-# --------------------------------------------------------------------------- encodings
-
-
-def _seal(key: bytes, payload: bytes) -> bytes:
-    return zlib.crc32(payload, zlib.crc32(key)).to_bytes(4, "big") + payload
-
-
-def _unseal(key: bytes, value: bytes, what: str) -> bytes:
-    if len(value) < 4 or zlib.crc32(value[4:], zlib.crc32(key)) != int.from_bytes(value[:4], "big"):
-        raise StoreError(f"{what} is corrupt: checksum mismatch (the stored value was damaged)")
-    return value[4:]
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _tx_location_value(height: int, position: int) -> bytes:
-    return _uvarint(height) + _uvarint(position)
-
-
-def _parse_tx_location(value: bytes) -> tuple[int, int]:
-    """Inverse of ``_tx_location_value``; ValueError if malformed."""
-    nums: list[int] = []
-    n = shift = 0
-    for b in value:
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            nums.append(n)
-            n = shift = 0
-        elif shift > 63:
-            raise ValueError("varint too long")
-    if shift or len(nums) != 2:
-        raise ValueError("expected two varints")
-    return nums[0], nums[1]
-
-
-def leveldb_reason(exc: BaseException) -> str:
-    """plyvel's message as text (it carries LevelDB's status as bytes)."""
-    arg = exc.args[0] if exc.args else exc
-    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
-
-
 class _ClosedDB:
     """Stands in for the database after ``close`` so every use fails clearly."""
 
@@ -209,7 +128,7 @@ class _ClosedDB:
 # --------------------------------------------------------------------------- the store
 
 
-class Store:
+class Store(StoreReads):
     """The committed chain on disk. Open with ``Store.open``; use as a context manager.
 
     ``height`` is the last committed height (-1 while empty). Getters for a height
@@ -544,7 +463,7 @@ class Store:
             if loc is not None:
                 raise StoreError(
                     f"transaction {tx_id.hex()} is already committed at height "
-                    f"{_parse_tx_location(loc)[0]}"
+                    f"{parse_tx_location(loc)[0]}"
                 )
         stale = list(stale_nodes)
         try:
@@ -553,16 +472,16 @@ class Store:
             # header is cheap to serve and nothing is stored twice.
             hk, bk = P_HEADER + hb, P_BLOCK + hb
             header_bytes = header.encoded
-            wb.put(hk, _seal(hk, header_bytes))
-            wb.put(bk, _seal(bk, block.encoded[1 + len(header_bytes) :]))
+            wb.put(hk, seal(hk, header_bytes))
+            wb.put(bk, seal(bk, block.encoded[1 + len(header_bytes) :]))
             if certificate is not None:
                 ck = P_CERT + hb
-                wb.put(ck, _seal(ck, certificate.encode()))
+                wb.put(ck, seal(ck, certificate.encode()))
             ak = P_APP + hb
-            wb.put(ak, _seal(ak, bytes(app_meta)))
+            wb.put(ak, seal(ak, bytes(app_meta)))
             wb.put(P_BLOCK_ID + block.block_id, hb)
             for pos, tx_id in enumerate(tx_ids):
-                wb.put(P_TX + tx_id[:TX_KEY_BYTES], _tx_location_value(h, pos))
+                wb.put(P_TX + tx_id[:TX_KEY_BYTES], tx_location_value(h, pos))
             for tx in block.txs:
                 if tx.kind == TxKind.ATTEST:
                     wb.put(P_ATTESTED + tx.payload.commitment, hb)  # type: ignore[union-attr]
@@ -640,164 +559,6 @@ class Store:
             wb.put(K_PRUNED, h8(mark))
         self._pruned = mark
         return deleted
-
-    # ------------------------------------------------------------------ raw reads
-
-    def _sealed(self, prefix: bytes, height: int, what: str) -> bytes | None:
-        if self._closed:
-            raise StoreError("the store is closed")
-        if type(height) is not int or not 0 <= height <= self._height:
-            return None
-        key = prefix + h8(height)
-        try:
-            value = self._db.get(key, verify_checksums=True)
-        except KV_ERRORS as exc:
-            raise StoreError(
-                f"{what} at height {height}: LevelDB read failed "
-                f"({leveldb_reason(exc)}); the database is damaged"
-            ) from exc
-        if value is None:
-            raise StoreError(
-                f"{what} at height {height} is missing although the store is "
-                f"at height {self._height}; the database is damaged"
-            )
-        return _unseal(key, value, f"{what} at height {height}")
-
-    def get_header_bytes(self, height: int) -> bytes | None:
-        """Canonical header bytes of block ``height`` (None outside [0, height])."""
-        return self._sealed(P_HEADER, height, "header")
-
-    def get_block_bytes(self, height: int) -> bytes | None:
-        """Canonical block bytes (``Block.encode()``) of block ``height``."""
-        header = self._sealed(P_HEADER, height, "header")
-        if header is None:
-            return None
-        txs = self._sealed(P_BLOCK, height, "block")
-        return b"\x92" + header + txs  # type: ignore[operator]
-
-    def get_certificate_bytes(self, height: int) -> bytes | None:
-        """Certificate bytes of block ``height`` (None at 0 and outside [0, height])."""
-        if height == 0:
-            return None
-        return self._sealed(P_CERT, height, "certificate")
-
-    # ------------------------------------------------------------------ decoded reads
-
-    def get_header(self, height: int) -> BlockHeader | None:
-        raw = self.get_header_bytes(height)
-        if raw is None:
-            return None
-        try:
-            header = BlockHeader.decode(raw)
-        except DecodeError as exc:
-            raise StoreError(f"header at height {height} does not decode ({exc})") from exc
-        if header.height != height:
-            raise StoreError(f"header at height {height} says height {header.height}")
-        return header
-
-    def _load_block(self, height: int) -> Block | None:
-        raw = self.get_block_bytes(height)
-        if raw is None:
-            return None
-        try:
-            block = Block.decode(raw)
-        except DecodeError as exc:
-            raise StoreError(f"block at height {height} does not decode ({exc})") from exc
-        if block.height != height:
-            raise StoreError(f"block at height {height} says height {block.height}")
-        return block
-
-    def get_block(self, height: int) -> Block | None:
-        """Block ``height`` (decoded blocks are kept in a small LRU)."""
-        block = self._blocks.get(height)
-        if block is not None:
-            self._blocks.move_to_end(height)
-            return block
-        block = self._load_block(height)
-        if block is not None:
-            self._blocks[height] = block
-            if len(self._blocks) > self._block_cache:
-                self._blocks.popitem(last=False)
-        return block
-
-    def iter_blocks(self, from_h: int = 0, to_h: int | None = None) -> Iterator[Block]:
-        """Blocks ``from_h`` .. ``to_h`` *inclusive* (default: up to the committed height),
-        read one at a time without filling the block cache."""
-        last = self._height if to_h is None else min(to_h, self._height)
-        for h in range(max(0, from_h), last + 1):
-            block = self._load_block(h)
-            assert block is not None
-            yield block
-
-    def get_certificate(self, height: int) -> CommitCertificate | None:
-        raw = self.get_certificate_bytes(height)
-        if raw is None:
-            return None
-        try:
-            cert = CommitCertificate.decode(raw)
-        except DecodeError as exc:
-            raise StoreError(f"certificate at height {height} does not decode ({exc})") from exc
-        if cert.height != height:
-            raise StoreError(f"certificate at height {height} says height {cert.height}")
-        return cert
-
-    def get_block_id(self, height: int) -> bytes | None:
-        """Id of block ``height``: the tagged hash of its (checksummed) header bytes."""
-        if height == self._height and not self._closed:
-            return self._tip_id
-        raw = self.get_header_bytes(height)
-        return None if raw is None else tagged_hash(Domain.BLOCK_ID, raw)
-
-    def height_of_block(self, block_id: bytes) -> int | None:
-        raw = self._db.get(P_BLOCK_ID + block_id)
-        if raw is None:
-            return None
-        if len(raw) != 8:
-            raise StoreError(f"block-id index entry for {block_id.hex()} is corrupt")
-        return int.from_bytes(raw, "big")
-
-    def app_meta(self, height: int) -> bytes | None:
-        """The application metadata blob committed with block ``height``."""
-        return self._sealed(P_APP, height, "app metadata")
-
-    # ------------------------------------------------------------------ transactions
-
-    @property
-    def attestation_indexed(self) -> bool:
-        """True if ``ever_attested`` is authoritative (the store kept the index from its
-        genesis on)."""
-        return self._attested_index
-
-    def ever_attested(self, commitment: bytes) -> bool:
-        """True if a committed block at or below ``height`` attested ``commitment``.
-
-        Only meaningful when ``attestation_indexed``. Records are never deleted, so False
-        also holds for every committed height below."""
-        return self._db.get(P_ATTESTED + commitment) is not None
-
-    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
-        """(height, position in block) of a committed transaction, or None."""
-        raw = self._db.get(P_TX + tx_id[:TX_KEY_BYTES])
-        if raw is None:
-            return None
-        try:
-            return _parse_tx_location(raw)
-        except ValueError as exc:
-            raise StoreError(f"tx index entry for {tx_id.hex()} is corrupt ({exc})") from exc
-
-    def get_tx(self, tx_id: bytes) -> Transaction | None:
-        """A committed transaction by id (decodes its block through the block cache)."""
-        loc = self.tx_location(tx_id)
-        if loc is None:
-            return None
-        height, pos = loc
-        block = self.get_block(height)
-        if block is None or pos >= len(block.txs) or block.txs[pos].tx_id != tx_id:
-            raise StoreError(
-                f"tx index entry for {tx_id.hex()} points to height {height} "
-                f"position {pos}, which does not hold that transaction"
-            )
-        return block.txs[pos]
 
     # ------------------------------------------------------------------ disk
 

@@ -19,7 +19,7 @@ import plyvel
 from consensus.record import SigningRecord
 from ledger.errors import DecodeError, StoreError
 from ledger.kv import KV, open_leveldb
-from ledger.store import h8 as _h8
+from ledger.store_format import h8 as _h8
 
 
 class ConsensusDB:

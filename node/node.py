@@ -37,7 +37,7 @@ from ledger.crypto import read_key_file
 from ledger.errors import DecodeError, LedgerError
 from ledger.genesis import read_genesis
 from ledger.prove import Prover
-from ledger.store import leveldb_reason
+from ledger.store_format import leveldb_reason
 from ledger.types import CommitCertificate, Transaction
 from node import sync
 from node.config import NodeConfig

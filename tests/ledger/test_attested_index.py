@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ledger.chain import Ledger
 from ledger.records import AttestationRecord, attestation_key
-from ledger.store import K_ATTESTED_INDEX
+from ledger.store_format import K_ATTESTED_INDEX
 from ledger.testchain import Consortium
 from ledger.types import Revoke, RevokeReason
 from tests.support.bundles import commit_block

@@ -31,7 +31,8 @@ from ledger.audit import (
 from ledger.chain import Ledger
 from ledger.genesis import write_genesis
 from ledger.records import attestation_key
-from ledger.store import P_BLOCK, P_CERT, P_HEADER, P_NODE, P_TX, TX_KEY_BYTES, Store, _seal, h8
+from ledger.store import Store
+from ledger.store_format import P_BLOCK, P_CERT, P_HEADER, P_NODE, P_TX, TX_KEY_BYTES, h8, seal
 from ledger.testchain import Consortium
 from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason, Transaction
 
@@ -235,7 +236,7 @@ def _tx_signature_offset(chain: Chain, height: int, position: int) -> tuple[byte
 def _resealed(key: bytes, change: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
     """Damage the payload and recompute the store's CRC seal, so only the cryptographic
     checks can notice."""
-    return lambda value: _seal(key, change(value[4:]))
+    return lambda value: seal(key, change(value[4:]))
 
 
 def test_transaction_signature_flip(chain: Chain, copy: Path) -> None:
@@ -292,7 +293,7 @@ def test_certificate_of_the_old_set_is_refused_after_the_change(chain: Chain, co
     assert block is not None
     forged = chain.cons.certify(block, signers=["cnix", "hkbank", "webank"])
     key = P_CERT + h8(h)
-    _edit(copy, key, lambda _v: _seal(key, forged.encode()))
+    _edit(copy, key, lambda _v: seal(key, forged.encode()))
     _failed(replay_datadir(copy, g), h, "certificate")
 
 

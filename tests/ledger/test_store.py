@@ -17,7 +17,8 @@ import pytest
 from ledger.errors import StoreError
 from ledger.records import AttestationRecord, attestation_key
 from ledger.smt import MissingNodeError, SparseMerkleTree
-from ledger.store import (
+from ledger.store import Store
+from ledger.store_format import (
     FORMAT_VERSION,
     K_FORMAT,
     K_HEIGHT,
@@ -27,7 +28,6 @@ from ledger.store import (
     P_NODE,
     P_STALE,
     P_TX,
-    Store,
     h8,
 )
 from ledger.types import Attest, Block, CommitCertificate

@@ -74,7 +74,7 @@ UNSTORED_PROBE = """
 import sys
 import plyvel
 from ledger.chain import Ledger
-from ledger.store import P_NODE
+from ledger.store_format import P_NODE
 from ledger.types import Role
 from ledger.testchain import Consortium
 

@@ -1,0 +1,204 @@
+"""The ledger store's reads: blocks, headers, certificates, app metadata and indexes by
+height, block id, transaction id and commitment.
+
+``StoreReads`` is part of ``ledger.store.Store`` (a mixin, like the consensus replica's):
+it owns the read paths and their integrity checks (sealed values are checked on every
+read, a missing value below the committed height is damage, never "absent"), and relies on
+the fields ``Store`` sets, declared below. Not thread- or task-safe.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
+
+from ledger.codec import Domain, tagged_hash
+from ledger.errors import DecodeError, StoreError
+from ledger.kv import KV_ERRORS
+from ledger.store_format import (
+    P_APP,
+    P_ATTESTED,
+    P_BLOCK,
+    P_BLOCK_ID,
+    P_CERT,
+    P_HEADER,
+    P_TX,
+    TX_KEY_BYTES,
+    h8,
+    leveldb_reason,
+    parse_tx_location,
+    unseal,
+)
+from ledger.types import Block, BlockHeader, CommitCertificate, Transaction
+
+
+class StoreReads:
+    """The read half of ``ledger.store.Store`` (see the module docstring)."""
+
+    _db: Any
+    _height: int
+    _tip_id: bytes
+    _closed: bool
+    _attested_index: bool
+    _blocks: OrderedDict[int, Block]
+    _block_cache: int
+
+    # ------------------------------------------------------------------ raw reads
+
+    def _sealed(self, prefix: bytes, height: int, what: str) -> bytes | None:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if type(height) is not int or not 0 <= height <= self._height:
+            return None
+        key = prefix + h8(height)
+        try:
+            value = self._db.get(key, verify_checksums=True)
+        except KV_ERRORS as exc:
+            raise StoreError(
+                f"{what} at height {height}: LevelDB read failed "
+                f"({leveldb_reason(exc)}); the database is damaged"
+            ) from exc
+        if value is None:
+            raise StoreError(
+                f"{what} at height {height} is missing although the store is "
+                f"at height {self._height}; the database is damaged"
+            )
+        return unseal(key, value, f"{what} at height {height}")
+
+    def get_header_bytes(self, height: int) -> bytes | None:
+        """Canonical header bytes of block ``height`` (None outside [0, height])."""
+        return self._sealed(P_HEADER, height, "header")
+
+    def get_block_bytes(self, height: int) -> bytes | None:
+        """Canonical block bytes (``Block.encode()``) of block ``height``."""
+        header = self._sealed(P_HEADER, height, "header")
+        if header is None:
+            return None
+        txs = self._sealed(P_BLOCK, height, "block")
+        return b"\x92" + header + txs  # type: ignore[operator]
+
+    def get_certificate_bytes(self, height: int) -> bytes | None:
+        """Certificate bytes of block ``height`` (None at 0 and outside [0, height])."""
+        if height == 0:
+            return None
+        return self._sealed(P_CERT, height, "certificate")
+
+    # ------------------------------------------------------------------ decoded reads
+
+    def get_header(self, height: int) -> BlockHeader | None:
+        raw = self.get_header_bytes(height)
+        if raw is None:
+            return None
+        try:
+            header = BlockHeader.decode(raw)
+        except DecodeError as exc:
+            raise StoreError(f"header at height {height} does not decode ({exc})") from exc
+        if header.height != height:
+            raise StoreError(f"header at height {height} says height {header.height}")
+        return header
+
+    def _load_block(self, height: int) -> Block | None:
+        raw = self.get_block_bytes(height)
+        if raw is None:
+            return None
+        try:
+            block = Block.decode(raw)
+        except DecodeError as exc:
+            raise StoreError(f"block at height {height} does not decode ({exc})") from exc
+        if block.height != height:
+            raise StoreError(f"block at height {height} says height {block.height}")
+        return block
+
+    def get_block(self, height: int) -> Block | None:
+        """Block ``height`` (decoded blocks are kept in a small LRU)."""
+        block = self._blocks.get(height)
+        if block is not None:
+            self._blocks.move_to_end(height)
+            return block
+        block = self._load_block(height)
+        if block is not None:
+            self._blocks[height] = block
+            if len(self._blocks) > self._block_cache:
+                self._blocks.popitem(last=False)
+        return block
+
+    def iter_blocks(self, from_h: int = 0, to_h: int | None = None) -> Iterator[Block]:
+        """Blocks ``from_h`` .. ``to_h`` *inclusive* (default: up to the committed height),
+        read one at a time without filling the block cache."""
+        last = self._height if to_h is None else min(to_h, self._height)
+        for h in range(max(0, from_h), last + 1):
+            block = self._load_block(h)
+            assert block is not None
+            yield block
+
+    def get_certificate(self, height: int) -> CommitCertificate | None:
+        raw = self.get_certificate_bytes(height)
+        if raw is None:
+            return None
+        try:
+            cert = CommitCertificate.decode(raw)
+        except DecodeError as exc:
+            raise StoreError(f"certificate at height {height} does not decode ({exc})") from exc
+        if cert.height != height:
+            raise StoreError(f"certificate at height {height} says height {cert.height}")
+        return cert
+
+    def get_block_id(self, height: int) -> bytes | None:
+        """Id of block ``height``: the tagged hash of its (checksummed) header bytes."""
+        if height == self._height and not self._closed:
+            tip: bytes = self._tip_id
+            return tip
+        raw = self.get_header_bytes(height)
+        return None if raw is None else tagged_hash(Domain.BLOCK_ID, raw)
+
+    def height_of_block(self, block_id: bytes) -> int | None:
+        raw = self._db.get(P_BLOCK_ID + block_id)
+        if raw is None:
+            return None
+        if len(raw) != 8:
+            raise StoreError(f"block-id index entry for {block_id.hex()} is corrupt")
+        return int.from_bytes(raw, "big")
+
+    def app_meta(self, height: int) -> bytes | None:
+        """The application metadata blob committed with block ``height``."""
+        return self._sealed(P_APP, height, "app metadata")
+
+    # ------------------------------------------------------------------ transactions
+
+    @property
+    def attestation_indexed(self) -> bool:
+        """True if ``ever_attested`` is authoritative (the store kept the index from its
+        genesis on)."""
+        return self._attested_index
+
+    def ever_attested(self, commitment: bytes) -> bool:
+        """True if a committed block at or below ``height`` attested ``commitment``.
+
+        Only meaningful when ``attestation_indexed``. Records are never deleted, so False
+        also holds for every committed height below."""
+        return self._db.get(P_ATTESTED + commitment) is not None
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        """(height, position in block) of a committed transaction, or None."""
+        raw = self._db.get(P_TX + tx_id[:TX_KEY_BYTES])
+        if raw is None:
+            return None
+        try:
+            return parse_tx_location(raw)
+        except ValueError as exc:
+            raise StoreError(f"tx index entry for {tx_id.hex()} is corrupt ({exc})") from exc
+
+    def get_tx(self, tx_id: bytes) -> Transaction | None:
+        """A committed transaction by id (decodes its block through the block cache)."""
+        loc = self.tx_location(tx_id)
+        if loc is None:
+            return None
+        height, pos = loc
+        block = self.get_block(height)
+        if block is None or pos >= len(block.txs) or block.txs[pos].tx_id != tx_id:
+            raise StoreError(
+                f"tx index entry for {tx_id.hex()} points to height {height} "
+                f"position {pos}, which does not hold that transaction"
+            )
+        return block.txs[pos]
