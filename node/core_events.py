@@ -60,11 +60,16 @@ class PeerFrame:
 
 @dataclass(frozen=True)
 class ClientTxs:
-    """Transactions from a client (``from_peer``: admit them as a peer's gossip)."""
+    """Transactions from a client (``from_peer``: admit them as a peer's gossip).
+
+    ``more``: further chunks of the same client request follow at once (the RPC admits a
+    large batch in chunks, yielding between them): a block that is not full waits for
+    them, for at most ``BURST_MAX_S``, so one batch is not cut into two half blocks."""
 
     request_id: int
     txs: tuple[Transaction, ...]
     from_peer: bool = False
+    more: bool = False
 
 
 @dataclass(frozen=True)

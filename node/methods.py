@@ -172,7 +172,8 @@ def build_registry(node: Node) -> MethodRegistry:
                         "code": "malformed",
                         "message": f"txs[{i}]: not a transaction ({exc})",
                     }
-            admitted = iter(zip(chunk, node.submit_batch(chunk), strict=True))
+            more = start + ADMIT_CHUNK < len(txs)
+            admitted = iter(zip(chunk, node.submit_batch(chunk, more=more), strict=True))
             for i in range(start, min(start + ADMIT_CHUNK, len(txs))):
                 if i in malformed:
                     results.append(malformed[i])

@@ -229,11 +229,14 @@ class Node:
         peers), or with ``gossip=False`` as if a peer had flooded it."""
         return self.submit_batch([tx], from_peer=not gossip)[0]
 
-    def submit_batch(self, txs: list[Transaction], *, from_peer: bool = False) -> list[AddResult]:
-        """Admit clients' transactions (one step of the core, synchronously)."""
+    def submit_batch(
+        self, txs: list[Transaction], *, from_peer: bool = False, more: bool = False
+    ) -> list[AddResult]:
+        """Admit clients' transactions (one step of the core, synchronously); ``more``:
+        further chunks of the same request follow (``ClientTxs.more``)."""
         rid = next(self._request_ids)
         answer: Answer | None = None
-        effects = self._step(ClientTxs(rid, tuple(txs), from_peer))
+        effects = self._step(ClientTxs(rid, tuple(txs), from_peer, more))
         for e in effects:
             if type(e) is Answer and e.request_id == rid:
                 answer = e

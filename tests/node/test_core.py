@@ -25,6 +25,7 @@ from ledger.types import Attest, Block, Transaction
 from node.config import load_config
 from node.consensus_db import ConsensusDB
 from node.core import (
+    BURST_MAX_S,
     GOSSIP_FLUSH_S,
     Answer,
     AskHeights,
@@ -146,6 +147,34 @@ def test_a_client_transaction_is_answered_and_gossiped_in_the_next_flush(devnet,
     batches = [decode(e.payload) for e in effects if type(e) is Broadcast and e.channel == TXS]
     assert batches == [[tx.encoded]]
     assert core.replica is not None and tx.tx_id in core.replica.pending_txs
+
+
+def _txs_gossiped(effects: list[Effect]) -> list[int]:
+    return [len(decode(e.payload)) for e in effects if type(e) is Broadcast and e.channel == TXS]
+
+
+def test_a_client_batch_admitted_in_chunks_is_gossiped_as_one(devnet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The RPC admits a large batch in chunks, yielding between them; flushed (or cut
+    into a block) between two chunks, one batch became two half blocks and ~30 % more
+    heights at the same load. Until the last chunk, nothing is flushed -- but a batch
+    whose rest never comes (a cancelled call) is flushed after BURST_MAX_S."""
+    core = devnet(4)
+    now = start(core)
+    root = tmp_path / "net"
+    first = [attest(100 + i, root) for i in range(3)]
+    second = [attest(200 + i, root) for i in range(2)]
+    step(core, ClientTxs(1, tuple(first), more=True), now)
+    late = now + 5 * GOSSIP_FLUSH_S  # the first chunk's admission took longer than a flush
+    assert _txs_gossiped(step(core, Tick(), late)) == []
+    step(core, ClientTxs(2, tuple(second)), late)  # the last chunk
+    effects = step(core, Tick(), max(late, core.next_deadline()))
+    assert _txs_gossiped(effects) == [5]
+
+    orphan = [attest(300 + i, root) for i in range(2)]
+    t = late + 1.0
+    step(core, ClientTxs(3, tuple(orphan), more=True), t)
+    assert _txs_gossiped(step(core, Tick(), t + BURST_MAX_S / 2)) == []
+    assert _txs_gossiped(step(core, Tick(), t + BURST_MAX_S)) == [2]
 
 
 def test_a_commit_reports_its_transactions_once(devnet, tmp_path) -> None:  # type: ignore[no-untyped-def]
