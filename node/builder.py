@@ -73,9 +73,10 @@ class BlockBuilder:
             return 0.0
         if available > 0:
             oldest = min(r.since for r in self.requests.values())
-            linger = self.linger_s * 2 ** min(len(pending), MAX_LINGER_DOUBLINGS)
+            linger = self.linger_s * (1 << min(len(pending), MAX_LINGER_DOUBLINGS))
             return max(oldest, self.last_built) + linger
-        return max(last_commit, self.last_built) + params.heartbeat_ms / 1000
+        heartbeat_s: float = params.heartbeat_ms / 1000
+        return max(last_commit, self.last_built) + heartbeat_s
 
     def build(
         self, ledger: Ledger, mempool: Mempool, proposer: bytes, now: float, wall_ms: int

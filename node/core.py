@@ -20,7 +20,6 @@ without committing at the moment it leaves (``Mempool.committed``, builder refus
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -33,9 +32,9 @@ from consensus.record import SigningRecord
 from consensus.replica import Replica
 from consensus.signer import Ed25519Crypto
 from ledger.chain import Ledger
-from ledger.codec import as_bytes, as_list, decode, encode
+from ledger.codec import as_list, decode
 from ledger.errors import DecodeError
-from ledger.types import Block, Transaction
+from ledger.types import Block
 from node.app import LedgerApp
 from node.builder import BlockBuilder
 from node.consensus_db import ConsensusDB
@@ -63,32 +62,27 @@ from node.core_events import (
     StoreReopened,
     Tick,
 )
-from node.mempool import CLIENT_BUSY, AddResult, AddStatus, Mempool
+from node.core_gossip import (
+    ADMIT_CHUNK,
+    BURST_MAX_S,
+    GOSSIP_FLUSH_S,
+    GOSSIP_MAX_BYTES,
+    MAX_TX_BATCH,
+    RESEND_AGE_S,
+    RESEND_MAX,
+    RESEND_S,
+    GossipMixin,
+)
+from node.mempool import Mempool
 from node.transport import CONSENSUS, TXS
 
-#: Gossip: admissions within this long share one batch (and one TxsPending).
-GOSSIP_FLUSH_S = 0.01
-#: A client batch's next chunk (``ClientTxs.more``) is awaited this long at most before a
-#: block that is not full is cut without it.
-BURST_MAX_S = 0.1
-GOSSIP_MAX_BYTES = 256 * 1024
-MAX_TX_BATCH = 4096
-#: Gossiped transactions admitted per step; the rest of a batch waits for the next Tick
-#: (the shell yields between steps, so votes are not held up by a big batch).
-ADMIT_CHUNK = 256
-#: Transactions still pending after RESEND_AGE_S are gossiped again (at most RESEND_MAX
-#: per RESEND_S): gossip goes once to the peers connected then, and a peer that was cut
-#: off (the primary, say) would never get them; our replica would blame each primary in
-#: turn for leaving them out.
-RESEND_AGE_S = 2.0
-RESEND_S = 1.0
-RESEND_MAX = 256
 #: A synced write slower than this is logged (on a failing disk: the commit stalls).
 SLOW_WRITE_MS = 150
 
 # The names the shell, the tests and the simulator import from ``node.core``.
 __all__ = [
     "ADMIT_CHUNK",
+    "BURST_MAX_S",
     "FOLLOW_AGAIN_S",
     "FOLLOW_IDLE_S",
     "GOSSIP_FLUSH_S",
@@ -137,7 +131,7 @@ class _Held:
     outbox: list[ca.Send | ca.Broadcast] = field(default_factory=list)
 
 
-class NodeCore(CatchUpMixin):
+class NodeCore(CatchUpMixin, GossipMixin):
     """One node's decisions (see the module docstring for the contract).
 
     ``disk_failure(exc)`` says whether an exception from the ledger or consensus
@@ -228,14 +222,6 @@ class NodeCore(CatchUpMixin):
             d = min(d, self._resend_at)
         return d
 
-    def _flush_due(self) -> float:
-        """When the gossip flush is due: ``GOSSIP_FLUSH_S`` after the first admission, but
-        not while a client's batch is still being admitted (``ClientTxs.more``), so the
-        batch reaches the peers -- and the primary's builder -- in one piece."""
-        if self._flush_at != math.inf and self._burst_until > self._now:
-            return max(self._flush_at, self._burst_until)
-        return self._flush_at
-
     def _build_deadline(self) -> float:
         """The builder's deadline, except that a block that is not full waits while a
         client's batch is still being admitted (``ClientTxs.more``): cut between two of
@@ -306,61 +292,6 @@ class NodeCore(CatchUpMixin):
         else:
             self._out.append(Penalise(ev.peer, "unknown_channel"))
 
-    def _admit_gossip(self) -> None:
-        """Admit up to ADMIT_CHUNK transactions of the queued gossip batches."""
-        budget = ADMIT_CHUNK
-        head, now, pool, added = self.ledger.head, self._now, self.mempool, 0
-        while self._ingest and budget > 0:
-            peer, items, i = self._ingest.popleft()
-            end = min(len(items), i + budget)
-            budget -= end - i
-            for raw in items[i:end]:
-                try:
-                    tx = Transaction.decode(as_bytes(raw, "tx", max_size=8192))
-                except DecodeError:
-                    self._out.append(Penalise(peer, "malformed_tx"))
-                    continue
-                if pool.add(tx, head, from_peer=True).status is AddStatus.ADDED:
-                    self._admitted(tx.tx_id, now)
-                    added += 1
-            if end < len(items):
-                self._ingest.appendleft((peer, items, end))
-        if added and self._flush_at == math.inf:
-            self._flush_at = now + GOSSIP_FLUSH_S
-
-    def _on_client_txs(self, ev: ClientTxs) -> None:
-        pool, now, head = self.mempool, self._now, self.ledger.head
-        limit = math.inf if ev.from_peer else self.client_limit()
-        results: list[AddResult] = []
-        refused = added = 0
-        for tx in ev.txs:
-            if len(pool) >= limit and tx.tx_id not in pool:
-                # Past this depth a client's transaction would only queue, and admitting
-                # it (a signature check, ~64 us) takes the CPU the chain needs to commit
-                # what is queued (docs/PERFORMANCE.md, "Overload"). Peers' gossip is
-                # still admitted up to the hard bound.
-                pool.stats["busy"] += 1
-                results.append(CLIENT_BUSY)
-                refused += 1
-                continue
-            r = pool.add(tx, head, from_peer=ev.from_peer)
-            if r.status is AddStatus.ADDED:
-                self._admitted(tx.tx_id, now)
-                if not ev.from_peer:
-                    self._gossip.append(tx.encoded)
-                added += 1
-            results.append(r)
-        if added and self._flush_at == math.inf:
-            self._flush_at = now + GOSSIP_FLUSH_S
-        self._burst_until = now + BURST_MAX_S if ev.more else -math.inf
-        self._out.append(Answer(ev.request_id, results, refused))
-
-    def _admitted(self, tx_id: bytes, now: float) -> None:
-        self.arrived[tx_id] = now
-        if len(self.arrived) > 2 * self.config.mempool_max_txs:
-            self.arrived.popitem(last=False)
-        self._new_pending.append(tx_id)
-
     def _on_tick(self) -> None:
         now = self._now
         if self._ingest:
@@ -380,48 +311,6 @@ class NodeCore(CatchUpMixin):
         if self.builder.requests and self.replica is not None:
             if self._build_deadline() <= now:
                 self._build()
-
-    # ------------------------------------------------------------------ gossip
-
-    def _flush(self) -> None:
-        """Tell the replica what became pending, and gossip the batched transactions."""
-        self._flush_at = math.inf
-        if self._new_pending:
-            ids, self._new_pending = self._new_pending, []
-            if self.replica is not None:
-                pool = self.mempool
-                # Only those still pending now: one a block committed (or a re-check
-                # dropped) since would stay "pending" in the replica for good.
-                live = tuple(t for t in ids if t in pool)
-                if live:
-                    self._step_replica(ca.TxsPending(live))
-        buf = self._gossip
-        while buf:
-            n = size = 0
-            while n < len(buf) and n < MAX_TX_BATCH and size < GOSSIP_MAX_BYTES:
-                size += len(buf[n])
-                n += 1
-            self._out.append(Broadcast(TXS, encode(buf[:n])))
-            buf = buf[n:]
-        self._gossip = []
-
-    def _resend_stale(self) -> None:
-        """Gossip again the oldest (RESEND_MAX) transactions pending for RESEND_AGE_S,
-        and forget the arrival times of those that left the mempool."""
-        now, pool, arrived = self._now, self.mempool, self.arrived
-        self._resend_at = now + RESEND_S
-        for tx_id, t0 in list(itertools.islice(arrived.items(), RESEND_MAX)):
-            if now - t0 < RESEND_AGE_S:
-                break
-            tx = pool.get(tx_id)
-            if tx is None:
-                del arrived[tx_id]
-            else:
-                self._gossip.append(tx.encoded)
-        if self._gossip and self._flush_due() <= now:
-            self._flush()
-        elif self._gossip and self._flush_at == math.inf:
-            self._flush_at = now  # due now, or when the client batch being admitted ends
 
     # ------------------------------------------------------------------ the replica
 
