@@ -5,7 +5,7 @@ the replica's injected ``Crypto`` and the ledger's key handling, so COMMIT signa
 made here verify with ``ledger.types.CommitCertificate.verify`` unchanged. Verified
 (key, message, signature) triples are cached (bounded): the same vote often arrives
 twice (retransmission, view-change proofs). The simulator uses
-``consensus.sim.crypto.FakeCrypto`` instead, to isolate consensus cost.
+``node.sim.pbft.crypto.FakeCrypto`` instead, to isolate consensus cost.
 """
 
 from __future__ import annotations

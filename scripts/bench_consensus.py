@@ -4,7 +4,7 @@
     python scripts/bench_consensus.py [--heights 1500] [--window 4]
 
 n replicas run in one process with a zero-latency FIFO "network", the fast fake
-signature scheme (consensus/sim/crypto.py) and the in-memory App, so the numbers measure
+signature scheme (node/sim/pbft/crypto.py) and the in-memory App, so the numbers measure
 the state machine (message handling, quorum tallying, certificates, checkpoints,
 signing record), not Ed25519, disks or sockets. The block builder answers every
 ``RequestProposal`` at once, with empty blocks or blocks of 1,000 transaction ids.
@@ -39,8 +39,8 @@ from consensus.api import (  # noqa: E402
     Start,
 )
 from consensus.replica import Replica  # noqa: E402
-from consensus.sim.app import GENESIS_ID, MemApp, make_payload  # noqa: E402
-from consensus.sim.crypto import FakeCrypto, make_keys  # noqa: E402
+from node.sim.pbft.app import GENESIS_ID, MemApp, make_payload  # noqa: E402
+from node.sim.pbft.crypto import FakeCrypto, make_keys  # noqa: E402
 
 
 def run(n: int, txs_per_block: int, heights: int, window: int) -> dict[str, float]:

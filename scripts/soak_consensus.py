@@ -3,7 +3,7 @@
 
     python scripts/soak_consensus.py --seconds 60 --seed 7 --nodes 7
 
-Runs ``consensus.sim.schedules.random_schedule`` over a stream of schedule seeds derived
+Runs ``node.sim.pbft.schedules.random_schedule`` over a stream of schedule seeds derived
 from ``--seed`` until ``--seconds`` of wall time have passed, with the external
 checker after every step (agreement, validity, certificates, order, no honest
 equivocation) and a liveness check after each schedule heals. Prints every failing
@@ -27,7 +27,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from consensus.sim.schedules import random_schedule  # noqa: E402
+from node.sim.pbft.schedules import random_schedule  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -3,7 +3,7 @@
 Each node is the product's ``node.core.NodeCore`` (built by ``host.boot``) over two
 ``ledger.kv.MemoryKV`` stores (ledger and consensus database); this module executes its
 effects as the trio shell (``node.node``) does, into the simulated network.
-``consensus.sim.network.SimNetwork`` is the seeded scheduler and the lossy, reordering,
+``node.sim.pbft.network.SimNetwork`` is the seeded scheduler and the lossy, reordering,
 duplicating, partitionable network; frames are ``(channel, payload)`` pairs. The clock
 is simulated: a node is stepped with ``Tick`` at its ``next_deadline`` and with every
 frame at its delivery time, nothing else moves time.
@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consensus.api import CertifiedPayload
-from consensus.sim.network import LinkModel, SimNetwork
 from ledger.crypto import KeyPair
 from ledger.kv import MemoryKV
 from ledger.testchain import Consortium
@@ -57,6 +56,7 @@ from node.mempool import AddStatus
 from node.sim import byzantine, host
 from node.sim.checker import NodeChecker
 from node.sim.client import RandomClient
+from node.sim.pbft.network import LinkModel, SimNetwork
 from node.transport import CONSENSUS
 
 MAX_FETCH_BLOCKS = 64

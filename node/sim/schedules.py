@@ -18,10 +18,10 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from consensus.sim.network import LinkModel
 from ledger.state import execute
 from node.sim.checker import proposer_of
 from node.sim.cluster import World, WorldConfig
+from node.sim.pbft.network import LinkModel
 
 LIVENESS_MS = 8000
 

@@ -13,10 +13,10 @@ import pytest
 from consensus.api import Action, Broadcast, Send
 from consensus.messages import Commit, PrePrepare
 from consensus.replica import Replica
-from consensus.sim import byzantine as byz
-from consensus.sim.app import make_payload, parse
-from consensus.sim.cluster import Cluster, Node, SimConfig
-from consensus.sim.schedules import random_schedule
+from node.sim.pbft import byzantine as byz
+from node.sim.pbft.app import make_payload, parse
+from node.sim.pbft.cluster import Cluster, Node, SimConfig
+from node.sim.pbft.schedules import random_schedule
 from tests.consensus.broken import AmnesiacViewChangeReplica, QuorumMinusOneReplica
 
 

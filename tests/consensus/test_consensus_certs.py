@@ -33,10 +33,10 @@ from consensus.messages import (
     prepare_body,
 )
 from consensus.quorum import primary_key
-from consensus.sim.app import validator_set
-from consensus.sim.crypto import FakeCrypto, fake_signature, make_keys
 from ledger.codec import Domain
 from ledger.types import CommitCertificate, ValidatorSet, commit_vote_body
+from node.sim.pbft.app import validator_set
+from node.sim.pbft.crypto import FakeCrypto, fake_signature, make_keys
 
 CHAIN = "certs-chain"
 KEYS = make_keys(6)

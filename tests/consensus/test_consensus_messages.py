@@ -31,11 +31,11 @@ from consensus.messages import (
 )
 from consensus.record import SigningRecord, VoteEntry
 from consensus.signer import Ed25519Crypto
-from consensus.sim.crypto import FakeCrypto, make_keys
 from ledger import crypto as ledger_crypto
 from ledger.codec import Domain, encode
 from ledger.errors import DecodeError
 from ledger.types import CommitCertificate, Validator, ValidatorSet, commit_vote_body
+from node.sim.pbft.crypto import FakeCrypto, make_keys
 
 CHAIN = "test-chain"
 KEYS = make_keys(4)

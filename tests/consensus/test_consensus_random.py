@@ -5,7 +5,7 @@ crashes, restarts, partitions, message filters and up to f Byzantine replicas, t
 healed liveness phase. The external checker runs after every step. The suite runs at
 least ``TARGET_VIEWS`` simulated views in total (n = 4 and n = 7) and prints the
 count; a failure prints the seed and the schedule's trace so it can be replayed with
-``consensus.sim.schedules.random_schedule(seed, n)`` or
+``node.sim.pbft.schedules.random_schedule(seed, n)`` or
 ``python scripts/soak_consensus.py --seed SEED --nodes N``.
 """
 
@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from consensus.messages import Commit, Prepare, PrePrepare, ViewChange
-from consensus.sim import byzantine as byz
-from consensus.sim.cluster import Cluster, SimConfig
-from consensus.sim.network import LinkModel
-from consensus.sim.schedules import ScheduleResult, random_schedule
+from node.sim.pbft import byzantine as byz
+from node.sim.pbft.cluster import Cluster, SimConfig
+from node.sim.pbft.network import LinkModel
+from node.sim.pbft.schedules import ScheduleResult, random_schedule
 
 TARGET_VIEWS = 10_000
 MAX_SCHEDULES = 4000

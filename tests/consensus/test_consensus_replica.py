@@ -39,10 +39,10 @@ from consensus.evidence import verify_evidence
 from consensus.messages import Checkpoint, Commit, Prepare, PrePrepare, ViewChange
 from consensus.record import SigningRecord
 from consensus.replica import Replica
-from consensus.sim.app import GENESIS_ID, MemApp, make_payload, parse
-from consensus.sim.crypto import FakeCrypto, make_keys
 from ledger.codec import encode
 from ledger.types import CommitCertificate, ValidatorSet
+from node.sim.pbft.app import GENESIS_ID, MemApp, make_payload, parse
+from node.sim.pbft.crypto import FakeCrypto, make_keys
 
 CHAIN = "sim-chain"
 KEYS = make_keys(5)

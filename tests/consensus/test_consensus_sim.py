@@ -2,7 +2,7 @@
 
 References: Castro & Liskov, OSDI'99 §4 and TOCS'02 §4 (normal case §4.2, garbage
 collection §4.3, view changes §4.5, liveness §4.5.2), §5.3 (state transfer). The
-external checker (consensus/sim/checker.py) runs after every step of every node in every
+external checker (node/sim/pbft/checker.py) runs after every step of every node in every
 test: agreement, validity, certificates, in-order exactly-once delivery, no honest
 equivocation, verifiable evidence only against faulty nodes.
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 
 from consensus.messages import Commit, Prepare, PrePrepare
-from consensus.sim import byzantine as byz
-from consensus.sim.app import parse
-from consensus.sim.cluster import Cluster, SimConfig
-from consensus.sim.network import LinkModel
+from node.sim.pbft import byzantine as byz
+from node.sim.pbft.app import parse
+from node.sim.pbft.cluster import Cluster, SimConfig
+from node.sim.pbft.network import LinkModel
 
 
 def assert_ok(cluster: Cluster) -> None:
@@ -161,7 +161,7 @@ def test_restarted_backup_with_record_refuses_a_conflicting_proposal() -> None:
     other = parse(restored.slots[h].payloads[prepared.block_id]) if h in restored.slots else None
     assert other is not None, "the accepted payload was persisted with PersistBlock"
     from consensus.api import MessageReceived
-    from consensus.sim.app import make_payload
+    from node.sim.pbft.app import make_payload
 
     payload = make_payload(h, prepared.parent_id, 0, 12345, ())
     conflicting = PrePrepare(

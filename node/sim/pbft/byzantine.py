@@ -37,11 +37,11 @@ from consensus.messages import (
     ProofKind,
     ViewChange,
 )
-from consensus.sim.app import make_payload, parse
 from ledger.types import CommitCertificate
+from node.sim.pbft.app import make_payload, parse
 
 if TYPE_CHECKING:
-    from consensus.sim.cluster import Cluster, Node
+    from node.sim.pbft.cluster import Cluster, Node
 
 CHAIN_ID = "sim-chain"
 

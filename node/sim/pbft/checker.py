@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from consensus.certs import verify_commit_certificate
 from consensus.evidence import Evidence, verify_evidence
 from consensus.messages import Message, content_key, slot_key
-from consensus.sim.app import MemApp, parse
-from consensus.sim.crypto import FakeCrypto
 from ledger.types import CommitCertificate
+from node.sim.pbft.app import MemApp, parse
+from node.sim.pbft.crypto import FakeCrypto
 
 
 class Checker:

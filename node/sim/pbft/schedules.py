@@ -4,7 +4,7 @@
 seed replays the exact run"). The safety phase mixes, at random times: crashes and
 restarts of honest nodes, partitions that form and heal, isolating the current
 primary, per-link message filters, and up to f Byzantine nodes with random
-behaviours from ``consensus.sim.byzantine``. The checker runs after every step. Then
+behaviours from ``node.sim.pbft.byzantine``. The checker runs after every step. Then
 everything heals (crashed nodes restart, partitions and filters go) and every honest
 node must commit new blocks within a bounded simulated time.
 
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from consensus.messages import Commit, Prepare, PrePrepare, ViewChange
 from consensus.quorum import max_faulty, primary_key
 from consensus.replica import Replica
-from consensus.sim import byzantine as byz
-from consensus.sim.cluster import Cluster, ReplicaFactory, SimConfig
-from consensus.sim.network import LinkModel
+from node.sim.pbft import byzantine as byz
+from node.sim.pbft.cluster import Cluster, ReplicaFactory, SimConfig
+from node.sim.pbft.network import LinkModel
 
 
 @dataclass

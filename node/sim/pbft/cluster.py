@@ -9,7 +9,7 @@ when asked, and serves ``RequestBlocks`` from its chain.
 Crash = the node's replica, mempool and timers vanish; its chain and signing record
 (the "disk") survive. Restart = a new ``Replica`` built from the disk, like a real
 process restart. Byzantine nodes run the same code but their output is rewritten by a
-``consensus.sim.byzantine.Behaviour``.
+``node.sim.pbft.byzantine.Behaviour``.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ from consensus.api import (
 from consensus.messages import Message, decode_message
 from consensus.record import SigningRecord
 from consensus.replica import Replica
-from consensus.sim.app import GENESIS_ID, MemApp, make_payload, parse
-from consensus.sim.checker import Checker
-from consensus.sim.crypto import FakeCrypto, make_keys
-from consensus.sim.network import LinkModel, SimNetwork
 from ledger.types import CommitCertificate
+from node.sim.pbft.app import GENESIS_ID, MemApp, make_payload, parse
+from node.sim.pbft.checker import Checker
+from node.sim.pbft.crypto import FakeCrypto, make_keys
+from node.sim.pbft.network import LinkModel, SimNetwork
 
 CHAIN_ID = "sim-chain"
 ReplicaFactory = Callable[..., Replica]
@@ -93,7 +93,7 @@ class Node:
     timers: dict[tuple[int, int], int] = field(default_factory=dict)
     mempool: dict[bytes, None] = field(default_factory=dict)
     inflight: dict[bytes, int] = field(default_factory=dict)
-    byz: Any = None  # consensus.sim.byzantine.Behaviour
+    byz: Any = None  # node.sim.pbft.byzantine.Behaviour
     request: RequestProposal | None = None  # outstanding, not yet built
     nonce: int = 0
 
