@@ -248,6 +248,7 @@ async def _fuzz(t: AdversaryTransport, rng: random.Random, n: int) -> dict[str, 
     samples = list(t.history)[-50:]
     counts: dict[str, Any] = {"consensus": 0, "txs": 0, "sync": 0, "sync_answers": {}}
     peers = sorted(t.host.connected_peers())
+    counts["peers"] = len(peers)
     for channel in (CONSENSUS, TXS):
         for frame in junk_frames(rng, channel, samples, n):
             for peer in peers:
@@ -312,8 +313,11 @@ async def _flood(
 
 async def attack(node: Node, t: AdversaryTransport, plan: dict[str, Any]) -> None:
     rng = random.Random(plan.get("seed", 1))
-    while node.replica is None:  # polling; the test's wait_phase("started") is the deadline
-        await trio.sleep(0.1)
+    # Every phase attacks every honest node, so start only once connected to all three
+    # (devnet_with_adversary is a 4-validator devnet); a node not yet connected would
+    # simply receive nothing and count nothing.
+    while node.replica is None or len(t.host.connected_peers()) < 3:
+        await trio.sleep(0.1)  # polling; the test's wait_phase("started") is the deadline
     report(phase="started", height=node.ledger.height)
     if t.equivocate_left:
         with trio.move_on_after(plan.get("equivocate_timeout_s", 60)):

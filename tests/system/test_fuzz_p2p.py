@@ -60,6 +60,7 @@ def test_malformed_frames_on_every_protocol_are_dropped_and_counted(
     base = min(h or 0 for h in heights(honest))
 
     fuzz = adversary.wait_phase("fuzz", 90)
+    assert fuzz["peers"] == len(HONEST), fuzz  # every honest node was attacked
     assert fuzz["consensus"] == fuzz["txs"] == fuzz["sync"] == FRAMES, fuzz
     answers = fuzz["sync_answers"]
     # Every junk request was answered: an error frame, a refusal, or a (valid) answer.
