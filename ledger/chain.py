@@ -118,27 +118,17 @@ class Ledger:
         state = load_state(self.chain_id, height, header, meta, self.tree, self._seen())
         return replace(state, never_attested=self._never_attested())
 
-    def _tx_committed(self, tx_id: bytes) -> bool:
-        return self.store.tx_location(tx_id) is not None
-
     def _never_attested(self) -> Callable[[bytes], bool] | None:
         """``LedgerState.never_attested`` of a committed state: the store's index, if
         it has one (a committed state is at or below the store's height, and records are
         never deleted, so "not in the index" means "never attested at that height")."""
         store = self.store
-        if not store.attestation_indexed:
-            return None
-        ever = store.ever_attested
-
-        def never_attested(commitment: bytes) -> bool:
-            return not ever(commitment)
-
-        return never_attested
+        return store.never_attested if store.attestation_indexed else None
 
     def _seen(self) -> SeenTxs:
         """``tx_seen`` of a committed state: the store's tx index alone."""
         store = self.store
-        return SeenTxs([], self._tx_committed, lambda: store.height)
+        return SeenTxs([], store.tx_committed, lambda: store.height)
 
     @property
     def height(self) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger.codec import (
     Domain,
@@ -65,14 +65,17 @@ def proposal_key(proposal_id: bytes) -> bytes:
 CHAIN_KEY = state_key("chain", b"")
 
 
-@dataclass(frozen=True, slots=True)
-class AttestationRecord:
+class AttestationRecord(NamedTuple):
     """What the state keeps about one commitment: the facts a verdict needs, and where
     the signed transactions are. ``revoked_height`` 0 = not revoked.
 
     Deliberately small (it is stored once per attestation): the issue time and metadata
     digest stay in the ATTEST transaction, which the proof bundle carries with its
     inclusion proof at (``height``, ``position``).
+
+    An immutable named tuple rather than a frozen dataclass: one is built for every
+    transaction at admission and again at execution, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) cost ~0.85 us against ~0.24 us.
     """
 
     issuer: str
@@ -85,16 +88,7 @@ class AttestationRecord:
     revoke_position: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [
-            self.issuer,
-            self.doc_type,
-            self.valid_until_ms,
-            self.height,
-            self.position,
-            self.revoked_height,
-            self.revoke_reason,
-            self.revoke_position,
-        ]
+        return list(self)
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
@@ -118,7 +112,7 @@ class AttestationRecord:
         )
 
     def revoked(self, height: int, reason: int, position: int) -> AttestationRecord:
-        return replace(self, revoked_height=height, revoke_reason=reason, revoke_position=position)
+        return self._replace(revoked_height=height, revoke_reason=reason, revoke_position=position)
 
 
 class Status(StrEnum):

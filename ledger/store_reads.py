@@ -179,6 +179,16 @@ class StoreReads:
         also holds for every committed height below."""
         return self._db.get(P_ATTESTED + commitment) is not None
 
+    def never_attested(self, commitment: bytes) -> bool:
+        """``not ever_attested(commitment)``, as one call: asked of every transaction a
+        node admits (``LedgerState.never_attested`` of committed states)."""
+        return self._db.get(P_ATTESTED + commitment) is None
+
+    def tx_committed(self, tx_id: bytes) -> bool:
+        """True if ``tx_id`` is in the tx index (``tx_location`` without decoding the
+        entry): the replay check asked of every transaction admitted and executed."""
+        return self._db.get(P_TX + tx_id[:TX_KEY_BYTES]) is not None
+
     def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
         """(height, position in block) of a committed transaction, or None."""
         raw = self._db.get(P_TX + tx_id[:TX_KEY_BYTES])

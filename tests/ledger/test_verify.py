@@ -333,7 +333,7 @@ def test_forged_records_must_match_their_transactions(chain: Any) -> None:
     assert verify_bundle(forged(chain, "valid", C[0], rec), trust).status == Status.VALID
     # a record for another commitment pointing at C[0]'s ATTEST
     assert refusal(forged(chain, "valid", C[7], rec), trust) == Reason.WRONG_COMMITMENT
-    for wrong in (replace(rec, doc_type="bank-statement"), replace(rec, valid_until_ms=1)):
+    for wrong in (rec._replace(doc_type="bank-statement"), rec._replace(valid_until_ms=1)):
         assert refusal(forged(chain, "valid", C[0], wrong), trust) == Reason.RECORD_MISMATCH
     # a certified record that does not decode
     assert refusal(forged(chain, "valid", C[0], b"\x93junk"), trust) == Reason.MALFORMED
@@ -382,8 +382,7 @@ def test_a_forged_revocation_must_point_at_this_commitments_revoke(chain: Any) -
     revoked = bundle(chain, "revoked")
     r_rec = AttestationRecord.decode(revoked.record or b"")
     rec = AttestationRecord.decode(bundle(chain, "valid").record or b"")
-    lie = replace(
-        rec,
+    lie = rec._replace(
         revoked_height=r_rec.revoked_height,
         revoke_reason=r_rec.revoke_reason,
         revoke_position=r_rec.revoke_position,

@@ -207,3 +207,23 @@ def test_a_commit_elsewhere_drops_the_conflicting_pending_one(
     lg.commit(ex.block, cons.certify(ex.block))
     assert mp.committed(ex.block, lg.head) == [ours.tx_id]
     assert mp.tx_ids() == [keep.tx_id]
+
+
+def test_blocks_the_mempool_was_not_told_of_drop_what_they_committed(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    """A head that moved by blocks ``committed`` never saw (a store recovery, a jump):
+    the next call re-checks everything pending on it, and what those blocks committed
+    goes."""
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    done, pending = cons.attest(b"\x31" * 32), cons.attest(b"\x32" * 32)
+    assert mp.add(done, lg.head).status == AddStatus.ADDED
+    assert mp.add(pending, lg.head).status == AddStatus.ADDED
+    for txs in ([done], []):  # two blocks, neither reported to the mempool
+        ex = lg.build(txs, time_ms=lg.tip.time_ms + 1, proposer=cons.proposer)
+        lg.commit(ex.block, cons.certify(ex.block))
+    later = cons.attest(b"\x33" * 32)
+    assert mp.add(later, lg.head).status == AddStatus.ADDED
+    assert mp.tx_ids() == [pending.tx_id, later.tx_id]
+    assert mp.add(done, lg.head).code == "replay"
