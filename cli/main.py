@@ -232,8 +232,13 @@ def _devnet_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("node", "role", "pid", "RPC URL", "height", "last block", title=title)
+    t = Table(
+        "node", "role", "pid", "RPC URL", "height", "last block", "head age", "peers", "ready",
+        title=title,
+    )  # fmt: skip
     for r in rows:
+        age = r.get("head_age_ms")
+        ready = r.get("ready")
         t.add_row(
             r["name"],
             r["role"],
@@ -241,6 +246,9 @@ def _devnet_table(rows: list[dict[str, Any]], title: str) -> None:
             r["rpc_url"],
             str(r["height"] if r["height"] is not None else "-"),
             (r["last_block_id"] or "-")[:16],
+            "-" if age is None else f"{age / 1000:.1f} s",
+            str(r["peers"] if r.get("peers") is not None else "-"),
+            "-" if ready is None else "yes" if ready else "no: " + ", ".join(r["failing"] or []),
         )
     Console().print(t)
 
@@ -478,7 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         dev,
         "status",
-        "each node's role, pid, RPC URL, height and last block",
+        "each node's role, pid, RPC URL, height, last block, head age (by the node's "
+        "clock), connected peers and readiness (/readyz; which checks fail)",
         "dvp devnet status --dir devnet",
         cmd_devnet_status,
     )
