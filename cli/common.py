@@ -6,8 +6,9 @@ Lives outside ``cli/main.py`` on purpose: under ``python -m cli.main`` (how the 
 starts nodes) that module runs as ``__main__``, so a ``CliError`` imported from
 ``cli.main`` by a command module would not be the class ``main`` catches.
 
-Exit statuses: 0 success, 1 a failure the command reports (verification not VALID, a
-transaction rejected), 2 bad usage or configuration, 3 a node that could not be reached.
+Exit statuses: 0 success, 1 a failure the command reports (a transaction rejected), 2
+bad usage or configuration, 3 a node that could not be reached. ``dvp verify`` adds one
+status per verdict (4-8, cli/verify_cmd.py).
 """
 
 from __future__ import annotations

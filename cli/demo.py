@@ -2,7 +2,7 @@
 
 Shenzhen Credit Service attests a Hong Kong applicant's credit report and bank statement;
 the applicant hands the files and verification codes to a bank; the bank verifies them
-(VALID), a tampered copy is refused (INVALID: NOT_FOUND), the issuer revokes the
+(VALID), a tampered copy is not found on the ledger (NOT_FOUND), the issuer revokes the
 statement (REVOKED), a document whose validity ran out is EXPIRED, an organisation that
 is not an admitted issuer is refused, and an auditor replays the chain. The demo starts
 its own devnet in a temporary folder (or uses ``--dir``) and stops what it started.
@@ -123,7 +123,7 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         forged.write_bytes(report.read_bytes().replace(b"742", b"842"))
         v = verify_file(bank, genesis, forged, a_report.code)
         console.print(f"   {describe(v)}")
-        outcomes.append(("tampered copy", "INVALID" if v.status == Status.NOT_FOUND else v.status))
+        outcomes.append(("tampered copy", v.status))
 
         say("4.", "Shenzhen Credit Service withdraws the bank statement (the data changed).")
         r = revoke(szc, issuer, a_statement.commitment, RevokeReason.DATA_CHANGED)
@@ -182,7 +182,7 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
             console.print(f"   {what:32} {result}")
         for c in (szc, bank):
             c.close()
-        expected = ["VALID", "INVALID", "REVOKED", "EXPIRED"]
+        expected = ["VALID", "NOT_FOUND", "REVOKED", "EXPIRED"]
         ok = (
             [str(r) for _, r in outcomes[:4]] == expected
             and outcomes[4][1].startswith("REFUSED")

@@ -183,6 +183,11 @@ def status(root: Path) -> list[dict[str, Any]]:
                 "height": st["height"] if st else None,
                 "last_block_id": st["block_id"] if st else None,
                 "view": st["view"] if st else None,
+                # by the node's clock; readiness as its /readyz says (node.health)
+                "head_age_ms": st.get("head_age_ms") if st else None,
+                "peers": st["peers"] if st else None,
+                "ready": st.get("ready") if st else None,
+                "failing": st.get("failing") if st else None,
             }
         )
     return rows

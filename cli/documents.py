@@ -20,7 +20,14 @@ from ledger.crypto import KeyPair
 from ledger.genesis import read_genesis
 from ledger.records import Status
 from ledger.types import Attest, Revoke, RevokeReason, Transaction
-from ledger.verify import TrustAnchor, Verdict, VerificationError, verify_bundle_json
+from ledger.verify import (
+    DEFAULT_MAX_AGE_MS,
+    Reason,
+    TrustAnchor,
+    Verdict,
+    VerificationError,
+    verify_bundle_json,
+)
 
 
 @dataclass
@@ -77,9 +84,16 @@ def revoke(
 
 
 def verify_file(
-    client: RpcClient, genesis_path: Path, path: Path, code: str, *, max_age_ms: int | None = None
+    client: RpcClient,
+    genesis_path: Path,
+    path: Path,
+    code: str,
+    *,
+    max_age_ms: int = DEFAULT_MAX_AGE_MS,
 ) -> Verdict:
-    """Hash the file locally, fetch the bundle, verify it offline against the genesis."""
+    """Hash the file locally, fetch the bundle, verify it offline against the genesis, as
+    of this computer's clock; ``VerificationError`` if the proof does not verify or its
+    newest certified block is more than ``max_age_ms`` old."""
     salt = decode_code(code)
     commitment = commitment_from_digest(salt, digest_file(path))
     anchor = TrustAnchor.from_genesis(read_genesis(genesis_path))
@@ -87,32 +101,60 @@ def verify_file(
     return verify_bundle_json(bundle, anchor, now_ms=int(time.time() * 1000), max_age_ms=max_age_ms)
 
 
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+
+
+def _as_of(height: int, age_ms: int) -> str:
+    return f"certified height {height}, {age_ms / 1000:.1f} s old"
+
+
 def describe(v: Verdict) -> str:
     """One paragraph a bank officer can read."""
-    when = (
-        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v.issued_at_ms / 1000))
-        if v.issued_at_ms
-        else ""
-    )
+    as_of = _as_of(v.height, v.head_age_ms)
     if v.status == Status.NOT_FOUND:
         return (
-            f"INVALID (NOT_FOUND): no issuer ever attested this document (or this code), "
-            f"as proven at certified height {v.height}."
+            "NOT_FOUND: no issuer ever attested this document with this code (a changed "
+            f"copy, or the wrong code), as proven at {as_of}."
         )
     head = {Status.VALID: "VALID", Status.REVOKED: "REVOKED", Status.EXPIRED: "EXPIRED"}[v.status]
+    when = _utc(v.issued_at_ms) if v.issued_at_ms else ""
     text = (
         f"{head}: {v.doc_type} attested by {v.issuer} on {when} (block {v.attested_height}),"
-        f" checked against certified height {v.height}"
+        f" checked against {as_of}"
     )
     if v.status == Status.REVOKED:
         reason = RevokeReason(v.revoke_reason or 0).name.lower().replace("_", " ")
         text += f"; revoked at block {v.revoked_height} ({reason})"
     if v.status == Status.EXPIRED and v.valid_until_ms:
-        text += (
-            f"; valid until "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(v.valid_until_ms / 1000))}"
-        )
+        text += f"; valid until {_utc(v.valid_until_ms)}"
     return text + "."
 
 
-__all__ = ["Attestation", "VerificationError", "attest_file", "describe", "revoke", "verify_file"]
+def describe_failure(exc: VerificationError) -> str:
+    """The paragraph for an answer that is no verdict: UNVERIFIABLE or INVALID."""
+    if exc.reason == Reason.STATE_TOO_OLD and exc.head is not None:
+        limit = exc.head.max_age_ms or 0
+        return (
+            f"UNVERIFIABLE (state too old): the node's newest certified block (height "
+            f"{exc.head.height}, {_utc(exc.head.block_time_ms)}) is "
+            f"{exc.head.age_ms / 1000:.1f} s old by this computer's clock; at most "
+            f"{limit / 1000:g} s accepted (--max-age). The node may be cut off from the "
+            "consortium: ask again shortly, or ask another member's node."
+        )
+    return (
+        f"INVALID: the proof the node sent does not verify against the genesis "
+        f"({exc.reason.value}: {exc.message}). Do not rely on this node's answers; tell "
+        "its operator."
+    )
+
+
+__all__ = [
+    "Attestation",
+    "VerificationError",
+    "attest_file",
+    "describe",
+    "describe_failure",
+    "revoke",
+    "verify_file",
+]

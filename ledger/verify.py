@@ -1,15 +1,20 @@
 """Offline verification of a proof bundle: the verdict a bank can trust.
 
-Pure functions, no I/O and no clock (``now_ms`` is passed in, as in CometBFT's light
-client). The node, the CLI (``dvp verify``) and the auditor all call this module.
+Pure functions, no I/O and no clock (``now_ms``, the verifier's clock, is passed in, as
+in CometBFT's light client). The node, the CLI (``dvp verify``) and the auditor all call
+this module.
 
-``verify_bundle(bundle, anchor, now_ms=..., max_age_ms=...)`` trusts only ``anchor``
-(the genesis validator set and chain id, or a pinned validator set) and checks, in order:
+``verify_bundle(bundle, anchor, now_ms=..., max_age_ms=DEFAULT_MAX_AGE_MS)`` trusts only
+``anchor`` (the genesis validator set and chain id, or a pinned validator set) and
+checks, in order:
 
 1. the chain of certified validator-set changes from the anchor to the newest header H
    (each change header certified by the set before it, each new set hashing to the
    header's ``next_validator_set_hash``), and H's certificate against the set in force;
-2. freshness: H is at most ``max_age_ms`` older than ``now_ms`` (when both are given);
+2. freshness: H is at most ``max_age_ms`` older than ``now_ms`` -- by default
+   ``DEFAULT_MAX_AGE_MS``; only ``max_age_ms=None`` (an auditor judging an old bundle)
+   turns it off. Beyond it the answer is ``STATE_TOO_OLD``, never a verdict: a node cut
+   off from its peers keeps serving its old head, which cannot show a later revocation;
 3. the state proof of the commitment's record — or of its absence — against H's state
    root;
 4. for a record: the signed ATTEST transaction for this commitment, its inclusion in its
@@ -18,7 +23,10 @@ client). The node, the CLI (``dvp verify``) and the auditor all call this module
 
 It returns a ``Verdict`` (VALID, REVOKED, EXPIRED or NOT_FOUND with issuer, document type,
 times and heights) or raises ``VerificationError`` whose ``reason`` says exactly what
-failed. A bundle that does not verify never yields a verdict.
+failed. A bundle that does not verify never yields a verdict. Expiry is judged against
+``now_ms`` (the verifier's clock), not H's time. Both carry the certified head they were
+judged at (``HeadInfo``: height, block time, its age by the verifier's clock) once the
+head's certificate has verified.
 """
 
 from __future__ import annotations
@@ -51,18 +59,73 @@ class Reason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     INSUFFICIENT_QUORUM = "insufficient_quorum"
     VALIDATOR_CHAIN_BROKEN = "validator_chain_broken"
-    STALE = "stale"
+    STATE_TOO_OLD = "state_too_old"
     STATE_ROOT_MISMATCH = "state_root_mismatch"
     TX_ROOT_MISMATCH = "tx_root_mismatch"
     HISTORY_ROOT_MISMATCH = "history_root_mismatch"
     RECORD_MISMATCH = "record_mismatch"
 
 
+#: The newest certified header may be at most this old by the verifier's clock. An idle
+#: chain commits an empty heartbeat block every ``heartbeat_ms`` (5 s by default,
+#: ledger.consortium.ChainParams), so a connected node's head is rarely over ~6 s old;
+#: 30 s leaves room for a view change (a silent primary is replaced after about two
+#: heartbeats) and for clocks a few seconds apart, and is still short enough that a
+#: revocation reaches every verifier within half a minute. docs/PROOFS.md §11.
+DEFAULT_MAX_AGE_MS = 30_000
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """The certified head a result was judged at, and its age by the verifier's clock
+    (``checked_at_ms - block_time_ms``; negative if the verifier's clock is behind)."""
+
+    height: int
+    block_time_ms: int
+    checked_at_ms: int
+    max_age_ms: int | None
+
+    @property
+    def age_ms(self) -> int:
+        return self.checked_at_ms - self.block_time_ms
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "height": self.height,
+            "block_time_ms": self.block_time_ms,
+            "head_age_ms": self.age_ms,
+            "checked_at_ms": self.checked_at_ms,
+            "max_age_ms": self.max_age_ms,
+        }
+
+
 class VerificationError(Exception):
-    def __init__(self, reason: Reason, message: str) -> None:
+    """No verdict: ``reason`` says what failed; ``head`` is the certified head when the
+    failure came after its certificate verified (always for ``STATE_TOO_OLD``)."""
+
+    def __init__(self, reason: Reason, message: str, head: HeadInfo | None = None) -> None:
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
         self.message = message
+        self.head = head
+
+    @property
+    def status(self) -> str:
+        """UNVERIFIABLE when the proof is sound but its state too old to judge by (ask
+        again, or another node); INVALID when the proof itself does not verify (a
+        forged, corrupted or wrong-chain answer: do not trust that node)."""
+        return "UNVERIFIABLE" if self.reason == Reason.STATE_TOO_OLD else "INVALID"
+
+    def to_json(self) -> dict[str, object]:
+        """The answer as the CLI (``--json``) and the RPC give it."""
+        out: dict[str, object] = {
+            "status": self.status,
+            "reason": self.reason.value,
+            "message": self.message,
+        }
+        if self.head is not None:
+            out.update(self.head.to_json())
+        return out
 
 
 @dataclass(frozen=True)
@@ -84,6 +147,9 @@ class Verdict:
     commitment: bytes
     height: int  # the certified height the verdict is as of
     block_time_ms: int
+    head_age_ms: int  # that head's age by the verifier's clock (checked_at_ms - block_time)
+    checked_at_ms: int  # the verifier's clock: expiry and freshness are judged against it
+    max_age_ms: int | None  # the freshness limit applied (None: none)
     issuer: str | None = None
     doc_type: str | None = None
     issued_at_ms: int | None = None
@@ -210,17 +276,37 @@ def verify_bundle(
     bundle: ProofBundle,
     anchor: TrustAnchor,
     *,
-    now_ms: int | None = None,
-    max_age_ms: int | None = None,
+    now_ms: int,
+    max_age_ms: int | None = DEFAULT_MAX_AGE_MS,
 ) -> Verdict:
-    """The verdict on ``bundle.commitment``; ``VerificationError`` if anything fails."""
-    head = verify_head(bundle, anchor)
-    if now_ms is not None and max_age_ms is not None and now_ms - head.time_ms > max_age_ms:
-        raise _fail(
-            Reason.STALE,
-            f"the newest certified header is {now_ms - head.time_ms} ms "
-            f"old; at most {max_age_ms} ms accepted",
+    """The verdict on ``bundle.commitment`` as of ``now_ms`` (the verifier's clock, Unix
+    ms); ``VerificationError`` if anything fails, ``STATE_TOO_OLD`` if the newest
+    certified header is more than ``max_age_ms`` older than ``now_ms``.
+
+    Requires ``max_age_ms`` None or >= 0 (``ValueError`` otherwise: a caller's bug).
+    """
+    if max_age_ms is not None and max_age_ms < 0:
+        raise ValueError(f"max_age_ms must be >= 0, not {max_age_ms}")
+    h = verify_head(bundle, anchor)
+    info = HeadInfo(h.height, h.time_ms, now_ms, max_age_ms)
+    if max_age_ms is not None and info.age_ms > max_age_ms:
+        raise VerificationError(
+            Reason.STATE_TOO_OLD,
+            f"state too old: the newest certified header (height {h.height}) is "
+            f"{info.age_ms} ms old by this verifier's clock; at most {max_age_ms} ms "
+            "accepted. The node may be cut off from the consortium: ask again, or ask "
+            "another node",
+            info,
         )
+    try:
+        return _judge(bundle, anchor, h, info)
+    except VerificationError as exc:
+        exc.head = info
+        raise
+
+
+def _judge(bundle: ProofBundle, anchor: TrustAnchor, head: BlockHeader, info: HeadInfo) -> Verdict:
+    """Steps 3-6 of the module docstring, against the verified head."""
     try:
         proof = Proof.from_json(bundle.state_proof)
     except (DecodeError, ValueError, TypeError) as exc:
@@ -234,7 +320,7 @@ def verify_bundle(
         if bundle.attest is not None or bundle.revoke is not None:
             # nothing would check them: refuse rather than pass along unchecked bytes
             raise _fail(Reason.MALFORMED, "a bundle without a record carries transactions")
-        return Verdict(Status.NOT_FOUND, bundle.commitment, head.height, head.time_ms)
+        return Verdict(Status.NOT_FOUND, bundle.commitment, *_as_of(info))
     try:
         rec = AttestationRecord.decode(bundle.record)
     except DecodeError as exc:
@@ -256,10 +342,9 @@ def verify_bundle(
         if isinstance(rtx.payload, Revoke) and rtx.payload.commitment != bundle.commitment:
             raise _fail(Reason.WRONG_COMMITMENT, "the REVOKE transaction is for another commitment")
     return Verdict(
-        attestation_status(rec, head.time_ms),
+        attestation_status(rec, info.checked_at_ms),
         bundle.commitment,
-        head.height,
-        head.time_ms,
+        *_as_of(info),
         issuer=rec.issuer,
         doc_type=rec.doc_type,
         issued_at_ms=p.issued_at_ms,
@@ -271,10 +356,21 @@ def verify_bundle(
     )
 
 
-def verify_bundle_json(doc: object, anchor: TrustAnchor, **kwargs: int | None) -> Verdict:
+def _as_of(info: HeadInfo) -> tuple[int, int, int, int, int | None]:
+    """A Verdict's head fields, in its field order."""
+    return info.height, info.block_time_ms, info.age_ms, info.checked_at_ms, info.max_age_ms
+
+
+def verify_bundle_json(
+    doc: object,
+    anchor: TrustAnchor,
+    *,
+    now_ms: int,
+    max_age_ms: int | None = DEFAULT_MAX_AGE_MS,
+) -> Verdict:
     """``verify_bundle`` on the JSON form; a malformed document is ``MALFORMED``."""
     try:
         bundle = ProofBundle.from_json(doc)
     except BundleError as exc:
         raise _fail(Reason.MALFORMED, str(exc)) from None
-    return verify_bundle(bundle, anchor, **kwargs)
+    return verify_bundle(bundle, anchor, now_ms=now_ms, max_age_ms=max_age_ms)

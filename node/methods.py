@@ -13,12 +13,15 @@ Access (``roles=`` on each method; the OpenRPC ``x-access`` says the same):
   ``getMembers``, ``getValidators``, ``getBlock`` (the auditor's bulk read),
   ``getProposals``;
 - ``verifier`` or ``auditor``: look-ups of proofs by commitment or transaction id --
-  ``getAttestationProof``, ``getTransaction``.
-``serve_rpc`` also starts the admin listener (``node.admin``) when configured.
+  ``getAttestationProof``, ``getTransaction``, and the node's own verdict
+  ``verifyAttestation`` (``node.methods_verify``).
+``serve_rpc`` also starts the admin listener (``node.admin``) when configured; both
+listeners answer ``/livez``, and ``/readyz`` and ``/health`` with ``node.health``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,8 +32,10 @@ from ledger.types import (
     MAX_TX_BYTES,
     Transaction,
 )
+from node.health import readiness, status_fields
 from node.logs import get_logger
 from node.mempool import ADMIT_CHUNK, AddResult, AddStatus
+from node.methods_verify import add_verify_method
 from node.rpc import (
     Bool,
     Busy,
@@ -297,6 +302,8 @@ def build_registry(node: Node) -> MethodRegistry:
             raise NotFound("no certified block yet")
         return node.prover.bundle(commitment).to_json()
 
+    add_verify_method(rpc, node, PROOF_READERS)
+
     @rpc.method(
         "getTransaction",
         Param("tx_id", Hex(32), description="the transaction id, hex"),
@@ -523,10 +530,13 @@ def build_registry(node: Node) -> MethodRegistry:
             primary=["string", "null"],
             peers="integer",
             mempool="integer",
+            head_age_ms="integer",
+            ready="boolean",
+            failing="array",
         ),
     )
     async def status(ctx: CallContext) -> dict[str, Any]:
-        return node_status(node)
+        return {**node_status(node), **status_fields(node)}
 
     return rpc
 
@@ -545,7 +555,11 @@ async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
             "Never run a consortium node like this.",
             listen=str(cfg.rpc_listen),
         )
-    app = make_app(build_registry(node), creds, node.metrics.registry)
+
+    def health() -> dict[str, Any]:
+        return readiness(node, int(time.time() * 1000))
+
+    app = make_app(build_registry(node), creds, node.metrics.registry, health=health)
     ports = {
         "rpc": await nursery.start(
             lambda task_status: serve_http(
@@ -562,7 +576,11 @@ async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
     if admin_addr is not None:
         # Loopback only (checked by node.config), plain HTTP, admin methods only.
         admin = make_app(
-            build_admin_registry(node), creds, node.metrics.registry, metrics_namespace="dvp_admin"
+            build_admin_registry(node),
+            creds,
+            node.metrics.registry,
+            metrics_namespace="dvp_admin",
+            health=health,
         )
         ports["admin"] = await nursery.start(
             lambda task_status: serve_http(

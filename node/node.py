@@ -5,9 +5,10 @@ The shell owns only I/O. One nursery (``Node.run``) of long-lived tasks:
 - ``drive`` -- the one task that steps the core: it waits on one bounded event channel
   (transport frames, block-sync answers) until ``core.next_deadline()``, steps the core
   with ``Tick`` when that passes, and executes the returned effects in order;
-- the transport (``p2p``), the RPC listeners (``node.methods``, ``node.admin``), a peer
-  gauge; short-lived tasks for block-sync requests (``node.sync``) and, after a failed
-  disk write, the wait-and-reopen loop.
+- the transport (``p2p``), the RPC listeners (``node.methods``, ``node.admin``), the
+  health watch (``node.health``: peer gauge, readiness changes, the periodic log);
+  short-lived tasks for block-sync requests (``node.sync``) and, after a failed disk
+  write, the wait-and-reopen loop.
 
 Every decision (mempool, block building, commits, catch-up, gossip batching) is in the
 core. RPC handlers call ``submit``/``submit_batch``, which step the core synchronously
@@ -39,6 +40,7 @@ from ledger.genesis import read_genesis
 from ledger.prove import Prover
 from ledger.store_format import leveldb_reason
 from ledger.types import CommitCertificate, Transaction
+from ledger.verify import DEFAULT_MAX_AGE_MS
 from node import sync
 from node.config import NodeConfig
 from node.consensus_db import ConsensusDB
@@ -67,6 +69,7 @@ from node.core import (
     StoreReopened,
     Tick,
 )
+from node.health import register_gauges, watch_health
 from node.logs import get_logger
 from node.mempool import AddResult, AddStatus, Mempool
 from node.methods import serve_rpc
@@ -135,6 +138,11 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._wait_scope: trio.CancelScope | None = None  # the drive loop's wait
         self.ready = False
+        # Readiness (node.health): the head may be at most this old for /readyz, as for
+        # the verifiers' default; and why the store is not trusted, if a store-integrity
+        # check says so (None: healthy). Either failing makes /readyz answer 503.
+        self.max_head_age_ms = DEFAULT_MAX_AGE_MS
+        self.store_problem: str | None = None
         self.rpc_ports: dict[str, int] = {}
         peers = self.peer_addresses()
         self.transport = transport_factory(self, peers)
@@ -150,6 +158,7 @@ class Node:
             "p2p transport counters (frames, drops by reason, offences, bans, refusals, ...)",
             lambda: getattr(self.transport, "stats", None),
         )
+        register_gauges(self)
 
     # ------------------------------------------------------------------ the core's state
 
@@ -490,7 +499,7 @@ class Node:
                     await nursery.start(runner)
                 self.rpc_ports = await serve_rpc(self, nursery)
                 nursery.start_soon(self._drive)
-                nursery.start_soon(self._watch_peers)
+                nursery.start_soon(watch_health, self)
                 self.ready = True
                 log.info(
                     "node started",
@@ -502,11 +511,6 @@ class Node:
                 task_status.started()
         finally:
             self.close()
-
-    async def _watch_peers(self) -> None:
-        while True:
-            self.metrics.peers.set(len(self.transport.connected_peers()))
-            await trio.sleep(1.0)
 
     def close(self) -> None:
         self.ledger.close()

@@ -13,7 +13,7 @@ from consensus.replica import Replica
 from consensus.signer import Ed25519Crypto
 from ledger.chain import Ledger
 from ledger.prove import Prover
-from ledger.types import Transaction
+from ledger.types import Genesis, Transaction
 from node.config import NodeConfig
 from node.consensus_db import ConsensusDB
 from node.core import CoreStatus
@@ -26,11 +26,15 @@ class NodeView(Protocol):
     """The node as its RPC methods use it (all on the trio thread)."""
 
     config: NodeConfig
+    genesis: Genesis
     chain_id: str
     crypto: Ed25519Crypto
     metrics: NodeMetrics
     transport: Transport
     prover: Prover
+    ready: bool  # its tasks are running
+    max_head_age_ms: int  # /readyz fails when the newest block is older (node.health)
+    store_problem: str | None  # set by a store-integrity check: why the store is not trusted
 
     @property
     def ledger(self) -> Ledger: ...

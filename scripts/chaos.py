@@ -11,6 +11,8 @@ time (at most f = 1 faulty validator, except the deliberate no-quorum 2–2 spli
 | --- | --- |
 | kill9 / kill9-primary | ``kill -9`` of a random validator / the primary; restart after |
 | sigterm | SIGTERM (clean shutdown) of a random validator, restart after the hold |
+| cut-off | a validator restarted alone (no peers; loopback too), a document revoked via |
+|  | another; asked 2 s on: UNVERIFIABLE, never VALID, /readyz 503; then it rejoins |
 | isolate / isolate-primary | a validator's data link down for the hold, then up |
 | split | 2–2 split (no quorum on either side: commits stop) for the hold, then healed |
 | flap | a validator's link down/up every 0.3–1 s for the hold |
@@ -19,11 +21,13 @@ time (at most f = 1 faulty validator, except the deliberate no-quorum 2–2 spli
 
 After each fault is healed it measures the recovery (a fresh transaction acknowledged
 as committed and held by every node) and runs the verdict (nothing lost, never twice,
-no fork, every certificate verifies, no committed chain shrank). At the end: the
+no fork, every certificate verifies, no committed chain shrank; after a cut-off, no
+stale answer). At the end: the
 auditor's full replay of one node's chain, a report, and one JSON line with
 ``minutes``, ``faults``, ``acked``, ``lost``, ``forks``, ``stall_s_max``,
-``recovery_s_median`` (and the other verdict counters). Exit status 1 if anything was
-lost, forked or failed verification.
+``recovery_s_median`` (and the other verdict counters, and ``stale_answers``: what a
+cut-off node answered wrongly). Exit status 1 if anything was lost, forked, failed
+verification or was answered from stale state.
 
 The longest stall is the longest time without any acknowledged commit, except while a
 2–2 split was in force (no quorum: PBFT must not commit then); such a gap counts from
@@ -48,9 +52,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.harness import Env, netns, open_env, recover  # noqa: E402
+from scripts.harness.staleness import stale_read  # noqa: E402
 from scripts.harness.verdict import Verdict  # noqa: E402
 
-PROCESS_KINDS = ["kill9", "kill9-primary", "sigterm"]
+PROCESS_KINDS = ["kill9", "kill9-primary", "sigterm", "cut-off"]
+#: The freshness limit the cut-off fault's bank uses (FAST_PARAMS beat every 500 ms).
+CUT_OFF_MAX_AGE_S = 2.0
 NET_KINDS = ["isolate", "isolate-primary", "split", "flap", "slow-link", "netem"]
 
 
@@ -78,6 +85,7 @@ class Chaos:
         self.no_quorum: list[tuple[float, float]] = []
         self.verdicts: list[Verdict] = []
         self.errors: list[str] = []
+        self.stale_answers: list[str] = []  # what cut-off nodes answered wrongly
 
     def log(self, msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -102,6 +110,12 @@ class Chaos:
             t_heal = time.monotonic()
             cl.start([victim], wait_s=90)
             via = victim
+        elif kind == "cut-off":
+            seen = stale_read(cl, victim, via, max_age_s=CUT_OFF_MAX_AGE_S)
+            t_heal = seen.rejoined_at
+            hold = t_heal - t0
+            self.log(seen.summary())
+            self.stale_answers += [f"{victim}: {p}" for p in seen.problems()]
         elif kind in ("isolate", "isolate-primary"):
             cl.isolate(victim)
             time.sleep(hold)
@@ -189,6 +203,12 @@ def main() -> int:
         default=None,
         help="devnet folder (default: a fresh temporary folder, kept on failure)",
     )
+    ap.add_argument(
+        "--faults",
+        default=None,
+        help="comma-separated fault kinds to draw from (default: every one available), "
+        "e.g. --faults cut-off",
+    )
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
@@ -207,6 +227,15 @@ def main() -> int:
             print(
                 f"netem delay/loss faults skipped: {reason}; slow-link (tbf) faults run", flush=True
             )
+    if args.faults:
+        wanted = [k.strip() for k in args.faults.split(",") if k.strip()]
+        unknown = [k for k in wanted if k not in PROCESS_KINDS + NET_KINDS]
+        if unknown:
+            ap.error(f"--faults: unknown {unknown}; known: {PROCESS_KINDS + NET_KINDS}")
+        unavailable = [k for k in wanted if k not in kinds]
+        if unavailable:
+            ap.error(f"--faults: {unavailable} not available here (network faults need netns)")
+        kinds = wanted
     base = args.dir or Path(tempfile.mkdtemp(prefix="dvp-chaos-"))
     print(
         f"chaos: seed {seed}, {args.minutes} min, faults {kinds}, devnet {base / 'net'}", flush=True
@@ -241,6 +270,7 @@ def main() -> int:
         "regressions": sum(len(v.regressions) for v in chaos.verdicts),
         "stuck": sum(len(v.stuck) for v in chaos.verdicts),
         "errors": len(chaos.errors),
+        "stale_answers": len(chaos.stale_answers),
         "audit_ok": audit.ok,
     }
     median = statistics.median(chaos.recoveries) if chaos.recoveries else None
@@ -274,6 +304,8 @@ def main() -> int:
     )
     for err in chaos.errors:
         print(f"ERROR: {err}")
+    for wrong in chaos.stale_answers:
+        print(f"STALE ANSWER: {wrong}")
     print(
         json.dumps(
             {
@@ -293,7 +325,10 @@ def main() -> int:
     failed = (
         lost
         or forks
-        or any(other[k] for k in ("duplicates", "bad_blocks", "regressions", "stuck", "errors"))
+        or any(
+            other[k]
+            for k in ("duplicates", "bad_blocks", "regressions", "stuck", "errors", "stale_answers")
+        )
         or not audit.ok
     )
     return 1 if failed else 0

@@ -1,4 +1,4 @@
-"""The node's HTTP face: an ASGI app (JSON-RPC, /metrics, /health) served by hypercorn-trio.
+"""The node's HTTP face: an ASGI app (JSON-RPC, /metrics, probes) served by hypercorn-trio.
 
 Owns ``RpcApp`` (the ASGI callable), ``RpcMetrics`` (its Prometheus series), ``make_app``
 (registry + credentials + metrics registry -> app) and ``serve_http`` (run hypercorn's
@@ -9,7 +9,11 @@ Routes:
 - ``POST /`` and ``POST /rpc``: JSON-RPC 2.0 (``Content-Type: application/json``, UTF-8).
   Always 200 with a JSON-RPC body, or 204 when every call was a notification.
 - ``GET /metrics``: Prometheus text from the registry given to ``make_app``.
-- ``GET /health``: ``{"status": "ok", ...}``, 503 if the health callback says otherwise.
+- ``GET /livez``: 200 ``{"status": "ok"}`` whenever the process answers (Kubernetes'
+  liveness probe: restart the process only if this fails).
+- ``GET /readyz`` and ``GET /health``: the health callback's report (``node.health``:
+  which checks fail and their figures), 200 if its ``status`` is "ok", else 503
+  (Kubernetes' readiness probe: send no clients while it fails).
 - anything else: 404 / 405 (with ``Allow``), JSON body ``{"error": ...}``.
 
 Rules:
@@ -63,6 +67,7 @@ Send = Callable[[Message], Awaitable[None]]
 HealthCheck = Callable[[], Mapping[str, Any]]
 
 _JSON: Final = b"application/json"
+_GET_ROUTES: Final = frozenset({"/metrics", "/livez", "/readyz", "/health"})
 # Small bodies sent with a refused request are read and dropped so the connection can
 # be reused; bigger ones are not worth reading, and the connection is closed instead.
 _DRAIN_LIMIT_BYTES: Final = 64 * 1024
@@ -208,7 +213,7 @@ class RpcApp:
                 status = await self._rpc(scope, receive, send)
             else:
                 status = await self._refuse(scope, receive, send, 405, "use POST", b"POST")
-        elif path == "/metrics" or path == "/health":
+        elif path in _GET_ROUTES:
             route = path
             if verb == "GET":
                 if path == "/metrics":
@@ -216,6 +221,8 @@ class RpcApp:
                         send, 200, generate_latest(self.metrics_registry),
                         CONTENT_TYPE_LATEST.encode(),
                     )  # fmt: skip
+                elif path == "/livez":
+                    status = await _respond(send, 200, b'{"status":"ok"}')
                 else:
                     status = await self._send_health(send)
             else:

@@ -6,6 +6,8 @@
   kernel allows them).
 - ``load.Load``: signed ATTEST load that records what each node acknowledged as committed.
 - ``verdict.ChainChecker``: nothing lost, never twice, no fork, certificates verify.
+- ``staleness.stale_read``: a node cut off must never answer VALID for a document
+  revoked since, and must fail ``/readyz`` until it has rejoined.
 
 ``Env`` bundles one cluster with its load and checker; ``open_env`` starts and always
 tears it down; ``poll_until`` waits for a condition with a deadline; ``recover``

@@ -6,7 +6,9 @@ listen for p2p on its namespace's data address and for RPC on its control addres
 (``scripts.harness.netns``). It starts, kills (``SIGKILL``/``SIGTERM``) and restarts the
 node processes (``python -m cli.main node run --config ...``, via ``ip netns exec`` in
 namespace mode), finds the primary through ``status``, and in namespace mode isolates,
-splits, heals, flaps and shapes links. Logs and pid files use the devnet layout
+splits, heals, flaps and shapes links; in either mode it can cut one node off by
+restarting it with no peers on a new p2p port (``cut_off``/``rejoin``: a validator
+restarted during a partition). Logs and pid files use the devnet layout
 (``data/<name>/node.log``), so ``dvp devnet status`` and the operator docs apply.
 
 ``close()`` stops every process it started (SIGTERM, then SIGKILL) and removes the
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cli import devnet
-from cli.devnet_files import NodeEntry, create_devnet
+from cli.devnet_files import NodeEntry, create_devnet, free_ports
 from cli.rpc_client import RpcClient
 from scripts.harness import realnet
 from scripts.harness.netns import NetnsNetwork
@@ -58,6 +60,7 @@ class Cluster:
         self.urls: dict[str, str] = {}
         self._netns = netns
         self._params = params or {}
+        self._configs: dict[str, str] = {}  # the own configs of nodes cut off
 
     # ------------------------------------------------------------------ set-up
 
@@ -169,6 +172,22 @@ class Cluster:
             self.kill(name, signal.SIGTERM)
         self.start([name], wait_s=wait_s)
 
+    def cut_off(self, name: str, wait_s: float = 90.0) -> None:
+        """Restart ``name`` with no peers configured and listening for p2p on a port no
+        one knows: the others cannot reach it, nor it them, on loopback too. Its RPC
+        stays where it was, so clients keep asking it. ``rejoin`` undoes it."""
+        config = self.entries[name].config
+        self._configs.setdefault(name, config.read_text())
+        self.kill(name, signal.SIGTERM)
+        config.write_text(_without_peers(config.read_text(), free_ports(1)[0]))
+        self.start([name], wait_s=wait_s)
+
+    def rejoin(self, name: str, wait_s: float = 90.0) -> None:
+        """Restart a node ``cut_off`` earlier with its own config again."""
+        self.kill(name, signal.SIGTERM)
+        self.entries[name].config.write_text(self._configs.pop(name))
+        self.start([name], wait_s=wait_s)
+
     def close(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
@@ -251,3 +270,18 @@ class Cluster:
 
     def shape(self, name: str, qdisc: list[str]) -> None:
         self._need_net().shape(self.index(name), qdisc)
+
+
+def _without_peers(config: str, p2p_port: int) -> str:
+    """A node config with ``[p2p.peers]`` emptied and the p2p listen port replaced."""
+    out: list[str] = []
+    section = ""
+    for line in config.splitlines():
+        if line.startswith("["):
+            section = line.strip()
+        elif section == "[p2p.peers]" and line.strip() and not line.startswith("#"):
+            continue
+        elif section == "[p2p]" and line.startswith("listen"):
+            line = re.sub(r":\d+\"", f':{p2p_port}"', line)
+        out.append(line)
+    return "\n".join(out) + "\n"

@@ -552,9 +552,10 @@ def _check_included(
 
 
 def check_bundle(
-    doc: Any, anchor: Anchor, *, now_ms: int | None = None, max_age_ms: int | None = None
+    doc: Any, anchor: Anchor, *, now_ms: int, max_age_ms: int | None = 30_000
 ) -> dict[str, Any]:
-    """PROOFS.md §11: the verdict for the bundle's commitment, or ``CheckError``."""
+    """PROOFS.md §11: the verdict for the bundle's commitment as of the verifier's clock
+    ``now_ms``, or ``CheckError`` (``max_age_ms``: §11's default; None turns it off)."""
     keys = {
         "version",
         "chain_id",
@@ -597,8 +598,8 @@ def check_bundle(
         raise CheckError("validator chain: the head's set")
     check_certificate(head, _hexb(head_doc["certificate"], "head.certificate"), current, chain)
     # 2. freshness
-    if now_ms is not None and max_age_ms is not None and now_ms - head.time_ms > max_age_ms:
-        raise CheckError("stale")
+    if max_age_ms is not None and now_ms - head.time_ms > max_age_ms:
+        raise CheckError("state too old")
     # 3. state
     record_raw = None if d["record"] is None else _hexb(d["record"], "record")
     if not verify_state_proof(
@@ -609,6 +610,9 @@ def check_bundle(
         "commitment": c,
         "height": head.height,
         "block_time_ms": head.time_ms,
+        "head_age_ms": now_ms - head.time_ms,
+        "checked_at_ms": now_ms,
+        "max_age_ms": max_age_ms,
     }
     if record_raw is None:
         if d["attest"] is not None or d["revoke"] is not None:
@@ -635,7 +639,7 @@ def check_bundle(
     # 6. verdict (§6)
     if rec.revoked_height:
         status = "REVOKED"
-    elif rec.valid_until_ms and head.time_ms >= rec.valid_until_ms:
+    elif rec.valid_until_ms and now_ms >= rec.valid_until_ms:
         status = "EXPIRED"
     else:
         status = "VALID"

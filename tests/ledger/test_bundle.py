@@ -13,7 +13,7 @@ from ledger.records import Status
 from ledger.testchain import Consortium
 from ledger.types import RevokeReason
 from ledger.verify import Reason, TrustAnchor, VerificationError, verify_bundle_json
-from tests.support.bundles import C, leaf_paths, make_chain, mutate
+from tests.support.bundles import NOW_MS, C, leaf_paths, make_chain, mutate
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_verdicts(chain: Any) -> None:
     cons, lg, bundles = chain
     anchor = TrustAnchor.from_genesis(cons.genesis)
     assert len(bundles["valid"]["valset_changes"]) == 1
-    v = verify_bundle_json(bundles["valid"], anchor)
+    v = verify_bundle_json(bundles["valid"], anchor, now_ms=NOW_MS)
     assert (v.status, v.issuer, v.doc_type, v.attested_height) == (
         Status.VALID,
         "szcredit",
@@ -35,10 +35,10 @@ def test_verdicts(chain: Any) -> None:
         1,
     )
     assert v.height == lg.height
-    r = verify_bundle_json(bundles["revoked"], anchor)
+    r = verify_bundle_json(bundles["revoked"], anchor, now_ms=NOW_MS)
     assert r.status == Status.REVOKED and r.revoke_reason == RevokeReason.DATA_CHANGED
-    assert verify_bundle_json(bundles["expired"], anchor).status == Status.EXPIRED
-    assert verify_bundle_json(bundles["absent"], anchor).status == Status.NOT_FOUND
+    assert verify_bundle_json(bundles["expired"], anchor, now_ms=NOW_MS).status == Status.EXPIRED
+    assert verify_bundle_json(bundles["absent"], anchor, now_ms=NOW_MS).status == Status.NOT_FOUND
 
 
 def test_freshness(chain: Any) -> None:
@@ -48,18 +48,18 @@ def test_freshness(chain: Any) -> None:
     verify_bundle_json(bundles["valid"], anchor, now_ms=t + 1000, max_age_ms=5000)
     with pytest.raises(VerificationError) as e:
         verify_bundle_json(bundles["valid"], anchor, now_ms=t + 60_000, max_age_ms=5000)
-    assert e.value.reason == Reason.STALE
+    assert e.value.reason == Reason.STATE_TOO_OLD
 
 
 def test_wrong_anchor(chain: Any) -> None:
     cons, _, bundles = chain
     other = Consortium.make(n_validators=5)
     with pytest.raises(VerificationError) as e:
-        verify_bundle_json(bundles["valid"], TrustAnchor.from_genesis(other.genesis))
+        verify_bundle_json(bundles["valid"], TrustAnchor.from_genesis(other.genesis), now_ms=NOW_MS)
     assert e.value.reason == Reason.VALIDATOR_CHAIN_BROKEN
     anchor = TrustAnchor("another-chain", cons.genesis.validators)
     with pytest.raises(VerificationError) as e:
-        verify_bundle_json(bundles["valid"], anchor)
+        verify_bundle_json(bundles["valid"], anchor, now_ms=NOW_MS)
     assert e.value.reason == Reason.WRONG_CHAIN
 
 
@@ -141,7 +141,7 @@ def test_every_altered_field_fails_with_the_right_reason(chain: Any, name: str) 
     assert covered == {k for k, v in doc.items() if v is not None and v != []}
     for path in paths:
         with pytest.raises(VerificationError) as e:
-            verify_bundle_json(mutate(doc, path), anchor)
+            verify_bundle_json(mutate(doc, path), anchor, now_ms=NOW_MS)
         assert e.value.reason in _expected(path), (path, e.value)
 
 
@@ -222,7 +222,7 @@ def test_every_structural_change_is_refused(chain: Any, name: str) -> None:
     assert len(changes) > 30
     for what, doc in changes:
         with pytest.raises(VerificationError) as e:
-            verify_bundle_json(doc, anchor)
+            verify_bundle_json(doc, anchor, now_ms=NOW_MS)
         path = what.split("(", 1)[1] if "(" in what else ""
         top = path.split(",")[0].strip("'") if path else ""
         allowed = EXPECTED_REASONS.get(top, set()) | {Reason.MALFORMED}
@@ -244,7 +244,7 @@ def test_filled_in_nulls_are_refused(chain: Any) -> None:
         assert doc[field] is None
         doc[field] = copy.deepcopy(bundles[source][field])
         with pytest.raises(VerificationError) as e:
-            verify_bundle_json(doc, anchor)
+            verify_bundle_json(doc, anchor, now_ms=NOW_MS)
         assert e.value.reason == reason, (target, field, e.value)
 
 
@@ -254,22 +254,22 @@ def test_dropping_parts_is_refused(chain: Any) -> None:
     doc = copy.deepcopy(bundles["valid"])
     doc["valset_changes"] = []
     with pytest.raises(VerificationError) as e:
-        verify_bundle_json(doc, anchor)
+        verify_bundle_json(doc, anchor, now_ms=NOW_MS)
     assert e.value.reason == Reason.VALIDATOR_CHAIN_BROKEN
     doc = copy.deepcopy(bundles["valid"])
     doc["record"] = None
     with pytest.raises(VerificationError):
-        verify_bundle_json(doc, anchor)
+        verify_bundle_json(doc, anchor, now_ms=NOW_MS)
     doc = copy.deepcopy(bundles["valid"])
     del doc["attest"]
     with pytest.raises(VerificationError) as e:
-        verify_bundle_json(doc, anchor)
+        verify_bundle_json(doc, anchor, now_ms=NOW_MS)
     assert e.value.reason == Reason.MALFORMED
     # swapping a valid bundle's record for another commitment's is caught
     doc = copy.deepcopy(bundles["valid"])
     doc["commitment"] = bundles["expired"]["commitment"]
     with pytest.raises(VerificationError):
-        verify_bundle_json(doc, anchor)
+        verify_bundle_json(doc, anchor, now_ms=NOW_MS)
 
 
 def test_round_trip_json(chain: Any) -> None:

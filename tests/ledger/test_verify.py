@@ -39,13 +39,14 @@ from ledger.types import (
     commit_vote_body,
 )
 from ledger.verify import (
+    DEFAULT_MAX_AGE_MS,
     Reason,
     TrustAnchor,
     VerificationError,
     check_certificate,
     verify_bundle,
 )
-from tests.support.bundles import C, commit_block, make_chain
+from tests.support.bundles import NOW_MS, C, commit_block, make_chain
 
 GOV_REVOKED = C[12]
 
@@ -63,7 +64,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Any:
     prover = Prover(lg)
     bundles = {
         name: json.loads(json.dumps(prover.bundle(c).to_json()))
-        for name, c in [("valid", C[0]), ("revoked", C[1]), ("gov", GOV_REVOKED)]
+        for name, c in [("valid", C[0]), ("revoked", C[1]), ("expired", C[2]), ("gov", GOV_REVOKED)]
     }
     yield cons, lg, bundles
     lg.close()
@@ -79,7 +80,7 @@ def anchor(chain: Any) -> TrustAnchor:
 
 def refusal(b: ProofBundle, trust: TrustAnchor, **kw: int | None) -> Reason:
     with pytest.raises(VerificationError) as e:
-        verify_bundle(b, trust, **kw)
+        verify_bundle(b, trust, **{"now_ms": NOW_MS, **kw})
     return e.value.reason
 
 
@@ -119,7 +120,7 @@ def with_head(b: ProofBundle, header: BlockHeader, certificate: bytes) -> ProofB
 def test_a_verifying_bundle_and_its_head_certificate(chain: Any) -> None:
     cons, lg, _ = chain
     b = bundle(chain, "valid")
-    assert verify_bundle(b, anchor(chain)).status == Status.VALID
+    assert verify_bundle(b, anchor(chain), now_ms=NOW_MS).status == Status.VALID
     head = head_of(b)
     cert = check_certificate(head, b.head.certificate, lg.validators_at(head.height), CHAIN_ID, "h")
     assert cert == CommitCertificate.decode(b.head.certificate)
@@ -130,7 +131,7 @@ def test_a_certificate_one_signature_short_is_refused(chain: Any) -> None:
     b = bundle(chain, "valid")
     head = head_of(b)
     vs = lg.validators_at(head.height)
-    assert verify_bundle(with_head(b, head, certify(cons, head, vs)), anchor(chain))
+    assert verify_bundle(with_head(b, head, certify(cons, head, vs)), anchor(chain), now_ms=NOW_MS)
     short = with_head(b, head, certify(cons, head, vs, signers=vs.quorum - 1))
     assert refusal(short, anchor(chain)) == Reason.INSUFFICIENT_QUORUM
     # the same for a validator-set change's certificate
@@ -174,12 +175,14 @@ def test_a_pinned_anchor_trusts_its_set_from_its_height_on(chain: Any) -> None:
     c = change_height(b)
     old = cons.genesis.validators
     # the genesis set pinned at the change's height: the change is still to be followed
-    assert verify_bundle(b, TrustAnchor(CHAIN_ID, old, c)).status == Status.VALID
+    assert verify_bundle(b, TrustAnchor(CHAIN_ID, old, c), now_ms=NOW_MS).status == Status.VALID
     # pinned after it: a change at or below the anchor's height is out of order
     assert refusal(b, TrustAnchor(CHAIN_ID, old, c + 1)) == Reason.VALIDATOR_CHAIN_BROKEN
     # the set in force after the change, pinned after it: no change needed
     new = lg.validators_at(c + 1)
-    assert verify_bundle(replace(b, valset_changes=()), TrustAnchor(CHAIN_ID, new, c + 1))
+    assert verify_bundle(
+        replace(b, valset_changes=()), TrustAnchor(CHAIN_ID, new, c + 1), now_ms=NOW_MS
+    )
 
 
 def ordinary_change(cons: Consortium, lg: Ledger, height: int) -> ValsetChange:
@@ -199,7 +202,7 @@ def test_validator_set_changes_must_be_in_order_and_below_the_head(chain: Any) -
     real = b.valset_changes[0]
     extra = ordinary_change(cons, lg, c + 2)
     # a certified header that changes nothing may be listed (it proves what it says) ...
-    assert verify_bundle(replace(b, valset_changes=(real, extra)), anchor(chain))
+    assert verify_bundle(replace(b, valset_changes=(real, extra)), anchor(chain), now_ms=NOW_MS)
     # ... but not twice, nor out of order, nor at the head's height
     for changes in [
         (real, extra, extra),
@@ -228,18 +231,55 @@ def test_a_change_must_hand_over_to_the_set_its_header_names(chain: Any) -> None
 # -- freshness ---------------------------------------------------------------------------
 
 
-def test_freshness_is_inclusive_and_needs_both_bounds(chain: Any) -> None:
+def test_freshness_is_inclusive_and_says_how_old(chain: Any) -> None:
     b = bundle(chain, "valid")
     t = head_of(b).time_ms
     trust = anchor(chain)
-    assert verify_bundle(b, trust, now_ms=t + 5000, max_age_ms=5000)
+    v = verify_bundle(b, trust, now_ms=t + 5000, max_age_ms=5000)
+    assert (v.height, v.block_time_ms, v.head_age_ms, v.checked_at_ms, v.max_age_ms) == (
+        head_of(b).height,
+        t,
+        5000,
+        t + 5000,
+        5000,
+    ), "a verdict carries the head it was judged at and its age by the verifier's clock"
     with pytest.raises(VerificationError) as e:
         verify_bundle(b, trust, now_ms=t + 5001, max_age_ms=5000)
-    assert e.value.reason == Reason.STALE
-    assert "header is 5001 ms old; at most 5000 ms" in str(e.value), "it tells the age"
-    # a bound alone does not apply (and does not crash)
-    assert verify_bundle(b, trust, now_ms=t + 10**9)
-    assert verify_bundle(b, trust, max_age_ms=0)
+    assert e.value.reason == Reason.STATE_TOO_OLD
+    assert "state too old" in str(e.value)
+    assert "is 5001 ms old by this verifier's clock; at most 5000 ms" in str(e.value)
+    assert e.value.head is not None and e.value.head.age_ms == 5001
+    assert e.value.to_json()["status"] == "UNVERIFIABLE"
+    assert e.value.to_json()["head_age_ms"] == 5001
+
+
+def test_freshness_applies_by_default_and_only_none_turns_it_off(chain: Any) -> None:
+    b = bundle(chain, "valid")
+    t = head_of(b).time_ms
+    trust = anchor(chain)
+    assert verify_bundle(b, trust, now_ms=t + DEFAULT_MAX_AGE_MS).max_age_ms == DEFAULT_MAX_AGE_MS
+    assert refusal(b, trust, now_ms=t + DEFAULT_MAX_AGE_MS + 1) == Reason.STATE_TOO_OLD
+    # an auditor judging an old bundle says so explicitly
+    assert verify_bundle(b, trust, now_ms=t + 10**9, max_age_ms=None).status == Status.VALID
+    with pytest.raises(ValueError, match="max_age_ms"):
+        verify_bundle(b, trust, now_ms=t, max_age_ms=-1)
+
+
+def test_a_head_ahead_of_the_verifiers_clock_is_fresh(chain: Any) -> None:
+    """Clocks differ by a few seconds: a head "from the future" has a negative age."""
+    b = bundle(chain, "valid")
+    t = head_of(b).time_ms
+    assert verify_bundle(b, anchor(chain), now_ms=t - 3000).head_age_ms == -3000
+
+
+def test_expiry_is_judged_by_the_verifiers_clock_not_the_heads(chain: Any) -> None:
+    b = bundle(chain, "expired")
+    until = AttestationRecord.decode(b.record or b"").valid_until_ms
+    trust = anchor(chain)
+    assert head_of(b).time_ms >= until, "by the head's time it has expired"
+    # a verifier whose clock is a second behind the head: not yet
+    assert verify_bundle(b, trust, now_ms=until - 1).status == Status.VALID
+    assert verify_bundle(b, trust, now_ms=until).status == Status.EXPIRED
 
 
 # -- included transactions ---------------------------------------------------------------
@@ -270,7 +310,7 @@ def test_a_transaction_in_the_head_block_must_be_in_the_head_block(chain: Any) -
 
 
 def test_a_revocation_by_governance_verifies(chain: Any) -> None:
-    v = verify_bundle(bundle(chain, "gov"), anchor(chain))
+    v = verify_bundle(bundle(chain, "gov"), anchor(chain), now_ms=NOW_MS)
     assert v.status == Status.REVOKED
     assert v.revoke_reason == RevokeReason.DATA_CHANGED
     assert v.revoked_height == head_of(bundle(chain, "gov")).height
@@ -284,17 +324,17 @@ def test_a_record_needs_its_attest_but_a_revocation_may_come_without_its_revoke(
     trust = anchor(chain)
     b = bundle(chain, "valid")
     assert refusal(replace(b, attest=None), trust) == Reason.MALFORMED
-    r = verify_bundle(replace(bundle(chain, "revoked"), revoke=None), trust)
+    r = verify_bundle(replace(bundle(chain, "revoked"), revoke=None), trust, now_ms=NOW_MS)
     assert r.status == Status.REVOKED and r.revoke_reason == RevokeReason.DATA_CHANGED
 
 
 def test_verdict_fields_and_json(chain: Any) -> None:
-    v = verify_bundle(bundle(chain, "valid"), anchor(chain))
+    v = verify_bundle(bundle(chain, "valid"), anchor(chain), now_ms=NOW_MS)
     assert (v.valid_until_ms, v.revoked_height, v.revoke_reason) == (None, None, None)
     doc = v.to_json()
     assert doc["status"] == str(Status.VALID)
     assert doc["commitment"] == C[0].hex() and doc["attest_tx_id"] == v.attest_tx_id.hex()  # type: ignore[union-attr]
-    r = verify_bundle(bundle(chain, "revoked"), anchor(chain))
+    r = verify_bundle(bundle(chain, "revoked"), anchor(chain), now_ms=NOW_MS)
     assert r.revoke_reason == RevokeReason.DATA_CHANGED and r.revoked_height
 
 
@@ -330,7 +370,10 @@ def test_forged_records_must_match_their_transactions(chain: Any) -> None:
     rec = AttestationRecord.decode(b.record or b"")
     trust = anchor(chain)
     # the forgery machinery itself is sound: the true record re-certified verifies
-    assert verify_bundle(forged(chain, "valid", C[0], rec), trust).status == Status.VALID
+    assert (
+        verify_bundle(forged(chain, "valid", C[0], rec), trust, now_ms=NOW_MS).status
+        == Status.VALID
+    )
     # a record for another commitment pointing at C[0]'s ATTEST
     assert refusal(forged(chain, "valid", C[7], rec), trust) == Reason.WRONG_COMMITMENT
     for wrong in (rec._replace(doc_type="bank-statement"), rec._replace(valid_until_ms=1)):
@@ -373,7 +416,7 @@ def test_the_issuers_signature_is_checked_even_in_a_certified_block(chain: Any) 
         with_head(b2, good, certify(cons, good, lg.validators_at(good.height))),
         attest=IncludedTx(tx.encode(), good.encode(), 0, (), ()),
     )
-    assert verify_bundle(b3, anchor(chain)).status == Status.VALID
+    assert verify_bundle(b3, anchor(chain), now_ms=NOW_MS).status == Status.VALID
 
 
 def test_a_forged_revocation_must_point_at_this_commitments_revoke(chain: Any) -> None:

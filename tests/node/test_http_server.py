@@ -115,7 +115,10 @@ def test_errors_404_405_415_keep_connection_usable() -> None:
 
 def test_metrics_and_health() -> None:
     metrics = CollectorRegistry()
-    reports: Iterator[dict[str, Any]] = iter([{"height": 7}, {"height": 8, "status": "x"}])
+    unready = {"status": "unready", "failing": ["peers"]}
+    reports: Iterator[dict[str, Any]] = iter(
+        [{"height": 7}, {"height": 8, "status": "x"}, unready, {"status": "ok"}]
+    )
     app = make_app(
         make_registry(), CredentialStore.open_mode(), metrics, health=lambda: next(reports)
     )
@@ -137,6 +140,14 @@ def test_metrics_and_health() -> None:
             assert status == 200 and json.loads(raw) == {"status": "ok", "height": 7}
             status, _, raw = get(conn, "/health")  # the callback now reports trouble
             assert status == 503 and json.loads(raw)["status"] == "x"
+            # Kubernetes' probes: readiness is the same report; liveness only says the
+            # process answers, whatever the report (restarting would not help it)
+            status, _, raw = get(conn, "/readyz")
+            assert status == 503 and json.loads(raw) == unready
+            status, _, raw = get(conn, "/livez")
+            assert status == 200 and json.loads(raw) == {"status": "ok"}
+            status, _, raw = get(conn, "/readyz")
+            assert status == 200
             conn.close()
 
         await in_thread(talk)

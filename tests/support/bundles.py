@@ -16,6 +16,10 @@ from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason
 
 C = [bytes([i]) * 32 for i in range(1, 20)]
 
+#: A verifier's clock for the test chains: a few seconds after their heads (one block a
+#: second from GENESIS_TIME_MS), within ledger.verify.DEFAULT_MAX_AGE_MS of them.
+NOW_MS = GENESIS_TIME_MS + 20_000
+
 
 def commit_block(lg: Ledger, cons: Consortium, txs: list[Any]) -> None:
     ex = lg.build(txs, time_ms=lg.tip.time_ms + 1000, proposer=cons.proposer)

@@ -24,7 +24,7 @@ def test_demo_prints_the_five_outcomes_and_cleans_up(tmp_path: Path) -> None:
     summary = out.stdout[out.stdout.index("Summary") :]
     for line in (
         "genuine credit report            VALID",
-        "tampered copy                    INVALID",
+        "tampered copy                    NOT_FOUND",
         "revoked bank statement           REVOKED",
         "certificate past its validity    EXPIRED",
         "attestation by a non-issuer      REFUSED (not_issuer)",

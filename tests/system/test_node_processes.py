@@ -274,9 +274,11 @@ def test_proof_bundles_over_plain_http_verify_offline(net: Path) -> None:
             return _json.loads(resp.read())["result"]  # type: ignore[no-any-return]
 
     for tx in txs:
-        verdict = verify_bundle_json(fetch(tx.payload.commitment), anchor)  # type: ignore[union-attr]
+        doc = fetch(tx.payload.commitment)  # type: ignore[union-attr]
+        verdict = verify_bundle_json(doc, anchor, now_ms=int(time.time() * 1000))
         assert verdict.status == Status.VALID and verdict.issuer == "szcredit"
-    absent = verify_bundle_json(fetch(hashlib.sha256(b"never attested").digest()), anchor)
+    doc = fetch(hashlib.sha256(b"never attested").digest())
+    absent = verify_bundle_json(doc, anchor, now_ms=int(time.time() * 1000))
     assert absent.status == Status.NOT_FOUND
 
 

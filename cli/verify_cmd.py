@@ -1,0 +1,147 @@
+"""``dvp verify``: the verdict on a file and its code, and the exit status that says it.
+
+The file is hashed here, the node serves a proof bundle, and ``ledger.verify`` checks it
+against the genesis as of this computer's clock (``cli.documents.verify_file``). The
+exit status is the verdict, so a script can branch on it without parsing output
+(``VERIFY_EXIT_CODES``, shown in ``dvp verify --help`` and the README):
+
+| code | meaning |
+| --- | --- |
+| 0 | VALID |
+| 1 | the node refused the request (e.g. an unknown API key) |
+| 2 | usage error (bad argument, unreadable file or genesis, malformed code) |
+| 3 | node unreachable |
+| 4 | INVALID: the node's proof does not verify (forged, corrupted, wrong chain) |
+| 5 | REVOKED |
+| 6 | EXPIRED (by this computer's clock) |
+| 7 | NOT_FOUND: nothing attested for this file and code (a changed copy, a wrong code) |
+| 8 | UNVERIFIABLE: state too old (newest certified block older than ``--max-age``) |
+
+``--max-age`` is validated here (a positive, finite number of seconds, at most a day):
+anything else is one error line and exit 2, never a verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from cli.common import (
+    EXIT_FAIL,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    add_rpc_options,
+    client,
+    rpc_errors,
+)
+from cli.common import emit as _print
+from ledger.verify import DEFAULT_MAX_AGE_MS
+
+__all__ = ["VERIFY_EXIT_CODES", "add_verify_command", "cmd_verify", "parse_max_age"]
+
+EXIT_INVALID, EXIT_REVOKED, EXIT_EXPIRED, EXIT_NOT_FOUND, EXIT_UNVERIFIABLE = 4, 5, 6, 7, 8
+
+#: The status each verdict exits with; the others are the CLI's common ones.
+VERIFY_EXIT_CODES: Final[dict[str, int]] = {
+    "VALID": EXIT_OK,
+    "INVALID": EXIT_INVALID,
+    "REVOKED": EXIT_REVOKED,
+    "EXPIRED": EXIT_EXPIRED,
+    "NOT_FOUND": EXIT_NOT_FOUND,
+    "UNVERIFIABLE": EXIT_UNVERIFIABLE,
+}
+
+#: A freshness limit above this is no limit at all: refused as a likely mistake.
+MAX_AGE_LIMIT_S: Final = 86_400.0
+
+EXIT_HELP: Final = f"""exit status:
+  {EXIT_OK}  VALID
+  {EXIT_FAIL}  the node refused the request (e.g. an unknown API key)
+  {EXIT_USAGE}  usage error (bad argument, unreadable file or genesis, malformed code)
+  {EXIT_UNREACHABLE}  node unreachable
+  {EXIT_INVALID}  INVALID: the node's proof does not verify (forged, corrupted, wrong chain)
+  {EXIT_REVOKED}  REVOKED
+  {EXIT_EXPIRED}  EXPIRED (by this computer's clock)
+  {EXIT_NOT_FOUND}  NOT_FOUND: nothing attested for this file and code
+  {EXIT_UNVERIFIABLE}  UNVERIFIABLE: state too old (the node's newest certified block is
+     older than --max-age): ask again, or ask another node"""
+
+
+def parse_max_age(text: str) -> int:
+    """``--max-age`` seconds as milliseconds; ``CliError`` (exit 2) unless it is a
+    positive, finite number of seconds of at most a day."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_AGE_LIMIT_S):
+        raise CliError(
+            f"--max-age {text!r}: expected seconds, a number above 0 and at most "
+            f"{MAX_AGE_LIMIT_S:g} (default {DEFAULT_MAX_AGE_MS / 1000:g})"
+        )
+    return max(1, round(seconds * 1000))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from cli.documents import describe, describe_failure, verify_file
+    from ledger.commitment import CodeError
+    from ledger.genesis import GenesisError
+    from ledger.verify import VerificationError
+
+    max_age_ms = parse_max_age(args.max_age)
+    if not Path(args.file).is_file():
+        raise CliError(f"{args.file} is not a file")
+
+    def run() -> int:
+        try:
+            with client(args) as c:
+                v = verify_file(
+                    c, Path(args.genesis), Path(args.file), args.code, max_age_ms=max_age_ms
+                )
+        except CodeError as exc:
+            raise CliError(f"verification code: {exc}") from None
+        except GenesisError as exc:
+            raise CliError(str(exc)) from None
+        except VerificationError as exc:
+            text = describe_failure(exc)
+            _print(args, exc.to_json(), lambda: print(text))
+            return VERIFY_EXIT_CODES[exc.status]
+        _print(args, v.to_json(), lambda: print(describe(v)))
+        return VERIFY_EXIT_CODES[str(v.status)]
+
+    return rpc_errors(run)
+
+
+def add_verify_command(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register ``dvp verify`` with ``cli.main``'s ``add`` helper."""
+    p = add(
+        sub,
+        "verify",
+        "verify a document and its code against the consortium's genesis; the exit "
+        "status is the verdict (0 only for VALID; the table below)",
+        "dvp verify report.pdf --code 7K3M-... --genesis devnet/genesis.json "
+        "--rpc http://127.0.0.1:26704/",
+        cmd_verify,
+    )
+    p.epilog = EXIT_HELP
+    p.add_argument("file")
+    p.add_argument("--code", required=True, help="the verification code printed on it")
+    p.add_argument(
+        "--genesis",
+        default="devnet/genesis.json",
+        help="the consortium's genesis file: the only thing trusted",
+    )
+    add_rpc_options(p)
+    p.add_argument(
+        "--max-age",
+        default=f"{DEFAULT_MAX_AGE_MS / 1000:g}",
+        metavar="SECONDS",
+        help="answer UNVERIFIABLE (state too old) when the node's newest certified "
+        "block is older than this by this computer's clock "
+        f"(default {DEFAULT_MAX_AGE_MS / 1000:g})",
+    )
