@@ -8,9 +8,9 @@ shows a progress bar (rich, on stderr) and turns the report into one verdict lin
 
 Errors that are not a verdict on the chain are one line on stderr: exit 2 for bad
 usage or configuration (no genesis, not this chain's data directory), 3 for a node
-that cannot be reached. ``--datadir`` reads a node's data directory: a stopped node's,
-or a copy (a running node holds the LevelDB lock; the replay then copies the store to
-a temporary directory first and says so).
+that cannot be reached. ``--datadir`` reads a node's data directory and never writes to
+it (it may be read-only, or a running node's): the replay opens a snapshot of the store
+in ``--workdir`` (``ledger.store_snapshot``) and says so.
 
 cli/main.py registers the command with ``add_audit_commands(sub, add)``.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import EXIT_FAIL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from cli.progress import ProgressBar
 from cli.rpc_client import ENV_API_KEY, ENV_CACERT
 
 _DESCRIPTION = (
@@ -47,7 +48,11 @@ def add_audit_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) ->
         cmd_audit_replay,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--datadir", help="a node's data directory (stopped node, or a copy)")
+    src.add_argument(
+        "--datadir",
+        help="a node's data directory; never written to (read through a snapshot in "
+        "--workdir, so it may be read-only or a running node's)",
+    )
     src.add_argument("--rpc", help="a node's RPC URL, e.g. http://127.0.0.1:26701/")
     p.add_argument(
         "--genesis",
@@ -57,8 +62,9 @@ def add_audit_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--workdir",
-        help="where to put the scratch ledger (default: the system "
-        "temp dir; it grows to about the size of the chain)",
+        help="where to put the scratch ledger and the store's snapshot (default: the "
+        "system temp dir; needs about the size of the chain, twice if the store's "
+        "table files cannot be hard-linked from there)",
     )
     p.add_argument(
         "--api-key",
@@ -84,53 +90,17 @@ def find_genesis(datadir: Path) -> Path | None:
     return None
 
 
-class _Bar:
-    """The rich progress bar: blocks, blocks/s and tx/s while replaying, then the state
-    tree's versions."""
+def _rates(p: Any) -> str:
+    s = max(p.elapsed_s, 1e-9)
+    if p.phase == "replay":
+        return f"{p.done / s:,.0f} blocks/s  {p.transactions / s:,.0f} tx/s"
+    return f"{p.transactions:,} entries"
 
-    def __init__(self, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
-        console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rates]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not enabled or not console.is_terminal,
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Bar:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(None, None, None)
-
-    def __call__(self, p: Any) -> None:
-        task = self.tasks.get(p.phase)
-        if task is None:
-            label = "replaying blocks" if p.phase == "replay" else "state tree versions"
-            task = self.tasks[p.phase] = self.progress.add_task(label, total=p.total, rates="")
-        s = max(p.elapsed_s, 1e-9)
-        rates = (
-            f"{p.done / s:,.0f} blocks/s  {p.transactions / s:,.0f} tx/s"
-            if p.phase == "replay"
-            else f"{p.transactions:,} entries"
-        )
-        self.progress.update(task, completed=p.done, rates=rates)
+def _bar(enabled: bool) -> ProgressBar:
+    """Blocks, blocks/s and tx/s while replaying, then the state tree's versions."""
+    labels = {"replay": "replaying blocks", "state_tree": "state tree versions"}
+    return ProgressBar(enabled, labels, _rates)
 
 
 def _load_genesis(args: argparse.Namespace) -> tuple[Any, Path]:
@@ -194,14 +164,18 @@ def _replay(args: argparse.Namespace, rpc: Any) -> int:
     genesis, genesis_path = _load_genesis(args)
     source: BlockSource
     try:
-        source = DatadirSource(args.datadir, genesis) if args.datadir else RpcSource(rpc)
+        source = (
+            DatadirSource(args.datadir, genesis, workdir=args.workdir)
+            if args.datadir
+            else RpcSource(rpc)
+        )
     except StoreError as exc:
         raise CliError(f"{exc} (genesis: {genesis_path})") from None
     except SourceUnavailable as exc:
         code = EXIT_USAGE if args.datadir else EXIT_UNREACHABLE
         raise CliError(f"{args.datadir or args.rpc}: {exc}", code) from None
     try:
-        with _Bar(enabled=not args.json) as bar:
+        with _bar(enabled=not args.json) as bar:
             report: AuditReport = replay(source, genesis, workdir=args.workdir, progress=bar)
     except SourceRefused as exc:
         raise CliError(

@@ -28,11 +28,12 @@ Rules:
   check, message)``; ``check`` is one of ``CHECKS``. A source that cannot be read at
   all (node unreachable, store locked and not copyable) raises ``SourceUnavailable``;
   that is not a verdict on the chain.
-- A running node holds its LevelDB lock, and LevelDB's open writes its own bookkeeping
-  files: audit a stopped node's data directory or a copy. ``DatadirSource`` copies the
-  store to a temporary directory when the lock is held (and says so in ``notes``); a
-  copy of a live store is a best effort (files are copied manifest first and retried if
-  a compaction races the copy).
+- The auditor never writes to the data directory it audits (it may be read-only):
+  LevelDB's open rewrites its log, manifest and info log in place, so ``DatadirSource``
+  opens a private snapshot instead (``ledger.store_snapshot``: table files hard-linked
+  where the file system allows, the rest copied, under ``workdir``) and says so in
+  ``notes``. A snapshot of a running node's store is a best effort (taken manifest
+  first, again if the node's writes race it); of a stopped node's, it is exact.
 """
 
 from __future__ import annotations
@@ -251,12 +252,15 @@ def _check_history(history: merkle.MerkleTree, first: BlockHeader, last: BlockHe
 
 
 def verify_state(
-    datadir: Path | str, genesis: Genesis, progress: ProgressFn | None = None
+    datadir: Path | str,
+    genesis: Genesis,
+    progress: ProgressFn | None = None,
+    workdir: Path | str | None = None,
 ) -> AuditReport:
     """Verify a node's stored state tree alone (no replay): see ``check_state_tree``."""
     report = AuditReport()
     t0 = time.perf_counter()
-    store, tmp = open_store_readonly(datadir, genesis, report.notes)
+    store, tmp = open_store_readonly(datadir, genesis, report.notes, workdir)
     try:
         report.height = store.height
         header = store.get_header(store.height)
@@ -269,8 +273,7 @@ def verify_state(
         report.failure = AuditFailure(store.height, "store_integrity", str(exc))
     finally:
         store.close()
-        if tmp is not None:
-            tmp.cleanup()
+        tmp.cleanup()
         report.elapsed_s = time.perf_counter() - t0
     return report
 
@@ -284,7 +287,7 @@ def replay_datadir(
     check_state: bool = True,
 ) -> AuditReport:
     """``replay`` a node's data directory, then verify its stored state tree."""
-    source = DatadirSource(datadir, genesis, check_state=check_state)
+    source = DatadirSource(datadir, genesis, check_state=check_state, workdir=workdir)
     try:
         return replay(source, genesis, workdir=workdir, progress=progress)
     finally:

@@ -1,15 +1,14 @@
 """Where the auditor reads a chain from: a node's data directory or a node's RPC.
 
 Part of ``ledger.audit`` (the public entry point, which re-exports this module's names).
-This module owns ``BlockSource`` and its two kinds: ``DatadirSource`` (a stopped node's
-LevelDB store, or a copy of a running one's, opened read-only) and ``RpcSource`` (blocks
-and certificates fetched over JSON-RPC); nothing a source says is trusted (the replay in
-ledger/audit.py re-executes it).
+This module owns ``BlockSource`` and its two kinds: ``DatadirSource`` (a node's LevelDB
+store, read through a private snapshot so that its directory is never written) and
+``RpcSource`` (blocks and certificates fetched over JSON-RPC); nothing a source says is
+trusted (the replay in ledger/audit.py re-executes it).
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import threading
 import time
@@ -26,13 +25,13 @@ from ledger.audit_report import (
     AuditReport,
     ProgressFn,
     SourceItem,
-    SourceUnavailable,
     _unavailable,
 )
 from ledger.audit_state import check_state_tree
 from ledger.errors import DecodeError, StoreError
 from ledger.state import Execution
 from ledger.store import Store
+from ledger.store_snapshot import snapshot
 from ledger.types import Block, BlockHeader, CommitCertificate, Genesis, Transaction
 
 
@@ -89,40 +88,20 @@ def ledger_store_path(datadir: Path | str) -> Path:
     return p
 
 
-def _copy_leveldb(src: Path, dst: Path, attempts: int = 3) -> None:
-    """Copy a LevelDB that another process may be writing: CURRENT and manifests first
-    (so every table they name existed when they were copied; tables are immutable),
-    then the rest, skipping the lock. Retried when a compaction deletes a file mid-copy."""
-    last: Exception | None = None
-    for _ in range(attempts):
-        shutil.rmtree(dst, ignore_errors=True)
-        dst.mkdir(parents=True)
-        try:
-            first = [
-                f for f in src.iterdir() if f.name == "CURRENT" or f.name.startswith("MANIFEST-")
-            ]
-            for f in first:
-                shutil.copy2(f, dst / f.name)
-            for f in src.iterdir():
-                if f.name != "LOCK" and f not in first and f.is_file():
-                    shutil.copy2(f, dst / f.name)
-            return
-        except OSError as exc:
-            last = exc
-            time.sleep(0.2)
-    raise SourceUnavailable(
-        f"cannot copy the locked ledger store {src}: {last}; stop the "
-        f"node or copy its data directory yourself"
-    )
-
-
 def open_store_readonly(
-    datadir: Path | str, genesis: Genesis, notes: list[str]
-) -> tuple[Store, tempfile.TemporaryDirectory[str] | None]:
-    """Open a node's ledger store for reading; copy it first if a running node holds it.
+    datadir: Path | str,
+    genesis: Genesis,
+    notes: list[str],
+    workdir: Path | str | None = None,
+) -> tuple[Store, tempfile.TemporaryDirectory[str]]:
+    """Open a node's ledger store for reading without touching its directory.
 
-    Returns the store and the temporary directory of the copy (None if opened in place).
-    ``StoreError`` for anything that is not this chain's store.
+    LevelDB has no read-only open (opening rewrites the log, the manifest and the info
+    log in place), so the store is opened from a snapshot in a temporary directory under
+    ``workdir`` (``ledger.store_snapshot``: table files hard-linked where allowed, the
+    rest copied); the data directory may be read-only or locked by a running node.
+    Returns the store and the temporary directory (the caller cleans it up after closing
+    the store). ``StoreError`` for anything that is not this chain's store.
     """
     path = ledger_store_path(datadir)
     if not (path / "CURRENT").is_file():
@@ -130,35 +109,22 @@ def open_store_readonly(
             f"no ledger store in {datadir}: expected a node data directory "
             f"(with ledger/ inside) or its ledger LevelDB"
         )
-    try:
-        return Store.open(
-            path, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=False
-        ), None
-    except StoreError as exc:
-        if "lock" not in str(exc).lower():
-            raise
-    tmp = tempfile.TemporaryDirectory(prefix="dvp-audit-copy-")
+    tmp = tempfile.TemporaryDirectory(prefix="dvp-snapshot-", dir=workdir)
     try:
         copy = Path(tmp.name) / "ledger"
-        for attempt in range(3):
-            _copy_leveldb(path, copy)
-            try:
-                store = Store.open(
-                    copy, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=False
-                )
-                break
-            except StoreError:
-                # a copy torn by the node's own writes (e.g. a table written after the
-                # manifest was copied): copy again
-                if attempt == 2:
-                    raise
+        taken = snapshot(path, copy)
+        try:
+            store = Store.open(copy, chain_id=genesis.chain_id, genesis_hash=genesis.hash)
+        except StoreError as exc:
+            # name the store the user gave, not the scratch copy
+            raise type(exc)(str(exc).replace(str(copy), str(path))) from None
     except BaseException:
         tmp.cleanup()
         raise
     notes.append(
-        f"{path} is locked by a running node: replayed a copy taken at "
-        f"{time.strftime('%Y-%m-%d %H:%M:%S')} (height {store.height}); stop the "
-        f"node for an exact audit of its files"
+        f"read a snapshot of {path} taken at {time.strftime('%Y-%m-%d %H:%M:%S')} "
+        f"(height {store.height}; {taken.linked} table files linked, {taken.copied} "
+        f"files copied): nothing in {datadir} was opened for writing"
     )
     return store, tmp
 
@@ -166,9 +132,16 @@ def open_store_readonly(
 class DatadirSource(BlockSource):
     """A node's data directory (``<datadir>/ledger``), read through ``ledger.store``."""
 
-    def __init__(self, datadir: Path | str, genesis: Genesis, *, check_state: bool = True) -> None:
+    def __init__(
+        self,
+        datadir: Path | str,
+        genesis: Genesis,
+        *,
+        check_state: bool = True,
+        workdir: Path | str | None = None,
+    ) -> None:
         self.notes = []
-        self.store, self._tmp = open_store_readonly(datadir, genesis, self.notes)
+        self.store, self._tmp = open_store_readonly(datadir, genesis, self.notes, workdir)
         self._head = self.store.height
         self._check_state = check_state
 
@@ -218,9 +191,7 @@ class DatadirSource(BlockSource):
 
     def close(self) -> None:
         self.store.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        self._tmp.cleanup()
 
 
 class RpcLike(Protocol):

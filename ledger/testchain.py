@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ledger.chain import Ledger
 from ledger.codec import Domain
 from ledger.crypto import KeyPair
 from ledger.types import (
@@ -113,3 +114,11 @@ class Consortium:
     @property
     def proposer(self) -> bytes:
         return self.node_keys["cnix"].public_key
+
+    def commit(self, lg: Ledger, txs: list[Transaction]) -> int:
+        """Build a block of ``txs`` on ``lg`` (all must be valid), certify it by the
+        validator set in force and commit it; returns its height."""
+        ex = lg.build(txs, time_ms=lg.tip.time_ms + 1000, proposer=self.proposer)
+        assert not ex.rejected, ex.rejected
+        lg.commit(ex.block, self.certify(ex.block, validators=lg.validators_at(ex.height)))
+        return ex.height
