@@ -442,7 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
         nodep,
         "run",
         "run a validator or observer node until SIGTERM/SIGINT; its log "
-        "is already JSON, one object a line on stderr (so no --json)",
+        "is already JSON, one object a line on stderr (so no --json). Its stores "
+        "are checked before it serves anything. Exit status: 0 stopped by a "
+        "signal, 2 config, key, genesis or store unusable, 4 the store is damaged "
+        "(`dvp store resync` rebuilds it from peers)",
         "dvp node run --config devnet/nodes/cnix.toml",
         cmd_node_run,
         json_flag=False,

@@ -71,8 +71,9 @@ class _StateWalk:
         self.entries = 0
         self.tick = tick  # called with ``entries`` every TICK_ENTRIES leaves
 
-    def check(self, version: int, state_root: bytes) -> None:
-        """Verify version ``version`` against the certified ``state_root``."""
+    def check(self, version: int, state_root: bytes, descend: bool = True) -> None:
+        """Verify version ``version`` against the certified ``state_root`` (with
+        ``descend=False``, its root record only)."""
         self.entries = 0
         nk = root_key(version)
         enc = self.get_node(nk)
@@ -92,7 +93,7 @@ class _StateWalk:
                 f"{version} hashes to {root.hex()[:16]}, not the header's "
                 f"state root {state_root.hex()[:16]}",
             )
-        if enc[:1] == INTERNAL_PREFIX:
+        if descend and enc[:1] == INTERNAL_PREFIX:
             self._descend(nk, enc, 0, b"")
 
     @staticmethod
@@ -171,12 +172,16 @@ class _StateWalk:
                     raise self._fail(nk, "a child hash differs from the child's")
 
 
-def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[int, int]:
+def check_state_tree(
+    store: Store, progress: ProgressFn | None = None, *, roots_only: bool = False
+) -> tuple[int, int]:
     """Verify the store's state tree: (entries at the head, versions checked).
 
     Every retained version (``state_pruned_below`` .. head) must have a root that equals
     its header's state root, and every node reachable from them must hash to what its
-    parent says. Raises ``AuditFailure("state_tree" | "store_integrity")``.
+    parent says (with ``roots_only``, the root records alone: the node's start-up
+    check; entries are then 0). Raises ``AuditFailure("state_tree" |
+    "store_integrity")``.
     """
     head = store.height
 
@@ -213,7 +218,7 @@ def check_state_tree(store: Store, progress: ProgressFn | None = None) -> tuple[
         except StoreError as exc:
             raise AuditFailure(v, "store_integrity", str(exc)) from None
         assert header is not None
-        walk.check(v, header.state_root)
+        walk.check(v, header.state_root, descend=not roots_only)
         if v == head:
             entries = walk.entries
         done += 1

@@ -69,9 +69,18 @@ class Ledger:
         *,
         create: bool = True,
         retain_versions: int = DEFAULT_RETAIN_VERSIONS,
+        verify_tables: bool = False,
+        tick: Callable[[int], None] | None = None,
     ) -> Ledger:
+        """Open (``create``: or initialise) the store at ``path``; ``verify_tables`` and
+        ``tick``: see ``Store.open``."""
         store = Store.open(
-            path, chain_id=genesis.chain_id, genesis_hash=genesis.hash, create=create
+            path,
+            chain_id=genesis.chain_id,
+            genesis_hash=genesis.hash,
+            create=create,
+            verify_tables=verify_tables,
+            tick=tick,
         )
         try:
             return cls(store, genesis, retain_versions)

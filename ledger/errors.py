@@ -37,3 +37,10 @@ class RuleError(LedgerError):
 
 class StoreError(LedgerError):
     """The on-disk store is missing, corrupt, foreign, or failed to write."""
+
+
+class StoreDamage(StoreError):
+    """The store's contents are damaged: a checksum, a missing or undecodable record, a
+    broken chain link or index (not a foreign store, a lock or a failed write). The
+    message names the database and where; the fix is to rebuild it (``dvp store resync``)
+    or restore it."""

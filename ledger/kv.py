@@ -24,8 +24,10 @@ and ours) wherever they caught ``plyvel.Error``.
 from __future__ import annotations
 
 import bisect
+import itertools
 import random
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -73,6 +75,60 @@ def open_leveldb(path: str, **options: Any) -> KV:
     """The LevelDB backend: a ``plyvel.DB`` (raises plyvel's errors)."""
     db: KV = plyvel.DB(path, **options)
     return db
+
+
+#: Entries read between two ``scan_checksums`` progress calls.
+SCAN_TICK = 1 << 16
+
+
+class ScanError(Exception):
+    """``scan_checksums`` failed: ``cause`` is the backend's error, ``after`` the last key
+    read intact before it (None: the first)."""
+
+    def __init__(self, cause: BaseException, after: bytes | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.after = after
+
+
+def scan_checksums(db: KV, tick: Callable[[int], None] | None = None) -> int:
+    """Read every live entry of ``db`` with LevelDB's block checksums verified; returns
+    how many there are. Raises ``ScanError`` (plyvel's ``CorruptionError``/``IOError``
+    and the last key read before it) at the first damaged block, table or missing file.
+
+    An iteration over the whole database reads every data block of every table in the
+    current version (the entries later writes shadow or delete included), so together
+    with ``paranoid_checks`` at open (log records, the manifest, each table's index and
+    filter blocks) every byte LevelDB would serve has had its CRC checked. Two details
+    of plyvel make it two passes: an iterator created on a damaged table fails at
+    creation, and a damaged block *after the last visible entry* ends a forward
+    iteration without an error (plyvel checks LevelDB's iterator status only at an
+    entry), so one step of a reverse iteration, which walks back over those blocks to
+    the last visible entry, reads them too. The forward pass is consumed in C
+    (measured: ~3.5 million entries a second, about a second per million
+    attestations); ``tick(count)`` is called every ``SCAN_TICK``. On the memory backend
+    it only counts."""
+    # deque(maxlen=1) drains each slice in C, keeping only the last (count, key) read
+    last: deque[tuple[int, bytes]] = deque(maxlen=1)
+    count = 0
+    try:
+        with db.iterator(include_value=False, verify_checksums=True, fill_cache=False) as it:
+            while True:
+                before = count
+                last.extend(enumerate(itertools.islice(it, SCAN_TICK), count + 1))
+                if last:
+                    count = last[0][0]
+                if tick is not None:
+                    tick(count)
+                if count - before < SCAN_TICK:
+                    break
+        with db.iterator(
+            reverse=True, include_value=False, verify_checksums=True, fill_cache=False
+        ) as back:
+            next(back, None)
+    except KV_ERRORS as exc:
+        raise ScanError(exc, last[0][1] if last else None) from exc
+    return count
 
 
 # --------------------------------------------------------------------------- memory

@@ -27,11 +27,13 @@ Rules:
 * **Refuse what is not ours at open.** A path that is not a LevelDB, a LevelDB without
   our magic, another chain id or genesis hash, a newer (or unknown) format version, or a
   committed height whose block is missing or damaged: each is a ``StoreError`` naming
-  the path and what to do. ``create=True`` initialises an empty store only.
+  the path and what to do (``StoreDamage`` when it is damage, not a foreign store or a
+  lock). ``create=True`` initialises an empty store only. ``verify_tables=True`` first
+  reads every table with its checksums verified (a node's start: node/stores.py).
 * **Integrity.** Block, header, certificate and app-metadata values are sealed with a
   CRC-32 over key || payload, and those reads also verify LevelDB's block checksums.
   A mismatch, a value under the wrong key, or bytes that do not decode are reported as
-  ``StoreError`` naming the height. State nodes and index entries are not sealed (they
+  ``StoreDamage`` naming the height. State nodes and index entries are not sealed (they
   are small and numerous; the state tree's root check catches damaged nodes).
 * **Nothing stored twice.** The block value holds only the transactions; the header
   lives under its own key and a block's bytes are the splice ``0x92 || header ||
@@ -53,7 +55,7 @@ from __future__ import annotations
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
@@ -61,9 +63,10 @@ from typing import Any, NoReturn
 import plyvel
 
 from ledger.codec import decode, encode
-from ledger.errors import DecodeError, StoreError
-from ledger.kv import KV, KV_ERRORS, MemoryKV, open_leveldb
+from ledger.errors import DecodeError, StoreDamage, StoreError
+from ledger.kv import KV, KV_ERRORS, MemoryKV, ScanError, open_leveldb, scan_checksums
 from ledger.store_format import (
+    DAMAGE_HINT,
     FORMAT_VERSION,
     K_ATTESTED_INDEX,
     K_CHAIN,
@@ -83,6 +86,7 @@ from ledger.store_format import (
     P_STALE,
     P_TX,
     TX_KEY_BYTES,
+    describe_key,
     h8,
     leveldb_reason,
     seal,
@@ -110,10 +114,15 @@ _HINT_INIT = "initialise it first (Store.open(..., create=True), e.g. via `dvp i
 # of disk (273 -> 376 B at 1,000,000 attestations after compaction, within the 400 B
 # budget). The memtable costs up to 2 x 32 MiB of RAM (the active and the one being
 # flushed).
+# paranoid_checks: a log record or manifest entry failing its checksum stops the open
+# (the default skips it: a hole of lost blocks under the committed height); table index
+# and filter blocks are checksummed at first use (a damaged bloom filter says "absent"
+# of keys that exist). A log torn at its tail by a crash still recovers up to the tear.
 _DB_OPTIONS: dict[str, Any] = {
     "compression": None,
     "bloom_filter_bits": 10,
     "write_buffer_size": 32 * 1024 * 1024,
+    "paranoid_checks": True,
 }
 
 
@@ -163,12 +172,17 @@ class Store(StoreReads):
         genesis_hash: bytes,
         create: bool = False,
         block_cache: int = DEFAULT_BLOCK_CACHE,
+        verify_tables: bool = False,
+        tick: Callable[[int], None] | None = None,
     ) -> Store:
         """Open the store at ``path`` for the chain (``chain_id``, ``genesis_hash``).
 
         ``create=True`` creates the directory and initialises an empty store if there is
         none, and otherwise opens the existing one (it never adopts another chain's).
-        Raises ``StoreError`` for anything that is not this chain's intact store.
+        ``verify_tables=True`` first reads every entry with LevelDB's checksums verified
+        (``ledger.kv.scan_checksums``, ``tick`` its progress), so damage anywhere is
+        found now rather than when a block is served. Raises ``StoreDamage`` for a
+        damaged store, ``StoreError`` for anything else that is not this chain's store.
         """
         if not isinstance(genesis_hash, bytes) or len(genesis_hash) != 32:
             raise ValueError("genesis_hash must be 32 bytes")
@@ -194,10 +208,9 @@ class Store(StoreReads):
             ):
                 # Data without CURRENT is a damaged database, not an interrupted creation:
                 # creating one here would make LevelDB delete the tables as obsolete.
-                raise StoreError(
+                raise StoreDamage(
                     f"{p}: LevelDB's CURRENT file is missing but the directory "
-                    f"holds data: the database is damaged; restore the data "
-                    f"directory from a backup or re-sync it from peers"
+                    f"holds data: the database is damaged; {DAMAGE_HINT}"
                 )
             try:
                 p.mkdir(parents=True, exist_ok=True)
@@ -206,9 +219,8 @@ class Store(StoreReads):
         try:
             db = open_leveldb(str(p), create_if_missing=create, **_DB_OPTIONS)
         except plyvel.CorruptionError as exc:
-            raise StoreError(
-                f"{p}: LevelDB reports corruption ({leveldb_reason(exc)}); restore "
-                f"the data directory from a backup or re-sync it from peers"
+            raise StoreDamage(
+                f"{p}: LevelDB reports corruption ({leveldb_reason(exc)}); {DAMAGE_HINT}"
             ) from exc
         except (plyvel.Error, OSError) as exc:
             text = leveldb_reason(exc)
@@ -218,6 +230,15 @@ class Store(StoreReads):
                 else "is it a LevelDB database, readable by this user?"
             )
             raise StoreError(f"cannot open ledger store at {p}: {text}; {hint}") from exc
+        if verify_tables:
+            try:
+                scan_checksums(db, tick)
+            except ScanError as exc:
+                db.close()
+                raise StoreDamage(
+                    f"{p}: LevelDB reports {leveldb_reason(exc.cause)!r} reading the "
+                    f"table data after {describe_key(exc.after)}; {DAMAGE_HINT}"
+                ) from exc.cause
         return cls._checked(db, p, chain_id, genesis_hash, create, block_cache)
 
     @classmethod
@@ -256,10 +277,9 @@ class Store(StoreReads):
         except KV_ERRORS as exc:
             # The checks read the store: damaged tables surface here, not at plyvel.DB().
             db.close()
-            raise StoreError(
+            raise StoreDamage(
                 f"{p}: LevelDB reports {leveldb_reason(exc)!r} while checking the "
-                f"store; restore the data directory from a backup or re-sync "
-                f"it from peers"
+                f"store; {DAMAGE_HINT}"
             ) from exc
         except BaseException:
             db.close()
@@ -298,7 +318,7 @@ class Store(StoreReads):
         fmt_raw = db.get(K_FORMAT)
         fmt = int.from_bytes(fmt_raw, "big") if fmt_raw and len(fmt_raw) == 4 else None
         if fmt is None:
-            raise StoreError(f"{p}: the store's format version record is missing or damaged")
+            raise StoreDamage(f"{p}: the store's format version record is missing or damaged")
         if fmt > FORMAT_VERSION:
             raise StoreError(
                 f"{p} was written in store format version {fmt}, newer than the "
@@ -329,7 +349,7 @@ class Store(StoreReads):
         if raw_height is None:
             return
         if len(raw_height) != 8:
-            raise StoreError(f"{p}: the committed-height record is damaged")
+            raise StoreDamage(f"{p}: the committed-height record is damaged")
         height = int.from_bytes(raw_height, "big")
         self._height = height
         try:
@@ -340,14 +360,13 @@ class Store(StoreReads):
             self._sealed(P_APP, height, "app metadata")
             self.get_certificate_bytes(height)
         except StoreError as exc:
-            raise StoreError(
+            raise StoreDamage(
                 f"{p}: the store says height {height} is committed but that "
-                f"block is unusable ({exc}); restore from a backup or re-sync "
-                f"from peers"
+                f"block is unusable ({exc}); {DAMAGE_HINT}"
             ) from exc
         assert header is not None
         if db.get(P_HEADER + h8(height + 1)) is not None:
-            raise StoreError(
+            raise StoreDamage(
                 f"{p}: a block above the committed height {height} exists; the "
                 f"store was written outside its batches and cannot be trusted"
             )
@@ -543,7 +562,7 @@ class Store(StoreReads):
                         raise DecodeError("expected an array of node keys")
                 except DecodeError as exc:
                     version = int.from_bytes(key[1:], "big")
-                    raise StoreError(
+                    raise StoreDamage(
                         f"stale-node journal of version {version} is corrupt ({exc})"
                     ) from exc
                 for nk in stale:

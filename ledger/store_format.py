@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import zlib
 
-from ledger.errors import StoreError
+from ledger.errors import StoreDamage
 
 FORMAT_VERSION = 1
 MAGIC = b"dvp-ledger-store"
@@ -67,6 +67,11 @@ K_PRUNED = P_META + b"pruned"
 K_ATTESTED_INDEX = P_META + b"attested-index"
 
 
+#: How every ``StoreDamage`` message of the ledger store ends (a node replaces it with
+#: the exact command, ``dvp store resync --config <its config>``).
+DAMAGE_HINT = "restore the data directory from a backup or re-sync it from peers"
+
+
 def h8(height: int) -> bytes:
     """A height (or state version) as the 8-byte big-endian key suffix."""
     return height.to_bytes(8, "big")
@@ -78,7 +83,7 @@ def seal(key: bytes, payload: bytes) -> bytes:
 
 def unseal(key: bytes, value: bytes, what: str) -> bytes:
     if len(value) < 4 or zlib.crc32(value[4:], zlib.crc32(key)) != int.from_bytes(value[:4], "big"):
-        raise StoreError(f"{what} is corrupt: checksum mismatch (the stored value was damaged)")
+        raise StoreDamage(f"{what} is corrupt: checksum mismatch (the stored value was damaged)")
     return value[4:]
 
 
@@ -110,6 +115,32 @@ def parse_tx_location(value: bytes) -> tuple[int, int]:
     if shift or len(nums) != 2:
         raise ValueError("expected two varints")
     return nums[0], nums[1]
+
+
+_KEY_KINDS = {
+    P_HEADER: "the header",
+    P_BLOCK: "the transactions",
+    P_CERT: "the certificate",
+    P_APP: "the app metadata",
+    P_STALE: "the stale-node journal",
+    P_NODE: "a state-tree node",
+}
+_INDEXES = {P_BLOCK_ID: "block-id", P_TX: "tx", P_ATTESTED: "attested-commitment"}
+
+
+def describe_key(key: bytes | None) -> str:
+    """Where a store key is, for people: "the header of height 12", "the tx index"."""
+    if key is None:
+        return "the first entry"
+    prefix = key[:1]
+    if prefix in _KEY_KINDS and len(key) >= 9:
+        of = "version" if prefix in (P_NODE, P_STALE) else "height"
+        return f"{_KEY_KINDS[prefix]} of {of} {int.from_bytes(key[1:9], 'big')}"
+    if prefix in _INDEXES:
+        return f"the {_INDEXES[prefix]} index"
+    if prefix == P_META:
+        return "the store's metadata"
+    return f"key {key[:12].hex()}"
 
 
 def leveldb_reason(exc: BaseException) -> str:

@@ -9,12 +9,12 @@ the fields ``Store`` sets, declared below. Not thread- or task-safe.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import Any
 
 from ledger.codec import Domain, tagged_hash
-from ledger.errors import DecodeError, StoreError
+from ledger.errors import DecodeError, StoreDamage, StoreError
 from ledger.kv import KV_ERRORS
 from ledger.store_format import (
     P_APP,
@@ -55,12 +55,12 @@ class StoreReads:
         try:
             value = self._db.get(key, verify_checksums=True)
         except KV_ERRORS as exc:
-            raise StoreError(
+            raise StoreDamage(
                 f"{what} at height {height}: LevelDB read failed "
                 f"({leveldb_reason(exc)}); the database is damaged"
             ) from exc
         if value is None:
-            raise StoreError(
+            raise StoreDamage(
                 f"{what} at height {height} is missing although the store is "
                 f"at height {self._height}; the database is damaged"
             )
@@ -93,9 +93,9 @@ class StoreReads:
         try:
             header = BlockHeader.decode(raw)
         except DecodeError as exc:
-            raise StoreError(f"header at height {height} does not decode ({exc})") from exc
+            raise StoreDamage(f"header at height {height} does not decode ({exc})") from exc
         if header.height != height:
-            raise StoreError(f"header at height {height} says height {header.height}")
+            raise StoreDamage(f"header at height {height} says height {header.height}")
         return header
 
     def _load_block(self, height: int) -> Block | None:
@@ -105,9 +105,9 @@ class StoreReads:
         try:
             block = Block.decode(raw)
         except DecodeError as exc:
-            raise StoreError(f"block at height {height} does not decode ({exc})") from exc
+            raise StoreDamage(f"block at height {height} does not decode ({exc})") from exc
         if block.height != height:
-            raise StoreError(f"block at height {height} says height {block.height}")
+            raise StoreDamage(f"block at height {height} says height {block.height}")
         return block
 
     def get_block(self, height: int) -> Block | None:
@@ -139,9 +139,9 @@ class StoreReads:
         try:
             cert = CommitCertificate.decode(raw)
         except DecodeError as exc:
-            raise StoreError(f"certificate at height {height} does not decode ({exc})") from exc
+            raise StoreDamage(f"certificate at height {height} does not decode ({exc})") from exc
         if cert.height != height:
-            raise StoreError(f"certificate at height {height} says height {cert.height}")
+            raise StoreDamage(f"certificate at height {height} says height {cert.height}")
         return cert
 
     def get_block_id(self, height: int) -> bytes | None:
@@ -157,12 +157,24 @@ class StoreReads:
         if raw is None:
             return None
         if len(raw) != 8:
-            raise StoreError(f"block-id index entry for {block_id.hex()} is corrupt")
+            raise StoreDamage(f"block-id index entry for {block_id.hex()} is corrupt")
         return int.from_bytes(raw, "big")
 
     def app_meta(self, height: int) -> bytes | None:
         """The application metadata blob committed with block ``height``."""
         return self._sealed(P_APP, height, "app metadata")
+
+    def key_span(self, prefix: bytes) -> tuple[int, bytes | None, bytes | None]:
+        """(how many keys start with ``prefix``, the first, the last): the store check's
+        cheap test that a per-height record exists for exactly the heights 0..height.
+        Counted in C (``deque`` over the key iterator), not key by key in Python."""
+        with self._db.iterator(prefix=prefix, include_value=False) as it:
+            first = next(it, None)
+            if first is None:
+                return 0, None, None
+            last = deque(enumerate(it, 2), maxlen=1)
+        count, last_key = last[0] if last else (1, first)
+        return count, first, last_key
 
     # ------------------------------------------------------------------ transactions
 
@@ -171,6 +183,15 @@ class StoreReads:
         """True if ``ever_attested`` is authoritative (the store kept the index from its
         genesis on)."""
         return self._attested_index
+
+    def attested_height(self, commitment: bytes) -> int | None:
+        """The height the attested-commitment index ("K") names for ``commitment``."""
+        raw = self._db.get(P_ATTESTED + commitment)
+        if raw is None:
+            return None
+        if len(raw) != 8:
+            raise StoreDamage(f"attested-commitment index entry for {commitment.hex()} is corrupt")
+        return int.from_bytes(raw, "big")
 
     def ever_attested(self, commitment: bytes) -> bool:
         """True if a committed block at or below ``height`` attested ``commitment``.
@@ -197,7 +218,7 @@ class StoreReads:
         try:
             return parse_tx_location(raw)
         except ValueError as exc:
-            raise StoreError(f"tx index entry for {tx_id.hex()} is corrupt ({exc})") from exc
+            raise StoreDamage(f"tx index entry for {tx_id.hex()} is corrupt ({exc})") from exc
 
     def get_tx(self, tx_id: bytes) -> Transaction | None:
         """A committed transaction by id (decodes its block through the block cache)."""
@@ -207,7 +228,7 @@ class StoreReads:
         height, pos = loc
         block = self.get_block(height)
         if block is None or pos >= len(block.txs) or block.txs[pos].tx_id != tx_id:
-            raise StoreError(
+            raise StoreDamage(
                 f"tx index entry for {tx_id.hex()} points to height {height} "
                 f"position {pos}, which does not hold that transaction"
             )

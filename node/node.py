@@ -35,10 +35,10 @@ from consensus.signer import Ed25519Crypto
 from ledger.chain import Ledger
 from ledger.codec import encode
 from ledger.crypto import read_key_file
-from ledger.errors import DecodeError, LedgerError
+from ledger.errors import DecodeError, LedgerError, StoreDamage
 from ledger.genesis import read_genesis
 from ledger.prove import Prover
-from ledger.store_format import leveldb_reason
+from ledger.store_format import DAMAGE_HINT, leveldb_reason
 from ledger.types import CommitCertificate, Transaction
 from ledger.verify import DEFAULT_MAX_AGE_MS
 from node import sync
@@ -74,6 +74,7 @@ from node.logs import get_logger
 from node.mempool import AddResult, AddStatus, Mempool
 from node.methods import serve_rpc
 from node.metrics import NodeMetrics
+from node.stores import open_stores
 from node.transport import TXS, Transport, TransportError, TransportTimeout
 from p2p.runtime import TaskStatus
 
@@ -99,19 +100,43 @@ TransportFactory = Callable[["Node", dict[bytes, str]], Transport]
 class Node:
     """A validator or observer built from a ``NodeConfig`` (see the module docstring)."""
 
-    def __init__(self, config: NodeConfig, transport_factory: TransportFactory) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        transport_factory: TransportFactory,
+        *,
+        follow_only: bool = False,
+    ) -> None:
+        """``follow_only``: follow the chain without voting or serving RPC, whatever the
+        config's role (``dvp store resync``: the node's catch-up, nothing else)."""
         self.config = config
+        self.follow_only = follow_only
         self.key = read_key_file(config.key_file)
         self.genesis = read_genesis(config.genesis)
         self.chain_id = self.genesis.chain_id
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger.open(config.data_dir / "ledger", self.genesis, create=True)
-        cdb = ConsensusDB(config.data_dir / "consensus") if config.is_validator else None
+        validator = config.is_validator and not follow_only
+        try:
+            # Checked before anything is served: a damaged store is refused here.
+            ledger, cdb, checked = open_stores(config.data_dir, self.genesis, validator=validator)
+        except StoreDamage as exc:
+            what = str(exc).removesuffix(f"; {DAMAGE_HINT}")
+            raise StoreDamage(
+                f"{what}; the node does not start on a damaged store: restore the data "
+                f"directory from a backup or rebuild it from peers with "
+                f"`dvp store resync --config {config.path}`"
+            ) from None
+        log.info(
+            "store checked",
+            height=checked.height,
+            blocks=checked.blocks,
+            state_versions=checked.state_versions,
+            ms=round(checked.elapsed_s * 1000),
+        )
         self.crypto = Ed25519Crypto(self.key)
         self.metrics = NodeMetrics()
         self.core = NodeCore(
             CoreConfig(
-                is_validator=config.is_validator,
+                is_validator=validator,
                 linger_ms=config.linger_ms,
                 mempool_max_txs=config.mempool_max_txs,
                 client_max_txs=config.mempool_client_max_txs,
@@ -185,6 +210,12 @@ class Node:
     @property
     def status(self) -> CoreStatus:
         return self.core.status
+
+    @property
+    def store_ok(self) -> bool:
+        """The stores passed the start-up check and no failed disk write is pending
+        (``/readyz``); a node whose store is damaged does not start at all."""
+        return self.status.store_error is None
 
     def client_limit(self) -> int:
         return self.core.client_limit()
@@ -475,16 +506,9 @@ class Node:
                     db.close()
                 except Exception:  # closing a database in an error state: reopen decides
                     pass
-        ledger = Ledger.open(self.config.data_dir / "ledger", self.genesis, create=False)
-        try:
-            cdb = (
-                ConsensusDB(self.config.data_dir / "consensus")
-                if self.config.is_validator
-                else None
-            )
-        except BaseException:
-            ledger.close()
-            raise
+        ledger, cdb, _checked = open_stores(
+            self.config.data_dir, self.genesis, validator=self.cdb is not None
+        )
         return ledger, cdb
 
     # ------------------------------------------------------------------ lifecycle
@@ -497,7 +521,8 @@ class Node:
                 runner = getattr(self.transport, "run", None)
                 if runner is not None:
                     await nursery.start(runner)
-                self.rpc_ports = await serve_rpc(self, nursery)
+                if not self.follow_only:
+                    self.rpc_ports = await serve_rpc(self, nursery)
                 nursery.start_soon(self._drive)
                 nursery.start_soon(watch_health, self)
                 self.ready = True

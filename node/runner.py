@@ -2,6 +2,10 @@
 
 SIGTERM/SIGINT cancel the node's nursery (graceful: the RPC server drains, stores
 close); a second signal exits at once.
+
+Exit statuses: 0 stopped by a signal; 2 a config, key, genesis or store that cannot be
+used (missing, foreign, locked); 4 the store is damaged (the start-up check of
+``node.stores`` failed: nothing was served; ``dvp store resync`` rebuilds it).
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from pathlib import Path
 import trio
 
 from ledger.crypto import KeyFileError
-from ledger.errors import StoreError
+from ledger.errors import StoreDamage, StoreError
 from ledger.genesis import GenesisError
 from node.config import ConfigError, NodeConfig, load_config
 from node.logs import get_logger, setup_logging
 
 log = get_logger("runner")
+
+#: ``dvp node run``'s exit status when the start-up check finds the store damaged.
+EXIT_STORE_DAMAGED = 4
 
 #: gc.set_threshold values for a running node (see ``_tune_gc``).
 GC_THRESHOLDS = (50_000, 20, 20)
@@ -156,6 +163,9 @@ def run_node(config_path: Path) -> int:
                     prof.dump_stats(f"{profile_to}.{cfg.name}")
         else:
             trio.run(_serve, cfg)
+    except StoreDamage as exc:
+        print(f"dvp node run: {exc}", file=sys.stderr)
+        return EXIT_STORE_DAMAGED
     except (KeyFileError, GenesisError, StoreError) as exc:
         print(f"dvp node run: {exc}", file=sys.stderr)
         return 2

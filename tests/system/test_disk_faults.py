@@ -7,7 +7,7 @@
   Skipped, saying why, only where mounting a tmpfs is not permitted.
 - A damaged ledger database (bytes flipped in a table file, a truncated table file, a
   missing ``CURRENT``) is refused by ``dvp node run`` with a one-line message naming
-  the database, and a non-zero exit.
+  the database and the fix (``dvp store resync``), and exit status 4.
 """
 
 from __future__ import annotations
@@ -209,8 +209,9 @@ def test_damaged_database_is_refused_at_start(stopped_node: Path, tmp_path: Path
     # The error for people is the one line that is not a JSON log line (a busy machine
     # may add a structured "gc pause" warning before it).
     lines = [ln for ln in done.stderr.strip().splitlines() if not ln.startswith("{")]
-    assert done.returncode != 0, done.stderr
+    assert done.returncode == 4, done.stderr  # the store is damaged (dvp node run --help)
     assert "Traceback" not in done.stderr, done.stderr
     assert len(lines) == 1 and lines[0].startswith("dvp node run: "), done.stderr
     assert str(data / "ledger") in lines[0], lines[0]
+    assert "dvp store resync --config" in lines[0], lines[0]
     print(f"\n{how}: {lines[0]}")
