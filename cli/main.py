@@ -540,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.gov import add_gov_commands
 
     add_gov_commands(sub, add)
+    from cli.store_cmd import add_store_commands
+
+    add_store_commands(sub, add)
 
     p = add(
         sub,

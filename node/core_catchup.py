@@ -45,6 +45,7 @@ class Follow:
     progressed: bool = False
     started_at: float | None = None
     best_peer_height: int = 0
+    answered: int = 0  # peers that answered the last heights poll
     alone: bool = True
     failed: set[bytes] = field(default_factory=set)  # served nothing valid when asked
 
@@ -78,6 +79,7 @@ class CatchUpMixin:
         f = self.follow
         f.asking, f.progressed = False, False
         f.alone = ev.connected == 0
+        f.answered = len(ev.heights)
         height = self.ledger.height
         # One Byzantine peer may claim any height (and then serve forgeries, or nothing):
         # trust the (f+1)-th highest claim of the peers that have not failed us, as the
@@ -129,6 +131,18 @@ class CatchUpMixin:
                 self._out.append(Fetch(ev.peer, self.ledger.height + 1, f.target))
                 return
         self._follow_done()
+
+    def caught_up(self, min_answers: int) -> bool:
+        """True once a heights poll answered by at least ``min_answers`` peers named
+        nothing above our height that we have not committed (``dvp store resync``
+        stops there; a node goes on following)."""
+        f = self.follow
+        return (
+            f.answered >= min_answers
+            and not f.fetching
+            and not f.asking
+            and f.best_peer_height <= self.ledger.height
+        )
 
     def _follow_done(self) -> None:
         """One catch-up pass ended: start voting if caught up, else poll again."""
