@@ -213,9 +213,9 @@ class Node:
 
     @property
     def store_ok(self) -> bool:
-        """The stores passed the start-up check and no failed disk write is pending
-        (``/readyz``); a node whose store is damaged does not start at all."""
-        return self.status.store_error is None
+        """The stores passed the start-up check (a node whose store is damaged does not
+        start), no failed disk write is pending and no read has found damage since."""
+        return self.status.store_error is None and self.store_problem is None
 
     def client_limit(self) -> int:
         return self.core.client_limit()
@@ -263,6 +263,17 @@ class Node:
             self._drop("malformed_sync")
             self.transport.penalize(peer, "malformed_sync")
             return encode(["error", str(exc)[:200]])
+        except StoreDamage as exc:
+            # Found while serving a peer (the start-up check reads the newest blocks
+            # only): not ready any more; a restart refuses the store until resynced.
+            self.store_damaged(str(exc))
+            return encode(["error", "this node's store is damaged"])
+
+    def store_damaged(self, reason: str) -> None:
+        """A read found the store damaged: ``store_problem`` makes ``/readyz`` fail."""
+        if self.store_problem is None:
+            log.error("store damaged: not ready; restart the node to check it", error=reason)
+        self.store_problem = reason[:300]
 
     def submit(self, tx: Transaction, *, gossip: bool = True) -> AddResult:
         """Admit one transaction: a client's (checked against the state, flooded to

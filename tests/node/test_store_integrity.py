@@ -384,3 +384,28 @@ def test_auditor_and_store_check_never_write_to_the_data_directory(
         f"\nread-only bind mount: {'yes' if mounted else 'not permitted here'}; "
         f"{len(before)} files and directories unchanged"
     )
+
+
+def test_damage_found_while_serving_a_peer_makes_the_node_unready(
+    store: RealStore, tmp_path: Path
+) -> None:
+    from ledger.codec import decode
+    from ledger.store_format import P_BLOCK, h8
+    from node import sync
+
+    data = tmp_path / "data"
+    shutil.copytree(store.datadir, data)
+    node = Node(load_config(node_config(store, data)), transport_factory(MemoryHub()))
+    try:
+        assert node.store_ok and node.store_problem is None
+        # rot after the start-up check: a stored block's bytes change under the node
+        db = node.ledger.store._db
+        key = P_BLOCK + h8(2)
+        value = db.get(key)
+        db.put(key, value[:-1] + bytes([value[-1] ^ 1]))
+        answer = trio.run(node.handle_request, b"peer", sync.blocks_request(1, 4))
+        assert decode(answer)[0] == "error"
+        assert not node.store_ok
+        assert node.store_problem is not None and "height 2" in node.store_problem
+    finally:
+        node.close()
