@@ -5,8 +5,9 @@ The node must be stopped. ``resync(config, transport_factory)`` (async):
 1. checks the node's stores as its start would (``node.stores``): an intact ledger store
    is left alone (nothing to repair: a node catches up from its peers by itself) unless
    ``force``; a damaged, half-created or missing one is rebuilt;
-2. moves the damaged ledger store aside to ``<data_dir>/ledger.damaged-<UTC time>`` (never
-   deleted: it is the evidence, and the operator deletes it when satisfied);
+2. moves the damaged ledger store aside to ``<data_dir>/ledger.damaged-<UTC time>``
+   (``ledger.old-<time>`` if intact and ``force``; never deleted: it is the evidence,
+   and the operator deletes it when satisfied);
 3. runs the node itself with ``follow_only`` (``node.node.Node``: the same transport,
    block-sync protocol (``node.sync``) and catch-up (``node.core_catchup``) as a running
    node, but no vote and no RPC), from an empty store created from the genesis file.
@@ -67,8 +68,8 @@ class ResyncResult:
     elapsed_s: float = 0.0
 
 
-def _aside(path: Path, stamp: str) -> Path:
-    target = path.with_name(f"{path.name}.damaged-{stamp}")
+def _aside(path: Path, stamp: str, why: str = "damaged") -> Path:
+    target = path.with_name(f"{path.name}.{why}-{stamp}")
     path.rename(target)
     return target
 
@@ -167,7 +168,7 @@ async def resync(
     out = ResyncResult(True, -1, why or record_damage or "rebuilt on request (--force)")
     ledger_dir = config.data_dir / "ledger"
     if ledger_dir.exists() and (why is not None or force):
-        out.moved_to = _aside(ledger_dir, stamp)
+        out.moved_to = _aside(ledger_dir, stamp, "damaged" if why is not None else "old")
     if record_damage is not None:
         out.signing_record_moved_to = _aside(config.data_dir / "consensus", stamp)
     node = Node(config, transport_factory, follow_only=True)
