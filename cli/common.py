@@ -33,6 +33,8 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "CliError",
+    "PASSPHRASE_FILE_HELP",
+    "add_key_options",
     "add_rpc_options",
     "client",
     "emit",
@@ -86,12 +88,25 @@ def client(args: argparse.Namespace, timeout_s: float = 30.0) -> RpcClient:
         raise CliError(str(exc)) from None
 
 
-def read_key(path: str) -> Any:
-    """A member key file, or a one-line CliError."""
+PASSPHRASE_FILE_HELP = (
+    "file holding the passphrase of a protected key file (default "
+    "$DVP_KEY_PASSPHRASE_FILE, else $DVP_KEY_PASSPHRASE, else asked on the terminal)"
+)
+
+
+def add_key_options(p: argparse.ArgumentParser, key_help: str) -> None:
+    """``--key`` (required) and ``--passphrase-file`` (for a protected key)."""
+    p.add_argument("--key", required=True, help=key_help)
+    p.add_argument("--passphrase-file", help=PASSPHRASE_FILE_HELP)
+
+
+def read_key(path: str, passphrase_file: str | None = None) -> Any:
+    """A member key file (asking for its passphrase if protected), or a one-line CliError."""
     from ledger.crypto import KeyFileError, read_key_file
+    from ledger.keyfile import Passphrase
 
     try:
-        return read_key_file(Path(path))
+        return read_key_file(Path(path), Passphrase.default(passphrase_file))
     except KeyFileError as exc:
         raise CliError(str(exc)) from None
 

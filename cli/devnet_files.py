@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.crypto import KeyPair, read_key_file, write_key_file
+from ledger.crypto import KeyPair, write_key_file
 from ledger.genesis import genesis_from_template, read_template, write_genesis
+from ledger.keyfile import read_public_key
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "configs" / "genesis.template.toml"
 
@@ -57,12 +58,13 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _key(path: Path) -> KeyPair:
+def _key(path: Path) -> bytes:
+    """The public key of ``path``, a new key file (mode 0600) if there is none yet."""
     if path.exists():
-        return read_key_file(path)
+        return read_public_key(path)  # a protected key needs no passphrase for this
     key = KeyPair.generate()
     write_key_file(path, key)
-    return key
+    return key.public_key
 
 
 def create_devnet(
@@ -93,10 +95,8 @@ def create_devnet(
         if m["id"] in validators and m["id"] not in chosen:
             m["roles"] = [r for r in m.get("roles", []) if r != "validator"]
     keys_dir = root / "keys"
-    member_keys = {
-        m["id"]: _key(keys_dir / f"{m['id']}.member.json").public_key for m in tpl["members"]
-    }
-    node_keys = {mid: _key(keys_dir / f"{mid}.node.json").public_key for mid in chosen}
+    member_keys = {m["id"]: _key(keys_dir / f"{m['id']}.member.json") for m in tpl["members"]}
+    node_keys = {mid: _key(keys_dir / f"{mid}.node.json") for mid in chosen}
     genesis = genesis_from_template(tpl, member_keys, node_keys, int(time.time() * 1000))
     write_genesis(root / "genesis.json", genesis)
     names = [(mid, mid, "validator") for mid in chosen]

@@ -26,6 +26,7 @@ from cli.common import (
     EXIT_OK,
     EXPIRY_BLOCKS,
     CliError,
+    add_key_options,
     add_rpc_options,
     client,
     emit,
@@ -33,7 +34,7 @@ from cli.common import (
     rpc_errors,
 )
 from cli.rpc_client import RpcCallError, RpcClient
-from ledger.crypto import KeyFileError, KeyPair, read_key_file
+from ledger.crypto import KeyFileError, KeyPair
 from ledger.errors import DecodeError
 from ledger.types import GOV_ARGS, GovAction, GovPropose, GovVote, RevokeReason, Role, Transaction
 
@@ -136,9 +137,11 @@ assert {s.action for s in ACTIONS.values()} == set(GovAction), "every ledger act
 
 
 def _key_arg(text: str, what: str) -> bytes:
+    from ledger.keyfile import read_public_key
+
     if Path(text).is_file():
         try:
-            return read_key_file(Path(text)).public_key
+            return read_public_key(Path(text))
         except KeyFileError as exc:
             raise CliError(f"{what}: {exc}") from None
     return _hex32(text, what)
@@ -324,7 +327,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
         with client(args) as c:
             r = propose(
                 c,
-                read_key(args.key),
+                read_key(args.key, args.passphrase_file),
                 spec.action,
                 values,
                 deadline_blocks=args.deadline_blocks,
@@ -354,7 +357,7 @@ def cmd_vote(args: argparse.Namespace) -> int:
 
     def run() -> int:
         with client(args) as c:
-            r = vote(c, read_key(args.key), pid, args.yes, wait=args.wait)
+            r = vote(c, read_key(args.key, args.passphrase_file), pid, args.yes, wait=args.wait)
 
         def human() -> None:
             print(_submitted_line(f"vote {r['vote']} on {r['proposal_id'][:16]}", r))
@@ -408,7 +411,7 @@ def add_gov_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
     )
 
     def signer_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--key", required=True, help="your member key file (a validator member's)")
+        add_key_options(p, "your member key file (a validator member's)")
         add_rpc_options(p)
         p.add_argument(
             "--wait",

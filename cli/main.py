@@ -10,7 +10,6 @@ with its verdict besides (cli/verify_cmd.py).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +20,9 @@ from cli.common import (
     EXIT_FAIL,
     EXIT_OK,
     EXIT_USAGE,
+    PASSPHRASE_FILE_HELP,
     CliError,
+    add_key_options,
     add_rpc_options,
     client,
     read_key,
@@ -29,88 +30,22 @@ from cli.common import (
 )
 from cli.common import emit as _print
 
-# ---------------------------------------------------------------------------- keys
-
-
-def cmd_keys_new(args: argparse.Namespace) -> int:
-    from ledger.crypto import KeyFileError, KeyPair, write_key_file
-
-    key = KeyPair.generate()
-    try:
-        write_key_file(Path(args.file), key, overwrite=args.force)
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
-    _print(
-        args,
-        {"file": args.file, "public_key": key.public_key.hex()},
-        lambda: print(f"wrote {args.file}\npublic key: {key.public_key.hex()}"),
-    )
-    return EXIT_OK
-
-
-def cmd_keys_api(args: argparse.Namespace) -> int:
-    from node.rpc.auth import CredentialStore, generate_api_key
-
-    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    api = generate_api_key()
-    try:  # the node parses the entry with the same rules; refuse here what it would refuse
-        CredentialStore.from_config({args.member: {"roles": roles, "key_sha256": api.key_sha256}})
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    # json.dumps of a list of plain strings is also a TOML array.
-    snippet = (
-        f"[rpc.credentials.{args.member}]\nroles = {json.dumps(roles)}\n"
-        f'key_sha256 = "{api.key_sha256}"'
-    )
-    _print(
-        args,
-        {
-            "member": args.member,
-            "roles": roles,
-            "api_key": api.key,
-            "key_sha256": api.key_sha256,
-            "config": snippet,
-        },
-        lambda: print(
-            f"API key for {args.member} (give it to them; it is shown only "
-            f"once):\n  {api.key}\n\nAdd to the node's config (only the hash is "
-            f"stored):\n\n{snippet}"
-        ),
-    )
-    return EXIT_OK
-
-
-def cmd_keys_show(args: argparse.Namespace) -> int:
-    from ledger.crypto import KeyFileError, read_key_file
-
-    try:
-        key = read_key_file(Path(args.file))
-    except KeyFileError as exc:
-        raise CliError(str(exc)) from None
-    _print(
-        args,
-        {"file": args.file, "public_key": key.public_key.hex()},
-        lambda: print(key.public_key.hex()),
-    )
-    return EXIT_OK
-
-
 # ---------------------------------------------------------------------------- genesis
 
 
 def cmd_genesis_new(args: argparse.Namespace) -> int:
     from cli.devnet_files import DEFAULT_TEMPLATE
-    from ledger.crypto import read_key_file
     from ledger.genesis import GenesisError, genesis_from_template, read_template, write_genesis
+    from ledger.keyfile import read_public_key
 
     try:
         tpl = read_template(Path(args.template or DEFAULT_TEMPLATE))
         keys_dir = Path(args.keys)
         member_keys, node_keys = {}, {}
         for m in tpl["members"]:
-            member_keys[m["id"]] = read_key_file(keys_dir / f"{m['id']}.member.json").public_key
+            member_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.member.json")
             if "validator" in m.get("roles", []):
-                node_keys[m["id"]] = read_key_file(keys_dir / f"{m['id']}.node.json").public_key
+                node_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.node.json")
         g = genesis_from_template(tpl, member_keys, node_keys, int(time.time() * 1000))
     except (GenesisError, ValueError) as exc:
         raise CliError(str(exc)) from None
@@ -163,7 +98,8 @@ def cmd_genesis_show(args: argparse.Namespace) -> int:
 def cmd_node_run(args: argparse.Namespace) -> int:
     from node.runner import run_node
 
-    return run_node(Path(args.config))
+    pfile = Path(args.passphrase_file) if args.passphrase_file else None
+    return run_node(Path(args.config), pfile)
 
 
 def cmd_node_compact(args: argparse.Namespace) -> int:
@@ -289,7 +225,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
         with client(args) as c:
             a = attest_file(
                 c,
-                read_key(args.key),
+                read_key(args.key, args.passphrase_file),
                 Path(args.file),
                 args.doc_type,
                 valid_until_ms=valid_until,
@@ -334,7 +270,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
     def run() -> int:
         with client(args) as c:
-            r = revoke(c, read_key(args.key), commitment, reason, wait=args.wait)
+            key = read_key(args.key, args.passphrase_file)
+            r = revoke(c, key, commitment, reason, wait=args.wait)
         where = f" at block {r['height']}" if r.get("height") else ""
         _print(args, r, lambda: print(f"revocation {r['tx_id']}: {r['status']}{where}"))
         return EXIT_OK
@@ -372,41 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print JSON for scripts")
         return p
 
-    keys = sub.add_parser("keys", help="create and show Ed25519 key files").add_subparsers(
-        dest="sub", metavar="SUBCOMMAND", required=True
-    )
-    p = add(
-        keys,
-        "new",
-        "create a key file (mode 0600)",
-        "dvp keys new keys/cnix.node.json",
-        cmd_keys_new,
-    )
-    p.add_argument("file")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p = add(
-        keys,
-        "show",
-        "print a key file's public key",
-        "dvp keys show keys/cnix.node.json",
-        cmd_keys_show,
-    )
-    p.add_argument("file")
-    p = add(
-        keys,
-        "api",
-        "mint an RPC API key for a member organisation: prints the key "
-        "(once) and the [rpc.credentials] entry with its SHA-256 for the "
-        "node's config",
-        "dvp keys api --member hkbank --roles verifier",
-        cmd_keys_api,
-    )
-    p.add_argument("--member", required=True, help="the organisation's member id")
-    p.add_argument(
-        "--roles",
-        default="verifier",
-        help="comma-separated: verifier, auditor, operator, member (default verifier)",
-    )
+    from cli.keys_cmd import add_keys_commands
+
+    add_keys_commands(sub, add)
 
     gen = sub.add_parser("genesis", help="create and inspect genesis files").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True
@@ -451,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=False,
     )
     p.add_argument("--config", required=True, help="the node's TOML config")
+    p.add_argument("--passphrase-file", help=PASSPHRASE_FILE_HELP)
     p = add(
         nodep,
         "compact",
@@ -514,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file")
     p.add_argument("--doc-type", required=True)
-    p.add_argument("--key", required=True, help="the issuer's member key file")
+    add_key_options(p, "the issuer's member key file")
     add_rpc_options(p)
     p.add_argument("--valid-days", type=float, default=0, help="expires after N days")
     p.add_argument("--wait", action="store_true", help="return once committed")
@@ -528,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("commitment")
     p.add_argument("--reason", required=True)
-    p.add_argument("--key", required=True, help="the issuer's member key file")
+    add_key_options(p, "the issuer's member key file")
     add_rpc_options(p)
     p.add_argument("--wait", action="store_true")
     from cli.verify_cmd import add_verify_command

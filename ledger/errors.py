@@ -6,6 +6,8 @@ Rules:
   bytes, non-canonical forms, oversize input). Decoders raise nothing else.
 - ``ValidationError`` is a well-formed object that breaks a stateless rule
   (bad signature, wrong chain id, out-of-range field).
+- ``KeyFileError`` is a key file that cannot be used (missing, too open, malformed, a
+  wrong passphrase); its message says what to do.
 - ``RuleError`` is a well-formed, validly signed transaction or block that the
   state machine refuses (not an issuer for that document type, already attested...).
   It carries a stable machine-readable ``code``.
@@ -44,3 +46,7 @@ class StoreDamage(StoreError):
     broken chain link or index (not a foreign store, a lock or a failed write). The
     message names the database and where; the fix is to rebuild it (``dvp store resync``)
     or restore it."""
+
+
+class KeyFileError(LedgerError, ValueError):
+    """A key file is missing, unreadable, too open, malformed or cannot be decrypted."""

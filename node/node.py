@@ -37,6 +37,7 @@ from ledger.codec import encode
 from ledger.crypto import read_key_file
 from ledger.errors import DecodeError, LedgerError, StoreDamage
 from ledger.genesis import read_genesis
+from ledger.keyfile import Passphrase
 from ledger.prove import Prover
 from ledger.store_format import DAMAGE_HINT, leveldb_reason
 from ledger.types import CommitCertificate, Transaction
@@ -106,12 +107,15 @@ class Node:
         transport_factory: TransportFactory,
         *,
         follow_only: bool = False,
+        passphrase: Passphrase | None = None,
     ) -> None:
         """``follow_only``: follow the chain without voting or serving RPC, whatever the
-        config's role (``dvp store resync``: the node's catch-up, nothing else)."""
+        config's role (``dvp store resync``: the node's catch-up, nothing else).
+        ``passphrase``: where a protected key's passphrase comes from (default: a
+        passphrase file named by the environment, $DVP_KEY_PASSPHRASE, a terminal)."""
         self.config = config
         self.follow_only = follow_only
-        self.key = read_key_file(config.key_file)
+        self.key = read_key_file(config.key_file, passphrase or Passphrase.default())
         self.genesis = read_genesis(config.genesis)
         self.chain_id = self.genesis.chain_id
         validator = config.is_validator and not follow_only

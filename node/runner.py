@@ -42,11 +42,12 @@ BACKGROUND_NICE = 10
 BACKGROUND_SCAN_S = 2.0
 
 
-async def _serve(cfg: NodeConfig) -> None:
+async def _serve(cfg: NodeConfig, passphrase_file: Path | None) -> None:
+    from ledger.keyfile import Passphrase
     from node.node import Node
     from node.p2p_transport import libp2p_transport
 
-    node = Node(cfg, libp2p_transport)
+    node = Node(cfg, libp2p_transport, passphrase=Passphrase.default(passphrase_file))
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             await nursery.start(node.run)
@@ -141,7 +142,9 @@ def _tune_gc() -> None:
     gc.callbacks.append(watch)
 
 
-def run_node(config_path: Path) -> int:
+def run_node(config_path: Path, passphrase_file: Path | None = None) -> int:
+    """``passphrase_file``: the node key's passphrase, if the key is protected (else
+    $DVP_KEY_PASSPHRASE_FILE, $DVP_KEY_PASSPHRASE or a prompt on the terminal)."""
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -158,11 +161,11 @@ def run_node(config_path: Path) -> int:
 
             with cProfile.Profile() as prof:
                 try:
-                    trio.run(_serve, cfg)
+                    trio.run(_serve, cfg, passphrase_file)
                 finally:
                     prof.dump_stats(f"{profile_to}.{cfg.name}")
         else:
-            trio.run(_serve, cfg)
+            trio.run(_serve, cfg, passphrase_file)
     except StoreDamage as exc:
         print(f"dvp node run: {exc}", file=sys.stderr)
         return EXIT_STORE_DAMAGED
