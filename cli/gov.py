@@ -1,4 +1,4 @@
-"""``dvp gov propose|vote|list``: consortium governance from the command line.
+"""``dvp gov propose|vote|list|show``: consortium governance from the command line.
 
 A validator member proposes a change (``GovPropose``: add or remove a member, grant or
 withdraw a role or document type, rotate a key, change the validator set or a chain
@@ -6,8 +6,16 @@ parameter, revoke an attestation) by signing it with its member key; the proposa
 is that transaction's id and the proposer's own vote counts as yes. Other validator
 members vote with ``dvp gov vote ID --yes|--no``; the change takes effect in the block
 where the yes votes reach the quorum of the validator set (``ledger.state``).
-``dvp gov list`` shows open proposals (or the given ids, whatever their status) with
-their votes, from the node's ``getProposals`` (an API key of any member).
+``dvp gov list`` shows open proposals (``dvp gov show ID...`` the given ones, whatever
+their status) with their votes and the node's reason for where each stands ("rejected at
+block 57: 2 of 4 voted no; cannot reach 3 yes"), from ``getProposals`` (an API key of any
+member).
+
+A proposal that could never pass is refused when it is submitted, by the ledger's rules
+(an unknown member, a document type to withdraw that does not exist, a change that would
+change nothing: docs/RPC.md lists the codes), with the nearest known name suggested; the
+CLI itself refuses a role it does not know and, without ``--new-doc-type``, a document
+type the chain does not have (granting one would add it: a typo would add a new type).
 
 The functions ``propose``, ``vote`` and ``proposals`` return data (for tests and
 scripts); ``add_gov_commands`` wires them into ``cli.main``'s parser.
@@ -35,7 +43,7 @@ from cli.common import (
 )
 from cli.rpc_client import RpcCallError, RpcClient
 from ledger.crypto import KeyFileError, KeyPair
-from ledger.errors import DecodeError
+from ledger.errors import DecodeError, did_you_mean
 from ledger.types import GOV_ARGS, GovAction, GovPropose, GovVote, RevokeReason, Role, Transaction
 
 __all__ = ["ACTIONS", "add_gov_commands", "build_proposal", "proposals", "propose", "vote"]
@@ -92,9 +100,10 @@ ACTIONS: dict[str, ActionSpec] = {
     ),
     "grant-doc-type": ActionSpec(
         GovAction.GRANT_DOC_TYPE,
-        "admit an issuer for a document type (new types are added to the chain's list)",
+        "admit an issuer for a document type (a new type, added to the chain's list, "
+        "needs --new-doc-type)",
         (("MEMBER_ID", "the issuer"), ("DOC_TYPE", "e.g. payslip")),
-        "dvp gov propose grant-doc-type szcredit payslip",
+        "dvp gov propose grant-doc-type szcredit payslip --new-doc-type",
     ),
     "withdraw-doc-type": ActionSpec(
         GovAction.WITHDRAW_DOC_TYPE,
@@ -161,7 +170,8 @@ def _enum_arg(enum: Any, text: str, what: str, allowed: list[str]) -> int:
     try:
         return int(enum[text.upper().replace("-", "_")])
     except KeyError:
-        raise CliError(f"{what}: {text!r} is not one of {', '.join(allowed)}") from None
+        hint = did_you_mean(text.lower(), allowed)
+        raise CliError(f"{what}: {text!r} is not one of {', '.join(allowed)}{hint}") from None
 
 
 def parse_args_of(spec: ActionSpec, values: list[str]) -> tuple[Any, ...]:
@@ -299,22 +309,35 @@ def _describe(p: dict[str, Any]) -> str:
     return f"{p['action']} {' '.join(str(a) for a in p['args'])}"
 
 
-def _state_line(p: dict[str, Any], quorum: int | None) -> str:
-    need = f" of {quorum} needed" if quorum is not None else ""
-    when = (
-        f" at block {p['decided_height']}"
-        if p.get("decided_height")
-        else f", voting open until block {p['deadline_height']}"
-    )
+def _state_line(p: dict[str, Any]) -> str:
+    """``REJECTED at block 57: 2 of 4 voted no; cannot reach 3 yes (yes: cnix; no: ...)``:
+    the node's reason (``ledger.rules.proposal_outcome``) and who voted how."""
+    status, _, why = p["reason"].partition(" ")
     return (
-        f"{p['status'].upper()}{when}: yes {len(p['yes'])}{need} "
-        f"({', '.join(p['yes']) or '-'}), no {len(p['no'])} ({', '.join(p['no']) or '-'})"
+        f"{status.upper()} {why} (yes: {', '.join(p['yes']) or '-'}; "
+        f"no: {', '.join(p['no']) or '-'})"
     )
 
 
 def _submitted_line(what: str, r: dict[str, Any]) -> str:
     where = f" at block {r['height']}" if r.get("height") else " (pending; --wait to wait)"
     return f"{what}: {r['status']}{where}"
+
+
+def _known_doc_type(c: RpcClient, doc: str) -> None:
+    """Granting a document type the chain does not have adds it: a typo would add a new
+    type, so that takes ``--new-doc-type`` (skipped if this key may not list members)."""
+    try:
+        known = c.call("getMembers")["doc_types"]
+    except RpcCallError as exc:
+        if exc.code == -32002:
+            return
+        raise
+    if doc not in known:
+        raise CliError(
+            f"DOC_TYPE: {doc!r} is not a document type of this chain"
+            f"{did_you_mean(doc, known)}; to add it as a new type, pass --new-doc-type"
+        )
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
@@ -325,6 +348,8 @@ def cmd_propose(args: argparse.Namespace) -> int:
 
     def run() -> int:
         with client(args) as c:
+            if spec.action == GovAction.GRANT_DOC_TYPE and not args.new_doc_type:
+                _known_doc_type(c, values[1])
             r = propose(
                 c,
                 read_key(args.key, args.passphrase_file),
@@ -340,7 +365,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
             print("  " + _submitted_line("transaction", r))
             p = r.get("proposal")
             if p is not None:
-                print("  " + _state_line(p, p.get("quorum")))
+                print("  " + _state_line(p))
             print(
                 f"other validator members vote with: dvp gov vote {r['proposal_id']} --yes "
                 f"--key KEYFILE --rpc {args.rpc}"
@@ -363,7 +388,7 @@ def cmd_vote(args: argparse.Namespace) -> int:
             print(_submitted_line(f"vote {r['vote']} on {r['proposal_id'][:16]}", r))
             p = r.get("proposal")
             if p is not None:
-                print(f"{_describe(p)}: {_state_line(p, p.get('quorum'))}")
+                print(f"{_describe(p)}: {_state_line(p)}")
 
         emit(args, r, human)
         return EXIT_OK
@@ -397,7 +422,7 @@ def _table(doc: dict[str, Any], by_id: bool) -> None:
     for p in rows:
         print(
             f"\n{p['proposal_id']}\n  {_describe(p)}, proposed by {p['proposer']}\n  "
-            f"{_state_line(p, doc['quorum'])}"
+            f"{_state_line(p)}"
         )
 
 
@@ -405,7 +430,7 @@ def _table(doc: dict[str, Any], by_id: bool) -> None:
 
 
 def add_gov_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add ``dvp gov propose|vote|list`` to the top-level subparsers (``cli.main``)."""
+    """Add ``dvp gov propose|vote|list|show`` to the top-level subparsers (``cli.main``)."""
     gov = sub.add_parser("gov", help="propose, vote on and list consortium changes").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True
     )
@@ -424,7 +449,7 @@ def add_gov_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
         help="propose a change to the consortium (validator members)",
         description="propose a change; the proposal id is printed. Actions:\n  "
         + "\n  ".join(f"{n:<19} {s.help}" for n, s in ACTIONS.items())
-        + "\n\nexample:\n  dvp gov propose grant-doc-type szcredit payslip "
+        + "\n\nexample:\n  dvp gov propose grant-doc-type szcredit payslip --new-doc-type "
         "--key keys/cnix.member.json --rpc http://127.0.0.1:26701/ --wait",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -439,6 +464,13 @@ def add_gov_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
         for metavar, help_ in spec.args:
             p.add_argument(metavar.lower(), metavar=metavar, help=help_)
         signer_options(p)
+        if spec.action == GovAction.GRANT_DOC_TYPE:
+            p.add_argument(
+                "--new-doc-type",
+                action="store_true",
+                help="DOC_TYPE is new: add it to the chain's document types (without "
+                "this flag a type the chain does not know is refused as a likely typo)",
+            )
         p.add_argument(
             "--deadline-blocks",
             type=int,
@@ -470,4 +502,14 @@ def add_gov_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> N
     p.add_argument(
         "ids", nargs="*", metavar="PROPOSAL_ID", help="show these, whatever their status"
     )
+    add_rpc_options(p)
+    p = add(
+        gov,
+        "show",
+        "proposals by id, whatever their status, with their votes and why they "
+        "were approved, rejected or expired",
+        "dvp gov show 3f9a...e1 --rpc http://127.0.0.1:26701/",
+        cmd_list,
+    )
+    p.add_argument("ids", nargs="+", metavar="PROPOSAL_ID", help="64 hex characters each")
     add_rpc_options(p)

@@ -15,6 +15,9 @@ Rules:
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class LedgerError(Exception):
     """Base class of every error the ledger raises on purpose."""
@@ -50,3 +53,9 @@ class StoreDamage(StoreError):
 
 class KeyFileError(LedgerError, ValueError):
     """A key file is missing, unreadable, too open, malformed or cannot be decrypted."""
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``known`` to a mistyped ``word``, or ""."""
+    near = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {near[0]!r}?)" if near else ""

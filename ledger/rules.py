@@ -16,11 +16,13 @@ Rules (docs/PROOFS.md §9 states them for auditors; codes are listed in docs/RPC
 - ATTEST: issuer role and document type granted; the commitment has no record.
   REVOKE: a record exists, is not revoked, and the sender is its issuer.
 - GOV_PROPOSE: a validator member; ``height <= deadline <= height + 100000``; the action
-  is applicable now (``check_action``: its member, role, document type, key, parameter
-  or commitment exist and make sense). GOV_VOTE: an open proposal whose deadline has not
+  is applicable now and would change something (``check_action``: its member, role,
+  document type, key, parameter or commitment exist and make sense; a mistyped name gets
+  the nearest known one suggested). GOV_VOTE: an open proposal whose deadline has not
   passed, by a validator member that has not voted.
 - A proposal executes when yes votes reach the quorum; an action no longer applicable
-  by then is recorded as rejected.
+  by then is recorded as rejected. ``proposal_outcome`` says why a proposal stands
+  where it does, by the same arithmetic.
 Every check runs before any write, so a refused transaction leaves the working set as
 it was. Pure: no I/O beyond the snapshot's reads, no clock.
 """
@@ -32,7 +34,7 @@ from dataclasses import replace
 from typing import Any
 
 from ledger.codec import encode
-from ledger.errors import RuleError
+from ledger.errors import RuleError, did_you_mean
 from ledger.records import (
     AttestationRecord,
     ChainRecord,
@@ -114,7 +116,8 @@ class WorkingSet:
     def member(self, member_id: str) -> Member:
         m = self.members.get(member_id)
         if m is None:
-            raise RuleError("unknown_member", f"no member {member_id!r}")
+            hint = did_you_mean(member_id, self.members)
+            raise RuleError("unknown_member", f"no member {member_id!r}{hint}")
         return m
 
     # -- writes ----------------------------------------------------------------
@@ -299,11 +302,16 @@ def _vote(ws: WorkingSet, member: Member, p: GovVote) -> None:
     _tally(ws, p.proposal_id, rec)
 
 
+def _votes(rec: ProposalRecord, voters: ValidatorSet) -> tuple[int, int]:
+    """(yes, no) counted among ``voters`` only: a member whose validator left no longer
+    counts."""
+    ids = {v.member_id for v in voters.validators}
+    return len(ids.intersection(rec.yes)), len(ids.intersection(rec.no))
+
+
 def _tally(ws: WorkingSet, pid: bytes, rec: ProposalRecord) -> None:
     voters = ws.voters()
-    ids = {v.member_id for v in voters.validators}
-    yes = len(ids.intersection(rec.yes))
-    no = len(ids.intersection(rec.no))
+    yes, no = _votes(rec, voters)
     if yes >= voters.quorum:
         try:
             check_action(ws, GovAction(rec.action), rec.args)
@@ -319,6 +327,34 @@ def _tally(ws: WorkingSet, pid: bytes, rec: ProposalRecord) -> None:
     ws.put_proposal(pid, rec)
 
 
+def proposal_outcome(rec: ProposalRecord, voters: ValidatorSet) -> str:
+    """Why a proposal stands where it does, in one line; ``voters``: the validator set
+    in force at its ``decided_height`` (at the next height while it is open), which is
+    the set ``_tally`` and ``expire_proposals`` counted with."""
+    yes, no = _votes(rec, voters)
+    n, quorum = voters.n, voters.quorum
+    at = f" at block {rec.decided_height}"
+    status = ProposalStatus(rec.status)
+    if status == ProposalStatus.OPEN:
+        return (
+            f"open: {yes} of {n} voted yes, {quorum} needed; voting closes after "
+            f"block {rec.deadline_height}"
+        )
+    if status == ProposalStatus.APPROVED:
+        return f"approved{at}: {yes} of {n} voted yes ({quorum} needed)"
+    if status == ProposalStatus.EXPIRED:
+        return (
+            f"expired{at}: {yes} of {n} voted yes by the deadline (block "
+            f"{rec.deadline_height}), {quorum} needed"
+        )
+    if yes >= quorum:
+        return (
+            f"rejected{at}: {yes} of {n} voted yes, but by then the change no longer "
+            "applied (the consortium changed after it was proposed)"
+        )
+    return f"rejected{at}: {no} of {n} voted no; cannot reach {quorum} yes"
+
+
 def expire_proposals(ws: WorkingSet) -> None:
     """End of block: open proposals whose deadline passed are closed as expired."""
     for pid in sorted(ws.proposals):
@@ -330,7 +366,8 @@ def expire_proposals(ws: WorkingSet) -> None:
 
 
 def check_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> None:
-    """``RuleError`` unless ``action`` could execute on ``ws`` now; writes nothing."""
+    """``RuleError`` unless ``action`` could execute on ``ws`` now and change something;
+    writes nothing. A name that does not exist gets the nearest known one suggested."""
     if action == GovAction.ADD_MEMBER:
         mid, _name, key = args
         if mid in ws.members:
@@ -346,13 +383,22 @@ def check_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> No
         mid, role = args
         if role == Role.VALIDATOR:
             raise RuleError("use_validator_actions", "use ADD_VALIDATOR / REMOVE_VALIDATOR")
-        ws.member(mid)
+        held = ws.member(mid).has_role(Role(role))
+        if held == (action == GovAction.GRANT_ROLE):
+            name = Role(role).name.lower()
+            state = "already holds" if held else "does not hold"
+            raise RuleError("no_change", f"{mid} {state} the {name} role; nothing would change")
     elif action in (GovAction.GRANT_DOC_TYPE, GovAction.WITHDRAW_DOC_TYPE):
         mid, doc = args
-        ws.member(mid)
+        m = ws.member(mid)
         # Granting may name a new type (it joins the chain's list); withdrawing may not.
         if action == GovAction.WITHDRAW_DOC_TYPE and doc not in ws.chain.doc_types:
-            raise RuleError("unknown_doc_type", f"no document type {doc!r} on this chain")
+            hint = did_you_mean(doc, ws.chain.doc_types)
+            raise RuleError("unknown_doc_type", f"no document type {doc!r} on this chain{hint}")
+        held = doc in m.doc_types
+        if held == (action == GovAction.GRANT_DOC_TYPE):
+            state = "is already admitted" if held else "is not admitted"
+            raise RuleError("no_change", f"{mid} {state} for {doc!r}; nothing would change")
     elif action == GovAction.ROTATE_KEY:
         mid, key = args
         ws.member(mid)
@@ -375,10 +421,14 @@ def check_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> No
             raise RuleError("last_validator", "cannot remove the last validator")
     elif action == GovAction.SET_PARAM:
         name, value = args
+        params = ws.chain.params
         try:
-            ws.chain.params.with_param(name, value)
+            params.with_param(name, value)
         except ValueError as exc:
-            raise RuleError("bad_param", str(exc)) from None
+            hint = "" if name in params.NAMES else did_you_mean(name, params.NAMES)
+            raise RuleError("bad_param", f"{exc}{hint}") from None
+        if getattr(params, name) == value:
+            raise RuleError("no_change", f"{name} is {value} already; nothing would change")
     elif action == GovAction.REVOKE_ATTESTATION:
         commitment, _reason = args
         _check_revoke(ws, None, commitment)

@@ -28,6 +28,7 @@ import trio
 
 from ledger.errors import DecodeError
 from ledger.records import ProposalRecord, proposal_key
+from ledger.rules import proposal_outcome
 from ledger.types import (
     MAX_TX_BYTES,
     Transaction,
@@ -388,13 +389,19 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=MEMBERS,
         summary="Every consortium member with its roles and document types "
         "(members only: it enumerates the consortium)",
-        result=Result.object("members at the newest height", height="integer", members="array"),
+        result=Result.object(
+            "members at the newest height",
+            height="integer",
+            doc_types="array",
+            members="array",
+        ),
     )
     async def get_members(ctx: CallContext) -> dict[str, Any]:
         names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
         head = node.ledger.head
         return {
             "height": head.height,
+            "doc_types": list(head.chain.doc_types),
             "members": [
                 {
                     "member_id": m.member_id,
@@ -510,11 +517,20 @@ def build_registry(node: Node) -> MethodRegistry:
                     )
                 found.append((pid, ProposalRecord.decode(raw)))
         voters = head.validators_at(head.height + 1)
+
+        def outcome(rec: ProposalRecord) -> str:
+            # Counted against the set that decided it (the tally's own arithmetic).
+            try:
+                decided_by = node.ledger.validators_at(rec.decided_height or head.height + 1)
+            except KeyError:
+                decided_by = voters
+            return proposal_outcome(rec, decided_by)
+
         return {
             "height": head.height,
             "quorum": voters.quorum,
             "voters": [v.member_id for v in voters.validators],
-            "proposals": [proposal_json(pid, rec) for pid, rec in found],
+            "proposals": [proposal_json(pid, rec, outcome(rec)) for pid, rec in found],
         }
 
     @rpc.method(

@@ -24,8 +24,9 @@ def _gov_arg_json(kind: str, value: Any) -> Any:
     return value
 
 
-def proposal_json(pid: bytes, rec: ProposalRecord) -> dict[str, Any]:
-    """A proposal as ``getProposals`` returns it (action and enums as lowercase names)."""
+def proposal_json(pid: bytes, rec: ProposalRecord, reason: str) -> dict[str, Any]:
+    """A proposal as ``getProposals`` returns it (action and enums as lowercase names);
+    ``reason``: ``ledger.rules.proposal_outcome``'s line."""
     action = GovAction(rec.action)
     return {
         "proposal_id": pid.hex(),
@@ -37,6 +38,7 @@ def proposal_json(pid: bytes, rec: ProposalRecord) -> dict[str, Any]:
         "no": list(rec.no),
         "status": ProposalStatus(rec.status).name.lower(),
         "decided_height": rec.decided_height or None,
+        "reason": reason,
     }
 
 

@@ -1,10 +1,11 @@
-"""``dvp gov propose|vote|list`` end to end: four validators (in-process, in-memory
+"""``dvp gov propose|vote|list|show`` end to end: four validators (in-process, in-memory
 transport) serving real HTTP RPC, driven only through the ``dvp`` command.
 
 The story: Shenzhen Credit Service may not attest payslips; CNIX proposes admitting it
 for the new document type, WeBank votes yes, the Hong Kong bank no, a non-validator's
 vote is refused, Shenzhen Credit Service's yes reaches the quorum (3 of 4), the change
-takes effect, and the same attestation now commits.
+takes effect, and the same attestation now commits. Proposals that could never pass are
+refused at submission; one voted down says why.
 """
 
 from __future__ import annotations
@@ -56,18 +57,25 @@ def test_propose_vote_list_and_the_change_takes_effect(
         status, _, err = run(*attest, "--rpc", url["szcredit"])
         assert status == 1 and "doc_type_not_granted" in err and "Traceback" not in err
 
-        status, prop, err = run(
-            "gov",
-            "propose",
-            "grant-doc-type",
-            "szcredit",
-            "payslip",
-            "--key",
-            key("cnix"),
-            "--rpc",
-            url["cnix"],
-            "--wait",
-            "--json",
+        def propose(*argv: str) -> tuple[int, Any, str]:
+            return run("gov", "propose", *argv, "--key", key("cnix"), "--rpc", url["cnix"])
+
+        # Proposals that could never pass are refused at submission, in one line, with
+        # the nearest known name: by the node's rules (exit 1) or the CLI (exit 2).
+        for argv, code, line in [
+            (("remove-member", "gzfintek"), 1, "unknown_member: no member 'gzfintek' (did "),
+            (("grant-role", "szcredit", "issuer"), 1, "no_change: szcredit already holds"),
+            (("withdraw-doc-type", "szcredit", "payslips"), 1, "unknown_doc_type"),
+            (("set-param", "heartbeat", "900"), 1, "(did you mean 'heartbeat_ms'?)"),
+            (("grant-role", "gzfintech", "isuer"), 2, "(did you mean 'issuer'?)"),
+            (("grant-doc-type", "szcredit", "credit-reprot"), 2, "did you mean 'credit-report'"),
+            (("grant-doc-type", "szcredit", "payslip"), 2, "pass --new-doc-type"),
+        ]:
+            status, _, err = propose(*argv)
+            assert status == code and line in err and len(err.strip().splitlines()) == 1, err
+
+        status, prop, err = propose(
+            "grant-doc-type", "szcredit", "payslip", "--new-doc-type", "--wait", "--json"
         )
         assert status == 0, err
         pid = prop["proposal_id"]
@@ -141,6 +149,29 @@ def test_propose_vote_list_and_the_change_takes_effect(
         assert members["proposals"][0]["yes"] == ["cnix", "szcredit", "webank"]
         status, done, err = run(*attest, "--rpc", url["szcredit"])
         assert status == 0 and done["status"] == "committed", err
+
+        # Voted down: `gov show` (and getProposals' `reason`) says why.
+        status, down, err = propose("set-param", "max_block_txs", "4000", "--wait", "--json")
+        assert status == 0, err
+        for voter in ("webank", "hkbank"):
+            status, v, err = run(
+                "gov", "vote", down["proposal_id"], "--no", "--key", key(voter),
+                "--rpc", url["cnix"], "--wait", "--json",
+            )  # fmt: skip
+            assert status == 0, err
+        decided = v["proposal"]["decided_height"]
+        assert v["proposal"]["reason"] == (
+            f"rejected at block {decided}: 2 of 4 voted no; cannot reach 3 yes"
+        )
+        status, human, _ = run("gov", "show", down["proposal_id"], "--rpc", url["szcredit"])
+        assert (
+            status == 0
+            and (
+                f"REJECTED at block {decided}: 2 of 4 voted no; cannot reach 3 yes "
+                "(yes: cnix; no: hkbank, webank)"
+            )
+            in human
+        )
 
         status, _, err = run(
             "gov", "vote", pid, "--yes", "--key", key("hkbank"), "--rpc", url["szcredit"]
