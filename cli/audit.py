@@ -27,6 +27,7 @@ from typing import Any
 from cli.common import EXIT_FAIL, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from cli.progress import ProgressBar
 from cli.rpc_client import ENV_API_KEY, ENV_CACERT
+from node.oneline import one_line
 
 _DESCRIPTION = (
     "re-execute the chain from genesis: every certificate, transaction "
@@ -129,7 +130,7 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     try:
         return _audit_replay(args)
     except CliError as exc:
-        print(f"dvp audit: {exc}", file=sys.stderr)
+        print(f"dvp audit: {one_line(str(exc))}", file=sys.stderr)
         return exc.code
 
 

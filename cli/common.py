@@ -7,8 +7,9 @@ starts nodes) that module runs as ``__main__``, so a ``CliError`` imported from
 ``cli.main`` by a command module would not be the class ``main`` catches.
 
 Exit statuses: 0 success, 1 a failure the command reports (a transaction rejected), 2
-bad usage or configuration, 3 a node that could not be reached. ``dvp verify`` adds one
-status per verdict (4-8, cli/verify_cmd.py).
+bad usage or configuration, 3 a node that could not be reached (or did not answer
+JSON-RPC). ``dvp verify`` adds one status per verdict (4-8, cli/verify_cmd.py); 70 is
+an internal error (``cli.errors``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "add_key_options",
     "add_rpc_options",
     "client",
+    "command_group",
     "emit",
     "read_key",
     "rpc_errors",
@@ -57,6 +59,14 @@ def emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None
         print(json.dumps(data, indent=2))
     else:
         human()
+
+
+def command_group(sub: Any, name: str, help_: str) -> Any:
+    """``dvp <name> SUBCOMMAND``: a top-level command whose subcommands are added to
+    the returned subparsers."""
+    return sub.add_parser(name, help=help_).add_subparsers(
+        dest="sub", metavar="SUBCOMMAND", required=True
+    )
 
 
 def add_rpc_options(p: argparse.ArgumentParser, rpc_help: str = "the node's RPC URL") -> None:

@@ -1,9 +1,8 @@
 """The ``dvp`` command: parse arguments, load config, run (thin, like uvicorn's main).
 
 Every subcommand has ``--help`` with an example, ``--json`` where it prints data, one
-clear error line instead of a traceback, and an exit status that means something:
-0 success, 1 a failure the command reports (e.g. a transaction rejected), 2 bad usage
-or configuration, 3 a node or network that could not be reached; ``dvp verify`` exits
+clear error line instead of a traceback (``cli.errors``), and an exit status that means
+something (``cli.errors.EXIT_STATUSES``, shown by ``dvp --help``); ``dvp verify`` exits
 with its verdict besides (cli/verify_cmd.py).
 """
 
@@ -29,68 +28,7 @@ from cli.common import (
     rpc_errors,
 )
 from cli.common import emit as _print
-
-# ---------------------------------------------------------------------------- genesis
-
-
-def cmd_genesis_new(args: argparse.Namespace) -> int:
-    from cli.devnet_files import DEFAULT_TEMPLATE
-    from ledger.genesis import GenesisError, genesis_from_template, read_template, write_genesis
-    from ledger.keyfile import read_public_key
-
-    try:
-        tpl = read_template(Path(args.template or DEFAULT_TEMPLATE))
-        keys_dir = Path(args.keys)
-        member_keys, node_keys = {}, {}
-        for m in tpl["members"]:
-            member_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.member.json")
-            if "validator" in m.get("roles", []):
-                node_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.node.json")
-        g = genesis_from_template(tpl, member_keys, node_keys, int(time.time() * 1000))
-    except (GenesisError, ValueError) as exc:
-        raise CliError(str(exc)) from None
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise CliError(f"{out} exists; pass --force to replace it")
-    write_genesis(out, g)
-    _print(
-        args,
-        {"file": str(out), "genesis_hash": g.hash.hex()},
-        lambda: print(f"wrote {out}\ngenesis hash: {g.hash.hex()}"),
-    )
-    return EXIT_OK
-
-
-def cmd_genesis_show(args: argparse.Namespace) -> int:
-    from ledger.genesis import GenesisError, genesis_to_json, read_genesis
-
-    try:
-        g = read_genesis(Path(args.file))
-    except GenesisError as exc:
-        raise CliError(str(exc)) from None
-
-    def human() -> None:
-        from rich.console import Console
-        from rich.table import Table
-
-        c = Console()
-        c.print(f"[bold]chain[/bold] {g.chain_id}   [bold]genesis hash[/bold] {g.hash.hex()}")
-        t = Table("member", "name", "roles", "document types", "validator")
-        validators = {v.member_id for v in g.validators.validators}
-        names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
-        for m in g.members:
-            t.add_row(
-                m.member_id,
-                m.name,
-                ", ".join(names[r] for r in m.roles),
-                ", ".join(m.doc_types),
-                "yes" if m.member_id in validators else "",
-            )
-        c.print(t)
-
-    _print(args, genesis_to_json(g), human)
-    return EXIT_OK
-
+from cli.errors import EXIT_STATUSES, Parser, number, run_command
 
 # ---------------------------------------------------------------------------- node
 
@@ -284,12 +222,18 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="dvp",
         formatter_class=fmt,
         description="dvp: a consortium ledger for cross-border document verification.\n\n"
         "Start a local 4-member consortium:  dvp devnet up --dir devnet\n"
         "Run one node from its config:        dvp node run --config node.toml",
+        epilog=EXIT_STATUSES,
+    )
+    from cli.version import VersionAction
+
+    parser.add_argument(
+        "--version", action=VersionAction, help="version, protocol version, C fast path in use"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -313,32 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_keys_commands(sub, add)
 
-    gen = sub.add_parser("genesis", help="create and inspect genesis files").add_subparsers(
-        dest="sub", metavar="SUBCOMMAND", required=True
-    )
-    p = add(
-        gen,
-        "new",
-        "fill a genesis template with the members' keys",
-        "dvp genesis new --keys keys --out genesis.json",
-        cmd_genesis_new,
-    )
-    p.add_argument("--template", help="genesis template (default: configs/genesis.template.toml)")
-    p.add_argument(
-        "--keys",
-        required=True,
-        help="folder with <member>.member.json (and <member>.node.json for validators)",
-    )
-    p.add_argument("--out", default="genesis.json")
-    p.add_argument("--force", action="store_true")
-    p = add(
-        gen,
-        "show",
-        "show a genesis file's members, roles and hash",
-        "dvp genesis show genesis.json",
-        cmd_genesis_show,
-    )
-    p.add_argument("file")
+    from cli.genesis_cmd import add_genesis_commands
+
+    add_genesis_commands(sub, add)
 
     nodep = sub.add_parser("node", help="run a node").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True
@@ -389,9 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_devnet_up,
     )
     p.add_argument("--dir", default="devnet")
-    p.add_argument("--nodes", type=int, default=4, help="validators (default 4)")
-    p.add_argument("--observers", type=int, default=0, help="non-voting observer nodes")
-    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for commits")
+    p.add_argument(
+        "--nodes", type=number(1, 64, integer=True), default=4, help="validators (default 4)"
+    )
+    p.add_argument(
+        "--observers", type=number(0, 64, integer=True), default=0, help="non-voting observer nodes"
+    )
+    p.add_argument("--wait", type=number(0, 3600), default=60.0, help="seconds to wait for commits")
     p = add(
         dev,
         "status",
@@ -422,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-type", required=True)
     add_key_options(p, "the issuer's member key file")
     add_rpc_options(p)
-    p.add_argument("--valid-days", type=float, default=0, help="expires after N days")
+    p.add_argument(
+        "--valid-days", type=number(0, 36500), default=0, help="expires after N days (0: never)"
+    )
     p.add_argument("--wait", action="store_true", help="return once committed")
     p = add(
         sub,
@@ -449,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.store_cmd import add_store_commands
 
     add_store_commands(sub, add)
+    from cli.config_cmd import add_config_commands
+
+    add_config_commands(sub, add)
 
     p = add(
         sub,
@@ -465,18 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     fn = getattr(args, "fn", None)
     if fn is None:
         parser.print_help()
         return EXIT_USAGE
-    try:
-        return int(fn(args))
-    except CliError as exc:
-        print(f"dvp {args.command}: {exc}", file=sys.stderr)
-        return exc.code
-    except KeyboardInterrupt:
-        return 130
+    return run_command(args.command, lambda: fn(args))
 
 
 if __name__ == "__main__":

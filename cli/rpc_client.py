@@ -15,6 +15,8 @@ import ssl
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from node.oneline import one_line
+
 ENV_API_KEY: Final = "DVP_API_KEY"
 ENV_CACERT: Final = "DVP_CACERT"
 
@@ -39,6 +41,10 @@ class RpcClient:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
+        try:
+            parts.port  # noqa: B018 (urlsplit checks the port only when it is read)
+        except ValueError as exc:
+            raise ValueError(f"not an http(s) URL: {url!r} ({exc})") from None
         if cafile and parts.scheme != "https":
             raise ValueError(f"a CA certificate was given but {url!r} is not https://")
         self.url = url
@@ -90,8 +96,31 @@ class RpcClient:
                 if attempt:
                     raise RpcCallError(f"cannot reach {self.url}: {exc}") from None
         if resp.status != 200:
-            raise RpcCallError(f"{self.url} answered HTTP {resp.status}: {data[:200]!r}")
-        return json.loads(data)
+            raise self._not_rpc(f"answered HTTP {resp.status}", data)
+        try:
+            return json.loads(data)
+        except ValueError:  # not JSON, or not UTF-8
+            raise self._not_rpc("did not answer JSON", data) from None
+
+    def _not_rpc(self, what: str, data: bytes) -> RpcCallError:
+        """Something answered, but not a dvp node's JSON-RPC (an HTML page, a proxy's
+        error): no ``code``, so the CLI reports it like an unreachable node."""
+        text = " ".join(data[:80].decode("utf-8", "replace").split())
+        shown = f" ({one_line(text)}{'...' if len(data) > 80 else ''})" if text else ""
+        return RpcCallError(f"{self.url} {what}{shown}; is this a dvp node's RPC URL?")
+
+    def _answer(self, doc: Any) -> Any:
+        """The result of one JSON-RPC response object; RpcCallError for an error."""
+        if not isinstance(doc, dict) or not ("result" in doc or "error" in doc):
+            raise self._not_rpc("answered JSON that is not JSON-RPC", json.dumps(doc).encode())
+        err = doc.get("error")
+        if err is not None:
+            if not isinstance(err, dict):
+                raise self._not_rpc("answered a malformed JSON-RPC error", json.dumps(err).encode())
+            code = err.get("code")
+            message = one_line(str(err.get("message", "error")))
+            raise RpcCallError(message, code if isinstance(code, int) else None, err.get("data"))
+        return doc["result"]
 
     def call(self, method: str, **params: Any) -> Any:
         doc = self._post(
@@ -99,10 +128,7 @@ class RpcClient:
                 {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
             ).encode()
         )
-        if "error" in doc:
-            err = doc["error"]
-            raise RpcCallError(err.get("message", "error"), err.get("code"), err.get("data"))
-        return doc["result"]
+        return self._answer(doc)
 
     def batch(self, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         """Results (or RpcCallError instances) in the order of ``calls``."""
@@ -113,13 +139,14 @@ class RpcClient:
                 for i, (m, p) in zip(ids, calls, strict=True)
             ]
         ).encode()
-        by_id = {d.get("id"): d for d in self._post(body)}
+        answers = self._post(body)
+        if not isinstance(answers, list) or not all(isinstance(d, dict) for d in answers):
+            raise self._not_rpc("answered a batch with no list of answers", b"")
+        by_id = {d.get("id"): d for d in answers}
         out: list[Any] = []
         for i in ids:
-            d = by_id.get(i, {"error": {"message": "no answer"}})
-            if "error" in d:
-                e = d["error"]
-                out.append(RpcCallError(e.get("message", "error"), e.get("code"), e.get("data")))
-            else:
-                out.append(d["result"])
+            try:
+                out.append(self._answer(by_id.get(i, {"error": {"message": "no answer"}})))
+            except RpcCallError as exc:
+                out.append(exc)
         return out

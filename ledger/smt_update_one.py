@@ -89,6 +89,11 @@ if not os.environ.get("DVP_PURE_PYTHON"):
         _fast = _smt_fast
 
 
+def fast_path_in_use() -> bool:
+    """True if the C rendering was built and is not turned off (``dvp --version``)."""
+    return _fast is not None
+
+
 def update_one(
     self: _Batch, h: bytes, v8: bytes, is_leaf: int, depth: int, idx: int
 ) -> _Ref | None:

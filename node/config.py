@@ -1,8 +1,12 @@
 """Node configuration: one TOML file per node, validated into a frozen ``NodeConfig``.
 
+The file is checked against a typed schema (``node.config_schema``, pydantic v2,
+strict): unknown keys are refused with the nearest known one suggested, a string is
+never a boolean or a number, ports, addresses, log levels and bounds are checked.
 Relative paths in the file are relative to the file's own directory, so a config and
 its keys/genesis can be moved together. Every problem is reported as one
-``ConfigError`` line naming the file, the key and what to do.
+``ConfigError`` line naming the file, the key and what was expected
+(``dvp config check FILE`` prints it without starting anything).
 
 Example (configs/cnix.toml)::
 
@@ -22,6 +26,7 @@ Example (configs/cnix.toml)::
     listen = "127.0.0.1:26701"
     admin_listen = "127.0.0.1:26801" # localhost only
     open = true                      # devnet only: no credentials (logged loudly)
+    metrics_auth = true              # GET /metrics needs an operator's API key
     tls_cert = "tls/cert.pem"        # optional: serve HTTPS (both or neither)
     tls_key = "tls/key.pem"
     [rpc.credentials.hkbank]         # API key of a member organisation, stored hashed
@@ -45,9 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.config_schema import ConfigFile, ValidationError, explain, first_error, split_address
 from node.rpc.auth import CredentialStore
-
-ROLES = ("validator", "observer")
 
 
 class ConfigError(ValueError):
@@ -56,11 +60,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Address:
-    host: str
+    host: str  # an IPv6 literal without brackets
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class NodeConfig:
     mempool_client_max_txs: int | None = None
     log_level: str = "info"
     metrics: bool = True
+    # [rpc] metrics_auth: /metrics asks for an API key with the operator role.
+    metrics_auth: bool = False
     # [p2p] penalty_strikes / ban_s: offences (undecodable frames, invalid signatures)
     # that ban a peer, and for how long (docs/p2p.md, "Penalties").
     p2p_penalty_strikes: int = 20
@@ -95,100 +101,86 @@ class NodeConfig:
         return self.role == "validator"
 
 
-def parse_address(value: Any, where: str) -> Address:
-    if not isinstance(value, str) or ":" not in value:
-        raise ConfigError(f'{where}: expected "host:port", got {value!r}')
-    host, _, port = value.rpartition(":")
+def _address(value: str) -> Address:
+    # Already validated by the schema; this only splits it.
+    host, port = split_address(value, ip_only=False, min_port=0)
+    return Address(host, port)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The parsed file, or one ConfigError line (missing, a directory, unreadable,
+    not UTF-8, not TOML)."""
     try:
-        p = int(port)
-    except ValueError:
-        raise ConfigError(f"{where}: port {port!r} is not a number") from None
-    if not 0 <= p <= 65535 or not host:
-        raise ConfigError(f"{where}: {value!r} is not a valid host:port")
-    return Address(host, p)
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def load_config(path: Path | str) -> NodeConfig:
     path = Path(path).resolve()
+    doc = read_toml(path)
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        cf = ConfigFile.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {explain(first_error(exc))}") from None
     base = path.parent
-
-    def section(name: str) -> dict[str, Any]:
-        value = doc.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: [{name}] must be a table")
-        return value
-
-    known = {"node", "p2p", "rpc", "block", "mempool", "log"}
-    unknown = set(doc) - known
-    if unknown:
-        raise ConfigError(f"{path}: unknown sections {sorted(unknown)} (known: {sorted(known)})")
-    node, p2p, rpc = section("node"), section("p2p"), section("rpc")
-    for key in ("name", "key_file", "genesis", "data_dir"):
-        if not isinstance(node.get(key), str):
-            raise ConfigError(f"{path}: [node] {key} is required (a string)")
-    role = node.get("role", "validator")
-    if role not in ROLES:
-        raise ConfigError(f"{path}: [node] role must be one of {ROLES}, got {role!r}")
-    peers_raw = p2p.get("peers", {})
-    if not isinstance(peers_raw, dict):
-        raise ConfigError(f'{path}: [p2p.peers] must be a table of member id = "host:port"')
-    peers = {k: parse_address(v, f"{path}: [p2p.peers] {k}") for k, v in peers_raw.items()}
-    admin = rpc.get("admin_listen")
-    admin_addr = parse_address(admin, f"{path}: [rpc] admin_listen") if admin else None
-    if admin_addr is not None and admin_addr.host not in ("127.0.0.1", "localhost", "::1"):
-        raise ConfigError(f"{path}: [rpc] admin_listen must be a loopback address")
-    creds = rpc.get("credentials", {})
-    if not isinstance(creds, dict):
-        raise ConfigError(f"{path}: [rpc.credentials] must be a table")
-    try:  # refuse a bad entry now, not when the RPC server starts
+    rpc = cf.rpc
+    creds = {m: c.model_dump() for m, c in rpc.credentials.items()}
+    try:  # the schema checked each entry; this refuses two members sharing one key
         CredentialStore.from_config(creds)
     except ValueError as exc:
         raise ConfigError(
             f"{path}: [rpc.credentials] {exc} (mint one with `dvp keys api`)"
         ) from None
-    if ("tls_cert" in rpc) != ("tls_key" in rpc):
+    if (rpc.tls_cert is None) != (rpc.tls_key is None):
         raise ConfigError(f"{path}: [rpc] TLS needs both tls_cert and tls_key (PEM files)")
+    for key, value in (("tls_cert", rpc.tls_cert), ("tls_key", rpc.tls_key)):
+        if value is not None and not (base / value).is_file():
+            raise ConfigError(f"{path}: [rpc] {key}: {value!r} is not a readable file")
 
-    def rel(value: str | None) -> Path | None:
-        return None if value is None else (base / value).resolve()
+    listens = [("[p2p] listen", cf.p2p.listen), ("[rpc] listen", rpc.listen)]
+    listens += [("[rpc] admin_listen", rpc.admin_listen)] if rpc.admin_listen else []
+    ports: dict[int, str] = {}
+    for where, value in listens:
+        port = _address(value).port
+        if port and port in ports:
+            raise ConfigError(f"{path}: {where} {value}: port {port} is also {ports[port]}'s")
+        ports[port] = where
 
-    for key in ("tls_cert", "tls_key"):
-        if key in rpc and not (isinstance(rpc[key], str) and (base / rpc[key]).is_file()):
-            raise ConfigError(f"{path}: [rpc] {key}: {rpc[key]!r} is not a readable file")
-    client_max = section("mempool").get("client_max_txs")
-    if client_max is not None and (
-        not isinstance(client_max, int) or isinstance(client_max, bool) or client_max < 1
-    ):
-        raise ConfigError(f"{path}: [mempool] client_max_txs must be a positive integer")
-    try:
-        return NodeConfig(
-            path=path,
-            name=node["name"],
-            role=role,
-            key_file=rel(node["key_file"]),  # type: ignore[arg-type]
-            genesis=rel(node["genesis"]),  # type: ignore[arg-type]
-            data_dir=rel(node["data_dir"]),  # type: ignore[arg-type]
-            p2p_listen=parse_address(p2p.get("listen", "127.0.0.1:0"), f"{path}: [p2p] listen"),
-            peers=peers,
-            rpc_listen=parse_address(rpc.get("listen", "127.0.0.1:0"), f"{path}: [rpc] listen"),
-            admin_listen=admin_addr,
-            rpc_open=bool(rpc.get("open", False)),
-            credentials=creds,
-            tls_cert=rel(rpc.get("tls_cert")),
-            tls_key=rel(rpc.get("tls_key")),
-            linger_ms=int(section("block").get("linger_ms", 50)),
-            mempool_max_txs=int(section("mempool").get("max_txs", 100_000)),
-            mempool_client_max_txs=None if client_max is None else int(client_max),
-            log_level=str(section("log").get("level", "info")),
-            p2p_penalty_strikes=int(p2p.get("penalty_strikes", 20)),
-            p2p_ban_s=float(p2p.get("ban_s", 30.0)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    def rel(value: str) -> Path:
+        return (base / value).resolve()
+
+    return NodeConfig(
+        path=path,
+        name=cf.node.name,
+        role=cf.node.role,
+        key_file=rel(cf.node.key_file),
+        genesis=rel(cf.node.genesis),
+        data_dir=rel(cf.node.data_dir),
+        p2p_listen=_address(cf.p2p.listen),
+        peers={k: _address(v) for k, v in cf.p2p.peers.items()},
+        rpc_listen=_address(rpc.listen),
+        admin_listen=None if rpc.admin_listen is None else _address(rpc.admin_listen),
+        rpc_open=rpc.open,
+        credentials=creds,
+        tls_cert=None if rpc.tls_cert is None else rel(rpc.tls_cert),
+        tls_key=None if rpc.tls_key is None else rel(rpc.tls_key),
+        linger_ms=cf.block.linger_ms,
+        mempool_max_txs=cf.mempool.max_txs,
+        mempool_client_max_txs=cf.mempool.client_max_txs,
+        log_level=cf.log.level,
+        metrics_auth=rpc.metrics_auth,
+        p2p_penalty_strikes=cf.p2p.penalty_strikes,
+        p2p_ban_s=cf.p2p.ban_s,
+    )

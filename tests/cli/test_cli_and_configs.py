@@ -43,7 +43,7 @@ def test_config_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="loopback"):
         load_config(bad)
     bad.write_text("[nodes]\n")
-    with pytest.raises(ConfigError, match="unknown sections"):
+    with pytest.raises(ConfigError, match=r"unknown table \[nodes\] \(did you mean \[node\]"):
         load_config(bad)
 
 

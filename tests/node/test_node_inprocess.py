@@ -243,7 +243,10 @@ def test_client_queue_limit_from_the_config(tmp_path: Path) -> None:
     path = entries[0].config
     text = path.read_text()
     path.write_text(text + "\n[mempool]\nclient_max_txs = 0\n")
-    with pytest.raises(ConfigError, match="client_max_txs must be a positive integer"):
+    with pytest.raises(
+        ConfigError,
+        match=r"\[mempool\] client_max_txs: expected a value greater than or equal to 1, got 0",
+    ):
         load_config(path)
     path.write_text(text + "\n[mempool]\nclient_max_txs = 7\n")
     node = Node(load_config(path), transport_factory(MemoryHub()))
