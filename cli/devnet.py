@@ -6,6 +6,12 @@ that is not running as its own OS process (``dvp node run --config ...``, logs i
 and prints their RPC URLs. Run again on an existing folder it restarts only the nodes
 that are down, keeping their data. ``down`` sends SIGTERM, then SIGKILL after a grace
 period.
+
+Works from any directory: the folder is made absolute before a node is started, so
+each node gets an absolute config path whatever its working directory. A pid file is
+trusted only while that pid is a ``dvp node run`` of this node's config
+(``is_node_process``, from ``/proc/<pid>/cmdline``): after a reboot or a crash the pid
+may belong to anything, and ``down`` must never signal a process it did not start.
 """
 
 from __future__ import annotations
@@ -35,10 +41,31 @@ def log_file(root: Path, e: NodeEntry) -> Path:
     return root / "data" / e.name / "node.log"
 
 
+def is_node_process(pid: int, config: Path) -> bool:
+    """True if ``pid`` runs ``dvp node run --config <config>`` (relative paths in its
+    command line resolved against its working directory). Linux: ``/proc``; where there
+    is no ``/proc`` the pid file is trusted."""
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").is_dir():
+        return True
+    try:
+        argv = [
+            a.decode(errors="surrogateescape") for a in (proc / "cmdline").read_bytes().split(b"\0")
+        ]
+        cwd = Path(os.readlink(proc / "cwd"))
+    except OSError:  # gone, or not ours to inspect: not a node we started
+        return False
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--config" and "run" in argv[:i] and "node" in argv[:i]:
+            return (cwd / argv[i + 1]).resolve() == config.resolve()
+    return False
+
+
 def running_pid(root: Path, e: NodeEntry) -> int | None:
+    """The pid of this node's process if it is running (see ``is_node_process``)."""
     try:
         pid = int(pid_file(root, e).read_text().strip())
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return None
     try:
         os.kill(pid, 0)
@@ -54,7 +81,7 @@ def running_pid(root: Path, e: NodeEntry) -> int | None:
             return None
     except (OSError, IndexError):
         pass
-    return pid
+    return pid if is_node_process(pid, e.config) else None
 
 
 def start_node(root: Path, e: NodeEntry) -> int:
@@ -96,6 +123,7 @@ def up(
     only: list[str] | None = None,
 ) -> list[NodeEntry]:
     """Start the devnet's nodes that are down (``only``: just these names)."""
+    root = root.resolve()
     if not (root / "devnet.json").exists():
         create_devnet(root, nodes=nodes, observers=observers, params=params)
     entries = [e for e in load_devnet(root) if only is None or e.name in only]
@@ -130,7 +158,10 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def down(root: Path, grace_s: float = 10.0) -> list[str]:
+    """Stop the devnet's running nodes; a pid file naming any other process is removed
+    and that process left alone."""
     stopped = []
+    root = root.resolve()
     entries = load_devnet(root)
     pids = {e.name: running_pid(root, e) for e in entries}
     for pid in pids.values():
@@ -143,6 +174,7 @@ def down(root: Path, grace_s: float = 10.0) -> list[str]:
     for e in entries:
         pid = pids[e.name]
         if pid is None:
+            pid_file(root, e).unlink(missing_ok=True)  # stale: the node is not running
             continue
         while running_pid(root, e) is not None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -172,6 +204,7 @@ def reap(pid: int) -> None:
 
 def status(root: Path) -> list[dict[str, Any]]:
     rows = []
+    root = root.resolve()
     for e in load_devnet(root):
         st = node_status(e)
         rows.append(

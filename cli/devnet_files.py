@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cli.common import CliError
 from ledger.crypto import KeyPair, write_key_file
 from ledger.genesis import genesis_from_template, read_template, write_genesis
 from ledger.keyfile import read_public_key
@@ -169,11 +170,27 @@ level = "info"
     return entries
 
 
+class DevnetError(CliError):
+    """A devnet folder that cannot be used (its ``devnet.json`` is damaged)."""
+
+
 def load_devnet(root: Path) -> list[NodeEntry]:
-    doc = json.loads((root / "devnet.json").read_text())
-    return [
-        NodeEntry(
-            n["name"], n["member"], n["role"], root / n["config"], n["p2p_port"], n["rpc_port"]
-        )
-        for n in doc["nodes"]
-    ]
+    path = root / "devnet.json"
+    try:
+        doc = json.loads(path.read_text())
+        return [
+            NodeEntry(
+                str(n["name"]),
+                str(n["member"]),
+                str(n["role"]),
+                root / str(n["config"]),
+                int(n["p2p_port"]),
+                int(n["rpc_port"]),
+            )
+            for n in doc["nodes"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DevnetError(
+            f"{path} is not a devnet description ({type(exc).__name__}: {exc}); "
+            "remove the folder and run `dvp devnet up` again"
+        ) from None

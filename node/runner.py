@@ -4,15 +4,21 @@ SIGTERM/SIGINT cancel the node's nursery (graceful: the RPC server drains, store
 close); a second signal exits at once.
 
 Exit statuses: 0 stopped by a signal; 2 a config, key, genesis or store that cannot be
-used (missing, foreign, locked); 4 the store is damaged (the start-up check of
-``node.stores`` failed: nothing was served; ``dvp store resync`` rebuilds it).
+used (missing, foreign, locked), or a listen address (p2p, RPC, admin) it cannot bind;
+4 the store is damaged (the start-up check of ``node.stores`` failed: nothing was
+served; ``dvp store resync`` rebuilds it); 70 an internal error (a bug: its traceback
+goes into the log as one JSON line). Each failure to start is one line on stderr, before
+the node reports ready. Ports are tried before anything starts (``listen_problem``); one
+taken in the moment between is caught when the listener fails (``_start_error``).
 """
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,6 +31,8 @@ from ledger.errors import StoreDamage, StoreError
 from ledger.genesis import GenesisError
 from node.config import ConfigError, NodeConfig, load_config
 from node.logs import get_logger, setup_logging
+from node.oneline import one_line
+from p2p.config import P2PError
 
 log = get_logger("runner")
 
@@ -142,13 +150,69 @@ def _tune_gc() -> None:
     gc.callbacks.append(watch)
 
 
+def listen_problem(cfg: NodeConfig) -> str | None:
+    """Why the node could not listen on a configured address, or None. Binds each
+    (with SO_REUSEADDR, as the listeners do) and lets go at once."""
+    for where, addr in (
+        ("[p2p] listen", cfg.p2p_listen),
+        ("[rpc] listen", cfg.rpc_listen),
+        ("[rpc] admin_listen", cfg.admin_listen),
+    ):
+        if addr is None or addr.port == 0:
+            continue
+        try:
+            info = socket.getaddrinfo(
+                addr.host, addr.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            with socket.socket(info[0], socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(info[4])
+        except OSError as exc:
+            return _cannot_listen(cfg, where, str(addr), exc)
+    return None
+
+
+def _cannot_listen(cfg: NodeConfig, where: str, addr: str, exc: OSError) -> str:
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        why += " (another process holds it: stop it, or choose another port)"
+    return f"{cfg.path}: {where}{' ' + addr if addr else ''}: cannot listen: {why}"
+
+
+def _start_error(cfg: NodeConfig, exc: BaseException) -> tuple[str, int] | None:
+    """One line and the exit status for a failure to start that is the operator's to
+    fix (found anywhere in trio's exception groups), or None for a bug."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _start_error(cfg, inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, StoreDamage):
+        return str(exc), EXIT_STORE_DAMAGED
+    if isinstance(exc, P2PError):
+        return f"{cfg.path}: [p2p] {exc}", 2
+    if isinstance(exc, KeyFileError | GenesisError | StoreError):
+        return str(exc), 2
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}", 2
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        where = "[rpc] listen" if cfg.admin_listen is None else "[rpc] listen or admin_listen"
+        return _cannot_listen(cfg, where, "", exc), 2
+    return None
+
+
 def run_node(config_path: Path, passphrase_file: Path | None = None) -> int:
     """``passphrase_file``: the node key's passphrase, if the key is protected (else
     $DVP_KEY_PASSPHRASE_FILE, $DVP_KEY_PASSPHRASE or a prompt on the terminal)."""
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
-        print(f"dvp node run: {exc}", file=sys.stderr)
+        print(f"dvp node run: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    problem = listen_problem(cfg)
+    if problem is not None:
+        print(f"dvp node run: {one_line(problem)}", file=sys.stderr)
         return 2
     setup_logging(cfg.name, cfg.log_level)
     _tune_gc()
@@ -172,4 +236,19 @@ def run_node(config_path: Path, passphrase_file: Path | None = None) -> int:
     except (KeyFileError, GenesisError, StoreError) as exc:
         print(f"dvp node run: {exc}", file=sys.stderr)
         return 2
+    except (OSError, BaseExceptionGroup) as exc:
+        found = _start_error(cfg, exc)
+        if found is None:
+            return _crashed()
+        print(f"dvp node run: {one_line(found[0])}", file=sys.stderr)
+        return found[1]
+    except Exception:
+        return _crashed()
     return 0
+
+
+def _crashed() -> int:
+    """A bug stopped the node: its traceback goes into the log as one JSON line (the
+    ``exc`` field), and the exit status is 70 like the CLI's internal errors."""
+    log.error("the node stopped on an internal error (a bug; please report this line)", exc=True)
+    return 70

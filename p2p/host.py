@@ -40,6 +40,7 @@ from p2p.config import (
     PUSH_CHANNELS,
     SYNC,
     P2PConfig,
+    P2PError,
     PeerUnavailable,
     RequestTimeout,
     parse_peer_address,
@@ -470,6 +471,11 @@ class P2PHost:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         self.listen_addrs = list(lib.get_transport_addrs())
+                        if not self.listen_addrs:  # libp2p logs a failed bind and goes on
+                            raise P2PError(
+                                f"cannot listen on {cfg.listen_host}:{cfg.listen_port} "
+                                "(address in use, or not an address of this host)"
+                            )
                         for link in self._links.values():
                             if not link.started:
                                 nursery.start_soon(link.run)
