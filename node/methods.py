@@ -559,7 +559,7 @@ def build_registry(node: Node) -> MethodRegistry:
 
 async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
     """Start the public RPC listener (and the admin one if configured); return ports."""
-    from node.admin import build_admin_registry
+    from node.admin import ADMIN_ROLES, build_admin_registry
 
     cfg = node.config
     # Configured keys stay valid in open mode: a client that sends one is identified,
@@ -575,7 +575,15 @@ async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
     def health() -> dict[str, Any]:
         return readiness(node, int(time.time() * 1000))
 
-    app = make_app(build_registry(node), creds, node.metrics.registry, health=health)
+    # [rpc] metrics_auth: /metrics wants an operator's key, like the admin methods.
+    metrics_roles = ADMIN_ROLES if cfg.metrics_auth else None
+    app = make_app(
+        build_registry(node),
+        creds,
+        node.metrics.registry,
+        health=health,
+        metrics_roles=metrics_roles,
+    )
     ports = {
         "rpc": await nursery.start(
             lambda task_status: serve_http(
@@ -597,6 +605,7 @@ async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
             node.metrics.registry,
             metrics_namespace="dvp_admin",
             health=health,
+            metrics_roles=metrics_roles,
         )
         ports["admin"] = await nursery.start(
             lambda task_status: serve_http(

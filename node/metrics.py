@@ -1,10 +1,14 @@
-"""Prometheus metrics of one node (prometheus-client, on a registry of its own)."""
+"""Prometheus metrics of one node (prometheus-client, on a registry of its own).
+
+Besides the ``dvp_*`` series, the registry carries the standard ``process_*`` ones
+(CPU seconds, resident memory, open file descriptors, start time) of this process.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, Metric
 
 
@@ -12,6 +16,7 @@ class NodeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)
         self.height = Gauge("dvp_height", "Last committed height", registry=r)
         self.view = Gauge("dvp_view", "Current PBFT view", registry=r)
         self.view_changes = Counter("dvp_view_changes", "View changes entered", registry=r)

@@ -8,7 +8,8 @@ module never parses HTTP itself.
 Routes:
 - ``POST /`` and ``POST /rpc``: JSON-RPC 2.0 (``Content-Type: application/json``, UTF-8).
   Always 200 with a JSON-RPC body, or 204 when every call was a notification.
-- ``GET /metrics``: Prometheus text from the registry given to ``make_app``.
+- ``GET /metrics``: Prometheus text from the registry given to ``make_app``; with
+  ``metrics_roles``, only for a caller whose API key has one of them (401/403 else).
 - ``GET /livez``: 200 ``{"status": "ok"}`` whenever the process answers (Kubernetes'
   liveness probe: restart the process only if this fails).
 - ``GET /readyz`` and ``GET /health``: the health callback's report (``node.health``:
@@ -51,14 +52,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.exposition import generate_latest
 
 from node.rpc.auth import CredentialStore
-from node.rpc.errors import Timeout
+from node.rpc.errors import Timeout, Unauthorised
 from node.rpc.jsonrpc import Call, Dispatcher, Executor, JsonValue, Limits
 from node.rpc.registry import MethodRegistry
 from p2p.runtime import TaskStatus
 
 __all__ = ["RpcApp", "RpcMetrics", "make_app", "serve_http"]
 
-log = logging.getLogger("node.http")
+log = logging.getLogger("dvp.http")  # dvp.*: the node's log prints it as a JSON line
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -178,8 +179,10 @@ class RpcApp:
         *,
         body_timeout_s: float = 10.0,
         health: HealthCheck | None = None,
+        metrics_roles: frozenset[str] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.metrics_roles = metrics_roles
         self.metrics_registry = metrics_registry
         self.metrics = metrics
         self.body_timeout_s = body_timeout_s
@@ -207,6 +210,11 @@ class RpcApp:
         started = time.perf_counter()
         path: str = scope["path"]
         verb: str = scope["method"]
+        if path == "/metrics" and self.metrics_roles is not None:
+            refused = await self._metrics_refusal(scope, receive, send)
+            if refused:
+                self.metrics.observe_http(path, refused, time.perf_counter() - started)
+                return
         if path == "/" or path == "/rpc":
             route = "/rpc"
             if verb == "POST":
@@ -353,6 +361,27 @@ class RpcApp:
         body = _json_body({"error": message})
         return await _respond(send, status, body, close=close, headers=headers)
 
+    async def _metrics_refusal(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """401/403 if this request may not read the metrics, 0 if it may: the same
+        bearer keys as the RPC (``CredentialStore``; open mode lets everyone in)."""
+        header = next((v for n, v in scope["headers"] if n == b"authorization"), None)
+        roles = " or ".join(sorted(self.metrics_roles or ()))
+        try:
+            who = self.dispatcher.credentials.authenticate(
+                None if header is None else header.decode("latin-1")
+            )
+        except Unauthorised as exc:
+            return await self._refuse(scope, receive, send, 401, str(exc))
+        if who is None:
+            need = f"metrics require an API key with role {roles} (Authorization: Bearer)"
+            return await self._refuse(scope, receive, send, 401, need)
+        if not who.has_any_role(self.metrics_roles or frozenset()):
+            need = (
+                f"metrics require role {roles}; {who.member_id} has {', '.join(sorted(who.roles))}"
+            )
+            return await self._refuse(scope, receive, send, 403, need)
+        return 0
+
     async def _send_health(self, send: Send) -> int:
         report: dict[str, Any] = {"status": "ok"}
         if self._health is not None:
@@ -420,8 +449,10 @@ def make_app(
     body_timeout_s: float = 10.0,
     health: HealthCheck | None = None,
     metrics_namespace: str = "dvp",
+    metrics_roles: frozenset[str] | None = None,
 ) -> RpcApp:
-    """An ASGI app serving ``registry`` to ``credentials``, metrics on ``metrics_registry``.
+    """An ASGI app serving ``registry`` to ``credentials``, metrics on ``metrics_registry``
+    (to callers with one of ``metrics_roles`` if given, else to anyone).
 
     Two apps may share one metrics registry only with different ``metrics_namespace``
     (e.g. ``"dvp_admin"``); prometheus-client refuses duplicate series names.
@@ -435,7 +466,12 @@ def make_app(
         observe=metrics.observe_call,
     )
     return RpcApp(
-        dispatcher, metrics_registry, metrics, body_timeout_s=body_timeout_s, health=health
+        dispatcher,
+        metrics_registry,
+        metrics,
+        body_timeout_s=body_timeout_s,
+        health=health,
+        metrics_roles=metrics_roles,
     )
 
 
@@ -470,7 +506,7 @@ async def serve_http(
     config.keep_alive_max_requests = keep_alive_max_requests
     config.include_server_header = False  # no version banner for scanners
     config.accesslog = None  # per-request logs would dominate; metrics count requests
-    config.errorlog = logging.getLogger("node.http.hypercorn")
+    config.errorlog = logging.getLogger("dvp.http.hypercorn")
 
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
@@ -481,8 +517,8 @@ async def serve_http(
         dispatcher = getattr(app, "dispatcher", None)
         if dispatcher is not None and dispatcher.credentials.open:
             log.warning(
-                "RPC on %s:%s is in OPEN MODE: anyone who can reach it may call every method, "
+                "RPC is in OPEN MODE: anyone who can reach it may call every method, "
                 "including protected ones. For devnets only; configure api credentials.",
-                host, bound_port,
-            )  # fmt: skip
+                extra={"fields": {"listen": f"{host}:{bound_port}"}},
+            )
         task_status.started(bound_port)

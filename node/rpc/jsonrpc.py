@@ -53,7 +53,7 @@ from node.rpc.registry import CallContext, Method, MethodRegistry
 
 __all__ = ["Call", "Dispatcher", "Executor", "Limits", "Observer", "parse_body", "run_in_order"]
 
-log = logging.getLogger("node.rpc")
+log = logging.getLogger("dvp.rpc")  # dvp.*: a JSON line in the node's log
 
 JsonValue = Any
 # Metric labels must be a bounded set: unknown method names all share one label.

@@ -181,7 +181,7 @@ def test_open_mode_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
     async def client(port: int) -> None:
         pass
 
-    with caplog.at_level("WARNING", logger="node.http"):
+    with caplog.at_level("WARNING", logger="dvp.http"):
         with_server(client, app)
     assert any("OPEN MODE" in r.getMessage() for r in caplog.records)
 

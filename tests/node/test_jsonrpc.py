@@ -269,7 +269,7 @@ def test_application_errors(d: Dispatcher) -> None:
 def test_internal_error_logged_not_leaked(
     d: Dispatcher, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="node.rpc"):
+    with caplog.at_level(logging.ERROR, logger="dvp.rpc"):
         response = run(d, req("fail", {"how": how}, id=9))
     err = error_of(response)
     assert err["code"] == -32603 and err["message"] == "internal error"

@@ -120,12 +120,12 @@ def check_response(response: Any) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=bodies, auth=st.sampled_from([None, BEARER, "Bearer nope", "junk"]))
 def test_garbage_never_escapes(body: bytes, auth: str | None) -> None:
-    logging.getLogger("node.rpc").disabled = True  # the "bug" method logs on purpose
+    logging.getLogger("dvp.rpc").disabled = True  # the "bug" method logs on purpose
     try:
         d = Dispatcher(make_registry(), CredentialStore.from_config(CREDENTIALS))
         raw = trio.run(lambda: d.dispatch(body, authorization=auth))
     finally:
-        logging.getLogger("node.rpc").disabled = False
+        logging.getLogger("dvp.rpc").disabled = False
     if raw is None:
         assert is_notification_body(body), body
         return
