@@ -34,6 +34,7 @@ EXIT_STATUSES = """exit status:
   1   a failure the command reports (a verification not VALID, a transaction refused)
   2   bad usage or configuration (an argument, a file, a config key)
   3   a node or network that could not be reached, or that did not answer JSON-RPC
+  4-8 dvp verify's verdicts: INVALID, REVOKED, EXPIRED, NOT_FOUND, UNVERIFIABLE
   70  an internal error: a bug in dvp (please report it; DVP_TRACEBACK=1 shows where)"""
 
 
