@@ -127,6 +127,8 @@ def _command(w: dict[str, list[str]], draw: Draw) -> list[str]:
         lambda: ["gov", "vote", txt(), yes, "--key", key, "--rpc", url()],
         lambda: ["gov", "propose", "grant-doc-type", txt(), txt(), "--key", key, "--rpc", url(),
                  "--deadline-blocks", num()],
+        lambda: ["store", "check", "--datadir", path(), "--genesis", genesis],
+        lambda: ["store", "resync", "--config", bad_config, "--timeout", num()],
         lambda: ["--json", txt()],
     ]
     # fmt: on
