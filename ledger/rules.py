@@ -198,7 +198,7 @@ def apply_tx(
     since removed their own ids (the mempool's recheck)."""
     check_basic(tx, ws.parent.chain_id, ws.height, ws.chain.params.tx_ttl_heights)
     tx_id = tx.tx_id
-    if tx_id in ws.tx_ids or (check_replay and ws.parent.tx_seen(tx_id)):
+    if tx_id in ws.tx_ids or (check_replay and committed_before(ws, tx)):
         raise RuleError("replay", "transaction already committed")
     mid = ws.key_index.get(tx.sender)
     if mid is None:
@@ -218,6 +218,25 @@ def apply_tx(
     else:  # pragma: no cover - decoding admits no other kind
         raise AssertionError(tx.kind)
     ws.tx_ids.add(tx_id)
+
+
+def committed_before(ws: WorkingSet, tx: Transaction) -> bool:
+    """True if ``tx``'s id was committed at or below ``ws.parent`` (the replay rule).
+
+    An ATTEST can only have been committed if its commitment has a record, and records
+    are never deleted (revocation keeps them). So for an ATTEST of a commitment with no
+    record -- nearly every one -- the attestation read, which ``_attest`` needs anyway,
+    answers without the tx index: one LevelDB read fewer per transaction at admission.
+    At block execution (``deferred_exists``) the state-tree update's ``must_be_new``
+    check answers for the whole block instead, and ``ledger.state`` tells a replay
+    from another attestation with ``ws.parent.tx_seen`` only when that check fails."""
+    p = tx.payload
+    if isinstance(p, Attest):
+        if ws.deferred_exists and p.commitment not in ws.attestations:
+            return False
+        if ws.attestation(p.commitment) is None:
+            return False
+    return bool(ws.parent.tx_seen(tx.tx_id))
 
 
 def _attest(ws: WorkingSet, member: Member, p: Attest) -> None:

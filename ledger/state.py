@@ -329,7 +329,7 @@ def execute(
     RPC door refuses already attested commitments).
     """
     txs = txs if isinstance(txs, (list, tuple)) else list(txs)
-    exclude: set[bytes] = set()
+    exclude: dict[bytes, RuleError] = {}
     while True:
         try:
             ex = _execute(
@@ -341,26 +341,29 @@ def execute(
                 verified=verified,
             )
         except _AlreadyAttested as exc:
-            if strict or not exc.tx_ids:
+            if strict:
                 raise exc.error from None
-            exclude |= exc.tx_ids
+            exclude.update(exc.refused)
             continue
         if exclude:
-            ex.rejected.extend(
-                (tx, RuleError("already_attested", "this commitment is already attested"))
-                for tx in txs
-                if tx.tx_id in exclude
-            )
+            ex.rejected.extend((tx, exclude[tx.tx_id]) for tx in txs if tx.tx_id in exclude)
         return ex
 
 
 class _AlreadyAttested(Exception):
-    """The batch found attested commitments: the ATTESTs to drop, or the error to raise."""
+    """The batch found attested commitments: the ATTESTs to drop (with why), or the
+    error to raise."""
 
-    def __init__(self, error: RuleError, tx_ids: set[bytes]) -> None:
+    def __init__(self, error: RuleError, refused: dict[bytes, RuleError]) -> None:
         super().__init__(error.message)
         self.error = error
-        self.tx_ids = tx_ids
+        self.refused = refused
+
+
+def _attest_refusal(parent: LedgerState, tx: Transaction) -> RuleError:
+    if parent.tx_seen(tx.tx_id):
+        return RuleError("replay", "transaction already committed")
+    return RuleError("already_attested", "this commitment is already attested")
 
 
 def _execute(
@@ -407,15 +410,21 @@ def _execute(
             parent.height, height, work.changes, must_be_new=work.must_be_new or None
         )
     except KeyExistsError as exc:
-        first = work.must_be_new[sorted(exc.keys)[0]]
+        # ATTESTs of commitments that have a record at the parent: each is a replay if
+        # its own id was committed (rules.committed_before), else a second attestation.
         attested = {work.must_be_new[k] for k in exc.keys}
+        failing = [
+            tx
+            for tx in included
+            if isinstance(tx.payload, Attest) and tx.payload.commitment in attested
+        ]
+        # (The tree only reports keys of this block's changes, and every must_be_new
+        # key is an ATTEST's: failing is never empty.)
+        refused = {tx.tx_id: _attest_refusal(parent, tx) for tx in failing}
+        first = refused[failing[0].tx_id]
         raise _AlreadyAttested(
-            RuleError("already_attested", f"commitment {first.hex()[:16]} is already attested"),
-            {
-                tx.tx_id
-                for tx in included
-                if isinstance(tx.payload, Attest) and tx.payload.commitment in attested
-            },
+            RuleError(first.code, f"tx {failing[0].tx_id.hex()[:16]}: {first.message}"),
+            refused,
         ) from None
     tx_ids = [tx.tx_id for tx in included]
     header = BlockHeader(
