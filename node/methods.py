@@ -10,8 +10,8 @@ Access (``roles=`` on each method; the OpenRPC ``x-access`` says the same):
 - public: ``submitTransaction(s)``, ``getHeader``, ``getHistoryProof``,
   ``getConsistencyProof``, ``status``, ``ping``, ``rpc.discover``;
 - any member with an API key: what enumerates the consortium or its blocks --
-  ``getMembers``, ``getValidators``, ``getBlock`` (the auditor's bulk read),
-  ``getProposals``;
+  ``getMembers``, ``getValidators``, ``getProposals`` (``node.methods_consortium``),
+  ``getBlock`` (the auditor's bulk read);
 - ``verifier`` or ``auditor``: look-ups of proofs by commitment or transaction id --
   ``getAttestationProof``, ``getTransaction``, and the node's own verdict
   ``verifyAttestation`` (``node.methods_verify``).
@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ledger.errors import DecodeError
-from ledger.records import ProposalRecord, proposal_key
-from ledger.rules import proposal_outcome
 from ledger.types import (
     MAX_TX_BYTES,
     Transaction,
@@ -36,6 +34,7 @@ from ledger.types import (
 from node.health import readiness, status_fields
 from node.logs import get_logger
 from node.mempool import ADMIT_CHUNK, AddResult, AddStatus
+from node.methods_consortium import add_consortium_methods
 from node.methods_verify import add_verify_method
 from node.rpc import (
     Bool,
@@ -55,7 +54,7 @@ from node.rpc import (
     make_app,
     serve_http,
 )
-from node.rpc_json import header_json, node_status, proposal_json
+from node.rpc_json import header_json, node_status
 
 if TYPE_CHECKING:
     from node.view import NodeView as Node
@@ -304,6 +303,7 @@ def build_registry(node: Node) -> MethodRegistry:
         return node.prover.bundle(commitment).to_json()
 
     add_verify_method(rpc, node, PROOF_READERS)
+    add_consortium_methods(rpc, node, MEMBERS)
 
     @rpc.method(
         "getTransaction",
@@ -345,73 +345,6 @@ def build_registry(node: Node) -> MethodRegistry:
                 "certificate": (store.get_certificate_bytes(head) or b"").hex(),
             },
             "history_proof": [h.hex() for h in inc.history_proof],
-        }
-
-    @rpc.method(
-        "getValidators",
-        Param(
-            "height",
-            Int(1),
-            default=None,
-            description="the height whose certifying set you want (default: next)",
-        ),
-        roles=MEMBERS,
-        summary="The validator set in force at a height, with its hash (members "
-        "only: it lists organisations and node keys)",
-        result=Result.object(
-            "the set",
-            height="integer",
-            hash="string",
-            encoded="string",
-            quorum="integer",
-            validators="array",
-        ),
-        errors=(NotFound,),
-    )
-    async def get_validators(ctx: CallContext, height: int | None) -> dict[str, Any]:
-        h = node.ledger.height + 1 if height is None else height
-        try:
-            vs = node.ledger.validators_at(h)
-        except KeyError:
-            raise NotFound(f"the validator set at height {h} is not known yet") from None
-        return {
-            "height": h,
-            "hash": vs.hash.hex(),
-            "encoded": vs.encode().hex(),
-            "quorum": vs.quorum,
-            "validators": [
-                {"member_id": v.member_id, "node_key": v.node_key.hex()} for v in vs.validators
-            ],
-        }
-
-    @rpc.method(
-        "getMembers",
-        roles=MEMBERS,
-        summary="Every consortium member with its roles and document types "
-        "(members only: it enumerates the consortium)",
-        result=Result.object(
-            "members at the newest height",
-            height="integer",
-            doc_types="array",
-            members="array",
-        ),
-    )
-    async def get_members(ctx: CallContext) -> dict[str, Any]:
-        names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
-        head = node.ledger.head
-        return {
-            "height": head.height,
-            "doc_types": list(head.chain.doc_types),
-            "members": [
-                {
-                    "member_id": m.member_id,
-                    "name": m.name,
-                    "key": m.key.hex(),
-                    "roles": [names[r] for r in m.roles],
-                    "doc_types": list(m.doc_types),
-                }
-                for m in sorted(head.members.values(), key=lambda m: m.member_id)
-            ],
         }
 
     @rpc.method(
@@ -481,57 +414,6 @@ def build_registry(node: Node) -> MethodRegistry:
     )
     async def ping(ctx: CallContext) -> str:
         return "pong"
-
-    @rpc.method(
-        "getProposals",
-        Param(
-            "ids",
-            ListOf(Hex(32), max_items=100),
-            default=None,
-            description="proposal ids (any status); every open proposal if omitted",
-        ),
-        roles=MEMBERS,
-        summary="Governance proposals with their votes: the open ones, or the given "
-        "ids whatever their status (members only)",
-        result=Result.object(
-            "proposals at the newest height",
-            height="integer",
-            voters="array",
-            quorum="integer",
-            proposals="array",
-        ),
-        errors=(NotFound, InvalidParams),
-    )
-    async def get_proposals(ctx: CallContext, ids: list[bytes] | None) -> dict[str, Any]:
-        head = node.ledger.head
-        if ids is None:
-            found = sorted(head.open_proposals.items())
-        else:
-            found = []
-            for pid in ids:
-                raw = head.tree.get(proposal_key(pid), head.height)
-                if raw is None:
-                    raise NotFound(
-                        f"no proposal {pid.hex()} (a proposal's id is the id of "
-                        "the transaction that proposed it)"
-                    )
-                found.append((pid, ProposalRecord.decode(raw)))
-        voters = head.validators_at(head.height + 1)
-
-        def outcome(rec: ProposalRecord) -> str:
-            # Counted against the set that decided it (the tally's own arithmetic).
-            try:
-                decided_by = node.ledger.validators_at(rec.decided_height or head.height + 1)
-            except KeyError:
-                decided_by = voters
-            return proposal_outcome(rec, decided_by)
-
-        return {
-            "height": head.height,
-            "quorum": voters.quorum,
-            "voters": [v.member_id for v in voters.validators],
-            "proposals": [proposal_json(pid, rec, outcome(rec)) for pid, rec in found],
-        }
 
     @rpc.method(
         "status",
