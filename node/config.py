@@ -16,6 +16,7 @@ Example (configs/cnix.toml)::
     key_file = "keys/cnix.node.json" # node key: consensus signatures + libp2p identity
     genesis = "genesis.json"
     data_dir = "data/cnix"
+    max_head_age_s = 30              # /readyz fails while the newest block is older
 
     [p2p]
     listen = "127.0.0.1:26601"
@@ -50,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.verify import DEFAULT_MAX_AGE_MS
 from node.config_schema import ConfigFile, ValidationError, explain, first_error, split_address
 from node.rpc.auth import CredentialStore
 
@@ -95,6 +97,8 @@ class NodeConfig:
     # that ban a peer, and for how long (docs/p2p.md, "Penalties").
     p2p_penalty_strikes: int = 20
     p2p_ban_s: float = 30.0
+    # [node] max_head_age_s: /readyz fails while the newest block is older.
+    max_head_age_ms: int = DEFAULT_MAX_AGE_MS
 
     @property
     def is_validator(self) -> bool:
@@ -183,4 +187,5 @@ def load_config(path: Path | str) -> NodeConfig:
         metrics_auth=rpc.metrics_auth,
         p2p_penalty_strikes=cf.p2p.penalty_strikes,
         p2p_ban_s=cf.p2p.ban_s,
+        max_head_age_ms=round(cf.node.max_head_age_s * 1000),
     )

@@ -30,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic import ValidationError as ValidationError
 from pydantic_core import ErrorDetails
 
+from ledger.verify import DEFAULT_MAX_AGE_MS
 from node.oneline import one_line
 
 __all__ = ["ConfigFile", "ValidationError", "explain", "first_error", "split_address"]
@@ -115,6 +116,9 @@ class NodeTable(_Table):
     key_file: FilePath
     genesis: FilePath
     data_dir: FilePath
+    # /readyz fails while the newest block is older than this (node.health); the
+    # verifiers' default limit is 30 s (ledger.verify.DEFAULT_MAX_AGE_MS).
+    max_head_age_s: float = Field(DEFAULT_MAX_AGE_MS / 1000, gt=0, le=86_400)
 
 
 class P2PTable(_Table):

@@ -41,7 +41,6 @@ from ledger.keyfile import Passphrase
 from ledger.prove import Prover
 from ledger.store_format import DAMAGE_HINT, leveldb_reason
 from ledger.types import CommitCertificate, Transaction
-from ledger.verify import DEFAULT_MAX_AGE_MS
 from node import sync
 from node.config import NodeConfig
 from node.consensus_db import ConsensusDB
@@ -170,7 +169,7 @@ class Node:
         # Readiness (node.health): the head may be at most this old for /readyz, as for
         # the verifiers' default; and why the store is not trusted, if a store-integrity
         # check says so (None: healthy). Either failing makes /readyz answer 503.
-        self.max_head_age_ms = DEFAULT_MAX_AGE_MS
+        self.max_head_age_ms = config.max_head_age_ms
         self.store_problem: str | None = None
         self.rpc_ports: dict[str, int] = {}
         peers = self.peer_addresses()

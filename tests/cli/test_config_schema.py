@@ -241,3 +241,13 @@ def test_config_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
     assert main(["config", "check", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_the_readiness_head_age_limit_is_a_node_setting(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(BASE)
+    assert load_config(path).max_head_age_ms == 30_000  # the verifiers' default
+    path.write_text(BASE + "max_head_age_s = 7.5\n")
+    assert load_config(path).max_head_age_ms == 7_500
+    for bad, why in (("0", "greater than 0"), ("nan", "finite"), ('"30"', "a number")):
+        assert why in _refusal(tmp_path, BASE + f"max_head_age_s = {bad}\n")
