@@ -26,6 +26,7 @@ from consensus.messages import slot_key
 from ledger.errors import DecodeError
 from node.logs import get_logger
 from node.rpc import CallContext, Choice, Int, MethodRegistry, Param, Result
+from node.rpc_schemas import BOOL, EVIDENCE, HEX32, NAT, STR, array, nullable, obj
 
 if TYPE_CHECKING:
     from node.view import NodeView as Node
@@ -82,7 +83,16 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         "admin.peers",
         roles=ADMIN_ROLES,
         summary="Configured peers (member, address, key, connected) and any other connected peers",
-        result=Result.object("peer table", configured="array", other_connected="array"),
+        result=Result(
+            "result",
+            "peer table",
+            obj(
+                configured=array(
+                    obj(member_id=nullable(STR), address=STR, key=HEX32, connected=BOOL)
+                ),
+                other_connected=array(obj(member_id=nullable(STR), key=HEX32)),
+            ),
+        ),
     )
     async def peers(ctx: CallContext) -> dict[str, Any]:
         names = _member_names(node)
@@ -105,14 +115,17 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         "admin.mempool",
         roles=ADMIN_ROLES,
         summary="Pending transactions and bytes, the limits, and admission counters since start",
-        result=Result.object(
+        result=Result(
+            "result",
             "mempool report",
-            txs="integer",
-            bytes="integer",
-            max_txs="integer",
-            client_max_txs="integer",
-            max_bytes="integer",
-            counters="object",
+            obj(
+                txs=NAT,
+                bytes=NAT,
+                max_txs=NAT,
+                client_max_txs=NAT,
+                max_bytes=NAT,
+                counters={"type": "object", "additionalProperties": NAT},
+            ),
         ),
     )
     async def mempool(ctx: CallContext) -> dict[str, Any]:
@@ -132,7 +145,7 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         roles=ADMIN_ROLES,
         summary="Equivocation evidence this replica recorded: two conflicting "
         "signed messages per entry, re-verified now",
-        result=Result.object("evidence", count="integer", evidence="array"),
+        result=Result("result", "evidence", obj(count=NAT, evidence=array(EVIDENCE))),
     )
     async def evidence(ctx: CallContext, limit: int) -> dict[str, Any]:
         records = node.cdb.evidence() if node.cdb is not None else []  # observers: none
@@ -147,7 +160,7 @@ def build_admin_registry(node: Node) -> MethodRegistry:
         Param("level", Choice(*LOG_LEVELS), default=None, description="new level; omit to read it"),
         roles=ADMIN_ROLES,
         summary="Read or set the node's log level (this process only, until restart)",
-        result=Result.object("levels", level="string", previous="string"),
+        result=Result("result", "levels", obj(level=STR, previous=STR)),
     )
     async def log_level(ctx: CallContext, level: str | None) -> dict[str, Any]:
         logger = logging.getLogger(_ROOT_LOGGER)

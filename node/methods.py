@@ -55,6 +55,19 @@ from node.rpc import (
     serve_http,
 )
 from node.rpc_json import header_json, node_status
+from node.rpc_schemas import (
+    BLOCK,
+    BLOCK_HEAD,
+    BUNDLE,
+    HEX,
+    HEX32,
+    INT,
+    STATUS,
+    SUBMITTED,
+    array,
+    nullable,
+    obj,
+)
 
 if TYPE_CHECKING:
     from node.view import NodeView as Node
@@ -64,10 +77,6 @@ MAX_WAIT_S = 60
 # Who may call what (see the module docstring). Empty = any authenticated member.
 MEMBERS: frozenset[str] = frozenset()
 PROOF_READERS = frozenset({"verifier", "auditor"})
-_NULLABLE_INT = ["integer", "null"]
-
-
-_HEADER_RESULT = dict(height="integer", block_id="string", header="object")
 
 
 def _decode_tx(raw: bytes, where: str) -> Transaction:
@@ -107,8 +116,10 @@ def build_registry(node: Node) -> MethodRegistry:
         ),
         Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
         summary="Submit one signed transaction; returns its id (and height if waited)",
-        result=Result.object(
-            "where the transaction stands", tx_id="string", status="string", height=_NULLABLE_INT
+        result=Result(
+            "result",
+            "where the transaction stands",
+            obj(tx_id=HEX32, status={"enum": ["pending", "committed"]}, height=nullable(INT)),
         ),
         errors=(Busy, Rejected, Timeout, InvalidParams),
         timeout_s=MAX_WAIT_S + 5,
@@ -145,9 +156,7 @@ def build_registry(node: Node) -> MethodRegistry:
         Param("wait", Bool(), default=False),
         Param("timeout_s", Int(1, MAX_WAIT_S), default=30),
         summary="Submit many transactions in one request (how issuers attest in bulk)",
-        result=Result.object(
-            "per-transaction outcome, in request order", accepted="integer", results="array"
-        ),
+        result=Result("result", "per-transaction outcome, in request order", SUBMITTED),
         errors=(Busy, InvalidParams),
         timeout_s=MAX_WAIT_S + 5,
     )
@@ -214,12 +223,7 @@ def build_registry(node: Node) -> MethodRegistry:
             description="block height; the newest committed when omitted",
         ),
         summary="A committed block header with its commit certificate",
-        result=Result.object(
-            "header fields and hex encodings",
-            **_HEADER_RESULT,
-            encoded="string",
-            certificate=["string", "null"],
-        ),
+        result=Result("result", "header fields and hex encodings", obj(**BLOCK_HEAD)),
         errors=(NotFound, InvalidParams),
     )
     async def get_header(ctx: CallContext, height: int | None) -> dict[str, Any]:
@@ -249,14 +253,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=MEMBERS,
         summary="A committed block: header, certificate and transaction ids "
         "(members only: replaying blocks in bulk enumerates the chain)",
-        result=Result.object(
-            "the block",
-            **_HEADER_RESULT,
-            encoded_header="string",
-            certificate=["string", "null"],
-            tx_ids="array",
-            txs="array",
-        ),
+        result=Result("result", "the block", BLOCK),
         errors=(NotFound, InvalidParams),
     )
     async def get_block(ctx: CallContext, height: int, include_txs: bool) -> dict[str, Any]:
@@ -283,18 +280,7 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=PROOF_READERS,
         summary="The proof bundle for a commitment at the newest certified height "
         "(docs/PROOFS.md): verify it offline with ledger.verify",
-        result=Result.object(
-            "the proof bundle (docs/PROOFS.md section 11)",
-            version="integer",
-            chain_id="string",
-            commitment="string",
-            head="object",
-            valset_changes="array",
-            record=["object", "null"],
-            state_proof="object",
-            attest=["object", "null"],
-            revoke=["object", "null"],
-        ),
+        result=Result("result", "the proof bundle (docs/PROOFS.md section 11)", BUNDLE),
         errors=(NotFound, InvalidParams),
     )
     async def get_attestation_proof(ctx: CallContext, commitment: bytes) -> dict[str, Any]:
@@ -311,16 +297,19 @@ def build_registry(node: Node) -> MethodRegistry:
         roles=PROOF_READERS,
         summary="A committed transaction with its inclusion proof, its block's header "
         "and the history proof of that block in the newest certified header",
-        result=Result.object(
+        result=Result(
+            "result",
             "the transaction and its proofs",
-            tx_id="string",
-            height="integer",
-            index="integer",
-            tx="string",
-            block_header="string",
-            tx_proof="array",
-            head="object",
-            history_proof="array",
+            obj(
+                tx_id=HEX32,
+                height=INT,
+                index=INT,
+                tx=HEX,
+                block_header=HEX,
+                tx_proof=array(HEX32),
+                head=obj(height=INT, header=HEX, certificate=HEX),
+                history_proof=array(HEX32),
+            ),
         ),
         errors=(NotFound, InvalidParams),
     )
@@ -352,14 +341,17 @@ def build_registry(node: Node) -> MethodRegistry:
         Param("height", Int(0), description="the older block"),
         summary="Inclusion of block `height` in the newest certified header's "
         "history root (RFC 6962)",
-        result=Result.object(
+        result=Result(
+            "result",
             "the audit path",
-            height="integer",
-            block_id="string",
-            head_height="integer",
-            head_header="string",
-            head_certificate="string",
-            proof="array",
+            obj(
+                height=INT,
+                block_id=HEX32,
+                head_height=INT,
+                head_header=HEX,
+                head_certificate=HEX,
+                proof=array(HEX32),
+            ),
         ),
         errors=(NotFound,),
     )
@@ -382,8 +374,10 @@ def build_registry(node: Node) -> MethodRegistry:
         Param("old_height", Int(1)),
         Param("new_height", Int(1)),
         summary="RFC 6962 consistency between the history roots of two headers",
-        result=Result.object(
-            "the consistency proof", old_height="integer", new_height="integer", proof="array"
+        result=Result(
+            "result",
+            "the consistency proof",
+            obj(old_height=INT, new_height=INT, proof=array(HEX32)),
         ),
         errors=(NotFound, InvalidParams),
     )
@@ -418,20 +412,7 @@ def build_registry(node: Node) -> MethodRegistry:
     @rpc.method(
         "status",
         summary="Height, view, primary, peers, mempool and last commit time",
-        result=Result.object(
-            "the node's view of the chain",
-            chain_id="string",
-            node="string",
-            role="string",
-            height="integer",
-            view=_NULLABLE_INT,
-            primary=["string", "null"],
-            peers="integer",
-            mempool="integer",
-            head_age_ms="integer",
-            ready="boolean",
-            failing="array",
-        ),
+        result=Result("result", "the node's view of the chain", STATUS),
     )
     async def status(ctx: CallContext) -> dict[str, Any]:
         return {**node_status(node), **status_fields(node)}

@@ -25,6 +25,7 @@ from node.rpc import (
     Result,
 )
 from node.rpc_json import proposal_json
+from node.rpc_schemas import HEX, HEX32, NAT, PROPOSAL, STR, array, obj
 
 if TYPE_CHECKING:
     from node.view import NodeView as Node
@@ -44,13 +45,16 @@ def add_consortium_methods(rpc: MethodRegistry, node: Node, roles: frozenset[str
         roles=roles,
         summary="The validator set in force at a height, with its hash (members "
         "only: it lists organisations and node keys)",
-        result=Result.object(
+        result=Result(
+            "result",
             "the set",
-            height="integer",
-            hash="string",
-            encoded="string",
-            quorum="integer",
-            validators="array",
+            obj(
+                height=NAT,
+                hash=HEX32,
+                encoded=HEX,
+                quorum=NAT,
+                validators=array(obj(member_id=STR, node_key=HEX32)),
+            ),
         ),
         errors=(NotFound,),
     )
@@ -75,11 +79,22 @@ def add_consortium_methods(rpc: MethodRegistry, node: Node, roles: frozenset[str
         roles=roles,
         summary="Every consortium member with its roles and document types "
         "(members only: it enumerates the consortium)",
-        result=Result.object(
+        result=Result(
+            "result",
             "members at the newest height",
-            height="integer",
-            doc_types="array",
-            members="array",
+            obj(
+                height=NAT,
+                doc_types=array(STR),
+                members=array(
+                    obj(
+                        member_id=STR,
+                        name=STR,
+                        key=HEX32,
+                        roles=array({"enum": ["validator", "issuer", "verifier", "auditor"]}),
+                        doc_types=array(STR),
+                    )
+                ),
+            ),
         ),
     )
     async def get_members(ctx: CallContext) -> dict[str, Any]:
@@ -111,12 +126,10 @@ def add_consortium_methods(rpc: MethodRegistry, node: Node, roles: frozenset[str
         roles=roles,
         summary="Governance proposals with their votes: the open ones, or the given "
         "ids whatever their status (members only)",
-        result=Result.object(
+        result=Result(
+            "result",
             "proposals at the newest height",
-            height="integer",
-            voters="array",
-            quorum="integer",
-            proposals="array",
+            obj(height=NAT, voters=array(STR), quorum=NAT, proposals=array(PROPOSAL)),
         ),
         errors=(NotFound, InvalidParams),
     )

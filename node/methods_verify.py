@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ledger.verify import DEFAULT_MAX_AGE_MS, TrustAnchor, VerificationError, verify_bundle
 from node.rpc import CallContext, Hex, Int, InvalidParams, MethodRegistry, NotFound, Param, Result
+from node.rpc_schemas import VERDICT
 
 if TYPE_CHECKING:
     from node.view import NodeView as Node
@@ -46,14 +47,8 @@ def add_verify_method(rpc: MethodRegistry, node: Node, roles: frozenset[str]) ->
         summary="This node's verdict on a commitment, as of its clock, with the head it "
         "was judged at; UNVERIFIABLE (state_too_old) when its head is older than max_age_ms. "
         "To trust no node, verify getAttestationProof's bundle yourself",
-        result=Result.object(
-            "the verdict, or UNVERIFIABLE/INVALID with reason and message",
-            status="string",
-            height="integer",
-            block_time_ms="integer",
-            head_age_ms="integer",
-            checked_at_ms="integer",
-            max_age_ms="integer",
+        result=Result(
+            "result", "the verdict, or UNVERIFIABLE/INVALID with reason and message", VERDICT
         ),
         errors=(NotFound, InvalidParams),
     )

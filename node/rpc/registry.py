@@ -47,6 +47,55 @@ Handler = Callable[..., Awaitable[JsonValue]]
 OPENRPC_VERSION: Final = "1.2.6"
 
 
+def _fixed(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {**required, **(optional or {})},
+        "required": sorted(required),
+        "additionalProperties": False,
+    }
+
+
+_STR: Final = {"type": "string"}
+_SCHEMA: Final = {"type": "object"}  # a JSON Schema (its own meta-schema checks the rest)
+# The subset of OpenRPC 1.2.6 that ``Method.describe`` produces (self-contained: a
+# validator needs no network to check ``rpc.discover``'s own answer).
+_OPENRPC_SCHEMA: Final = _fixed(
+    {
+        "openrpc": {"const": OPENRPC_VERSION},
+        "info": _fixed({"title": _STR, "version": _STR}),
+        "methods": {
+            "type": "array",
+            "items": _fixed(
+                {
+                    "name": _STR,
+                    "paramStructure": {"const": "by-name"},
+                    "params": {
+                        "type": "array",
+                        "items": _fixed(
+                            {"name": _STR, "required": {"type": "boolean"}, "schema": _SCHEMA},
+                            {"description": _STR},
+                        ),
+                    },
+                    "result": _fixed({"name": _STR, "description": _STR, "schema": _SCHEMA}),
+                    "errors": {
+                        "type": "array",
+                        "items": _fixed({"code": {"type": "integer"}, "message": _STR}),
+                    },
+                    "x-access": {
+                        "anyOf": [
+                            {"enum": ["public", "member"]},
+                            {"type": "array", "items": _STR, "minItems": 1},
+                        ]
+                    },
+                },
+                {"summary": _STR, "description": _STR},
+            ),
+        },
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """What a handler knows about its caller. ``principal`` is None for anonymous."""
@@ -65,12 +114,6 @@ class Result:
     name: str = "result"
     description: str = ""
     schema: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def object(cls, description: str, **types: Any) -> Result:
-        """A result that is an object whose named properties have these JSON types."""
-        properties = {k: {"type": t} for k, t in types.items()}
-        return cls("result", description, {"type": "object", "properties": properties})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +181,7 @@ class MethodRegistry:
             result=Result(
                 "OpenRPC document",
                 "OpenRPC 1.2.6 description of every method, its params, result and errors",
-                {"$ref": "https://meta.open-rpc.org/"},
+                _OPENRPC_SCHEMA,
             ),
             errors=(),
             timeout_s=None,
