@@ -246,7 +246,7 @@ class RpcSource(BlockSource):
     @staticmethod
     def _item(h: int, doc: Any) -> SourceItem:
         try:
-            header = BlockHeader.decode(bytes.fromhex(doc["encoded_header"]))
+            header = BlockHeader.decode(bytes.fromhex(doc["encoded"]))
             txs = tuple(Transaction.decode(bytes.fromhex(t)) for t in doc["txs"])
             cert_hex = doc["certificate"]
             cert = None if cert_hex is None else CommitCertificate.decode(bytes.fromhex(cert_hex))

@@ -59,9 +59,11 @@ from node.rpc_schemas import (
     BLOCK,
     BLOCK_HEAD,
     BUNDLE,
+    CERTIFIED_HEAD,
     HEX,
     HEX32,
     INT,
+    NAT,
     STATUS,
     SUBMITTED,
     array,
@@ -86,6 +88,16 @@ def _decode_tx(raw: bytes, where: str) -> Transaction:
         raise InvalidParams(
             f"invalid param '{where}': not a transaction ({exc})", param=where, reason=str(exc)
         ) from None
+
+
+def _certified(node: Node, height: int) -> dict[str, Any]:
+    """A certified head (``rpc_schemas.CERTIFIED_HEAD``, the bundle's ``head``): header
+    ``height`` and its commit certificate, canonical encodings in hex."""
+    store = node.ledger.store
+    return {
+        "header": (store.get_header_bytes(height) or b"").hex(),
+        "certificate": (store.get_certificate_bytes(height) or b"").hex(),
+    }
 
 
 def _outcome(node: Node, tx: Transaction, result: AddResult) -> dict[str, Any]:
@@ -266,7 +278,7 @@ def build_registry(node: Node) -> MethodRegistry:
             "height": height,
             "block_id": block.block_id.hex(),
             "header": header_json(block.header),
-            "encoded_header": block.header.encoded.hex(),
+            "encoded": block.header.encoded.hex(),
             "certificate": None if cert is None else cert.encode().hex(),
             "tx_ids": [t.hex() for t in block.tx_ids],
         }
@@ -307,7 +319,8 @@ def build_registry(node: Node) -> MethodRegistry:
                 tx=HEX,
                 block_header=HEX,
                 tx_proof=array(HEX32),
-                head=obj(height=INT, header=HEX, certificate=HEX),
+                head_height=NAT,
+                head=CERTIFIED_HEAD,
                 history_proof=array(HEX32),
             ),
         ),
@@ -328,11 +341,8 @@ def build_registry(node: Node) -> MethodRegistry:
             "tx": inc.tx.hex(),
             "block_header": inc.header.hex(),
             "tx_proof": [h.hex() for h in inc.tx_proof],
-            "head": {
-                "height": head,
-                "header": (store.get_header_bytes(head) or b"").hex(),
-                "certificate": (store.get_certificate_bytes(head) or b"").hex(),
-            },
+            "head_height": head,
+            "head": _certified(node, head),
             "history_proof": [h.hex() for h in inc.history_proof],
         }
 
@@ -347,9 +357,8 @@ def build_registry(node: Node) -> MethodRegistry:
             obj(
                 height=INT,
                 block_id=HEX32,
-                head_height=INT,
-                head_header=HEX,
-                head_certificate=HEX,
+                head_height=NAT,
+                head=CERTIFIED_HEAD,
                 proof=array(HEX32),
             ),
         ),
@@ -364,8 +373,7 @@ def build_registry(node: Node) -> MethodRegistry:
             "height": height,
             "block_id": (store.get_block_id(height) or b"").hex(),
             "head_height": head,
-            "head_header": (store.get_header_bytes(head) or b"").hex(),
-            "head_certificate": (store.get_certificate_bytes(head) or b"").hex(),
+            "head": _certified(node, head),
             "proof": [h.hex() for h in node.prover.history.inclusion_proof(height, head)],
         }
 

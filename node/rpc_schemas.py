@@ -76,22 +76,16 @@ HEADER: Final = obj(
     history_root=HEX32,
 )
 
-#: A header and its commit certificate, as canonical encodings (hex).
+#: A certified head: a header and its commit certificate, canonical encodings (hex).
+#: The one shape of every method that proves something against a head (the bundle's
+#: ``head``, ``getTransaction``, ``getHistoryProof``, ``getConsistencyProof``).
 CERTIFIED_HEAD: Final = obj(header=HEX, certificate=HEX)
 
 #: ``getHeader``; ``getBlock`` adds the transactions.
 BLOCK_HEAD: Final = dict(
     height=NAT, block_id=HEX32, header=HEADER, encoded=HEX, certificate=nullable(HEX)
 )
-BLOCK: Final = obj(
-    {"txs": array(HEX)},
-    height=NAT,
-    block_id=HEX32,
-    header=HEADER,
-    encoded_header=HEX,
-    certificate=nullable(HEX),
-    tx_ids=array(HEX32),
-)
+BLOCK: Final = obj({"txs": array(HEX)}, **BLOCK_HEAD, tx_ids=array(HEX32))
 
 _SMT_PROOF: Final = obj(
     terminal={"enum": ["leaf", "empty", "other_leaf"]},

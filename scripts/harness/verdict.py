@@ -209,7 +209,7 @@ class ChainChecker:
         self, h: int, doc: dict[str, Any], block_id: bytes, prev: bytes | None
     ) -> str | None:
         try:
-            header = BlockHeader.decode(bytes.fromhex(doc["encoded_header"]))
+            header = BlockHeader.decode(bytes.fromhex(doc["encoded"]))
         except (LedgerError, ValueError) as exc:
             return f"header does not decode: {exc}"
         if header.block_id != block_id or header.height != h:

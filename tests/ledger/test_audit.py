@@ -156,7 +156,7 @@ class _StoreRpc:
             json.dumps(
                 {
                     "height": h,
-                    "encoded_header": block.header.encoded.hex(),
+                    "encoded": block.header.encoded.hex(),
                     "certificate": None if cert is None else cert.encode().hex(),
                     "txs": [tx.encode().hex() for tx in block.txs],
                 }

@@ -317,7 +317,7 @@ def test_read_methods_return_verifiable_data(net: Path) -> None:
                 head.history_root,
             )
         hp = c.call("getHistoryProof", height=1)
-        hh = BlockHeader.decode(bytes.fromhex(hp["head_header"]))
+        hh = BlockHeader.decode(bytes.fromhex(hp["head"]["header"]))
         proof = [bytes.fromhex(h) for h in hp["proof"]]
         assert merkle.verify_inclusion(
             bytes.fromhex(hp["block_id"]), 1, hh.height, proof, hh.history_root
