@@ -92,11 +92,13 @@ def _decode_tx(raw: bytes, where: str) -> Transaction:
 
 def _certified(node: Node, height: int) -> dict[str, Any]:
     """A certified head (``rpc_schemas.CERTIFIED_HEAD``, the bundle's ``head``): header
-    ``height`` and its commit certificate, canonical encodings in hex."""
+    ``height`` and its commit certificate, canonical encodings in hex (no certificate
+    for header 0: genesis anchors it)."""
     store = node.ledger.store
+    cert = store.get_certificate_bytes(height) if height > 0 else None
     return {
         "header": (store.get_header_bytes(height) or b"").hex(),
-        "certificate": (store.get_certificate_bytes(height) or b"").hex(),
+        "certificate": None if cert is None else cert.hex(),
     }
 
 
@@ -379,13 +381,20 @@ def build_registry(node: Node) -> MethodRegistry:
 
     @rpc.method(
         "getConsistencyProof",
-        Param("old_height", Int(1)),
-        Param("new_height", Int(1)),
-        summary="RFC 6962 consistency between the history roots of two headers",
+        Param("old_height", Int(0), description="the older header (0: the empty tree)"),
+        Param("new_height", Int(0), description="the newer header, at most the newest"),
+        summary="RFC 9162 consistency between the history roots of two headers "
+        "(tree size = height), with both headers and their certificates",
         result=Result(
             "result",
-            "the consistency proof",
-            obj(old_height=INT, new_height=INT, proof=array(HEX32)),
+            "the consistency proof and the two certified headers",
+            obj(
+                old_height=NAT,
+                new_height=NAT,
+                old=CERTIFIED_HEAD,
+                new=CERTIFIED_HEAD,
+                proof=array(HEX32),
+            ),
         ),
         errors=(NotFound, InvalidParams),
     )
@@ -399,10 +408,13 @@ def build_registry(node: Node) -> MethodRegistry:
                 param="new_height",
                 reason="out of range",
             )
-        # header h's history root covers blocks 0..h-1: tree sizes old_height, new_height
+        # Header h's history root covers blocks 0..h-1: tree sizes old_height, new_height.
+        # From size 0 the proof is empty (every tree extends the empty one).
         return {
             "old_height": old_height,
             "new_height": new_height,
+            "old": _certified(node, old_height),
+            "new": _certified(node, new_height),
             "proof": [
                 h.hex() for h in node.prover.history.consistency_proof(old_height, new_height)
             ],

@@ -79,7 +79,7 @@ HEADER: Final = obj(
 #: A certified head: a header and its commit certificate, canonical encodings (hex).
 #: The one shape of every method that proves something against a head (the bundle's
 #: ``head``, ``getTransaction``, ``getHistoryProof``, ``getConsistencyProof``).
-CERTIFIED_HEAD: Final = obj(header=HEX, certificate=HEX)
+CERTIFIED_HEAD: Final = obj(header=HEX, certificate=nullable(HEX))  # null: header 0 only
 
 #: ``getHeader``; ``getBlock`` adds the transactions.
 BLOCK_HEAD: Final = dict(

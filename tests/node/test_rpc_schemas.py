@@ -104,7 +104,10 @@ def test_every_method_answers_what_its_schema_says(tmp_path: Path) -> None:
             + [{"commitment": commitments[0], "max_age_ms": 1}],
             "getTransaction": [{"tx_id": tx_id}],
             "getHistoryProof": [{"height": 0}, {"height": head - 1}],
-            "getConsistencyProof": [{"old_height": 1, "new_height": head}],
+            "getConsistencyProof": [
+                {"old_height": 0, "new_height": head},
+                {"old_height": 1, "new_height": head},
+            ],
             "getValidators": [{}, {"height": 1}],
             "getMembers": [{}],
             "getProposals": [{}, {"ids": [proposal.tx_id.hex()]}],
