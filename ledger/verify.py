@@ -261,8 +261,15 @@ def _included(
             Reason.TX_ROOT_MISMATCH, f"{what} transaction is not in block {height}'s tx root"
         )
     if block.height == head.height:
+        # The head is in no history tree of its own (size H.height covers 0..H-1): its
+        # certificate proves it, so the proof must be empty and the block the head itself.
         if block.block_id != head.block_id:
             raise _fail(Reason.HISTORY_ROOT_MISMATCH, f"{what} block is not the head block")
+        if inc.history_proof:
+            raise _fail(
+                Reason.HISTORY_ROOT_MISMATCH,
+                f"{what} block is the head: its history proof must be empty",
+            )
     elif block.height > head.height or not merkle.verify_inclusion(
         block.block_id, block.height, head.height, inc.history_proof, head.history_root
     ):

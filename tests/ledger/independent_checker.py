@@ -542,7 +542,7 @@ def _check_included(
     if not verify_inclusion(tx.tx_id, position, block.tx_count, tx_proof, block.tx_root):
         raise CheckError(f"tx root mismatch: {what}")
     if block.height == head.height:
-        if block.block_id != head.block_id:
+        if block.block_id != head.block_id or history_proof:
             raise CheckError(f"history mismatch: {what} block is not the head")
     elif block.height > head.height or not verify_inclusion(
         block.block_id, block.height, head.height, history_proof, head.history_root

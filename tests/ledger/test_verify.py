@@ -436,3 +436,23 @@ def test_a_forged_revocation_must_point_at_this_commitments_revoke(chain: Any) -
     assert isinstance(b.revoke, IncludedTx)
     b2 = replace(b, revoke=replace(b.revoke, index=b.revoke.index + 1))
     assert refusal(b2, trust) == Reason.RECORD_MISMATCH
+
+
+def test_a_block_at_the_head_has_an_empty_history_proof_and_one_below_needs_its_own(
+    chain: Any,
+) -> None:
+    """docs/PROOFS.md §11 step 4: the head is in no history tree of its own, so a
+    transaction in the head block comes with ``[]``; anything else is refused. A block
+    below the head cannot drop its proof."""
+    trust = anchor(chain)
+    b = bundle(chain, "gov")  # its REVOKE (the deciding vote) is in the head block
+    assert b.revoke is not None and b.revoke.history_proof == ()
+    head = head_of(b)
+    for forged in ([head.history_root], [b"\x00" * 32], [head.block_id, head.history_root]):
+        b2 = replace(b, revoke=replace(b.revoke, history_proof=tuple(forged)))
+        assert refusal(b2, trust) == Reason.HISTORY_ROOT_MISMATCH, forged
+    assert b.attest is not None and BlockHeader.decode(b.attest.header).height < head.height
+    assert b.attest.history_proof, "a block below the head has a proof"
+    assert refusal(replace(b, attest=replace(b.attest, history_proof=())), trust) == (
+        Reason.HISTORY_ROOT_MISMATCH
+    )
