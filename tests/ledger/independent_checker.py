@@ -7,7 +7,7 @@ as a bank's developer would use in another language. Where the documents were no
 enough to write this, they were fixed rather than this file reading the code
 (tests/ledger/test_proofs_doc_independent.py runs it against the reference library).
 
-Entry points: ``anchor_from_genesis_json``, ``check_bundle`` (returns the verdict as a
+Entry points: ``anchor_from_genesis_json`` (and ``genesis_from_json``), ``check_bundle`` (returns the verdict as a
 dict or raises ``CheckError``) and the primitives the test vectors exercise
 (``decode_canonical``, ``verify_inclusion``, ``verify_state_proof``, ...).
 """
@@ -454,47 +454,52 @@ class Anchor:
     validators: ValidatorSet
 
 
-_ROLES = {"validator": 1, "issuer": 2, "verifier": 3, "auditor": 4}
+ROLES = {"validator": 1, "issuer": 2, "verifier": 3, "auditor": 4}
+PARAM_DEFAULTS = {  # PROOFS.md §5: Params in order, with the defaults of a name left out
+    "max_block_txs": 2000,
+    "max_block_bytes": 2097152,
+    "heartbeat_ms": 5000,
+    "view_timeout_ms": 2000,
+    "checkpoint_interval": 16,
+    "pipeline_window": 4,
+    "tx_ttl_heights": 1000,
+    "validator_change_delay": 2,
+    "max_clock_drift_ms": 10000,
+}
 
 
-def anchor_from_genesis_json(doc: dict[str, Any]) -> tuple[Anchor, bytes]:
-    """PROOFS.md §5 "The genesis file": the trust anchor and the genesis hash recomputed
-    from the JSON (checked against ``genesis_hash`` when the file gives one)."""
+def genesis_from_json(doc: dict[str, Any]) -> list[Any]:
+    """PROOFS.md §5 "From the file to Genesis": the ``Genesis`` array."""
     vs_wire = sorted([v["member_id"], bytes.fromhex(v["node_key"])] for v in doc["validators"])
     members = sorted(
         [
             m["id"],
             m["name"],
             bytes.fromhex(m["key"]),
-            sorted(_ROLES[r] for r in m.get("roles", [])),
-            sorted(m.get("doc_types", [])),
+            sorted({ROLES[r] for r in m.get("roles", [])}),
+            sorted(set(m.get("doc_types", []))),
         ]
         for m in doc["members"]
     )
-    names = (
-        "max_block_txs",
-        "max_block_bytes",
-        "heartbeat_ms",
-        "view_timeout_ms",
-        "checkpoint_interval",
-        "pipeline_window",
-        "tx_ttl_heights",
-        "validator_change_delay",
-        "max_clock_drift_ms",
-    )
-    params = [doc["params"][n] for n in names]
-    genesis = [
+    params = [doc.get("params", {}).get(n, default) for n, default in PARAM_DEFAULTS.items()]
+    return [
         doc["chain_id"],
         doc["genesis_time_ms"],
         members,
         vs_wire,
-        sorted(doc["doc_types"]),
+        sorted(set(doc["doc_types"])),
         params,
     ]
+
+
+def anchor_from_genesis_json(doc: dict[str, Any]) -> tuple[Anchor, bytes]:
+    """PROOFS.md §5 "The genesis file": the trust anchor and the genesis hash recomputed
+    from the JSON (checked against ``genesis_hash`` when the file gives one)."""
+    genesis = genesis_from_json(doc)
     genesis_hash = H(tagged("dvp/genesis/v1", enc(genesis)))
     if doc.get("genesis_hash") not in (None, genesis_hash.hex()):
         raise CheckError("genesis file: genesis_hash does not match its contents")
-    return Anchor(doc["chain_id"], decode_validator_set(enc(vs_wire))), genesis_hash
+    return Anchor(doc["chain_id"], decode_validator_set(enc(genesis[3]))), genesis_hash
 
 
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
