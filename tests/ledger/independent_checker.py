@@ -7,9 +7,9 @@ as a bank's developer would use in another language. Where the documents were no
 enough to write this, they were fixed rather than this file reading the code
 (tests/ledger/test_proofs_doc_independent.py runs it against the reference library).
 
-Entry points: ``anchor_from_genesis_json`` (and ``genesis_from_json``), ``check_bundle`` (returns the verdict as a
-dict or raises ``CheckError``) and the primitives the test vectors exercise
-(``decode_canonical``, ``verify_inclusion``, ``verify_state_proof``, ...).
+Entry points: ``anchor_from_genesis_json`` (and ``genesis_from_json``), ``check_bundle``
+(returns the verdict as a dict or raises ``CheckError``) and the primitives the test
+vectors exercise (``decode_canonical``, ``verify_inclusion``, ``verify_state_proof``, ...).
 """
 
 from __future__ import annotations
