@@ -69,9 +69,12 @@ def command_group(sub: Any, name: str, help_: str) -> Any:
     )
 
 
-def add_rpc_options(p: argparse.ArgumentParser, rpc_help: str = "the node's RPC URL") -> None:
-    """``--rpc`` (required), ``--api-key`` and ``--cacert`` (both also from the env)."""
-    p.add_argument("--rpc", required=True, help=rpc_help)
+def add_rpc_options(
+    p: argparse.ArgumentParser, rpc_help: str = "the node's RPC URL", *, required: bool = True
+) -> None:
+    """``--rpc`` (required unless told), ``--api-key`` and ``--cacert`` (both also from
+    the env)."""
+    p.add_argument("--rpc", required=required, help=rpc_help)
     p.add_argument(
         "--api-key",
         default=os.environ.get(ENV_API_KEY),

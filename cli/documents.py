@@ -18,8 +18,10 @@ from cli.rpc_client import RpcClient
 from ledger.commitment import commitment_from_digest, decode_code, digest_file, encode_code
 from ledger.crypto import KeyPair
 from ledger.genesis import read_genesis
+from ledger.receipt import Receipt
+from ledger.receipt import build as build_receipt
 from ledger.records import Status
-from ledger.types import Attest, Revoke, RevokeReason, Transaction
+from ledger.types import Attest, Genesis, Revoke, RevokeReason, Transaction
 from ledger.verify import (
     DEFAULT_MAX_AGE_MS,
     Reason,
@@ -83,6 +85,60 @@ def revoke(
     return result
 
 
+def commitment_of(path: Path, code: str) -> bytes:
+    """The commitment a file and its verification code give (``CodeError`` for a bad
+    code): what the issuer attested, computed here so the file never leaves."""
+    return commitment_from_digest(decode_code(code), digest_file(path))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One verification: the bundle as the node served it and the answer reached, as of
+    ``checked_at_ms`` (this computer's clock); what a receipt records."""
+
+    genesis: Genesis
+    commitment: bytes
+    bundle: dict[str, Any]
+    result: Verdict | VerificationError
+    checked_at_ms: int
+    max_age_ms: int
+
+    def receipt(self) -> Receipt:
+        return build_receipt(
+            self.bundle,
+            self.result,
+            self.genesis,
+            self.commitment,
+            checked_at_ms=self.checked_at_ms,
+            max_age_ms=self.max_age_ms,
+        )
+
+
+def check_file(
+    client: RpcClient,
+    genesis_path: Path,
+    path: Path,
+    code: str,
+    *,
+    max_age_ms: int = DEFAULT_MAX_AGE_MS,
+) -> Checked:
+    """Hash the file locally, fetch the bundle, verify it offline against the genesis, as
+    of this computer's clock; the answer is a ``Verdict`` or the ``VerificationError``
+    (the proof does not verify, or its newest certified block is over ``max_age_ms`` old)."""
+    commitment = commitment_of(path, code)
+    genesis = read_genesis(genesis_path)
+    bundle = client.call("getAttestationProof", commitment=commitment.hex())
+    now_ms = int(time.time() * 1000)
+    result: Verdict | VerificationError
+    try:
+        result = verify_bundle_json(
+            bundle, TrustAnchor.from_genesis(genesis), now_ms=now_ms, max_age_ms=max_age_ms
+        )
+    except VerificationError as exc:
+        result = exc
+    return Checked(genesis, commitment, bundle, result, now_ms, max_age_ms)
+
+
 def verify_file(
     client: RpcClient,
     genesis_path: Path,
@@ -91,14 +147,11 @@ def verify_file(
     *,
     max_age_ms: int = DEFAULT_MAX_AGE_MS,
 ) -> Verdict:
-    """Hash the file locally, fetch the bundle, verify it offline against the genesis, as
-    of this computer's clock; ``VerificationError`` if the proof does not verify or its
-    newest certified block is more than ``max_age_ms`` old."""
-    salt = decode_code(code)
-    commitment = commitment_from_digest(salt, digest_file(path))
-    anchor = TrustAnchor.from_genesis(read_genesis(genesis_path))
-    bundle = client.call("getAttestationProof", commitment=commitment.hex())
-    return verify_bundle_json(bundle, anchor, now_ms=int(time.time() * 1000), max_age_ms=max_age_ms)
+    """``check_file``'s verdict; ``VerificationError`` if there is none."""
+    result = check_file(client, genesis_path, path, code, max_age_ms=max_age_ms).result
+    if isinstance(result, VerificationError):
+        raise result
+    return result
 
 
 def _utc(ms: int) -> str:
@@ -151,8 +204,11 @@ def describe_failure(exc: VerificationError) -> str:
 
 __all__ = [
     "Attestation",
+    "Checked",
     "VerificationError",
     "attest_file",
+    "check_file",
+    "commitment_of",
     "describe",
     "describe_failure",
     "revoke",

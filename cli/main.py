@@ -193,18 +193,30 @@ def cmd_attest(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from cli.documents import revoke
+    from cli.documents import commitment_of, revoke
+    from ledger.commitment import CodeError
     from ledger.types import RevokeReason
 
+    reasons = ", ".join(r.name.lower().replace("_", "-") for r in RevokeReason)
     try:
-        commitment = bytes.fromhex(args.commitment)
-        assert len(commitment) == 32
         reason = RevokeReason[args.reason.upper().replace("-", "_")]
-    except (ValueError, AssertionError, KeyError):
-        raise CliError(
-            "COMMITMENT is 64 hex characters; --reason one of "
-            + ", ".join(r.name.lower().replace("_", "-") for r in RevokeReason)
-        ) from None
+    except KeyError:
+        raise CliError(f"--reason one of {reasons}") from None
+    if args.code is not None:  # a file and its verification code, hashed here
+        if not Path(args.commitment).is_file():
+            raise CliError(f"{args.commitment} is not a file (with --code, give the document)")
+        try:
+            commitment = commitment_of(Path(args.commitment), args.code)
+        except CodeError as exc:
+            raise CliError(f"verification code: {exc}") from None
+    else:
+        try:
+            commitment = bytes.fromhex(args.commitment)
+            assert len(commitment) == 32
+        except (ValueError, AssertionError):
+            raise CliError(
+                "COMMITMENT is 64 hex characters (or give the document: FILE --code CODE)"
+            ) from None
 
     def run() -> int:
         with client(args) as c:
@@ -359,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rpc http://127.0.0.1:26702/",
         cmd_revoke,
     )
-    p.add_argument("commitment")
+    p.add_argument("commitment", metavar="COMMITMENT|FILE", help="64 hex, or the document")
+    p.add_argument("--code", help="with a FILE: its verification code (commitment computed here)")
     p.add_argument("--reason", required=True)
     add_key_options(p, "the issuer's member key file")
     add_rpc_options(p)
