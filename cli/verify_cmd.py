@@ -142,7 +142,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from cli.documents import check_file
     from ledger.commitment import CodeError
     from ledger.genesis import GenesisError
-    from ledger.receipt import encode
+    from ledger.receipt import ReceiptError, encode
 
     max_age_given = args.max_age is not None
     max_age_ms = parse_max_age(args.max_age if max_age_given else _DEFAULT_MAX_AGE)
@@ -171,6 +171,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 Path(args.receipt).write_bytes(encode(checked.receipt()))
             except OSError as exc:
                 raise CliError(f"receipt {args.receipt}: {exc.strerror or exc}") from None
+            except ReceiptError as exc:
+                raise CliError(f"receipt {args.receipt} not saved: {exc}") from None
             extra["receipt"] = args.receipt
         code = _show(args, checked.result, "", extra)
         if args.receipt and not getattr(args, "json", False):

@@ -53,7 +53,7 @@ class Receipt(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     format: Literal["dvp-receipt"]
-    version: Literal[1]
+    version: int = Field(ge=VERSION, le=VERSION)  # strict int: not True, not 1.0
     genesis_hash: str = Field(pattern=_HEX32)
     commitment: str = Field(pattern=_HEX32)
     checked_at_ms: int = Field(ge=0)
@@ -75,17 +75,22 @@ def build(
     checked_at_ms: int,
     max_age_ms: int | None,
 ) -> Receipt:
-    """The receipt of one verification: ``bundle`` as served, ``result`` as reached."""
-    return Receipt(
-        format=FORMAT,
-        version=VERSION,
-        genesis_hash=genesis.hash.hex(),
-        commitment=commitment.hex(),
-        checked_at_ms=checked_at_ms,
-        max_age_ms=max_age_ms,
-        verdict=_answer(result),
-        bundle=bundle,
-    )
+    """The receipt of one verification: ``bundle`` as served, ``result`` as reached;
+    ``ReceiptError`` if they cannot be kept (a node answered with something not a
+    JSON object)."""
+    try:
+        return Receipt(
+            format=FORMAT,
+            version=VERSION,
+            genesis_hash=genesis.hash.hex(),
+            commitment=commitment.hex(),
+            checked_at_ms=checked_at_ms,
+            max_age_ms=max_age_ms,
+            verdict=_answer(result),
+            bundle=bundle,
+        )
+    except ValidationError as exc:
+        raise ReceiptError(_first(exc)) from None
 
 
 def encode(receipt: Receipt) -> bytes:
@@ -104,9 +109,12 @@ def decode(data: bytes) -> Receipt:
     try:
         return Receipt.model_validate(doc)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "document"
-        raise ReceiptError(f"not a {FORMAT} v{VERSION}: {where}: {err['msg']}") from None
+        raise ReceiptError(f"not a {FORMAT} v{VERSION}: {_first(exc)}") from None
+
+
+def _first(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}"
 
 
 def reverify(receipt: Receipt, genesis: Genesis, commitment: bytes) -> Verdict | VerificationError:

@@ -93,6 +93,8 @@ def test_every_altered_field_is_refused(chain: Any) -> None:
         ({"extra": 1}, "extra"),
         ({"version": 2}, "version 2"),
         ({"version": "1"}, "version"),
+        ({"version": True}, "version"),
+        ({"version": 1.0}, "version"),
         ({"checked_at_ms": 1.5}, "checked_at_ms"),
         ({"checked_at_ms": True}, "checked_at_ms"),
         ({"max_age_ms": "30000"}, "max_age_ms"),
