@@ -2,7 +2,8 @@
 
 Shenzhen Credit Service attests a Hong Kong applicant's credit report and bank statement;
 the applicant hands the files and verification codes to a bank; the bank verifies them
-(VALID), a tampered copy is not found on the ledger (NOT_FOUND), the issuer revokes the
+(VALID) and saves a receipt for the loan file (``RECEIPT_PATH``, re-verified offline at
+once), a tampered copy is not found on the ledger (NOT_FOUND), the issuer revokes the
 statement (REVOKED), a document whose validity ran out is EXPIRED, an organisation that
 is not an admitted issuer is refused, and an auditor replays the chain. The demo starts
 its own devnet in a temporary folder (or uses ``--dir``) and stops what it started.
@@ -20,11 +21,18 @@ from rich.console import Console
 
 from cli import devnet
 from cli.devnet_files import load_devnet
-from cli.documents import attest_file, describe, revoke, verify_file
+from cli.documents import attest_file, check_file, describe, revoke, verify_file
 from cli.rpc_client import RpcCallError, RpcClient
 from ledger.crypto import read_key_file
+from ledger.genesis import read_genesis
+from ledger.receipt import encode as encode_receipt
+from ledger.receipt import reverify
 from ledger.records import Status
 from ledger.types import RevokeReason
+from ledger.verify import Verdict, VerificationError
+
+#: Where the demo saves the bank's receipt for the genuine credit report.
+RECEIPT_PATH = Path(tempfile.gettempdir()) / "dvp-demo-receipt.json"
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -114,9 +122,21 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
             "which hashes the file locally and checks the proof against the genesis.",
         )
         wait_height(bank, a_short.height)
-        v = verify_file(bank, genesis, report, a_report.code)
+        checked = check_file(bank, genesis, report, a_report.code)
+        if isinstance(checked.result, VerificationError):
+            raise checked.result
+        v = checked.result
         console.print(f"   {describe(v)}")
         outcomes.append(("genuine credit report", v.status))
+        # The bank files a receipt with the loan (docs/PROOFS.md §12). It is saved outside
+        # the demo's folder so it outlives the demo, and it re-verifies with no node.
+        receipt = checked.receipt()
+        RECEIPT_PATH.write_bytes(encode_receipt(receipt))
+        again = reverify(receipt, read_genesis(genesis), checked.commitment)
+        console.print(
+            f"   receipt saved to {RECEIPT_PATH}; re-verified offline, as of its time: "
+            f"{again.status if isinstance(again, Verdict) else again}"
+        )
 
         say("3.", "Someone edits the credit score in a copy and presents it with the same code.")
         forged = docs / "credit-report-edited.pdf"
@@ -158,7 +178,6 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
 
         say("7.", "An auditor replays the whole chain from genesis.")
         from ledger.audit import RpcSource, replay
-        from ledger.genesis import read_genesis
 
         auditor = RpcClient(nodes["cnix"].rpc_url)
         audit = replay(RpcSource(auditor), read_genesis(genesis))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ledger.receipt import decode as decode_receipt
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(300)]
 
@@ -31,6 +34,12 @@ def test_demo_prints_the_five_outcomes_and_cleans_up(tmp_path: Path) -> None:
         "audit replay                     OK",
     ):
         assert line in summary
+    # The bank's receipt outlives the demo and re-verifies with no node (docs/PROOFS.md §12).
+    flat = " ".join(out.stdout.split())
+    saved = re.search(r"receipt saved to (\S+); re-verified offline, as of its time: VALID", flat)
+    assert saved, out.stdout[-3000:]
+    receipt = decode_receipt(Path(saved.group(1)).read_bytes())
+    assert receipt.verdict["status"] == "VALID"
     # the demo stopped the nodes it started
     for pid_file in root.glob("data/*/node.pid"):
         raise AssertionError(f"{pid_file} left behind: a node is still running")
