@@ -74,8 +74,11 @@ def running_pid(root: Path, e: NodeEntry) -> int | None:
     except PermissionError:
         return pid
     proc = _CHILDREN.get(pid)
-    if proc is not None and proc.poll() is not None:
-        return None
+    if proc is not None:
+        # Started by this process: its handle says whether it runs. (Its cmdline is not
+        # evidence here: between fork and exec it is still this process's own, which
+        # made a node just started on a busy machine look "exited".)
+        return pid if proc.poll() is None else None
     try:  # a zombie child of ours counts as dead
         if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
             return None
