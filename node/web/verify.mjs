@@ -1,0 +1,410 @@
+// dvp proof-bundle verifier in JavaScript: docs/PROOFS.md §11 in the browser or Node.
+//
+// Owns: the checks a bank's verifier makes on a proof bundle against a genesis it trusts,
+// with no server dependency: the genesis file → trust anchor (§5), strict canonical
+// msgpack decoding (§2), headers, certificates and Ed25519 signatures (§4), RFC 6962
+// inclusion proofs (proofs-merkle.md §3), the sparse Merkle state proof (proofs-smt.md
+// §5–§6), and the record → verdict rules with freshness (§6, §11). It answers in the JSON
+// form ledger/verify.py gives (Verdict.to_json / VerificationError.to_json), without
+// `message` wording parity. Crypto is WebCrypto (SHA-256, Ed25519: Node >= 20, current
+// browsers); msgpack is the vendored @msgpack/msgpack (vendor/VENDOR.md).
+// Entry points: anchorFromGenesisJson(doc), verifyBundle(doc, anchor, {nowMs, maxAgeMs}).
+import { decode, encode } from "./vendor/msgpack/index.mjs";
+
+const subtle = globalThis.crypto.subtle;
+export const DEFAULT_MAX_AGE_MS = 30_000;
+const MAX_TX = 4096, MAX_HEADER = 4096, MAX_OBJECT = 65536, MAX_VALIDATORS = 256;
+const IDENT = /^[a-z0-9\-_.]{1,64}$/;
+const ATTEST = 1, REVOKE = 2;
+
+/** No verdict: `reason` is one of ledger/verify.py's Reason values. */
+export class VerificationError extends Error {
+  constructor(reason, message) { super(`${reason}: ${message}`); this.reason = reason; this.head = null; }
+}
+const fail = (reason, message) => new VerificationError(reason, message);
+
+// ------------------------------------------------------------------ bytes and hashes
+const te = new TextEncoder();
+export const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+export function unhex(s, what = "value") {
+  if (typeof s !== "string" || !/^(?:[0-9a-f]{2})*$/.test(s)) throw fail("malformed", `${what} must be lowercase hex`);
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+export const concat = (...parts) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+};
+const eq = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+export const sha256 = async (data) => new Uint8Array(await subtle.digest("SHA-256", data));
+const tagged = (tag, body) => concat(te.encode(tag), new Uint8Array([0]), body);
+
+// ------------------------------------------------------------------ §2 canonical encoding
+export const enc = (obj) => encode(obj);
+
+function onlyAllowed(x) {
+  if (Array.isArray(x)) return x.forEach(onlyAllowed);
+  if (typeof x === "boolean" || typeof x === "string" || x instanceof Uint8Array) return;
+  if (typeof x === "number" && Number.isSafeInteger(x) && x >= 0) return;
+  throw fail("malformed", "a value the encoding does not use (map, float, nil, negative, extension)");
+}
+
+/** Strict decode: size limit, no trailing bytes, only arrays/uint/bool/bin/str, and the
+ *  bytes must re-encode identically (integers >= 2^53 are refused: never used in dvp). */
+export function decodeCanonical(data, limit = MAX_OBJECT) {
+  if (data.length > limit) throw fail("malformed", "over the size limit");
+  let obj;
+  try { obj = decode(data); } catch (e) { throw fail("malformed", `msgpack: ${e.message}`); }
+  onlyAllowed(obj);
+  if (!eq(enc(obj), data)) throw fail("malformed", "not the canonical encoding");
+  return obj;
+}
+const arr = (x, n, what) => {
+  if (!Array.isArray(x) || (n !== null && x.length !== n)) throw fail("malformed", `${what} must be an array${n ? ` of ${n}` : ""}`);
+  return x;
+};
+const uint = (x, what) => { if (typeof x !== "number") throw fail("malformed", `${what} must be an unsigned integer`); return x; };
+const bin = (x, what, ...sizes) => {
+  if (!(x instanceof Uint8Array) || (sizes.length && !sizes.includes(x.length))) throw fail("malformed", `${what} must be bin`);
+  return x;
+};
+const ident = (x, what) => { if (typeof x !== "string" || !IDENT.test(x)) throw fail("malformed", `${what} must be an identifier`); return x; };
+const increasing = (xs, what) => { for (let i = 1; i < xs.length; i++) if (!(xs[i - 1] < xs[i])) throw fail("malformed", `${what} must strictly increase`); };
+
+// ------------------------------------------------------------------ §3–§6 objects
+async function decodeHeader(raw, chainId, what) {
+  const f = arr(decodeCanonical(raw, MAX_HEADER), 11, what);
+  const height = uint(f[1], "height");
+  ident(f[0], "chain_id"); bin(f[2], "prev_block_id", 32); bin(f[4], "proposer", ...(height === 0 ? [0, 32] : [32]));
+  const h = { chainId: f[0], height, timeMs: uint(f[3], "time_ms"), txCount: uint(f[5], "tx_count"),
+    txRoot: bin(f[6], "tx_root", 32), stateRoot: bin(f[7], "state_root", 32), valsetHash: bin(f[8], "validator_set_hash", 32),
+    nextValsetHash: bin(f[9], "next_validator_set_hash", 32), historyRoot: bin(f[10], "history_root", 32),
+    blockId: await sha256(tagged("dvp/block/v1", raw)) };
+  if (h.chainId !== chainId) throw fail("wrong_chain", `${what} is for chain ${h.chainId}`);
+  return h;
+}
+
+async function decodeValidatorSet(raw) {
+  const entries = arr(decodeCanonical(raw), null, "validator set").map((v) => arr(v, 2, "validator"));
+  if (entries.length > MAX_VALIDATORS) throw fail("malformed", "too many validators");
+  increasing(entries.map((v) => ident(v[0], "member_id")), "validator ids");
+  return { keys: entries.map((v) => bin(v[1], "node_key", 32)), hash: await sha256(tagged("dvp/valset/v1", raw)),
+    quorum: Math.floor((2 * entries.length) / 3) + 1 };
+}
+
+// PROOFS.md §2: like libsodium's crypto_sign_open, refuse small-order keys and R values
+// and non-canonical key encodings, which WebCrypto (OpenSSL) accepts; OpenSSL already
+// refuses a non-canonical S. The encodings of the small-order points (libsodium's
+// ge25519_has_small_order list, compared with the sign bit ignored):
+const SMALL_ORDER = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+];
+const P25519 = (1n << 255n) - 19n;
+function smallOrderOrNonCanonical(point) {
+  const y = Uint8Array.from(point); y[31] &= 0x7f;
+  const asInt = BigInt("0x" + hex(y.slice().reverse()));
+  return asInt >= P25519 || SMALL_ORDER.includes(hex(y));
+}
+
+const keyCache = new Map();
+/** RFC 8032 Ed25519 through WebCrypto, as strict as libsodium (false for a key or
+ *  signature it cannot use). */
+export async function ed25519Verify(key, message, signature) {
+  if (key.length !== 32 || signature.length !== 64) return false;
+  if (smallOrderOrNonCanonical(key) || smallOrderOrNonCanonical(signature.subarray(0, 32))) return false;
+  try {
+    const k = hex(key);
+    if (!keyCache.has(k)) keyCache.set(k, await subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]));
+    return await subtle.verify({ name: "Ed25519" }, keyCache.get(k), signature, message);
+  } catch { return false; }
+}
+
+/** §4: names the block's id and height; every listed signature verifies; >= quorum(n). */
+async function checkCertificate(header, raw, vs, chainId, what) {
+  const f = arr(decodeCanonical(raw), 4, `${what} certificate`);
+  const [height, view, blockId] = [uint(f[0], "height"), uint(f[1], "view"), bin(f[2], "block_id", 32)];
+  const sigs = arr(f[3], null, "signatures").map((p) => arr(p, 2, "signature entry"));
+  if (sigs.length > MAX_VALIDATORS) throw fail("malformed", "too many signatures");
+  sigs.forEach(([i, s]) => { uint(i, "validator index"); bin(s, "signature", 64); });
+  increasing(sigs.map(([i]) => i), "certificate indexes");
+  if (height !== header.height) throw fail("malformed", `${what} certificate is for height ${height}`);
+  if (!eq(blockId, header.blockId)) throw fail("bad_signature", `${what} certificate names another block`);
+  const message = tagged("dvp/commit/v1", enc([chainId, height, view, blockId]));
+  for (const [i, s] of sigs) {
+    if (i >= vs.keys.length) throw fail("bad_signature", `${what}: index ${i} outside the validator set`);
+    if (!(await ed25519Verify(vs.keys[i], message, s))) throw fail("bad_signature", `${what}: signature ${i} does not verify`);
+  }
+  if (sigs.length < vs.quorum) throw fail("insufficient_quorum", `${what}: ${sigs.length} of ${vs.quorum} signatures`);
+}
+
+async function decodeTx(raw) {
+  const f = arr(decodeCanonical(raw, MAX_TX), 7, "transaction");
+  ident(f[0], "chain_id"); bin(f[1], "sender", 32); uint(f[2], "nonce"); uint(f[3], "expiry_height");
+  const kind = uint(f[4], "kind"), p = arr(f[5], null, "payload");
+  if (kind === ATTEST) {
+    arr(p, 5, "ATTEST payload"); ident(p[0], "doc_type"); bin(p[1], "commitment", 32);
+    const [issued, until] = [uint(p[2], "issued_at_ms"), uint(p[3], "valid_until_ms")];
+    if (until && until <= issued) throw fail("malformed", "valid_until_ms must be 0 or after issued_at_ms");
+    bin(p[4], "metadata_digest", 0, 32);
+  } else if (kind === REVOKE) {
+    arr(p, 2, "REVOKE payload"); bin(p[0], "commitment", 32); uint(p[1], "reason");
+  }
+  const signature = bin(f[6], "signature", 64);
+  // §3: enc(Transaction) = 0x97 ‖ enc(body)[1:] ‖ 0xc4 0x40 ‖ signature
+  const body = concat(new Uint8Array([0x96]), raw.subarray(1, raw.length - 66));
+  return { chainId: f[0], kind, payload: p, txId: await sha256(tagged("dvp/txid/v1", raw)),
+    signatureOk: () => ed25519Verify(f[1], tagged("dvp/tx/v1", body), signature) };
+}
+
+function decodeRecord(raw) {
+  const f = arr(decodeCanonical(raw), 8, "attestation record");
+  ident(f[0], "issuer"); ident(f[1], "doc_type");
+  const [validUntilMs, height, position, revokedHeight, revokeReason, revokePosition] = f.slice(2).map((x) => uint(x, "record field"));
+  return { issuer: f[0], docType: f[1], validUntilMs, height, position, revokedHeight, revokeReason, revokePosition };
+}
+
+export const stateKey = async (namespace, id) => sha256(tagged("dvp/statekey/v1", enc([namespace, id])));
+
+// ------------------------------------------------------------------ RFC 6962 (proofs-merkle.md §3)
+/** RFC 9162 §2.1.3.2: does `path` prove `leafData` at `index` in a tree of `size` with `root`? */
+export async function verifyInclusion(leafData, index, size, path, root) {
+  if (!(index >= 0 && index < size) || root.length !== 32 || path.some((p) => p.length !== 32)) return false;
+  let fn = BigInt(index), sn = BigInt(size - 1);
+  let r = await sha256(concat(new Uint8Array([0]), leafData));
+  for (const p of path) {
+    if (sn === 0n) return false;
+    if (fn & 1n || fn === sn) {
+      r = await sha256(concat(new Uint8Array([1]), p, r));
+      if (!(fn & 1n)) while (!(fn & 1n) && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+    } else {
+      r = await sha256(concat(new Uint8Array([1]), r, p));
+    }
+    fn >>= 1n; sn >>= 1n;
+  }
+  return sn === 0n && eq(r, root);
+}
+
+// ------------------------------------------------------------------ state tree (proofs-smt.md §5–§6)
+const LEAF_TAG = te.encode("dvp/smt/leaf/v1\0"), NODE_TAG = te.encode("dvp/smt/node/v1\0");
+const nibble = (key, i) => (i % 2 === 0 ? key[i >> 1] >> 4 : key[i >> 1] & 0x0f);
+const popcount = (x) => { let n = 0; for (; x; x &= x - 1) n++; return n; };
+const isObj = (x, keys) => x !== null && typeof x === "object" && !Array.isArray(x)
+  && Object.keys(x).length === keys.length && keys.every((k) => Object.hasOwn(x, k));
+const hex32 = (x, what) => {
+  if (typeof x !== "string" || !/^[0-9a-f]{64}$/.test(x)) throw fail("malformed", `${what} must be 64 lowercase hex digits`);
+  return unhex(x);
+};
+
+/** proofs-smt.md §5.2 JSON form with the §5 structural rules. */
+export function parseStateProof(doc) {
+  if (!isObj(doc, ["terminal", "levels", "leaf_key", "leaf_value_hash"])) throw fail("malformed", "state proof fields");
+  const { terminal } = doc;
+  if (!["leaf", "empty", "other_leaf"].includes(terminal)) throw fail("malformed", "state proof terminal");
+  if (!Array.isArray(doc.levels) || doc.levels.length > 64) throw fail("malformed", "state proof levels");
+  const levels = doc.levels.map((lv, j) => {
+    if (!isObj(lv, ["bitmap", "siblings"])) throw fail("malformed", "state proof level fields");
+    const { bitmap } = lv;
+    if (!Number.isInteger(bitmap) || bitmap < 1 || bitmap > 0xffff) throw fail("malformed", "bitmap");
+    if (!Array.isArray(lv.siblings)) throw fail("malformed", "siblings");
+    const siblings = lv.siblings.map((s) => hex32(s, "sibling"));
+    const lastEmpty = terminal === "empty" && j === doc.levels.length - 1;
+    if (siblings.length !== popcount(bitmap) - (lastEmpty ? 0 : 1)) throw fail("malformed", "sibling count");
+    return { bitmap, siblings };
+  });
+  if (terminal === "empty") {
+    if (doc.leaf_key !== null || doc.leaf_value_hash !== null) throw fail("malformed", "an empty terminal has no leaf");
+    return { terminal, levels, leafKey: null, valueHash: null };
+  }
+  const leafKey = hex32(doc.leaf_key, "leaf_key"), valueHash = hex32(doc.leaf_value_hash, "leaf_value_hash");
+  if (levels.length && popcount(levels[levels.length - 1].bitmap) < 2) throw fail("malformed", "a lone leaf under a node");
+  return { terminal, levels, leafKey, valueHash };
+}
+
+/** proofs-smt.md §6: does the proof show key → value (null: absent) under root? */
+export async function verifyStateProof(root, key, value, proof) {
+  const { terminal, levels, leafKey, valueHash } = proof;
+  const d = levels.length;
+  let cur;
+  if (terminal === "leaf") {
+    if (value === null || !eq(leafKey, key) || !eq(valueHash, await sha256(value))) return false;
+    cur = await sha256(concat(LEAF_TAG, key, valueHash));
+  } else if (terminal === "other_leaf") {
+    if (value !== null || eq(leafKey, key)) return false;
+    for (let i = 0; i < d; i++) if (nibble(leafKey, i) !== nibble(key, i)) return false;
+    cur = await sha256(concat(LEAF_TAG, leafKey, valueHash));
+  } else {
+    if (value !== null) return false;
+    if (d === 0) return eq(root, new Uint8Array(32));
+    cur = null;
+  }
+  for (let j = d - 1; j >= 0; j--) {
+    const { bitmap, siblings } = levels[j], bit = 1 << nibble(key, j);
+    let children;
+    if (cur === null) {
+      if (bitmap & bit) return false;
+      children = siblings;
+    } else {
+      if (!(bitmap & bit)) return false;
+      const r = popcount(bitmap & (bit - 1));
+      children = [...siblings.slice(0, r), cur, ...siblings.slice(r)];
+    }
+    cur = await sha256(concat(NODE_TAG, new Uint8Array([bitmap >> 8, bitmap & 0xff]), ...children));
+  }
+  return eq(cur, root);
+}
+
+// ------------------------------------------------------------------ §5 genesis → anchor
+const ROLES = { validator: 1, issuer: 2, verifier: 3, auditor: 4 };
+const PARAMS = { max_block_txs: 2000, max_block_bytes: 2097152, heartbeat_ms: 5000, view_timeout_ms: 2000,
+  checkpoint_interval: 16, pipeline_window: 4, tx_ttl_heights: 1000, validator_change_delay: 2, max_clock_drift_ms: 10000 };
+const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+const sortedSet = (xs) => [...new Set(xs)].sort(cmpStr);
+const numSet = (xs) => [...new Set(xs)].sort((a, b) => a - b);
+
+/** §5 "From the file to Genesis": the trust anchor {chainId, validators, genesisHash}. Throws
+ *  when the file's genesis_hash does not match its contents (an edited file). */
+export async function anchorFromGenesisJson(doc) {
+  const known = ["chain_id", "genesis_time_ms", "members", "validators", "doc_types", "params", "genesis_hash"];
+  for (const k of Object.keys(doc)) if (!known.includes(k)) throw new Error(`genesis file: unknown field ${k}`);
+  for (const k of Object.keys(doc.params ?? {})) if (!(k in PARAMS)) throw new Error(`genesis file: unknown parameter ${k}`);
+  const members = doc.members.map((m) => [m.id, m.name, unhex(m.key, "member key"),
+    numSet((m.roles ?? []).map((r) => ROLES[r])), sortedSet(m.doc_types ?? [])]).sort((a, b) => cmpStr(a[0], b[0]));
+  const validators = doc.validators.map((v) => [v.member_id, unhex(v.node_key, "node key")]).sort((a, b) => cmpStr(a[0], b[0]));
+  const params = Object.entries(PARAMS).map(([n, dflt]) => doc.params?.[n] ?? dflt);
+  const genesis = [doc.chain_id, doc.genesis_time_ms, members, validators, sortedSet(doc.doc_types), params];
+  const genesisHash = hex(await sha256(tagged("dvp/genesis/v1", enc(genesis))));
+  if (doc.genesis_hash !== undefined && doc.genesis_hash !== genesisHash) throw new Error("genesis file: genesis_hash does not match its contents");
+  return { chainId: doc.chain_id, validators: await decodeValidatorSet(enc(validators)), genesisHash };
+}
+
+// ------------------------------------------------------------------ §11 the bundle
+const BUNDLE = ["version", "chain_id", "commitment", "head", "valset_changes", "record", "state_proof", "attest", "revoke"];
+const INCLUDED = ["tx", "header", "index", "tx_proof", "history_proof"];
+
+function parseIncluded(x, what) {
+  if (x === null) return null;
+  if (!isObj(x, INCLUDED)) throw fail("malformed", `${what} fields`);
+  if (!Number.isInteger(x.index) || x.index < 0) throw fail("malformed", `${what}.index`);
+  const proof = (name) => {
+    if (!Array.isArray(x[name]) || x[name].length > 64) throw fail("malformed", `${what}.${name}`);
+    return x[name].map((h) => hex32(h, "proof hash"));
+  };
+  return { tx: unhex(x.tx, `${what}.tx`), header: unhex(x.header, `${what}.header`), index: x.index,
+    txProof: proof("tx_proof"), historyProof: proof("history_proof") };
+}
+
+/** The bundle's JSON shape (§10, §11): every field present, known and typed, or malformed. */
+function parseBundle(doc) {
+  if (!isObj(doc, BUNDLE)) throw fail("malformed", "bundle fields");
+  if (doc.version !== 1) throw fail("malformed", "version must be the integer 1");
+  if (typeof doc.chain_id !== "string") throw fail("malformed", "chain_id");
+  const head = doc.head;
+  if (!isObj(head, ["header", "certificate"])) throw fail("malformed", "head fields");
+  if (!Array.isArray(doc.valset_changes) || doc.valset_changes.length > 10_000) throw fail("malformed", "valset_changes");
+  const changes = doc.valset_changes.map((c) => {
+    if (!isObj(c, ["header", "certificate", "next_validators"])) throw fail("malformed", "valset change fields");
+    return { header: unhex(c.header, "change header"), certificate: unhex(c.certificate, "change certificate"),
+      nextValidators: unhex(c.next_validators, "next_validators") };
+  });
+  const b = { chainId: doc.chain_id, commitment: hex32(doc.commitment, "commitment"),
+    head: { header: unhex(head.header, "head.header"), certificate: unhex(head.certificate, "head.certificate") },
+    changes, record: doc.record === null ? null : unhex(doc.record, "record"), stateProof: doc.state_proof,
+    attest: parseIncluded(doc.attest, "attest"), revoke: parseIncluded(doc.revoke, "revoke") };
+  return b;
+}
+
+/** Step 1: follow the certified validator-set changes from the anchor to the head. */
+async function verifyHead(b, anchor) {
+  const chain = anchor.chainId;
+  if (b.chainId !== chain) throw fail("wrong_chain", `bundle is for chain ${b.chainId}`);
+  let current = anchor.validators, last = -1;
+  const head = await decodeHeader(b.head.header, chain, "head header");
+  for (const [i, c] of b.changes.entries()) {
+    const h = await decodeHeader(c.header, chain, `valset change ${i}`);
+    if (h.height <= last || h.height >= head.height) throw fail("validator_chain_broken", `valset change ${i} is out of order`);
+    if (!eq(h.valsetHash, current.hash)) throw fail("validator_chain_broken", `header ${h.height}: a validator-set change is missing`);
+    await checkCertificate(h, c.certificate, current, chain, `header ${h.height}`);
+    const next = await decodeValidatorSet(c.nextValidators);
+    if (!eq(next.hash, h.nextValsetHash)) throw fail("validator_chain_broken", `the set after height ${h.height} does not match its header`);
+    current = next; last = h.height;
+  }
+  if (!eq(head.valsetHash, current.hash)) throw fail("validator_chain_broken", "the head is certified by a set the chain did not lead to");
+  await checkCertificate(head, b.head.certificate, current, chain, `head header ${head.height}`);
+  return head;
+}
+
+/** Steps 4–5: the transaction, its block, the tx root and the history root. */
+async function included(inc, head, height, position, chain, what) {
+  const tx = await decodeTx(inc.tx);
+  if (tx.chainId !== chain) throw fail("wrong_chain", `${what} transaction is for chain ${tx.chainId}`);
+  if (!(await tx.signatureOk())) throw fail("bad_signature", `${what} transaction signature does not verify`);
+  const block = await decodeHeader(inc.header, chain, `${what} block header`);
+  if (block.height !== height || inc.index !== position) throw fail("record_mismatch", `${what} is not at the record's height/position`);
+  if (!(await verifyInclusion(tx.txId, position, block.txCount, inc.txProof, block.txRoot)))
+    throw fail("tx_root_mismatch", `${what} transaction is not in block ${height}'s tx root`);
+  if (block.height === head.height) {
+    if (!eq(block.blockId, head.blockId) || inc.historyProof.length)
+      throw fail("history_root_mismatch", `${what} block is the head: same id, empty history proof`);
+  } else if (block.height > head.height
+    || !(await verifyInclusion(block.blockId, block.height, head.height, inc.historyProof, head.historyRoot))) {
+    throw fail("history_root_mismatch", `block ${block.height} is not in the head's history root`);
+  }
+  return tx;
+}
+
+/** The answer for a bundle (parsed JSON) against an anchor, as of the verifier's clock
+ *  `nowMs`; `maxAgeMs` null turns freshness off. Returns ledger/verify.py's JSON form:
+ *  a verdict (VALID, REVOKED, EXPIRED, NOT_FOUND) or {status: INVALID|UNVERIFIABLE, reason, message}. */
+export async function verifyBundle(doc, anchor, { nowMs, maxAgeMs = DEFAULT_MAX_AGE_MS }) {
+  let info = null;
+  try {
+    const b = parseBundle(doc);
+    const head = await verifyHead(b, anchor);
+    info = { height: head.height, block_time_ms: head.timeMs, head_age_ms: nowMs - head.timeMs, checked_at_ms: nowMs, max_age_ms: maxAgeMs };
+    if (maxAgeMs !== null && info.head_age_ms > maxAgeMs)
+      return { status: "UNVERIFIABLE", reason: "state_too_old", message: `state too old: the head is ${info.head_age_ms} ms old; at most ${maxAgeMs} ms accepted`, ...info };
+    return await judge(b, anchor, head, info);
+  } catch (e) {
+    if (!(e instanceof VerificationError)) throw e;
+    return { status: "INVALID", reason: e.reason, message: e.message, ...(info ?? {}) };
+  }
+}
+
+/** Steps 3–6 against the verified head. */
+async function judge(b, anchor, head, info) {
+  const c = b.commitment;
+  const base = { commitment: hex(c), ...info, issuer: null, doc_type: null, issued_at_ms: null, valid_until_ms: null,
+    attested_height: null, attest_tx_id: null, revoked_height: null, revoke_reason: null };
+  const proof = parseStateProof(b.stateProof); // parsed after the head, as ledger/verify.py does
+  if (!(await verifyStateProof(head.stateRoot, await stateKey("attestation", c), b.record, proof)))
+    throw fail("state_root_mismatch", "the state proof does not match the head's state root");
+  if (b.record === null) {
+    if (b.attest !== null || b.revoke !== null) throw fail("malformed", "a bundle without a record carries transactions");
+    return { status: "NOT_FOUND", ...base };
+  }
+  const rec = decodeRecord(b.record);
+  if (b.attest === null) throw fail("malformed", "a record without its ATTEST transaction");
+  const tx = await included(b.attest, head, rec.height, rec.position, anchor.chainId, "ATTEST");
+  const p = tx.payload;
+  if (tx.kind !== ATTEST || !eq(p[1], c)) throw fail("wrong_commitment", "the ATTEST transaction is for another commitment");
+  if (p[0] !== rec.docType || p[3] !== rec.validUntilMs) throw fail("record_mismatch", "the record does not match its ATTEST transaction");
+  if (!rec.revokedHeight && b.revoke !== null) throw fail("malformed", "a REVOKE transaction for a record that is not revoked");
+  if (rec.revokedHeight && b.revoke !== null) {
+    const rtx = await included(b.revoke, head, rec.revokedHeight, rec.revokePosition, anchor.chainId, "REVOKE");
+    if (rtx.kind === REVOKE && !eq(rtx.payload[0], c)) throw fail("wrong_commitment", "the REVOKE transaction is for another commitment");
+  }
+  const status = rec.revokedHeight ? "REVOKED"
+    : rec.validUntilMs && info.checked_at_ms >= rec.validUntilMs ? "EXPIRED" : "VALID";
+  return { ...base, status, issuer: rec.issuer, doc_type: rec.docType, issued_at_ms: p[2],
+    valid_until_ms: rec.validUntilMs || null, attested_height: rec.height, attest_tx_id: hex(tx.txId),
+    revoked_height: rec.revokedHeight || null, revoke_reason: rec.revokedHeight ? rec.revokeReason : null };
+}
