@@ -8,7 +8,8 @@
 // form ledger/verify.py gives (Verdict.to_json / VerificationError.to_json), without
 // `message` wording parity. Crypto is WebCrypto (SHA-256, Ed25519: Node >= 20, current
 // browsers); msgpack is the vendored @msgpack/msgpack (vendor/VENDOR.md).
-// Entry points: anchorFromGenesisJson(doc), verifyBundle(doc, anchor, {nowMs, maxAgeMs}).
+// Entry points: anchorFromGenesisJson(doc), commitmentOf(fileBytes, code),
+// verifyBundle(doc, anchor, {nowMs, maxAgeMs}).
 import { decode, encode } from "./vendor/msgpack/index.mjs";
 
 const subtle = globalThis.crypto.subtle;
@@ -73,6 +74,31 @@ const bin = (x, what, ...sizes) => {
 };
 const ident = (x, what) => { if (typeof x !== "string" || !IDENT.test(x)) throw fail("malformed", `${what} must be an identifier`); return x; };
 const increasing = (xs, what) => { for (let i = 1; i < xs.length; i++) if (!(xs[i - 1] < xs[i])) throw fail("malformed", `${what} must strictly increase`); };
+
+// ------------------------------------------------------------------ §1 commitment and code
+const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/** The salt in a verification code (§1): case, spaces and '-' ignored, O read as 0 and
+ *  I/L as 1; throws CodeError on a malformed code or a checksum mismatch (a typo). */
+export class CodeError extends Error {}
+export async function decodeCode(code) {
+  const norm = code.toUpperCase().replace(/[\s-]/g, "").replace(/O/g, "0").replace(/[IL]/g, "1");
+  if (norm.length !== 56 || [...norm].some((ch) => !CROCKFORD.includes(ch)))
+    throw new CodeError("a verification code has 56 characters of 0-9 and A-Z (no I, L, O, U)");
+  let n = 0n;
+  for (const ch of norm) n = (n << 5n) | BigInt(CROCKFORD.indexOf(ch));
+  const raw = unhex(n.toString(16).padStart(70, "0"));
+  const salt = raw.subarray(0, 32);
+  const check = (await sha256(concat(te.encode("dvp/code/v1"), salt))).subarray(0, 3);
+  if (!eq(check, raw.subarray(32))) throw new CodeError("the verification code's checksum does not match: check it for typos");
+  return salt;
+}
+
+/** §1: commitment = H("dvp/doc/v1" ‖ salt ‖ H(file bytes)), from the file and its code. */
+export async function commitmentOf(fileBytes, code) {
+  const salt = await decodeCode(code);
+  return sha256(concat(te.encode("dvp/doc/v1"), salt, await sha256(fileBytes)));
+}
 
 // ------------------------------------------------------------------ §3–§6 objects
 async function decodeHeader(raw, chainId, what) {
@@ -365,6 +391,8 @@ async function included(inc, head, height, position, chain, what) {
  *  `nowMs`; `maxAgeMs` null turns freshness off. Returns ledger/verify.py's JSON form:
  *  a verdict (VALID, REVOKED, EXPIRED, NOT_FOUND) or {status: INVALID|UNVERIFIABLE, reason, message}. */
 export async function verifyBundle(doc, anchor, { nowMs, maxAgeMs = DEFAULT_MAX_AGE_MS }) {
+  if (!Number.isSafeInteger(nowMs) || (maxAgeMs !== null && !(Number.isSafeInteger(maxAgeMs) && maxAgeMs >= 0)))
+    throw new RangeError("nowMs must be an integer (Unix ms) and maxAgeMs null or an integer >= 0");
   let info = null;
   try {
     const b = parseBundle(doc);

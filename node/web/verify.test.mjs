@@ -140,3 +140,21 @@ test("Ed25519 is as strict as libsodium: small-order keys and R refused", async 
   const big = new Uint8Array(32).fill(0xff); big[31] = 0x7f; // y = 2^255 - 1 >= p: not canonical
   assert.equal(await v.ed25519Verify(big, new Uint8Array([1]), new Uint8Array(64)), false);
 });
+
+test("ledger.json: the commitment from the file and its verification code", async () => {
+  const c = load("tests/vectors/ledger.json").commitment;
+  const code = c.verification_code;
+  assert.equal(v.hex(await v.decodeCode(code)), c.salt);
+  assert.equal(v.hex(await v.commitmentOf(u(c.file_hex), code)), c.commitment);
+  const sloppy = code.toLowerCase().replace(/-/g, " ").replace(/0/g, "o").replace(/1/g, "l");
+  assert.equal(v.hex(await v.commitmentOf(u(c.file_hex), sloppy)), c.commitment);
+  const typo = code.slice(0, 5) + (code[5] === "A" ? "B" : "A") + code.slice(6);
+  await assert.rejects(v.decodeCode(typo), /typos/);
+  await assert.rejects(v.decodeCode(code.slice(1)), /56 characters/);
+  await assert.rejects(v.decodeCode(code.replace(/^./, "U")), /56 characters/);
+});
+
+test("the caller's clock and limit are checked", async () => {
+  const anchor = await v.anchorFromGenesisJson(fixture.genesis);
+  await assert.rejects(v.verifyBundle(fixture.cases[0].bundle, anchor, { nowMs: fixture.now_ms, maxAgeMs: -1 }), RangeError);
+});
