@@ -26,6 +26,19 @@ function mutate(doc, path) { // tests/support/bundles.py mutate(): one leaf chan
 }
 const withoutMessage = ({ message, ...rest }) => rest;
 
+test("conformance vectors (tests/vectors/bundles.json): every expected result", async () => {
+  const conf = load("tests/vectors/bundles.json");
+  const anchor = await v.anchorFromGenesisJson(conf.genesis);
+  assert.equal(anchor.genesisHash, conf.genesis.genesis_hash);
+  assert.ok(conf.vectors.length > 10);
+  for (const vec of conf.vectors) {
+    const got = await v.verifyBundle(vec.bundle, anchor, { nowMs: vec.now_ms, maxAgeMs: vec.max_age_ms });
+    const want = vec.expect;
+    const mine = want.status === "INVALID" || want.status === "UNVERIFIABLE" ? { status: got.status, reason: got.reason } : got;
+    assert.deepEqual(mine, want, vec.name);
+  }
+});
+
 test("genesis file gives the reference's genesis hash", async () => {
   const anchor = await v.anchorFromGenesisJson(fixture.genesis);
   assert.equal(anchor.genesisHash, fixture.genesis.genesis_hash);
