@@ -443,6 +443,7 @@ def build_registry(node: Node) -> MethodRegistry:
 async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
     """Start the public RPC listener (and the admin one if configured); return ports."""
     from node.admin import ADMIN_ROLES, build_admin_registry
+    from node.rpc.static import StaticSite
 
     cfg = node.config
     # Configured keys stay valid in open mode: a client that sends one is identified,
@@ -460,12 +461,15 @@ async def serve_rpc(node: Node, nursery: trio.Nursery) -> dict[str, int]:
 
     # [rpc] metrics_auth: /metrics wants an operator's key, like the admin methods.
     metrics_roles = ADMIN_ROLES if cfg.metrics_auth else None
+    # The verification page pins the genesis this node was started with (read at start:
+    # the file the node already loaded, served byte for byte).
     app = make_app(
         build_registry(node),
         creds,
         node.metrics.registry,
         health=health,
         metrics_roles=metrics_roles,
+        page=StaticSite(cfg.genesis.read_bytes()),
     )
     ports = {
         "rpc": await nursery.start(

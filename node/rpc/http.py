@@ -15,6 +15,9 @@ Routes:
 - ``GET /readyz`` and ``GET /health``: the health callback's report (``node.health``:
   which checks fail and their figures), 200 if its ``status`` is "ok", else 503
   (Kubernetes' readiness probe: send no clients while it fails).
+- ``GET /verify`` and ``GET /verify/...``: the verification page and its files, and the
+  node's genesis as ``/verify/genesis.json`` (``node.rpc.static``: a fixed allow-list,
+  strict Content-Security-Policy); only when ``make_app`` is given ``page``.
 - anything else: 404 / 405 (with ``Allow``), JSON body ``{"error": ...}``.
 
 Rules:
@@ -55,6 +58,7 @@ from node.rpc.auth import CredentialStore
 from node.rpc.errors import Timeout, Unauthorised
 from node.rpc.jsonrpc import Call, Dispatcher, Executor, JsonValue, Limits
 from node.rpc.registry import MethodRegistry
+from node.rpc.static import SECURITY_HEADERS, StaticSite
 from p2p.runtime import TaskStatus
 
 __all__ = ["RpcApp", "RpcMetrics", "make_app", "serve_http"]
@@ -180,8 +184,10 @@ class RpcApp:
         body_timeout_s: float = 10.0,
         health: HealthCheck | None = None,
         metrics_roles: frozenset[str] | None = None,
+        page: StaticSite | None = None,
     ) -> None:
         self.dispatcher = dispatcher
+        self.page = page
         self.metrics_roles = metrics_roles
         self.metrics_registry = metrics_registry
         self.metrics = metrics
@@ -233,6 +239,12 @@ class RpcApp:
                     status = await _respond(send, 200, b'{"status":"ok"}')
                 else:
                     status = await self._send_health(send)
+            else:
+                status = await self._refuse(scope, receive, send, 405, "use GET", b"GET")
+        elif self.page is not None and self.page.owns(path):
+            route = "/verify"
+            if verb == "GET":
+                status = await self._send_page_file(scope, send, self.page)
             else:
                 status = await self._refuse(scope, receive, send, 405, "use GET", b"GET")
         else:
@@ -382,6 +394,16 @@ class RpcApp:
             return await self._refuse(scope, receive, send, 403, need)
         return 0
 
+    async def _send_page_file(self, scope: Scope, send: Send, page: StaticSite) -> int:
+        file = page.get(scope["path"])
+        if file is None:
+            body = _json_body({"error": "not found"})
+            return await _respond(send, 404, body, headers=list(SECURITY_HEADERS))
+        headers = [*SECURITY_HEADERS, (b"cache-control", b"no-cache"), (b"etag", file.etag)]
+        if any(n == b"if-none-match" and file.etag in v for n, v in scope["headers"]):
+            return await _respond(send, 304, b"", file.content_type, headers=headers)
+        return await _respond(send, 200, file.body, file.content_type, headers=headers)
+
     async def _send_health(self, send: Send) -> int:
         report: dict[str, Any] = {"status": "ok"}
         if self._health is not None:
@@ -450,9 +472,11 @@ def make_app(
     health: HealthCheck | None = None,
     metrics_namespace: str = "dvp",
     metrics_roles: frozenset[str] | None = None,
+    page: StaticSite | None = None,
 ) -> RpcApp:
     """An ASGI app serving ``registry`` to ``credentials``, metrics on ``metrics_registry``
-    (to callers with one of ``metrics_roles`` if given, else to anyone).
+    (to callers with one of ``metrics_roles`` if given, else to anyone), and the
+    verification page if ``page`` is given.
 
     Two apps may share one metrics registry only with different ``metrics_namespace``
     (e.g. ``"dvp_admin"``); prometheus-client refuses duplicate series names.
@@ -472,6 +496,7 @@ def make_app(
         body_timeout_s=body_timeout_s,
         health=health,
         metrics_roles=metrics_roles,
+        page=page,
     )
 
 

@@ -1,0 +1,63 @@
+// node --test: the verification page's logic (pagelib.mjs) on real bundles
+// (tests/js/fixtures/bundles.json). tests/node/test_verify_page.py checks the receipts it
+// builds against ledger.receipt.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+import * as lib from "./pagelib.mjs";
+import * as v from "./verify.mjs";
+
+const fixture = JSON.parse(readFileSync(new URL("../../tests/js/fixtures/bundles.json", import.meta.url), "utf8"));
+
+test("a pinned genesis hash: spaces and case ignored, anything else refused", () => {
+  const h = "ab".repeat(32);
+  assert.equal(lib.normalisePinnedHash(` ${h.toUpperCase().slice(0, 10)} ${h.slice(10)} `), h);
+  assert.equal(lib.normalisePinnedHash("  "), null);
+  assert.throws(() => lib.normalisePinnedHash("ab".repeat(31)), /64 hexadecimal/);
+  assert.throws(() => lib.normalisePinnedHash("zz".repeat(32)), /64 hexadecimal/);
+  lib.checkPinned(h, null);
+  lib.checkPinned(h, h);
+  assert.throws(() => lib.checkPinned(h, "cd".repeat(32)), /not the pinned/);
+});
+
+test("the JSON-RPC request carries only the commitment, and the key as a bearer token", () => {
+  const c = "12".repeat(32);
+  const { headers, body } = lib.proofRequest(c, " k3y ");
+  assert.deepEqual(JSON.parse(body), { jsonrpc: "2.0", id: 1, method: "getAttestationProof", params: { commitment: c } });
+  assert.equal(headers.Authorization, "Bearer k3y");
+  assert.equal(lib.proofRequest(c, "").headers.Authorization, undefined);
+  assert.deepEqual(lib.bundleFromResponse({ jsonrpc: "2.0", id: 1, result: { a: 1 } }), { a: 1 });
+  assert.throws(() => lib.bundleFromResponse({ error: { code: -32002, message: "requires credentials" } }), /requires credentials/);
+  assert.throws(() => lib.bundleFromResponse({ result: null }), /no proof bundle/);
+});
+
+test("every verdict: rows, checks and a receipt encoded as ledger.receipt encodes", async () => {
+  const anchor = await v.anchorFromGenesisJson(fixture.genesis);
+  for (const c of fixture.cases) {
+    const verdict = await v.verifyBundle(c.bundle, anchor, { nowMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
+    assert.ok(lib.receiptOffered(verdict), c.name);
+    assert.equal(lib.checksPassed(verdict).length, 8);
+    const rows = Object.fromEntries(lib.resultRows(verdict));
+    assert.equal(rows["Head height"], String(verdict.height));
+    if (verdict.status !== "NOT_FOUND") assert.equal(rows.Issuer, verdict.issuer);
+    const receipt = lib.buildReceipt({ bundle: c.bundle, verdict, genesisHash: anchor.genesisHash,
+      commitmentHex: c.bundle.commitment, checkedAtMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
+    const text = lib.encodeReceipt(receipt);
+    assert.ok(text.endsWith("}\n") && text.startsWith('{\n  "bundle": {'));
+    assert.deepEqual(JSON.parse(text), receipt);
+  }
+});
+
+test("a failed check: the ones before it passed, no receipt offered", async () => {
+  const anchor = await v.anchorFromGenesisJson(fixture.genesis);
+  const stale = await v.verifyBundle(fixture.cases[0].bundle, anchor, { nowMs: fixture.stale_now_ms, maxAgeMs: fixture.max_age_ms });
+  assert.equal(stale.status, "UNVERIFIABLE");
+  assert.equal(lib.checksPassed(stale).length, 4);
+  assert.ok(!lib.receiptOffered(stale));
+  assert.deepEqual(lib.checksPassed({ status: "INVALID", reason: "malformed", message: "x" }), []);
+  assert.ok(lib.checksPassed({ status: "VALID", max_age_ms: null }).every((c) => !c.includes("fresh")));
+});
+
+test("non-ASCII is escaped as Python's json.dumps does", () => {
+  assert.equal(lib.encodeReceipt({ b: "é€", a: [] }), '{\n  "a": [],\n  "b": "\\u00e9\\u20ac"\n}\n');
+});
