@@ -37,6 +37,8 @@ export function proofRequest(commitmentHex, apiKey) {
 
 /** The bundle from a JSON-RPC answer; throws with the node's one-line error. */
 export function bundleFromResponse(doc) {
+  if (doc && typeof doc === "object" && typeof doc.error === "string") // an HTTP refusal (413, 415, ...)
+    throw new Error(`the node refused: ${doc.error}`);
   if (doc && typeof doc === "object" && doc.error)
     throw new Error(`the node refused: ${doc.error.message ?? "error"} (code ${doc.error.code})`);
   if (!doc || typeof doc.result !== "object" || doc.result === null || Array.isArray(doc.result))

@@ -29,6 +29,7 @@ test("the JSON-RPC request carries only the commitment, and the key as a bearer 
   assert.deepEqual(lib.bundleFromResponse({ jsonrpc: "2.0", id: 1, result: { a: 1 } }), { a: 1 });
   assert.throws(() => lib.bundleFromResponse({ error: { code: -32002, message: "requires credentials" } }), /requires credentials/);
   assert.throws(() => lib.bundleFromResponse({ result: null }), /no proof bundle/);
+  assert.throws(() => lib.bundleFromResponse({ error: "request body larger than 1 bytes" }), /refused: request body larger/);
 });
 
 test("every verdict: rows, checks and a receipt encoded as ledger.receipt encodes", async () => {

@@ -1,7 +1,9 @@
 """The verification page (GET /verify, node/rpc/static.py and node/web/): every file it
 serves, with the right type and the page's security headers; nothing else (no traversal,
-no tests, no docs); only same-origin relative URLs; the node's own genesis; and receipts
-built by the page's JavaScript (pagelib.mjs) that ledger.receipt decodes and re-verifies.
+no tests, no docs); only same-origin relative URLs; the node's own genesis; receipts
+built by the page's JavaScript (pagelib.mjs) that ledger.receipt decodes and re-verifies;
+and the page's flow without the DOM (file + code -> commitment -> a real node's bundle ->
+verdict -> receipt). The page in a real browser is for the Chromium tests.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from typing import Any
 import pytest
 
 from ledger import receipt as rc
+from ledger.commitment import commitment_of_bytes, encode_code, new_salt
 from ledger.genesis import genesis_from_json
 from node.node import Node
 from node.rpc.static import CSP, WEB_DIR, StaticSite
 from tests.node.http_support import get, in_thread, new_app, with_server
-from tests.support.rpc_node import run_nodes
+from tests.support.rpc_node import call, run_nodes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -190,10 +193,52 @@ def test_only_same_origin_relative_urls_and_no_inline_code() -> None:
     assert "fetch(" not in "".join(p.read_text() for p in (WEB_DIR / "vendor").rglob("*.mjs"))
 
 
+# The page's flow (page.mjs) without the DOM: the commitment from the file and code, the
+# bundle from the node's RPC, the verdict, the receipt; argv: genesis, bundle, file, code.
+PAGE_FLOW = """
+import { readFileSync } from "node:fs";
+import * as lib from "./node/web/pagelib.mjs";
+import * as v from "./node/web/verify.mjs";
+const [genesisPath, bundleJson, filePath, code] = process.argv.slice(1);
+const anchor = await v.anchorFromGenesisJson(JSON.parse(readFileSync(genesisPath, "utf8")));
+const c = v.hex(await v.commitmentOf(new Uint8Array(readFileSync(filePath)), code));
+const bundle = lib.bundleFromResponse({ result: JSON.parse(bundleJson) });
+const at = { nowMs: Date.now(), maxAgeMs: null };
+const verdict = await v.verifyBundle(bundle, anchor, at);
+process.stdout.write(lib.encodeReceipt(lib.buildReceipt({ bundle, verdict,
+  genesisHash: anchor.genesisHash, commitmentHex: c, checkedAtMs: at.nowMs, maxAgeMs: null })));
+"""
+
+
+def run_js(script: str, *args: str) -> str:
+    node = shutil.which("node")
+    assert node is not None, "node (>= 20) is required for the verification page's tests"
+    done = subprocess.run(
+        [node, "--input-type=module", "-e", script, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_node_serves_its_own_genesis_and_the_page(tmp_path: Path) -> None:
+    document = tmp_path / "statement.pdf"
+    document.write_bytes(b"%PDF-1.7 a statement never attested")
+    salt = new_salt()
+    commitment = commitment_of_bytes(document.read_bytes(), salt)
+
     def client(nodes: list[Node]) -> None:
         node = nodes[0]
-        conn = http.client.HTTPConnection("127.0.0.1", node.rpc_ports["rpc"], timeout=10)
+        port = node.rpc_ports["rpc"]
+        bundle = call(port, "getAttestationProof", {"commitment": commitment.hex()})["result"]
+        text = run_js(
+            PAGE_FLOW, str(node.config.genesis), json.dumps(bundle), str(document),
+            encode_code(salt),
+        )  # fmt: skip
+        receipt = rc.decode(text.encode())
+        assert receipt.verdict["status"] == "NOT_FOUND"
+        assert rc.reverify(receipt, node.genesis, commitment).to_json() == receipt.verdict
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
             status, headers, body = get(conn, "/verify/genesis.json")
             assert status == 200
@@ -209,8 +254,6 @@ def test_a_node_serves_its_own_genesis_and_the_page(tmp_path: Path) -> None:
 
 
 def test_receipts_built_by_the_page_are_accepted_by_ledger_receipt() -> None:
-    node = shutil.which("node")
-    assert node is not None, "node (>= 20) is required for the verification page's tests"
     script = """
 import { readFileSync } from "node:fs";
 import * as lib from "./node/web/pagelib.mjs";
@@ -228,14 +271,10 @@ for (const c of f.cases) {
 }
 console.log(JSON.stringify(out));
 """
-    done = subprocess.run(
-        [node, "--input-type=module", "-e", script],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    out = run_js(script)
     fixture = json.loads((ROOT / "tests/js/fixtures/bundles.json").read_text())
     genesis = genesis_from_json(fixture["genesis"])
-    texts = json.loads(done.stdout)
+    texts = json.loads(out)
     statuses = set()
     assert len(texts) == len(fixture["cases"]) >= 4
     for text in texts:
