@@ -199,6 +199,11 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         say("Summary", "")
         for what, result in outcomes:
             console.print(f"   {what:32} {result}")
+        # The same check with nothing installed: the bank's node serves the page.
+        page = f"{nodes['hkbank'].rpc_url}verify"
+        up = "" if keep or not started else " (stopped with the demo; dvp demo --keep leaves it up)"
+        console.print(f"\n   verification page: {page}{up}")
+        console.print(f"   the bank's receipt: {RECEIPT_PATH}")
         for c in (szc, bank):
             c.close()
         expected = ["VALID", "NOT_FOUND", "REVOKED", "EXPIRED"]
@@ -212,6 +217,8 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
                 json.dumps(
                     {
                         "ok": ok,
+                        "verify_page": page,
+                        "receipt": str(RECEIPT_PATH),
                         "outcomes": [
                             {"step": what, "result": str(result)} for what, result in outcomes
                         ],

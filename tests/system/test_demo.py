@@ -40,6 +40,9 @@ def test_demo_prints_the_five_outcomes_and_cleans_up(tmp_path: Path) -> None:
     assert saved, out.stdout[-3000:]
     receipt = decode_receipt(Path(saved.group(1)).read_bytes())
     assert receipt.verdict["status"] == "VALID"
+    # It ends with the verification page's URL (a node's /verify) and the receipt's path.
+    assert re.search(r"verification page: http://127\.0\.0\.1:\d+/verify", flat), flat[-2000:]
+    assert f"the bank's receipt: {saved.group(1)}" in flat
     # the demo stopped the nodes it started
     for pid_file in root.glob("data/*/node.pid"):
         raise AssertionError(f"{pid_file} left behind: a node is still running")
