@@ -9,6 +9,7 @@ const $ = (id) => document.getElementById(id);
 let genesis = null; // { doc, anchor } once the node's genesis is loaded and hashed
 let chosen = null; // the File to verify
 let receiptUrl = null;
+const PIN_KEY = "dvp.verify.pinnedGenesis";
 
 async function loadGenesis() {
   try {
@@ -18,6 +19,7 @@ async function loadGenesis() {
     genesis = { doc, anchor: await anchorFromGenesisJson(doc) };
     $("genesis-hash").textContent = genesis.anchor.genesisHash;
     $("genesis-chain").textContent = `Chain: ${genesis.anchor.chainId}`;
+    try { pinned(); } catch { /* a stored pin that differs: shown next to the field */ }
   } catch (e) {
     $("genesis-hash").textContent = `unavailable: ${e.message}`;
   }
@@ -45,11 +47,11 @@ function choose(file) {
   $("file-name").textContent = chosen ? `${chosen.name} (${chosen.size} bytes)` : "";
 }
 
-function show(verdict, receipt) {
+function show(verdict, receipt, note = "") {
   const v = $("verdict");
   v.textContent = verdict.status;
   v.className = `verdict ${verdict.status}`;
-  $("verdict-text").textContent = lib.verdictText(verdict);
+  $("verdict-text").textContent = `${note}${lib.verdictText(verdict)}`;
   const rows = $("rows");
   rows.replaceChildren();
   for (const [k, val] of lib.resultRows(verdict)) {
@@ -96,6 +98,8 @@ async function verify(event) {
     pinned(); // throws (and says so) when a pinned hash is not this node's genesis
     if (!chosen) throw new Error("choose the file to verify");
     const commitment = hex(await commitmentOf(new Uint8Array(await chosen.arrayBuffer()), $("code").value));
+    const saved = $("saved").files[0];
+    if (saved) return await recheck(saved, commitment);
     const { headers, body } = lib.proofRequest(commitment, $("apikey").value);
     const response = await fetch("/", { method: "POST", headers, body, cache: "no-store", credentials: "omit" });
     const bundle = lib.bundleFromResponse(await response.json());
@@ -109,6 +113,15 @@ async function verify(event) {
   } finally {
     button.disabled = false;
   }
+}
+
+// A saved receipt, re-checked in the page with no call to the node (PROOFS.md §12).
+async function recheck(file, commitment) {
+  let doc;
+  try { doc = JSON.parse(await file.text()); } catch { throw new Error("the receipt is not JSON"); }
+  const { verdict, holds, differing } = await lib.reverifyReceipt(doc, genesis.anchor, commitment);
+  if (!holds) throw new Error(`the receipt's recorded answer does not hold: re-checked it is ${verdict.status} (differing: ${differing.join(", ")})`);
+  show(verdict, null, `Receipt re-checked with no node: its answer holds as of ${lib.isoTime(doc.checked_at_ms)}. `);
 }
 
 function download() {
@@ -129,7 +142,16 @@ function wire() {
     drop.classList.remove("over");
     choose(e.dataTransfer.files[0]);
   });
-  $("pin").addEventListener("change", () => { try { pinned(); } catch { /* shown */ } });
+  // The pinned hash is kept in this browser, so an officer pins the consortium's once.
+  const store = (() => { try { return window.localStorage; } catch { return null; } })(); // off in some private modes
+  const stored = store?.getItem(PIN_KEY);
+  if (stored) $("pin").value = stored;
+  $("pin").addEventListener("change", () => {
+    try {
+      const pin = pinned();
+      if (pin) store?.setItem(PIN_KEY, pin); else store?.removeItem(PIN_KEY);
+    } catch { /* shown next to the field */ }
+  });
   $("verify-form").addEventListener("submit", verify);
   $("receipt").addEventListener("click", download);
 }

@@ -3,9 +3,12 @@
 // Owns: the pinned genesis hash (what an officer types or pastes), the JSON-RPC request
 // for a bundle and the reading of its answer, the receipt (docs/PROOFS.md §12, built as
 // ledger/receipt.py builds and encodes it), and the words and rows the page shows for an
-// answer, including the list of checks it passed (docs/CONFORMANCE.md's order).
+// answer, including the list of checks it passed (docs/CONFORMANCE.md's order), and the
+// re-check of a saved receipt with no node (§12, as ledger.receipt.reverify).
 // Tested under node --test (pagelib.test.mjs); receipts are also decoded and re-verified
 // by ledger.receipt in tests/node/test_verify_page.py.
+
+import { verifyBundle } from "./verify.mjs";
 
 export const RECEIPT_FORMAT = "dvp-receipt";
 export const RECEIPT_VERSION = 1;
@@ -141,3 +144,32 @@ export function resultRows(verdict) {
  *  `message` is worded by this verifier, not ledger/verify.py, so ledger.receipt's
  *  re-verification (same answer, message included) would not hold for it. */
 export const receiptOffered = (verdict) => ["VALID", "REVOKED", "EXPIRED", "NOT_FOUND"].includes(verdict.status);
+
+const RECEIPT_FIELDS = ["bundle", "checked_at_ms", "commitment", "format", "genesis_hash", "max_age_ms", "verdict", "version"];
+const isInt = (x) => Number.isSafeInteger(x) && x >= 0;
+
+/** Re-check a receipt (parsed JSON) with no node, as docs/PROOFS.md §12 says: the same
+ *  genesis, the same file and code (commitmentHex), and the bundle verified as of the
+ *  receipt's time giving its recorded answer. Returns {verdict, holds, differing}; throws
+ *  for a document that is not a receipt v1, or one for another genesis or document.
+ *  An INVALID/UNVERIFIABLE answer's `message` is not compared (each verifier words its own). */
+export async function reverifyReceipt(doc, anchor, commitmentHex) {
+  if (!doc || typeof doc !== "object" || Array.isArray(doc) || doc.format !== RECEIPT_FORMAT)
+    throw new Error(`not a ${RECEIPT_FORMAT} file`);
+  if (doc.version !== RECEIPT_VERSION) throw new Error(`${RECEIPT_FORMAT} version ${doc.version}: only ${RECEIPT_VERSION} is known`);
+  const keys = Object.keys(doc).sort();
+  if (keys.join() !== RECEIPT_FIELDS.join()) throw new Error(`a ${RECEIPT_FORMAT} v1 has exactly the fields ${RECEIPT_FIELDS.join(", ")}`);
+  if (!HEX32.test(doc.genesis_hash) || !HEX32.test(doc.commitment) || !isInt(doc.checked_at_ms)
+    || !(doc.max_age_ms === null || isInt(doc.max_age_ms)) || !doc.verdict || typeof doc.verdict !== "object"
+    || !doc.bundle || typeof doc.bundle !== "object")
+    throw new Error(`not a ${RECEIPT_FORMAT} v1: a field has the wrong type`);
+  if (doc.genesis_hash !== anchor.genesisHash)
+    throw new Error(`it was made against genesis ${doc.genesis_hash.slice(0, 16)}..., not this one (${anchor.genesisHash.slice(0, 16)}...)`);
+  if (doc.commitment !== commitmentHex || doc.bundle.commitment !== commitmentHex)
+    throw new Error("it is for another document: this file and code give another commitment");
+  const verdict = await verifyBundle(doc.bundle, anchor, { nowMs: doc.checked_at_ms, maxAgeMs: doc.max_age_ms });
+  const ignore = "reason" in verdict ? new Set(["message"]) : new Set();
+  const names = [...new Set([...Object.keys(verdict), ...Object.keys(doc.verdict)])].filter((k) => !ignore.has(k)).sort();
+  const differing = names.filter((k) => verdict[k] !== doc.verdict[k]);
+  return { verdict, holds: differing.length === 0, differing };
+}

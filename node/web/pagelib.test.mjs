@@ -62,3 +62,27 @@ test("a failed check: the ones before it passed, no receipt offered", async () =
 test("non-ASCII is escaped as Python's json.dumps does", () => {
   assert.equal(lib.encodeReceipt({ b: "é€", a: [] }), '{\n  "a": [],\n  "b": "\\u00e9\\u20ac"\n}\n');
 });
+
+test("a saved receipt re-checked with no node: holds, or says what differs", async () => {
+  const anchor = await v.anchorFromGenesisJson(fixture.genesis);
+  const c = fixture.cases[0];
+  const at = { nowMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms };
+  const verdict = await v.verifyBundle(c.bundle, anchor, at);
+  const receipt = JSON.parse(lib.encodeReceipt(lib.buildReceipt({ bundle: c.bundle, verdict,
+    genesisHash: anchor.genesisHash, commitmentHex: c.bundle.commitment, checkedAtMs: at.nowMs, maxAgeMs: at.maxAgeMs })));
+  const ok = await lib.reverifyReceipt(receipt, anchor, c.bundle.commitment);
+  assert.deepEqual([ok.holds, ok.verdict.status], [true, verdict.status]);
+  const altered = structuredClone(receipt);
+  altered.verdict.status = verdict.status === "VALID" ? "REVOKED" : "VALID";
+  assert.deepEqual((await lib.reverifyReceipt(altered, anchor, c.bundle.commitment)).differing, ["status"]);
+  await assert.rejects(lib.reverifyReceipt(receipt, anchor, "00".repeat(32)), /another document/);
+  await assert.rejects(lib.reverifyReceipt({ ...receipt, genesis_hash: "00".repeat(32) }, anchor, c.bundle.commitment), /another one|not this one/);
+  await assert.rejects(lib.reverifyReceipt({ ...receipt, version: 2 }, anchor, c.bundle.commitment), /version 2/);
+  await assert.rejects(lib.reverifyReceipt({ ...receipt, extra: 1 }, anchor, c.bundle.commitment), /exactly the fields/);
+  await assert.rejects(lib.reverifyReceipt({ ...receipt, checked_at_ms: 1.5 }, anchor, c.bundle.commitment), /wrong type/);
+  const forged = structuredClone(receipt);
+  forged.bundle.head.certificate = forged.bundle.head.certificate.replace(/.$/, (d) => (d === "0" ? "1" : "0"));
+  const bad = await lib.reverifyReceipt(forged, anchor, c.bundle.commitment);
+  assert.equal(bad.verdict.status, "INVALID");
+  assert.ok(!bad.holds);
+});

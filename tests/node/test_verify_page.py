@@ -155,10 +155,16 @@ class _Refs(HTMLParser):
         super().__init__()
         self.refs: list[str] = []
         self.inline: list[str] = []
+        self.inputs: list[str] = []
+        self.labels: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         self.refs += [v for k, v in attrs if k in ("src", "href", "action") and v]
+        if tag == "input":
+            self.inputs.append(a.get("id") or "")
+        if tag == "label":
+            self.labels.append(a.get("for") or "")
         if tag == "script" and "src" not in a:
             self.inline.append("script")
         if "style" in a or any(k.startswith("on") for k in a):
@@ -174,6 +180,9 @@ def test_only_same_origin_relative_urls_and_no_inline_code() -> None:
     parser = _Refs()
     parser.feed(html)
     assert not parser.inline, parser.inline
+    # Accessible: every input has its label; the answer is announced (aria-live).
+    assert parser.inputs and sorted(parser.inputs) == sorted(parser.labels)
+    assert 'aria-live="polite"' in html and 'lang="en"' in html
     served = set(served_paths())
     for ref in parser.refs:
         if ref.startswith("data:"):
