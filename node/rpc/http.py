@@ -401,7 +401,10 @@ class RpcApp:
             return await _respond(send, 404, body, headers=list(SECURITY_HEADERS))
         headers = [*SECURITY_HEADERS, (b"cache-control", b"no-cache"), (b"etag", file.etag)]
         if any(n == b"if-none-match" and file.etag in v for n, v in scope["headers"]):
-            return await _respond(send, 304, b"", file.content_type, headers=headers)
+            # No Content-Length: on a 304 it would have to be the full file's (RFC 9110 8.6).
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return 304
         return await _respond(send, 200, file.body, file.content_type, headers=headers)
 
     async def _send_health(self, send: Send) -> int:
