@@ -134,6 +134,8 @@ function download() {
 
 function wire() {
   const drop = $("drop");
+  // A file dropped beside the zone must not make the browser open it in place of the page.
+  for (const kind of ["dragover", "drop"]) document.addEventListener(kind, (e) => e.preventDefault());
   $("file").addEventListener("change", (e) => choose(e.target.files[0]));
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
