@@ -10,8 +10,8 @@ the fields ``Store`` sets, declared below. Not thread- or task-safe.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from ledger.codec import Domain, tagged_hash
 from ledger.errors import DecodeError, StoreDamage, StoreError
@@ -87,28 +87,10 @@ class StoreReads:
     # ------------------------------------------------------------------ decoded reads
 
     def get_header(self, height: int) -> BlockHeader | None:
-        raw = self.get_header_bytes(height)
-        if raw is None:
-            return None
-        try:
-            header = BlockHeader.decode(raw)
-        except DecodeError as exc:
-            raise StoreDamage(f"header at height {height} does not decode ({exc})") from exc
-        if header.height != height:
-            raise StoreDamage(f"header at height {height} says height {header.height}")
-        return header
+        return _decoded(self.get_header_bytes(height), height, "header", BlockHeader.decode)
 
     def _load_block(self, height: int) -> Block | None:
-        raw = self.get_block_bytes(height)
-        if raw is None:
-            return None
-        try:
-            block = Block.decode(raw)
-        except DecodeError as exc:
-            raise StoreDamage(f"block at height {height} does not decode ({exc})") from exc
-        if block.height != height:
-            raise StoreDamage(f"block at height {height} says height {block.height}")
-        return block
+        return _decoded(self.get_block_bytes(height), height, "block", Block.decode)
 
     def get_block(self, height: int) -> Block | None:
         """Block ``height`` (decoded blocks are kept in a small LRU)."""
@@ -134,15 +116,7 @@ class StoreReads:
 
     def get_certificate(self, height: int) -> CommitCertificate | None:
         raw = self.get_certificate_bytes(height)
-        if raw is None:
-            return None
-        try:
-            cert = CommitCertificate.decode(raw)
-        except DecodeError as exc:
-            raise StoreDamage(f"certificate at height {height} does not decode ({exc})") from exc
-        if cert.height != height:
-            raise StoreDamage(f"certificate at height {height} says height {cert.height}")
-        return cert
+        return _decoded(raw, height, "certificate", CommitCertificate.decode)
 
     def get_block_id(self, height: int) -> bytes | None:
         """Id of block ``height``: the tagged hash of its (checksummed) header bytes."""
@@ -233,3 +207,25 @@ class StoreReads:
                 f"position {pos}, which does not hold that transaction"
             )
         return block.txs[pos]
+
+
+class _AtHeight(Protocol):
+    @property
+    def height(self) -> int: ...
+
+
+_R = TypeVar("_R", bound=_AtHeight)
+
+
+def _decoded(raw: bytes | None, height: int, what: str, decode: Callable[[bytes], _R]) -> _R | None:
+    """``decode(raw)`` of the record stored at ``height``; ``StoreDamage`` if it does not
+    decode or names another height."""
+    if raw is None:
+        return None
+    try:
+        record = decode(raw)
+    except DecodeError as exc:
+        raise StoreDamage(f"{what} at height {height} does not decode ({exc})") from exc
+    if record.height != height:
+        raise StoreDamage(f"{what} at height {height} says height {record.height}")
+    return record
