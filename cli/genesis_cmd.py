@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.common import EXIT_OK, CliError, command_group
-from cli.common import emit as _print
+from cli.common import EXIT_OK, CliError, command_group, emit
 
 
 def cmd_genesis_new(args: argparse.Namespace) -> int:
@@ -33,7 +32,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise CliError(f"{out} exists; pass --force to replace it")
     write_genesis(out, g)
-    _print(
+    emit(
         args,
         {"file": str(out), "genesis_hash": g.hash.hex()},
         lambda: print(f"wrote {out}\ngenesis hash: {g.hash.hex()}"),
@@ -68,7 +67,7 @@ def cmd_genesis_show(args: argparse.Namespace) -> int:
             )
         c.print(t)
 
-    _print(args, genesis_to_json(g), human)
+    emit(args, genesis_to_json(g), human)
     return EXIT_OK
 
 

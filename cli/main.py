@@ -24,10 +24,10 @@ from cli.common import (
     add_key_options,
     add_rpc_options,
     client,
+    emit,
     read_key,
     rpc_errors,
 )
-from cli.common import emit as _print
 from cli.errors import EXIT_STATUSES, Parser, number, run_command
 
 # ---------------------------------------------------------------------------- node
@@ -64,7 +64,7 @@ def cmd_node_compact(args: argparse.Namespace) -> int:
         "bytes_after": after,
         "seconds": round(time.monotonic() - t0, 1),
     }
-    _print(
+    emit(
         args,
         out,
         lambda: print(
@@ -79,7 +79,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     def run() -> int:
         with client(args, timeout_s=5) as c:
             st = c.call("status")
-        _print(args, st, lambda: print("\n".join(f"{k:>20}: {v}" for k, v in st.items())))
+        emit(args, st, lambda: print("\n".join(f"{k:>20}: {v}" for k, v in st.items())))
         return EXIT_OK
 
     return rpc_errors(run)
@@ -97,7 +97,7 @@ def cmd_devnet_up(args: argparse.Namespace) -> int:
     except (TimeoutError, RuntimeError) as exc:
         raise CliError(str(exc), EXIT_FAIL) from None
     rows = devnet.status(root)
-    _print(args, rows, lambda: _devnet_table(rows, f"devnet in {root} is up"))
+    emit(args, rows, lambda: _devnet_table(rows, f"devnet in {root} is up"))
     _ = entries
     return EXIT_OK
 
@@ -134,7 +134,7 @@ def cmd_devnet_status(args: argparse.Namespace) -> int:
     if not (root / "devnet.json").exists():
         raise CliError(f"no devnet in {root}; start one with `dvp devnet up --dir {root}`")
     rows = devnet.status(root)
-    _print(args, rows, lambda: _devnet_table(rows, f"devnet in {root}"))
+    emit(args, rows, lambda: _devnet_table(rows, f"devnet in {root}"))
     return EXIT_OK if all(r["pid"] for r in rows) else EXIT_FAIL
 
 
@@ -145,7 +145,7 @@ def cmd_devnet_down(args: argparse.Namespace) -> int:
     if not (root / "devnet.json").exists():
         raise CliError(f"no devnet in {root}")
     stopped = devnet.down(root)
-    _print(args, {"stopped": stopped}, lambda: print(f"stopped: {', '.join(stopped) or 'none'}"))
+    emit(args, {"stopped": stopped}, lambda: print(f"stopped: {', '.join(stopped) or 'none'}"))
     return EXIT_OK
 
 
@@ -176,7 +176,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
             "status": a.status,
             "height": a.height,
         }
-        _print(
+        emit(
             args,
             data,
             lambda: print(
@@ -223,7 +223,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
             key = read_key(args.key, args.passphrase_file)
             r = revoke(c, key, commitment, reason, wait=args.wait)
         where = f" at block {r['height']}" if r.get("height") else ""
-        _print(args, r, lambda: print(f"revocation {r['tx_id']}: {r['status']}{where}"))
+        emit(args, r, lambda: print(f"revocation {r['tx_id']}: {r['status']}{where}"))
         return EXIT_OK
 
     return rpc_errors(run)

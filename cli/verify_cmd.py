@@ -41,9 +41,9 @@ from cli.common import (
     CliError,
     add_rpc_options,
     client,
+    emit,
     rpc_errors,
 )
-from cli.common import emit as _print
 from ledger.verify import DEFAULT_MAX_AGE_MS
 
 __all__ = ["VERIFY_EXIT_CODES", "add_verify_command", "cmd_verify", "parse_max_age"]
@@ -104,7 +104,7 @@ def _show(args: argparse.Namespace, result: Any, prefix: str, extra: dict[str, A
         text, status = describe_failure(result), result.status
     else:
         text, status = describe(result), str(result.status)
-    _print(args, {**result.to_json(), **extra}, lambda: print(prefix + text))
+    emit(args, {**result.to_json(), **extra}, lambda: print(prefix + text))
     return VERIFY_EXIT_CODES[status]
 
 
