@@ -132,7 +132,7 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         # the demo's folder so it outlives the demo, and it re-verifies with no node.
         receipt = checked.receipt()
         RECEIPT_PATH.write_bytes(encode_receipt(receipt))
-        again = reverify(receipt, read_genesis(genesis), checked.commitment)
+        again = reverify(receipt, checked.genesis, checked.commitment)
         console.print(
             f"   receipt saved to {RECEIPT_PATH}; re-verified offline, as of its time: "
             f"{again.status if isinstance(again, Verdict) else again}"
