@@ -11,7 +11,11 @@ A bundle for commitment C at the newest certified height H holds (docs/PROOFS.md
 - ``attest`` (when there is a record): the signed ATTEST transaction, the header of
   its block with the RFC 6962 inclusion proof of its id in that block's tx root, and
   the history proof of that block in H's history root; ``revoke`` likewise for the
-  REVOKE transaction when the record is revoked by one.
+  transaction that revoked a revoked record: the issuer's REVOKE, or the GOV_VOTE (or
+  GOV_PROPOSE) that decided a governance revocation;
+- ``proposal`` (a governance revocation only): the proposal's id and record, with the
+  sparse Merkle proof of the record against H's state root, so a verifier counts the
+  yes votes itself.
 
 ``to_json``/``from_json`` give the JSON form served by ``getAttestationProof``: binary
 values are lowercase hex, and objects are the canonical encodings (hex) of the ledger
@@ -27,7 +31,7 @@ from typing import Any
 
 from ledger.errors import DecodeError
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
 MAX_HEX_CHARS = 2 * 1024 * 1024
 
@@ -59,6 +63,15 @@ class IncludedTx:
 
 
 @dataclass(frozen=True)
+class ProposalProof:
+    """A governance proposal's record in the head's state, and its proof."""
+
+    proposal_id: bytes  # the GOV_PROPOSE transaction's id
+    record: bytes  # canonical ProposalRecord encoding
+    state_proof: dict[str, Any]  # the JSON form of ledger.smt.Proof
+
+
+@dataclass(frozen=True)
 class ProofBundle:
     chain_id: str
     commitment: bytes
@@ -68,6 +81,7 @@ class ProofBundle:
     state_proof: dict[str, Any]  # the JSON form of ledger.smt.Proof
     attest: IncludedTx | None = None
     revoke: IncludedTx | None = None
+    proposal: ProposalProof | None = None
 
     def to_json(self) -> dict[str, Any]:
         def inc(x: IncludedTx | None) -> dict[str, Any] | None:
@@ -98,6 +112,13 @@ class ProofBundle:
             "state_proof": self.state_proof,
             "attest": inc(self.attest),
             "revoke": inc(self.revoke),
+            "proposal": None
+            if self.proposal is None
+            else {
+                "id": self.proposal.proposal_id.hex(),
+                "record": self.proposal.record.hex(),
+                "state_proof": self.proposal.state_proof,
+            },
         }
 
     @classmethod
@@ -115,9 +136,10 @@ class ProofBundle:
                 "state_proof",
                 "attest",
                 "revoke",
+                "proposal",
             },
         )
-        if type(d["version"]) is not int or d["version"] != BUNDLE_VERSION:  # not 1.0, true
+        if type(d["version"]) is not int or d["version"] != BUNDLE_VERSION:  # not 2.0
             raise BundleError(f"bundle version {d['version']!r} is not {BUNDLE_VERSION}")
         if not isinstance(d["chain_id"], str):
             raise BundleError("chain_id: expected a string")
@@ -147,6 +169,7 @@ class ProofBundle:
             state_proof=d["state_proof"],
             attest=_included(d["attest"], "attest"),
             revoke=_included(d["revoke"], "revoke"),
+            proposal=_proposal(d["proposal"]),
         )
 
 
@@ -185,4 +208,15 @@ def _included(value: Any, what: str) -> IncludedTx | None:
         d["index"],
         tuple(_hex(h, f"{what}.tx_proof", 32) for h in d["tx_proof"]),
         tuple(_hex(h, f"{what}.history_proof", 32) for h in d["history_proof"]),
+    )
+
+
+def _proposal(value: Any) -> ProposalProof | None:
+    if value is None:
+        return None
+    d = _obj(value, "proposal", {"id", "record", "state_proof"})
+    if not isinstance(d["state_proof"], dict):
+        raise BundleError("proposal.state_proof: expected an object")
+    return ProposalProof(
+        _hex(d["id"], "proposal.id", 32), _hex(d["record"], "proposal.record"), d["state_proof"]
     )

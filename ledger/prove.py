@@ -24,12 +24,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ledger import merkle
-from ledger.bundle import CertifiedHeader, IncludedTx, ProofBundle, ValsetChange
+from ledger.bundle import CertifiedHeader, IncludedTx, ProofBundle, ProposalProof, ValsetChange
 from ledger.chain import Ledger
 from ledger.errors import DecodeError, StoreError
-from ledger.records import AttestationRecord, attestation_key
+from ledger.records import AttestationRecord, attestation_key, proposal_key
 from ledger.state import decode_app_meta
-from ledger.types import split_block, tx_id_of
+from ledger.types import GovPropose, GovVote, Transaction, split_block, tx_id_of
 
 DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -193,16 +193,13 @@ class Prover:
                 break
             changes.append(self._valset_change(h))
         record, proof = self.ledger.tree.get_with_proof(attestation_key(commitment), head)
-        attest = revoke = None
+        attest = revoke = proposal = None
         if record is not None:
             rec = AttestationRecord.decode(record)
             attest = self.included(rec.height, rec.position, head)
-            if (
-                rec.revoked_height
-                and rec.revoked_height <= store.height
-                and rec.revoke_position < self._block(rec.revoked_height).size
-            ):
+            if rec.revoked_height:
                 revoke = self.included(rec.revoked_height, rec.revoke_position, head)
+                proposal = self._proposal(revoke.tx, head)
         return ProofBundle(
             self.ledger.chain_id,
             commitment,
@@ -212,4 +209,20 @@ class Prover:
             proof.to_json(),
             attest,
             revoke,
+            proposal,
         )
+
+    def _proposal(self, revoking_tx: bytes, head: int) -> ProposalProof | None:
+        """The proposal a governance revocation carried out, proven at ``head``; None
+        when the revoking transaction is the issuer's REVOKE."""
+        tx = Transaction.decode(revoking_tx)
+        if isinstance(tx.payload, GovVote):
+            pid = tx.payload.proposal_id
+        elif isinstance(tx.payload, GovPropose):
+            pid = tx.tx_id  # quorum reached by the proposer's own yes vote
+        else:
+            return None
+        record, proof = self.ledger.tree.get_with_proof(proposal_key(pid), head)
+        if record is None:
+            raise StoreError(f"proposal {pid.hex()} decided a revocation but has no record")
+        return ProposalProof(pid, record, proof.to_json())

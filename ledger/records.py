@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from ledger.codec import (
     Domain,
+    as_bytes,
     as_int,
     as_list,
     decode,
@@ -66,12 +67,21 @@ CHAIN_KEY = state_key("chain", b"")
 
 
 class AttestationRecord(NamedTuple):
-    """What the state keeps about one commitment: the facts a verdict needs, and where
-    the signed transactions are. ``revoked_height`` 0 = not revoked.
+    """What the state keeps about one commitment: the facts a verdict needs, who signed
+    what, and where the signed transactions are. ``revoked_height`` 0 = not revoked.
 
-    Deliberately small (it is stored once per attestation): the issue time and metadata
-    digest stay in the ATTEST transaction, which the proof bundle carries with its
-    inclusion proof at (``height``, ``position``).
+    The signers are typed: ``issuer`` is the member and ``issuer_key`` the Ed25519 key
+    its ATTEST was signed with (the member's key at that transaction); ``revoker`` and
+    ``revoker_key`` name the member and key of the transaction that revoked it -- the
+    issuer's REVOKE, or the GOV_VOTE (or GOV_PROPOSE) that decided a governance
+    revocation -- and are empty while it is not revoked. Because the validators write
+    them while executing the rules (docs/PROOFS.md §9), a verifier holding the record
+    (certified by the head's state root) checks that the signed transactions the bundle
+    carries are exactly the ones these fields name (§11).
+
+    Deliberately small otherwise (it is stored once per attestation): the issue time and
+    metadata digest stay in the ATTEST transaction, which the proof bundle carries with
+    its inclusion proof at (``height``, ``position``).
 
     An immutable named tuple rather than a frozen dataclass: one is built for every
     transaction at admission and again at execution, and a frozen dataclass's
@@ -79,6 +89,7 @@ class AttestationRecord(NamedTuple):
     """
 
     issuer: str
+    issuer_key: bytes
     doc_type: str
     valid_until_ms: int
     height: int
@@ -86,6 +97,8 @@ class AttestationRecord(NamedTuple):
     revoked_height: int = 0
     revoke_reason: int = 0
     revoke_position: int = 0
+    revoker: str = ""
+    revoker_key: bytes = b""
 
     def to_wire(self) -> list[Any]:
         return list(self)
@@ -95,24 +108,44 @@ class AttestationRecord(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes) -> AttestationRecord:
-        f = fields(decode(data, MAX_RECORD_BYTES), 8, "attestation_record")
-        for i, name in ((0, "issuer"), (1, "doc_type")):
+        f = fields(decode(data, MAX_RECORD_BYTES), 11, "attestation_record")
+        for i, name in ((0, "issuer"), (2, "doc_type")):
             if not isinstance(f[i], str):
                 raise DecodeError(f"record.{name}: expected text")
             check_identifier(f[i], f"record.{name}")
-        return cls(
+        rec = cls(
             f[0],
-            f[1],
-            as_int(f[2], "record.valid_until_ms"),
-            as_int(f[3], "record.height"),
-            as_int(f[4], "record.position"),
-            as_int(f[5], "record.revoked_height"),
-            as_int(f[6], "record.revoke_reason", 0, 255),
-            as_int(f[7], "record.revoke_position"),
+            as_bytes(f[1], "record.issuer_key", 32),
+            f[2],
+            as_int(f[3], "record.valid_until_ms"),
+            as_int(f[4], "record.height"),
+            as_int(f[5], "record.position"),
+            as_int(f[6], "record.revoked_height"),
+            as_int(f[7], "record.revoke_reason", 0, 255),
+            as_int(f[8], "record.revoke_position"),
+            f[9],
+            f[10],
         )
+        if not isinstance(rec.revoker, str):
+            raise DecodeError("record.revoker: expected text")
+        if rec.revoked_height:
+            check_identifier(rec.revoker, "record.revoker")
+            as_bytes(rec.revoker_key, "record.revoker_key", 32)
+        elif rec.revoker or rec.revoke_reason or rec.revoke_position or rec.revoker_key != b"":
+            # One encoding per record: the revocation fields are all empty until revoked.
+            raise DecodeError("record: revocation fields set on a record that is not revoked")
+        return rec
 
-    def revoked(self, height: int, reason: int, position: int) -> AttestationRecord:
-        return self._replace(revoked_height=height, revoke_reason=reason, revoke_position=position)
+    def revoked(
+        self, height: int, reason: int, position: int, revoker: str, revoker_key: bytes
+    ) -> AttestationRecord:
+        return self._replace(
+            revoked_height=height,
+            revoke_reason=reason,
+            revoke_position=position,
+            revoker=revoker,
+            revoker_key=revoker_key,
+        )
 
 
 class Status(StrEnum):

@@ -98,6 +98,9 @@ class WorkingSet:
         self.deferred_exists = False
         self.must_be_new: dict[bytes, bytes] = {}  # state key -> commitment
         self.position = 0  # index in the block of the transaction being applied
+        # The member and key of the transaction being applied: records name their
+        # signers (ATTEST, REVOKE, the vote that decides a governance revocation).
+        self.signer: tuple[str, bytes] = ("", b"")
 
     # -- reads through the earlier writes ------------------------------------
     def attestation(self, commitment: bytes) -> AttestationRecord | None:
@@ -206,6 +209,7 @@ def apply_tx(
     if not ((verified is not None and verified(tx_id)) or tx.signature_ok()):
         raise RuleError("bad_signature", "transaction signature does not verify")
     member = ws.members[mid]
+    ws.signer = (mid, tx.sender)
     p = tx.payload
     if isinstance(p, Attest):
         _attest(ws, member, p)
@@ -255,7 +259,9 @@ def _attest(ws: WorkingSet, member: Member, p: Attest) -> None:
         raise RuleError("already_attested", "this commitment is already attested")
     ws.put_attestation(
         p.commitment,
-        AttestationRecord(member.member_id, p.doc_type, p.valid_until_ms, ws.height, ws.position),
+        AttestationRecord(
+            member.member_id, member.key, p.doc_type, p.valid_until_ms, ws.height, ws.position
+        ),
         key,
     )
 
@@ -274,9 +280,10 @@ def _check_revoke(ws: WorkingSet, member: Member | None, commitment: bytes) -> A
 def _revoke(
     ws: WorkingSet, member: Member | None, commitment: bytes, reason: int, *, by_governance: bool
 ) -> None:
-    """Mark revoked; ``revoke_position`` is the REVOKE (or deciding GOV_VOTE) transaction."""
+    """Mark revoked; ``revoke_position`` and ``revoker`` are the REVOKE (or the GOV_VOTE or
+    GOV_PROPOSE that decided a governance revocation): the transaction being applied."""
     rec = _check_revoke(ws, None if by_governance else member, commitment)
-    ws.put_attestation(commitment, rec.revoked(ws.height, reason, ws.position))
+    ws.put_attestation(commitment, rec.revoked(ws.height, reason, ws.position, *ws.signer))
 
 
 # ---------------------------------------------------------------------------

@@ -17,9 +17,16 @@ checks, in order:
    off from its peers keeps serving its old head, which cannot show a later revocation;
 3. the state proof of the commitment's record — or of its absence — against H's state
    root;
-4. for a record: the signed ATTEST transaction for this commitment, its inclusion in its
-   block's tx root at the record's position, and that block's inclusion in H's history
-   root; the same for the REVOKE transaction of a revoked record when it is included.
+4. for a record: the signed ATTEST transaction for this commitment, signed by the key
+   the record names for its issuer, its inclusion in its block's tx root at the record's
+   position, and that block's inclusion in H's history root;
+5. for a revoked record, the same for the transaction that revoked it, signed by the key
+   the record names for its revoker: the issuer's REVOKE (revoker = issuer, same
+   reason), or the GOV_VOTE / GOV_PROPOSE that decided a governance revocation -- then
+   the proposal's record, proven against H's state root, must be the approved
+   REVOKE_ATTESTATION of this commitment with the record's reason, decided at the
+   revocation's height by yes votes of a quorum of the validator set in force there
+   (known from step 1), the revoker among them.
 
 It returns a ``Verdict`` (VALID, REVOKED, EXPIRED or NOT_FOUND with issuer, document type,
 times and heights) or raises ``VerificationError`` whose ``reason`` says exactly what
@@ -35,9 +42,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ledger import merkle
-from ledger.bundle import BundleError, IncludedTx, ProofBundle
+from ledger.bundle import BundleError, IncludedTx, ProofBundle, ProposalProof
 from ledger.errors import DecodeError, ValidationError
-from ledger.records import AttestationRecord, Status, attestation_key, attestation_status
+from ledger.records import (
+    AttestationRecord,
+    ProposalRecord,
+    ProposalStatus,
+    Status,
+    attestation_key,
+    attestation_status,
+    proposal_key,
+)
 from ledger.smt import Proof, verify_proof
 from ledger.types import (
     Attest,
@@ -45,6 +60,9 @@ from ledger.types import (
     CertificateSignatureError,
     CommitCertificate,
     Genesis,
+    GovAction,
+    GovPropose,
+    GovVote,
     QuorumError,
     Revoke,
     Transaction,
@@ -64,6 +82,8 @@ class Reason(StrEnum):
     TX_ROOT_MISMATCH = "tx_root_mismatch"
     HISTORY_ROOT_MISMATCH = "history_root_mismatch"
     RECORD_MISMATCH = "record_mismatch"
+    SIGNER_MISMATCH = "signer_mismatch"
+    GOVERNANCE_MISMATCH = "governance_mismatch"
 
 
 #: The newest certified header may be at most this old by the verifier's clock. An idle
@@ -201,13 +221,34 @@ def check_certificate(
     return cert
 
 
-def verify_head(bundle: ProofBundle, anchor: TrustAnchor) -> BlockHeader:
-    """Follow the certified validator-set changes from the anchor to the head header."""
+@dataclass(frozen=True)
+class ValidatorHistory:
+    """The validator sets a verified bundle leads through: ``sets[i]`` is in force from
+    height ``starts[i]`` (the anchor's set from its height, each change's new set from
+    the height after its header) up to the next start."""
+
+    starts: tuple[int, ...]
+    sets: tuple[ValidatorSet, ...]
+
+    def at(self, height: int) -> ValidatorSet | None:
+        """The set that certified ``height``; None before the anchor's height."""
+        found = None
+        for start, vs in zip(self.starts, self.sets, strict=True):
+            if start > height:
+                break
+            found = vs
+        return found
+
+
+def verify_head(bundle: ProofBundle, anchor: TrustAnchor) -> tuple[BlockHeader, ValidatorHistory]:
+    """Follow the certified validator-set changes from the anchor to the head header;
+    the head and the sets in force along the way."""
     chain = anchor.chain_id
     if bundle.chain_id != chain:
         raise _fail(Reason.WRONG_CHAIN, f"bundle is for chain {bundle.chain_id!r}")
     current = anchor.validators
     last = anchor.since_height - 1
+    starts, sets = [anchor.since_height], [anchor.validators]
     head = _header(bundle.head.header, "head header", chain)
     for i, change in enumerate(bundle.valset_changes):
         h = _header(change.header, f"valset change {i}", chain)
@@ -233,13 +274,15 @@ def verify_head(bundle: ProofBundle, anchor: TrustAnchor) -> BlockHeader:
                 f"the validator set after height {h.height} does not match its header",
             )
         current, last = nxt, h.height
+        starts.append(h.height + 1)
+        sets.append(nxt)
     if head.validator_set_hash != current.hash:
         raise _fail(
             Reason.VALIDATOR_CHAIN_BROKEN,
             f"head header {head.height} is certified by a set the chain did not lead to",
         )
     check_certificate(head, bundle.head.certificate, current, chain, f"head header {head.height}")
-    return head
+    return head, ValidatorHistory(tuple(starts), tuple(sets))
 
 
 def _included(
@@ -294,7 +337,7 @@ def verify_bundle(
     """
     if max_age_ms is not None and max_age_ms < 0:
         raise ValueError(f"max_age_ms must be >= 0, not {max_age_ms}")
-    h = verify_head(bundle, anchor)
+    h, sets = verify_head(bundle, anchor)
     info = HeadInfo(h.height, h.time_ms, now_ms, max_age_ms)
     if max_age_ms is not None and info.age_ms > max_age_ms:
         raise VerificationError(
@@ -306,14 +349,20 @@ def verify_bundle(
             info,
         )
     try:
-        return _judge(bundle, anchor, h, info)
+        return _judge(bundle, anchor, h, sets, info)
     except VerificationError as exc:
         exc.head = info
         raise
 
 
-def _judge(bundle: ProofBundle, anchor: TrustAnchor, head: BlockHeader, info: HeadInfo) -> Verdict:
-    """Steps 3-6 of the module docstring, against the verified head."""
+def _judge(
+    bundle: ProofBundle,
+    anchor: TrustAnchor,
+    head: BlockHeader,
+    sets: ValidatorHistory,
+    info: HeadInfo,
+) -> Verdict:
+    """Steps 3-5 of the module docstring, against the verified head, then the verdict."""
     try:
         proof = Proof.from_json(bundle.state_proof)
     except (DecodeError, ValueError, TypeError) as exc:
@@ -324,7 +373,7 @@ def _judge(bundle: ProofBundle, anchor: TrustAnchor, head: BlockHeader, info: He
             Reason.STATE_ROOT_MISMATCH, "the state proof does not match the head's state root"
         )
     if bundle.record is None:
-        if bundle.attest is not None or bundle.revoke is not None:
+        if bundle.attest is not None or bundle.revoke is not None or bundle.proposal is not None:
             # nothing would check them: refuse rather than pass along unchecked bytes
             raise _fail(Reason.MALFORMED, "a bundle without a record carries transactions")
         return Verdict(Status.NOT_FOUND, bundle.commitment, *_as_of(info))
@@ -340,14 +389,16 @@ def _judge(bundle: ProofBundle, anchor: TrustAnchor, head: BlockHeader, info: He
         raise _fail(Reason.WRONG_COMMITMENT, "the ATTEST transaction is for another commitment")
     if p.doc_type != rec.doc_type or p.valid_until_ms != rec.valid_until_ms:
         raise _fail(Reason.RECORD_MISMATCH, "the record does not match its ATTEST transaction")
-    if not rec.revoked_height and bundle.revoke is not None:
-        raise _fail(Reason.MALFORMED, "a REVOKE transaction for a record that is not revoked")
-    if rec.revoked_height and bundle.revoke is not None:
-        rtx, _ = _included(
-            bundle.revoke, head, rec.revoked_height, rec.revoke_position, anchor.chain_id, "REVOKE"
+    if tx.sender != rec.issuer_key:
+        raise _fail(
+            Reason.SIGNER_MISMATCH,
+            f"the ATTEST is not signed by the key the record names for {rec.issuer}",
         )
-        if isinstance(rtx.payload, Revoke) and rtx.payload.commitment != bundle.commitment:
-            raise _fail(Reason.WRONG_COMMITMENT, "the REVOKE transaction is for another commitment")
+    if not rec.revoked_height:
+        if bundle.revoke is not None or bundle.proposal is not None:
+            raise _fail(Reason.MALFORMED, "revocation proofs for a record that is not revoked")
+    else:
+        _check_revocation(bundle, anchor.chain_id, head, sets, rec)
     return Verdict(
         attestation_status(rec, info.checked_at_ms),
         bundle.commitment,
@@ -361,6 +412,98 @@ def _judge(bundle: ProofBundle, anchor: TrustAnchor, head: BlockHeader, info: He
         revoked_height=rec.revoked_height or None,
         revoke_reason=rec.revoke_reason if rec.revoked_height else None,
     )
+
+
+def _check_revocation(
+    bundle: ProofBundle,
+    chain: str,
+    head: BlockHeader,
+    sets: ValidatorHistory,
+    rec: AttestationRecord,
+) -> None:
+    """Step 5: the transaction that revoked ``rec`` is where the record says, signed by
+    the revoker's key, and entitled: the issuer's own REVOKE, or the deciding vote of an
+    approved governance proposal whose yes votes the verifier counts itself."""
+    if bundle.revoke is None:
+        raise _fail(Reason.MALFORMED, "a revoked record without the transaction that revoked it")
+    rtx, _ = _included(
+        bundle.revoke, head, rec.revoked_height, rec.revoke_position, chain, "revoking"
+    )
+    if rtx.sender != rec.revoker_key:
+        raise _fail(
+            Reason.SIGNER_MISMATCH,
+            f"the revoking transaction is not signed by the key the record names for {rec.revoker}",
+        )
+    p = rtx.payload
+    if isinstance(p, Revoke):
+        if p.commitment != bundle.commitment:
+            raise _fail(Reason.WRONG_COMMITMENT, "the REVOKE transaction is for another commitment")
+        if int(p.reason) != rec.revoke_reason:
+            raise _fail(Reason.RECORD_MISMATCH, "the record's reason is not the REVOKE's")
+        if rec.revoker != rec.issuer:
+            raise _fail(Reason.SIGNER_MISMATCH, "a REVOKE by a member other than the issuer")
+        if bundle.proposal is not None:
+            raise _fail(Reason.MALFORMED, "a proposal for a revocation by the issuer")
+        return
+    if not isinstance(p, (GovVote, GovPropose)):
+        raise _fail(Reason.RECORD_MISMATCH, "the transaction at the revocation does not revoke")
+    if bundle.proposal is None:
+        raise _fail(Reason.MALFORMED, "a governance revocation without its proposal")
+    _check_proposal(bundle.proposal, rtx, head, sets, rec, bundle.commitment)
+
+
+def _check_proposal(
+    prop: ProposalProof,
+    rtx: Transaction,
+    head: BlockHeader,
+    sets: ValidatorHistory,
+    rec: AttestationRecord,
+    commitment: bytes,
+) -> None:
+    try:
+        proof = Proof.from_json(prop.state_proof)
+        pr = ProposalRecord.decode(prop.record)
+    except (DecodeError, ValueError, TypeError) as exc:
+        raise _fail(Reason.MALFORMED, f"proposal: {exc}") from None
+    if not verify_proof(head.state_root, proposal_key(prop.proposal_id), prop.record, proof):
+        raise _fail(
+            Reason.STATE_ROOT_MISMATCH, "the proposal's proof does not match the head's state root"
+        )
+    p = rtx.payload
+    decides = (
+        p.proposal_id == prop.proposal_id and p.approve
+        if isinstance(p, GovVote)
+        else rtx.tx_id == prop.proposal_id
+    )
+    if not decides:
+        raise _fail(Reason.GOVERNANCE_MISMATCH, "the revoking transaction is not a yes vote on it")
+    if (
+        pr.action != GovAction.REVOKE_ATTESTATION
+        or tuple(pr.args) != (commitment, rec.revoke_reason)
+        or pr.status != ProposalStatus.APPROVED
+        or pr.decided_height != rec.revoked_height
+    ):
+        raise _fail(
+            Reason.GOVERNANCE_MISMATCH,
+            "the proposal is not the approved revocation of this commitment with this reason "
+            f"at height {rec.revoked_height}",
+        )
+    voters = sets.at(rec.revoked_height)
+    if voters is None:
+        raise _fail(
+            Reason.GOVERNANCE_MISMATCH,
+            f"decided at height {rec.revoked_height}, before the trusted validator set",
+        )
+    members = {v.member_id for v in voters.validators}
+    yes = members.intersection(pr.yes)
+    if len(yes) < voters.quorum:
+        raise _fail(
+            Reason.GOVERNANCE_MISMATCH,
+            f"{len(yes)} yes votes of the {voters.n} validators at height "
+            f"{rec.revoked_height}; {voters.quorum} needed",
+        )
+    if rec.revoker not in yes:
+        raise _fail(Reason.SIGNER_MISMATCH, f"{rec.revoker} is not a counted yes voter")
 
 
 def _as_of(info: HeadInfo) -> tuple[int, int, int, int, int | None]:

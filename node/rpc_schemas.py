@@ -99,7 +99,7 @@ _INCLUDED_TX: Final = obj(
 
 #: The proof bundle of docs/PROOFS.md section 11 (``ledger.bundle.ProofBundle.to_json``).
 BUNDLE: Final = obj(
-    version={"const": 1},
+    version={"const": 2},
     chain_id=STR,
     commitment=HEX32,
     head=CERTIFIED_HEAD,
@@ -108,6 +108,7 @@ BUNDLE: Final = obj(
     state_proof=_SMT_PROOF,
     attest=nullable(_INCLUDED_TX),
     revoke=nullable(_INCLUDED_TX),
+    proposal=nullable(obj(id=HEX32, record=HEX, state_proof=_SMT_PROOF)),
 )
 
 _JUDGED_AT: Final = dict(

@@ -104,7 +104,7 @@ class ChainBuilder:
         for pos, tx in enumerate(txs):
             assert isinstance(tx.payload, Attest)
             issuer = ISSUER_IDS[[k.public_key for k in ISSUER_KEYS].index(tx.sender)]
-            record = AttestationRecord(issuer, tx.payload.doc_type, 0, height, pos)
+            record = AttestationRecord(issuer, tx.sender, tx.payload.doc_type, 0, height, pos)
             changes[attestation_key(tx.payload.commitment)] = record.encode()
         # A counter every block rewrites and a key that comes and goes: updates and
         # deletions, not only inserts, so the stale journal sees every kind of change.

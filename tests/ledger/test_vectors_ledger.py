@@ -116,7 +116,9 @@ def generate() -> dict[str, Any]:
         "signing_message": codec.tagged(codec.Domain.COMMIT, body).hex(),
         "encoded": cert.encode().hex(),
     }
-    rec = AttestationRecord("szcredit", "credit-report", 1_791_536_000_000, 7, 0)
+    rec = AttestationRecord(
+        "szcredit", _key(2).public_key, "credit-report", 1_791_536_000_000, 7, 0
+    )
     out["state"] = {
         "attestation_key": attestation_key(commitment).hex(),
         "member_key_cnix": member_key("cnix").hex(),

@@ -25,6 +25,7 @@ from ledger.block import BlockHeader, CommitCertificate
 from ledger.chain import Ledger
 from ledger.genesis import genesis_to_json
 from ledger.prove import Prover
+from ledger.records import proposal_key
 from ledger.testchain import GENESIS_TIME_MS, Consortium
 from ledger.transaction import Transaction
 from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason
@@ -34,6 +35,7 @@ from ledger.verify import (
     VerificationError,
     verify_bundle_json,
 )
+from tests.support.conformance_forged import forge, forgeries
 
 PATH = Path(__file__).parent.parent / "vectors" / "bundles.json"
 FORMAT = 1
@@ -171,10 +173,10 @@ def _proof_flips(part: str, base: str, kind: str) -> list[Mutation]:
     ]
 
 
-def mutations(bundles: dict[str, Any]) -> list[Mutation]:
+def mutations(bundles: dict[str, Any], other_proposal: dict[str, Any]) -> list[Mutation]:
     st = ("state_proof",)
     return [
-        ("version", "valid", _set(("version",), lambda v: 2), "version 2", "malformed"),
+        ("version", "valid", _set(("version",), lambda v: 1), "version 1", "malformed"),
         ("unknown-field", "valid", lambda d: {**d, "extra": 1}, "an unknown field", "malformed"),
         (
             "uppercase-hex",
@@ -350,6 +352,48 @@ def mutations(bundles: dict[str, Any]) -> list[Mutation]:
             "another key's proof of absence in place of the state proof",
             "state_root_mismatch",
         ),
+        (
+            "revoked-without-revoke",
+            "revoked_by_issuer",
+            _set(("revoke",), lambda _: None),
+            "the revoking transaction left out (null)",
+            "malformed",
+        ),
+        (
+            "governance-without-proposal",
+            "revoked_by_governance",
+            _set(("proposal",), lambda _: None),
+            "the proposal left out (null)",
+            "malformed",
+        ),
+        (
+            "proposal-on-an-issuer-revocation",
+            "revoked_by_issuer",
+            _other("proposal", bundles["revoked_by_governance"]),
+            "a governance proposal added to a revocation by the issuer",
+            "malformed",
+        ),
+        (
+            "proposal-record",
+            "revoked_by_governance",
+            _set(("proposal", "record"), lambda h: flip(h, -1)),
+            "the last byte of the proposal's record",
+            "state_root_mismatch",
+        ),
+        (
+            "another-proposal",
+            "revoked_by_governance",
+            _set(("proposal",), lambda _: copy.deepcopy(other_proposal)),
+            "another proposal (the validator-set change's, proven at the same head)",
+            "governance_mismatch",
+        ),
+        (
+            "governance-vote-for-issuer-revoke",
+            "revoked_by_issuer",
+            _other("revoke", bundles["revoked_by_governance"]),
+            "the revoking transaction (the governance vote, at another height)",
+            "record_mismatch",
+        ),
     ]
 
 
@@ -369,6 +413,14 @@ def generate() -> dict[str, Any]:
         cons, lg = build_chain(Path(tmp) / "db")
         prover = Prover(lg)
         head_ms = lg.tip.time_ms
+        # The validator-set change's proposal (block 2), proven at the head: a genuine
+        # proposal proof that decided something else.
+        block2 = lg.store.get_block(2)
+        assert block2 is not None
+        pid = block2.txs[0].tx_id
+        record, proof = lg.tree.get_with_proof(proposal_key(pid), lg.height)
+        assert record is not None
+        other_proposal = {"id": pid.hex(), "record": record.hex(), "state_proof": proof.to_json()}
         bundles = {
             name: json.loads(json.dumps(prover.bundle(c).to_json()))
             for name, c in [
@@ -430,11 +482,22 @@ def generate() -> dict[str, Any]:
         DEFAULT_MAX_AGE_MS,
         "state_too_old",
     )
-    for name, base, fn, what, reason in mutations(bundles):
+    for name, base, fn, what, reason in mutations(bundles, other_proposal):
         add(
             f"mutated/{name}",
             f"the {base} bundle with {what} changed: must be refused",
             fn(bundles[base]),
+            now_ms,
+            DEFAULT_MAX_AGE_MS,
+            reason,
+        )
+    for name, base, what, change, reason in forgeries(cons, bundles):
+        add(
+            f"forged/{name}",
+            f"the {base} bundle under a head re-certified by the validator set in force over "
+            f"a state where {what} was forged: every proof holds, the records and the signed "
+            "transactions disagree",
+            forge(cons, bundles[base], change),
             now_ms,
             DEFAULT_MAX_AGE_MS,
             reason,
@@ -456,9 +519,10 @@ _ABOUT = {
     "valid_in_head": "attested in the head block itself: its history proof is empty",
     "revoked_by_issuer": "attested at height 1, revoked by its issuer after the "
     "validator-set change; the bundle carries the REVOKE transaction",
-    "revoked_by_governance": "attested at height 1, revoked by a governance vote; the "
-    "bundle's revoke part is the deciding GOV_VOTE transaction (the proposal itself is not "
-    "carried)",
+    "revoked_by_governance": "attested at height 1, revoked by a governance vote after the "
+    "validator-set change; the bundle's revoke part is the deciding GOV_VOTE transaction and "
+    "its proposal part the proposal's record, whose yes votes are a quorum of the 3 validators "
+    "then in force",
     "expired": "attested with valid_until_ms before the verifier's clock",
     "not_found": "never attested: a proof of absence",
 }

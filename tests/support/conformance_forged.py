@@ -1,0 +1,159 @@
+"""Conformance vectors only a dishonest quorum could serve (docs/CONFORMANCE.md, "Forged
+heads"): bundles whose head is re-certified by the validator set in force, over a state
+tree that holds records the rules would never have written -- an ATTEST attributed to a
+key that did not sign it, a REVOKE by a member other than the issuer, a governance
+revocation with too few yes votes. Every proof in them verifies; what a verifier must
+catch is that the certified records and the signed transactions disagree.
+
+A forged head keeps the honest head's height, time and history root (so every
+inclusion proof still holds) and gets a state root of a fresh tree holding just the
+bundle's records, re-proven. Used by tests/support/conformance.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any, cast
+
+from ledger.block import Block, BlockHeader
+from ledger.records import AttestationRecord, ProposalRecord, attestation_key, proposal_key
+from ledger.smt import SparseMerkleTree
+from ledger.smt_storage import MemoryNodeStore
+from ledger.testchain import Consortium
+from ledger.types import ValidatorSet
+
+Records = tuple[AttestationRecord, ProposalRecord | None]
+# (name, base bundle, what is forged, change to the records or the bundle, expected reason)
+Forgery = tuple[str, str, str, Callable[[Records, dict[str, Any]], Records], str]
+
+
+def _records(doc: dict[str, Any]) -> Records:
+    rec = AttestationRecord.decode(bytes.fromhex(doc["record"]))
+    prop = doc["proposal"]
+    return rec, None if prop is None else ProposalRecord.decode(bytes.fromhex(prop["record"]))
+
+
+def forge(
+    cons: Consortium, doc: dict[str, Any], change: Callable[[Records, dict[str, Any]], Records]
+) -> dict[str, Any]:
+    """``doc`` with its records replaced by ``change``'s and its head re-certified over
+    a tree of just those records. ``change`` may also edit the copy it is given."""
+    d = copy.deepcopy(doc)
+    rec, prop = change(_records(doc), d)
+    commitment = bytes.fromhex(d["commitment"])
+    entries = {attestation_key(commitment): rec.encode()}
+    if prop is not None:
+        entries[proposal_key(bytes.fromhex(d["proposal"]["id"]))] = prop.encode()
+    store = MemoryNodeStore()
+    tree = SparseMerkleTree(store)
+    result = tree.update(None, 1, entries)
+    store.apply(result)
+    d["record"] = rec.encode().hex()
+    d["state_proof"] = tree.get_with_proof(attestation_key(commitment), 1)[1].to_json()
+    if prop is not None:
+        key = proposal_key(bytes.fromhex(d["proposal"]["id"]))
+        d["proposal"]["record"] = prop.encode().hex()
+        d["proposal"]["state_proof"] = tree.get_with_proof(key, 1)[1].to_json()
+    head = replace(BlockHeader.decode(bytes.fromhex(d["head"]["header"])), state_root=result.root)
+    changes = d["valset_changes"]
+    validators = (
+        ValidatorSet.decode(bytes.fromhex(changes[-1]["next_validators"]))
+        if changes
+        else cons.genesis.validators
+    )
+    block = cast(Block, SimpleNamespace(height=head.height, block_id=head.block_id))
+    cert = cons.certify(block, validators=validators)
+    d["head"] = {"header": head.encode().hex(), "certificate": cert.encode().hex()}
+    return d
+
+
+def forgeries(cons: Consortium, bundles: dict[str, Any]) -> list[Forgery]:
+    other_key = cons.member_keys["cnix"].public_key
+
+    def attest_elsewhere(r: Records, d: dict[str, Any]) -> Records:
+        # The ATTEST of another commitment of the same block, at the position the record
+        # now names: it is in the chain, signed, at the right place -- for the wrong file.
+        d["attest"] = copy.deepcopy(bundles["revoked_by_issuer"]["attest"])
+        return r[0]._replace(position=d["attest"]["index"]), r[1]
+
+    def yes_only_revoker(r: Records, d: dict[str, Any]) -> Records:
+        assert r[1] is not None
+        return r[0], replace(r[1], yes=(r[0].revoker,))
+
+    def other_reason(r: Records, d: dict[str, Any]) -> Records:
+        assert r[1] is not None
+        commitment, reason = r[1].args
+        return r[0], replace(r[1], args=(commitment, reason + 1))
+
+    def still_open(r: Records, d: dict[str, Any]) -> Records:
+        assert r[1] is not None
+        return r[0], replace(r[1], status=0, decided_height=0)
+
+    return [
+        (
+            "attest-signer",
+            "valid",
+            "the record's issuer key (another member's)",
+            lambda r, d: (r[0]._replace(issuer_key=other_key), r[1]),
+            "signer_mismatch",
+        ),
+        (
+            "attest-commitment",
+            "valid",
+            "the record's position (pointing at the ATTEST of another commitment)",
+            attest_elsewhere,
+            "wrong_commitment",
+        ),
+        (
+            "revoke-by-other-member",
+            "revoked_by_issuer",
+            "the record's revoker (a member that is not the issuer)",
+            lambda r, d: (r[0]._replace(revoker="cnix"), r[1]),
+            "signer_mismatch",
+        ),
+        (
+            "revoke-signer",
+            "revoked_by_issuer",
+            "the record's revoker key (not the REVOKE's signer)",
+            lambda r, d: (r[0]._replace(revoker_key=other_key), r[1]),
+            "signer_mismatch",
+        ),
+        (
+            "revoke-reason",
+            "revoked_by_issuer",
+            "the record's revocation reason (not the REVOKE's)",
+            lambda r, d: (r[0]._replace(revoke_reason=r[0].revoke_reason + 1), r[1]),
+            "record_mismatch",
+        ),
+        (
+            "governance-too-few-votes",
+            "revoked_by_governance",
+            "the proposal's yes votes (only the deciding voter's)",
+            yes_only_revoker,
+            "governance_mismatch",
+        ),
+        (
+            "governance-reason",
+            "revoked_by_governance",
+            "the proposal's reason (not the record's)",
+            other_reason,
+            "governance_mismatch",
+        ),
+        (
+            "governance-not-approved",
+            "revoked_by_governance",
+            "the proposal's status (still open)",
+            still_open,
+            "governance_mismatch",
+        ),
+        (
+            "governance-revoker-not-voter",
+            "revoked_by_governance",
+            "the record's revoker (a member outside the validator set at the decision)",
+            lambda r, d: (r[0]._replace(revoker="webank"), r[1]),
+            "signer_mismatch",
+        ),
+    ]
