@@ -175,6 +175,7 @@ def decode_certificate(raw: bytes) -> Certificate:
 class ValidatorSet:
     raw: bytes
     keys: list[bytes]
+    member_ids: list[str]
 
     @property
     def hash(self) -> bytes:
@@ -191,7 +192,7 @@ def decode_validator_set(raw: bytes) -> ValidatorSet:
         raise CheckError("malformed: too many validators")
     ids = [_ident(v[0], "member_id") for v in entries]
     _increasing(ids, "validator ids")
-    return ValidatorSet(raw, [_bin(v[1], "node_key", 32) for v in entries])
+    return ValidatorSet(raw, [_bin(v[1], "node_key", 32) for v in entries], ids)
 
 
 def ed25519_ok(key: bytes, message: bytes, signature: bytes) -> bool:
@@ -238,7 +239,8 @@ class Tx:
         return ed25519_ok(self.sender, tagged("dvp/tx/v1", body), self.signature)
 
 
-ATTEST, REVOKE = 1, 2
+ATTEST, REVOKE, GOV_PROPOSE, GOV_VOTE = 1, 2, 3, 4
+REVOKE_ATTESTATION = 11
 
 
 def decode_tx(raw: bytes) -> Tx:
@@ -259,6 +261,16 @@ def decode_tx(raw: bytes) -> Tx:
         p = _arr(payload, 2, "REVOKE payload")
         _bin(p[0], "commitment", 32)
         _uint(p[1], "reason")
+    elif kind == GOV_PROPOSE:
+        p = _arr(payload, 3, "GOV_PROPOSE payload")
+        _uint(p[0], "action")
+        _arr(p[1], None, "args")
+        _uint(p[2], "deadline_height")
+    elif kind == GOV_VOTE:
+        p = _arr(payload, 2, "GOV_VOTE payload")
+        _bin(p[0], "proposal_id", 32)
+        if not isinstance(p[1], bool):
+            raise CheckError("malformed: approve must be a boolean")
     return Tx(
         raw,
         _ident(f[0], "chain_id"),
@@ -272,6 +284,7 @@ def decode_tx(raw: bytes) -> Tx:
 @dataclass(frozen=True)
 class Record:
     issuer: str
+    issuer_key: bytes
     doc_type: str
     valid_until_ms: int
     height: int
@@ -279,14 +292,55 @@ class Record:
     revoked_height: int
     revoke_reason: int
     revoke_position: int
+    revoker: str
+    revoker_key: bytes
 
 
 def decode_record(raw: bytes) -> Record:
-    f = _arr(decode_canonical(raw), 8, "attestation record")
-    return Record(
+    """PROOFS.md §6, "The attestation record"."""
+    f = _arr(decode_canonical(raw), 11, "attestation record")
+    rec = Record(
         _ident(f[0], "issuer"),
-        _ident(f[1], "doc_type"),
-        *(_uint(f[i], "record field") for i in range(2, 8)),
+        _bin(f[1], "issuer_key", 32),
+        _ident(f[2], "doc_type"),
+        *(_uint(f[i], "record field") for i in range(3, 9)),
+        f[9],
+        f[10],
+    )
+    if rec.revoked_height:
+        _ident(rec.revoker, "revoker")
+        _bin(rec.revoker_key, "revoker_key", 32)
+    elif (rec.revoke_reason, rec.revoke_position, rec.revoker, rec.revoker_key) != (0, 0, "", b""):
+        raise CheckError("malformed: revocation fields on a record that is not revoked")
+    return rec
+
+
+@dataclass(frozen=True)
+class Proposal:
+    action: int
+    args: list[Any]
+    yes: list[str]
+    status: int
+    decided_height: int
+
+
+def decode_proposal(raw: bytes) -> Proposal:
+    """PROOFS.md §6: [action, args, proposer, deadline_height, [yes], [no], status,
+    decided_height]."""
+    f = _arr(decode_canonical(raw), 8, "proposal record")
+    yes = _arr(f[4], None, "yes")
+    for ids in (yes, _arr(f[5], None, "no")):
+        for x in ids:
+            _ident(x, "voter")
+        _increasing(ids, "votes")
+    _ident(f[2], "proposer")
+    _uint(f[3], "deadline_height")
+    return Proposal(
+        _uint(f[0], "action"),
+        _arr(f[1], None, "args"),
+        yes,
+        _uint(f[6], "status"),
+        _uint(f[7], "decided_height"),
     )
 
 
@@ -571,9 +625,10 @@ def check_bundle(
         "state_proof",
         "attest",
         "revoke",
+        "proposal",
     }
     d = _fields(doc, keys, "bundle")
-    if type(d["version"]) is not int or d["version"] != 1:
+    if type(d["version"]) is not int or d["version"] != 2:
         raise CheckError("malformed: version")
     if d["chain_id"] != anchor.chain_id:
         raise CheckError("wrong chain: bundle")
@@ -585,6 +640,7 @@ def check_bundle(
     head = _header_of(_hexb(head_doc["header"], "head.header"), chain, "head")
     # 1. validator sets from the anchor to H
     current, last = anchor.validators, -1
+    sets = [(0, anchor.validators)]  # (first height it certifies, set): §11 step 1
     if not isinstance(d["valset_changes"], list):
         raise CheckError("malformed: valset_changes")
     for i, ch in enumerate(d["valset_changes"]):
@@ -599,6 +655,7 @@ def check_bundle(
         if nxt.hash != h.next_validator_set_hash:
             raise CheckError("validator chain: next set does not match its header")
         current, last = nxt, h.height
+        sets.append((h.height + 1, nxt))
     if head.validator_set_hash != current.hash:
         raise CheckError("validator chain: the head's set")
     check_certificate(head, _hexb(head_doc["certificate"], "head.certificate"), current, chain)
@@ -620,7 +677,7 @@ def check_bundle(
         "max_age_ms": max_age_ms,
     }
     if record_raw is None:
-        if d["attest"] is not None or d["revoke"] is not None:
+        if d["attest"] is not None or d["revoke"] is not None or d["proposal"] is not None:
             raise CheckError("malformed: transactions in a bundle without a record")
         return {**verdict, "status": "NOT_FOUND"}
     rec = decode_record(record_raw)
@@ -630,17 +687,15 @@ def check_bundle(
     tx = _check_included(d["attest"], head, rec.height, rec.position, chain, "attest")
     if tx.kind != ATTEST or tx.payload[1] != c:
         raise CheckError("wrong commitment: ATTEST")
+    if tx.sender != rec.issuer_key:
+        raise CheckError("signer mismatch: ATTEST")
     if tx.payload[0] != rec.doc_type or tx.payload[3] != rec.valid_until_ms:
         raise CheckError("record mismatch: ATTEST")
     # 5. revocation
-    if rec.revoked_height and d["revoke"] is not None:
-        rtx = _check_included(
-            d["revoke"], head, rec.revoked_height, rec.revoke_position, chain, "revoke"
-        )
-        if rtx.kind == REVOKE and rtx.payload[0] != c:
-            raise CheckError("wrong commitment: REVOKE")
-    elif d["revoke"] is not None:
-        raise CheckError("malformed: a REVOKE for a record that is not revoked")
+    if rec.revoked_height:
+        _check_revocation(d, head, rec, c, chain, sets)
+    elif d["revoke"] is not None or d["proposal"] is not None:
+        raise CheckError("malformed: revocation parts for a record that is not revoked")
     # 6. verdict (§6)
     if rec.revoked_height:
         status = "REVOKED"
@@ -660,3 +715,63 @@ def check_bundle(
         "revoked_height": rec.revoked_height or None,
         "revoke_reason": rec.revoke_reason if rec.revoked_height else None,
     }
+
+
+def _check_revocation(
+    d: dict[str, Any],
+    head: Header,
+    rec: Record,
+    c: bytes,
+    chain: str,
+    sets: list[tuple[int, ValidatorSet]],
+) -> None:
+    """PROOFS.md §11 step 5."""
+    if d["revoke"] is None:
+        raise CheckError("malformed: a revoked record without its revoking transaction")
+    rtx = _check_included(d["revoke"], head, rec.revoked_height, rec.revoke_position, chain, "rv")
+    if rtx.sender != rec.revoker_key:
+        raise CheckError("signer mismatch: the revoking transaction")
+    if rtx.kind == REVOKE:
+        if rtx.payload[0] != c:
+            raise CheckError("wrong commitment: REVOKE")
+        if rtx.payload[1] != rec.revoke_reason:
+            raise CheckError("record mismatch: REVOKE reason")
+        if rec.revoker != rec.issuer:
+            raise CheckError("signer mismatch: REVOKE by another member")
+        if d["proposal"] is not None:
+            raise CheckError("malformed: a proposal with an issuer's REVOKE")
+        return
+    if rtx.kind not in (GOV_VOTE, GOV_PROPOSE):
+        raise CheckError("record mismatch: not a revoking transaction")
+    if d["proposal"] is None:
+        raise CheckError("malformed: a governance revocation without its proposal")
+    pd = _fields(d["proposal"], {"id", "record", "state_proof"}, "proposal")
+    pid = _hexb(pd["id"], "proposal.id")
+    raw = _hexb(pd["record"], "proposal.record")
+    if len(pid) != 32:
+        raise CheckError("malformed: proposal.id")
+    prop = decode_proposal(raw)
+    if not verify_state_proof(head.state_root, state_key("proposal", pid), raw, pd["state_proof"]):
+        raise CheckError("state root mismatch: proposal")
+    if rtx.kind == GOV_VOTE:
+        decides = rtx.payload[0] == pid and rtx.payload[1] is True
+    else:
+        decides = rtx.tx_id == pid
+    if not decides:
+        raise CheckError("governance mismatch: not a yes vote on the proposal")
+    if (
+        prop.action != REVOKE_ATTESTATION
+        or prop.args != [c, rec.revoke_reason]
+        or prop.status != 1
+        or prop.decided_height != rec.revoked_height
+    ):
+        raise CheckError("governance mismatch: not this approved revocation")
+    in_force = [vs for start, vs in sets if start <= rec.revoked_height]
+    if not in_force:
+        raise CheckError("governance mismatch: no known validator set at the decision")
+    members = set(in_force[-1].member_ids)
+    yes = members.intersection(prop.yes)
+    if len(yes) < in_force[-1].quorum:
+        raise CheckError("governance mismatch: too few yes votes")
+    if rec.revoker not in yes:
+        raise CheckError("signer mismatch: the revoker is not a counted yes voter")

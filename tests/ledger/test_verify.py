@@ -316,15 +316,15 @@ def test_a_revocation_by_governance_verifies(chain: Any) -> None:
     assert v.revoked_height == head_of(bundle(chain, "gov")).height
 
 
-def test_a_record_needs_its_attest_but_a_revocation_may_come_without_its_revoke(
-    chain: Any,
-) -> None:
-    """The ATTEST is what names the issuer's signed claim: required. The REVOKE is extra
-    evidence (the certified record already says revoked): optional."""
+def test_a_record_needs_its_attest_and_a_revoked_one_its_revoke(chain: Any) -> None:
+    """The ATTEST is the issuer's signed claim and the REVOKE the signed withdrawal the
+    record names (issuer and revoker keys): a verdict needs both, so either missing is
+    malformed rather than taken on the record's word."""
     trust = anchor(chain)
     b = bundle(chain, "valid")
     assert refusal(replace(b, attest=None), trust) == Reason.MALFORMED
-    r = verify_bundle(replace(bundle(chain, "revoked"), revoke=None), trust, now_ms=NOW_MS)
+    assert refusal(replace(bundle(chain, "revoked"), revoke=None), trust) == Reason.MALFORMED
+    r = verify_bundle(bundle(chain, "revoked"), trust, now_ms=NOW_MS)
     assert r.status == Status.REVOKED and r.revoke_reason == RevokeReason.DATA_CHANGED
 
 
@@ -429,6 +429,8 @@ def test_a_forged_revocation_must_point_at_this_commitments_revoke(chain: Any) -
         revoked_height=r_rec.revoked_height,
         revoke_reason=r_rec.revoke_reason,
         revoke_position=r_rec.revoke_position,
+        revoker=r_rec.revoker,
+        revoker_key=r_rec.revoker_key,
     )
     b = replace(forged(chain, "valid", C[0], lie), revoke=revoked.revoke)
     assert refusal(b, trust) == Reason.WRONG_COMMITMENT

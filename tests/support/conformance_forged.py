@@ -88,9 +88,14 @@ def forgeries(cons: Consortium, bundles: dict[str, Any]) -> list[Forgery]:
         commitment, reason = r[1].args
         return r[0], replace(r[1], args=(commitment, reason + 1))
 
-    def still_open(r: Records, d: dict[str, Any]) -> Records:
+    def rejected(r: Records, d: dict[str, Any]) -> Records:
         assert r[1] is not None
-        return r[0], replace(r[1], status=0, decided_height=0)
+        return r[0], replace(r[1], status=2)  # decided at the same height, but rejected
+
+    def under_another_id(r: Records, d: dict[str, Any]) -> Records:
+        # The very record, at another proposal's key: the vote carried decides another.
+        d["proposal"]["id"] = "ab" * 32
+        return r
 
     return [
         (
@@ -143,10 +148,17 @@ def forgeries(cons: Consortium, bundles: dict[str, Any]) -> list[Forgery]:
             "governance_mismatch",
         ),
         (
-            "governance-not-approved",
+            "governance-rejected",
             "revoked_by_governance",
-            "the proposal's status (still open)",
-            still_open,
+            "the proposal's status (rejected)",
+            rejected,
+            "governance_mismatch",
+        ),
+        (
+            "governance-vote-on-another-proposal",
+            "revoked_by_governance",
+            "the proposal's id (the vote carried is on another proposal)",
+            under_another_id,
             "governance_mismatch",
         ),
         (
