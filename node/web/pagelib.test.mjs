@@ -37,7 +37,7 @@ test("every verdict: rows, checks and a receipt encoded as ledger.receipt encode
   for (const c of fixture.cases) {
     const verdict = await v.verifyBundle(c.bundle, anchor, { nowMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
     assert.ok(lib.receiptOffered(verdict), c.name);
-    assert.equal(lib.checksPassed(verdict).length, 8);
+    assert.equal(lib.checksPassed(verdict).length, 10);
     const rows = Object.fromEntries(lib.resultRows(verdict));
     assert.equal(rows["Head height"], String(verdict.height));
     if (verdict.status !== "NOT_FOUND") assert.equal(rows.Issuer, verdict.issuer);
@@ -56,6 +56,8 @@ test("a failed check: the ones before it passed, no receipt offered", async () =
   assert.equal(lib.checksPassed(stale).length, 4);
   assert.ok(!lib.receiptOffered(stale));
   assert.deepEqual(lib.checksPassed({ status: "INVALID", reason: "malformed", message: "x" }), []);
+  assert.equal(lib.checksPassed({ status: "INVALID", reason: "signer_mismatch", message: "x" }).length, 8);
+  assert.equal(lib.checksPassed({ status: "INVALID", reason: "governance_mismatch", message: "x" }).length, 9);
   assert.ok(lib.checksPassed({ status: "VALID", max_age_ms: null }).every((c) => !c.includes("fresh")));
 });
 

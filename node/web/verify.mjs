@@ -4,7 +4,9 @@
 // with no server dependency: the genesis file → trust anchor (§5), strict canonical
 // msgpack decoding (§2), headers, certificates and Ed25519 signatures (§4), RFC 6962
 // inclusion proofs (proofs-merkle.md §3), the sparse Merkle state proof (proofs-smt.md
-// §5–§6), and the record → verdict rules with freshness (§6, §11). It answers in the JSON
+// §5–§6), the records' signers and a governance revocation's yes votes counted against the
+// validator set in force (§6, §11 steps 4–5, bundle version 2), and the record → verdict
+// rules with freshness (§6, §11). It answers in the JSON
 // form ledger/verify.py gives (Verdict.to_json / VerificationError.to_json), without
 // `message` wording parity. Crypto is WebCrypto (SHA-256, Ed25519: Node >= 20, current
 // browsers); msgpack is the vendored @msgpack/msgpack (vendor/VENDOR.md).
@@ -16,7 +18,8 @@ const subtle = globalThis.crypto.subtle;
 export const DEFAULT_MAX_AGE_MS = 30_000;
 const MAX_TX = 4096, MAX_HEADER = 4096, MAX_OBJECT = 65536, MAX_VALIDATORS = 256;
 const IDENT = /^[a-z0-9\-_.]{1,64}$/;
-const ATTEST = 1, REVOKE = 2;
+const ATTEST = 1, REVOKE = 2, GOV_PROPOSE = 3, GOV_VOTE = 4;
+const REVOKE_ATTESTATION = 11, APPROVED = 1, MAX_REASON = 6, MAX_ROLE = 4, MAX_VOTES = 256;
 
 /** No verdict: `reason` is one of ledger/verify.py's Reason values. */
 export class VerificationError extends Error {
@@ -73,7 +76,17 @@ const bin = (x, what, ...sizes) => {
   return x;
 };
 const ident = (x, what) => { if (typeof x !== "string" || !IDENT.test(x)) throw fail("malformed", `${what} must be an identifier`); return x; };
-const increasing = (xs, what) => { for (let i = 1; i < xs.length; i++) if (!(xs[i - 1] < xs[i])) throw fail("malformed", `${what} must strictly increase`); };
+// Strings compare by code point, as Python's do (JS `<` compares UTF-16 units).
+const before = (a, b) => (typeof a === "string" ? cmpCodePoints(a, b) < 0 : a < b);
+function cmpCodePoints(a, b) {
+  const x = [...a], y = [...b];
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = x[i].codePointAt(0) - y[i].codePointAt(0);
+    if (d) return d;
+  }
+  return x.length - y.length;
+}
+const increasing = (xs, what) => { for (let i = 1; i < xs.length; i++) if (!before(xs[i - 1], xs[i])) throw fail("malformed", `${what} must strictly increase`); };
 
 // ------------------------------------------------------------------ §1 commitment and code
 const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -116,8 +129,9 @@ async function decodeHeader(raw, chainId, what) {
 async function decodeValidatorSet(raw) {
   const entries = arr(decodeCanonical(raw), null, "validator set").map((v) => arr(v, 2, "validator"));
   if (entries.length > MAX_VALIDATORS) throw fail("malformed", "too many validators");
-  increasing(entries.map((v) => ident(v[0], "member_id")), "validator ids");
-  return { keys: entries.map((v) => bin(v[1], "node_key", 32)), hash: await sha256(tagged("dvp/valset/v1", raw)),
+  const members = entries.map((v) => ident(v[0], "member_id"));
+  increasing(members, "validator ids");
+  return { members, keys: entries.map((v) => bin(v[1], "node_key", 32)), hash: await sha256(tagged("dvp/valset/v1", raw)),
     quorum: Math.floor((2 * entries.length) / 3) + 1 };
 }
 
@@ -172,6 +186,26 @@ async function checkCertificate(header, raw, vs, chainId, what) {
   if (sigs.length < vs.quorum) throw fail("insufficient_quorum", `${what}: ${sigs.length} of ${vs.quorum} signatures`);
 }
 
+const upTo = (x, max, what) => { if (uint(x, what) > max) throw fail("malformed", `${what} is not a known code`); return x; };
+
+// GOV_PROPOSE arguments per action (ledger/transaction.py GOV_ARGS): "id" identifier,
+// "name" display text, "key"/"hash" 32 bytes, "int" uint, "role" and "reason" known codes.
+const GOV_ARGS = [null, ["id", "name", "key"], ["id"], ["id", "role"], ["id", "role"], ["id", "id"], ["id", "id"],
+  ["id", "key"], ["id", "key"], ["id"], ["id", "int"], ["hash", "reason"]];
+const GOV_ARG = {
+  id: (x, w) => ident(x, w),
+  name: (x, w) => { if (typeof x !== "string" || [...x].length < 1 || [...x].length > 128) throw fail("malformed", `${w} must be 1-128 characters`); },
+  key: (x, w) => bin(x, w, 32), hash: (x, w) => bin(x, w, 32), int: (x, w) => uint(x, w),
+  role: (x, w) => { if (uint(x, w) < 1 || x > MAX_ROLE) throw fail("malformed", `${w} is not a known role`); },
+  reason: (x, w) => upTo(x, MAX_REASON, w),
+};
+/** [action, args, deadline_height], in GOV_PROPOSE and in a proposal record. */
+function checkGovPropose(action, args, deadline) {
+  if (uint(action, "action") < 1 || action >= GOV_ARGS.length) throw fail("malformed", `unknown governance action ${action}`);
+  arr(args, GOV_ARGS[action].length, "governance args").forEach((x, i) => GOV_ARG[GOV_ARGS[action][i]](x, `args[${i}]`));
+  uint(deadline, "deadline_height");
+}
+
 async function decodeTx(raw) {
   const f = arr(decodeCanonical(raw, MAX_TX), 7, "transaction");
   ident(f[0], "chain_id"); bin(f[1], "sender", 32); uint(f[2], "nonce"); uint(f[3], "expiry_height");
@@ -182,20 +216,50 @@ async function decodeTx(raw) {
     if (until && until <= issued) throw fail("malformed", "valid_until_ms must be 0 or after issued_at_ms");
     bin(p[4], "metadata_digest", 0, 32);
   } else if (kind === REVOKE) {
-    arr(p, 2, "REVOKE payload"); bin(p[0], "commitment", 32); uint(p[1], "reason");
-  }
+    arr(p, 2, "REVOKE payload"); bin(p[0], "commitment", 32); upTo(p[1], MAX_REASON, "reason");
+  } else if (kind === GOV_PROPOSE) {
+    checkGovPropose(...arr(p, 3, "GOV_PROPOSE payload"));
+  } else if (kind === GOV_VOTE) {
+    arr(p, 2, "GOV_VOTE payload"); bin(p[0], "proposal_id", 32);
+    if (typeof p[1] !== "boolean") throw fail("malformed", "approve must be a boolean");
+  } else throw fail("malformed", `unknown transaction kind ${kind}`);
   const signature = bin(f[6], "signature", 64);
   // §3: enc(Transaction) = 0x97 ‖ enc(body)[1:] ‖ 0xc4 0x40 ‖ signature
   const body = concat(new Uint8Array([0x96]), raw.subarray(1, raw.length - 66));
-  return { chainId: f[0], kind, payload: p, txId: await sha256(tagged("dvp/txid/v1", raw)),
+  return { chainId: f[0], sender: f[1], kind, payload: p, txId: await sha256(tagged("dvp/txid/v1", raw)),
     signatureOk: () => ed25519Verify(f[1], tagged("dvp/tx/v1", body), signature) };
 }
 
-function decodeRecord(raw) {
-  const f = arr(decodeCanonical(raw), 8, "attestation record");
-  ident(f[0], "issuer"); ident(f[1], "doc_type");
-  const [validUntilMs, height, position, revokedHeight, revokeReason, revokePosition] = f.slice(2).map((x) => uint(x, "record field"));
-  return { issuer: f[0], docType: f[1], validUntilMs, height, position, revokedHeight, revokeReason, revokePosition };
+/** §6 "The attestation record": one encoding per record, so the revocation fields are
+ *  exactly empty until revoked, and name a member and a 32-byte key once it is. */
+export function decodeRecord(raw) {
+  const f = arr(decodeCanonical(raw), 11, "attestation record");
+  ident(f[0], "issuer"); bin(f[1], "issuer_key", 32); ident(f[2], "doc_type");
+  const [validUntilMs, height, position, revokedHeight, revokeReason, revokePosition] = f.slice(3, 9).map((x) => uint(x, "record field"));
+  if (revokeReason > 255) throw fail("malformed", "record.revoke_reason over 255");
+  const [revoker, revokerKey] = [f[9], f[10]];
+  if (typeof revoker !== "string") throw fail("malformed", "record.revoker must be text");
+  if (revokedHeight) { ident(revoker, "record.revoker"); bin(revokerKey, "record.revoker_key", 32); }
+  else if (revoker || revokeReason || revokePosition || !(revokerKey instanceof Uint8Array && revokerKey.length === 0))
+    throw fail("malformed", "record: revocation fields set on a record that is not revoked");
+  return { issuer: f[0], issuerKey: f[1], docType: f[2], validUntilMs, height, position, revokedHeight, revokeReason,
+    revokePosition, revoker, revokerKey };
+}
+
+/** §6 "The proposal record": [action, args, proposer, deadline_height, [yes ids], [no ids], status, decided_height]. */
+export function decodeProposal(raw) {
+  const f = arr(decodeCanonical(raw), 8, "proposal record");
+  checkGovPropose(f[0], f[1], f[3]);
+  const votes = (x, what) => {
+    if (arr(x, null, what).length > MAX_VOTES) throw fail("malformed", `${what}: too many`);
+    x.forEach((id) => { if (typeof id !== "string") throw fail("malformed", `${what} must be member ids`); });
+    increasing(x, what);
+    return x;
+  };
+  const [yes, no] = [votes(f[4], "proposal.yes"), votes(f[5], "proposal.no")];
+  if (uint(f[6], "proposal.status") > 3) throw fail("malformed", "proposal.status must be 0-3");
+  ident(f[2], "proposal.proposer");
+  return { action: f[0], args: f[1], proposer: f[2], yes, no, status: f[6], decidedHeight: uint(f[7], "proposal.decided_height") };
 }
 
 export const stateKey = async (namespace, id) => sha256(tagged("dvp/statekey/v1", enc([namespace, id])));
@@ -223,8 +287,8 @@ export async function verifyInclusion(leafData, index, size, path, root) {
 const LEAF_TAG = te.encode("dvp/smt/leaf/v1\0"), NODE_TAG = te.encode("dvp/smt/node/v1\0");
 const nibble = (key, i) => (i % 2 === 0 ? key[i >> 1] >> 4 : key[i >> 1] & 0x0f);
 const popcount = (x) => { let n = 0; for (; x; x &= x - 1) n++; return n; };
-const isObj = (x, keys) => x !== null && typeof x === "object" && !Array.isArray(x)
-  && Object.keys(x).length === keys.length && keys.every((k) => Object.hasOwn(x, k));
+const isPlain = (x) => x !== null && typeof x === "object" && !Array.isArray(x);
+const isObj = (x, keys) => isPlain(x) && Object.keys(x).length === keys.length && keys.every((k) => Object.hasOwn(x, k));
 const hex32 = (x, what) => {
   if (typeof x !== "string" || !/^[0-9a-f]{64}$/.test(x)) throw fail("malformed", `${what} must be 64 lowercase hex digits`);
   return unhex(x);
@@ -313,7 +377,8 @@ export async function anchorFromGenesisJson(doc) {
 }
 
 // ------------------------------------------------------------------ §11 the bundle
-const BUNDLE = ["version", "chain_id", "commitment", "head", "valset_changes", "record", "state_proof", "attest", "revoke"];
+const BUNDLE_VERSION = 2;
+const BUNDLE = ["version", "chain_id", "commitment", "head", "valset_changes", "record", "state_proof", "attest", "revoke", "proposal"];
 const INCLUDED = ["tx", "header", "index", "tx_proof", "history_proof"];
 
 function parseIncluded(x, what) {
@@ -328,10 +393,17 @@ function parseIncluded(x, what) {
     txProof: proof("tx_proof"), historyProof: proof("history_proof") };
 }
 
+function parseProposalPart(x) {
+  if (x === null) return null;
+  if (!isObj(x, ["id", "record", "state_proof"])) throw fail("malformed", "proposal fields");
+  if (!isPlain(x.state_proof)) throw fail("malformed", "proposal.state_proof must be an object");
+  return { id: hex32(x.id, "proposal.id"), record: unhex(x.record, "proposal.record"), stateProof: x.state_proof };
+}
+
 /** The bundle's JSON shape (§10, §11): every field present, known and typed, or malformed. */
 function parseBundle(doc) {
   if (!isObj(doc, BUNDLE)) throw fail("malformed", "bundle fields");
-  if (doc.version !== 1) throw fail("malformed", "version must be the integer 1");
+  if (doc.version !== BUNDLE_VERSION) throw fail("malformed", `version must be the integer ${BUNDLE_VERSION}`);
   if (typeof doc.chain_id !== "string") throw fail("malformed", "chain_id");
   const head = doc.head;
   if (!isObj(head, ["header", "certificate"])) throw fail("malformed", "head fields");
@@ -345,14 +417,18 @@ function parseBundle(doc) {
     head: { header: unhex(head.header, "head.header"), certificate: unhex(head.certificate, "head.certificate") },
     changes, record: doc.record === null ? null : unhex(doc.record, "record"), stateProof: doc.state_proof,
     attest: parseIncluded(doc.attest, "attest"), revoke: parseIncluded(doc.revoke, "revoke") };
+  if (!isPlain(b.stateProof)) throw fail("malformed", "state_proof must be an object");
+  b.proposal = parseProposalPart(doc.proposal);
   return b;
 }
 
-/** Step 1: follow the certified validator-set changes from the anchor to the head. */
+/** Step 1: follow the certified validator-set changes from the anchor to the head; the
+ *  head and the sets in force along the way (`starts[i]`: the first height `sets[i]` certified). */
 async function verifyHead(b, anchor) {
   const chain = anchor.chainId;
   if (b.chainId !== chain) throw fail("wrong_chain", `bundle is for chain ${b.chainId}`);
   let current = anchor.validators, last = -1;
+  const starts = [0], sets = [current];
   const head = await decodeHeader(b.head.header, chain, "head header");
   for (const [i, c] of b.changes.entries()) {
     const h = await decodeHeader(c.header, chain, `valset change ${i}`);
@@ -362,10 +438,11 @@ async function verifyHead(b, anchor) {
     const next = await decodeValidatorSet(c.nextValidators);
     if (!eq(next.hash, h.nextValsetHash)) throw fail("validator_chain_broken", `the set after height ${h.height} does not match its header`);
     current = next; last = h.height;
+    starts.push(h.height + 1); sets.push(next);
   }
   if (!eq(head.valsetHash, current.hash)) throw fail("validator_chain_broken", "the head is certified by a set the chain did not lead to");
   await checkCertificate(head, b.head.certificate, current, chain, `head header ${head.height}`);
-  return head;
+  return { head, starts, sets };
 }
 
 /** Steps 4–5: the transaction, its block, the tx root and the history root. */
@@ -396,19 +473,19 @@ export async function verifyBundle(doc, anchor, { nowMs, maxAgeMs = DEFAULT_MAX_
   let info = null;
   try {
     const b = parseBundle(doc);
-    const head = await verifyHead(b, anchor);
+    const { head, starts, sets } = await verifyHead(b, anchor);
     info = { height: head.height, block_time_ms: head.timeMs, head_age_ms: nowMs - head.timeMs, checked_at_ms: nowMs, max_age_ms: maxAgeMs };
     if (maxAgeMs !== null && info.head_age_ms > maxAgeMs)
       return { status: "UNVERIFIABLE", reason: "state_too_old", message: `state too old: the head is ${info.head_age_ms} ms old; at most ${maxAgeMs} ms accepted`, ...info };
-    return await judge(b, anchor, head, info);
+    return await judge(b, anchor, head, { starts, sets }, info);
   } catch (e) {
     if (!(e instanceof VerificationError)) throw e;
     return { status: "INVALID", reason: e.reason, message: e.message, ...(info ?? {}) };
   }
 }
 
-/** Steps 3–6 against the verified head. */
-async function judge(b, anchor, head, info) {
+/** Steps 3–6 against the verified head; `sets` are the validator sets in force (step 1). */
+async function judge(b, anchor, head, sets, info) {
   const c = b.commitment;
   const base = { commitment: hex(c), ...info, issuer: null, doc_type: null, issued_at_ms: null, valid_until_ms: null,
     attested_height: null, attest_tx_id: null, revoked_height: null, revoke_reason: null };
@@ -416,7 +493,7 @@ async function judge(b, anchor, head, info) {
   if (!(await verifyStateProof(head.stateRoot, await stateKey("attestation", c), b.record, proof)))
     throw fail("state_root_mismatch", "the state proof does not match the head's state root");
   if (b.record === null) {
-    if (b.attest !== null || b.revoke !== null) throw fail("malformed", "a bundle without a record carries transactions");
+    if (b.attest !== null || b.revoke !== null || b.proposal !== null) throw fail("malformed", "a bundle without a record carries transactions");
     return { status: "NOT_FOUND", ...base };
   }
   const rec = decodeRecord(b.record);
@@ -425,14 +502,57 @@ async function judge(b, anchor, head, info) {
   const p = tx.payload;
   if (tx.kind !== ATTEST || !eq(p[1], c)) throw fail("wrong_commitment", "the ATTEST transaction is for another commitment");
   if (p[0] !== rec.docType || p[3] !== rec.validUntilMs) throw fail("record_mismatch", "the record does not match its ATTEST transaction");
-  if (!rec.revokedHeight && b.revoke !== null) throw fail("malformed", "a REVOKE transaction for a record that is not revoked");
-  if (rec.revokedHeight && b.revoke !== null) {
-    const rtx = await included(b.revoke, head, rec.revokedHeight, rec.revokePosition, anchor.chainId, "REVOKE");
-    if (rtx.kind === REVOKE && !eq(rtx.payload[0], c)) throw fail("wrong_commitment", "the REVOKE transaction is for another commitment");
-  }
+  if (!eq(tx.sender, rec.issuerKey)) throw fail("signer_mismatch", `the ATTEST is not signed by the key the record names for ${rec.issuer}`);
+  if (!rec.revokedHeight) {
+    if (b.revoke !== null || b.proposal !== null) throw fail("malformed", "revocation proofs for a record that is not revoked");
+  } else await checkRevocation(b, anchor.chainId, head, sets, rec);
   const status = rec.revokedHeight ? "REVOKED"
     : rec.validUntilMs && info.checked_at_ms >= rec.validUntilMs ? "EXPIRED" : "VALID";
   return { ...base, status, issuer: rec.issuer, doc_type: rec.docType, issued_at_ms: p[2],
     valid_until_ms: rec.validUntilMs || null, attested_height: rec.height, attest_tx_id: hex(tx.txId),
     revoked_height: rec.revokedHeight || null, revoke_reason: rec.revokedHeight ? rec.revokeReason : null };
+}
+
+/** Step 5: the transaction that revoked the record is where the record says, signed by the
+ *  revoker's key, and entitled: the issuer's own REVOKE, or the deciding vote of an
+ *  approved governance proposal whose yes votes are counted here. */
+async function checkRevocation(b, chain, head, sets, rec) {
+  if (b.revoke === null) throw fail("malformed", "a revoked record without the transaction that revoked it");
+  const rtx = await included(b.revoke, head, rec.revokedHeight, rec.revokePosition, chain, "revoking");
+  if (!eq(rtx.sender, rec.revokerKey)) throw fail("signer_mismatch", `the revoking transaction is not signed by the key the record names for ${rec.revoker}`);
+  const p = rtx.payload;
+  if (rtx.kind === REVOKE) {
+    if (!eq(p[0], b.commitment)) throw fail("wrong_commitment", "the REVOKE transaction is for another commitment");
+    if (p[1] !== rec.revokeReason) throw fail("record_mismatch", "the record's reason is not the REVOKE's");
+    if (rec.revoker !== rec.issuer) throw fail("signer_mismatch", "a REVOKE by a member other than the issuer");
+    if (b.proposal !== null) throw fail("malformed", "a proposal for a revocation by the issuer");
+    return;
+  }
+  if (rtx.kind !== GOV_VOTE && rtx.kind !== GOV_PROPOSE) throw fail("record_mismatch", "the transaction at the revocation does not revoke");
+  if (b.proposal === null) throw fail("malformed", "a governance revocation without its proposal");
+  const prop = b.proposal;
+  const proof = parseStateProof(prop.stateProof), pr = decodeProposal(prop.record);
+  if (!(await verifyStateProof(head.stateRoot, await stateKey("proposal", prop.id), prop.record, proof)))
+    throw fail("state_root_mismatch", "the proposal's proof does not match the head's state root");
+  // A GOV_VOTE decides by approving this proposal; a GOV_PROPOSE (its proposer's own yes
+  // reached the quorum) is the proposal: its tx id is the proposal id.
+  const decides = rtx.kind === GOV_VOTE ? eq(p[0], prop.id) && p[1] === true : eq(rtx.txId, prop.id);
+  if (!decides) throw fail("governance_mismatch", "the revoking transaction is not a yes vote on it");
+  if (pr.action !== REVOKE_ATTESTATION || !eq(pr.args[0], b.commitment) || pr.args[1] !== rec.revokeReason
+    || pr.status !== APPROVED || pr.decidedHeight !== rec.revokedHeight)
+    throw fail("governance_mismatch", `the proposal is not the approved revocation of this commitment with this reason at height ${rec.revokedHeight}`);
+  const voters = setAt(sets, rec.revokedHeight);
+  if (voters === null) throw fail("governance_mismatch", `decided at height ${rec.revokedHeight}, before the trusted validator set`);
+  // Only yes votes by members of the set in force at that height count (§11 step 5).
+  const yes = pr.yes.filter((id) => voters.members.includes(id));
+  if (yes.length < voters.quorum)
+    throw fail("governance_mismatch", `${yes.length} yes votes of the ${voters.members.length} validators at height ${rec.revokedHeight}; ${voters.quorum} needed`);
+  if (!yes.includes(rec.revoker)) throw fail("signer_mismatch", `${rec.revoker} is not a counted yes voter`);
+}
+
+/** The validator set that certified `height` (PROOFS.md §11 step 1); null before the anchor's. */
+function setAt({ starts, sets }, height) {
+  let found = null;
+  for (let i = 0; i < starts.length && starts[i] <= height; i++) found = sets[i];
+  return found;
 }

@@ -1,7 +1,10 @@
-"""Writes tests/js/fixtures/bundles.json: real proof bundles (VALID, REVOKED, EXPIRED,
-NOT_FOUND, across a validator-set change), the genesis they trust, the verifier's clock,
-and the reference verifier's answer (ledger/verify.py) for each bundle, for a stale clock
-and for every one-field mutation (tests/support/bundles.py). node/web/verify.test.mjs
+"""Writes tests/js/fixtures/bundles.json: real proof bundles (VALID, REVOKED by the issuer
+and by a governance vote, EXPIRED, NOT_FOUND, across a validator-set change), the genesis
+they trust, the verifier's clock,
+and the reference verifier's answer (ledger/verify.py) for each bundle, for a stale clock,
+for every one-field mutation (tests/support/bundles.py) and for every swapped part (each
+of ``record``/``attest``/``revoke``/``proposal`` left out, or taken from another bundle
+where this one has none: ``swaps``). node/web/verify.test.mjs
 asserts the JavaScript verifier gives the same answers; tests/ledger/test_js_verifier.py
 re-checks the recorded answers against the reference and runs ``node --test``.
 
@@ -35,17 +38,60 @@ def answer(doc: Any, genesis: Any, now_ms: int, max_age_ms: int | None = 30_000)
     return v.to_json()
 
 
+def governance_bundle(cons: Any, lg: Any) -> Any:
+    """Extends ``make_chain``'s chain: a commitment attested, then revoked by a governance
+    REVOKE_ATTESTATION (proposed by cnix, decided by the second vote), and its bundle with
+    the ``proposal`` part (docs/PROOFS.md §11 step 5)."""
+    from ledger.prove import Prover
+    from ledger.types import GovAction, GovPropose, GovVote, RevokeReason
+    from tests.support.bundles import C, commit_block
+
+    commit_block(lg, cons, [cons.attest(C[4])])
+    args = (C[4], int(RevokeReason.ISSUED_IN_ERROR))
+    prop = cons.tx("cnix", GovPropose(GovAction.REVOKE_ATTESTATION, args, 100))
+    commit_block(lg, cons, [prop])
+    commit_block(lg, cons, [cons.tx(v, GovVote(prop.tx_id, True)) for v in ("hkbank", "szcredit")])
+    return json.loads(json.dumps(Prover(lg).bundle(C[4]).to_json()))
+
+
+PARTS = ("record", "attest", "revoke", "proposal")
+
+
+def swaps(name: str, bundles: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Each optional part of bundle ``name`` made null, or (when null) set to another
+    bundle's: a part present when it must not be, or missing when it must (§11)."""
+    doc = bundles[name]
+    out: list[tuple[str, Any]] = []
+    for part in PARTS:
+        if doc[part] is not None:
+            out.append((part, None))
+        else:
+            other = next((b[part] for b in bundles.values() if b[part] is not None), None)
+            if other is not None:
+                out.append((part, other))
+    return out
+
+
+def swapped(doc: Any, part: str, value: Any) -> Any:
+    return {**doc, part: value}
+
+
 def build() -> dict[str, Any]:
     from ledger.genesis import genesis_to_json
     from tests.support.bundles import NOW_MS, leaf_paths, make_chain, mutate
 
     with tempfile.TemporaryDirectory() as tmp:
         cons, lg, bundles = make_chain(Path(tmp) / "db")
+        bundles["revoked_by_governance"] = governance_bundle(cons, lg)
         lg.close()
     g = cons.genesis
     cases = []
     for name, doc in bundles.items():
         mutations = [[list(p), answer(mutate(doc, p), g, NOW_MS)] for p in leaf_paths(doc)]
+        swap_answers = [
+            [part, value, answer(swapped(doc, part, value), g, NOW_MS)]
+            for part, value in swaps(name, bundles)
+        ]
         cases.append(
             {
                 "name": name,
@@ -53,6 +99,7 @@ def build() -> dict[str, Any]:
                 "expected": answer(doc, g, NOW_MS),
                 "stale": answer(doc, g, NOW_MS + 3_600_000),
                 "mutations": mutations,
+                "swaps": swap_answers,
             }
         )
     return {

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ledger.genesis import genesis_from_json
-from tests.js.make_fixtures import FIXTURE, answer
+from tests.js.make_fixtures import FIXTURE, answer, swapped
 from tests.support.bundles import leaf_paths, mutate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,8 +36,14 @@ def test_the_fixture_holds_the_reference_verifiers_answers() -> None:
         assert sorted(p for p, _ in case["mutations"]) == sorted(list(p) for p in leaf_paths(doc))
         for path, expected in case["mutations"][::7]:  # a sample: all were made by the reference
             assert answer(mutate(doc, tuple(path)), genesis, fx["now_ms"]) == expected
+        for part, value, expected in case["swaps"]:
+            assert answer(swapped(doc, part, value), genesis, fx["now_ms"]) == expected
+            assert expected["status"] == "INVALID", (case["name"], part)
         statuses.add(case["expected"]["status"])
     assert statuses == {"VALID", "REVOKED", "EXPIRED", "NOT_FOUND"}
+    # a governance revocation, so its proposal part is altered field by field too
+    gov = [c for c in fx["cases"] if c["bundle"]["proposal"] is not None]
+    assert gov and any(p[0] == "proposal" for p, _ in gov[0]["mutations"])
 
 
 def test_vendored_msgpack_is_the_pinned_packages_files() -> None:
