@@ -33,7 +33,8 @@ proof bundles, and the audit replay (issue 5 acceptance figures).
 
 Ends with one JSON line: proof_lookups_per_s (batched), single_lookups_per_s,
 noop_requests_per_s, single_vs_noop_ratio, lookup_ms_p99 (single look-ups),
-bundle_verify_ms, replay_tx_per_s, replay_vs_verify_ratio, ed25519_verify_per_s, then
+bundle_verify_ms, receipt_verify_ms_p50 (scripts/bench_receipt.py's offline re-check of a
+receipt), replay_tx_per_s, replay_vs_verify_ratio, ed25519_verify_per_s, then
 context (lookup_ms_p50, batch_lookup_ms_p99 per batch request, client_cpu_cores, auth,
 loadavg).
 
@@ -54,7 +55,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,32 +63,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import trio  # noqa: E402
+from bench_proc import loadavg, pct, pinned, proc_cpu_s  # noqa: E402
+from bench_receipt import describe, measure_receipt_verify  # noqa: E402
 
 PHASES = ("noop", "single", "batch")
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and all its threads so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pinned(cpus: set[int] | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that pins the child to ``cpus`` before it starts any thread, so
-    every thread it starts inherits the pinning (None: no pinning)."""
-    if cpus is None:
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
-def pct(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(p / 100 * len(sorted_values)))]
 
 
 # ----------------------------------------------------------------------------- load process
@@ -600,6 +578,8 @@ def main() -> int:
             f"{replay['replay_vs_verify_ratio']:.0%} of the raw ed25519 verify rate "
             f"{replay['ed25519_verify_per_s']:,.0f}/s (target >= 55%)"
         )
+    receipt = measure_receipt_verify(200)  # offline: no node, after the load phases
+    print(describe(receipt, 200))
     print(f"load average at the end: {loadavg()}")
     print(
         json.dumps(
@@ -610,6 +590,7 @@ def main() -> int:
                 "single_vs_noop_ratio": round(ratio, 3),
                 "lookup_ms_p99": round(single["p99_ms"], 2),
                 "bundle_verify_ms": round(verify_ms, 3),
+                "receipt_verify_ms_p50": receipt["receipt_verify_ms_p50"],
                 "replay_tx_per_s": replay["replay_tx_per_s"],
                 "replay_vs_verify_ratio": replay["replay_vs_verify_ratio"],
                 "ed25519_verify_per_s": replay["ed25519_verify_per_s"],
