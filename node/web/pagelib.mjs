@@ -122,6 +122,12 @@ function age(ms) {
   return ms < 120_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 60_000)} min`;
 }
 
+// A REVOKE's reason code in words, as `dvp verify` prints it (ledger/transaction.py's RevokeReason).
+const REVOKE_REASONS = ["unspecified", "superseded", "issued in error", "fraud suspected", "owner request",
+  "data changed", "governance"];
+export const revokeReasonText = (code) =>
+  Number.isSafeInteger(code) ? (REVOKE_REASONS[code] ?? `reason code ${code}`) : null;
+
 /** The [label, value] rows shown for an answer; rows that do not apply are left out. */
 export function resultRows(verdict) {
   const rows = [
@@ -131,7 +137,7 @@ export function resultRows(verdict) {
     ["Attested in block", verdict.attested_height],
     ["Valid until", isoTime(verdict.valid_until_ms)],
     ["Revoked in block", verdict.revoked_height],
-    ["Revocation reason", verdict.revoke_reason],
+    ["Revocation reason", revokeReasonText(verdict.revoke_reason)],
     ["Head height", verdict.height],
     ["Head time", isoTime(verdict.block_time_ms)],
     ["Head age", age(verdict.head_age_ms)],

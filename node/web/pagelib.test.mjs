@@ -41,6 +41,7 @@ test("every verdict: rows, checks and a receipt encoded as ledger.receipt encode
     const rows = Object.fromEntries(lib.resultRows(verdict));
     assert.equal(rows["Head height"], String(verdict.height));
     if (verdict.status !== "NOT_FOUND") assert.equal(rows.Issuer, verdict.issuer);
+    if (verdict.status === "REVOKED") assert.equal(rows["Revocation reason"], lib.revokeReasonText(verdict.revoke_reason));
     const receipt = lib.buildReceipt({ bundle: c.bundle, verdict, genesisHash: anchor.genesisHash,
       commitmentHex: c.bundle.commitment, checkedAtMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
     const text = lib.encodeReceipt(receipt);
@@ -87,4 +88,11 @@ test("a saved receipt re-checked with no node: holds, or says what differs", asy
   const bad = await lib.reverifyReceipt(forged, anchor, c.bundle.commitment);
   assert.equal(bad.verdict.status, "INVALID");
   assert.ok(!bad.holds);
+});
+
+test("a revocation's reason in words, as dvp verify prints it", () => {
+  assert.equal(lib.revokeReasonText(5), "data changed");
+  assert.equal(lib.revokeReasonText(0), "unspecified");
+  assert.equal(lib.revokeReasonText(99), "reason code 99");
+  assert.equal(lib.revokeReasonText(null), null);
 });

@@ -47,21 +47,31 @@ export const sha256 = async (data) => new Uint8Array(await subtle.digest("SHA-25
 const tagged = (tag, body) => concat(te.encode(tag), new Uint8Array([0]), body);
 
 // ------------------------------------------------------------------ §2 canonical encoding
-export const enc = (obj) => encode(obj);
+// A uint64 is read exactly (useBigInt64): a transaction's nonce is any 64-bit value (the
+// CLI draws 63 random bits). Integers that fit a double exactly are numbers; a larger one
+// stays a BigInt (only a nonce may be one: decodeTx). For encoding, every integer >= 2^32
+// goes through BigInt, so it is written as uint64 (its shortest form) exactly.
+const BIG = { useBigInt64: true };
+const fromBig = (x) => Array.isArray(x) ? x.map(fromBig)
+  : typeof x === "bigint" && x >= 0n && x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x;
+const toBig = (x) => Array.isArray(x) ? x.map(toBig)
+  : typeof x === "number" && Number.isInteger(x) && x >= 2 ** 32 ? BigInt(x) : x;
+export const enc = (obj) => encode(toBig(obj), BIG);
 
 function onlyAllowed(x) {
   if (Array.isArray(x)) return x.forEach(onlyAllowed);
   if (typeof x === "boolean" || typeof x === "string" || x instanceof Uint8Array) return;
   if (typeof x === "number" && Number.isSafeInteger(x) && x >= 0) return;
+  if (typeof x === "bigint" && x >= 0n) return; // a uint64 beyond 2^53 (decoded from 0xcf)
   throw fail("malformed", "a value the encoding does not use (map, float, nil, negative, extension)");
 }
 
 /** Strict decode: size limit, no trailing bytes, only arrays/uint/bool/bin/str, and the
- *  bytes must re-encode identically (integers >= 2^53 are refused: never used in dvp). */
+ *  bytes must re-encode identically. A uint64 beyond 2^53 is a BigInt. */
 export function decodeCanonical(data, limit = MAX_OBJECT) {
   if (data.length > limit) throw fail("malformed", "over the size limit");
   let obj;
-  try { obj = decode(data); } catch (e) { throw fail("malformed", `msgpack: ${e.message}`); }
+  try { obj = fromBig(decode(data, BIG)); } catch (e) { throw fail("malformed", `msgpack: ${e.message}`); }
   onlyAllowed(obj);
   if (!eq(enc(obj), data)) throw fail("malformed", "not the canonical encoding");
   return obj;
@@ -208,7 +218,7 @@ function checkGovPropose(action, args, deadline) {
 
 async function decodeTx(raw) {
   const f = arr(decodeCanonical(raw, MAX_TX), 7, "transaction");
-  ident(f[0], "chain_id"); bin(f[1], "sender", 32); uint(f[2], "nonce"); uint(f[3], "expiry_height");
+  ident(f[0], "chain_id"); bin(f[1], "sender", 32); if (typeof f[2] !== "bigint") uint(f[2], "nonce"); uint(f[3], "expiry_height");
   const kind = uint(f[4], "kind"), p = arr(f[5], null, "payload");
   if (kind === ATTEST) {
     arr(p, 5, "ATTEST payload"); ident(p[0], "doc_type"); bin(p[1], "commitment", 32);

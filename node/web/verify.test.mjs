@@ -193,6 +193,15 @@ test("ledger.json: canonical encodings, ids and signatures", async () => {
   assert.throws(() => v.decodeCanonical(new Uint8Array([0x80])), v.VerificationError);
 });
 
+test("uint64 beyond 2^53 (a nonce of 63 random bits, as the CLI draws) decodes exactly", () => {
+  const big = new Uint8Array([0x92, 0xcf, 0x7d, 0xd9, 0x3d, 0x8d, 0x70, 0x41, 0x6c, 0x63, 0xcf, 0, 0, 1, 0xa2, 0x4e, 0x4d, 0xa1, 0x4d]);
+  const obj = v.decodeCanonical(big);
+  assert.deepEqual(obj, [0x7dd93d8d70416c63n, 1796610040141]);
+  assert.deepEqual(v.enc(obj), big);
+  assert.throws(() => v.decodeCanonical(new Uint8Array([0xcf, 0, 0, 0, 0, 0, 0, 0, 5])), /canonical/);
+  assert.throws(() => v.decodeCanonical(new Uint8Array([0xd3, 0xff, 0, 0, 0, 0, 0, 0, 5])), v.VerificationError);
+});
+
 test("Ed25519 is as strict as libsodium: small-order keys and R refused", async () => {
   // WebCrypto alone accepts this forgery (identity key and R, S = 0) for any message.
   const key = new Uint8Array(32); key[0] = 1;
