@@ -89,7 +89,7 @@ const CHECKS = [
   ["The transactions are in their blocks (Merkle proofs) and the blocks in the head's history", ["tx_root_mismatch", "history_root_mismatch"]],
   ["The record matches its ATTEST transaction, for this commitment", ["record_mismatch", "wrong_commitment"]],
   ["The ATTEST and any revocation are signed by the keys the record names", ["signer_mismatch"]],
-  ["A governance revocation is an approved proposal with a quorum of validators' yes votes", ["governance_mismatch"]],
+  ["Any revocation is the issuer's own, or an approved proposal with a quorum of validators' yes votes (counted here)", ["governance_mismatch"]],
 ];
 
 /** The checks passed for an answer: all of them for a verdict; those before the failed

@@ -32,7 +32,7 @@ from ledger.records import Status
 from ledger.types import RevokeReason
 
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL = "apt-get update && apt-get install -y --no-install-recommends chromium"
+INSTALL = "scripts/install_browser"
 # Without the background-networking flags Chromium keeps calling Google's services,
 # which on a closed network means a flood of failing connections.
 FLAGS = [
@@ -63,7 +63,7 @@ def chromium_path() -> str:
     if not CHROMIUM.exists():
         raise RuntimeError(
             f"the browser tests need Debian's Chromium at {CHROMIUM}: install it with "
-            f"`{INSTALL}` (.ci/run does this when it is missing)"
+            f"`{INSTALL}` (the README's test command runs it)"
         )
     return str(CHROMIUM)
 

@@ -58,6 +58,9 @@ def build_chain(path: Path) -> tuple[Consortium, Ledger]:
     validator-set change); after it one more is attested, one revoked by its issuer,
     another is revoked by a governance vote, and the head block attests the last."""
     cons = Consortium.make()
+    # Nonces above 2**53, as `dvp` picks them (63 random bits): a verifier must read
+    # 64-bit integers exactly (a JavaScript number cannot).
+    cons.nonce = 2**62
     lg = Ledger.open(path, cons.genesis)
     _commit(
         lg,

@@ -94,7 +94,7 @@ def test_each_verdict_and_no_file_byte_leaves_the_page(
         assert len(checks) == 3  # the ones before the certificate's signatures
     else:
         assert float(rows["Head age"].split()[0]) >= 0 and rows["Head height"].isdigit()
-        assert result.receipt_offered and len(checks) == 8
+        assert result.receipt_offered and len(checks) == 10
     if case in ("valid", "revoked", "expired"):
         assert rows["Issuer"] == "szcredit" and rows["Attested at"].endswith("Z")
     if case == "revoked":
