@@ -3,7 +3,8 @@ publishes (``rpc.discover``; node/rpc_schemas.py).
 
 One devnet validator started in-process, with the admin listener; each method of both
 registries is called over real HTTP with valid params, on a chain that holds an
-attestation, a revoked attestation and a governance proposal, and its result is
+attestation, one revoked by its issuer, one revoked by a governance vote (a bundle
+with its proposal) and a governance proposal, and its result is
 validated with ``jsonschema`` against the schema from ``rpc.discover`` itself. The
 table of calls must name every registered method, so a method added without a schema
 (or without a call here) fails this test.
@@ -79,13 +80,29 @@ def test_every_method_answers_what_its_schema_says(tmp_path: Path) -> None:
             exp,
             GovPropose(GovAction.SET_PARAM, ("max_block_txs", 300), exp),
         ).signed(ops)
+        # One validator: the proposer's own yes vote is a quorum, so the GOV_PROPOSE itself
+        # decides the revocation (its bundle carries the proposal).
+        by_vote = attest(root, 6, exp, tag=b"revoked by vote")
+        voted_out = by_vote.payload.commitment  # type: ignore[union-attr]
+        gov_revoke = Transaction(
+            "dvp-demo",
+            ops.public_key,
+            2,
+            exp,
+            GovPropose(
+                GovAction.REVOKE_ATTESTATION, (voted_out, int(RevokeReason.ISSUED_IN_ERROR)), exp
+            ),
+        ).signed(ops)
         tx_id = _submit(port, kept)["tx_id"]
-        for tx in (revoked, revoke, proposal):
+        for tx in (revoked, revoke, proposal, by_vote, gov_revoke):
             _submit(port, tx)
+        bundle = call(port, "getAttestationProof", {"commitment": voted_out.hex()})["result"]
+        assert bundle["proposal"] is not None and bundle["proposal"]["id"] == gov_revoke.tx_id.hex()
         head = node.ledger.height
         commitments = [
             kept.payload.commitment.hex(),  # type: ignore[union-attr]
             gone.hex(),
+            voted_out.hex(),
             hashlib.sha256(b"never attested").hexdigest(),
         ]
         calls: Calls = {
