@@ -6,8 +6,10 @@ Owns: launching the system Chromium (``/usr/bin/chromium``; Playwright's own bro
 downloads are not used), a 4-node devnet with one document per verdict (``documents``),
 one check as an officer does it in the page (``check_in_page``: choose the file, type the
 code, press Verify, read the answer), a bundle tampered with on its way to the page
-(``tamper_route``), and the record of every request the page made (``Request``, with
-``leaks`` saying whether one of them carried the file).
+(``tamper_route``), the record of every request the page made (``Request``, with
+``leaks`` saying whether one of them carried the file), the receipt the page offers
+(``download_receipt``), a page cut off from the node's JSON-RPC (``block_rpc``) and a
+file dropped on the page's drop zone (``drop_file``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ FLAGS = [
     "--disable-sync",
 ]
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+#: The node's JSON-RPC endpoint, as the page calls it (POST /).
+RPC = re.compile(r"^http://127\.0\.0\.1:\d+/$")
 CASES = ("valid", "invalid", "revoked", "expired", "tampered")
 #: The verdict each case must show: a one-byte change is on no ledger (NOT_FOUND); a
 #: bundle changed on its way is refused (INVALID).
@@ -198,7 +202,50 @@ def tamper_route(page: Page) -> None:
         doc["result"]["head"]["certificate"] = cert[:-1] + last
         route.fulfill(response=answer, body=json.dumps(doc))
 
-    page.route(re.compile(r"^http://127\.0\.0\.1:\d+/$"), handle)
+    page.route(RPC, handle)
+
+
+def block_rpc(page: Page) -> list[str]:
+    """Refuse every POST the page tries (its only JSON-RPC call is a POST to the node's
+    root): the request is aborted, never reaches the node, and is listed here."""
+    tried: list[str] = []
+
+    def handle(route: Route) -> None:
+        if route.request.method == "POST":
+            tried.append(f"POST {route.request.url}")
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/*", handle)
+    return tried
+
+
+def download_receipt(page: Page) -> tuple[str, bytes]:
+    """Press "Download the receipt": the file name the page gives it and its bytes."""
+    with page.expect_download() as info:
+        page.click("#receipt")
+    download = info.value
+    path = download.path()
+    return download.suggested_filename, Path(path).read_bytes()
+
+
+def drop_file(page: Page, name: str, data: bytes, target: str = "#drop-hint") -> None:
+    """Drop a file on the drop zone as a person does: a DataTransfer holding a File made
+    in the page, and dragenter, dragover and drop on ``target`` (bubbling to the zone)."""
+    transfer = page.evaluate_handle(
+        """([bytes, name]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, { type: "application/pdf" }));
+        return dt;
+        }""",
+        [list(data), name],
+    )
+    try:
+        for kind in ("dragenter", "dragover", "drop"):
+            page.dispatch_event(target, kind, {"dataTransfer": transfer})
+    finally:
+        transfer.dispose()
 
 
 def open_page(page: Page, url: str) -> None:

@@ -7,7 +7,10 @@ makes is recorded: none carries the file's bytes (raw, hex or base64) and all go
 node's own origin. The page works at phone width (no sideways scroll, the answer in view)
 and from the keyboard (every input has its label), its text has WCAG AA contrast, and
 the time the page took to check the bundle is reported (``page_verify_ms``; measured,
-not asserted: speed is for scripts/bench_page.py).
+not asserted: speed is for scripts/bench_page.py). The receipt the page offers after a
+VALID or REVOKED check downloads, decodes and re-verifies with ledger.receipt, and the
+page re-checks it with every POST blocked (no node), refusing it for a file one byte
+different; a file dropped on the drop zone is checked as a chosen one, its bytes kept in.
 
 Needs /usr/bin/chromium (Debian's ``chromium`` package; ``.ci/run`` installs it): the
 tests fail, never skip, without it.
@@ -23,18 +26,24 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from cli.documents import commitment_of
+from ledger import receipt as rc
+from ledger.genesis import read_genesis
 from tests.support.browser import (
     CASES,
     EXPECTED,
     Devnet,
     Request,
+    block_rpc,
     check_in_page,
     chromium,
     devnet_with_documents,
+    download_receipt,
+    drop_file,
     foreign,
     leaks,
     open_page,
     read_result,
+    record_requests,
     wait_verdict,
 )
 
@@ -186,5 +195,92 @@ def test_without_chromium_the_error_says_how_to_install(monkeypatch: pytest.Monk
     import tests.support.browser as b
 
     monkeypatch.setattr(b, "CHROMIUM", Path("/nonexistent/chromium"))
-    with pytest.raises(RuntimeError, match="apt-get install -y --no-install-recommends chromium"):
+    with pytest.raises(RuntimeError, match="scripts/install_browser"):
         b.chromium_path()
+
+
+def _recheck_offline(
+    browser: Browser, net: Devnet, file: Path, code: str, saved: Path
+) -> tuple[str, str, list[Request], list[str]]:
+    """A fresh page with every POST refused: the file, the code and the saved receipt,
+    Verify; the verdict and its words, every request made, and the POSTs it tried."""
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    try:
+        seen = record_requests(page)
+        tried = block_rpc(page)
+        open_page(page, net.url)
+        page.set_input_files("#file", str(file))
+        page.fill("#code", code)
+        page.set_input_files("#saved", str(saved))
+        page.click("#verify")
+        wait_verdict(page)
+        result = read_result(page)
+        assert page.locator("#receipt").is_hidden()  # a re-check offers no new receipt
+        return result.verdict, result.text, list(seen), tried
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("case", ["valid", "revoked"])
+def test_the_receipt_downloads_and_is_rechecked_with_no_node(
+    net: Devnet, browser: Browser, case: str, tmp_path: Path
+) -> None:
+    doc = net.docs[case]
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    try:
+        result = check_in_page(page, net.url, doc)
+        assert result.verdict == EXPECTED[case] and result.receipt_offered
+        name, data = download_receipt(page)
+    finally:
+        page.close()
+    commitment = commitment_of(doc.path, doc.code)
+    assert name == f"dvp-receipt-{case}-{commitment.hex()[:16]}.json"
+    # The page's receipt is ledger.receipt's: it decodes, and re-verifies with no node
+    # against the devnet's genesis to the answer the page showed.
+    receipt = rc.decode(data)
+    assert receipt.verdict["status"] == EXPECTED[case]
+    again = rc.reverify(receipt, read_genesis(net.root / "genesis.json"), commitment)
+    assert again.status == EXPECTED[case]
+    saved = tmp_path / name
+    saved.write_bytes(data)
+
+    verdict, text, seen, tried = _recheck_offline(browser, net, doc.path, doc.code, saved)
+    assert verdict == EXPECTED[case], text
+    assert text.startswith("Receipt re-checked with no node: its answer holds as of "), text
+    assert not tried and not [r for r in seen if r.method != "GET"], (tried, seen)
+    assert not leaks(seen, doc.path.read_bytes())
+
+    # The same receipt with a file one byte different: refused, saying why, still no node.
+    changed = bytearray(doc.path.read_bytes())
+    changed[-20] ^= 0x01
+    other = tmp_path / f"{case}-one-byte-changed.pdf"
+    other.write_bytes(bytes(changed))
+    verdict, text, seen, tried = _recheck_offline(browser, net, other, doc.code, saved)
+    assert verdict == "Not checked", text
+    assert "it is for another document" in text and "another commitment" in text, text
+    assert not tried and not [r for r in seen if r.method != "GET"], (tried, seen)
+
+
+def test_a_dropped_file_is_checked_and_stays_in_the_page(net: Devnet, browser: Browser) -> None:
+    doc = net.docs["valid"]
+    data = doc.path.read_bytes()
+    name = "dropped-credit-report.pdf"
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    try:
+        seen = record_requests(page)
+        open_page(page, net.url)
+        drop_file(page, name, data)
+        expect(page.locator("#file-name")).to_have_text(f"{name} ({len(data)} bytes)")
+        assert "over" not in (page.locator("#drop").get_attribute("class") or "")
+        page.fill("#code", doc.code)
+        page.click("#verify")
+        wait_verdict(page)
+        result = read_result(page)
+    finally:
+        page.close()
+    assert result.verdict == "VALID", (result.text, result.rows)
+    assert result.receipt_offered and len(result.checks) == 10
+    assert not leaks(seen, data), leaks(seen, data)
+    assert not foreign(seen, net.url), foreign(seen, net.url)
+    posts = [r for r in seen if r.method == "POST"]
+    assert len(posts) == 1 and commitment_of(doc.path, doc.code).hex().encode() in posts[0].body
