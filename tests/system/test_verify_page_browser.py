@@ -163,6 +163,10 @@ LABELS = {
 
 def test_labels_and_keyboard_only(net: Devnet, browser: Browser) -> None:
     page = browser.new_page(viewport={"width": 1000, "height": 900})
+    # A file-chooser listener from the start: Playwright turns on the browser's dialog
+    # interception when the first one is added, asynchronously; added only around the
+    # key press (expect_file_chooser), a loaded machine could deliver the press first.
+    page.on("filechooser", lambda _: None)
     try:
         open_page(page, net.url)
         for label, id_ in LABELS.items():
