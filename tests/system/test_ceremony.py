@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cli import devnet
+from cli.testnet import create_network
 from scripts.harness.ceremony import Org, attest_and_verify, prepare, start, stop
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(400)]
@@ -48,3 +50,21 @@ def test_four_organisations_make_a_chain_from_their_descriptions(tmp_path: Path)
         stop(c)
     for o in ORGS:  # stopped by a signal: status 0
         assert c.procs[o.id].returncode == 0, (o.id, c.procs[o.id].returncode)
+
+
+def test_devnet_commands_run_a_testnet_folder(tmp_path: Path) -> None:
+    """`dvp testnet` then `dvp devnet up|status|down --dir` on it: each node's data, log
+    and pid stay in its organisation's folder."""
+    root = tmp_path / "net"
+    create_network(root, validators=4, observers=1)
+    try:
+        devnet.up(root, wait_s=120)
+        rows = {r["name"]: r for r in devnet.status(root)}
+        assert all(r["pid"] and r["height"] >= 1 for r in rows.values()), rows
+        assert (root / "hkbank" / "data" / "observer-1" / "node.pid").exists()
+        assert (root / "cnix" / "data" / "cnix" / "ledger").is_dir()
+        assert not (root / "data").exists() and not (root / "keys").exists()
+    finally:
+        stopped = devnet.down(root)
+    assert sorted(stopped) == ["cnix", "hkbank", "observer-1", "szcredit", "webank"]
+    assert not list(root.glob("*/data/*/node.pid"))
