@@ -2,10 +2,14 @@
 
 ``up`` creates the devnet folder if needed (``cli.devnet_files``), starts every node
 that is not running as its own OS process (``dvp node run --config ...``, logs in
-``data/<name>/node.log``, pid in ``data/<name>/node.pid``), waits until they commit,
+``data/<name>/node.log``, pid in ``data/<name>/node.pid``, beside the node's config
+folder), waits until they commit,
 and prints their RPC URLs. Run again on an existing folder it restarts only the nodes
 that are down, keeping their data. ``down`` sends SIGTERM, then SIGKILL after a grace
 period.
+
+Works on a ``dvp testnet`` folder too (its nodes in one folder per organisation): both
+write the ``devnet.json`` index (cli/network_index.py).
 
 Works from any directory: the folder is made absolute before a node is started, so
 each node gets an absolute config path whatever its working directory. A pid file is
@@ -34,11 +38,11 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def pid_file(root: Path, e: NodeEntry) -> Path:
-    return root / "data" / e.name / "node.pid"
+    return e.data_dir / "node.pid"
 
 
 def log_file(root: Path, e: NodeEntry) -> Path:
-    return root / "data" / e.name / "node.log"
+    return e.data_dir / "node.log"
 
 
 def is_node_process(pid: int, config: Path) -> bool:

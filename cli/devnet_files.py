@@ -1,71 +1,39 @@
-"""Creates a devnet's files: keys, genesis and one node config per node, in one folder.
+"""Creates a devnet's files: the key ceremony of docs/OPERATIONS.md played by one
+operator for every organisation, with all their files in one folder.
 
 Layout of DIR::
 
     genesis.json
+    <member>.member-description.json  what each organisation exported (public)
     keys/<member>.member.json     member (organisation) keys: sign transactions
     keys/<member>.node.json       node keys: consensus signatures + p2p identity
     nodes/<name>.toml             node configs (paths relative to the config)
-    data/<name>/                  ledger and consensus databases
-    devnet.json                   what `dvp devnet status` reads: nodes, ports, pids
+    data/<name>/                  ledger and consensus databases, node.log, node.pid
+    devnet.json                   what `dvp devnet status` reads: nodes, ports
 
-Validators are the template's members with the validator role (the first ``nodes`` of
-them); observers are extra nodes named ``observer-N`` that follow the chain under the
-key of the member ``observer_member`` (a member key may run observers).
+The steps are ``cli.testnet.create_network``'s, the same as ``dvp testnet`` (which
+gives each organisation its own folder instead). Validators are the template's
+members with the validator role (the first ``nodes`` of them); observers are extra
+nodes named ``observer-N`` that follow the chain under the key of the member
+``observer_member`` (a member key may run observers).
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli.common import CliError
-from ledger.crypto import KeyPair, write_key_file
-from ledger.genesis import genesis_from_template, read_template, write_genesis
-from ledger.keyfile import read_public_key
+from cli.network_index import DevnetError, NodeEntry, free_ports, load_devnet
+from cli.testnet import DEFAULT_TEMPLATE, create_network
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "configs" / "genesis.template.toml"
-
-
-@dataclass
-class NodeEntry:
-    name: str
-    member: str
-    role: str
-    config: Path
-    p2p_port: int
-    rpc_port: int
-
-    @property
-    def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.rpc_port}/"
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bound then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _key(path: Path) -> bytes:
-    """The public key of ``path``, a new key file (mode 0600) if there is none yet."""
-    if path.exists():
-        return read_public_key(path)  # a protected key needs no passphrase for this
-    key = KeyPair.generate()
-    write_key_file(path, key)
-    return key.public_key
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "DevnetError",
+    "NodeEntry",
+    "create_devnet",
+    "free_ports",
+    "load_devnet",
+]
 
 
 def create_devnet(
@@ -78,119 +46,12 @@ def create_devnet(
     observer_member: str = "hkbank",
 ) -> list[NodeEntry]:
     """Write a fresh devnet into ``root`` (which must not hold one yet)."""
-    root.mkdir(parents=True, exist_ok=True)
-    if (root / "devnet.json").exists():
-        raise FileExistsError(f"{root} already holds a devnet")
-    tpl = read_template(template)
-    if params:
-        tpl.setdefault("params", {}).update(params)
-    validators = [m["id"] for m in tpl["members"] if "validator" in m.get("roles", [])]
-    if nodes > len(validators):
-        # Extra validators for larger devnets: plain validator members.
-        for i in range(len(validators), nodes):
-            mid = f"validator{i + 1}"
-            tpl["members"].append({"id": mid, "name": f"Validator {i + 1}", "roles": ["validator"]})
-            validators.append(mid)
-    chosen = validators[:nodes]
-    for m in tpl["members"]:  # validators beyond --nodes stay plain members
-        if m["id"] in validators and m["id"] not in chosen:
-            m["roles"] = [r for r in m.get("roles", []) if r != "validator"]
-    keys_dir = root / "keys"
-    member_keys = {m["id"]: _key(keys_dir / f"{m['id']}.member.json") for m in tpl["members"]}
-    node_keys = {mid: _key(keys_dir / f"{mid}.node.json") for mid in chosen}
-    genesis = genesis_from_template(tpl, member_keys, node_keys, int(time.time() * 1000))
-    write_genesis(root / "genesis.json", genesis)
-    names = [(mid, mid, "validator") for mid in chosen]
-    names += [(f"observer-{i + 1}", observer_member, "observer") for i in range(observers)]
-    ports = free_ports(2 * len(names))
-    entries = []
-    for i, (name, member, role) in enumerate(names):
-        entries.append(
-            NodeEntry(
-                name, member, role, root / "nodes" / f"{name}.toml", ports[2 * i], ports[2 * i + 1]
-            )
-        )
-    for e in entries:
-        key_file = (
-            f"../keys/{e.member}.node.json"
-            if e.role == "validator"
-            else f"../keys/{e.member}.member.json"
-        )
-        peers = "\n".join(
-            f'{p.member if p.role == "validator" else p.name} = "127.0.0.1:{p.p2p_port}"'
-            for p in entries
-            if p.role == "validator" and p.name != e.name
-        )
-        e.config.parent.mkdir(parents=True, exist_ok=True)
-        e.config.write_text(f"""# dvp devnet node {e.name} ({e.role}); generated by `dvp devnet up`
-[node]
-name = "{e.member}"
-role = "{e.role}"
-key_file = "{key_file}"
-genesis = "../genesis.json"
-data_dir = "../data/{e.name}"
-
-[p2p]
-listen = "127.0.0.1:{e.p2p_port}"
-
-[p2p.peers]
-{peers}
-
-[rpc]
-listen = "127.0.0.1:{e.rpc_port}"
-open = true   # devnet: no API credentials; the node warns about it at start
-
-[block]
-linger_ms = 50
-
-[log]
-level = "info"
-""")
-    (root / "devnet.json").write_text(
-        json.dumps(
-            {
-                "chain_id": genesis.chain_id,
-                "genesis_hash": genesis.hash.hex(),
-                "nodes": [
-                    {
-                        "name": e.name,
-                        "member": e.member,
-                        "role": e.role,
-                        "config": str(e.config.relative_to(root)),
-                        "p2p_port": e.p2p_port,
-                        "rpc_port": e.rpc_port,
-                    }
-                    for e in entries
-                ],
-            },
-            indent=2,
-        )
-        + "\n"
+    return create_network(
+        root,
+        validators=nodes,
+        observers=observers,
+        template=template,
+        params=params,
+        observer_member=observer_member,
+        per_org=False,
     )
-    return entries
-
-
-class DevnetError(CliError):
-    """A devnet folder that cannot be used (its ``devnet.json`` is damaged)."""
-
-
-def load_devnet(root: Path) -> list[NodeEntry]:
-    path = root / "devnet.json"
-    try:
-        doc = json.loads(path.read_text())
-        return [
-            NodeEntry(
-                str(n["name"]),
-                str(n["member"]),
-                str(n["role"]),
-                root / str(n["config"]),
-                int(n["p2p_port"]),
-                int(n["rpc_port"]),
-            )
-            for n in doc["nodes"]
-        ]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DevnetError(
-            f"{path} is not a devnet description ({type(exc).__name__}: {exc}); "
-            "remove the folder and run `dvp devnet up` again"
-        ) from None

@@ -6,9 +6,10 @@ in ``dvp --help``) and the argument types that refuse nonsense numbers (``number
 
 Rules:
 - A traceback shown to a user is a bug. Failures the commands expect raise
-  ``CliError``; a file the user named that cannot be read or written (``OSError``)
-  is a usage error; anything else is reported as an internal error (exit 70, the BSD
-  ``EX_SOFTWARE``) in one line, with the traceback only when ``DVP_TRACEBACK=1``.
+  ``CliError``; a file the user named that cannot be read or written (``OSError``),
+  or whose name the OS cannot take (``UnicodeEncodeError``), is a usage error;
+  anything else is reported as an internal error (exit 70, the BSD ``EX_SOFTWARE``)
+  in one line, with the traceback only when ``DVP_TRACEBACK=1``.
 - Every printed message goes through ``one_line``: values users give may hold
   newlines or undecodable bytes.
 """
@@ -81,6 +82,8 @@ def run_command(command: str, fn: Callable[[], int]) -> int:
         return _fail(command, str(exc), exc.code)
     except KeyboardInterrupt:
         return 130
+    except UnicodeEncodeError as exc:  # a name (argv) the OS cannot take: a lone surrogate
+        return _fail(command, f"a name cannot be encoded for the system: {exc.reason}", EXIT_USAGE)
     except OSError as exc:  # a path the user gave: missing, a directory, no permission
         where = f"{exc.filename}: " if exc.filename else ""
         return _fail(command, f"{where}{exc.strerror or exc}", EXIT_USAGE)

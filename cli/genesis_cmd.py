@@ -1,41 +1,82 @@
-"""``dvp genesis new|show``: fill a genesis template with the members' keys; show a
-genesis file's members, roles and hash."""
+"""``dvp genesis new|show``: make a genesis from the organisations' member descriptions
+(the key ceremony, docs/OPERATIONS.md) or from a template and a folder of keys; show a
+genesis file's hash, members, roles, keys and validators for every organisation to
+check before it starts a node."""
 
 from __future__ import annotations
 
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cli.common import EXIT_OK, CliError, command_group, emit
+from cli.errors import number
+from ledger.types import Genesis
+
+
+def _from_keys(args: argparse.Namespace, tpl: dict[str, Any], now_ms: int) -> Genesis:
+    """The template's members, their public keys read from one folder of key files."""
+    from ledger.genesis import genesis_from_template
+    from ledger.keyfile import read_public_key
+
+    keys_dir = Path(args.keys)
+    member_keys, node_keys = {}, {}
+    for m in tpl["members"]:
+        member_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.member.json")
+        if "validator" in m.get("roles", []):
+            node_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.node.json")
+    return genesis_from_template(tpl, member_keys, node_keys, now_ms)
+
+
+def _from_descriptions(args: argparse.Namespace, tpl: dict[str, Any], now_ms: int) -> Genesis:
+    """The key ceremony: members from their exported descriptions, chain from the template."""
+    from cli.member_description import (
+        ChainSettings,
+        description_files,
+        genesis_from_descriptions,
+        read_description,
+    )
+
+    files = description_files([Path(p) for p in args.member_descriptions])
+    descs = [(str(f), read_description(f)) for f in files]
+    settings = ChainSettings.from_template(tpl, now_ms)
+    if args.chain_id:
+        settings = replace(settings, chain_id=args.chain_id)
+    return genesis_from_descriptions(descs, settings)
 
 
 def cmd_genesis_new(args: argparse.Namespace) -> int:
-    from cli.devnet_files import DEFAULT_TEMPLATE
-    from ledger.genesis import GenesisError, genesis_from_template, read_template, write_genesis
-    from ledger.keyfile import read_public_key
+    from cli.member_description import DescriptionError
+    from cli.testnet import DEFAULT_TEMPLATE
+    from ledger.errors import KeyFileError
+    from ledger.genesis import GenesisError, read_template, write_genesis
 
-    try:
-        tpl = read_template(Path(args.template or DEFAULT_TEMPLATE))
-        keys_dir = Path(args.keys)
-        member_keys, node_keys = {}, {}
-        for m in tpl["members"]:
-            member_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.member.json")
-            if "validator" in m.get("roles", []):
-                node_keys[m["id"]] = read_public_key(keys_dir / f"{m['id']}.node.json")
-        g = genesis_from_template(tpl, member_keys, node_keys, int(time.time() * 1000))
-    except (GenesisError, ValueError) as exc:
-        raise CliError(str(exc)) from None
+    if (args.keys is None) == (args.member_descriptions is None):
+        raise CliError("give either --member-descriptions (the key ceremony) or --keys")
+    if args.chain_id is not None and args.keys is not None:
+        raise CliError("--chain-id goes with --member-descriptions (with --keys: the template's)")
     out = Path(args.out)
     if out.exists() and not args.force:
         raise CliError(f"{out} exists; pass --force to replace it")
+    now_ms = args.time_ms if args.time_ms is not None else int(time.time() * 1000)
+    try:
+        tpl = read_template(Path(args.template or DEFAULT_TEMPLATE))
+        make = _from_keys if args.keys is not None else _from_descriptions
+        g = make(args, tpl, now_ms)
+    except (GenesisError, DescriptionError, KeyFileError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     write_genesis(out, g)
     emit(
         args,
         {"file": str(out), "genesis_hash": g.hash.hex()},
-        lambda: print(f"wrote {out}\ngenesis hash: {g.hash.hex()}"),
+        lambda: print(
+            f"wrote {out}\ngenesis hash: {g.hash.hex()}\n"
+            "send it to every organisation; each checks it with `dvp genesis show` "
+            "and compares the hash with the others by another channel"
+        ),
     )
     return EXIT_OK
 
@@ -53,9 +94,10 @@ def cmd_genesis_show(args: argparse.Namespace) -> int:
         from rich.table import Table
 
         c = Console()
-        c.print(f"[bold]chain[/bold] {g.chain_id}   [bold]genesis hash[/bold] {g.hash.hex()}")
-        t = Table("member", "name", "roles", "document types", "validator")
-        validators = {v.member_id for v in g.validators.validators}
+        # plain print: the hash is compared by eye and must never be wrapped
+        print(f"chain:        {g.chain_id}\ngenesis hash: {g.hash.hex()}")
+        t = Table("member", "name", "roles", "document types", "member key", "node key")
+        validators = {v.member_id: v.node_key.hex() for v in g.validators.validators}
         names = {1: "validator", 2: "issuer", 3: "verifier", 4: "auditor"}
         for m in g.members:
             t.add_row(
@@ -63,9 +105,14 @@ def cmd_genesis_show(args: argparse.Namespace) -> int:
                 m.name,
                 ", ".join(names[r] for r in m.roles),
                 ", ".join(m.doc_types),
-                "yes" if m.member_id in validators else "",
+                m.key.hex()[:16] + "...",
+                validators[m.member_id][:16] + "..." if m.member_id in validators else "",
             )
         c.print(t)
+        c.print(
+            f"{len(g.members)} members, {len(validators)} validators; chain parameters: "
+            + ", ".join(f"{n}={getattr(g.params, n)}" for n in type(g.params).NAMES)
+        )
 
     emit(args, genesis_to_json(g), human)
     return EXIT_OK
@@ -77,22 +124,38 @@ def add_genesis_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) 
     p = add(
         gen,
         "new",
-        "fill a genesis template with the members' keys",
-        "dvp genesis new --keys keys --out genesis.json",
+        "the coordinator's step of the key ceremony: a genesis from the organisations' "
+        "member descriptions (files or folders), chain id, document types and parameters "
+        "from the template; or, with --keys, the template's members with their keys from "
+        "one folder",
+        "dvp genesis new --member-descriptions inbox/ --chain-id dvp-prod --out genesis.json",
         cmd_genesis_new,
     )
     p.add_argument("--template", help="genesis template (default: configs/genesis.template.toml)")
     p.add_argument(
+        "--member-descriptions",
+        nargs="+",
+        metavar="FILE|FOLDER",
+        help="<id>.member-description.json files from `dvp org init`, or folders of them",
+    )
+    p.add_argument(
         "--keys",
-        required=True,
-        help="folder with <member>.member.json (and <member>.node.json for validators)",
+        help="instead: folder with <member>.member.json (and <member>.node.json for "
+        "validators) of the template's members",
+    )
+    p.add_argument("--chain-id", help="chain id (default: the template's)")
+    p.add_argument(
+        "--time-ms",
+        type=number(0, 2**53, integer=True),
+        help="genesis time, milliseconds since 1970 (default: now)",
     )
     p.add_argument("--out", default="genesis.json")
     p.add_argument("--force", action="store_true")
     p = add(
         gen,
         "show",
-        "show a genesis file's members, roles and hash",
+        "show a genesis file's hash, members, roles, keys and validators (each "
+        "organisation compares the hash with the others before starting its node)",
         "dvp genesis show genesis.json",
         cmd_genesis_show,
     )

@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
         description="dvp: a consortium ledger for cross-border document verification.\n\n"
         "Start a local 4-member consortium:  dvp devnet up --dir devnet\n"
+        "Key ceremony (docs/OPERATIONS.md):   dvp org init, dvp genesis new, dvp genesis show\n"
         "Run one node from its config:        dvp node run --config node.toml",
         epilog=EXIT_STATUSES,
     )
@@ -272,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.genesis_cmd import add_genesis_commands
 
     add_genesis_commands(sub, add)
+
+    from cli.org import add_org_commands
+
+    add_org_commands(sub, add)
+
+    from cli.testnet import add_testnet_command
+
+    add_testnet_command(sub, add)
 
     nodep = sub.add_parser("node", help="run a node").add_subparsers(
         dest="sub", metavar="SUBCOMMAND", required=True

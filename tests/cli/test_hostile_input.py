@@ -108,6 +108,14 @@ def _command(w: dict[str, list[str]], draw: Draw) -> list[str]:
         lambda: ["keys", "api", "--member", txt(), "--roles", txt()],
         lambda: ["genesis", "show", path()],
         lambda: ["genesis", "new", "--keys", path(), "--template", path(), "--out", out, "--force"],
+        lambda: ["genesis", "new", "--member-descriptions", path(), path(), "--template", path(),
+                 "--chain-id", txt(), "--time-ms", num(), "--out", out, "--force"],
+        lambda: ["org", "init", "--member", txt(), "--name", txt(), "--roles", txt(),
+                 "--doc-types", txt(), "--validator", "--p2p-address", txt(), "--out", out],
+        lambda: ["org", "init", "--member", "x", "--name", "X", "--out", out,
+                 "--passphrase-file", path()],
+        lambda: ["org", "peers", path(), "--member", txt()],
+        lambda: ["testnet", "--orgs", num(), "--observers", num(), "--out", out + txt()],
         lambda: ["config", "check", path()],
         lambda: ["node", "run", "--config", bad_config],  # a good one would run a node
         lambda: ["node", "compact", "--config", path()],
@@ -176,6 +184,7 @@ def test_every_command_ends_in_one_line_on_hostile_input(
     argv=st.lists(
         st.sampled_from(
             ["keys", "genesis", "node", "status", "devnet", "verify", "gov", "config", "audit"]
+            + ["org", "init", "testnet", "--orgs", "--out"]
             + ["show", "new", "check", "run", "list", "vote", "up", "down", "replay", "--rpc"]
             + ["--json", "--config", "--dir", "--nodes", "--key", "-h", "--bogus", "-"]
             + _NUMBERS
@@ -227,6 +236,9 @@ def test_numbers_are_refused_before_anything_runs(capsys: pytest.CaptureFixture[
         ["devnet", "up", "--wait", "inf"],
         ["devnet", "up", "--wait", "1e300"],
         ["devnet", "up", "--observers", "-1"],
+        ["testnet", "--orgs", "0", "--out", "x"],
+        ["testnet", "--orgs", "1e3", "--out", "x"],
+        ["genesis", "new", "--member-descriptions", "d", "--time-ms", "-1"],
         ["attest", "f", "--doc-type", "d", "--key", "k", "--rpc", "u", "--valid-days=-inf"],
     ):
         assert main(argv) == 2
