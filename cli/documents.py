@@ -178,7 +178,13 @@ def describe(v: Verdict) -> str:
     )
     if v.status == Status.REVOKED:
         reason = RevokeReason(v.revoke_reason or 0).name.lower().replace("_", " ")
-        text += f"; revoked at block {v.revoked_height} ({reason})"
+        by = (
+            f"by a consortium vote (proposal {v.revoke_proposal.hex()[:16]}…, decided by "
+            f"{v.revoked_by}'s vote)"
+            if v.revoke_proposal
+            else f"by its issuer {v.revoked_by}"
+        )
+        text += f"; revoked {by} at block {v.revoked_height} ({reason})"
     if v.status == Status.EXPIRED and v.valid_until_ms:
         text += f"; valid until {_utc(v.valid_until_ms)}"
     return text + "."

@@ -178,6 +178,8 @@ class Verdict:
     attest_tx_id: bytes | None = None
     revoked_height: int | None = None
     revoke_reason: int | None = None
+    revoked_by: str | None = None  # the member that signed the revoking transaction
+    revoke_proposal: bytes | None = None  # the governance proposal, when revoked by one
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -411,6 +413,8 @@ def _judge(
         attest_tx_id=tx.tx_id,
         revoked_height=rec.revoked_height or None,
         revoke_reason=rec.revoke_reason if rec.revoked_height else None,
+        revoked_by=rec.revoker or None,
+        revoke_proposal=None if bundle.proposal is None else bundle.proposal.proposal_id,
     )
 
 

@@ -135,6 +135,8 @@ VERDICT: Final = {
             attest_tx_id=nullable(HEX32),
             revoked_height=nullable(NAT),
             revoke_reason=nullable(NAT),
+            revoked_by=nullable(STR),
+            revoke_proposal=nullable(HEX32),
         ),
         obj(
             dict(_JUDGED_AT),  # the head, once its certificate verified

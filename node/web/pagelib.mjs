@@ -128,6 +128,15 @@ const REVOKE_REASONS = ["unspecified", "superseded", "issued in error", "fraud s
 export const revokeReasonText = (code) =>
   Number.isSafeInteger(code) ? (REVOKE_REASONS[code] ?? `reason code ${code}`) : null;
 
+/** Who revoked: the issuer itself, or a consortium vote (its proposal, and the member
+ * whose yes vote decided it); null when not revoked. */
+export function revokedByText(verdict) {
+  if (!verdict.revoked_by) return null;
+  if (verdict.revoke_proposal)
+    return `a consortium vote (proposal ${verdict.revoke_proposal.slice(0, 16)}…, decided by ${verdict.revoked_by}'s vote)`;
+  return `its issuer, ${verdict.revoked_by}`;
+}
+
 /** The [label, value] rows shown for an answer; rows that do not apply are left out. */
 export function resultRows(verdict) {
   const rows = [
@@ -138,6 +147,7 @@ export function resultRows(verdict) {
     ["Valid until", isoTime(verdict.valid_until_ms)],
     ["Revoked in block", verdict.revoked_height],
     ["Revocation reason", revokeReasonText(verdict.revoke_reason)],
+    ["Revoked by", revokedByText(verdict)],
     ["Head height", verdict.height],
     ["Head time", isoTime(verdict.block_time_ms)],
     ["Head age", age(verdict.head_age_ms)],

@@ -41,7 +41,12 @@ test("every verdict: rows, checks and a receipt encoded as ledger.receipt encode
     const rows = Object.fromEntries(lib.resultRows(verdict));
     assert.equal(rows["Head height"], String(verdict.height));
     if (verdict.status !== "NOT_FOUND") assert.equal(rows.Issuer, verdict.issuer);
-    if (verdict.status === "REVOKED") assert.equal(rows["Revocation reason"], lib.revokeReasonText(verdict.revoke_reason));
+    if (verdict.status === "REVOKED") {
+      assert.equal(rows["Revocation reason"], lib.revokeReasonText(verdict.revoke_reason));
+      // by the issuer, or by a consortium vote: the fixture holds both
+      const want = verdict.revoke_proposal ? /^a consortium vote \(proposal [0-9a-f]{16}…, decided by [a-z]+'s vote\)$/ : /^its issuer, szcredit$/;
+      assert.match(rows["Revoked by"], want, c.name);
+    } else assert.equal(rows["Revoked by"], undefined);
     const receipt = lib.buildReceipt({ bundle: c.bundle, verdict, genesisHash: anchor.genesisHash,
       commitmentHex: c.bundle.commitment, checkedAtMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
     const text = lib.encodeReceipt(receipt);

@@ -498,7 +498,8 @@ export async function verifyBundle(doc, anchor, { nowMs, maxAgeMs = DEFAULT_MAX_
 async function judge(b, anchor, head, sets, info) {
   const c = b.commitment;
   const base = { commitment: hex(c), ...info, issuer: null, doc_type: null, issued_at_ms: null, valid_until_ms: null,
-    attested_height: null, attest_tx_id: null, revoked_height: null, revoke_reason: null };
+    attested_height: null, attest_tx_id: null, revoked_height: null, revoke_reason: null,
+    revoked_by: null, revoke_proposal: null };
   const proof = parseStateProof(b.stateProof); // parsed after the head, as ledger/verify.py does
   if (!(await verifyStateProof(head.stateRoot, await stateKey("attestation", c), b.record, proof)))
     throw fail("state_root_mismatch", "the state proof does not match the head's state root");
@@ -520,7 +521,8 @@ async function judge(b, anchor, head, sets, info) {
     : rec.validUntilMs && info.checked_at_ms >= rec.validUntilMs ? "EXPIRED" : "VALID";
   return { ...base, status, issuer: rec.issuer, doc_type: rec.docType, issued_at_ms: p[2],
     valid_until_ms: rec.validUntilMs || null, attested_height: rec.height, attest_tx_id: hex(tx.txId),
-    revoked_height: rec.revokedHeight || null, revoke_reason: rec.revokedHeight ? rec.revokeReason : null };
+    revoked_height: rec.revokedHeight || null, revoke_reason: rec.revokedHeight ? rec.revokeReason : null,
+    revoked_by: rec.revoker || null, revoke_proposal: b.proposal === null ? null : hex(b.proposal.id) };
 }
 
 /** Step 5: the transaction that revoked the record is where the record says, signed by the

@@ -714,6 +714,8 @@ def check_bundle(
         "attest_tx_id": tx.tx_id,
         "revoked_height": rec.revoked_height or None,
         "revoke_reason": rec.revoke_reason if rec.revoked_height else None,
+        "revoked_by": rec.revoker or None,
+        "revoke_proposal": None if d["proposal"] is None else _hexb(d["proposal"]["id"], "id"),
     }
 
 

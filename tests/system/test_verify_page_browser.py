@@ -108,6 +108,7 @@ def test_each_verdict_and_no_file_byte_leaves_the_page(
         assert rows["Issuer"] == "szcredit" and rows["Attested at"].endswith("Z")
     if case == "revoked":
         assert rows["Revocation reason"] == "data changed" and rows["Revoked in block"].isdigit()
+        assert rows["Revoked by"] == "its issuer, szcredit"
     if case == "expired":
         assert rows["Valid until"].endswith("Z")
     # What went out: the page's own files, its genesis, one JSON-RPC call with the
