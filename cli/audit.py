@@ -100,7 +100,11 @@ def _rates(p: Any) -> str:
 
 def _bar(enabled: bool) -> ProgressBar:
     """Blocks, blocks/s and tx/s while replaying, then the state tree's versions."""
-    labels = {"replay": "replaying blocks", "state_tree": "state tree versions"}
+    labels = {
+        "replay": "replaying blocks",
+        "state_tree": "state tree versions",
+        "headers": "certified headers",  # a pruned store: up to its snapshot
+    }
     return ProgressBar(enabled, labels, _rates)
 
 

@@ -88,7 +88,9 @@ class AuditProgress:
     """Where an audit is. ``phase`` "replay": ``done`` of ``total`` blocks replayed, up
     to ``height``, ``transactions`` so far. ``phase`` "state_tree": ``done`` of
     ``total`` state versions verified (``height`` the version being walked),
-    ``transactions`` the entries of the newest version counted so far."""
+    ``transactions`` the entries of the newest version counted so far. ``phase``
+    "headers" (a pruned store, ledger/audit_snapshot.py): ``done`` of ``total``
+    certified headers verified up to the snapshot."""
 
     phase: str
     height: int
