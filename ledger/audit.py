@@ -51,6 +51,7 @@ from ledger.audit_report import (
     AuditReport,
     ProgressFn,
     SourceItem,
+    SourcePruned,
     SourceRefused,
     SourceUnavailable,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "RpcLike",
     "RpcSource",
     "SourceItem",
+    "SourcePruned",
     "SourceRefused",
     "SourceUnavailable",
     "check_state_tree",

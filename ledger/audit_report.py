@@ -75,11 +75,22 @@ class SourceRefused(SourceUnavailable):
     """The source answered but refused to serve us (e.g. no or insufficient credentials)."""
 
 
+class SourcePruned(SourceUnavailable):
+    """The source pruned block bodies the replay needs (a node with ``[ledger]
+    retain_blocks``, RPC error -32006): replay against an archive node."""
+
+
 _UNAUTHORISED = -32002  # JSON-RPC error code of a refused credential (docs/RPC.md)
+_PRUNED = -32006  # JSON-RPC error code of a pruned block body (docs/RPC.md)
 
 
 def _unavailable(what: str, exc: BaseException) -> SourceUnavailable:
-    cls = SourceRefused if getattr(exc, "code", None) == _UNAUTHORISED else SourceUnavailable
+    code = getattr(exc, "code", None)
+    cls: type[SourceUnavailable] = SourceUnavailable
+    if code == _UNAUTHORISED:
+        cls = SourceRefused
+    elif code == _PRUNED:
+        cls = SourcePruned
     return cls(f"{what}: {exc}")
 
 

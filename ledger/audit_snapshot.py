@@ -10,7 +10,9 @@ from ``bodies_from`` on, so the replay:
    the validator set named by header h-1's ``next_validator_set_hash`` (the set itself
    is read from the chain record stored with block h-1 and must hash to it, so nothing
    unpinned is trusted), header h's certificate against that set, and header h's
-   history root against the block ids seen so far.
+   history root against the block ids seen so far; where the body is kept, its
+   transactions against the header's tx root (they are not re-executed: no state
+   before s is kept to execute them on).
 2. **The snapshot.** s is the lowest height whose state version the store still holds
    whole and above which every body is kept: ``max(state_pruned_below, bodies_from -
    1)``. The stored state tree (every retained version, s included) is re-hashed node
@@ -117,6 +119,10 @@ def _certified_headers(
             raise AuditFailure(
                 h, "history_consistency", "the history root is not that of the block ids"
             )
+        if h >= store.bodies_from:  # a kept body below the snapshot: the certified one?
+            block = _read(partial(store.get_block, h), h)
+            if block.header != header or merkle.root(block.tx_ids) != header.tx_root:
+                raise AuditFailure(h, "tx_root", "the kept transactions are not the header's")
         history.append(merkle.leaf_hash(header.block_id))
         prev = header
         report.blocks += 1

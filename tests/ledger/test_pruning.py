@@ -227,3 +227,19 @@ def test_dvp_store_prune_then_store_check(
         == 2
     )
     assert "--keep must be at least 1" in capsys.readouterr().err
+
+
+def test_audit_of_a_pruned_store_checks_kept_bodies_below_the_snapshot(
+    chain: Chain, copy: Path, tmp_path: Path
+) -> None:
+    with _open(chain, copy, retain_blocks=20) as lg:  # more bodies than state versions
+        lg.prune_bodies()
+        floor, start = lg.store.bodies_from, snapshot_height(lg.store)
+    assert floor < 15 < start  # kept, but below the state the replay starts from
+    db = plyvel.DB(str(copy))
+    k15, k16 = P_BLOCK + h8(15), P_BLOCK + h8(16)
+    db.put(k15, seal(k15, db.get(k16)[4:]))  # block 16's transactions, sealed as 15's
+    db.close()
+    report = replay_datadir(copy, chain.cons.genesis, workdir=tmp_path)
+    assert report.failure is not None
+    assert (report.failure.height, report.failure.check) == (15, "tx_root"), report.failure

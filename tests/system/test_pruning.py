@@ -11,7 +11,8 @@ retain_blocks``). Attestations are committed over many heights, then:
 - an observer started empty afterwards catches up to the head: the pruned peers refuse
   the old ranges and it fetches them from the archive node;
 - ``dvp audit replay`` replays the archive node from genesis and a pruned node from a
-  certified snapshot, both to the same state root.
+  certified snapshot, both to the archive's state roots; over a pruned node's RPC it
+  refuses (exit 2) naming the pruning and an archive node.
 
 The full-size figures are scripts/bench_disk.py's (docs/PERFORMANCE.md).
 """
@@ -28,7 +29,7 @@ import pytest
 import trio
 
 from cli.devnet_files import create_devnet
-from ledger.audit import replay_datadir
+from ledger.audit import replay_datadir, snapshot_height
 from ledger.chain import Ledger
 from ledger.codec import decode
 from ledger.crypto import read_key_file
@@ -47,6 +48,16 @@ pytestmark = [pytest.mark.timeout(240)]
 RETAIN = 4
 ROUNDS = 14  # heights with attestations: well above RETAIN + the pruning per commit
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _dvp(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 def _valid(doc: dict[str, Any], anchor: TrustAnchor) -> bool:
@@ -106,6 +117,18 @@ def test_pruned_nodes_refuse_old_proofs_archive_serves_and_audits_replay(
             ("getBlock", {"height": committed_at[old_tx.tx_id]}),
         ):
             assert error_code(call(p, method, params)) == -32006, method
+        # A replay from genesis over the pruned node's RPC is refused, saying why.
+        run = _dvp(
+            "audit",
+            "replay",
+            "--rpc",
+            f"http://127.0.0.1:{p}/",
+            "--genesis",
+            str(root / "genesis.json"),
+        )
+        assert run.returncode == 2, run.stderr
+        assert "pruned" in run.stderr and "archive node" in run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1, run.stderr
         seen["rpc"] = True
 
     async def main() -> None:
@@ -151,19 +174,18 @@ def test_pruned_nodes_refuse_old_proofs_archive_serves_and_audits_replay(
     pruned_dir = root / "data" / validators[1].name
     full = replay_datadir(archive_dir, genesis, workdir=tmp_path)
     assert full.ok and full.transactions == len(txs), full.failure
+    with Ledger.open(pruned_dir / "ledger", genesis, create=False) as lg:
+        start, head = snapshot_height(lg.store), lg.height
+        assert 0 < lg.store.bodies_from <= start + 1 <= head
     snap = replay_datadir(pruned_dir, genesis, workdir=tmp_path)
     assert snap.ok, snap.failure
-    assert any("pruned" in n for n in snap.notes) and 0 < snap.transactions < len(txs)
-    with Ledger.open(pruned_dir / "ledger", genesis, create=False) as lg:
-        head = lg.height
-    if full.height == head:
-        assert full.state_root == snap.state_root
-    run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "audit", "replay", "--datadir", str(pruned_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    assert snap.height == head
+    assert any(f"re-executed blocks {start + 1}..{head}" in n for n in snap.notes), snap.notes
+    with Ledger.open(archive_dir / "ledger", genesis, create=False) as lg:
+        header = lg.store.get_header(head)
+        assert header is not None and header.state_root == snap.state_root
+        kept = [lg.store.get_header(h) for h in range(start + 1, head + 1)]
+        assert snap.transactions == sum(h.tx_count for h in kept if h is not None)
+    run = _dvp("audit", "replay", "--datadir", str(pruned_dir))
     assert run.returncode == 0, run.stderr
     assert "verified" in run.stdout and "pruned" in run.stderr
