@@ -129,6 +129,8 @@ def test_pruned_nodes_refuse_old_proofs_archive_serves_and_audits_replay(
         assert run.returncode == 2, run.stderr
         assert "pruned" in run.stderr and "archive node" in run.stderr
         assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert call(a, "status")["result"]["bodies_from"] == 0
+        assert call(p, "status")["result"]["bodies_from"] == pruned.ledger.store.bodies_from > 0
         seen["rpc"] = True
 
     async def main() -> None:
