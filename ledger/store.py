@@ -45,6 +45,10 @@ Rules:
   only by versions < v, so ``prune_state(before)`` deletes the journals of every
   v <= before (and their nodes): afterwards every version >= ``before`` is whole and
   versions < ``before`` may be unreadable.
+* **Pruned bodies are recorded, not missing.** ``prune_bodies(before)`` deletes the
+  block bodies ("B") below ``before`` (never the tip's) and records the lowest kept
+  height ("M" "bodies-from") in the same batch; reads of a pruned body raise
+  ``BodyPruned`` (not damage), and everything else of those heights stays.
 * One owner: not thread- or task-safe.
 
 The key layout and value encodings are in ``ledger.store_format``.
