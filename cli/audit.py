@@ -7,10 +7,12 @@ shows a progress bar (rich, on stderr) and turns the report into one verdict lin
     FAILED at height H: <check>: <message>                   exit 1
 
 Errors that are not a verdict on the chain are one line on stderr: exit 2 for bad
-usage or configuration (no genesis, not this chain's data directory), 3 for a node
-that cannot be reached. ``--datadir`` reads a node's data directory and never writes to
-it (it may be read-only, or a running node's): the replay opens a snapshot of the store
-in ``--workdir`` (``ledger.store_snapshot``) and says so.
+usage or configuration (no genesis, not this chain's data directory, a node's RPC that
+pruned the blocks a replay from genesis needs), 3 for a node that cannot be reached.
+``--datadir`` reads a node's data directory and never writes to it (it may be
+read-only, or a running node's): the replay opens a snapshot of the store in
+``--workdir`` (``ledger.store_snapshot``) and says so; a pruned store is replayed from
+a certified snapshot (ledger/audit_snapshot.py).
 
 cli/main.py registers the command with ``add_audit_commands(sub, add)``.
 """
@@ -100,7 +102,11 @@ def _rates(p: Any) -> str:
 
 def _bar(enabled: bool) -> ProgressBar:
     """Blocks, blocks/s and tx/s while replaying, then the state tree's versions."""
-    labels = {"replay": "replaying blocks", "state_tree": "state tree versions"}
+    labels = {
+        "replay": "replaying blocks",
+        "state_tree": "state tree versions",
+        "headers": "certified headers",  # a pruned store: up to its snapshot
+    }
     return ProgressBar(enabled, labels, _rates)
 
 
@@ -156,6 +162,7 @@ def _replay(args: argparse.Namespace, rpc: Any) -> int:
         BlockSource,
         DatadirSource,
         RpcSource,
+        SourcePruned,
         SourceRefused,
         SourceUnavailable,
         replay,
@@ -178,6 +185,13 @@ def _replay(args: argparse.Namespace, rpc: Any) -> int:
     try:
         with _bar(enabled=not args.json) as bar:
             report: AuditReport = replay(source, genesis, workdir=args.workdir, progress=bar)
+    except SourcePruned as exc:
+        raise CliError(
+            f"{args.rpc}: {exc} (this node pruned old block bodies: replay against an "
+            f"archive node's RPC, or this node's --datadir, which replays from a certified "
+            f"snapshot)",
+            EXIT_USAGE,
+        ) from None
     except SourceRefused as exc:
         raise CliError(
             f"{args.rpc}: {exc} (an auditor needs an API key: --api-key or $DVP_API_KEY)", EXIT_FAIL

@@ -5,6 +5,7 @@ parses arguments, shows a progress bar (rich, on stderr) and prints one verdict.
 
     dvp store check --datadir D      the full check, on a snapshot: D is never written
     dvp store resync --config C      rebuild the node's ledger store from its peers
+    dvp store prune --datadir D --keep N   drop block bodies but the newest N (offline)
 
 cli/main.py registers the commands with ``add_store_commands(sub, add)``.
 """
@@ -49,6 +50,18 @@ exit status:
   1  refused: the signing record is damaged (see --new-signing-record)
   2  bad usage: config, genesis or keys unusable, the node is running
   3  the peers did not answer within --timeout (what was fetched is kept)"""
+
+
+_PRUNE_EXITS = """
+The node must be stopped (its running store is locked). Headers, certificates, state
+and indexes stay; proofs and blocks below the kept range are then answered with error
+-32006 ("ask an archive node"), and `dvp audit replay --datadir` replays from a
+certified snapshot. Set [ledger] retain_blocks = N in the node's config too, or the
+node keeps every body it commits from now on (it never restores pruned ones).
+
+exit status:
+  0  pruned (or nothing to prune)
+  2  bad usage: no store or genesis there, the node is running"""
 
 
 def add_store_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -106,6 +119,20 @@ def add_store_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) ->
         help="if the consensus database is damaged, move it aside and start an empty "
         "signing record (read the risk above first)",
     )
+    p = add(
+        store,
+        "prune",
+        "delete the block bodies (transactions) of a stopped node's ledger store but the "
+        "newest N, keeping headers, certificates, indexes and state, and compact it",
+        "dvp store prune --datadir devnet/data/webank --keep 100000",
+        cmd_store_prune,
+    )
+    p.epilog = _PRUNE_EXITS
+    p.add_argument("--datadir", required=True, help="the (stopped) node's data directory")
+    p.add_argument(
+        "--keep", required=True, type=int, help="how many of the newest block bodies to keep"
+    )
+    p.add_argument("--genesis", help="the genesis file (default: as for `dvp store check`)")
 
 
 # --------------------------------------------------------------------------- check
@@ -185,6 +212,52 @@ def cmd_store_check(args: argparse.Namespace) -> int:
         f"{report.transactions} transactions, {report.state_entries:,} state entries in "
         f"{report.state_versions} versions; {consensus} (checked in {found.elapsed_s:.1f} s)"
     )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def cmd_store_prune(args: argparse.Namespace) -> int:
+    """``dvp store prune``: the exit status (a ``CliError`` is cli/main.py's one line)."""
+    from ledger.audit import ledger_store_path
+    from ledger.chain import Ledger
+    from ledger.errors import StoreError
+    from ledger.genesis import GenesisError, read_genesis
+
+    if args.keep < 1:
+        raise CliError(
+            f"--keep must be at least 1 (the head's body is always kept), got {args.keep}"
+        )
+    datadir = Path(args.datadir)
+    genesis_path = Path(args.genesis) if args.genesis else find_genesis(datadir)
+    if genesis_path is None:
+        raise CliError(f"no genesis.json in or above {datadir}; pass --genesis")
+    try:
+        genesis = read_genesis(genesis_path)
+        with Ledger.open(ledger_store_path(datadir), genesis, create=False) as lg:
+            before = lg.store.disk_bytes()
+            lg.retain_blocks = args.keep
+            deleted = lg.prune_bodies()
+            if deleted:
+                lg.store.compact()
+            after, floor, head = lg.store.disk_bytes(), lg.store.bodies_from, lg.height
+    except (GenesisError, StoreError) as exc:
+        raise CliError(str(exc)) from None
+    doc = {
+        "pruned_bodies": deleted,
+        "bodies_from": floor,
+        "height": head,
+        "disk_bytes_before": before,
+        "disk_bytes_after": after,
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(
+            f"pruned {deleted} block bodies: {datadir} keeps bodies {floor}..{head}; "
+            f"disk {before:,} -> {after:,} bytes"
+        )
     return EXIT_OK
 
 

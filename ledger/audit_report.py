@@ -75,11 +75,22 @@ class SourceRefused(SourceUnavailable):
     """The source answered but refused to serve us (e.g. no or insufficient credentials)."""
 
 
+class SourcePruned(SourceUnavailable):
+    """The source pruned block bodies the replay needs (a node with ``[ledger]
+    retain_blocks``, RPC error -32006): replay against an archive node."""
+
+
 _UNAUTHORISED = -32002  # JSON-RPC error code of a refused credential (docs/RPC.md)
+_PRUNED = -32006  # JSON-RPC error code of a pruned block body (docs/RPC.md)
 
 
 def _unavailable(what: str, exc: BaseException) -> SourceUnavailable:
-    cls = SourceRefused if getattr(exc, "code", None) == _UNAUTHORISED else SourceUnavailable
+    code = getattr(exc, "code", None)
+    cls: type[SourceUnavailable] = SourceUnavailable
+    if code == _UNAUTHORISED:
+        cls = SourceRefused
+    elif code == _PRUNED:
+        cls = SourcePruned
     return cls(f"{what}: {exc}")
 
 
@@ -88,7 +99,9 @@ class AuditProgress:
     """Where an audit is. ``phase`` "replay": ``done`` of ``total`` blocks replayed, up
     to ``height``, ``transactions`` so far. ``phase`` "state_tree": ``done`` of
     ``total`` state versions verified (``height`` the version being walked),
-    ``transactions`` the entries of the newest version counted so far."""
+    ``transactions`` the entries of the newest version counted so far. ``phase``
+    "headers" (a pruned store, ledger/audit_snapshot.py): ``done`` of ``total``
+    certified headers verified up to the snapshot."""
 
     phase: str
     height: int

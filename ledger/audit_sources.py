@@ -56,6 +56,12 @@ class BlockSource(ABC):
         """Compare what the source keeps beside block ``height`` with the re-execution."""
         return None
 
+    @property
+    def pruned_store(self) -> Store | None:
+        """The source's store if it pruned block bodies (the replay then starts from a
+        certified snapshot: ledger/audit_snapshot.py); None otherwise."""
+        return None
+
     def final_check(self, report: AuditReport, progress: ProgressFn | None) -> None:
         """Checks after the last block (e.g. the stored state tree); fill ``report``."""
         return None
@@ -148,6 +154,10 @@ class DatadirSource(BlockSource):
     @property
     def head_height(self) -> int:
         return self._head
+
+    @property
+    def pruned_store(self) -> Store | None:
+        return self.store if self.store.bodies_from > 0 else None
 
     def __iter__(self) -> Iterator[SourceItem]:
         store = self.store

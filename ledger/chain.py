@@ -12,6 +12,11 @@ Rules:
   one at >= h, so the state tree's overlay only ever holds one branch.
 - State-tree versions older than ``retain_versions`` are pruned after each commit;
   proofs can be served for every retained height.
+- With ``retain_blocks = N > 0`` the bodies (transactions) of blocks more than N below
+  the head are pruned after each commit, at most ``PRUNE_BODIES_PER_COMMIT`` per commit
+  (so a node that turns pruning on catches up over many commits, never in one long
+  stall); headers, certificates, app metadata, indexes and state stay
+  (``Store.prune_bodies``). 0 keeps every body (an archive node).
 """
 
 from __future__ import annotations
@@ -41,18 +46,26 @@ from ledger.types import Block, CommitCertificate, Genesis, Transaction, Validat
 # (~1.5 MB per 2,000-attestation block at 10^6 entries), so a long retention would
 # dominate disk use.
 DEFAULT_RETAIN_VERSIONS = 8
+# Bodies pruned after one commit: more than one per commit so that pruning catches up
+# when switched on, few enough that one commit's pruning stays a single small batch.
+PRUNE_BODIES_PER_COMMIT = 16
 
 
 class Ledger:
     """A chain on disk plus speculative executions above its committed head."""
 
     def __init__(
-        self, store: Store, genesis: Genesis, retain_versions: int = DEFAULT_RETAIN_VERSIONS
+        self,
+        store: Store,
+        genesis: Genesis,
+        retain_versions: int = DEFAULT_RETAIN_VERSIONS,
+        retain_blocks: int = 0,
     ) -> None:
         self.store = store
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.retain_versions = max(1, retain_versions)
+        self.retain_blocks = retain_blocks
         self._overlay = OverlayReader(store)
         self.tree = SparseMerkleTree(self._overlay)
         self.pending: dict[int, Execution] = {}
@@ -60,6 +73,16 @@ class Ledger:
             ex = execute_genesis(genesis, SparseMerkleTree(store))
             store.commit(ex.block, None, ex.update.new_nodes, ex.update.stale, ex.state.app_meta())
         self.head = self._load(store.height)
+
+    @property
+    def retain_blocks(self) -> int:
+        """0: an archive (every body kept); N: the newest N bodies (see the docstring)."""
+        return self._retain_blocks
+
+    @retain_blocks.setter
+    def retain_blocks(self, value: int) -> None:
+        self._retain_blocks = max(0, value)
+        self.store.retain_blocks_hint = self._retain_blocks
 
     @classmethod
     def open(
@@ -287,4 +310,15 @@ class Ledger:
         oldest = h - self.retain_versions
         if oldest > self.store.state_pruned_below:
             self.store.prune_state(oldest)
+        self.prune_bodies(PRUNE_BODIES_PER_COMMIT)
         return ex
+
+    def prune_bodies(self, max_blocks: int | None = None) -> int:
+        """Prune the bodies ``retain_blocks`` asks to drop (none for an archive), at most
+        ``max_blocks`` of them; returns how many were deleted."""
+        if self.retain_blocks <= 0:
+            return 0
+        floor = self.store.height - self.retain_blocks + 1
+        if floor <= self.store.bodies_from:
+            return 0
+        return self.store.prune_bodies(floor, max_blocks=max_blocks)

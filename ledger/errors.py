@@ -51,6 +51,23 @@ class StoreDamage(StoreError):
     or restore it."""
 
 
+class BodyPruned(StoreError):
+    """A block body (its transactions) was pruned from this store on purpose: its header,
+    certificate and the state stay, an archive node (``[ledger] retain_blocks = 0``)
+    keeps every body. ``height`` is the block asked for, ``bodies_from`` the lowest
+    height whose body this store still keeps. Not damage."""
+
+    def __init__(self, height: int, bodies_from: int, retain: int = 0) -> None:
+        kept = f"the newest {retain} block bodies, " if retain else ""
+        super().__init__(
+            f"block {height}'s body is pruned on this node (it keeps {kept}from height "
+            f"{bodies_from} on); ask an archive node (one with [ledger] retain_blocks = "
+            f"0), which keeps every block"
+        )
+        self.height = height
+        self.bodies_from = bodies_from
+
+
 class KeyFileError(LedgerError, ValueError):
     """A key file is missing, unreadable, too open, malformed or cannot be decrypted."""
 

@@ -15,6 +15,12 @@ committed). A cached block's transactions are byte slices of the stored canonica
 encoding, which is what ``Transaction.encode()`` returns for them, and its tx tree is
 checked against the header's ``tx_root`` when built, so bundles are byte-identical to
 those built from decoded blocks.
+
+A bundle carries the ATTEST (and REVOKE) transaction with its inclusion proof, read from
+its block's body. On a node that pruned that body (``[ledger] retain_blocks``) there is
+no such transaction to carry, so ``bundle`` raises ``ledger.errors.BodyPruned`` (RPC
+error -32006, docs/RPC.md) rather than answer a bundle without it; an archive node
+serves every bundle (docs/PROOFS.md §13).
 """
 
 from __future__ import annotations
@@ -113,7 +119,10 @@ class Prover:
         return top
 
     def _block(self, height: int) -> _StoredBlock:
-        """Block ``height`` as stored, split into transactions, with its tx tree (LRU)."""
+        """Block ``height`` as stored, split into transactions, with its tx tree (LRU).
+        ``BodyPruned`` if the store pruned its body, even while a copy is cached here:
+        a node answers the same for a height whatever its cache holds."""
+        self.ledger.store.check_body_kept(height)
         block = self._blocks.get(height)
         if block is not None:
             self._blocks.move_to_end(height)

@@ -45,6 +45,10 @@ Rules:
   only by versions < v, so ``prune_state(before)`` deletes the journals of every
   v <= before (and their nodes): afterwards every version >= ``before`` is whole and
   versions < ``before`` may be unreadable.
+* **Pruned bodies are recorded, not missing.** ``prune_bodies(before)`` deletes the
+  block bodies ("B") below ``before`` (never the tip's) and records the lowest kept
+  height ("M" "bodies-from") in the same batch; reads of a pruned body raise
+  ``BodyPruned`` (not damage), and everything else of those heights stays.
 * One owner: not thread- or task-safe.
 
 The key layout and value encodings are in ``ledger.store_format``.
@@ -69,6 +73,7 @@ from ledger.store_format import (
     DAMAGE_HINT,
     FORMAT_VERSION,
     K_ATTESTED_INDEX,
+    K_BODIES_FROM,
     K_CHAIN,
     K_FORMAT,
     K_GENESIS,
@@ -99,6 +104,10 @@ DEFAULT_BLOCK_CACHE = 8
 # Journals per prune batch: bounds one batch's size (a journal lists ~3 keys per changed
 # state key) while keeping the number of LevelDB writes small.
 PRUNE_JOURNALS_PER_BATCH = 64
+# Block bodies deleted per write batch by ``prune_bodies``: a node prunes after a commit,
+# so one call must stay short (a 2,000-transaction body is ~400 KB of deletes' worth of
+# compaction later, and the delete itself is one key).
+PRUNE_BODIES_PER_BATCH = 256
 
 # Files LevelDB creates before CURRENT exists (LOCK, info log, first manifest, temps).
 _LEVELDB_FILE = re.compile(r"LOCK|LOG(\.old)?|MANIFEST-\d+|\d+\.(log|ldb|sst|dbtmp)")
@@ -156,6 +165,8 @@ class Store(StoreReads):
         self._height = -1
         self._tip_id = ZERO_HASH
         self._pruned = 0
+        self._bodies_from = 0
+        self.retain_blocks_hint = 0
         self._attested_index = False
         self._blocks: OrderedDict[int, Block] = OrderedDict()
         self._block_cache = max(1, block_cache)
@@ -344,6 +355,10 @@ class Store(StoreReads):
             )
         pruned = db.get(K_PRUNED)
         self._pruned = int.from_bytes(pruned, "big") if pruned else 0
+        bodies_from = db.get(K_BODIES_FROM)
+        if bodies_from is not None and len(bodies_from) != 8:
+            raise StoreDamage(f"{p}: the pruned-bodies record is damaged")
+        self._bodies_from = int.from_bytes(bodies_from, "big") if bodies_from else 0
         self._attested_index = db.get(K_ATTESTED_INDEX) is not None
         raw_height = db.get(K_HEIGHT)
         if raw_height is None:
@@ -352,6 +367,11 @@ class Store(StoreReads):
             raise StoreDamage(f"{p}: the committed-height record is damaged")
         height = int.from_bytes(raw_height, "big")
         self._height = height
+        if self._bodies_from > height:
+            raise StoreDamage(
+                f"{p}: the store says bodies are kept from height {self._bodies_from}, "
+                f"above its committed height {height} (the tip's body is always kept)"
+            )
         try:
             # Only the tip is checked (cheap, every open): the batch that wrote it wrote
             # all of it, so a missing part means damage, not a crash.
@@ -416,6 +436,12 @@ class Store(StoreReads):
     def state_pruned_below(self) -> int:
         """State versions below this may have lost nodes to ``prune_state`` (0: none)."""
         return self._pruned
+
+    @property
+    def bodies_from(self) -> int:
+        """The lowest height whose block body (transactions) is kept: 0 for an archive
+        store; bodies below it were deleted by ``prune_bodies``."""
+        return self._bodies_from
 
     # ------------------------------------------------------------------ commit
 
@@ -571,6 +597,44 @@ class Store(StoreReads):
                 wb.delete(key)
             wb.put(K_PRUNED, h8(mark))
         self._pruned = mark
+        return deleted
+
+    def prune_bodies(self, before: int, *, max_blocks: int | None = None) -> int:
+        """Delete the block bodies (transactions) of heights below ``before``.
+
+        Headers, certificates, app metadata, the block-id, tx and attested-commitment
+        indexes and the state tree stay: the chain stays verifiable, replay protection
+        stays whole (the tx index), and proofs of state still verify; only the
+        transactions themselves go (``BodyPruned`` for a read of one). The tip's body is
+        always kept (``before`` is capped at ``height``). At most ``max_blocks`` bodies
+        go in this call (a node prunes a bounded amount after each commit), in batches
+        of ``PRUNE_BODIES_PER_BATCH`` that each record the new lowest kept height in the
+        same write, so a crash leaves the record and the bodies in agreement. Returns
+        how many bodies were deleted.
+        """
+        if self._closed:
+            raise StoreError("the store is closed")
+        stop = min(before, self._height)
+        if max_blocks is not None:
+            stop = min(stop, self._bodies_from + max(0, max_blocks))
+        deleted = 0
+        while self._bodies_from < stop:
+            lo = self._bodies_from
+            hi = min(stop, lo + PRUNE_BODIES_PER_BATCH)
+            try:
+                with self._db.write_batch() as wb:
+                    for h in range(lo, hi):
+                        wb.delete(P_BLOCK + h8(h))
+                    wb.put(K_BODIES_FROM, h8(hi))
+            except KV_ERRORS as exc:
+                raise StoreError(
+                    f"pruning block bodies {lo}..{hi - 1} in {self._path} failed "
+                    f"({leveldb_reason(exc)})"
+                ) from exc
+            for h in range(lo, hi):
+                self._blocks.pop(h, None)
+            self._bodies_from = hi
+            deleted += hi - lo
         return deleted
 
     # ------------------------------------------------------------------ disk

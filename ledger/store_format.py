@@ -14,6 +14,9 @@ height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
     "M" "genesis"            genesis hash (32 bytes)
     "M" "height"             last committed height, h8 (absent while empty)
     "M" "pruned"             state versions below this may be pruned, h8 (absent: none)
+    "M" "bodies-from"        the lowest height whose "B" record is kept, h8 (absent: 0,
+                             an archive store); "B" records below it were pruned on
+                             purpose (``Store.prune_bodies``), which is not damage
     "M" "attested-index"     b"1": "K" has been kept since genesis (absent: no index)
     "H" h8                   seal(canonical header bytes)
     "B" h8                   seal(msgpack array of the block's transactions)
@@ -62,6 +65,7 @@ K_CHAIN = P_META + b"chain"
 K_GENESIS = P_META + b"genesis"
 K_HEIGHT = P_META + b"height"
 K_PRUNED = P_META + b"pruned"
+K_BODIES_FROM = P_META + b"bodies-from"
 # Present when the store has kept P_ATTESTED since its genesis (stores created before the
 # index have none, and are read through the state tree).
 K_ATTESTED_INDEX = P_META + b"attested-index"

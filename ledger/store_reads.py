@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from ledger.codec import Domain, tagged_hash
-from ledger.errors import DecodeError, StoreDamage, StoreError
+from ledger.errors import BodyPruned, DecodeError, StoreDamage, StoreError
 from ledger.kv import KV_ERRORS
 from ledger.store_format import (
     P_APP,
@@ -38,6 +38,8 @@ class StoreReads:
 
     _db: Any
     _height: int
+    _bodies_from: int
+    retain_blocks_hint: int  # the owner's retention, named in ``BodyPruned`` messages
     _tip_id: bytes
     _closed: bool
     _attested_index: bool
@@ -71,12 +73,19 @@ class StoreReads:
         return self._sealed(P_HEADER, height, "header")
 
     def get_block_bytes(self, height: int) -> bytes | None:
-        """Canonical block bytes (``Block.encode()``) of block ``height``."""
+        """Canonical block bytes (``Block.encode()``) of block ``height``;
+        ``BodyPruned`` below ``bodies_from`` (the transactions were pruned)."""
         header = self._sealed(P_HEADER, height, "header")
         if header is None:
             return None
+        self.check_body_kept(height)
         txs = self._sealed(P_BLOCK, height, "block")
         return b"\x92" + header + txs  # type: ignore[operator]
+
+    def check_body_kept(self, height: int) -> None:
+        """``BodyPruned`` if block ``height``'s body was pruned from this store."""
+        if height < self._bodies_from:
+            raise BodyPruned(height, self._bodies_from, self.retain_blocks_hint)
 
     def get_certificate_bytes(self, height: int) -> bytes | None:
         """Certificate bytes of block ``height`` (None at 0 and outside [0, height])."""
@@ -93,7 +102,8 @@ class StoreReads:
         return _decoded(self.get_block_bytes(height), height, "block", Block.decode)
 
     def get_block(self, height: int) -> Block | None:
-        """Block ``height`` (decoded blocks are kept in a small LRU)."""
+        """Block ``height`` (decoded blocks are kept in a small LRU); ``BodyPruned``
+        below ``bodies_from``."""
         block = self._blocks.get(height)
         if block is not None:
             self._blocks.move_to_end(height)
@@ -107,7 +117,8 @@ class StoreReads:
 
     def iter_blocks(self, from_h: int = 0, to_h: int | None = None) -> Iterator[Block]:
         """Blocks ``from_h`` .. ``to_h`` *inclusive* (default: up to the committed height),
-        read one at a time without filling the block cache."""
+        read one at a time without filling the block cache (``BodyPruned`` at the
+        first pruned one)."""
         last = self._height if to_h is None else min(to_h, self._height)
         for h in range(max(0, from_h), last + 1):
             block = self._load_block(h)
@@ -195,7 +206,9 @@ class StoreReads:
             raise StoreDamage(f"tx index entry for {tx_id.hex()} is corrupt ({exc})") from exc
 
     def get_tx(self, tx_id: bytes) -> Transaction | None:
-        """A committed transaction by id (decodes its block through the block cache)."""
+        """A committed transaction by id (decodes its block through the block cache);
+        ``BodyPruned`` if its block's body was pruned (the index entry stays: it is the
+        replay check)."""
         loc = self.tx_location(tx_id)
         if loc is None:
             return None

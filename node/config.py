@@ -40,6 +40,9 @@ Example (configs/cnix.toml)::
     max_txs = 100000                 # hard bound (client and gossiped transactions)
     client_max_txs = 16000           # refuse clients (busy) from this many pending;
                                      # default 2 x pipeline_window x max_block_txs
+    [ledger]
+    retain_blocks = 0                # 0: archive, keep every block body; N: keep the
+                                     # newest N (headers, certificates, state stay)
     [log]
     level = "info"
 """
@@ -99,6 +102,9 @@ class NodeConfig:
     p2p_ban_s: float = 30.0
     # [node] max_head_age_s: /readyz fails while the newest block is older.
     max_head_age_ms: int = DEFAULT_MAX_AGE_MS
+    # [ledger] retain_blocks: 0 keeps every block body (an archive node); N > 0 prunes
+    # the bodies of blocks more than N below the head (ledger.chain.Ledger.prune_bodies).
+    retain_blocks: int = 0
 
     @property
     def is_validator(self) -> bool:
@@ -188,4 +194,5 @@ def load_config(path: Path | str) -> NodeConfig:
         p2p_penalty_strikes=cf.p2p.penalty_strikes,
         p2p_ban_s=cf.p2p.ban_s,
         max_head_age_ms=round(cf.node.max_head_age_s * 1000),
+        retain_blocks=cf.ledger.retain_blocks,
     )

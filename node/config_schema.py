@@ -153,6 +153,12 @@ class MempoolTable(_Table):
     client_max_txs: int | None = Field(None, ge=1, le=10_000_000)
 
 
+class LedgerTable(_Table):
+    # 0: an archive node (every block body kept). N: keep the newest N bodies; a peer
+    # further behind than N fetches the older blocks from another (archive) peer.
+    retain_blocks: int = Field(0, ge=0, le=2**62)
+
+
 class LogTable(_Table):
     level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_lower)
@@ -165,6 +171,7 @@ class ConfigFile(_Table):
     rpc: RpcTable = Field(default_factory=RpcTable)  # type: ignore[arg-type]
     block: BlockTable = Field(default_factory=BlockTable)  # type: ignore[arg-type]
     mempool: MempoolTable = Field(default_factory=MempoolTable)  # type: ignore[arg-type]
+    ledger: LedgerTable = Field(default_factory=LedgerTable)  # type: ignore[arg-type]
     log: LogTable = Field(default_factory=LogTable)  # type: ignore[arg-type]
 
 

@@ -48,6 +48,7 @@ from node.rpc import (
     MethodRegistry,
     NotFound,
     Param,
+    Pruned,
     Rejected,
     Result,
     Timeout,
@@ -268,7 +269,7 @@ def build_registry(node: Node) -> MethodRegistry:
         summary="A committed block: header, certificate and transaction ids "
         "(members only: replaying blocks in bulk enumerates the chain)",
         result=Result("result", "the block", BLOCK),
-        errors=(NotFound, InvalidParams),
+        errors=(NotFound, InvalidParams, Pruned),
     )
     async def get_block(ctx: CallContext, height: int, include_txs: bool) -> dict[str, Any]:
         store = node.ledger.store
@@ -295,7 +296,7 @@ def build_registry(node: Node) -> MethodRegistry:
         summary="The proof bundle for a commitment at the newest certified height "
         "(docs/PROOFS.md): verify it offline with ledger.verify",
         result=Result("result", "the proof bundle (docs/PROOFS.md section 11)", BUNDLE),
-        errors=(NotFound, InvalidParams),
+        errors=(NotFound, InvalidParams, Pruned),
     )
     async def get_attestation_proof(ctx: CallContext, commitment: bytes) -> dict[str, Any]:
         if node.ledger.height < 1:
@@ -326,7 +327,7 @@ def build_registry(node: Node) -> MethodRegistry:
                 history_proof=array(HEX32),
             ),
         ),
-        errors=(NotFound, InvalidParams),
+        errors=(NotFound, InvalidParams, Pruned),
     )
     async def get_transaction(ctx: CallContext, tx_id: bytes) -> dict[str, Any]:
         store = node.ledger.store

@@ -18,7 +18,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ledger.verify import DEFAULT_MAX_AGE_MS, TrustAnchor, VerificationError, verify_bundle
-from node.rpc import CallContext, Hex, Int, InvalidParams, MethodRegistry, NotFound, Param, Result
+from node.rpc import (
+    CallContext,
+    Hex,
+    Int,
+    InvalidParams,
+    MethodRegistry,
+    NotFound,
+    Param,
+    Pruned,
+    Result,
+)
 from node.rpc_schemas import VERDICT
 
 if TYPE_CHECKING:
@@ -50,7 +60,7 @@ def add_verify_method(rpc: MethodRegistry, node: Node, roles: frozenset[str]) ->
         result=Result(
             "result", "the verdict, or UNVERIFIABLE/INVALID with reason and message", VERDICT
         ),
-        errors=(NotFound, InvalidParams),
+        errors=(NotFound, InvalidParams, Pruned),
     )
     async def verify_attestation(
         ctx: CallContext, commitment: bytes, max_age_ms: int

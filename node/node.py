@@ -128,6 +128,7 @@ class Node:
                 f"directory from a backup or rebuild it from peers with "
                 f"`dvp store resync --config {config.path}`"
             ) from None
+        ledger.retain_blocks = config.retain_blocks
         log.info(
             "store checked",
             height=checked.height,
@@ -523,6 +524,7 @@ class Node:
         ledger, cdb, _checked = open_stores(
             self.config.data_dir, self.genesis, validator=self.cdb is not None
         )
+        ledger.retain_blocks = self.config.retain_blocks
         return ledger, cdb
 
     # ------------------------------------------------------------------ lifecycle

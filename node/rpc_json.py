@@ -83,4 +83,7 @@ def node_status(node: Node) -> dict[str, Any]:
         # while a disk write keeps failing (None when the disk is fine)
         "evidence": node.status.evidence,
         "store_error": node.status.store_error,
+        # 0: an archive node; else the lowest height whose block body it still has
+        # (``[ledger] retain_blocks``): clients needing older proofs ask an archive node
+        "bodies_from": node.ledger.store.bodies_from,
     }

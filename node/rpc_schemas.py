@@ -178,6 +178,7 @@ STATUS: Final = obj(
     view_changes=NAT,
     evidence=NAT,
     store_error=nullable(STR),
+    bodies_from=NAT,
     head_age_ms=INT,
     ready=BOOL,
     failing=array({"enum": ["started", "synced", "peers", "head_age", "store"]}),

@@ -4,6 +4,7 @@ Requests and responses are canonical msgpack arrays (strictly decoded):
 
     ["status"]                 -> ["status", height, block_id]
     ["blocks", from_h, to_h]   -> ["blocks", [[block_bytes, certificate_bytes], ...]]
+                                  or ["error", message] (e.g. those bodies are pruned)
 
 A response holds consecutive heights from ``from_h``, at most ``MAX_BLOCKS`` of them
 and about ``MAX_RESPONSE_BYTES``; the requester asks again for the rest. Nothing in a
@@ -50,6 +51,8 @@ def serve(store: Store, request: bytes) -> bytes:
     if kind == "blocks":
         f = fields(obj, 3, "blocks request")
         lo, hi = as_int(f[1], "from_height", 1), as_int(f[2], "to_height", 1)
+        if lo < store.bodies_from and lo <= store.height:
+            return encode(["error", pruned_message(lo, store.bodies_from)])
         out: list[list[bytes]] = []
         size = 0
         for h in range(lo, min(hi, store.height, lo + MAX_BLOCKS - 1) + 1):
@@ -64,6 +67,13 @@ def serve(store: Store, request: bytes) -> bytes:
     raise DecodeError(f"sync request: unknown kind {kind!r}")
 
 
+def pruned_message(height: int, bodies_from: int) -> str:
+    return (
+        f"block {height}'s body is pruned on this node (bodies kept from height "
+        f"{bodies_from}); ask an archive peer"
+    )
+
+
 def parse_status(data: bytes) -> tuple[int, bytes]:
     f = fields(decode(data, 256), 3, "status response")
     if f[0] != "status":
@@ -73,6 +83,8 @@ def parse_status(data: bytes) -> tuple[int, bytes]:
 
 def parse_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
     f = fields(decode(data, MAX_RESPONSE_BYTES + MAX_BLOCK_BYTES), 2, "blocks response")
+    if f[0] == "error":
+        raise DecodeError(f"the peer refused: {as_str(f[1], 'error', 256)}")
     if f[0] != "blocks":
         raise DecodeError("not a blocks response")
     out: list[tuple[bytes, bytes]] = []

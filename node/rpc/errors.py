@@ -24,6 +24,9 @@ code        class                meaning
 -32004      ``Rejected``         refused by ledger rules; ``data = {"code": <stable code>}``
                                  is the ledger's ``RuleError.code``, stable across releases
 -32005      ``Timeout``          the call did not finish within its deadline
+-32006      ``Pruned``           the answer needs a block body this node pruned
+                                 (``[ledger] retain_blocks``); an archive node has it;
+                                 ``data = {"height": h, "bodies_from": f}``
 ==========  ===================  ===========================================================
 
 Rules:
@@ -45,6 +48,7 @@ __all__ = [
     "MethodNotFound",
     "NotFound",
     "ParseError",
+    "Pruned",
     "Rejected",
     "RpcError",
     "Timeout",
@@ -155,5 +159,23 @@ class Timeout(RpcError):
     outcome = "timeout"
 
 
+class Pruned(RpcError):
+    """The answer needs a block body this node pruned (``ledger.errors.BodyPruned``)."""
+
+    code = -32006
+    title = "pruned on this node"
+    outcome = "pruned"
+
+    def __init__(self, message: str, height: int, bodies_from: int) -> None:
+        super().__init__(message, {"height": height, "bodies_from": bodies_from})
+
+
 # The application codes a method may declare in ``errors=``; listed in OpenRPC.
-APPLICATION_ERRORS: tuple[type[RpcError], ...] = (NotFound, Unauthorised, Busy, Rejected, Timeout)
+APPLICATION_ERRORS: tuple[type[RpcError], ...] = (
+    NotFound,
+    Unauthorised,
+    Busy,
+    Rejected,
+    Timeout,
+    Pruned,
+)

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ledger.errors import RuleError
+from ledger.errors import BodyPruned, RuleError
 from node.rpc.auth import CredentialStore, Principal
 from node.rpc.errors import (
     InternalError,
@@ -44,6 +44,7 @@ from node.rpc.errors import (
     InvalidRequest,
     MethodNotFound,
     ParseError,
+    Pruned,
     Rejected,
     RpcError,
     Unauthorised,
@@ -202,6 +203,9 @@ class Call:
             return
         except RuleError as exc:
             self.fail(Rejected(exc.code, exc.message))
+            return
+        except BodyPruned as exc:  # any method whose answer needs a pruned block body
+            self.fail(Pruned(str(exc), exc.height, exc.bodies_from))
             return
         except Exception as exc:
             # A bug (or a result json cannot encode): log the traceback here, send none.

@@ -24,7 +24,9 @@ CREDENTIALS = {
     "hk-bank": {"roles": ["verifier", "member"], "key_sha256": BANK_KEY.key_sha256},
     "regulator": {"roles": ["auditor"], "key_sha256": AUDITOR_KEY.key_sha256},
 }
-KNOWN_CODES = {-32700, -32600, -32601, -32602, -32603, -32001, -32002, -32003, -32004, -32005}
+KNOWN_CODES = {
+    -32700, -32600, -32601, -32602, -32603, -32001, -32002, -32003, -32004, -32005, -32006,
+}  # fmt: skip
 
 
 def make_registry(calls: list[tuple[str, Any]] | None = None) -> MethodRegistry:

@@ -11,11 +11,13 @@ from node.sync import FETCH_TIMEOUT_S, MAX_BLOCKS, MAX_FETCH_TIMEOUT_S, FetchPac
 
 
 class _Store:
-    """The two reads ``sync.serve`` makes, over ``n`` blocks of ``size`` bytes."""
+    """The reads ``sync.serve`` makes, over ``n`` blocks of ``size`` bytes (an archive:
+    ``bodies_from`` 0)."""
 
     def __init__(self, n: int, size: int = 100) -> None:
         self.height = n
         self.size = size
+        self.bodies_from = 0
 
     def get_block_bytes(self, h: int) -> bytes | None:
         return bytes([h % 256]) * self.size if 1 <= h <= self.height else None
