@@ -43,10 +43,16 @@ class Consortium:
     nonce: int = 0
 
     @classmethod
-    def make(cls, params: ChainParams | None = None, n_validators: int = 4) -> Consortium:
+    def make(
+        cls, params: ChainParams | None = None, n_validators: int = 4, n_members: int = 0
+    ) -> Consortium:
+        """``n_validators`` of the members run validators; past the seven named members
+        the rest are ``inst008``, ``inst009``, ... (``n_members``: at least that many
+        members, the ones past the validators running none)."""
         c = cls()
         names = ["cnix", "hkbank", "szcredit", "webank", "bochk", "icbc", "citic"]
-        names = names[: max(4, n_validators)]
+        count = max(4, n_validators, n_members)
+        names = (names + [f"inst{i:03d}" for i in range(len(names) + 1, count + 1)])[:count]
         members = []
         validators = []
         for name in sorted(names):

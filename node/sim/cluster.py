@@ -15,6 +15,12 @@ and builds a new core, as a real process restart would; the core catches up from
 peers (``AskHeights`` / ``Fetch``, answered here from the peers' stores) before its
 replica votes again.
 
+Observers (``WorldConfig.observers``) are cores with ``is_validator=False`` run by
+members that hold no validator, under their member keys; they dial the validators, not
+each other, so they get every validator's broadcasts (consensus votes included, which
+an observer drops) and follow by polling heights and fetching blocks. ``traffic``
+(``node.sim.traffic``) meters every frame sent, for the scale runs (``node.sim.scale``).
+
 A Byzantine node runs the same core; its outgoing consensus frames and its catch-up
 answers pass through ``byzantine`` (equivocation, forged certificates), and it claims
 to be three heights ahead when asked. ``retire`` has governance remove its validator
@@ -57,6 +63,7 @@ from node.sim import byzantine, host
 from node.sim.checker import NodeChecker
 from node.sim.client import RandomClient
 from node.sim.pbft.network import LinkModel, SimNetwork
+from node.sim.traffic import Traffic
 from node.transport import CONSENSUS
 
 MAX_FETCH_BLOCKS = 64
@@ -81,6 +88,8 @@ class WorldConfig:
     calm: bool = False
     unsynced_cdb: bool = False  # mutation: the consensus database's syncs do nothing
     crash_keeps_unsynced: bool = True  # a power cut keeps a random prefix of unsynced writes
+    observers: int = 0  # observer nodes (indexes n .. n + observers - 1)
+    check_observer_mempools: bool = True  # checker (d) on observers too (costly at scale)
 
 
 @dataclass
@@ -97,6 +106,7 @@ class SimNode:
     byz: str | None = None
     member_key: bytes = b""
     retired: bool = False  # governance removed this (Byzantine) node's validator
+    observer: bool = False  # a member's observer: never votes, follows by fetching
 
     @property
     def up(self) -> bool:
@@ -114,22 +124,29 @@ class World:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.net = SimNetwork(self.rng, cfg.link)
-        self.consortium = Consortium.make(cfg.params, n_validators=cfg.n)
+        self.consortium = Consortium.make(
+            cfg.params, n_validators=cfg.n, n_members=cfg.n + cfg.observers
+        )
         self.genesis = self.consortium.genesis
         names = [v.member_id for v in self.genesis.validators.validators]
+        others = sorted(set(self.consortium.member_keys) - set(names))[: cfg.observers]
         self.nodes: list[SimNode] = []
-        for i, name in enumerate(names):
+        for i, name in enumerate(names + others):
+            observer = i >= len(names)
+            keys = self.consortium.member_keys if observer else self.consortium.node_keys
             node = SimNode(
                 i,
                 name,
-                self.consortium.node_keys[name],
+                keys[name],
                 MemoryKV(name=f"{name}/ledger"),
                 MemoryKV(name=f"{name}/consensus"),
                 byz=cfg.byzantine.get(i),
                 member_key=self.consortium.member_keys[name].public_key,
+                observer=observer,
             )
             node.cdb_kv.ignore_sync = cfg.unsynced_cdb
             self.nodes.append(node)
+        self.traffic = Traffic(len(self.nodes))
         self.key_index = {n.key.public_key: n.index for n in self.nodes}
         self.key_index.update({n.member_key: n.index for n in self.nodes})
         self.honest = {n.index for n in self.nodes if n.byz is None}
@@ -158,7 +175,7 @@ class World:
             self.genesis,
             node.ledger_kv,
             node.cdb_kv,
-            is_validator=not node.retired,
+            is_validator=not node.retired and not node.observer,
         )
         node.core = core
         node.wake_at = None
@@ -242,22 +259,27 @@ class World:
                 if eff.channel == CONSENSUS:
                     for payload in {eff.payload} if payloads is None else set(payloads.values()):
                         checker.on_frame(node.index, payload)
-                for other in self.nodes:
-                    if other.index == node.index:
-                        continue
-                    payload = eff.payload if payloads is None else payloads[other.index]
-                    self.net.send(node.index, other.index, (eff.channel, payload), self._deliver)
+                dsts = self._links(node)
+                if payloads is None:
+                    self.traffic.on_send(node.index, dsts, eff.channel, eff.payload, self.net.now)
+                for to in dsts:
+                    payload = eff.payload if payloads is None else payloads[to]
+                    if payloads is not None:
+                        self.traffic.on_send(node.index, [to], eff.channel, payload, self.net.now)
+                    self.net.send(node.index, to, (eff.channel, payload), self._deliver)
             elif kind is Send:
                 dst = self.key_index.get(eff.peer)
                 if eff.channel == CONSENSUS:
                     checker.on_frame(node.index, eff.payload)
                 if dst is not None and dst != node.index:
+                    self.traffic.on_send(node.index, [dst], eff.channel, eff.payload, self.net.now)
                     self.net.send(node.index, dst, (eff.channel, eff.payload), self._deliver)
             elif kind is Committed:
                 # The block is in the store before its Committed effect (core rule 1).
                 block_id = core.ledger.store.get_block_id(eff.height)
                 assert block_id is not None
                 checker.on_committed(node.index, eff.height, block_id)
+                self.traffic.on_commit(node.index, eff.height, self.net.now)
                 self.committed[node.index].update(eff.tx_ids)
             elif kind is Answer:
                 txs = self._answers.pop(eff.request_id, ())
@@ -277,6 +299,7 @@ class World:
             elif kind is Metric:
                 if eff.name == "view":
                     self.views[node.index] = self.views.get(node.index, 0) + 1
+                    self.traffic.on_view(node.index, int(eff.value), self.net.now)
             elif kind is Log:
                 if eff.message == "peer sent an invalid block" and node.byz is None:
                     self.refused_blocks += 1
@@ -286,10 +309,23 @@ class World:
             elif kind is StoreFailed:
                 # MemoryKV never refuses a write: the core must not think it did.
                 checker.violation(f"STORE FAILED on node {node.index}: {eff.reason}")
-        if node.index in self.honest and node.core is core:
+        if (
+            node.index in self.honest
+            and node.core is core
+            and (self.cfg.check_observer_mempools or not node.observer)
+        ):
             pool = core.mempool
             checker.check_mempool(node.index, [pool.get(t) for t in pool.tx_ids()], core.ledger)
         self._schedule(node)
+
+    def _links(self, node: SimNode) -> list[int]:
+        """Whom ``node`` is connected to: everyone, except that observers dial the
+        validators only (not each other)."""
+        return [
+            o.index
+            for o in self.nodes
+            if o.index != node.index and not (node.observer and o.observer)
+        ]
 
     def _schedule(self, node: SimNode) -> None:
         core = node.core
@@ -328,7 +364,10 @@ class World:
         peers = [
             p
             for p in self.nodes
-            if p is not node and p.core is not None and self.net.connected(node.index, p.index)
+            if p is not node
+            and not (node.observer and p.observer)
+            and p.core is not None
+            and self.net.connected(node.index, p.index)
         ]
         delay = self.net.delay() + self.net.delay()
         self.net.after(delay, self._heights, node.index, node.incarnation, [p.index for p in peers])
@@ -366,6 +405,8 @@ class World:
                 if kind:
                     self.forged[kind] = self.forged.get(kind, 0) + 1
             blocks = tuple(got)
+            size = sum(len(b.payload) + len(b.certificate.encode()) for b in blocks)
+            self.traffic.count(p, [node.index], "fetch", size)
         delay = self.net.delay() + self.net.delay()
         self.net.after(delay, self._fetched, node.index, node.incarnation, req.peer, blocks)
 
@@ -391,10 +432,14 @@ class World:
         head = node.core.ledger.head
         attested = {c for c in self.client.commitments[-50:] if head.attestation(c) is not None}
         kind, txs = self.client.next_batch(head.height, attested)
+        self.submit_txs(node.index, txs)
+        return f"client {kind} x{len(txs)} -> {node.index}"
+
+    def submit_txs(self, i: int, txs: list[Any]) -> None:
+        """A client's request of ``txs`` to node ``i`` (answered by its ``Answer``)."""
         self.requests += 1
         self._answers[self.requests] = tuple(txs)
-        self.step(node.index, ClientTxs(self.requests, tuple(txs)))
-        return f"client {kind} x{len(txs)} -> {node.index}"
+        self.step(i, ClientTxs(self.requests, tuple(txs)))
 
     def retire(self, byz: int) -> str:
         """Submit (again) governance's removal of node ``byz``'s validator: an honest

@@ -6,7 +6,8 @@ uniformly from [min_delay_ms, max_delay_ms] (so messages reorder), unless it is 
 (probability ``loss``), and it may be delivered twice (``duplicate``). Whether two
 nodes can talk is decided at *delivery* time by the current partition and by the
 ``filters`` (test hooks: ``filter(src, dst, message) -> True`` drops it), like
-raft's test network ``cut``/``isolate``/``recover``.
+raft's test network ``cut``/``isolate``/``recover``. ``extra_delay_ms`` adds a fixed
+one-way delay to every message to or from a node (a member far away: both ends add).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class SimNetwork:
         self._seq = 0
         self.groups: dict[int, int] | None = None  # node -> partition group
         self.filters: list[Filter] = []
+        self.extra_delay_ms: dict[int, int] = {}  # node -> added one-way delay
         self.sent = 0
         self.delivered = 0
         self.dropped = 0
@@ -94,9 +96,11 @@ class SimNetwork:
         copies = 2 if self.link.duplicate and rng.random() < self.link.duplicate else 1
         link = self.link
         span = link.max_delay_ms - link.min_delay_ms + 1
+        extra = self.extra_delay_ms
+        base = extra.get(src, 0) + extra.get(dst, 0) if extra else 0
         for _ in range(copies):
             self._seq += 1
-            delay = link.min_delay_ms + int(rng.random() * span)
+            delay = base + link.min_delay_ms + int(rng.random() * span)
             heapq.heappush(
                 self._heap,
                 (self.now + delay, self._seq, self._arrive, (src, dst, message, deliver)),
