@@ -235,7 +235,8 @@ def print_timeline(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="submission time")
-    ap.add_argument("--nodes", type=int, default=4)
+    ap.add_argument("--nodes", type=int, default=4, help="validators")
+    ap.add_argument("--observers", type=int, default=0, help="observer nodes (follow, no vote)")
     ap.add_argument("--rate", type=float, default=4000.0, help="offered load, tx/s")
     ap.add_argument("--batch", type=int, default=500, help="transactions per RPC request")
     ap.add_argument("--warmup", type=float, default=5.0)
@@ -291,6 +292,7 @@ def main() -> int:
         devnet.up(
             root,
             nodes=args.nodes,
+            observers=args.observers,
             wait_s=90,
             params={
                 "max_block_txs": 2000,
