@@ -2,6 +2,7 @@
 
 - ``cluster.Cluster``: n validator processes from a devnet folder, on 127.0.0.1 or each in
   its own network namespace; kill -9 / SIGTERM / restart; isolate, split, heal, flap, shape.
+- ``delay``: delaying TCP relays on loopback (distance without netem) and topologies.
 - ``netns``: the namespaces, veths and bridges (and the probe that says whether the
   kernel allows them).
 - ``load.Load``: signed ATTEST load that records what each node acknowledged as committed.
@@ -25,6 +26,7 @@ from typing import Any
 
 from cli.rpc_client import RpcCallError
 from scripts.harness.cluster import Cluster
+from scripts.harness.delay import Topology
 from scripts.harness.load import Load
 from scripts.harness.verdict import ChainChecker, Verdict
 
@@ -58,16 +60,19 @@ def open_env(
     params: dict[str, Any] | None = None,
     n: int = 4,
     load_threads: int | None = None,
+    delays: Topology | None = None,
 ) -> Iterator[Env]:
-    """A started cluster under load; everything is stopped and removed on exit."""
-    cluster = Cluster(root, n=n, netns=netns, params=params or FAST_PARAMS)
+    """A started cluster under load; everything is stopped and removed on exit. With
+    ``delays``, p2p links are slowed by relays and one observer follows (not loaded)."""
+    cluster = Cluster(root, n=n, netns=netns, params=params or FAST_PARAMS, delays=delays)
     load: Load | None = None
     try:
         cluster.create()
         cluster.start()
         cluster.wait_height(1, timeout_s=90)
-        load = Load(root, cluster.urls, cluster.chain_id, threads=load_threads).start()
-        yield Env(cluster, load, ChainChecker(cluster.urls, root / "genesis.json"))
+        urls = cluster.validator_urls
+        load = Load(root, urls, cluster.chain_id, threads=load_threads).start()
+        yield Env(cluster, load, ChainChecker(urls, root / "genesis.json"))
     finally:
         if load is not None:
             load.stop()

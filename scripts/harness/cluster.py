@@ -8,7 +8,10 @@ node processes (``python -m cli.main node run --config ...``, via ``ip netns exe
 namespace mode), finds the primary through ``status``, and in namespace mode isolates,
 splits, heals, flaps and shapes links; in either mode it can cut one node off by
 restarting it with no peers on a new p2p port (``cut_off``/``rejoin``: a validator
-restarted during a partition). Logs and pid files use the devnet layout
+restarted during a partition). With ``delays`` (a ``scripts.harness.delay.Topology``) it
+also starts one observer and puts every p2p link behind a delaying relay, on loopback: a
+consortium spread over distant sites without netem (``delay`` says how, and its limits);
+``names`` are the validators, ``observers`` the rest. Logs and pid files use the devnet layout
 (``data/<name>/node.log``), so ``dvp devnet status`` and the operator docs apply.
 
 ``close()`` stops every process it started (SIGTERM, then SIGKILL) and removes the
@@ -30,6 +33,7 @@ from cli import devnet
 from cli.devnet_files import NodeEntry, create_devnet, free_ports
 from cli.rpc_client import RpcClient
 from scripts.harness import realnet
+from scripts.harness.delay import Relays, Topology, route
 from scripts.harness.netns import NetnsNetwork
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,11 +54,23 @@ class Cluster:
     """n validators of one devnet, each an OS process; faults are methods."""
 
     def __init__(
-        self, root: Path, *, n: int = 4, netns: bool = False, params: dict[str, Any] | None = None
+        self,
+        root: Path,
+        *,
+        n: int = 4,
+        netns: bool = False,
+        params: dict[str, Any] | None = None,
+        delays: Topology | None = None,
+        seed: int = 0,
     ) -> None:
+        if netns and delays is not None:
+            raise ValueError("delaying relays are for loopback clusters, not namespaces")
         self.root = root
         self.n = n
         self.net: NetnsNetwork | None = None
+        self.delays = delays
+        self.relays: Relays | None = None
+        self._seed = seed
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.entries: dict[str, NodeEntry] = {}
         self.urls: dict[str, str] = {}
@@ -65,8 +81,13 @@ class Cluster:
     # ------------------------------------------------------------------ set-up
 
     def create(self) -> Cluster:
-        entries = create_devnet(self.root, nodes=self.n, params=self._params)
+        observers = 0 if self.delays is None else 1
+        entries = create_devnet(self.root, nodes=self.n, observers=observers, params=self._params)
         self.entries = {e.name: e for e in entries}
+        if self.delays is not None:
+            self.relays = Relays(self._seed)
+            route(entries, self.delays, self.relays)
+            self.relays.start()
         if self._netns:
             self.net = NetnsNetwork(self.n).create()
             self._rewrite_configs(entries)
@@ -90,7 +111,16 @@ class Cluster:
 
     @property
     def names(self) -> list[str]:
-        return list(self.entries)
+        """The validators."""
+        return [n for n, e in self.entries.items() if e.role == "validator"]
+
+    @property
+    def observers(self) -> list[str]:
+        return [n for n, e in self.entries.items() if e.role == "observer"]
+
+    @property
+    def validator_urls(self) -> dict[str, str]:
+        return {n: self.urls[n] for n in self.names}
 
     @property
     def chain_id(self) -> str:
@@ -105,7 +135,7 @@ class Cluster:
 
     def start(self, names: list[str] | None = None, wait_s: float = 90.0) -> None:
         """Start the named nodes (default: all not running) and wait until they answer."""
-        todo = [n for n in (names or self.names) if not self.running(n)]
+        todo = [n for n in (names or list(self.entries)) if not self.running(n)]
         for name in todo:
             self._spawn(name)
         deadline = time.monotonic() + wait_s
@@ -201,6 +231,8 @@ class Cluster:
                 proc.wait(timeout=10)
         if self.net is not None:
             self.net.close()
+        if self.relays is not None:
+            self.relays.stop()
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         try:

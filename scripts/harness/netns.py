@@ -22,7 +22,8 @@ nodes cannot reach one another over the control bridge, only the harness.
 Faults act on the hub's data ports: ``isolate`` sets a node's port down, ``partition``
 moves groups of ports onto separate bridges (a 2–2 split), ``heal`` puts everyone back
 on ``br0`` and up. ``tbf`` shaping (a slow, queueing link) is available on this kernel;
-``netem`` (delay/loss) is used only where the kernel has it (``netem_supported``).
+``netem`` (delay/loss) is used only where the kernel has it (``netem_supported``); delay
+without netem is added in user space by relays on loopback (``scripts.harness.delay``).
 
 Everything is named ``dvpt-...`` / ``dvpt<rid>...`` and torn down by ``close()``;
 ``sweep_stale()`` removes what runs whose owner process is gone left behind.
