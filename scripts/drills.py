@@ -107,6 +107,7 @@ def main() -> int:
             out[f"{d.name}_tx_per_s_{k}"] = round(d.tx_per_s[k], 1)
         out[f"{d.name}_longest_pause_ms"] = round(d.longest_pause_s * 1000)
         out[f"{d.name}_seconds"] = round(d.ended - d.started, 1)
+        out |= {f"{d.name}_{k}": v for k, v in d.details.items() if isinstance(v, bool)}
     out["acked"] = final.acked
     out["lost_transactions"] = len(final.lost_ids)
     out["audit_ok"] = audit.ok

@@ -57,7 +57,7 @@ def test_issuer_key_rotation_keeps_old_attestations_valid(drills: Drills) -> Non
 def test_a_fifth_validator_joins_and_one_leaves(drills: Drills) -> None:
     genesis = [v.member_id for v in drills.validators(1).validators]
     d = drills.add_and_remove_validator(WINDOW_S, remove="webank")
-    print("\n" + d.line())
+    print(f"\n{d.line()}\n{d.details}")
     assert d.lost == 0
     _kept_committing(d)
     assert d.details["validators_with_five"] == sorted([*genesis, NEW_VALIDATOR])
@@ -68,7 +68,7 @@ def test_a_fifth_validator_joins_and_one_leaves(drills: Drills) -> None:
 
 def test_a_validators_consensus_key_is_replaced(drills: Drills) -> None:
     d = drills.rotate_node_key(WINDOW_S, victim="hkbank")
-    print("\n" + d.line())
+    print(f"\n{d.line()}\n{d.details}")
     assert d.lost == 0
     _kept_committing(d)
     assert d.details["old_key"] != d.details["new_key"]
