@@ -247,7 +247,7 @@ class Drills:
         d.details = {
             "old_attestation": self.verify(old_doc, old_code),
             "new_attestation": self.verify(new_doc, new_code),
-            "rejected_old_key": dict(self.env.load.rejected),
+            "rejected_so_far": dict(self.env.load.rejected),  # by code, whole run
         }
         return self.measure(d, window_s)
 
