@@ -9,6 +9,8 @@
 - ``verdict.ChainChecker``: nothing lost, never twice, no fork, certificates verify.
 - ``staleness.stale_read``: a node cut off must never answer VALID for a document
   revoked since, and must fail ``/readyz`` until it has rejoined.
+- ``drills.Drills``: governance changes under load (issuer key rotation, a validator
+  added and one removed, a consensus key replaced), measured like a fault.
 
 ``Env`` bundles one cluster with its load and checker; ``open_env`` starts and always
 tears it down; ``poll_until`` waits for a condition with a deadline; ``recover``

@@ -6,8 +6,10 @@ reads the new blocks (plus the previously verified tip, to notice a node whose
 committed chain shrank or changed — a durability failure). For every block it checks,
 with the ledger's own code: the header decodes and hashes to the block id the node
 reports (``BlockHeader.block_id``), it links to the previous block, it is certified by
-the genesis validator set (``CommitCertificate.verify`` — a quorum of valid COMMIT
-signatures for exactly this block), and the set hash in the header is that set's.
+the validator set its header names (``CommitCertificate.verify`` — a quorum of valid
+COMMIT signatures for exactly this block): the genesis set, or a set the caller has
+``learn``-ed (governance drills change the set; the full audit replay re-derives every
+set from the governance transactions).
 
 - **Nothing lost**: every transaction a client was told was committed (``Load.acked``)
   is in every honest node's chain exactly once, at the height the client was told,
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.rpc_client import RpcCallError, RpcClient
+from ledger.consortium import ValidatorSet
 from ledger.errors import LedgerError
 from ledger.genesis import read_genesis
 from ledger.types import BlockHeader, CommitCertificate
@@ -100,7 +103,17 @@ class ChainChecker:
         self.urls = dict(urls)
         self.genesis = read_genesis(genesis_path)
         self.vset = self.genesis.validators
+        self.vsets: dict[bytes, ValidatorSet] = {self.vset.hash: self.vset}
         self.chains: dict[str, _NodeChain] = {n: _NodeChain() for n in urls}
+
+    def learn(self, vset: ValidatorSet) -> None:
+        """Accept blocks certified by ``vset`` too (a set governance put in force)."""
+        self.vsets[vset.hash] = vset
+
+    def add_node(self, name: str, url: str) -> None:
+        """Check a node that joined after the start (a validator added by governance)."""
+        self.urls[name] = url
+        self.chains.setdefault(name, _NodeChain())
 
     # ------------------------------------------------------------------ public
 
@@ -218,8 +231,9 @@ class ChainChecker:
             return None
         if header.prev_block_id != prev:
             return "header does not link to the previous block"
-        if header.validator_set_hash != self.vset.hash:
-            return "validator set changed; this verdict only knows the genesis set"
+        vset = self.vsets.get(header.validator_set_hash)
+        if vset is None:
+            return "certified by a validator set this verdict does not know"
         if header.tx_count != len(doc["tx_ids"]):
             return "tx count differs from the listed tx ids"
         if not doc.get("certificate"):
@@ -228,7 +242,7 @@ class ChainChecker:
             cert = CommitCertificate.decode(bytes.fromhex(doc["certificate"]))
             if cert.height != h:
                 return f"certificate is for height {cert.height}"
-            cert.verify(self.genesis.chain_id, self.vset, block_id)
+            cert.verify(self.genesis.chain_id, vset, block_id)
         except (LedgerError, ValueError) as exc:
             return f"certificate does not verify: {exc}"
         return None
