@@ -100,11 +100,6 @@ def max_ttl(store: Store, upto: int) -> int:
     return best
 
 
-def snapshot_height(store: Store) -> int:
-    """The height a store serves snapshots at: its head (always a whole state version)."""
-    return store.height
-
-
 def headers_chunk(store: Store, first: int, last: int) -> bytes:
     """Heights ``first``..``last`` (at most ``HEADERS_PER_CHUNK``): header, certificate,
     app metadata."""
@@ -253,7 +248,7 @@ class SnapshotImport:
         self.genesis = genesis
         self.height = height
         self.next_header = 0
-        self._headers: dict[int, BlockHeader] = {}  # only those of the body window and s
+        self._headers: dict[int, BlockHeader] = {}  # header s (the others are in the store)
         self._prev: BlockHeader | None = None
         self._prev_meta: bytes = b""
         self._history = merkle.MerkleAccumulator()
