@@ -37,7 +37,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     from node.runner import run_node
 
     pfile = Path(args.passphrase_file) if args.passphrase_file else None
-    return run_node(Path(args.config), pfile)
+    return run_node(Path(args.config), pfile, state_sync=args.state_sync)
 
 
 def cmd_node_compact(args: argparse.Namespace) -> int:
@@ -299,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, help="the node's TOML config")
     p.add_argument("--passphrase-file", help=PASSPHRASE_FILE_HELP)
+    p.add_argument(
+        "--state-sync",
+        action="store_true",
+        help="as [node] state_sync = true: an empty store joins from a peer's certified "
+        "state snapshot instead of replaying every block (docs/PROOFS.md §14)",
+    )
     p = add(
         nodep,
         "compact",

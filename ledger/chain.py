@@ -11,7 +11,8 @@ Rules:
 - Pending executions are speculative: a new execution at height h discards every pending
   one at >= h, so the state tree's overlay only ever holds one branch.
 - State-tree versions older than ``retain_versions`` are pruned after each commit;
-  proofs can be served for every retained height.
+  proofs can be served for every retained height. ``state_pin`` (set while a peer
+  fetches a state snapshot, node/sync.py) keeps every version from it on as well.
 - With ``retain_blocks = N > 0`` the bodies (transactions) of blocks more than N below
   the head are pruned after each commit, at most ``PRUNE_BODIES_PER_COMMIT`` per commit
   (so a node that turns pruning on catches up over many commits, never in one long
@@ -69,6 +70,12 @@ class Ledger:
         self._overlay = OverlayReader(store)
         self.tree = SparseMerkleTree(self._overlay)
         self.pending: dict[int, Execution] = {}
+        self.state_pin: int | None = None
+        if store.importing:
+            raise StoreError(
+                f"{store.path} holds an unfinished state-sync import: start the node with "
+                f"state sync again (it restarts the import) or empty the data directory"
+            )
         if store.height < 0:
             ex = execute_genesis(genesis, SparseMerkleTree(store))
             store.commit(ex.block, None, ex.update.new_nodes, ex.update.stale, ex.state.app_meta())
@@ -308,6 +315,8 @@ class Ledger:
         # store's tx index holds them now, and its attestations are in the store's index.
         self.head = replace(ex.state, never_attested=self._never_attested())
         oldest = h - self.retain_versions
+        if self.state_pin is not None:
+            oldest = min(oldest, self.state_pin)
         if oldest > self.store.state_pruned_below:
             self.store.prune_state(oldest)
         self.prune_bodies(PRUNE_BODIES_PER_COMMIT)

@@ -293,6 +293,44 @@ class SparseMerkleTree:
                 node = self._node(hashes[nib], versions[nib], depth + 1, child)
                 yield from self._items(node, depth + 1, child)
 
+    def items_after(self, version: int, after: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """``items(version)`` from the first key above ``after`` (None: from the start),
+        skipping whole subtrees below it: a state snapshot is served in pages, each page
+        starting where the last one ended."""
+        if after is None:
+            yield from self.items(version)
+            return
+        if type(after) is not bytes or len(after) != KEY_SIZE:
+            raise ValueError(f"after must be a {KEY_SIZE}-byte key")
+        enc = self._root_record(version)
+        if enc[0] == T_LEAF:
+            if enc[1:33] > after:
+                yield enc[1:33], enc[33:]
+        elif enc[0] == T_INTERNAL:
+            yield from self._items_after(check_internal(enc), 0, bytes(KEY_SIZE), after)
+
+    def _items_after(
+        self, enc: bytes, depth: int, key: bytes, after: bytes
+    ) -> Iterator[tuple[bytes, bytes]]:
+        # ``key``'s first ``depth`` nibbles equal ``after``'s: children left of
+        # ``after``'s nibble hold only smaller keys, those right of it only larger ones.
+        bitmap, leafmap, hashes, versions = decode_internal(enc)
+        bound = nibble(after, depth)
+        for nib in positions(bitmap):
+            if nib < bound:
+                continue
+            child = with_nibble(key, depth, nib)
+            if leafmap >> nib & 1:
+                leaf = self._leaf(versions[nib], depth + 1, child)
+                if leaf[1:33] > after:
+                    yield leaf[1:33], leaf[33:]
+                continue
+            node = self._node(hashes[nib], versions[nib], depth + 1, child)
+            if nib == bound:
+                yield from self._items_after(node, depth + 1, child, after)
+            else:
+                yield from self._items(node, depth + 1, child)
+
     # ------------------------------------------------------------------ update
 
     def update(

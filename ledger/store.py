@@ -49,6 +49,12 @@ Rules:
   block bodies ("B") below ``before`` (never the tip's) and records the lowest kept
   height ("M" "bodies-from") in the same batch; reads of a pruned body raise
   ``BodyPruned`` (not damage), and everything else of those heights stays.
+* **Imports fill an empty store, then commit once.** A state-sync import
+  (``ledger.store_import``: ``begin_import`` .. ``finish_import``) writes a verified
+  snapshot's records under an "importing" mark and then the committed height, the
+  pruned-state floor, the kept-bodies floor and the tx-index floor ("M"
+  "tx-index-from": the tx index starts there) in one synced batch; a store still
+  marked has no height and is refused by ``ledger.chain.Ledger``.
 * One owner: not thread- or task-safe.
 
 The key layout and value encodings are in ``ledger.store_format``.
@@ -78,8 +84,10 @@ from ledger.store_format import (
     K_FORMAT,
     K_GENESIS,
     K_HEIGHT,
+    K_IMPORTING,
     K_MAGIC,
     K_PRUNED,
+    K_TX_INDEX_FROM,
     MAGIC,
     P_APP,
     P_ATTESTED,
@@ -97,6 +105,7 @@ from ledger.store_format import (
     seal,
     tx_location_value,
 )
+from ledger.store_import import StoreImport
 from ledger.store_reads import StoreReads
 from ledger.types import ZERO_HASH, Block, CommitCertificate, TxKind
 
@@ -145,7 +154,7 @@ class _ClosedDB:
 # --------------------------------------------------------------------------- the store
 
 
-class Store(StoreReads):
+class Store(StoreImport, StoreReads):
     """The committed chain on disk. Open with ``Store.open``; use as a context manager.
 
     ``height`` is the last committed height (-1 while empty). Getters for a height
@@ -166,6 +175,8 @@ class Store(StoreReads):
         self._tip_id = ZERO_HASH
         self._pruned = 0
         self._bodies_from = 0
+        self._tx_index_from = 0
+        self._importing = False
         self.retain_blocks_hint = 0
         self._attested_index = False
         self._blocks: OrderedDict[int, Block] = OrderedDict()
@@ -360,6 +371,9 @@ class Store(StoreReads):
             raise StoreDamage(f"{p}: the pruned-bodies record is damaged")
         self._bodies_from = int.from_bytes(bodies_from, "big") if bodies_from else 0
         self._attested_index = db.get(K_ATTESTED_INDEX) is not None
+        self._importing = db.get(K_IMPORTING) is not None
+        tx_from = db.get(K_TX_INDEX_FROM)
+        self._tx_index_from = int.from_bytes(tx_from, "big") if tx_from else 0
         raw_height = db.get(K_HEIGHT)
         if raw_height is None:
             return
@@ -443,6 +457,12 @@ class Store(StoreReads):
         store; bodies below it were deleted by ``prune_bodies``."""
         return self._bodies_from
 
+    @property
+    def tx_indexed_from(self) -> int:
+        """The lowest height whose transactions are in the tx index: 0, or the lowest
+        kept body of a store joined by state sync (``ledger.state_snapshot``)."""
+        return self._tx_index_from
+
     # ------------------------------------------------------------------ commit
 
     def commit(
@@ -464,6 +484,8 @@ class Store(StoreReads):
         header = block.header
         if self._closed:
             raise StoreError("the store is closed")
+        if self._importing:
+            raise StoreError(f"{self._path} holds an unfinished state-sync import")
         if h != self._height + 1:
             raise StoreError(
                 f"cannot commit block at height {h}: the store is at height "

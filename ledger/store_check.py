@@ -31,7 +31,9 @@ absent (and one present there is stray), never reported as damage. At pruned hei
 the header, certificate, app metadata and block-id index are checked as above; the
 transactions cannot be, so the full check compares the tx index's size with the
 headers' tx counts there and skips the attested-commitment count (an ATTEST count
-needs the bodies).
+needs the bodies). A store joined by state sync (``ledger.state_snapshot``) is such a
+store whose tx index starts at its lowest kept body (``Store.tx_indexed_from``) and whose
+state versions start at its snapshot height; it has no attested-commitment index.
 
 A finding raises ``StoreDamage`` naming the store, what is wrong and where (a height, a
 transaction, a state version). It never re-executes blocks: that is the auditor's
@@ -141,6 +143,7 @@ def _check(
     report.blocks = 1
     lo = 1 if recent is None else _window(store, recent)
     attests = 0
+    indexed = 0  # transactions the tx index must hold (from ``tx_indexed_from`` on)
     prev_id = store.get_block_id(lo - 1) if head >= 1 else ZERO_HASH
     total = head - lo + 1
     for h in range(lo, min(store.bodies_from, head + 1)):
@@ -150,12 +153,16 @@ def _check(
         prev_id = header.block_id
         report.blocks += 1
         report.transactions += header.tx_count
+        if h >= store.tx_indexed_from:
+            indexed += header.tx_count
     for block in store.iter_blocks(max(lo, store.bodies_from), head):
         assert prev_id is not None
         attests += _check_block(ledger, block, prev_id)
         prev_id = block.block_id
         report.blocks += 1
         report.transactions += len(block.txs)
+        if block.height >= store.tx_indexed_from:
+            indexed += len(block.txs)
         if progress is not None:
             progress(
                 AuditProgress(
@@ -168,7 +175,7 @@ def _check(
                 )
             )
     if recent is None:
-        _check_index_counts(store, head, report.transactions, attests)
+        _check_index_counts(store, head, indexed, attests)
     report.state_entries, report.state_versions = check_state_tree(
         store, progress, roots_only=recent is not None
     )

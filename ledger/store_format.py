@@ -18,6 +18,11 @@ height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
                              an archive store); "B" records below it were pruned on
                              purpose (``Store.prune_bodies``), which is not damage
     "M" "attested-index"     b"1": "K" has been kept since genesis (absent: no index)
+    "M" "tx-index-from"      the lowest height whose transactions are in "T", h8 (absent:
+                             0); a store joined by state sync indexes only the blocks
+                             within the transaction lifetime below its snapshot
+    "M" "importing"          b"1" while a state-sync import is filling an empty store
+                             (ledger.state_snapshot); absent once the import committed
     "H" h8                   seal(canonical header bytes)
     "B" h8                   seal(msgpack array of the block's transactions)
     "C" h8                   seal(commit certificate bytes)      (no entry at height 0)
@@ -69,6 +74,8 @@ K_BODIES_FROM = P_META + b"bodies-from"
 # Present when the store has kept P_ATTESTED since its genesis (stores created before the
 # index have none, and are read through the state tree).
 K_ATTESTED_INDEX = P_META + b"attested-index"
+K_TX_INDEX_FROM = P_META + b"tx-index-from"
+K_IMPORTING = P_META + b"importing"
 
 
 #: How every ``StoreDamage`` message of the ledger store ends (a node replaces it with

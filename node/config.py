@@ -17,6 +17,8 @@ Example (configs/cnix.toml)::
     genesis = "genesis.json"
     data_dir = "data/cnix"
     max_head_age_s = 30              # /readyz fails while the newest block is older
+    state_sync = false               # true: an empty store joins from a peer's certified
+                                     # state snapshot instead of replaying every block
 
     [p2p]
     listen = "127.0.0.1:26601"
@@ -105,6 +107,8 @@ class NodeConfig:
     # [ledger] retain_blocks: 0 keeps every block body (an archive node); N > 0 prunes
     # the bodies of blocks more than N below the head (ledger.chain.Ledger.prune_bodies).
     retain_blocks: int = 0
+    # [node] state_sync: an empty store joins from a certified snapshot (node.state_sync).
+    state_sync: bool = False
 
     @property
     def is_validator(self) -> bool:
@@ -195,4 +199,5 @@ def load_config(path: Path | str) -> NodeConfig:
         p2p_ban_s=cf.p2p.ban_s,
         max_head_age_ms=round(cf.node.max_head_age_s * 1000),
         retain_blocks=cf.ledger.retain_blocks,
+        state_sync=cf.node.state_sync,
     )

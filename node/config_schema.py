@@ -119,6 +119,9 @@ class NodeTable(_Table):
     # /readyz fails while the newest block is older than this (node.health); the
     # verifiers' default limit is 30 s (ledger.verify.DEFAULT_MAX_AGE_MS).
     max_head_age_s: float = Field(DEFAULT_MAX_AGE_MS / 1000, gt=0, le=86_400)
+    # An empty store joins from a peer's certified state snapshot (node.state_sync)
+    # instead of replaying every block.
+    state_sync: bool = False
 
 
 class P2PTable(_Table):

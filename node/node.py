@@ -41,7 +41,7 @@ from ledger.keyfile import Passphrase
 from ledger.prove import Prover
 from ledger.store_format import DAMAGE_HINT, leveldb_reason
 from ledger.types import CommitCertificate, Transaction
-from node import sync
+from node import state_sync, sync
 from node.config import NodeConfig
 from node.consensus_db import ConsensusDB
 from node.core import (
@@ -93,6 +93,8 @@ STATUS_TIMEOUT_S = 2.0
 #: After a failed disk write: how often to retry, and the free space to wait for first.
 STORE_RETRY_S = 1.0
 STORE_MIN_FREE_BYTES = 4 * 1024 * 1024
+#: A state version served as a snapshot is kept this long after the last request for it.
+SNAPSHOT_PIN_S = 60.0
 
 TransportFactory = Callable[["Node", dict[bytes, str]], Transport]
 
@@ -118,6 +120,10 @@ class Node:
         self.genesis = read_genesis(config.genesis)
         self.chain_id = self.genesis.chain_id
         validator = config.is_validator and not follow_only
+        if config.state_sync and state_sync.reset_unfinished(
+            config.data_dir / "ledger", self.genesis
+        ):
+            log.warning("dropped an unfinished state-sync import; importing again")
         try:
             # Checked before anything is served: a damaged store is refused here.
             ledger, cdb, checked = open_stores(config.data_dir, self.genesis, validator=validator)
@@ -138,21 +144,10 @@ class Node:
         )
         self.crypto = Ed25519Crypto(self.key)
         self.metrics = NodeMetrics()
-        self.core = NodeCore(
-            CoreConfig(
-                is_validator=validator,
-                linger_ms=config.linger_ms,
-                mempool_max_txs=config.mempool_max_txs,
-                client_max_txs=config.mempool_client_max_txs,
-                origin=str(config.path),
-            ),
-            ledger,
-            cdb,
-            Mempool(self.chain_id, max_txs=config.mempool_max_txs),
-            self.crypto,
-            disk_failure=_disk_failure,
-            perf=time.perf_counter,
-        )
+        self._validator = validator
+        # An empty store (the genesis block alone) joins from a peer's snapshot first.
+        self.joining = config.state_sync and ledger.height == 0
+        self.core = self._make_core(ledger, cdb)
         self.prover = Prover(ledger)
         self.events_tx, self.events_rx = trio.open_memory_channel[CoreEvent](EVENT_QUEUE)
         self._queued_txs = 0  # gossip batches waiting in the event channel
@@ -166,6 +161,8 @@ class Node:
         self._last_commit = 0.0
         self._nursery: trio.Nursery | None = None
         self._wait_scope: trio.CancelScope | None = None  # the drive loop's wait
+        self._pin_until = 0.0
+        self._unpinning = False
         self.ready = False
         # Readiness (node.health): the head may be at most this old for /readyz, as for
         # the verifiers' default; and why the store is not trusted, if a store-integrity
@@ -188,6 +185,68 @@ class Node:
             lambda: getattr(self.transport, "stats", None),
         )
         register_gauges(self)
+
+    def _make_core(self, ledger: Ledger, cdb: ConsensusDB | None) -> NodeCore:
+        config = self.config
+        return NodeCore(
+            CoreConfig(
+                is_validator=self._validator,
+                linger_ms=config.linger_ms,
+                mempool_max_txs=config.mempool_max_txs,
+                client_max_txs=config.mempool_client_max_txs,
+                origin=str(config.path),
+            ),
+            ledger,
+            cdb,
+            Mempool(self.chain_id, max_txs=config.mempool_max_txs),
+            self.crypto,
+            disk_failure=_disk_failure,
+            perf=time.perf_counter,
+        )
+
+    async def _join_by_state_sync(self) -> None:
+        """``node.state_sync.join`` before anything is served; then the imported store is
+        the ledger (the core is made anew around it, as at a start)."""
+        store = self.ledger.store
+        log.info("joining by state sync: asking peers for a certified snapshot")
+        report = await state_sync.join(self.transport, store, self.genesis)
+        self.joining = False
+        if report is None:
+            log.info("state sync: no peer above genesis; catching up block by block")
+            return
+        ledger = Ledger(store, self.genesis)
+        ledger.retain_blocks = self.config.retain_blocks
+        self.core = self._make_core(ledger, self.cdb)
+        self.prover = Prover(ledger)
+        self.transport.set_allowlist(self.core.allowed_keys())
+        log.info(
+            "joined by state sync",
+            height=report.info.height,
+            leaves=report.info.leaves,
+            bodies_from=report.info.bodies_from,
+            attempts=report.attempts,
+            peer=report.peer,
+            ms=round(report.elapsed_s * 1000),
+        )
+
+    def _pin_state(self, version: int) -> None:
+        """Keep state version ``version`` while a peer fetches a snapshot of it; let go
+        ``SNAPSHOT_PIN_S`` after the last such request."""
+        ledger = self.ledger
+        pin = ledger.state_pin
+        ledger.state_pin = version if pin is None else min(pin, version)
+        self._pin_until = trio.current_time() + SNAPSHOT_PIN_S
+        if not self._unpinning and self._nursery is not None:
+            self._unpinning = True
+            self._nursery.start_soon(self._unpin_later)
+
+    async def _unpin_later(self) -> None:
+        try:
+            while trio.current_time() < self._pin_until:
+                await trio.sleep_until(self._pin_until)
+            self.ledger.state_pin = None
+        finally:
+            self._unpinning = False
 
     # ------------------------------------------------------------------ the core's state
 
@@ -261,7 +320,12 @@ class Node:
         self.metrics.dropped.labels(reason).inc()
 
     async def handle_request(self, peer: bytes, request: bytes) -> bytes:
+        if self.joining:
+            return encode(["error", "this node is joining by state sync"])
         try:
+            pin = sync.pin_version(self.ledger.store, request)
+            if pin is not None:
+                self._pin_state(pin)
             return sync.serve(self.ledger.store, request)
         except DecodeError as exc:
             self._drop("malformed_sync")
@@ -537,6 +601,8 @@ class Node:
                 runner = getattr(self.transport, "run", None)
                 if runner is not None:
                     await nursery.start(runner)
+                if self.joining:
+                    await self._join_by_state_sync()
                 if not self.follow_only:
                     self.rpc_ports = await serve_rpc(self, nursery)
                 nursery.start_soon(self._drive)

@@ -14,6 +14,7 @@ taken in the moment between is caught when the listener fails (``_start_error``)
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import os
@@ -202,14 +203,19 @@ def _start_error(cfg: NodeConfig, exc: BaseException) -> tuple[str, int] | None:
     return None
 
 
-def run_node(config_path: Path, passphrase_file: Path | None = None) -> int:
+def run_node(
+    config_path: Path, passphrase_file: Path | None = None, *, state_sync: bool = False
+) -> int:
     """``passphrase_file``: the node key's passphrase, if the key is protected (else
-    $DVP_KEY_PASSPHRASE_FILE, $DVP_KEY_PASSPHRASE or a prompt on the terminal)."""
+    $DVP_KEY_PASSPHRASE_FILE, $DVP_KEY_PASSPHRASE or a prompt on the terminal).
+    ``state_sync``: as ``[node] state_sync = true`` (``dvp node run --state-sync``)."""
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
         print(f"dvp node run: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    if state_sync:
+        cfg = dataclasses.replace(cfg, state_sync=True)
     problem = listen_problem(cfg)
     if problem is not None:
         print(f"dvp node run: {one_line(problem)}", file=sys.stderr)

@@ -6,6 +6,18 @@ Requests and responses are canonical msgpack arrays (strictly decoded):
     ["blocks", from_h, to_h]   -> ["blocks", [[block_bytes, certificate_bytes], ...]]
                                   or ["error", message] (e.g. those bodies are pruned)
 
+State sync (``node.state_sync``; the chunks are ``ledger.state_snapshot``'s):
+
+    ["snapshot"]                          -> ["snapshot", s]  (s: this node's head)
+    ["snap_headers", first, last]         -> ["headers", first, [[header, cert, meta]...]]
+    ["snap_leaves", s, after, limit]      -> ["leaves", [[key, value], ...], done]
+                                             (after: b"" for the first page)
+    ["snap_bodies", first, last]          -> ["bodies", first, [block, ...]]
+                                             or ["error", message] for each of them
+
+Serving a snapshot at s asks the node to keep state version s while the joiner pages
+through its leaves (``pin_version``; the node lets go after a quiet while).
+
 A response holds consecutive heights from ``from_h``, at most ``MAX_BLOCKS`` of them
 and about ``MAX_RESPONSE_BYTES``; the requester asks again for the rest. Nothing in a
 response is trusted: every certificate is verified against the validator set in force
@@ -17,8 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ledger import state_snapshot
 from ledger.codec import as_bytes, as_int, as_list, as_str, decode, encode, fields
 from ledger.errors import DecodeError
+from ledger.smt import MissingNodeError
 from ledger.store import Store
 from ledger.types import MAX_BLOCK_BYTES
 
@@ -38,12 +52,71 @@ def blocks_request(from_h: int, to_h: int) -> bytes:
     return encode(["blocks", from_h, to_h])
 
 
-def serve(store: Store, request: bytes) -> bytes:
-    """Answer one request from the store (raises DecodeError on a malformed request)."""
+def snapshot_request() -> bytes:
+    return encode(["snapshot"])
+
+
+def snap_headers_request(first: int, last: int) -> bytes:
+    return encode(["snap_headers", first, last])
+
+
+def snap_leaves_request(version: int, after: bytes | None, limit: int) -> bytes:
+    return encode(["snap_leaves", version, after or b"", limit])
+
+
+def snap_bodies_request(first: int, last: int) -> bytes:
+    return encode(["snap_bodies", first, last])
+
+
+def _request(request: bytes) -> tuple[str, list[Any]]:
     obj = decode(request, MAX_REQUEST_BYTES)
     if not isinstance(obj, list) or not obj:
         raise DecodeError("sync request: expected a non-empty array")
-    kind = as_str(obj[0], "sync.kind", 16)
+    return as_str(obj[0], "sync.kind", 16), obj
+
+
+def pin_version(store: Store, request: bytes) -> int | None:
+    """The state version serving ``request`` needs kept (a snapshot's), else None."""
+    kind, obj = _request(request)
+    if kind == "snapshot":
+        return store.height
+    if kind == "snap_leaves":
+        version = as_int(fields(obj, 4, "snap_leaves request")[1], "version")
+        # Only a version still kept: a pin never holds back pruning of older ones.
+        if store.state_pruned_below <= version <= store.height:
+            return version
+    return None
+
+
+def _serve_snapshot(store: Store, kind: str, obj: list[Any]) -> bytes:
+    try:
+        if kind == "snapshot":
+            fields(obj, 1, "snapshot request")
+            if store.height < 1:
+                return encode(["error", "this node holds only the genesis block"])
+            return encode(["snapshot", store.height])
+        if kind == "snap_leaves":
+            f = fields(obj, 4, "snap_leaves request")
+            after = as_bytes(f[2], "after", max_size=32)
+            if after and len(after) != 32:
+                raise DecodeError("snap_leaves: after must be a 32-byte key or empty")
+            limit = min(as_int(f[3], "limit", 1), state_snapshot.LEAVES_PER_CHUNK)
+            return state_snapshot.leaves_chunk(store, as_int(f[1], "version"), after or None, limit)
+        f = fields(obj, 3, f"{kind} request")
+        lo, hi = as_int(f[1], "first"), as_int(f[2], "last")
+        if kind == "snap_headers":
+            return state_snapshot.headers_chunk(store, lo, hi)
+        return state_snapshot.bodies_chunk(store, lo, hi)
+    except (state_snapshot.SnapshotError, MissingNodeError) as exc:
+        # (MissingNodeError: the version was pruned while the joiner paged through it)
+        return encode(["error", f"cannot serve that snapshot: {str(exc)[:400]}"])
+
+
+def serve(store: Store, request: bytes) -> bytes:
+    """Answer one request from the store (raises DecodeError on a malformed request)."""
+    kind, obj = _request(request)
+    if kind in ("snapshot", "snap_headers", "snap_leaves", "snap_bodies"):
+        return _serve_snapshot(store, kind, obj)
     if kind == "status":
         fields(obj, 1, "status request")
         h = store.height
