@@ -63,6 +63,28 @@ def ed25519_verify_rate(seconds: float = 2.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def worker_argv(root: Path, args: Any) -> list[str]:
+    """The load process's command line (``--worker``: pre-signed ATTEST batches to every
+    validator of the devnet at ``root``, at ``args.rate`` for ``args.seconds``)."""
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        "--dir",
+        str(root),
+        "--seconds",
+        str(args.seconds),
+        "--rate",
+        str(args.rate),
+        "--batch",
+        str(args.batch),
+        "--warmup",
+        str(args.warmup),
+        "--drain",
+        str(args.drain),
+    ]
+
+
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -314,24 +336,7 @@ def main() -> int:
         cpu0 = {n: proc_cpu_s(p) for n, p in pids.items() if p}
         t0 = time.monotonic()
         out = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--worker",
-                "--dir",
-                str(root),
-                "--seconds",
-                str(args.seconds),
-                "--rate",
-                str(args.rate),
-                "--batch",
-                str(args.batch),
-                "--warmup",
-                str(args.warmup),
-                "--drain",
-                str(args.drain),
-            ]
-            + (["--timeline"] if args.timeline else []),
+            worker_argv(root, args) + (["--timeline"] if args.timeline else []),
             capture_output=True,
             text=True,
             check=True,

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from cli import devnet  # noqa: E402
 from cli.devnet_files import NodeEntry, create_devnet  # noqa: E402
-from scripts.bench_node import ed25519_verify_rate  # noqa: E402
+from scripts.bench_node import ed25519_verify_rate, worker_argv  # noqa: E402
 from scripts.harness.delay import TOPOLOGIES, Relays, Topology, route  # noqa: E402
 
 PARAMS: dict[str, Any] = {  # bench_node.py's chain parameters
@@ -111,23 +111,7 @@ def run_once(args: argparse.Namespace, topology: Topology | None) -> dict[str, A
         cpu0 = sum(os.times()[:2])
         with BlockSightings(validator, observer) as sightings:
             out = subprocess.run(
-                [
-                    sys.executable,
-                    str(ROOT / "scripts" / "bench_node.py"),
-                    "--worker",
-                    "--dir",
-                    str(root),
-                    "--seconds",
-                    str(args.seconds),
-                    "--rate",
-                    str(args.rate),
-                    "--batch",
-                    str(args.batch),
-                    "--warmup",
-                    str(args.warmup),
-                    "--drain",
-                    str(args.drain),
-                ],
+                worker_argv(root, args),
                 capture_output=True,
                 text=True,
                 check=True,
