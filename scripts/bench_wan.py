@@ -164,6 +164,8 @@ def main() -> int:
     ap.add_argument("--drain", type=float, default=15.0)
     ap.add_argument("--seed", type=int, default=1, help="seed of the relays' jitter")
     args = ap.parse_args()
+    if args.seconds < args.warmup + 5:
+        ap.error("--seconds must exceed --warmup by 5 s or more: figures come after the warm-up")
     topology = TOPOLOGIES[args.delays]
 
     verify = ed25519_verify_rate()
@@ -174,6 +176,10 @@ def main() -> int:
     report("lan (loopback, no added delay)", lan)
     wan = run_once(args, topology)
     report(f"wan ({topology.name} relays)", wan)
+    for name, res in (("lan", lan), ("wan", wan)):
+        if res["latency_ms_p50"] != res["latency_ms_p50"]:  # NaN: no commit measured
+            print(f"bench_wan: the {name} run measured no commits; run longer", file=sys.stderr)
+            return 1
     verify_after = ed25519_verify_rate()
     drift = verify_after / verify - 1
     print(
