@@ -44,15 +44,19 @@ from ledger.types import Attest, ChainParams, Genesis, Transaction  # noqa: E402
 EXPIRY_AHEAD = 500
 
 
+def commitment_of(i: int) -> bytes:
+    """The commitment the chain's ``i``-th ATTEST attests."""
+    return hashlib.sha256(i.to_bytes(8, "big")).digest()
+
+
 def _unsigned(cons: Consortium, i: int, expiry: int) -> Transaction:
     key = cons.member_keys["szcredit"]
-    commitment = hashlib.sha256(i.to_bytes(8, "big")).digest()
     return Transaction(
         CHAIN_ID,
         key.public_key,
         i,
         expiry,
-        Attest("credit-report", commitment, GENESIS_TIME_MS + i, 0, b""),
+        Attest("credit-report", commitment_of(i), GENESIS_TIME_MS + i, 0, b""),
     )
 
 

@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from cli import devnet  # noqa: E402
 from cli.devnet_files import load_devnet  # noqa: E402
 from cli.rpc_client import RpcCallError, RpcClient  # noqa: E402
+from scripts.bench_proc import proc_cpu_s  # noqa: E402
 
 
 def ed25519_verify_rate(seconds: float = 2.0) -> float:
@@ -61,6 +62,17 @@ def ed25519_verify_rate(seconds: float = 2.0) -> float:
             nacl.bindings.crypto_sign_open(sm, pk)
         n += 500
     return n / (time.perf_counter() - t0)
+
+
+def host_check(verify: float, verify_after: float) -> str:
+    """The raw verify rate before and after a run: more than 5 % apart, the host was
+    busy with other work and the run is not comparable with others."""
+    drift = verify_after / verify - 1
+    return (
+        f"host check: raw verify {verify:,.0f}/s before, {verify_after:,.0f}/s after "
+        f"({drift:+.0%})"
+        + ("" if abs(drift) < 0.05 else " -- the host was busy with other work: not comparable")
+    )
 
 
 def worker_argv(root: Path, args: Any) -> list[str]:
@@ -83,11 +95,6 @@ def worker_argv(root: Path, args: Any) -> list[str]:
         "--drain",
         str(args.drain),
     ]
-
-
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def proc_rss_mb(pid: int) -> float:
@@ -355,7 +362,6 @@ def main() -> int:
     # The machine is shared: a raw verify rate that moved during the run means something
     # else took CPU from the nodes, and the run is not comparable with quiet ones.
     verify_after = ed25519_verify_rate()
-    drift = verify_after / verify - 1
     print(
         f"offered {args.rate:,.0f} tx/s for {args.seconds:.0f} s in batches of {args.batch}: "
         f"{res['submitted']:,} submitted, {res['committed']:,} committed, "
@@ -383,11 +389,7 @@ def main() -> int:
     print(f"  final heights: {[h and h['height'] for h in heights]}")
     ratio = res["committed_tx_per_s"] / ceiling
     print(f"ratio to the verification ceiling: {ratio:.0%}")
-    print(
-        f"host check: raw verify {verify:,.0f}/s before, {verify_after:,.0f}/s after "
-        f"({drift:+.0%})"
-        + ("" if abs(drift) < 0.05 else " -- the host was busy with other work: not comparable")
-    )
+    print(host_check(verify, verify_after))
     print(
         json.dumps(
             {

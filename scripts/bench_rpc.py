@@ -141,20 +141,27 @@ async def client_main(args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- chain
 
 
+def chain_consortium(block_txs: int, revoked: int) -> Any:
+    """The consortium (fixed keys) of the benchmark chain; its blocks hold ``block_txs``
+    attestations, or all ``revoked`` revocations in one."""
+    from ledger.testchain import Consortium
+    from ledger.types import ChainParams
+
+    return Consortium.make(ChainParams(max_block_txs=max(block_txs, revoked)))
+
+
 def build_chain(datadir: Path, args: argparse.Namespace) -> tuple[Any, list[bytes], list[bytes]]:
     """The node's data directory; returns (consortium, attested, revoked commitments)."""
     import bench_audit
 
     from ledger.chain import Ledger
-    from ledger.testchain import Consortium
-    from ledger.types import ChainParams, Revoke, RevokeReason
+    from ledger.types import Revoke, RevokeReason
 
-    cons = Consortium.make(ChainParams(max_block_txs=max(args.block_txs, args.revoked)))
+    cons = chain_consortium(args.block_txs, args.revoked)
     bench_audit.build_chain(
         cons, datadir / "ledger", args.attestations, args.block_txs, args.workers
     )
-    # the commitments bench_audit's transactions attest (its _unsigned)
-    attested = [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(args.attestations)]
+    attested = [bench_audit.commitment_of(i) for i in range(args.attestations)]
     revoked = random.Random(1).sample(attested, min(args.revoked, len(attested)))
     with Ledger.open(datadir / "ledger", cons.genesis) as lg:
         txs = [

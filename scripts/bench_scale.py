@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench_audit  # noqa: E402
 import bench_rpc  # noqa: E402
 from bench_ledger import ed25519_verify_rate  # noqa: E402
 from bench_proc import pct  # noqa: E402
@@ -60,17 +61,14 @@ Chain = tuple[Path, Any, list[bytes]]  # data directory, consortium, attested co
 def chain_for(size: int, root: Path, args: argparse.Namespace) -> Chain:
     """The data directory of a ``size`` chain (built unless it is there), the consortium
     and the attested commitments."""
-    from ledger.testchain import Consortium
-    from ledger.types import ChainParams
-
     datadir = root / f"n{size}"
     done = datadir / "BUILT"
     build_args = argparse.Namespace(
         attestations=size, block_txs=args.block_txs, revoked=args.revoked, workers=args.workers
     )
     if done.exists():
-        cons = Consortium.make(ChainParams(max_block_txs=max(args.block_txs, args.revoked)))
-        attested = [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(size)]
+        cons = bench_rpc.chain_consortium(args.block_txs, args.revoked)
+        attested = [bench_audit.commitment_of(i) for i in range(size)]
         print(f"reusing the {size:,}-attestation chain in {datadir}", flush=True)
     else:
         t0 = time.perf_counter()

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from cli import devnet  # noqa: E402
 from cli.devnet_files import NodeEntry, create_devnet  # noqa: E402
-from scripts.bench_node import ed25519_verify_rate, worker_argv  # noqa: E402
+from scripts.bench_node import ed25519_verify_rate, host_check, worker_argv  # noqa: E402
 from scripts.harness.delay import TOPOLOGIES, Relays, Topology, route  # noqa: E402
 
 PARAMS: dict[str, Any] = {  # bench_node.py's chain parameters
@@ -181,17 +181,12 @@ def main() -> int:
             print(f"bench_wan: the {name} run measured no commits; run longer", file=sys.stderr)
             return 1
     verify_after = ed25519_verify_rate()
-    drift = verify_after / verify - 1
     print(
         f"relays forwarded {wan['relay_bytes'] / 1e6:.1f} MB; this process (the relays) used "
         f"{wan['driver_cpu_s']:.1f} s of CPU during the wan run (lan: "
         f"{lan['driver_cpu_s']:.1f} s, the status polls alone)"
     )
-    print(
-        f"host check: raw verify {verify:,.0f}/s before, {verify_after:,.0f}/s after "
-        f"({drift:+.0%})"
-        + ("" if abs(drift) < 0.05 else " -- the host was busy with other work: not comparable")
-    )
+    print(host_check(verify, verify_after))
     print(
         json.dumps(
             {
