@@ -39,18 +39,14 @@ from typing import TypeVar
 from ledger import merkle
 from ledger.audit_report import AuditFailure, AuditProgress, AuditReport, ProgressFn
 from ledger.errors import DecodeError, RuleError, StoreError, ValidationError
+from ledger.header_link import LinkFailure, check_link
 from ledger.smt import OverlayReader, SparseMerkleTree
-from ledger.state import SeenTxs, decode_app_meta, execute_genesis, load_state, validate_block
+from ledger.state import SeenTxs, decode_app_meta, genesis_execution, load_state, validate_block
 from ledger.store import Store
 from ledger.types import BlockHeader, Genesis
 
 _RuleFailure = Callable[[int, RuleError], AuditFailure]
 _T = TypeVar("_T")
-
-
-class _NoNodes:
-    def get_node(self, node_key: bytes) -> bytes | None:
-        return None
 
 
 def snapshot_height(store: Store) -> int:
@@ -83,7 +79,7 @@ def _certified_headers(
     """Step 1: headers 0..``upto`` proven from genesis; (header ``upto``, their ids)."""
     chain_id = genesis.chain_id
     prev = _header(store, 0)
-    if prev != execute_genesis(genesis, SparseMerkleTree(_NoNodes())).block.header:
+    if prev != genesis_execution(genesis).block.header:
         raise AuditFailure(
             0, "genesis", "block 0 is not the genesis file's block (wrong genesis file?)"
         )
@@ -91,34 +87,16 @@ def _certified_headers(
     history.append(merkle.leaf_hash(prev.block_id))
     for h in range(1, upto + 1):
         header = _header(store, h)
-        if header.chain_id != chain_id or header.height != h:
-            raise AuditFailure(h, "chain_link", "the header names another chain or height")
-        if header.prev_block_id != prev.block_id:
-            raise AuditFailure(h, "chain_link", f"prev_block_id is not the id of block {h - 1}")
-        if header.validator_set_hash != prev.next_validator_set_hash:
-            raise AuditFailure(
-                h, "validator_set", f"the validator set is not the one header {h - 1} named"
-            )
         meta = _read(partial(store.app_meta, h - 1), h - 1)
         try:
-            validators = decode_app_meta(meta).chain.validators_at(h)
+            prev_meta = decode_app_meta(meta)
         except DecodeError as exc:
             raise AuditFailure(h - 1, "store_integrity", f"app metadata: {exc}") from None
-        if validators.hash != header.validator_set_hash:
-            raise AuditFailure(
-                h - 1,
-                "store_integrity",
-                f"the stored chain record does not hold the validator set header {h} names",
-            )
         cert = _read(partial(store.get_certificate, h), h)
         try:
-            cert.verify(chain_id, validators, header.block_id)
-        except (ValidationError, DecodeError) as exc:
-            raise AuditFailure(h, "certificate", str(exc)) from None
-        if header.history_root != history.root(h):
-            raise AuditFailure(
-                h, "history_consistency", "the history root is not that of the block ids"
-            )
+            check_link(chain_id, prev, prev_meta, header, cert, history.root(h))
+        except LinkFailure as exc:
+            raise AuditFailure(exc.height, exc.kind, exc.message) from None
         if h >= store.bodies_from:  # a kept body below the snapshot: the certified one?
             block = _read(partial(store.get_block, h), h)
             if block.header != header or merkle.root(block.tx_ids) != header.tx_root:

@@ -37,7 +37,7 @@ from ledger.records import (
     proposal_key,
 )
 from ledger.rules import WorkingSet, apply_tx, expire_proposals
-from ledger.smt import KeyExistsError, SparseMerkleTree, UpdateResult
+from ledger.smt import KeyExistsError, MemoryNodeStore, SparseMerkleTree, UpdateResult
 from ledger.types import (
     ZERO_HASH,
     Attest,
@@ -284,6 +284,12 @@ def execute_genesis(genesis: Genesis, tree: SparseMerkleTree) -> Execution:
         lambda _tx_id: False,
     )
     return Execution(block, state, update)
+
+
+def genesis_execution(genesis: Genesis) -> Execution:
+    """Block 0 and the genesis state computed from the genesis file alone (a tree over no
+    stored nodes): what a store's header 0 and app metadata 0 must be."""
+    return execute_genesis(genesis, SparseMerkleTree(MemoryNodeStore()))
 
 
 def check_genesis(genesis: Genesis) -> None:

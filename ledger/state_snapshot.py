@@ -52,10 +52,11 @@ from typing import Any
 from ledger import merkle
 from ledger.codec import as_bool, as_bytes, as_int, as_list, as_str, decode, encode, fields
 from ledger.consortium import Member
-from ledger.errors import DecodeError, LedgerError, StoreError, ValidationError
+from ledger.errors import DecodeError, LedgerError, StoreError
+from ledger.header_link import LinkFailure, check_link
 from ledger.records import CHAIN_KEY, ProposalRecord, ProposalStatus, member_key, proposal_key
-from ledger.smt import KEY_SIZE, SparseMerkleTree
-from ledger.state import decode_app_meta, execute_genesis
+from ledger.smt import KEY_SIZE, MemoryNodeStore, SparseMerkleTree
+from ledger.state import AppMeta, decode_app_meta, genesis_execution
 from ledger.store import Store
 from ledger.types import MAX_BLOCK_BYTES, Block, BlockHeader, CommitCertificate, Genesis
 
@@ -75,11 +76,6 @@ _PROPOSAL_WIRE = 0x98  # fixarray of 8: a proposal record
 
 class SnapshotError(LedgerError):
     """A snapshot that cannot be served, or that does not verify (it names what)."""
-
-
-class _NoNodes:
-    def get_node(self, node_key: bytes) -> bytes | None:
-        return None
 
 
 # --------------------------------------------------------------------------- serving
@@ -250,7 +246,7 @@ class SnapshotImport:
         self.next_header = 0
         self._headers: dict[int, BlockHeader] = {}  # header s (the others are in the store)
         self._prev: BlockHeader | None = None
-        self._prev_meta: bytes = b""
+        self._prev_app: AppMeta | None = None
         self._history = merkle.MerkleAccumulator()
         self._max_ttl = 1
         self._leaves: dict[bytes, bytes] = {}
@@ -274,18 +270,20 @@ class SnapshotImport:
         records = []
         for i, (raw, cert, meta) in enumerate(items):
             h = first + i
-            header = self._check_header(h, raw, cert, meta)
+            header, app = self._check_header(h, raw, cert, meta)
             records.append((h, header.block_id, raw, cert if h else None, meta))
             if h == self.height:
                 self._meta_s = meta
-            self._prev, self._prev_meta = header, meta
+            self._prev, self._prev_app = header, app
         self.store.import_heights(records)
         self.next_header = first + len(items)
         if self.next_header == self.height + 1:
             self.bodies_from = body_floor(self.height, self._max_ttl)
             self.next_body = self.bodies_from
 
-    def _check_header(self, h: int, raw: bytes, cert_raw: bytes, meta: bytes) -> BlockHeader:
+    def _check_header(
+        self, h: int, raw: bytes, cert_raw: bytes, meta: bytes
+    ) -> tuple[BlockHeader, AppMeta]:
         try:
             header = BlockHeader.decode(raw)
             if header.encoded != raw:
@@ -294,32 +292,26 @@ class SnapshotImport:
         except DecodeError as exc:
             raise SnapshotError(f"height {h}: {exc}") from None
         if h == 0:
-            genesis = execute_genesis(self.genesis, SparseMerkleTree(_NoNodes()))
+            genesis = genesis_execution(self.genesis)
             if header != genesis.block.header or meta != genesis.state.app_meta():
                 raise SnapshotError("height 0 is not the genesis file's block (wrong genesis?)")
         else:
-            prev = self._prev
-            assert prev is not None
-            if header.chain_id != self.genesis.chain_id or header.height != h:
-                raise SnapshotError(f"header {h} names another chain or height")
-            if header.prev_block_id != prev.block_id:
-                raise SnapshotError(f"header {h} does not link to block {h - 1}")
-            if header.validator_set_hash != prev.next_validator_set_hash:
-                raise SnapshotError(f"header {h}'s validator set is not the one {h - 1} named")
-            validators = decode_app_meta(self._prev_meta).chain.validators_at(h)
-            if validators.hash != header.validator_set_hash:
-                raise SnapshotError(
-                    f"the chain record of height {h - 1} does not hold the set header {h} names"
-                )
+            assert self._prev is not None and self._prev_app is not None
             try:
                 cert = CommitCertificate.decode(cert_raw)
-                if cert.height != h:
-                    raise ValidationError("the certificate names another height")
-                cert.verify(self.genesis.chain_id, validators, header.block_id)
-            except (DecodeError, ValidationError) as exc:
+            except DecodeError as exc:
                 raise SnapshotError(f"height {h}: the certificate does not verify: {exc}") from None
-            if header.history_root != self._history.root():
-                raise SnapshotError(f"header {h}'s history root is not that of the block ids")
+            try:
+                check_link(
+                    self.genesis.chain_id,
+                    self._prev,
+                    self._prev_app,
+                    header,
+                    cert,
+                    self._history.root(),
+                )
+            except LinkFailure as exc:
+                raise SnapshotError(f"height {h}: {exc.message}") from None
             if app.time_ms != header.time_ms:
                 raise SnapshotError(f"app metadata {h} has another time than its header")
         self._history.append(merkle.leaf_hash(header.block_id))
@@ -328,7 +320,7 @@ class SnapshotImport:
         self._max_ttl = max(self._max_ttl, app.chain.params.tx_ttl_heights)
         if h == self.height:
             self._headers[h] = header
-        return header
+        return header, app
 
     # ------------------------------------------------------------------ leaves
 
@@ -354,7 +346,7 @@ class SnapshotImport:
     def _build_state(self) -> None:
         """Rebuild the tree at version s, check it against header s, then write it."""
         header = self._headers[self.height]
-        update = SparseMerkleTree(_NoNodes()).update(None, self.height, self._leaves)
+        update = SparseMerkleTree(MemoryNodeStore()).update(None, self.height, self._leaves)
         if update.root != header.state_root:
             raise SnapshotError(
                 f"the snapshot's state does not hash to the certified state root of "

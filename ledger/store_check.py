@@ -51,8 +51,7 @@ from ledger.audit_state import check_state_tree
 from ledger.chain import Ledger
 from ledger.errors import DecodeError, StoreDamage, ValidationError
 from ledger.kv import KV_ERRORS
-from ledger.smt import SparseMerkleTree
-from ledger.state import decode_app_meta, execute_genesis
+from ledger.state import decode_app_meta, genesis_execution
 from ledger.store import Store
 from ledger.store_format import (
     P_APP,
@@ -92,13 +91,6 @@ class StoreCheck:
     full: bool = False
 
 
-class _NoNodes:
-    """An empty node store: the genesis block is computed from the genesis file alone."""
-
-    def get_node(self, node_key: bytes) -> bytes | None:
-        return None
-
-
 def check_ledger(
     ledger: Ledger, *, recent: int | None = RECENT_BLOCKS, progress: ProgressFn | None = None
 ) -> StoreCheck:
@@ -135,7 +127,7 @@ def _check(
     store = ledger.store
     head = store.height
     _check_key_spans(store)
-    genesis_id = execute_genesis(ledger.genesis, SparseMerkleTree(_NoNodes())).block.block_id
+    genesis_id = genesis_execution(ledger.genesis).block.block_id
     if store.get_block_id(0) != genesis_id:
         raise _damage(
             store, "height 0", "block 0 is not the genesis file's block (or the header is damaged)"
