@@ -183,6 +183,9 @@ class ChainParams:
     tx_ttl_heights: int = 1000
     validator_change_delay: int = 2
     max_clock_drift_ms: int = 10_000
+    # The rate limit on data subjects' transactions, per subject key (docs/CONSENT.md §4).
+    subject_tx_limit: int = 20
+    subject_window_ms: int = 3_600_000
 
     NAMES = (
         "max_block_txs",
@@ -194,6 +197,8 @@ class ChainParams:
         "tx_ttl_heights",
         "validator_change_delay",
         "max_clock_drift_ms",
+        "subject_tx_limit",
+        "subject_window_ms",
     )
 
     def to_wire(self) -> list[Any]:
@@ -220,6 +225,10 @@ class ChainParams:
 # ---------------------------------------------------------------------------
 
 
+#: The consent purposes of a genesis that names none.
+DEFAULT_PURPOSES = ("account-opening", "loan-application")
+
+
 @dataclass(frozen=True)
 class Genesis:
     """Everything a chain starts from; its hash is the ultimate trust anchor."""
@@ -230,6 +239,8 @@ class Genesis:
     validators: ValidatorSet
     doc_types: tuple[str, ...]
     params: ChainParams = field(default_factory=ChainParams)
+    #: The purposes consent may be granted for (docs/CONSENT.md §3), sorted.
+    purposes: tuple[str, ...] = DEFAULT_PURPOSES
 
     def to_wire(self) -> list[Any]:
         return [
@@ -239,6 +250,7 @@ class Genesis:
             self.validators.to_wire(),
             list(self.doc_types),
             self.params.to_wire(),
+            list(self.purposes),
         ]
 
     def encode(self) -> bytes:
@@ -250,11 +262,13 @@ class Genesis:
 
     @classmethod
     def from_wire(cls, obj: Any) -> Genesis:
-        f = fields(obj, 6, "genesis")
+        f = fields(obj, 7, "genesis")
         members = tuple(Member.from_wire(m) for m in as_list(f[2], "genesis.members", MAX_MEMBERS))
         require_sorted_unique([m.member_id for m in members], "genesis.members")
         docs = [_ident(d, "genesis.doc_types[]") for d in as_list(f[4], "genesis.doc_types", 256)]
         require_sorted_unique(docs, "genesis.doc_types")
+        purposes = [_ident(p, "genesis.purposes[]") for p in as_list(f[6], "genesis.purposes", 256)]
+        require_sorted_unique(purposes, "genesis.purposes")
         return cls(
             _ident(f[0], "genesis.chain_id"),
             as_int(f[1], "genesis.genesis_time_ms"),
@@ -262,6 +276,7 @@ class Genesis:
             ValidatorSet.from_wire(f[3]),
             tuple(docs),
             ChainParams.from_wire(f[5]),
+            tuple(purposes),
         )
 
     @classmethod

@@ -12,6 +12,7 @@ JSON layout (binary values lowercase hex)::
      "members": [{"id", "name", "key", "roles": ["validator", ...], "doc_types": [...]}],
      "validators": [{"member_id", "node_key"}],
      "doc_types": [...], "params": {"max_block_txs": N, ...},
+     "purposes": [...],           # consent purposes (docs/CONSENT.md §3); a default if absent
      "genesis_hash": "..."}       # informative; checked when present
 """
 
@@ -22,6 +23,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ledger.consortium import DEFAULT_PURPOSES
 from ledger.errors import DecodeError, ValidationError
 from ledger.types import ChainParams, Genesis, Member, Role, Validator, ValidatorSet
 
@@ -65,6 +67,7 @@ def genesis_to_json(g: Genesis) -> dict[str, Any]:
         ],
         "doc_types": list(g.doc_types),
         "params": {n: getattr(g.params, n) for n in ChainParams.NAMES},
+        "purposes": list(g.purposes),
         "genesis_hash": g.hash.hex(),
     }
 
@@ -80,6 +83,7 @@ def genesis_from_json(doc: Any) -> Genesis:
         "validators",
         "doc_types",
         "params",
+        "purposes",
         "genesis_hash",
     }
     unknown = set(doc) - known
@@ -119,6 +123,7 @@ def genesis_from_json(doc: Any) -> Genesis:
             validators,
             tuple(sorted(set(doc["doc_types"]))),
             params,
+            tuple(sorted(set(doc.get("purposes", DEFAULT_PURPOSES)))),
         )
         Genesis.decode(g.encode())  # every field through the strict decoder's checks
     except GenesisError:
@@ -217,5 +222,6 @@ def genesis_from_template(
             "validators": validators,
             "doc_types": doc_types,
             "params": template.get("params", {}),
+            "purposes": template.get("purposes", list(DEFAULT_PURPOSES)),
         }
     )

@@ -6,7 +6,9 @@ Every record lives in the sparse Merkle tree (``ledger.smt``) under a 32-byte ke
 
 with namespaces ``"attestation"`` (id = commitment bytes), ``"member"`` (id = member
 id text), ``"proposal"`` (id = proposal tx id bytes) and ``"chain"`` (id = empty bytes:
-the validator set, scheduled validator-set changes, parameters and document types).
+the validator set, scheduled validator-set changes, parameters and document types);
+the consent namespaces ``"subject"``, ``"grant"`` and ``"consent"`` are
+``ledger.consent_records``'s (docs/CONSENT.md §2).
 Values are the canonical encodings below. ``attestation_status`` is the one function
 that turns a record into a verifier's verdict; node, CLI and auditor all call it.
 """
@@ -99,6 +101,8 @@ class AttestationRecord(NamedTuple):
     revoke_position: int = 0
     revoker: str = ""
     revoker_key: bytes = b""
+    #: The data subject's key the document is bound to, or empty (docs/CONSENT.md).
+    subject: bytes = b""
 
     def to_wire(self) -> list[Any]:
         return list(self)
@@ -108,7 +112,7 @@ class AttestationRecord(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes) -> AttestationRecord:
-        f = fields(decode(data, MAX_RECORD_BYTES), 11, "attestation_record")
+        f = fields(decode(data, MAX_RECORD_BYTES), 12, "attestation_record")
         for i, name in ((0, "issuer"), (2, "doc_type")):
             if not isinstance(f[i], str):
                 raise DecodeError(f"record.{name}: expected text")
@@ -125,7 +129,10 @@ class AttestationRecord(NamedTuple):
             as_int(f[8], "record.revoke_position"),
             f[9],
             f[10],
+            as_bytes(f[11], "record.subject", max_size=32),
         )
+        if len(rec.subject) not in (0, 32):
+            raise DecodeError("record.subject: must be empty or a 32-byte public key")
         if not isinstance(rec.revoker, str):
             raise DecodeError("record.revoker: expected text")
         if rec.revoked_height:

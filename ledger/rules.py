@@ -20,6 +20,9 @@ Rules (docs/PROOFS.md §9 states them for auditors; codes are listed in docs/RPC
   document type, key, parameter or commitment exist and make sense; a mistyped name gets
   the nearest known one suggested). GOV_VOTE: an open proposal whose deadline has not
   passed, by a validator member that has not voted.
+- CONSENT_GRANT, CONSENT_REVOKE (signed by a bound subject key, rate-limited) and
+  ACCESS (by the grantee, under a live grant): ``ledger.consent``, docs/CONSENT.md §4.
+  A bound ATTEST (``subject`` set) also binds the commitment to that key.
 - A proposal executes when yes votes reach the quorum; an action no longer applicable
   by then is recorded as rejected. ``proposal_outcome`` says why a proposal stands
   where it does, by the same arithmetic.
@@ -34,6 +37,14 @@ from dataclasses import replace
 from typing import Any
 
 from ledger.codec import encode
+from ledger.consent import (
+    apply_purpose_action,
+    apply_subject_tx,
+    bind_subject,
+    check_purpose_action,
+    record_access,
+)
+from ledger.consent_records import grant_key, subject_key
 from ledger.errors import RuleError, did_you_mean
 from ledger.records import (
     AttestationRecord,
@@ -44,6 +55,7 @@ from ledger.records import (
     member_key,
     proposal_key,
 )
+from ledger.transaction import SUBJECT_KINDS, Access, ConsentGrant, ConsentRevoke
 from ledger.types import (
     Attest,
     GovAction,
@@ -78,13 +90,18 @@ class WorkingSet:
         *,
         track_changes: bool = True,
         read_attestation: Callable[[bytes], AttestationRecord | None] | None = None,
+        time_ms: int | None = None,
     ) -> None:
         self.parent = parent
         self.height = height
+        # "Now" for the consent rules: the block's time; at admission, the head's.
+        self.time_ms: int = parent.time_ms if time_ms is None else time_ms
         self.track_changes = track_changes
         self.read_attestation = read_attestation or parent.attestation
         self.changes: dict[bytes, bytes | None] = {}
         self.attestations: dict[bytes, AttestationRecord | None] = {}
+        # Other records (consent), by state key: reads and earlier writes, encoded.
+        self.records: dict[bytes, bytes | None] = {}
         self.members: Mapping[str, Member] = parent.members
         self.key_index: Mapping[bytes, str] = parent.key_index
         self.proposals: Mapping[bytes, ProposalRecord] = parent.open_proposals
@@ -110,6 +127,14 @@ class WorkingSet:
         self.attestations[commitment] = rec
         return rec
 
+    def read(self, key: bytes) -> bytes | None:
+        """The encoded record under state key ``key``, through the earlier writes."""
+        if key in self.records:
+            return self.records[key]
+        raw: bytes | None = self.parent.read(key)
+        self.records[key] = raw
+        return raw
+
     def seen(self, tx_id: bytes) -> bool:
         return tx_id in self.tx_ids or bool(self.parent.tx_seen(tx_id))
 
@@ -131,6 +156,11 @@ class WorkingSet:
         self.attestations[commitment] = rec
         if self.track_changes:
             self.changes[key or attestation_key(commitment)] = rec.encode()
+
+    def write(self, key: bytes, value: bytes) -> None:
+        self.records[key] = value
+        if self.track_changes:
+            self.changes[key] = value
 
     def _own_members(self) -> tuple[dict[str, Member], dict[bytes, str]]:
         if not self.members_dirty:
@@ -204,6 +234,14 @@ def apply_tx(
     if tx_id in ws.tx_ids or (check_replay and committed_before(ws, tx)):
         raise RuleError("replay", "transaction already committed")
     mid = ws.key_index.get(tx.sender)
+    if tx.kind in SUBJECT_KINDS:
+        if mid is not None:
+            raise RuleError(
+                "not_subject", "consent is granted and revoked with the subject key, not a member's"
+            )
+        apply_subject_tx(ws, tx, verified)
+        ws.tx_ids.add(tx_id)
+        return
     if mid is None:
         raise RuleError("unknown_sender", "the signing key is not a current member key")
     if not ((verified is not None and verified(tx_id)) or tx.signature_ok()):
@@ -219,6 +257,8 @@ def apply_tx(
         _propose(ws, member, p, tx_id)
     elif isinstance(p, GovVote):
         _vote(ws, member, p)
+    elif isinstance(p, Access):
+        record_access(ws, member, tx.sender, p)
     else:  # pragma: no cover - decoding admits no other kind
         raise AssertionError(tx.kind)
     ws.tx_ids.add(tx_id)
@@ -251,6 +291,8 @@ def _attest(ws: WorkingSet, member: Member, p: Attest) -> None:
             "doc_type_not_granted", f"{member.member_id} is not admitted to issue {p.doc_type!r}"
         )
     key = None
+    if p.subject:
+        bind_subject(ws, p.subject, p.commitment)
     if ws.deferred_exists and p.commitment not in ws.attestations:
         # Existence at the parent is checked by the batch update (deferred_exists).
         key = attestation_key(p.commitment)
@@ -261,6 +303,16 @@ def _attest(ws: WorkingSet, member: Member, p: Attest) -> None:
         p.commitment,
         AttestationRecord(
             member.member_id, member.key, p.doc_type, p.valid_until_ms, ws.height, ws.position
+        )
+        if not p.subject
+        else AttestationRecord(
+            member.member_id,
+            member.key,
+            p.doc_type,
+            p.valid_until_ms,
+            ws.height,
+            ws.position,
+            subject=p.subject,
         ),
         key,
     )
@@ -458,6 +510,8 @@ def check_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> No
     elif action == GovAction.REVOKE_ATTESTATION:
         commitment, _reason = args
         _check_revoke(ws, None, commitment)
+    elif action in (GovAction.ADD_PURPOSE, GovAction.REMOVE_PURPOSE):
+        check_purpose_action(ws, action, args[0])
     else:  # pragma: no cover
         raise AssertionError(action)
 
@@ -514,13 +568,27 @@ def _apply_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> N
     elif action == GovAction.REVOKE_ATTESTATION:
         commitment, reason = args
         _revoke(ws, None, commitment, reason, by_governance=True)
+    elif action in (GovAction.ADD_PURPOSE, GovAction.REMOVE_PURPOSE):
+        apply_purpose_action(ws, action, args[0])
     else:  # pragma: no cover
         raise AssertionError(action)
 
 
-def touched_commitment(tx: Transaction) -> bytes | None:
-    """The one commitment an ATTEST or REVOKE reads and writes (None for governance)."""
+def touched_keys(tx: Transaction) -> tuple[bytes, ...] | None:
+    """What a transaction reads and writes besides members, rights and parameters: the
+    commitment of an ATTEST or REVOKE, the state keys of the consent records it touches
+    (a bound ATTEST's subject record too). None for governance, which may change
+    anything. The mempool re-checks a pending transaction when a block touched one of
+    its keys."""
     p = tx.payload
-    if isinstance(p, Attest | Revoke):
-        return p.commitment
+    if isinstance(p, Attest):
+        return (p.commitment, subject_key(p.subject)) if p.subject else (p.commitment,)
+    if isinstance(p, Revoke):
+        return (p.commitment,)
+    if isinstance(p, ConsentGrant):
+        return (subject_key(tx.sender),)
+    if isinstance(p, ConsentRevoke):
+        return (subject_key(tx.sender), grant_key(p.grant_id))
+    if isinstance(p, Access):
+        return (grant_key(p.grant_id),)
     return None

@@ -26,6 +26,7 @@ from typing import Any
 
 from ledger import merkle
 from ledger.codec import as_hash, as_int, as_list, decode, encode, fields
+from ledger.consent_records import CONSENT_KEY, PolicyRecord
 from ledger.errors import DecodeError, RuleError
 from ledger.records import (
     CHAIN_KEY,
@@ -136,6 +137,10 @@ class LedgerState:
         raw = self.tree.get(attestation_key(commitment), self.height)
         return AttestationRecord.decode(raw) if raw is not None else None
 
+    def read(self, key: bytes) -> bytes | None:
+        """The encoded record under state key ``key`` (consent records: ledger.consent)."""
+        return self.tree.get(key, self.height)
+
     def app_meta(self) -> bytes:
         """What the store keeps per height so a snapshot can be reopened without replay."""
         return encode(
@@ -244,6 +249,7 @@ def genesis_changes(genesis: Genesis) -> dict[bytes, bytes | None]:
     changes: dict[bytes, bytes | None] = {CHAIN_KEY: chain.encode()}
     for m in genesis.members:
         changes[member_key(m.member_id)] = encode(m.to_wire())
+    changes[CONSENT_KEY] = PolicyRecord(genesis.purposes).encode()
     return changes
 
 
@@ -389,7 +395,7 @@ def _execute(
     validators = parent.chain.validators_at(height)
     if validators.index_of(proposer) is None:
         raise RuleError("bad_proposer", "the proposer is not a validator at this height")
-    work = WorkingSet(parent, height)
+    work = WorkingSet(parent, height, time_ms=time_ms)
     work.deferred_exists = True
     included: list[Transaction] = []
     rejected: list[tuple[Transaction, RuleError]] = []

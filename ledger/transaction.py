@@ -1,4 +1,6 @@
-"""Transactions and their payloads: ATTEST, REVOKE, GOV_PROPOSE, GOV_VOTE.
+"""Transactions and their payloads: ATTEST, REVOKE, GOV_PROPOSE, GOV_VOTE, and the consent
+kinds CONSENT_GRANT, CONSENT_REVOKE (signed by a data subject's key) and ACCESS
+(docs/CONSENT.md).
 
 Part of ``ledger.types`` (the public entry point, which re-exports this module's names).
 This module owns ``Transaction`` (signed body, canonical encoding, id, stateless
@@ -20,10 +22,12 @@ from ledger.codec import (
     as_bytes,
     as_hash,
     as_int,
+    as_list,
     as_str,
     decode,
     encode,
     fields,
+    require_sorted_unique,
 )
 from ledger.errors import DecodeError, ValidationError
 from ledger.types_base import (
@@ -46,6 +50,9 @@ class TxKind(IntEnum):
     REVOKE = 2
     GOV_PROPOSE = 3
     GOV_VOTE = 4
+    CONSENT_GRANT = 5
+    CONSENT_REVOKE = 6
+    ACCESS = 7
 
 
 class RevokeReason(IntEnum):
@@ -66,6 +73,8 @@ class Attest:
 
     ``valid_until_ms`` = 0 means the attestation does not expire. ``metadata_digest``
     is empty or the SHA-256 of issuer-side metadata that is never put on chain.
+    ``subject`` is empty, or the data subject's public key the document is bound to:
+    then every use needs the subject's consent (docs/CONSENT.md).
     """
 
     doc_type: str
@@ -73,6 +82,7 @@ class Attest:
     issued_at_ms: int
     valid_until_ms: int = 0
     metadata_digest: bytes = b""
+    subject: bytes = b""
 
     KIND = TxKind.ATTEST
 
@@ -83,11 +93,12 @@ class Attest:
             self.issued_at_ms,
             self.valid_until_ms,
             self.metadata_digest,
+            self.subject,
         ]
 
     @classmethod
     def from_wire(cls, obj: Any) -> Attest:
-        f = fields(obj, 5, "attest")
+        f = fields(obj, 6, "attest")
         digest = as_bytes(f[4], "attest.metadata_digest", max_size=32)
         if len(digest) not in (0, 32):
             raise DecodeError("attest.metadata_digest: must be empty or 32 bytes")
@@ -95,12 +106,16 @@ class Attest:
         issued = as_int(f[2], "attest.issued_at_ms")
         if valid_until and valid_until <= issued:
             raise DecodeError("attest.valid_until_ms: must be after issued_at_ms (or 0)")
+        subject = as_bytes(f[5], "attest.subject", max_size=32)
+        if len(subject) not in (0, 32):
+            raise DecodeError("attest.subject: must be empty or a 32-byte public key")
         return cls(
             _ident(f[0], "attest.doc_type"),
             as_hash(f[1], "attest.commitment"),
             issued,
             valid_until,
             digest,
+            subject,
         )
 
 
@@ -141,6 +156,8 @@ class GovAction(IntEnum):
     REMOVE_VALIDATOR = 9  # [member_id]
     SET_PARAM = 10  # [name, value]
     REVOKE_ATTESTATION = 11  # [commitment, reason]
+    ADD_PURPOSE = 12  # [purpose]
+    REMOVE_PURPOSE = 13  # [purpose]
 
 
 # Argument kinds: "id" identifier, "name" display text, "key" 32-byte key,
@@ -157,6 +174,8 @@ GOV_ARGS: dict[GovAction, tuple[str, ...]] = {
     GovAction.REMOVE_VALIDATOR: ("id",),
     GovAction.SET_PARAM: ("id", "int"),
     GovAction.REVOKE_ATTESTATION: ("hash", "reason"),
+    GovAction.ADD_PURPOSE: ("id",),
+    GovAction.REMOVE_PURPOSE: ("id",),
 }
 
 
@@ -237,12 +256,109 @@ class GovVote:
         return cls(as_hash(f[0], "gov_vote.proposal_id"), as_bool(f[1], "gov_vote.approve"))
 
 
-Payload = Attest | Revoke | GovPropose | GovVote
+#: Bounds of a consent grant (docs/CONSENT.md §2.3).
+MAX_GRANT_DOCUMENTS = 16
+MAX_GRANT_USES = 100
+MAX_GRANT_WINDOW_MS = 366 * 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentGrant:
+    """The data subject allows ``grantee`` to verify ``commitments`` (each bound to the
+    signing subject key) for ``purpose``, inside [``not_before_ms``, ``not_after_ms``]
+    of block time, at most ``max_uses`` times. Its id is the transaction's id."""
+
+    grantee: str
+    commitments: tuple[bytes, ...]
+    purpose: str
+    not_before_ms: int
+    not_after_ms: int
+    max_uses: int
+
+    KIND = TxKind.CONSENT_GRANT
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.grantee,
+            list(self.commitments),
+            self.purpose,
+            self.not_before_ms,
+            self.not_after_ms,
+            self.max_uses,
+        ]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ConsentGrant:
+        f = fields(obj, 6, "consent_grant")
+        raw = as_list(f[1], "consent_grant.commitments", MAX_GRANT_DOCUMENTS)
+        commitments = tuple(as_hash(c, "consent_grant.commitments[]") for c in raw)
+        if not commitments:
+            raise DecodeError("consent_grant.commitments: name at least one document")
+        require_sorted_unique(list(commitments), "consent_grant.commitments")
+        not_before = as_int(f[3], "consent_grant.not_before_ms")
+        not_after = as_int(f[4], "consent_grant.not_after_ms")
+        if not_after <= not_before:
+            raise DecodeError("consent_grant.not_after_ms: must be after not_before_ms")
+        return cls(
+            _ident(f[0], "consent_grant.grantee"),
+            commitments,
+            _ident(f[2], "consent_grant.purpose"),
+            not_before,
+            not_after,
+            as_int(f[5], "consent_grant.max_uses", 1, MAX_GRANT_USES),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRevoke:
+    """The data subject withdraws a grant; it bites from the revoking transaction on."""
+
+    grant_id: bytes
+
+    KIND = TxKind.CONSENT_REVOKE
+
+    def to_wire(self) -> list[Any]:
+        return [self.grant_id]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> ConsentRevoke:
+        f = fields(obj, 1, "consent_revoke")
+        return cls(as_hash(f[0], "consent_revoke.grant_id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A member records one use of a grant: it verifies ``commitment`` for ``purpose``."""
+
+    grant_id: bytes
+    commitment: bytes
+    purpose: str
+
+    KIND = TxKind.ACCESS
+
+    def to_wire(self) -> list[Any]:
+        return [self.grant_id, self.commitment, self.purpose]
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Access:
+        f = fields(obj, 3, "access")
+        return cls(
+            as_hash(f[0], "access.grant_id"),
+            as_hash(f[1], "access.commitment"),
+            _ident(f[2], "access.purpose"),
+        )
+
+
+Payload = Attest | Revoke | GovPropose | GovVote | ConsentGrant | ConsentRevoke | Access
+SUBJECT_KINDS = (TxKind.CONSENT_GRANT, TxKind.CONSENT_REVOKE)
 _PAYLOADS: dict[int, Any] = {
     TxKind.ATTEST: Attest,
     TxKind.REVOKE: Revoke,
     TxKind.GOV_PROPOSE: GovPropose,
     TxKind.GOV_VOTE: GovVote,
+    TxKind.CONSENT_GRANT: ConsentGrant,
+    TxKind.CONSENT_REVOKE: ConsentRevoke,
+    TxKind.ACCESS: Access,
 }
 
 # ---------------------------------------------------------------------------
@@ -389,7 +505,7 @@ def _attest_tx_fast(obj: Any) -> Transaction | None:
         type(kind) is int
         and kind == 1
         and type(pw) is list
-        and len(pw) == 5
+        and len(pw) == 6
         and type(chain_id) is str
         and chain_id in _KNOWN_IDENTS
         and type(sender) is bytes
@@ -402,7 +518,7 @@ def _attest_tx_fast(obj: Any) -> Transaction | None:
         and len(sig) == 64
     ):
         return None
-    doc_type, commitment, issued, valid_until, digest = pw
+    doc_type, commitment, issued, valid_until, digest, subject = pw
     if not (
         type(doc_type) is str
         and doc_type in _KNOWN_IDENTS
@@ -415,6 +531,8 @@ def _attest_tx_fast(obj: Any) -> Transaction | None:
         and (valid_until == 0 or valid_until > issued)
         and type(digest) is bytes
         and len(digest) in (0, 32)
+        and type(subject) is bytes
+        and len(subject) in (0, 32)
     ):
         return None
     tx = object.__new__(Transaction)
@@ -423,7 +541,7 @@ def _attest_tx_fast(obj: Any) -> Transaction | None:
         sender=sender,
         nonce=nonce,
         expiry_height=expiry,
-        payload=Attest(doc_type, commitment, issued, valid_until, digest),
+        payload=Attest(doc_type, commitment, issued, valid_until, digest, subject),
         signature=sig,
     )
     return tx

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ledger.errors import RuleError
-from ledger.rules import WorkingSet, apply_tx, touched_commitment
+from ledger.rules import WorkingSet, apply_tx, touched_keys
 from ledger.state import LedgerState
 from ledger.types import Block, GovPropose, GovVote, Transaction
 
@@ -109,7 +109,7 @@ class Mempool:
         # and which pending transactions touch each commitment (arrival order).
         self._head: LedgerState | None = None
         self._ws: WorkingSet | None = None
-        self._by_commitment: dict[bytes, list[bytes]] = {}
+        self._by_key: dict[bytes, list[bytes]] = {}
         self._gov: set[bytes] = set()
         self._dropped: list[bytes] = []  # made doomed by remove(); reported by committed()
         self.stats = {
@@ -187,21 +187,22 @@ class Mempool:
         self._bytes += len(tx.encoded)
         if tx.expiry_height < self._min_expiry:
             self._min_expiry = tx.expiry_height
-        c = touched_commitment(tx)
-        if c is not None:
-            pending = self._by_commitment.get(c)
+        keys = touched_keys(tx)
+        if keys is None:
+            self._gov.add(tx_id)
+            return
+        for k in keys:
+            pending = self._by_key.get(k)
             if pending is None:
-                self._by_commitment[c] = [tx_id]
+                self._by_key[k] = [tx_id]
             else:
                 pending.append(tx_id)
-        else:
-            self._gov.add(tx_id)
 
     def _explain(self, tx: Transaction, head: LedgerState, err: RuleError) -> RuleError:
         """``err`` if the head alone refuses ``tx``; ``conflicts_with_pending`` if only the
         pending transactions' effects do."""
-        c = touched_commitment(tx)
-        if not (self._gov or (c is not None and c in self._by_commitment)):
+        pending = [k for k in touched_keys(tx) or () if k in self._by_key]
+        if not (self._gov or pending):
             return err  # nothing pending that tx could conflict with
         if err.code in _BEFORE_SIGNATURE and err.code != "unknown_sender":
             return err
@@ -209,7 +210,7 @@ class Mempool:
             apply_tx(self._fresh(head), tx, self.verified, check_replay=False)
         except RuleError:
             return err
-        other = self._by_commitment.get(c, [b""])[0] if c is not None else b""
+        other = self._by_key[pending[0]][0] if pending else b""
         which = f"pending tx {other.hex()[:16]}" if other else "a pending transaction"
         return RuleError(
             "conflicts_with_pending", f"conflicts with {which} ({err.code}: {err.message})"
@@ -251,20 +252,45 @@ class Mempool:
                 doomed.append(tx_id)
         self._drop(doomed)
 
-    def _recheck_commitments(self, commitments: Iterable[bytes]) -> None:
-        """Re-apply, on the head, the pending transactions touching ``commitments``
-        (valid only while no governance is pending: members and rights are the head's)."""
+    def _recheck_keys(self, keys: set[bytes]) -> None:
+        """Re-apply, on the head, the pending transactions touching ``keys``
+        (valid only while no governance is pending: members and rights are the head's).
+
+        Nearly every transaction touches one key (its commitment): those are re-applied
+        key by key, in arrival order per key. A transaction touching several (consent)
+        pulls its other keys in too -- their cached effects are dropped and re-made --
+        and then everything affected is re-applied in arrival order."""
         ws = self._ws
         assert ws is not None
+        affected: set[bytes] = set()
+        frontier = list(keys)
+        multi = False
+        while frontier:
+            for tx_id in self._by_key.get(frontier.pop(), ()):
+                if tx_id in affected:
+                    continue
+                affected.add(tx_id)
+                more = touched_keys(self._txs[tx_id]) or ()
+                if len(more) > 1:
+                    multi = True
+                    for k in more:
+                        if k not in keys:
+                            keys.add(k)
+                            frontier.append(k)
+        for k in keys:
+            ws.attestations.pop(k, None)
+            ws.records.pop(k, None)
+        if multi:
+            order = [tx_id for tx_id in self._txs if tx_id in affected]
+        else:
+            order = [tx_id for k in keys for tx_id in self._by_key.get(k, ())]
         doomed = []
-        for c in commitments:
-            ws.attestations.pop(c, None)
-            for tx_id in self._by_commitment.get(c, ()):
-                ws.tx_ids.discard(tx_id)
-                try:
-                    apply_tx(ws, self._txs[tx_id], self.verified, check_replay=False)
-                except RuleError:
-                    doomed.append(tx_id)
+        for tx_id in order:
+            ws.tx_ids.discard(tx_id)
+            try:
+                apply_tx(ws, self._txs[tx_id], self.verified, check_replay=False)
+            except RuleError:
+                doomed.append(tx_id)
         self._drop(doomed)
 
     def _drop(self, tx_ids: list[bytes]) -> None:
@@ -282,14 +308,14 @@ class Mempool:
                 continue
             out.append(tx)
             self._bytes -= len(tx.encoded)
-            c = touched_commitment(tx)
-            if c is not None:
-                ids = self._by_commitment[c]
+            keys = touched_keys(tx)
+            if keys is None:
+                self._gov.discard(tx_id)
+            for k in keys or ():
+                ids = self._by_key[k]
                 ids.remove(tx_id)
                 if not ids:
-                    del self._by_commitment[c]
-            else:
-                self._gov.discard(tx_id)
+                    del self._by_key[k]
             if self._ws is not None:
                 self._ws.tx_ids.discard(tx_id)
         return out
@@ -307,11 +333,11 @@ class Mempool:
         touched: set[bytes] = set()
         governance = False  # the block, or an expired transaction, was governance
         for tx in (*block.txs, *expired):
-            c = touched_commitment(tx)
-            if c is None:
+            keys = touched_keys(tx)
+            if keys is None:
                 governance = True
             else:
-                touched.add(c)
+                touched.update(keys)
         # Blocks went by that committed() was not told of: they may have committed ours.
         skipped = old is None or old.block_id != block.header.prev_block_id
         if (
@@ -332,7 +358,7 @@ class Mempool:
             ws = self._ws
             self._head = head
             ws.parent, ws.height, ws.read_attestation = head, head.height + 1, head.attestation
-            self._recheck_commitments(touched)
+            self._recheck_keys(touched)
         gone, self._dropped = self._dropped, []
         return [tx.tx_id for tx in expired] + gone
 
@@ -356,9 +382,7 @@ class Mempool:
             if self._gov or any(_is_gov(tx) for tx in gone):
                 self._rebuild(self._head)
             else:
-                self._recheck_commitments(
-                    {c for tx in gone if (c := touched_commitment(tx)) is not None}
-                )
+                self._recheck_keys({k for tx in gone for k in touched_keys(tx) or ()})
         return len(gone)
 
     def take(
