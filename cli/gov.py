@@ -141,6 +141,18 @@ ACTIONS: dict[str, ActionSpec] = {
         (("COMMITMENT", "64 hex characters"), ("REASON", " | ".join(REASON_NAMES))),
         "dvp gov propose revoke-attestation 3f9a... fraud-suspected",
     ),
+    "add-purpose": ActionSpec(
+        GovAction.ADD_PURPOSE,
+        "admit a purpose data subjects may grant consent for (docs/CONSENT.md §3)",
+        (("PURPOSE", "an identifier, e.g. credit-card-application"),),
+        "dvp gov propose add-purpose credit-card-application",
+    ),
+    "remove-purpose": ActionSpec(
+        GovAction.REMOVE_PURPOSE,
+        "withdraw a consent purpose (grants made for it stay in force)",
+        (("PURPOSE", "the purpose"),),
+        "dvp gov propose remove-purpose account-opening",
+    ),
 }
 assert {s.action for s in ACTIONS.values()} == set(GovAction), "every ledger action has a CLI"
 
