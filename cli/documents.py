@@ -187,6 +187,9 @@ def describe(v: Verdict) -> str:
         text += f"; revoked {by} at block {v.revoked_height} ({reason})"
     if v.status == Status.EXPIRED and v.valid_until_ms:
         text += f"; valid until {_utc(v.valid_until_ms)}"
+    if v.access is not None:  # a document bound to its data subject (docs/CONSENT.md §5)
+        a = v.access
+        text += f"; {a.describe()} by {a.grantee}, {_utc(a.time_ms)}"
     return text + "."
 
 
@@ -200,6 +203,13 @@ def describe_failure(exc: VerificationError) -> str:
             f"{exc.head.age_ms / 1000:.1f} s old by this computer's clock; at most "
             f"{limit / 1000:g} s accepted (--max-age). The node may be cut off from the "
             "consortium: ask again shortly, or ask another member's node."
+        )
+    if exc.reason in (Reason.CONSENT_MISSING, Reason.CONSENT_MISMATCH):
+        return (
+            f"UNVERIFIABLE ({exc.reason.value.replace('_', ' ')}): this document is bound to "
+            "its data subject, and the node's answer proves no access recorded under a live "
+            f"grant the subject signed ({exc.message}). Record an access under the subject's "
+            "grant and verify with its id (docs/CONSENT.md)."
         )
     return (
         f"INVALID: the proof the node sent does not verify against the genesis "

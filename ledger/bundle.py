@@ -15,7 +15,11 @@ A bundle for commitment C at the newest certified height H holds (docs/PROOFS.md
   GOV_PROPOSE) that decided a governance revocation;
 - ``proposal`` (a governance revocation only): the proposal's id and record, with the
   sparse Merkle proof of the record against H's state root, so a verifier counts the
-  yes votes itself.
+  yes votes itself;
+- ``consent`` (a document bound to a data subject, docs/CONSENT.md §5; null otherwise):
+  the grant's id and record with its sparse Merkle proof against H's state root, the
+  subject's signed ``CONSENT_GRANT`` and the member's signed ``ACCESS``, each with its
+  inclusion proofs.
 
 ``to_json``/``from_json`` give the JSON form served by ``getAttestationProof``: binary
 values are lowercase hex, and objects are the canonical encodings (hex) of the ledger
@@ -31,7 +35,7 @@ from typing import Any
 
 from ledger.errors import DecodeError
 
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 _HEX = re.compile(r"(?:[0-9a-f]{2})*")
 MAX_HEX_CHARS = 2 * 1024 * 1024
 
@@ -72,6 +76,36 @@ class ProposalProof:
 
 
 @dataclass(frozen=True)
+class ConsentProof:
+    """The recorded access a bound document's bundle carries (docs/CONSENT.md §5)."""
+
+    grant_id: bytes  # the CONSENT_GRANT transaction's id
+    record: bytes  # canonical GrantRecord encoding
+    state_proof: dict[str, Any]  # the JSON form of ledger.smt.Proof, key grant_key(grant_id)
+    grant_tx: IncludedTx  # the subject's signed CONSENT_GRANT
+    access: IncludedTx  # the member's signed ACCESS
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "grant_id": self.grant_id.hex(),
+            "record": self.record.hex(),
+            "state_proof": self.state_proof,
+            "grant_tx": _included_json(self.grant_tx),
+            "access": _included_json(self.access),
+        }
+
+
+def _included_json(x: IncludedTx) -> dict[str, Any]:
+    return {
+        "tx": x.tx.hex(),
+        "header": x.header.hex(),
+        "index": x.index,
+        "tx_proof": [h.hex() for h in x.tx_proof],
+        "history_proof": [h.hex() for h in x.history_proof],
+    }
+
+
+@dataclass(frozen=True)
 class ProofBundle:
     chain_id: str
     commitment: bytes
@@ -82,18 +116,11 @@ class ProofBundle:
     attest: IncludedTx | None = None
     revoke: IncludedTx | None = None
     proposal: ProposalProof | None = None
+    consent: ConsentProof | None = None
 
     def to_json(self) -> dict[str, Any]:
         def inc(x: IncludedTx | None) -> dict[str, Any] | None:
-            if x is None:
-                return None
-            return {
-                "tx": x.tx.hex(),
-                "header": x.header.hex(),
-                "index": x.index,
-                "tx_proof": [h.hex() for h in x.tx_proof],
-                "history_proof": [h.hex() for h in x.history_proof],
-            }
+            return None if x is None else _included_json(x)
 
         return {
             "version": BUNDLE_VERSION,
@@ -119,6 +146,7 @@ class ProofBundle:
                 "record": self.proposal.record.hex(),
                 "state_proof": self.proposal.state_proof,
             },
+            "consent": None if self.consent is None else self.consent.to_json(),
         }
 
     @classmethod
@@ -137,9 +165,10 @@ class ProofBundle:
                 "attest",
                 "revoke",
                 "proposal",
+                "consent",
             },
         )
-        if type(d["version"]) is not int or d["version"] != BUNDLE_VERSION:  # not 2.0
+        if type(d["version"]) is not int or d["version"] != BUNDLE_VERSION:  # not 3.0
             raise BundleError(f"bundle version {d['version']!r} is not {BUNDLE_VERSION}")
         if not isinstance(d["chain_id"], str):
             raise BundleError("chain_id: expected a string")
@@ -170,6 +199,7 @@ class ProofBundle:
             attest=_included(d["attest"], "attest"),
             revoke=_included(d["revoke"], "revoke"),
             proposal=_proposal(d["proposal"]),
+            consent=_consent(d["consent"]),
         )
 
 
@@ -219,4 +249,23 @@ def _proposal(value: Any) -> ProposalProof | None:
         raise BundleError("proposal.state_proof: expected an object")
     return ProposalProof(
         _hex(d["id"], "proposal.id", 32), _hex(d["record"], "proposal.record"), d["state_proof"]
+    )
+
+
+def _consent(value: Any) -> ConsentProof | None:
+    if value is None:
+        return None
+    d = _obj(value, "consent", {"grant_id", "record", "state_proof", "grant_tx", "access"})
+    if not isinstance(d["state_proof"], dict):
+        raise BundleError("consent.state_proof: expected an object")
+    grant_tx = _included(d["grant_tx"], "consent.grant_tx")
+    access = _included(d["access"], "consent.access")
+    if grant_tx is None or access is None:
+        raise BundleError("consent: grant_tx and access are required")
+    return ConsentProof(
+        _hex(d["grant_id"], "consent.grant_id", 32),
+        _hex(d["record"], "consent.record"),
+        d["state_proof"],
+        grant_tx,
+        access,
     )

@@ -21,6 +21,13 @@ its block's body. On a node that pruned that body (``[ledger] retain_blocks``) t
 no such transaction to carry, so ``bundle`` raises ``ledger.errors.BodyPruned`` (RPC
 error -32006, docs/RPC.md) rather than answer a bundle without it; an archive node
 serves every bundle (docs/PROOFS.md §13).
+
+A document bound to a data subject is served with the recorded access the caller names
+(``bundle(commitment, access=tx_id)``): the ACCESS transaction and the grant it was made
+under — the grant's record proven at the head and the subject's signed CONSENT_GRANT —
+go in the bundle's ``consent`` part (docs/CONSENT.md §5). An ``access`` that is not a
+committed ACCESS to this commitment, or a document bound to no subject, is
+``ConsentProofError``.
 """
 
 from __future__ import annotations
@@ -30,11 +37,20 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from ledger import merkle
-from ledger.bundle import CertifiedHeader, IncludedTx, ProofBundle, ProposalProof, ValsetChange
+from ledger.bundle import (
+    CertifiedHeader,
+    ConsentProof,
+    IncludedTx,
+    ProofBundle,
+    ProposalProof,
+    ValsetChange,
+)
 from ledger.chain import Ledger
+from ledger.consent_records import GrantRecord, grant_key
 from ledger.errors import DecodeError, StoreError
 from ledger.records import AttestationRecord, attestation_key, proposal_key
 from ledger.state import decode_app_meta
+from ledger.transaction import Access
 from ledger.types import GovPropose, GovVote, Transaction, split_block, tx_id_of
 
 DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
@@ -64,6 +80,11 @@ class _StoredBlock:
     def cost(self) -> int:
         """Approximate bytes held: the block, the offsets, ~70 B per tree hash."""
         return len(self.raw) + 8 * len(self.offsets) + 70 * sum(map(len, self.levels))
+
+
+class ConsentProofError(ValueError):
+    """``access`` cannot prove a use of this document: not a committed ACCESS to it, or
+    the document is bound to no subject. The message says which, for the caller."""
 
 
 def _levels(leaf_hashes: list[bytes]) -> tuple[list[bytes], ...]:
@@ -181,8 +202,11 @@ class Prover:
             change = self._valset_changes[height] = ValsetChange(hb, cb, nxt.encode())
         return change
 
-    def bundle(self, commitment: bytes, height: int | None = None) -> ProofBundle:
-        """The proof bundle for ``commitment`` as of ``height`` (default: the head)."""
+    def bundle(
+        self, commitment: bytes, height: int | None = None, access: bytes | None = None
+    ) -> ProofBundle:
+        """The proof bundle for ``commitment`` as of ``height`` (default: the head);
+        with ``access`` (the id of a committed ACCESS to it) its ``consent`` part."""
         head = self.refresh() if height is None else height
         self.refresh()
         store = self.ledger.store
@@ -202,13 +226,21 @@ class Prover:
                 break
             changes.append(self._valset_change(h))
         record, proof = self.ledger.tree.get_with_proof(attestation_key(commitment), head)
-        attest = revoke = proposal = None
+        attest = revoke = proposal = consent = None
         if record is not None:
             rec = AttestationRecord.decode(record)
             attest = self.included(rec.height, rec.position, head)
             if rec.revoked_height:
                 revoke = self.included(rec.revoked_height, rec.revoke_position, head)
                 proposal = self._proposal(revoke.tx, head)
+            if access is not None:
+                if not rec.subject:
+                    raise ConsentProofError(
+                        "this document is bound to no data subject: it needs no access"
+                    )
+                consent = self._consent(commitment, access, head)
+        elif access is not None:
+            raise ConsentProofError("no attestation of this commitment: it needs no access")
         return ProofBundle(
             self.ledger.chain_id,
             commitment,
@@ -219,6 +251,38 @@ class Prover:
             attest,
             revoke,
             proposal,
+            consent,
+        )
+
+    def _consent(self, commitment: bytes, access_id: bytes, head: int) -> ConsentProof:
+        """The ``consent`` part for the ACCESS ``access_id``, proven at ``head``."""
+        short = access_id.hex()[:16]
+        loc = self.ledger.store.tx_location(access_id)
+        if loc is None or loc[0] > head:
+            raise ConsentProofError(f"no committed transaction {short}")
+        access = self.included(*loc, head)
+        tx = Transaction.decode(access.tx)
+        if tx.tx_id != access_id:  # the index is keyed by an id prefix
+            raise ConsentProofError(f"no committed transaction {short}")
+        p = tx.payload
+        if not isinstance(p, Access):
+            raise ConsentProofError(f"transaction {short} is not an ACCESS")
+        if p.commitment != commitment:
+            raise ConsentProofError(f"ACCESS {short} is to another document")
+        raw, proof = self.ledger.tree.get_with_proof(grant_key(p.grant_id), head)
+        if raw is None:
+            raise StoreError(
+                f"ACCESS {short} was recorded under grant {p.grant_id.hex()} that has no record"
+            )
+        grant = GrantRecord.decode(raw)
+        if (loc[0], loc[1]) not in {(a.height, a.position) for a in grant.accesses}:
+            raise StoreError(f"ACCESS {short} is not listed in its grant's record")
+        return ConsentProof(
+            p.grant_id,
+            raw,
+            proof.to_json(),
+            self.included(grant.height, grant.position, head),
+            access,
         )
 
     def _proposal(self, revoking_tx: bytes, head: int) -> ProposalProof | None:

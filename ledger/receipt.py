@@ -35,8 +35,10 @@ FORMAT: Final = "dvp-receipt"
 VERSION: Final = 1
 
 _HEX32 = r"^[0-9a-f]{64}$"
-#: The verdict's JSON values: strings, integers (never booleans or floats) and nulls.
+#: The verdict's JSON values: strings, integers (never booleans or floats) and nulls, and
+#: for ``access`` (a bound document's recorded access, docs/CONSENT.md §5) an object of them.
 Scalar = str | int | None
+Answer = Scalar | dict[str, Scalar]
 
 
 class ReceiptError(ValueError):
@@ -58,11 +60,11 @@ class Receipt(BaseModel):
     commitment: str = Field(pattern=_HEX32)
     checked_at_ms: int = Field(ge=0)
     max_age_ms: int | None = Field(ge=0)
-    verdict: dict[str, Scalar]
+    verdict: dict[str, Answer]
     bundle: dict[str, Any]
 
 
-def _answer(result: Verdict | VerificationError) -> dict[str, Scalar]:
+def _answer(result: Verdict | VerificationError) -> dict[str, Answer]:
     return result.to_json()  # type: ignore[return-value]
 
 

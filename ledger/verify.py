@@ -43,6 +43,7 @@ from enum import StrEnum
 
 from ledger import merkle
 from ledger.bundle import BundleError, IncludedTx, ProofBundle, ProposalProof
+from ledger.consent_verify import AccessInfo, ConsentError, check_consent
 from ledger.errors import DecodeError, ValidationError
 from ledger.records import (
     AttestationRecord,
@@ -84,6 +85,16 @@ class Reason(StrEnum):
     RECORD_MISMATCH = "record_mismatch"
     SIGNER_MISMATCH = "signer_mismatch"
     GOVERNANCE_MISMATCH = "governance_mismatch"
+    CONSENT_MISSING = "consent_missing"
+    CONSENT_MISMATCH = "consent_mismatch"
+
+
+#: Reasons that are no verdict on a sound proof (UNVERIFIABLE), not a proof that fails
+#: (INVALID): a head too old, or a bound document without a recorded access under a live
+#: consent (docs/CONSENT.md §5).
+UNVERIFIABLE_REASONS = frozenset(
+    {Reason.STATE_TOO_OLD, Reason.CONSENT_MISSING, Reason.CONSENT_MISMATCH}
+)
 
 
 #: The newest certified header may be at most this old by the verifier's clock. An idle
@@ -132,9 +143,10 @@ class VerificationError(Exception):
     @property
     def status(self) -> str:
         """UNVERIFIABLE when the proof is sound but its state too old to judge by (ask
-        again, or another node); INVALID when the proof itself does not verify (a
+        again, or another node), or a bound document's consent is missing or does not
+        hold (docs/CONSENT.md §5); INVALID when the proof itself does not verify (a
         forged, corrupted or wrong-chain answer: do not trust that node)."""
-        return "UNVERIFIABLE" if self.reason == Reason.STATE_TOO_OLD else "INVALID"
+        return "UNVERIFIABLE" if self.reason in UNVERIFIABLE_REASONS else "INVALID"
 
     def to_json(self) -> dict[str, object]:
         """The answer as the CLI (``--json``) and the RPC give it."""
@@ -180,12 +192,21 @@ class Verdict:
     revoke_reason: int | None = None
     revoked_by: str | None = None  # the member that signed the revoking transaction
     revoke_proposal: bytes | None = None  # the governance proposal, when revoked by one
+    access: AccessInfo | None = None  # the recorded access, for a document bound to a subject
 
     def to_json(self) -> dict[str, object]:
-        return {
-            k: (v.hex() if isinstance(v, bytes) else str(v) if isinstance(v, Status) else v)
-            for k, v in self.__dict__.items()
-        }
+        return {k: _json_value(v) for k, v in self.__dict__.items()}
+
+
+def _json_value(v: object) -> object:
+    """A verdict field in JSON: bytes as hex, the status as its name, the access an object."""
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, Status):
+        return str(v)
+    if isinstance(v, AccessInfo):
+        return v.to_json()
+    return v
 
 
 def _fail(reason: Reason, message: str) -> VerificationError:
@@ -375,7 +396,9 @@ def _judge(
             Reason.STATE_ROOT_MISMATCH, "the state proof does not match the head's state root"
         )
     if bundle.record is None:
-        if bundle.attest is not None or bundle.revoke is not None or bundle.proposal is not None:
+        if any(
+            x is not None for x in (bundle.attest, bundle.revoke, bundle.proposal, bundle.consent)
+        ):
             # nothing would check them: refuse rather than pass along unchecked bytes
             raise _fail(Reason.MALFORMED, "a bundle without a record carries transactions")
         return Verdict(Status.NOT_FOUND, bundle.commitment, *_as_of(info))
@@ -389,7 +412,7 @@ def _judge(
     p = tx.payload
     if not isinstance(p, Attest) or p.commitment != bundle.commitment:
         raise _fail(Reason.WRONG_COMMITMENT, "the ATTEST transaction is for another commitment")
-    if p.doc_type != rec.doc_type or p.valid_until_ms != rec.valid_until_ms:
+    if (p.doc_type, p.valid_until_ms, p.subject) != (rec.doc_type, rec.valid_until_ms, rec.subject):
         raise _fail(Reason.RECORD_MISMATCH, "the record does not match its ATTEST transaction")
     if tx.sender != rec.issuer_key:
         raise _fail(
@@ -401,6 +424,7 @@ def _judge(
             raise _fail(Reason.MALFORMED, "revocation proofs for a record that is not revoked")
     else:
         _check_revocation(bundle, anchor.chain_id, head, sets, rec)
+    access = _check_consent(bundle, anchor.chain_id, head, rec)
     return Verdict(
         attestation_status(rec, info.checked_at_ms),
         bundle.commitment,
@@ -415,7 +439,28 @@ def _judge(
         revoke_reason=rec.revoke_reason if rec.revoked_height else None,
         revoked_by=rec.revoker or None,
         revoke_proposal=None if bundle.proposal is None else bundle.proposal.proposal_id,
+        access=access,
     )
+
+
+def _check_consent(
+    bundle: ProofBundle, chain: str, head: BlockHeader, rec: AttestationRecord
+) -> AccessInfo | None:
+    """Step 6 (ledger.consent_verify), with this module's inclusion check; any failure of
+    a consent part's inclusion is a ``consent_mismatch``."""
+
+    def included(
+        inc: IncludedTx, height: int, position: int, what: str
+    ) -> tuple[Transaction, BlockHeader]:
+        try:
+            return _included(inc, head, height, position, chain, what)
+        except VerificationError as exc:
+            raise ConsentError(Reason.CONSENT_MISMATCH.value, exc.message) from None
+
+    try:
+        return check_consent(bundle.consent, bundle.commitment, rec, head, included)
+    except ConsentError as exc:
+        raise _fail(Reason(exc.reason), exc.message) from None
 
 
 def _check_revocation(

@@ -99,7 +99,7 @@ _INCLUDED_TX: Final = obj(
 
 #: The proof bundle of docs/PROOFS.md section 11 (``ledger.bundle.ProofBundle.to_json``).
 BUNDLE: Final = obj(
-    version={"const": 2},
+    version={"const": 3},
     chain_id=STR,
     commitment=HEX32,
     head=CERTIFIED_HEAD,
@@ -109,6 +109,16 @@ BUNDLE: Final = obj(
     attest=nullable(_INCLUDED_TX),
     revoke=nullable(_INCLUDED_TX),
     proposal=nullable(obj(id=HEX32, record=HEX, state_proof=_SMT_PROOF)),
+    # a document bound to its data subject: the recorded access (docs/CONSENT.md §5)
+    consent=nullable(
+        obj(
+            grant_id=HEX32,
+            record=HEX,
+            state_proof=_SMT_PROOF,
+            grant_tx=_INCLUDED_TX,
+            access=_INCLUDED_TX,
+        )
+    ),
 )
 
 _JUDGED_AT: Final = dict(
@@ -137,6 +147,16 @@ VERDICT: Final = {
             revoke_reason=nullable(NAT),
             revoked_by=nullable(STR),
             revoke_proposal=nullable(HEX32),
+            access=nullable(
+                obj(
+                    grant_id=HEX32,
+                    purpose=STR,
+                    grantee=STR,
+                    height=NAT,
+                    time_ms=NAT,
+                    member_key=HEX32,
+                )
+            ),
         ),
         obj(
             dict(_JUDGED_AT),  # the head, once its certificate verified

@@ -102,7 +102,7 @@ async function verify(event) {
     const commitment = hex(await commitmentOf(new Uint8Array(await chosen.arrayBuffer()), $("code").value));
     const saved = $("saved").files[0];
     if (saved) return await recheck(saved, commitment);
-    const { headers, body } = lib.proofRequest(commitment, $("apikey").value);
+    const { headers, body } = lib.proofRequest(commitment, $("apikey").value, $("access").value);
     const response = await fetch("/", { method: "POST", headers, body, cache: "no-store", credentials: "omit" });
     const bundle = lib.bundleFromResponse(await response.json());
     const checkedAtMs = Date.now();

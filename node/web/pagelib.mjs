@@ -29,12 +29,17 @@ export function checkPinned(genesisHash, pinned) {
     throw new Error(`the node's genesis hash is ${genesisHash}, not the pinned ${pinned}: another chain, or a node not to trust`);
 }
 
-/** The JSON-RPC call and its headers (the API key as node/rpc/auth.py reads it). */
-export function proofRequest(commitmentHex, apiKey) {
+/** The JSON-RPC call and its headers (the API key as node/rpc/auth.py reads it); `access`,
+ *  when given, is the id of the ACCESS the caller recorded for a document bound to its
+ *  data subject (docs/CONSENT.md §4). */
+export function proofRequest(commitmentHex, apiKey, access = "") {
   const headers = { "Content-Type": "application/json" };
   const key = (apiKey ?? "").trim();
   if (key) headers.Authorization = `Bearer ${key}`;
-  const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "getAttestationProof", params: { commitment: commitmentHex } });
+  const params = { commitment: commitmentHex };
+  const accessId = (access ?? "").trim().toLowerCase();
+  if (accessId) params.access = accessId;
+  const body = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "getAttestationProof", params });
   return { headers, body };
 }
 
@@ -54,6 +59,9 @@ export function buildReceipt({ bundle, verdict, genesisHash, commitmentHex, chec
   return { format: RECEIPT_FORMAT, version: RECEIPT_VERSION, genesis_hash: genesisHash, commitment: commitmentHex,
     checked_at_ms: checkedAtMs, max_age_ms: maxAgeMs, verdict, bundle };
 }
+
+/** Equal JSON values (the verdict's `access` is an object: compared field by field). */
+const sameJson = (a, b) => JSON.stringify(sortKeys(a)) === JSON.stringify(sortKeys(b));
 
 function sortKeys(x) {
   if (Array.isArray(x)) return x.map(sortKeys);
@@ -90,6 +98,7 @@ const CHECKS = [
   ["The record matches its ATTEST transaction, for this commitment", ["record_mismatch", "wrong_commitment"]],
   ["The ATTEST and any revocation are signed by the keys the record names", ["signer_mismatch"]],
   ["Any revocation is the issuer's own, or an approved proposal with a quorum of validators' yes votes (counted here)", ["governance_mismatch"]],
+  ["For a document bound to its data subject: the access is recorded under a live grant the subject signed", ["consent_missing", "consent_mismatch"]],
 ];
 
 /** The checks passed for an answer: all of them for a verdict; those before the failed
@@ -112,7 +121,17 @@ const VERDICT_TEXT = {
   INVALID: "The node's proof does not verify: do not trust this answer or this node.",
   UNVERIFIABLE: "The proof is sound but the node's state is too old to judge by: try again, or another node.",
 };
-export const verdictText = (verdict) => VERDICT_TEXT[verdict.status] ?? verdict.status;
+const CONSENT_TEXT = {
+  consent_missing: "The document is bound to its data subject: the node's answer proves no access recorded under the subject's consent. Record an access under a grant, then verify with its id.",
+  consent_mismatch: "The document is bound to its data subject: the access the node's answer carries is not proven under a live grant the subject signed.",
+};
+export const verdictText = (verdict) => CONSENT_TEXT[verdict.reason] ?? VERDICT_TEXT[verdict.status] ?? verdict.status;
+
+/** The recorded access a verdict names (docs/CONSENT.md §5), in words, as `dvp verify` prints it. */
+export function accessText(access) {
+  if (!access) return null;
+  return `at block ${access.height} (${isoTime(access.time_ms)}) under grant ${access.grant_id.slice(0, 16)}… for ${access.purpose}, by ${access.grantee}`;
+}
 
 /** A Unix-ms time as ISO 8601 UTC, or null. */
 export const isoTime = (ms) => (Number.isSafeInteger(ms) ? new Date(ms).toISOString().replace(".000Z", "Z") : null);
@@ -148,6 +167,7 @@ export function resultRows(verdict) {
     ["Revoked in block", verdict.revoked_height],
     ["Revocation reason", revokeReasonText(verdict.revoke_reason)],
     ["Revoked by", revokedByText(verdict)],
+    ["Access recorded", accessText(verdict.access)],
     ["Head height", verdict.height],
     ["Head time", isoTime(verdict.block_time_ms)],
     ["Head age", age(verdict.head_age_ms)],
@@ -188,6 +208,6 @@ export async function reverifyReceipt(doc, anchor, commitmentHex) {
   const verdict = await verifyBundle(doc.bundle, anchor, { nowMs: doc.checked_at_ms, maxAgeMs: doc.max_age_ms });
   const ignore = "reason" in verdict ? new Set(["message"]) : new Set();
   const names = [...new Set([...Object.keys(verdict), ...Object.keys(doc.verdict)])].filter((k) => !ignore.has(k)).sort();
-  const differing = names.filter((k) => verdict[k] !== doc.verdict[k]);
+  const differing = names.filter((k) => !sameJson(verdict[k], doc.verdict[k]));
   return { verdict, holds: differing.length === 0, differing };
 }

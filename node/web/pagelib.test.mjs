@@ -37,7 +37,7 @@ test("every verdict: rows, checks and a receipt encoded as ledger.receipt encode
   for (const c of fixture.cases) {
     const verdict = await v.verifyBundle(c.bundle, anchor, { nowMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
     assert.ok(lib.receiptOffered(verdict), c.name);
-    assert.equal(lib.checksPassed(verdict).length, 10);
+    assert.equal(lib.checksPassed(verdict).length, 11);
     const rows = Object.fromEntries(lib.resultRows(verdict));
     assert.equal(rows["Head height"], String(verdict.height));
     if (verdict.status !== "NOT_FOUND") assert.equal(rows.Issuer, verdict.issuer);
@@ -47,6 +47,9 @@ test("every verdict: rows, checks and a receipt encoded as ledger.receipt encode
       const want = verdict.revoke_proposal ? /^a consortium vote \(proposal [0-9a-f]{16}…, decided by [a-z]+'s vote\)$/ : /^its issuer, szcredit$/;
       assert.match(rows["Revoked by"], want, c.name);
     } else assert.equal(rows["Revoked by"], undefined);
+    // a document bound to its data subject names the access it was verified under
+    if (verdict.access) assert.match(rows["Access recorded"], /^at block \d+ \(.+Z\) under grant [0-9a-f]{16}… for loan-application, by hkbank$/, c.name);
+    else assert.equal(rows["Access recorded"], undefined);
     const receipt = lib.buildReceipt({ bundle: c.bundle, verdict, genesisHash: anchor.genesisHash,
       commitmentHex: c.bundle.commitment, checkedAtMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
     const text = lib.encodeReceipt(receipt);
@@ -100,4 +103,26 @@ test("a revocation's reason in words, as dvp verify prints it", () => {
   assert.equal(lib.revokeReasonText(0), "unspecified");
   assert.equal(lib.revokeReasonText(99), "reason code 99");
   assert.equal(lib.revokeReasonText(null), null);
+});
+
+test("a bound document: the access is named, its consent's absence explained, its receipt re-checked", async () => {
+  const anchor = await v.anchorFromGenesisJson(fixture.genesis);
+  const bound = fixture.cases.find((c) => c.bundle.consent !== null);
+  assert.ok(bound, "the fixture holds a bound document");
+  const verdict = await v.verifyBundle(bound.bundle, anchor, { nowMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
+  assert.equal(verdict.access.purpose, "loan-application");
+  const receipt = JSON.parse(lib.encodeReceipt(lib.buildReceipt({ bundle: bound.bundle, verdict, genesisHash: anchor.genesisHash,
+    commitmentHex: bound.bundle.commitment, checkedAtMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms })));
+  const again = await lib.reverifyReceipt(receipt, anchor, bound.bundle.commitment);
+  assert.ok(again.holds, again.differing.join());
+  const altered = structuredClone(receipt);
+  altered.verdict.access.purpose = "account-opening";
+  assert.deepEqual((await lib.reverifyReceipt(altered, anchor, bound.bundle.commitment)).differing, ["access"]);
+  const missing = await v.verifyBundle({ ...bound.bundle, consent: null }, anchor, { nowMs: fixture.now_ms, maxAgeMs: fixture.max_age_ms });
+  assert.deepEqual([missing.status, missing.reason], ["UNVERIFIABLE", "consent_missing"]);
+  assert.match(lib.verdictText(missing), /bound to its data subject/);
+  assert.equal(lib.checksPassed(missing).length, 10);
+  const { body } = lib.proofRequest(bound.bundle.commitment, "", ` ${"AB".repeat(32)} `);
+  assert.deepEqual(JSON.parse(body).params, { commitment: bound.bundle.commitment, access: "ab".repeat(32) });
+  assert.deepEqual(JSON.parse(lib.proofRequest(bound.bundle.commitment, "").body).params, { commitment: bound.bundle.commitment });
 });

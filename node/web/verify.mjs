@@ -5,8 +5,9 @@
 // msgpack decoding (§2), headers, certificates and Ed25519 signatures (§4), RFC 6962
 // inclusion proofs (proofs-merkle.md §3), the sparse Merkle state proof (proofs-smt.md
 // §5–§6), the records' signers and a governance revocation's yes votes counted against the
-// validator set in force (§6, §11 steps 4–5, bundle version 2), and the record → verdict
-// rules with freshness (§6, §11). It answers in the JSON
+// validator set in force (§6, §11 steps 4–5, bundle version 3), the recorded access under
+// the data subject's consent for a bound document (§11 step 6, docs/CONSENT.md §5), and
+// the record → verdict rules with freshness (§6, §11). It answers in the JSON
 // form ledger/verify.py gives (Verdict.to_json / VerificationError.to_json), without
 // `message` wording parity. Crypto is WebCrypto (SHA-256, Ed25519: Node >= 20, current
 // browsers); msgpack is the vendored @msgpack/msgpack (vendor/VENDOR.md).
@@ -18,7 +19,9 @@ const subtle = globalThis.crypto.subtle;
 export const DEFAULT_MAX_AGE_MS = 30_000;
 const MAX_TX = 4096, MAX_HEADER = 4096, MAX_OBJECT = 65536, MAX_VALIDATORS = 256;
 const IDENT = /^[a-z0-9\-_.]{1,64}$/;
-const ATTEST = 1, REVOKE = 2, GOV_PROPOSE = 3, GOV_VOTE = 4;
+const ATTEST = 1, REVOKE = 2, GOV_PROPOSE = 3, GOV_VOTE = 4, CONSENT_GRANT = 5, CONSENT_REVOKE = 6, ACCESS = 7;
+// Reasons that are no verdict on a sound proof (ledger/verify.py UNVERIFIABLE_REASONS).
+const UNVERIFIABLE = ["state_too_old", "consent_missing", "consent_mismatch"];
 const REVOKE_ATTESTATION = 11, APPROVED = 1, MAX_REASON = 6, MAX_ROLE = 4, MAX_VOTES = 256;
 
 /** No verdict: `reason` is one of ledger/verify.py's Reason values. */
@@ -201,7 +204,7 @@ const upTo = (x, max, what) => { if (uint(x, what) > max) throw fail("malformed"
 // GOV_PROPOSE arguments per action (ledger/transaction.py GOV_ARGS): "id" identifier,
 // "name" display text, "key"/"hash" 32 bytes, "int" uint, "role" and "reason" known codes.
 const GOV_ARGS = [null, ["id", "name", "key"], ["id"], ["id", "role"], ["id", "role"], ["id", "id"], ["id", "id"],
-  ["id", "key"], ["id", "key"], ["id"], ["id", "int"], ["hash", "reason"]];
+  ["id", "key"], ["id", "key"], ["id"], ["id", "int"], ["hash", "reason"], ["id"], ["id"]];
 const GOV_ARG = {
   id: (x, w) => ident(x, w),
   name: (x, w) => { if (typeof x !== "string" || [...x].length < 1 || [...x].length > 128) throw fail("malformed", `${w} must be 1-128 characters`); },
@@ -221,10 +224,16 @@ async function decodeTx(raw) {
   ident(f[0], "chain_id"); bin(f[1], "sender", 32); if (typeof f[2] !== "bigint") uint(f[2], "nonce"); uint(f[3], "expiry_height");
   const kind = uint(f[4], "kind"), p = arr(f[5], null, "payload");
   if (kind === ATTEST) {
-    arr(p, 5, "ATTEST payload"); ident(p[0], "doc_type"); bin(p[1], "commitment", 32);
+    arr(p, 6, "ATTEST payload"); ident(p[0], "doc_type"); bin(p[1], "commitment", 32);
     const [issued, until] = [uint(p[2], "issued_at_ms"), uint(p[3], "valid_until_ms")];
     if (until && until <= issued) throw fail("malformed", "valid_until_ms must be 0 or after issued_at_ms");
-    bin(p[4], "metadata_digest", 0, 32);
+    bin(p[4], "metadata_digest", 0, 32); bin(p[5], "subject", 0, 32);
+  } else if (kind === CONSENT_GRANT) {
+    grantFields(arr(p, 6, "CONSENT_GRANT payload"));
+  } else if (kind === CONSENT_REVOKE) {
+    bin(arr(p, 1, "CONSENT_REVOKE payload")[0], "grant_id", 32);
+  } else if (kind === ACCESS) {
+    arr(p, 3, "ACCESS payload"); bin(p[0], "grant_id", 32); bin(p[1], "commitment", 32); ident(p[2], "purpose");
   } else if (kind === REVOKE) {
     arr(p, 2, "REVOKE payload"); bin(p[0], "commitment", 32); upTo(p[1], MAX_REASON, "reason");
   } else if (kind === GOV_PROPOSE) {
@@ -240,10 +249,44 @@ async function decodeTx(raw) {
     signatureOk: () => ed25519Verify(f[1], tagged("dvp/tx/v1", body), signature) };
 }
 
+/** §3 CONSENT_GRANT: [grantee, commitments (1-16, increasing), purpose, not_before_ms,
+ *  not_after_ms (> not_before_ms), max_uses (1-100)]; also the grant record's fields 1-6. */
+function grantFields(p) {
+  ident(p[0], "grantee");
+  const docs = arr(p[1], null, "grant commitments");
+  if (docs.length < 1 || docs.length > 16) throw fail("malformed", "a grant names 1-16 documents");
+  docs.forEach((c) => bin(c, "grant commitment", 32));
+  for (let i = 1; i < docs.length; i++) if (!bytesBefore(docs[i - 1], docs[i])) throw fail("malformed", "grant commitments must strictly increase");
+  ident(p[2], "purpose");
+  if (uint(p[4], "not_after_ms") <= uint(p[3], "not_before_ms")) throw fail("malformed", "not_after_ms must be after not_before_ms");
+  if (uint(p[5], "max_uses") < 1 || p[5] > 100) throw fail("malformed", "max_uses must be 1-100");
+}
+function bytesBefore(a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] < b[i];
+  return a.length < b.length;
+}
+
+/** §6 "The grant record" (docs/CONSENT.md §2.3): [subject, grantee, commitments, purpose,
+ *  not_before_ms, not_after_ms, max_uses, height, position, revoked_height,
+ *  revoke_position, [[height, position, member_key]...]]. */
+export function decodeGrant(raw) {
+  const f = arr(decodeCanonical(raw), 12, "grant record");
+  bin(f[0], "grant.subject", 32);
+  grantFields(f.slice(1, 7));
+  const accesses = arr(f[11], null, "grant.accesses").map((a) => {
+    arr(a, 3, "access entry");
+    return { height: uint(a[0], "access height"), position: uint(a[1], "access position"), memberKey: bin(a[2], "member_key", 32) };
+  });
+  if (accesses.length > f[6]) throw fail("malformed", "more accesses than max_uses");
+  return { subject: f[0], payload: f.slice(1, 7), grantee: f[1], commitments: f[2], purpose: f[3], notBeforeMs: f[4],
+    notAfterMs: f[5], maxUses: f[6], height: uint(f[7], "grant.height"), position: uint(f[8], "grant.position"),
+    revokedHeight: uint(f[9], "grant.revoked_height"), revokePosition: uint(f[10], "grant.revoke_position"), accesses };
+}
+
 /** §6 "The attestation record": one encoding per record, so the revocation fields are
  *  exactly empty until revoked, and name a member and a 32-byte key once it is. */
 export function decodeRecord(raw) {
-  const f = arr(decodeCanonical(raw), 11, "attestation record");
+  const f = arr(decodeCanonical(raw), 12, "attestation record");
   ident(f[0], "issuer"); bin(f[1], "issuer_key", 32); ident(f[2], "doc_type");
   const [validUntilMs, height, position, revokedHeight, revokeReason, revokePosition] = f.slice(3, 9).map((x) => uint(x, "record field"));
   if (revokeReason > 255) throw fail("malformed", "record.revoke_reason over 255");
@@ -253,7 +296,7 @@ export function decodeRecord(raw) {
   else if (revoker || revokeReason || revokePosition || !(revokerKey instanceof Uint8Array && revokerKey.length === 0))
     throw fail("malformed", "record: revocation fields set on a record that is not revoked");
   return { issuer: f[0], issuerKey: f[1], docType: f[2], validUntilMs, height, position, revokedHeight, revokeReason,
-    revokePosition, revoker, revokerKey };
+    revokePosition, revoker, revokerKey, subject: bin(f[11], "record.subject", 0, 32) };
 }
 
 /** §6 "The proposal record": [action, args, proposer, deadline_height, [yes ids], [no ids], status, decided_height]. */
@@ -365,7 +408,9 @@ export async function verifyStateProof(root, key, value, proof) {
 // ------------------------------------------------------------------ §5 genesis → anchor
 const ROLES = { validator: 1, issuer: 2, verifier: 3, auditor: 4 };
 const PARAMS = { max_block_txs: 2000, max_block_bytes: 2097152, heartbeat_ms: 5000, view_timeout_ms: 2000,
-  checkpoint_interval: 16, pipeline_window: 4, tx_ttl_heights: 1000, validator_change_delay: 2, max_clock_drift_ms: 10000 };
+  checkpoint_interval: 16, pipeline_window: 4, tx_ttl_heights: 1000, validator_change_delay: 2, max_clock_drift_ms: 10000,
+  subject_tx_limit: 20, subject_window_ms: 3600000 };
+const DEFAULT_PURPOSES = ["account-opening", "loan-application"];
 const cmpStr = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
 const sortedSet = (xs) => [...new Set(xs)].sort(cmpStr);
 const numSet = (xs) => [...new Set(xs)].sort((a, b) => a - b);
@@ -373,22 +418,23 @@ const numSet = (xs) => [...new Set(xs)].sort((a, b) => a - b);
 /** §5 "From the file to Genesis": the trust anchor {chainId, validators, genesisHash}. Throws
  *  when the file's genesis_hash does not match its contents (an edited file). */
 export async function anchorFromGenesisJson(doc) {
-  const known = ["chain_id", "genesis_time_ms", "members", "validators", "doc_types", "params", "genesis_hash"];
+  const known = ["chain_id", "genesis_time_ms", "members", "validators", "doc_types", "params", "purposes", "genesis_hash"];
   for (const k of Object.keys(doc)) if (!known.includes(k)) throw new Error(`genesis file: unknown field ${k}`);
   for (const k of Object.keys(doc.params ?? {})) if (!(k in PARAMS)) throw new Error(`genesis file: unknown parameter ${k}`);
   const members = doc.members.map((m) => [m.id, m.name, unhex(m.key, "member key"),
     numSet((m.roles ?? []).map((r) => ROLES[r])), sortedSet(m.doc_types ?? [])]).sort((a, b) => cmpStr(a[0], b[0]));
   const validators = doc.validators.map((v) => [v.member_id, unhex(v.node_key, "node key")]).sort((a, b) => cmpStr(a[0], b[0]));
   const params = Object.entries(PARAMS).map(([n, dflt]) => doc.params?.[n] ?? dflt);
-  const genesis = [doc.chain_id, doc.genesis_time_ms, members, validators, sortedSet(doc.doc_types), params];
+  const genesis = [doc.chain_id, doc.genesis_time_ms, members, validators, sortedSet(doc.doc_types), params,
+    sortedSet(doc.purposes ?? DEFAULT_PURPOSES)];
   const genesisHash = hex(await sha256(tagged("dvp/genesis/v1", enc(genesis))));
   if (doc.genesis_hash !== undefined && doc.genesis_hash !== genesisHash) throw new Error("genesis file: genesis_hash does not match its contents");
   return { chainId: doc.chain_id, validators: await decodeValidatorSet(enc(validators)), genesisHash };
 }
 
 // ------------------------------------------------------------------ §11 the bundle
-const BUNDLE_VERSION = 2;
-const BUNDLE = ["version", "chain_id", "commitment", "head", "valset_changes", "record", "state_proof", "attest", "revoke", "proposal"];
+const BUNDLE_VERSION = 3;
+const BUNDLE = ["version", "chain_id", "commitment", "head", "valset_changes", "record", "state_proof", "attest", "revoke", "proposal", "consent"];
 const INCLUDED = ["tx", "header", "index", "tx_proof", "history_proof"];
 
 function parseIncluded(x, what) {
@@ -410,6 +456,15 @@ function parseProposalPart(x) {
   return { id: hex32(x.id, "proposal.id"), record: unhex(x.record, "proposal.record"), stateProof: x.state_proof };
 }
 
+function parseConsentPart(x) {
+  if (x === null) return null;
+  if (!isObj(x, ["grant_id", "record", "state_proof", "grant_tx", "access"])) throw fail("malformed", "consent fields");
+  if (!isPlain(x.state_proof)) throw fail("malformed", "consent.state_proof must be an object");
+  const grantTx = parseIncluded(x.grant_tx, "consent.grant_tx"), access = parseIncluded(x.access, "consent.access");
+  if (grantTx === null || access === null) throw fail("malformed", "consent: grant_tx and access are required");
+  return { grantId: hex32(x.grant_id, "consent.grant_id"), record: unhex(x.record, "consent.record"), stateProof: x.state_proof, grantTx, access };
+}
+
 /** The bundle's JSON shape (§10, §11): every field present, known and typed, or malformed. */
 function parseBundle(doc) {
   if (!isObj(doc, BUNDLE)) throw fail("malformed", "bundle fields");
@@ -429,6 +484,7 @@ function parseBundle(doc) {
     attest: parseIncluded(doc.attest, "attest"), revoke: parseIncluded(doc.revoke, "revoke") };
   if (!isPlain(b.stateProof)) throw fail("malformed", "state_proof must be an object");
   b.proposal = parseProposalPart(doc.proposal);
+  b.consent = parseConsentPart(doc.consent);
   return b;
 }
 
@@ -490,7 +546,7 @@ export async function verifyBundle(doc, anchor, { nowMs, maxAgeMs = DEFAULT_MAX_
     return await judge(b, anchor, head, { starts, sets }, info);
   } catch (e) {
     if (!(e instanceof VerificationError)) throw e;
-    return { status: "INVALID", reason: e.reason, message: e.message, ...(info ?? {}) };
+    return { status: UNVERIFIABLE.includes(e.reason) ? "UNVERIFIABLE" : "INVALID", reason: e.reason, message: e.message, ...(info ?? {}) };
   }
 }
 
@@ -499,12 +555,12 @@ async function judge(b, anchor, head, sets, info) {
   const c = b.commitment;
   const base = { commitment: hex(c), ...info, issuer: null, doc_type: null, issued_at_ms: null, valid_until_ms: null,
     attested_height: null, attest_tx_id: null, revoked_height: null, revoke_reason: null,
-    revoked_by: null, revoke_proposal: null };
+    revoked_by: null, revoke_proposal: null, access: null };
   const proof = parseStateProof(b.stateProof); // parsed after the head, as ledger/verify.py does
   if (!(await verifyStateProof(head.stateRoot, await stateKey("attestation", c), b.record, proof)))
     throw fail("state_root_mismatch", "the state proof does not match the head's state root");
   if (b.record === null) {
-    if (b.attest !== null || b.revoke !== null || b.proposal !== null) throw fail("malformed", "a bundle without a record carries transactions");
+    if (b.attest !== null || b.revoke !== null || b.proposal !== null || b.consent !== null) throw fail("malformed", "a bundle without a record carries transactions");
     return { status: "NOT_FOUND", ...base };
   }
   const rec = decodeRecord(b.record);
@@ -512,17 +568,64 @@ async function judge(b, anchor, head, sets, info) {
   const tx = await included(b.attest, head, rec.height, rec.position, anchor.chainId, "ATTEST");
   const p = tx.payload;
   if (tx.kind !== ATTEST || !eq(p[1], c)) throw fail("wrong_commitment", "the ATTEST transaction is for another commitment");
-  if (p[0] !== rec.docType || p[3] !== rec.validUntilMs) throw fail("record_mismatch", "the record does not match its ATTEST transaction");
+  if (p[0] !== rec.docType || p[3] !== rec.validUntilMs || !eq(p[5], rec.subject)) throw fail("record_mismatch", "the record does not match its ATTEST transaction");
   if (!eq(tx.sender, rec.issuerKey)) throw fail("signer_mismatch", `the ATTEST is not signed by the key the record names for ${rec.issuer}`);
   if (!rec.revokedHeight) {
     if (b.revoke !== null || b.proposal !== null) throw fail("malformed", "revocation proofs for a record that is not revoked");
   } else await checkRevocation(b, anchor.chainId, head, sets, rec);
+  const access = await checkConsent(b, anchor.chainId, head, rec);
   const status = rec.revokedHeight ? "REVOKED"
     : rec.validUntilMs && info.checked_at_ms >= rec.validUntilMs ? "EXPIRED" : "VALID";
   return { ...base, status, issuer: rec.issuer, doc_type: rec.docType, issued_at_ms: p[2],
     valid_until_ms: rec.validUntilMs || null, attested_height: rec.height, attest_tx_id: hex(tx.txId),
     revoked_height: rec.revokedHeight || null, revoke_reason: rec.revokedHeight ? rec.revokeReason : null,
-    revoked_by: rec.revoker || null, revoke_proposal: b.proposal === null ? null : hex(b.proposal.id) };
+    revoked_by: rec.revoker || null, revoke_proposal: b.proposal === null ? null : hex(b.proposal.id), access };
+}
+
+/** Step 6 (docs/CONSENT.md §5): a document bound to a data subject needs the recorded
+ *  access under the subject's consent; every failure of steps 2–5 is consent_mismatch.
+ *  The access the verdict names, or null for a document bound to no subject. */
+async function checkConsent(b, chain, head, rec) {
+  if (!rec.subject.length) {
+    if (b.consent !== null) throw fail("malformed", "consent proofs for a document bound to no subject");
+    return null;
+  }
+  if (b.consent === null) throw fail("consent_missing", "this document is bound to its data subject: the bundle carries no recorded access");
+  try {
+    return await consentSteps(b.consent, b.commitment, chain, head, rec);
+  } catch (e) {
+    if (!(e instanceof VerificationError)) throw e;
+    throw fail("consent_mismatch", e.message);
+  }
+}
+
+async function consentSteps(cons, c, chain, head, rec) {
+  // 2. the grant record, proven at the head's state root
+  const proof = parseStateProof(cons.stateProof), grant = decodeGrant(cons.record);
+  if (!(await verifyStateProof(head.stateRoot, await stateKey("grant", cons.grantId), cons.record, proof)))
+    throw fail("consent_mismatch", "the grant record's proof does not match the head's state root");
+  // 3. the subject's own signed CONSENT_GRANT, where the record says
+  const gtx = await included(cons.grantTx, head, grant.height, grant.position, chain, "CONSENT_GRANT");
+  if (!eq(gtx.txId, cons.grantId) || gtx.kind !== CONSENT_GRANT) throw fail("consent_mismatch", "not this grant's CONSENT_GRANT");
+  if (!eq(gtx.sender, grant.subject) || !eq(gtx.sender, rec.subject)) throw fail("consent_mismatch", "the CONSENT_GRANT is not signed by the document's subject key");
+  if (!eq(enc(gtx.payload), enc(grant.payload))) throw fail("consent_mismatch", "the grant record does not match its CONSENT_GRANT");
+  // 4. the ACCESS, listed in the grant at an index below max_uses, by its signer
+  const block = await decodeHeader(cons.access.header, chain, "ACCESS block header");
+  const i = grant.accesses.findIndex((a) => a.height === block.height && a.position === cons.access.index);
+  if (i < 0 || i >= grant.maxUses) throw fail("consent_mismatch", "the ACCESS is not among the accesses the grant lists");
+  const atx = await included(cons.access, head, block.height, cons.access.index, chain, "ACCESS");
+  const p = atx.payload;
+  if (atx.kind !== ACCESS) throw fail("consent_mismatch", "the transaction at the access's place is not an ACCESS");
+  if (!eq(atx.sender, grant.accesses[i].memberKey)) throw fail("consent_mismatch", "the ACCESS is not signed by the key the grant lists");
+  if (!eq(p[0], cons.grantId) || !eq(p[1], c) || p[2] !== grant.purpose)
+    throw fail("consent_mismatch", "the ACCESS is not to this document under this grant for its purpose");
+  if (!grant.commitments.some((x) => eq(x, c))) throw fail("consent_mismatch", "the grant does not cover this document");
+  // 5. live at the access: inside the window by its block's time, not revoked before it
+  if (block.timeMs < grant.notBeforeMs || block.timeMs > grant.notAfterMs) throw fail("consent_mismatch", "the access is outside the grant's window");
+  if (grant.revokedHeight && (block.height > grant.revokedHeight || (block.height === grant.revokedHeight && cons.access.index > grant.revokePosition)))
+    throw fail("consent_mismatch", "the access came after the grant's revocation");
+  return { grant_id: hex(cons.grantId), purpose: grant.purpose, grantee: grant.grantee, height: block.height,
+    time_ms: block.timeMs, member_key: hex(atx.sender) };
 }
 
 /** Step 5: the transaction that revoked the record is where the record says, signed by the

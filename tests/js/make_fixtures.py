@@ -1,5 +1,6 @@
 """Writes tests/js/fixtures/bundles.json: real proof bundles (VALID, REVOKED by the issuer
-and by a governance vote, EXPIRED, NOT_FOUND, across a validator-set change), the genesis
+and by a governance vote, EXPIRED, NOT_FOUND, a document bound to a data subject with its
+recorded access, across a validator-set change), the genesis
 they trust, the verifier's clock,
 and the reference verifier's answer (ledger/verify.py) for each bundle, for a stale clock,
 for every one-field mutation (tests/support/bundles.py) and for every swapped part (each
@@ -54,7 +55,30 @@ def governance_bundle(cons: Any, lg: Any) -> Any:
     return json.loads(json.dumps(Prover(lg).bundle(C[4]).to_json()))
 
 
-PARTS = ("record", "attest", "revoke", "proposal")
+def consent_bundle(cons: Any, lg: Any) -> Any:
+    """Extends the chain: a document bound to a data subject's key, the subject's grant to
+    hkbank, hkbank's recorded access, and the bundle with its ``consent`` part
+    (docs/CONSENT.md §5)."""
+    from ledger.crypto import KeyPair
+    from ledger.prove import Prover
+    from ledger.testchain import GENESIS_TIME_MS
+    from ledger.transaction import Access, Attest, ConsentGrant
+    from tests.support.bundles import C, commit_block
+
+    subject = KeyPair.from_seed(b"\x5a" * 32)
+    attest = Attest("credit-report", C[5], GENESIS_TIME_MS, 0, b"", subject.public_key)
+    commit_block(lg, cons, [cons.tx("szcredit", attest)])
+    window = (GENESIS_TIME_MS, GENESIS_TIME_MS + 86_400_000)
+    grant = cons.tx(
+        "", ConsentGrant("hkbank", (C[5],), "loan-application", *window, 2), key=subject
+    )
+    commit_block(lg, cons, [grant])
+    access = cons.tx("hkbank", Access(grant.tx_id, C[5], "loan-application"))
+    commit_block(lg, cons, [access])
+    return json.loads(json.dumps(Prover(lg).bundle(C[5], access=access.tx_id).to_json()))
+
+
+PARTS = ("record", "attest", "revoke", "proposal", "consent")
 
 
 def swaps(name: str, bundles: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -83,6 +107,7 @@ def build() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         cons, lg, bundles = make_chain(Path(tmp) / "db")
         bundles["revoked_by_governance"] = governance_bundle(cons, lg)
+        bundles["bound_with_access"] = consent_bundle(cons, lg)
         lg.close()
     g = cons.genesis
     cases = []

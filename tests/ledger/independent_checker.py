@@ -1,6 +1,6 @@
 """A second, independent proof-bundle checker, written from the documents alone.
 
-Sources: docs/PROOFS.md (§1–§6, §11), docs/proofs-merkle.md (§1–§3) and
+Sources: docs/PROOFS.md (§1–§6, §11), docs/CONSENT.md §5, docs/proofs-merkle.md (§1–§3) and
 docs/proofs-smt.md (§1, §2, §5, §6). Nothing here is imported from ``ledger/``,
 ``node/`` or ``cli/``: only ``msgpack`` (decoding), PyNaCl (Ed25519) and ``hashlib``,
 as a bank's developer would use in another language. Where the documents were not
@@ -240,6 +240,7 @@ class Tx:
 
 
 ATTEST, REVOKE, GOV_PROPOSE, GOV_VOTE = 1, 2, 3, 4
+CONSENT_GRANT, CONSENT_REVOKE, ACCESS = 5, 6, 7
 REVOKE_ATTESTATION = 11
 
 
@@ -250,13 +251,23 @@ def decode_tx(raw: bytes) -> Tx:
     kind = _uint(f[4], "kind")
     payload = _arr(f[5], None, "payload")
     if kind == ATTEST:
-        p = _arr(payload, 5, "ATTEST payload")
+        p = _arr(payload, 6, "ATTEST payload")
         _ident(p[0], "doc_type")
         _bin(p[1], "commitment", 32)
         issued, until = _uint(p[2], "issued_at_ms"), _uint(p[3], "valid_until_ms")
         if until and until <= issued:
             raise CheckError("malformed: valid_until_ms must be 0 or after issued_at_ms")
         _bin(p[4], "metadata_digest", 0, 32)
+        _bin(p[5], "subject", 0, 32)
+    elif kind == CONSENT_GRANT:
+        _grant_fields(_arr(payload, 6, "CONSENT_GRANT payload"))
+    elif kind == CONSENT_REVOKE:
+        _bin(_arr(payload, 1, "CONSENT_REVOKE payload")[0], "grant_id", 32)
+    elif kind == ACCESS:
+        p = _arr(payload, 3, "ACCESS payload")
+        _bin(p[0], "grant_id", 32)
+        _bin(p[1], "commitment", 32)
+        _ident(p[2], "purpose")
     elif kind == REVOKE:
         p = _arr(payload, 2, "REVOKE payload")
         _bin(p[0], "commitment", 32)
@@ -281,6 +292,23 @@ def decode_tx(raw: bytes) -> Tx:
     )
 
 
+def _grant_fields(p: list[Any]) -> None:
+    """PROOFS.md §3: [grantee, commitments (1-16, increasing), purpose, not_before_ms,
+    not_after_ms (> not_before_ms), max_uses (1-100)]."""
+    _ident(p[0], "grantee")
+    docs = _arr(p[1], None, "commitments")
+    if not 1 <= len(docs) <= 16:
+        raise CheckError("malformed: a grant names 1-16 documents")
+    for c in docs:
+        _bin(c, "commitment", 32)
+    _increasing(docs, "grant commitments")
+    _ident(p[2], "purpose")
+    if _uint(p[4], "not_after_ms") <= _uint(p[3], "not_before_ms"):
+        raise CheckError("malformed: not_after_ms must be after not_before_ms")
+    if not 1 <= _uint(p[5], "max_uses") <= 100:
+        raise CheckError("malformed: max_uses must be 1-100")
+
+
 @dataclass(frozen=True)
 class Record:
     issuer: str
@@ -294,11 +322,12 @@ class Record:
     revoke_position: int
     revoker: str
     revoker_key: bytes
+    subject: bytes
 
 
 def decode_record(raw: bytes) -> Record:
     """PROOFS.md §6, "The attestation record"."""
-    f = _arr(decode_canonical(raw), 11, "attestation record")
+    f = _arr(decode_canonical(raw), 12, "attestation record")
     rec = Record(
         _ident(f[0], "issuer"),
         _bin(f[1], "issuer_key", 32),
@@ -306,6 +335,7 @@ def decode_record(raw: bytes) -> Record:
         *(_uint(f[i], "record field") for i in range(3, 9)),
         f[9],
         f[10],
+        _bin(f[11], "subject", 0, 32),
     )
     if rec.revoked_height:
         _ident(rec.revoker, "revoker")
@@ -313,6 +343,40 @@ def decode_record(raw: bytes) -> Record:
     elif (rec.revoke_reason, rec.revoke_position, rec.revoker, rec.revoker_key) != (0, 0, "", b""):
         raise CheckError("malformed: revocation fields on a record that is not revoked")
     return rec
+
+
+@dataclass(frozen=True)
+class Grant:
+    subject: bytes
+    payload: list[Any]  # [grantee, commitments, purpose, not_before_ms, not_after_ms, max_uses]
+    height: int
+    position: int
+    revoked_height: int
+    revoke_position: int
+    accesses: list[tuple[int, int, bytes]]
+
+
+def decode_grant(raw: bytes) -> Grant:
+    """PROOFS.md §6 "The grant record" (CONSENT.md §2.3)."""
+    f = _arr(decode_canonical(raw), 12, "grant record")
+    _grant_fields(f[1:7])
+    accesses = []
+    for item in _arr(f[11], None, "accesses"):
+        a = _arr(item, 3, "access entry")
+        accesses.append(
+            (_uint(a[0], "height"), _uint(a[1], "position"), _bin(a[2], "member_key", 32))
+        )
+    if len(accesses) > f[6]:
+        raise CheckError("malformed: more accesses than max_uses")
+    return Grant(
+        _bin(f[0], "subject", 32),
+        f[1:7],
+        _uint(f[7], "height"),
+        _uint(f[8], "position"),
+        _uint(f[9], "revoked_height"),
+        _uint(f[10], "revoke_position"),
+        accesses,
+    )
 
 
 @dataclass(frozen=True)
@@ -519,7 +583,10 @@ PARAM_DEFAULTS = {  # PROOFS.md §5: Params in order, with the defaults of a nam
     "tx_ttl_heights": 1000,
     "validator_change_delay": 2,
     "max_clock_drift_ms": 10000,
+    "subject_tx_limit": 20,
+    "subject_window_ms": 3600000,
 }
+DEFAULT_PURPOSES = ["account-opening", "loan-application"]  # PROOFS.md §5
 
 
 def genesis_from_json(doc: dict[str, Any]) -> list[Any]:
@@ -543,6 +610,7 @@ def genesis_from_json(doc: dict[str, Any]) -> list[Any]:
         vs_wire,
         sorted(set(doc["doc_types"])),
         params,
+        sorted(set(doc.get("purposes", DEFAULT_PURPOSES))),
     ]
 
 
@@ -626,9 +694,10 @@ def check_bundle(
         "attest",
         "revoke",
         "proposal",
+        "consent",
     }
     d = _fields(doc, keys, "bundle")
-    if type(d["version"]) is not int or d["version"] != 2:
+    if type(d["version"]) is not int or d["version"] != 3:
         raise CheckError("malformed: version")
     if d["chain_id"] != anchor.chain_id:
         raise CheckError("wrong chain: bundle")
@@ -677,7 +746,7 @@ def check_bundle(
         "max_age_ms": max_age_ms,
     }
     if record_raw is None:
-        if d["attest"] is not None or d["revoke"] is not None or d["proposal"] is not None:
+        if any(d[k] is not None for k in ("attest", "revoke", "proposal", "consent")):
             raise CheckError("malformed: transactions in a bundle without a record")
         return {**verdict, "status": "NOT_FOUND"}
     rec = decode_record(record_raw)
@@ -689,14 +758,20 @@ def check_bundle(
         raise CheckError("wrong commitment: ATTEST")
     if tx.sender != rec.issuer_key:
         raise CheckError("signer mismatch: ATTEST")
-    if tx.payload[0] != rec.doc_type or tx.payload[3] != rec.valid_until_ms:
+    if (tx.payload[0], tx.payload[3], tx.payload[5]) != (
+        rec.doc_type,
+        rec.valid_until_ms,
+        rec.subject,
+    ):
         raise CheckError("record mismatch: ATTEST")
     # 5. revocation
     if rec.revoked_height:
         _check_revocation(d, head, rec, c, chain, sets)
     elif d["revoke"] is not None or d["proposal"] is not None:
         raise CheckError("malformed: revocation parts for a record that is not revoked")
-    # 6. verdict (§6)
+    # 6. consent (CONSENT.md §5)
+    access = _check_consent(d, head, rec, c, chain)
+    # 7. verdict (§6)
     if rec.revoked_height:
         status = "REVOKED"
     elif rec.valid_until_ms and now_ms >= rec.valid_until_ms:
@@ -716,6 +791,90 @@ def check_bundle(
         "revoke_reason": rec.revoke_reason if rec.revoked_height else None,
         "revoked_by": rec.revoker or None,
         "revoke_proposal": None if d["proposal"] is None else _hexb(d["proposal"]["id"], "id"),
+        "access": access,
+    }
+
+
+def _check_consent(
+    d: dict[str, Any], head: Header, rec: Record, c: bytes, chain: str
+) -> dict[str, Any] | None:
+    """CONSENT.md §5 steps 1-5 (PROOFS.md §11 step 6); the verdict's ``access``."""
+    if not rec.subject:
+        if d["consent"] is not None:
+            raise CheckError("malformed: consent for a document bound to no subject")
+        return None
+    if d["consent"] is None:
+        raise CheckError("consent missing")
+    cd = _fields(d["consent"], {"grant_id", "record", "state_proof", "grant_tx", "access"}, "c")
+    for part in ("grant_tx", "access"):  # the JSON shape (§10): malformed, not a mismatch
+        x = _fields(cd[part], {"tx", "header", "index", "tx_proof", "history_proof"}, part)
+        if type(x["index"]) is not int or not isinstance(x["tx_proof"], list):
+            raise CheckError(f"malformed: consent.{part}")
+        if not isinstance(x["history_proof"], list):
+            raise CheckError(f"malformed: consent.{part}")
+        for h in [x["tx"], x["header"], *x["tx_proof"], *x["history_proof"]]:
+            _hexb(h, f"consent.{part}")
+    if not isinstance(cd["state_proof"], dict):
+        raise CheckError("malformed: consent.state_proof")
+    grant_id, raw = _hexb(cd["grant_id"], "grant_id"), _hexb(cd["record"], "grant record")
+    if len(grant_id) != 32:
+        raise CheckError("malformed: grant_id")
+    try:
+        return _consent_steps(cd, head, rec, c, chain, grant_id, raw)
+    except CheckError as exc:
+        raise CheckError(f"consent mismatch: {exc}") from None
+
+
+def _consent_steps(
+    cd: dict[str, Any],
+    head: Header,
+    rec: Record,
+    c: bytes,
+    chain: str,
+    grant_id: bytes,
+    raw: bytes,
+) -> dict[str, Any]:
+    # 2. the grant record at the head's state root
+    grant = decode_grant(raw)
+    if not verify_state_proof(
+        head.state_root, state_key("grant", grant_id), raw, cd["state_proof"]
+    ):
+        raise CheckError("the grant record's proof")
+    # 3. the subject's own signed grant, where the record says
+    gtx = _check_included(cd["grant_tx"], head, grant.height, grant.position, chain, "grant")
+    if gtx.tx_id != grant_id or gtx.kind != CONSENT_GRANT:
+        raise CheckError("not this grant's CONSENT_GRANT")
+    if gtx.sender != grant.subject or gtx.sender != rec.subject:
+        raise CheckError("the grant is not signed by the document's subject key")
+    if gtx.payload != grant.payload:
+        raise CheckError("the grant record is not its CONSENT_GRANT")
+    # 4. the access, listed in the grant
+    acc = cd["access"]
+    block = decode_header(_hexb(acc["header"], "access header"))
+    places = [(h, p) for h, p, _ in grant.accesses]
+    if (block.height, acc["index"]) not in places:
+        raise CheckError("the ACCESS is not listed in the grant")
+    i = places.index((block.height, acc["index"]))
+    atx = _check_included(acc, head, block.height, acc["index"], chain, "access")
+    if atx.kind != ACCESS or atx.sender != grant.accesses[i][2] or i >= grant.payload[5]:
+        raise CheckError("not the listed ACCESS")
+    if atx.payload != [grant_id, c, grant.payload[2]] or c not in grant.payload[1]:
+        raise CheckError("the ACCESS is not to this document under this grant and purpose")
+    # 5. live at the access: in the window by its block's time, not revoked before it
+    if not grant.payload[3] <= block.time_ms <= grant.payload[4]:
+        raise CheckError("the access is outside the grant's window")
+    if grant.revoked_height and (block.height, acc["index"]) > (
+        grant.revoked_height,
+        grant.revoke_position,
+    ):
+        raise CheckError("the access is after the grant's revocation")
+    return {
+        "grant_id": grant_id.hex(),
+        "purpose": grant.payload[2],
+        "grantee": grant.payload[0],
+        "height": block.height,
+        "time_ms": block.time_ms,
+        "member_key": atx.sender.hex(),
     }
 
 

@@ -39,7 +39,10 @@ _CHECKER_REASONS = {
     "record mismatch": "record_mismatch",
     "signer mismatch": "signer_mismatch",
     "governance mismatch": "governance_mismatch",
+    "consent missing": "consent_missing",
+    "consent mismatch": "consent_mismatch",
 }
+_UNVERIFIABLE = {"state_too_old", "consent_missing", "consent_mismatch"}
 
 
 def test_the_file_equals_a_fresh_generation() -> None:
@@ -80,7 +83,7 @@ def _checker(vector: dict[str, Any]) -> dict[str, Any]:
         text = str(exc)
         reason = next((r for p, r in _CHECKER_REASONS.items() if text.startswith(p)), text)
         return {
-            "status": "UNVERIFIABLE" if reason == "state_too_old" else "INVALID",
+            "status": "UNVERIFIABLE" if reason in _UNVERIFIABLE else "INVALID",
             "reason": reason,
         }
     except ValueError as exc:  # a decoding failure of the canonical encoding

@@ -23,11 +23,12 @@ from typing import Any
 
 from ledger.block import BlockHeader, CommitCertificate
 from ledger.chain import Ledger
+from ledger.crypto import KeyPair
 from ledger.genesis import genesis_to_json
 from ledger.prove import Prover
 from ledger.records import proposal_key
-from ledger.testchain import GENESIS_TIME_MS, Consortium
-from ledger.transaction import Transaction
+from ledger.testchain import DOC_TYPES, GENESIS_TIME_MS, Consortium
+from ledger.transaction import Access, Attest, ConsentGrant, ConsentRevoke, Transaction
 from ledger.types import GovAction, GovPropose, GovVote, Revoke, RevokeReason
 from ledger.verify import (
     DEFAULT_MAX_AGE_MS,
@@ -44,7 +45,12 @@ FORMAT = 1
 VALID, REVOKED_ISSUER, EXPIRES, REVOKED_GOV, LATE, IN_HEAD, ABSENT = (
     bytes([0xC0 + i]) * 32 for i in range(7)
 )
+#: Documents bound to data subjects (docs/CONSENT.md): two under one subject key and one
+#: grant, and one under another key whose attestation the issuer revokes after its access.
+BOUND, BOUND_TWIN, BOUND_REVOKED = (bytes([0xB0 + i]) * 32 for i in range(3))
+SUBJECT_KEYS = tuple(KeyPair.from_seed(bytes([0x5B, i]) * 16) for i in range(2))
 EXPIRY_MS = GENESIS_TIME_MS + 1500  # between block 1 and the verifier's clock
+GRANT_END_MS = GENESIS_TIME_MS + 86_400_000  # a day: the verifier's clock is inside it
 
 
 def _commit(lg: Ledger, cons: Consortium, txs: list[Transaction]) -> None:
@@ -53,10 +59,12 @@ def _commit(lg: Ledger, cons: Consortium, txs: list[Transaction]) -> None:
     lg.commit(ex.block, cons.certify(ex.block, validators=lg.validators_at(ex.height)))
 
 
-def build_chain(path: Path) -> tuple[Consortium, Ledger]:
+def build_chain(path: Path) -> tuple[Consortium, Ledger, dict[str, bytes]]:
     """Height 1 attests four commitments; a vote removes validator webank (a certified
     validator-set change); after it one more is attested, one revoked by its issuer,
-    another is revoked by a governance vote, and the head block attests the last."""
+    another is revoked by a governance vote; documents bound to data subjects are
+    granted, accessed and revoked (``consent_blocks``, whose ACCESS ids come back); and
+    the head block attests the last."""
     cons = Consortium.make()
     # Nonces above 2**53, as `dvp` picks them (63 random bits): a verifier must read
     # 64-bit integers exactly (a JavaScript number cannot).
@@ -87,8 +95,43 @@ def build_chain(path: Path) -> tuple[Consortium, Ledger]:
     )
     _commit(lg, cons, [gov])
     _commit(lg, cons, [cons.tx(v, GovVote(gov.tx_id, True)) for v in ("hkbank", "szcredit")])
+    accesses = consent_blocks(lg, cons)
     _commit(lg, cons, [cons.attest(IN_HEAD)])
-    return cons, lg
+    return cons, lg, accesses
+
+
+def _bound(cons: Consortium, commitment: bytes, subject: KeyPair) -> Transaction:
+    attest = Attest(DOC_TYPES[1], commitment, GENESIS_TIME_MS, 0, b"", subject.public_key)
+    return cons.tx("szcredit", attest)
+
+
+def consent_blocks(lg: Ledger, cons: Consortium) -> dict[str, bytes]:
+    """Bound attestations, grants (the subject's signed CONSENT_GRANTs), accesses by
+    hkbank, then the issuer revokes one bound document and its subject the grant: the
+    access stays proven (it came before both). The ACCESS ids, by document."""
+    s1, s2 = SUBJECT_KEYS
+    _commit(
+        lg,
+        cons,
+        [_bound(cons, BOUND, s1), _bound(cons, BOUND_TWIN, s1), _bound(cons, BOUND_REVOKED, s2)],
+    )
+    window = (GENESIS_TIME_MS, GRANT_END_MS)
+    g1 = cons.tx(
+        "", ConsentGrant("hkbank", (BOUND, BOUND_TWIN), "loan-application", *window, 3), key=s1
+    )
+    g2 = cons.tx(
+        "", ConsentGrant("hkbank", (BOUND_REVOKED,), "account-opening", *window, 1), key=s2
+    )
+    _commit(lg, cons, [g1, g2])
+    out = {
+        "bound": cons.tx("hkbank", Access(g1.tx_id, BOUND, "loan-application")),
+        "bound_twin": cons.tx("hkbank", Access(g1.tx_id, BOUND_TWIN, "loan-application")),
+        "bound_revoked": cons.tx("hkbank", Access(g2.tx_id, BOUND_REVOKED, "account-opening")),
+    }
+    _commit(lg, cons, list(out.values()))
+    revoke = cons.tx("szcredit", Revoke(BOUND_REVOKED, RevokeReason.DATA_CHANGED))
+    _commit(lg, cons, [revoke, cons.tx("", ConsentRevoke(g2.tx_id), key=s2)])
+    return {name: tx.tx_id for name, tx in out.items()}
 
 
 # ----------------------------------------------------------------------------- mutations
@@ -176,9 +219,10 @@ def _proof_flips(part: str, base: str, kind: str) -> list[Mutation]:
     ]
 
 
-def mutations(bundles: dict[str, Any], other_proposal: dict[str, Any]) -> list[Mutation]:
+def mutations(bundles: dict[str, Any], other: dict[str, Any]) -> list[Mutation]:
     st = ("state_proof",)
     return [
+        *consent_mutations(bundles, other),
         ("version", "valid", _set(("version",), lambda v: 1), "version 1", "malformed"),
         ("unknown-field", "valid", lambda d: {**d, "extra": 1}, "an unknown field", "malformed"),
         (
@@ -386,7 +430,7 @@ def mutations(bundles: dict[str, Any], other_proposal: dict[str, Any]) -> list[M
         (
             "another-proposal",
             "revoked_by_governance",
-            _set(("proposal",), lambda _: copy.deepcopy(other_proposal)),
+            _set(("proposal",), lambda _: copy.deepcopy(other["proposal"])),
             "another proposal (the validator-set change's, proven at the same head)",
             "governance_mismatch",
         ),
@@ -396,6 +440,101 @@ def mutations(bundles: dict[str, Any], other_proposal: dict[str, Any]) -> list[M
             _other("revoke", bundles["revoked_by_governance"]),
             "the revoking transaction (the governance vote, at another height)",
             "record_mismatch",
+        ),
+    ]
+
+
+def consent_mutations(bundles: dict[str, Any], other: dict[str, Any]) -> list[Mutation]:
+    """The consent part (docs/CONSENT.md §5) changed, left out or swapped."""
+    bound, revoked = bundles["bound_with_access"], bundles["bound_revoked_with_access"]
+    twin = other["twin_consent"]
+    part = ("consent",)
+    return [
+        (
+            "consent-missing",
+            "bound_with_access",
+            _set(part, lambda _: None),
+            "the consent part left out (null)",
+            "consent_missing",
+        ),
+        (
+            "consent-on-an-unbound-document",
+            "valid",
+            _other("consent", bound),
+            "a consent part added to a document bound to no subject",
+            "malformed",
+        ),
+        (
+            "consent-unknown-field",
+            "bound_with_access",
+            _set(part, lambda c: {**c, "extra": 1}),
+            "an unknown field in the consent part",
+            "malformed",
+        ),
+        (
+            "consent-grant-tx-of-another-subject",
+            "bound_with_access",
+            _set((*part, "grant_tx"), lambda _: copy.deepcopy(revoked["consent"]["grant_tx"])),
+            "the CONSENT_GRANT (another subject key's grant)",
+            "consent_mismatch",
+        ),
+        (
+            "consent-grant-tx-signature",
+            "bound_with_access",
+            _set((*part, "grant_tx", "tx"), lambda h: flip(h, -1)),
+            "a byte of the CONSENT_GRANT's signature",
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-signature",
+            "bound_with_access",
+            _set((*part, "access", "tx"), lambda h: flip(h, -1)),
+            "a byte of the ACCESS's signature",
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-tx-proof",
+            "bound_with_access",
+            _set((*part, "access", "tx_proof", 0), lambda h: flip(h, 0)),
+            "a byte of the ACCESS's tx-root inclusion proof",
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-to-another-document",
+            "bound_with_access",
+            _set((*part, "access"), lambda _: copy.deepcopy(twin["access"])),
+            "the ACCESS (the same grant's access to the subject's other document)",
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-under-another-grant",
+            "bound_with_access",
+            _set((*part, "access"), lambda _: copy.deepcopy(revoked["consent"]["access"])),
+            "the ACCESS (one under another grant, not listed in this one)",
+            "consent_mismatch",
+        ),
+        (
+            "consent-state-proof-of-another-grant",
+            "bound_with_access",
+            _set(
+                (*part, "state_proof"), lambda _: copy.deepcopy(revoked["consent"]["state_proof"])
+            ),
+            "the grant's state proof (another grant's)",
+            "consent_mismatch",
+        ),
+        (
+            "consent-another-grant",
+            "bound_with_access",
+            _set(part, lambda _: copy.deepcopy(revoked["consent"])),
+            "the whole consent part (another subject's grant and access, all proofs sound)",
+            "consent_mismatch",
+        ),
+        (
+            "consent-grant-record",
+            "bound_with_access",
+            _set((*part, "record"), lambda h: flip(h, -1)),
+            "the last byte of the grant record",
+            "consent_mismatch",
         ),
     ]
 
@@ -413,7 +552,7 @@ def _expect(anchor: TrustAnchor, doc: Any, now_ms: int, max_age_ms: int | None) 
 
 def generate() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        cons, lg = build_chain(Path(tmp) / "db")
+        cons, lg, accesses = build_chain(Path(tmp) / "db")
         prover = Prover(lg)
         head_ms = lg.tip.time_ms
         # The validator-set change's proposal (block 2), proven at the head: a genuine
@@ -424,6 +563,7 @@ def generate() -> dict[str, Any]:
         record, proof = lg.tree.get_with_proof(proposal_key(pid), lg.height)
         assert record is not None
         other_proposal = {"id": pid.hex(), "record": record.hex(), "state_proof": proof.to_json()}
+        other_parts: dict[str, Any] = {"proposal": other_proposal}
         bundles = {
             name: json.loads(json.dumps(prover.bundle(c).to_json()))
             for name, c in [
@@ -436,6 +576,11 @@ def generate() -> dict[str, Any]:
                 ("not_found", ABSENT),
             ]
         }
+        for name, c in [("bound_with_access", BOUND), ("bound_revoked_with_access", BOUND_REVOKED)]:
+            access = accesses[name.removesuffix("_with_access")]
+            bundles[name] = json.loads(json.dumps(prover.bundle(c, access=access).to_json()))
+        twin = prover.bundle(BOUND_TWIN, access=accesses["bound_twin"]).to_json()
+        other_parts["twin_consent"] = json.loads(json.dumps(twin["consent"]))
         lg.close()
     anchor = TrustAnchor.from_genesis(cons.genesis)
     now_ms = head_ms + 2000
@@ -448,6 +593,8 @@ def generate() -> dict[str, Any]:
         "revoked_by_governance": "REVOKED",
         "expired": "EXPIRED",
         "not_found": "NOT_FOUND",
+        "bound_with_access": "VALID",
+        "bound_revoked_with_access": "REVOKED",
     }
     vectors: list[dict[str, Any]] = []
 
@@ -485,7 +632,7 @@ def generate() -> dict[str, Any]:
         DEFAULT_MAX_AGE_MS,
         "state_too_old",
     )
-    for name, base, fn, what, reason in mutations(bundles, other_proposal):
+    for name, base, fn, what, reason in mutations(bundles, other_parts):
         add(
             f"mutated/{name}",
             f"the {base} bundle with {what} changed: must be refused",
@@ -528,6 +675,12 @@ _ABOUT = {
     "then in force",
     "expired": "attested with valid_until_ms before the verifier's clock",
     "not_found": "never attested: a proof of absence",
+    "bound_with_access": "bound to a data subject's key; the bundle carries the access "
+    "hkbank recorded under the subject's grant (docs/CONSENT.md §5): the grant record "
+    "proven at the head, the subject's signed CONSENT_GRANT and hkbank's signed ACCESS",
+    "bound_revoked_with_access": "bound to another subject key, accessed under its grant, "
+    "then revoked by its issuer while the subject revoked the grant: the access came before "
+    "both, so it is still proven",
 }
 
 

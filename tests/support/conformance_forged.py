@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from ledger.block import Block, BlockHeader
+from ledger.consent_records import AccessEntry, GrantRecord, grant_key
 from ledger.records import AttestationRecord, ProposalRecord, attestation_key, proposal_key
 from ledger.smt import SparseMerkleTree
 from ledger.smt_storage import MemoryNodeStore
@@ -47,6 +48,9 @@ def forge(
     entries = {attestation_key(commitment): rec.encode()}
     if prop is not None:
         entries[proposal_key(bytes.fromhex(d["proposal"]["id"]))] = prop.encode()
+    consent = d.get("consent")
+    if consent is not None:  # the grant record as ``change`` left it in the copy
+        entries[grant_key(bytes.fromhex(consent["grant_id"]))] = bytes.fromhex(consent["record"])
     store = MemoryNodeStore()
     tree = SparseMerkleTree(store)
     result = tree.update(None, 1, entries)
@@ -57,6 +61,9 @@ def forge(
         key = proposal_key(bytes.fromhex(d["proposal"]["id"]))
         d["proposal"]["record"] = prop.encode().hex()
         d["proposal"]["state_proof"] = tree.get_with_proof(key, 1)[1].to_json()
+    if consent is not None:
+        key = grant_key(bytes.fromhex(consent["grant_id"]))
+        consent["state_proof"] = tree.get_with_proof(key, 1)[1].to_json()
     head = replace(BlockHeader.decode(bytes.fromhex(d["head"]["header"])), state_root=result.root)
     changes = d["valset_changes"]
     validators = (
@@ -98,6 +105,7 @@ def forgeries(cons: Consortium, bundles: dict[str, Any]) -> list[Forgery]:
         return r
 
     return [
+        *consent_forgeries(cons, bundles),
         (
             "attest-signer",
             "valid",
@@ -167,5 +175,90 @@ def forgeries(cons: Consortium, bundles: dict[str, Any]) -> list[Forgery]:
             "the record's revoker (a member outside the validator set at the decision)",
             lambda r, d: (r[0]._replace(revoker="webank"), r[1]),
             "signer_mismatch",
+        ),
+    ]
+
+
+def _grant(
+    change: Callable[[GrantRecord], GrantRecord],
+) -> Callable[[Records, dict[str, Any]], Records]:
+    """A forgery of the consent part's grant record (the attestation's records kept)."""
+
+    def apply(r: Records, d: dict[str, Any]) -> Records:
+        rec = GrantRecord.decode(bytes.fromhex(d["consent"]["record"]))
+        d["consent"]["record"] = change(rec).encode().hex()
+        return r
+
+    return apply
+
+
+def _too_many(g: GrantRecord) -> GrantRecord:
+    """The access listed after ``max_uses`` others: a record no decoder accepts."""
+    filler = AccessEntry(1, 0, g.accesses[0].member_key)
+    return g._replace(accesses=(filler,) * g.max_uses + g.accesses)
+
+
+def consent_forgeries(cons: Consortium, bundles: dict[str, Any]) -> list[Forgery]:
+    other_key = cons.member_keys["cnix"].public_key
+    bound = "bound_with_access"
+    access_height = (
+        GrantRecord.decode(bytes.fromhex(bundles[bound]["consent"]["record"])).accesses[0].height
+    )
+    return [
+        (
+            "attest-subject",
+            bound,
+            "the attestation record's subject key (not the one the ATTEST binds)",
+            lambda r, d: (r[0]._replace(subject=other_key), r[1]),
+            "record_mismatch",
+        ),
+        (
+            "attest-unbound",
+            bound,
+            "the attestation record's subject (removed: the ATTEST binds one)",
+            lambda r, d: (r[0]._replace(subject=b""), r[1]),
+            "record_mismatch",
+        ),
+        (
+            "consent-grant-subject",
+            bound,
+            "the grant record's subject (another key than the CONSENT_GRANT's signer)",
+            _grant(lambda g: g._replace(subject=other_key)),
+            "consent_mismatch",
+        ),
+        (
+            "consent-grant-fields",
+            bound,
+            "the grant record's purpose (not the signed CONSENT_GRANT's)",
+            _grant(lambda g: g._replace(purpose="account-opening")),
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-not-listed",
+            bound,
+            "the grant record's accesses (none: the ACCESS is not among them)",
+            _grant(lambda g: g._replace(accesses=())),
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-other-member-key",
+            bound,
+            "the member key the grant record lists for the access (not the ACCESS's signer)",
+            _grant(lambda g: g._replace(accesses=(g.accesses[0]._replace(member_key=other_key),))),
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-past-max-uses",
+            bound,
+            "the grant record's accesses (the access listed after max_uses others)",
+            _grant(_too_many),
+            "consent_mismatch",
+        ),
+        (
+            "consent-access-after-revocation",
+            bound,
+            "the grant record's revocation (a block before the access)",
+            _grant(lambda g: g._replace(revoked_height=access_height - 1, revoke_position=0)),
+            "consent_mismatch",
         ),
     ]
