@@ -26,7 +26,7 @@ const REVOKE_ATTESTATION = 11, APPROVED = 1, MAX_REASON = 6, MAX_ROLE = 4, MAX_V
 
 /** No verdict: `reason` is one of ledger/verify.py's Reason values. */
 export class VerificationError extends Error {
-  constructor(reason, message) { super(`${reason}: ${message}`); this.reason = reason; this.head = null; }
+  constructor(reason, message) { super(`${reason}: ${message}`); this.reason = reason; this.detail = message; this.head = null; }
 }
 const fail = (reason, message) => new VerificationError(reason, message);
 
@@ -595,7 +595,7 @@ async function checkConsent(b, chain, head, rec) {
     return await consentSteps(b.consent, b.commitment, chain, head, rec);
   } catch (e) {
     if (!(e instanceof VerificationError)) throw e;
-    throw fail("consent_mismatch", e.message);
+    throw fail("consent_mismatch", e.detail);
   }
 }
 

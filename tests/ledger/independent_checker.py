@@ -805,7 +805,9 @@ def _check_consent(
         return None
     if d["consent"] is None:
         raise CheckError("consent missing")
-    cd = _fields(d["consent"], {"grant_id", "record", "state_proof", "grant_tx", "access"}, "c")
+    cd = _fields(
+        d["consent"], {"grant_id", "record", "state_proof", "grant_tx", "access"}, "consent"
+    )
     for part in ("grant_tx", "access"):  # the JSON shape (§10): malformed, not a mismatch
         x = _fields(cd[part], {"tx", "header", "index", "tx_proof", "history_proof"}, part)
         if type(x["index"]) is not int or not isinstance(x["tx_proof"], list):

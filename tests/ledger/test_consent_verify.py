@@ -200,9 +200,9 @@ def _stubbed(
     chain: Chain, monkeypatch: pytest.MonkeyPatch, grant_change: Any, access_change: Any
 ) -> str | None:
     """check_consent on the bound bundle with the grant record, or the ACCESS and its
-    block's header, changed past what any proof would allow (the rules refuse such an
-    access, and a forged head cannot add a block): the proof and inclusion checks are
-    stubbed, so the consent rules of steps 3-5 alone judge. The failure's message."""
+    block's header, changed as no honest chain has them (the rules refuse such an
+    access; the conformance vectors forge a block for two): the proof and inclusion checks
+    are stubbed, so the consent rules of steps 3-5 alone judge. The failure's message."""
     bundle = ProofBundle.from_json(_bound(chain))
     consent = bundle.consent
     assert consent is not None and bundle.record is not None

@@ -36,7 +36,7 @@ from ledger.verify import (
     VerificationError,
     verify_bundle_json,
 )
-from tests.support.conformance_forged import forge, forgeries
+from tests.support.conformance_forged import forge, forge_access_block, forgeries
 
 PATH = Path(__file__).parent.parent / "vectors" / "bundles.json"
 FORMAT = 1
@@ -579,6 +579,7 @@ def generate() -> dict[str, Any]:
         for name, c in [("bound_with_access", BOUND), ("bound_revoked_with_access", BOUND_REVOKED)]:
             access = accesses[name.removesuffix("_with_access")]
             bundles[name] = json.loads(json.dumps(prover.bundle(c, access=access).to_json()))
+        block_ids = [lg.store.get_header(h).block_id for h in range(lg.height + 1)]  # type: ignore[union-attr]
         twin = prover.bundle(BOUND_TWIN, access=accesses["bound_twin"]).to_json()
         other_parts["twin_consent"] = json.loads(json.dumps(twin["consent"]))
         lg.close()
@@ -651,6 +652,33 @@ def generate() -> dict[str, Any]:
             now_ms,
             DEFAULT_MAX_AGE_MS,
             reason,
+        )
+    grant_id = bytes.fromhex(bundles["bound_with_access"]["consent"]["grant_id"])
+    for name, purpose, time_ms, what in [
+        (
+            "consent-access-outside-window",
+            "loan-application",
+            GENESIS_TIME_MS - 1,
+            "an ACCESS in a block timed before the grant's window",
+        ),
+        (
+            "consent-access-for-another-purpose",
+            "account-opening",
+            head_ms,
+            "an ACCESS for another purpose than the grant's",
+        ),
+    ]:
+        access = cons.tx("hkbank", Access(grant_id, BOUND, purpose))
+        add(
+            f"forged/{name}",
+            "the bound_with_access bundle re-served by a dishonest quorum that certified a "
+            f"block after the head holding {what} (the rules refuse it), listed in the grant "
+            "record of a re-certified head: every proof and signature holds, the consent "
+            "rules do not",
+            forge_access_block(cons, block_ids, bundles["bound_with_access"], access, time_ms),
+            now_ms,
+            DEFAULT_MAX_AGE_MS,
+            "consent_mismatch",
         )
     return {
         "about": "dvp conformance vectors: complete proof bundles (the JSON result of "

@@ -18,12 +18,14 @@ from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, cast
 
+from ledger import merkle
 from ledger.block import Block, BlockHeader
 from ledger.consent_records import AccessEntry, GrantRecord, grant_key
 from ledger.records import AttestationRecord, ProposalRecord, attestation_key, proposal_key
 from ledger.smt import SparseMerkleTree
 from ledger.smt_storage import MemoryNodeStore
 from ledger.testchain import Consortium
+from ledger.transaction import Transaction
 from ledger.types import ValidatorSet
 
 Records = tuple[AttestationRecord, ProposalRecord | None]
@@ -262,3 +264,76 @@ def consent_forgeries(cons: Consortium, bundles: dict[str, Any]) -> list[Forgery
             "consent_mismatch",
         ),
     ]
+
+
+def forge_access_block(
+    cons: Consortium, block_ids: list[bytes], doc: dict[str, Any], access: Transaction, time_ms: int
+) -> dict[str, Any]:
+    """``doc`` (a bound bundle) re-served by a dishonest quorum that certified a block the
+    rules would refuse: after the honest head, a block of time ``time_ms`` holding just
+    ``access`` (an ACCESS by hkbank, validly signed), then a head over a state whose grant
+    record lists it. Every proof and signature holds; only the consent rules (the grant's
+    window, its purpose) can catch it. ``block_ids``: the honest chain's, 0..head."""
+    d = copy.deepcopy(doc)
+    honest = BlockHeader.decode(bytes.fromhex(d["head"]["header"]))
+    assert len(block_ids) == honest.height + 1
+    validators = (
+        ValidatorSet.decode(bytes.fromhex(d["valset_changes"][-1]["next_validators"]))
+        if d["valset_changes"]
+        else cons.genesis.validators
+    )
+    history = merkle.MerkleTree(merkle.leaf_hash(b) for b in block_ids)
+    block = replace(
+        honest,
+        height=honest.height + 1,
+        prev_block_id=block_ids[-1],
+        time_ms=time_ms,
+        tx_count=1,
+        tx_root=merkle.leaf_hash(access.tx_id),
+        history_root=history.root(),
+    )
+    history.append(merkle.leaf_hash(block.block_id))
+    grant = GrantRecord.decode(bytes.fromhex(d["consent"]["record"]))
+    entry = AccessEntry(block.height, 0, access.sender)
+    grant = grant._replace(accesses=(entry,))
+    commitment = bytes.fromhex(d["commitment"])
+    gkey = grant_key(bytes.fromhex(d["consent"]["grant_id"]))
+    store = MemoryNodeStore()
+    tree = SparseMerkleTree(store)
+    result = tree.update(
+        None,
+        1,
+        {attestation_key(commitment): bytes.fromhex(d["record"]), gkey: grant.encode()},
+    )
+    store.apply(result)
+    head = replace(
+        block,
+        height=block.height + 1,
+        prev_block_id=block.block_id,
+        time_ms=honest.time_ms,
+        tx_count=0,
+        tx_root=merkle.EMPTY_ROOT,
+        state_root=result.root,
+        history_root=history.root(),
+    )
+    size = head.height
+
+    def reprove(part: dict[str, Any]) -> None:
+        height = BlockHeader.decode(bytes.fromhex(part["header"])).height
+        part["history_proof"] = [h.hex() for h in history.inclusion_proof(height, size)]
+
+    reprove(d["attest"])
+    reprove(d["consent"]["grant_tx"])
+    d["consent"]["access"] = {
+        "tx": access.encode().hex(),
+        "header": block.encode().hex(),
+        "index": 0,
+        "tx_proof": [],
+        "history_proof": [h.hex() for h in history.inclusion_proof(block.height, size)],
+    }
+    d["consent"]["record"] = grant.encode().hex()
+    d["consent"]["state_proof"] = tree.get_with_proof(gkey, 1)[1].to_json()
+    d["state_proof"] = tree.get_with_proof(attestation_key(commitment), 1)[1].to_json()
+    cert = cons.certify(cast(Block, head), validators=validators)
+    d["head"] = {"header": head.encode().hex(), "certificate": cert.encode().hex()}
+    return d
