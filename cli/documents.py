@@ -204,12 +204,12 @@ def describe_failure(exc: VerificationError) -> str:
             f"{limit / 1000:g} s accepted (--max-age). The node may be cut off from the "
             "consortium: ask again shortly, or ask another member's node."
         )
-    if exc.reason in (Reason.CONSENT_MISSING, Reason.CONSENT_MISMATCH):
+    if exc.reason == Reason.CONSENT_MISSING:
         return (
-            f"UNVERIFIABLE ({exc.reason.value.replace('_', ' ')}): this document is bound to "
-            "its data subject, and the node's answer proves no access recorded under a live "
-            f"grant the subject signed ({exc.message}). Record an access under the subject's "
-            "grant and verify with its id (docs/CONSENT.md)."
+            "UNVERIFIABLE (consent missing): this document is bound to its data subject, "
+            f"and the node's answer carries no access recorded under a grant ({exc.message}). "
+            "Verify with your member key (dvp verify --key MEMBER.json) so the access is "
+            "recorded under the subject's grant (docs/CONSENT.md)."
         )
     return (
         f"INVALID: the proof the node sent does not verify against the genesis "

@@ -90,11 +90,10 @@ class Reason(StrEnum):
 
 
 #: Reasons that are no verdict on a sound proof (UNVERIFIABLE), not a proof that fails
-#: (INVALID): a head too old, or a bound document without a recorded access under a live
-#: consent (docs/CONSENT.md §5).
-UNVERIFIABLE_REASONS = frozenset(
-    {Reason.STATE_TOO_OLD, Reason.CONSENT_MISSING, Reason.CONSENT_MISMATCH}
-)
+#: (INVALID): a head too old, or a bound document whose bundle carries no access
+#: (docs/CONSENT.md §5). A consent part that is there but does not prove a recorded
+#: access under a live grant (``consent_mismatch``) is a failing proof: INVALID.
+UNVERIFIABLE_REASONS = frozenset({Reason.STATE_TOO_OLD, Reason.CONSENT_MISSING})
 
 
 #: The newest certified header may be at most this old by the verifier's clock. An idle

@@ -21,7 +21,7 @@ const MAX_TX = 4096, MAX_HEADER = 4096, MAX_OBJECT = 65536, MAX_VALIDATORS = 256
 const IDENT = /^[a-z0-9\-_.]{1,64}$/;
 const ATTEST = 1, REVOKE = 2, GOV_PROPOSE = 3, GOV_VOTE = 4, CONSENT_GRANT = 5, CONSENT_REVOKE = 6, ACCESS = 7;
 // Reasons that are no verdict on a sound proof (ledger/verify.py UNVERIFIABLE_REASONS).
-const UNVERIFIABLE = ["state_too_old", "consent_missing", "consent_mismatch"];
+const UNVERIFIABLE = ["state_too_old", "consent_missing"];
 const REVOKE_ATTESTATION = 11, APPROVED = 1, MAX_REASON = 6, MAX_ROLE = 4, MAX_VOTES = 256;
 
 /** No verdict: `reason` is one of ledger/verify.py's Reason values. */

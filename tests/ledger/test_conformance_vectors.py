@@ -42,7 +42,7 @@ _CHECKER_REASONS = {
     "consent missing": "consent_missing",
     "consent mismatch": "consent_mismatch",
 }
-_UNVERIFIABLE = {"state_too_old", "consent_missing", "consent_mismatch"}
+_UNVERIFIABLE = {"state_too_old", "consent_missing"}
 
 
 def test_the_file_equals_a_fresh_generation() -> None:

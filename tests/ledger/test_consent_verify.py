@@ -192,7 +192,7 @@ def test_each_consent_check_refuses_with_consent_mismatch(chain: Chain) -> None:
     }
     for words, bad in cases.items():
         exc = _refusal(chain, bad)
-        assert (exc.reason, exc.status) == (Reason.CONSENT_MISMATCH, "UNVERIFIABLE"), words
+        assert (exc.reason, exc.status) == (Reason.CONSENT_MISMATCH, "INVALID"), words
         assert words in exc.message, (words, exc.message)
 
 
