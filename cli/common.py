@@ -40,6 +40,7 @@ __all__ = [
     "client",
     "command_group",
     "emit",
+    "hex32",
     "read_key",
     "rpc_errors",
 ]
@@ -51,6 +52,17 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
+
+
+def hex32(text: str, what: str, hint: str = "") -> bytes:
+    """32 bytes from 64 hex characters, or a one-line CliError naming ``what``."""
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise CliError(f"{what}: expected 64 hex characters{hint}, got {text!r}")
+    return raw
 
 
 def emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:

@@ -5,7 +5,12 @@ the applicant hands the files and verification codes to a bank; the bank verifie
 (VALID) and saves a receipt for the loan file (``RECEIPT_PATH``, re-verified offline at
 once), a tampered copy is not found on the ledger (NOT_FOUND), the issuer revokes the
 statement (REVOKED), a document whose validity ran out is EXPIRED, an organisation that
-is not an admitted issuer is refused, and an auditor replays the chain. The demo starts
+is not an admitted issuer is refused. Then the applicant's chapter (docs/CONSENT.md): the
+issuer binds a credit report to the applicant's key, the applicant grants the bank consent
+for a loan application, the bank verifies (VALID, access recorded), WeBank without
+consent is refused by its node (-32007) and by the ledger (wrong_grantee), the applicant
+lists who verified (proven), revokes, and the bank's next verification is refused. An
+auditor replays the chain. The demo starts
 its own devnet in a temporary folder (or uses ``--dir``) and stops what it started.
 """
 
@@ -21,9 +26,21 @@ from rich.console import Console
 
 from cli import devnet
 from cli.devnet_files import load_devnet
-from cli.documents import attest_file, check_file, describe, revoke, verify_file
+from cli.documents import (
+    ConsentNeeded,
+    attest_file,
+    check_file,
+    describe,
+    record_access,
+    revoke,
+    verify_file,
+)
+from cli.network_index import NodeEntry
 from cli.rpc_client import RpcCallError, RpcClient
-from ledger.crypto import read_key_file
+from cli.subject import SubjectFile, subject_log
+from cli.subject import grant as grant_consent
+from cli.subject import revoke as revoke_consent
+from ledger.crypto import KeyPair, read_key_file
 from ledger.genesis import read_genesis
 from ledger.receipt import encode as encode_receipt
 from ledger.receipt import reverify
@@ -50,8 +67,125 @@ def say(step: str, text: str) -> None:
     console.print(f"\n[bold cyan]{step}[/bold cyan] {text}")
 
 
+#: The consent chapter's outcomes when every rule holds (docs/CONSENT.md).
+CONSENT_EXPECTED = [
+    "VALID (access recorded)",
+    "REFUSED (-32007 consent required; ledger: wrong_grantee)",
+    "1 access by hkbank, proven",
+    "REFUSED (-32007 grant_revoked; ledger: grant_revoked)",
+]
+
+
+def _ledger_code(exc: RpcCallError) -> str:
+    return str(exc.data.get("code")) if isinstance(exc.data, dict) else str(exc.code)
+
+
+def consent_story(
+    root: Path, nodes: dict[str, NodeEntry], genesis: Path, issuer: KeyPair
+) -> list[tuple[str, str]]:
+    """The applicant's chapter (docs/CONSENT.md): bind, grant, verify with consent, a
+    bank without consent, the applicant's proven log, revocation."""
+    out: list[tuple[str, str]] = []
+    szc = RpcClient(nodes["szcredit"].rpc_url)
+    bank = RpcClient(nodes["hkbank"].rpc_url)
+    other = RpcClient(nodes["webank"].rpc_url)
+    applicant_node = RpcClient(nodes["cnix"].rpc_url)
+    bank_key = read_key_file(root / "keys" / "hkbank.member.json")
+    other_key = read_key_file(root / "keys" / "webank.member.json")
+    docs = root / "documents"
+    say(
+        "7.",
+        "The applicant makes a key for the credit report on its own computer (dvp subject "
+        "new, dvp subject key) and asks Shenzhen Credit Service for a report bound to it: "
+        "from now on, every use of that report needs the applicant's consent.",
+    )
+    keyfile = docs / "applicant.subject.json"
+    keyfile.unlink(missing_ok=True)
+    subject = SubjectFile.create(keyfile).new_key("credit-report")
+    report = docs / "credit-report-for-hkbank.pdf"
+    report.write_bytes(
+        b"%PDF-1.7\nPersonal credit report: CHAN Tai Man, HKID A123456(7)\n"
+        b"Credit score 742; for the applicant's loan application\n"
+    )
+    a = attest_file(szc, issuer, report, "credit-report", subject=subject.public_key)
+    console.print(
+        f"   bound to key {subject.public_key.hex()[:16]}... (the applicant's; nothing "
+        f"else about the applicant goes on chain), committed at block {a.height}"
+    )
+    wait_height(applicant_node, a.height)
+    g = grant_consent(
+        applicant_node,
+        subject,
+        "hkbank",
+        "loan-application",
+        [a.commitment],
+        not_after_ms=int(time.time() * 1000) + 30 * 86_400_000,
+        max_uses=2,
+    )
+    gid = bytes.fromhex(g["grant_id"])
+    console.print(
+        f"   the applicant grants hkbank consent for a loan application, 2 uses, 30 days: "
+        f"grant {g['grant_id'][:16]}... at block {g['height']}"
+    )
+
+    say("8.", "The Hong Kong bank verifies it: it records an access under the grant first.")
+    wait_height(bank, g["height"])
+    checked = check_file(bank, genesis, report, a.code, member_key=bank_key)
+    result = checked.result
+    if isinstance(result, VerificationError):
+        raise result
+    console.print(f"   access {str(checked.access)[:16]}... recorded; {describe(result)}")
+    out.append(("bank with consent", f"{result.status} (access recorded)"))
+
+    say("9.", "WeBank, which holds no consent, tries the same document.")
+    wait_height(other, g["height"])
+    try:
+        check_file(other, genesis, report, a.code)
+        node_says = "SERVED (wrong!)"
+    except ConsentNeeded as exc:
+        node_says = "-32007 consent required"
+        console.print(f"   its node refuses the proof: {exc.reason}: {exc}")
+    try:
+        record_access(other, other_key, gid, a.commitment, "loan-application")
+        ledger_says = "ACCEPTED (wrong!)"
+    except RpcCallError as exc:
+        ledger_says = _ledger_code(exc)
+        console.print(f"   its access under hkbank's grant is refused by the ledger: {exc}")
+    out.append(("bank without consent", f"REFUSED ({node_says}; ledger: {ledger_says})"))
+
+    say("10.", "The applicant asks who verified the report, then withdraws the consent.")
+    log = subject_log(applicant_node, genesis, [subject])
+    accesses = [e for e in log.entries if e.event == "access"]
+    for e in accesses:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(e.time_ms / 1000))
+        console.print(
+            f"   {when}: {e.member} verified the credit report for {e.purpose} (grant "
+            f"{e.grant_id.hex()[:16]}..., block {e.height}), proven against the genesis"
+        )
+    who = sorted({e.member for e in accesses})
+    out.append(("applicant's log", f"{len(accesses)} access by {', '.join(who)}, proven"))
+    r = revoke_consent(applicant_node, subject, gid)
+    console.print(f"   grant revoked at block {r['height']}")
+    wait_height(bank, r["height"])
+    try:
+        check_file(bank, genesis, report, a.code, member_key=bank_key)
+        node_says = "SERVED (wrong!)"
+    except ConsentNeeded as exc:
+        node_says = f"-32007 {exc.reason}"
+        console.print(f"   the bank's next verification is refused: {exc.reason}: {exc}")
+    try:
+        record_access(bank, bank_key, gid, a.commitment, "loan-application")
+        ledger_says = "ACCEPTED (wrong!)"
+    except RpcCallError as exc:
+        ledger_says = _ledger_code(exc)
+    out.append(("bank after revocation", f"REFUSED ({node_says}; ledger: {ledger_says})"))
+    for c in (szc, bank, other, applicant_node):
+        c.close()
+    return out
+
+
 def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False) -> int:
-    """Play the story; exit 0 if all five outcomes and the audit came out as expected.
+    """Play the story; exit 0 if every outcome and the audit came out as expected.
 
     ``as_json``: the narration goes to stderr and stdout gets one JSON document,
     ``{"ok": bool, "outcomes": [{"step", "result"}...]}``, for scripts.
@@ -176,7 +310,9 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
             console.print(f"   refused by the ledger rules: {code}: {exc}")
             outcomes.append(("attestation by a non-issuer", f"REFUSED ({code})"))
 
-        say("7.", "An auditor replays the whole chain from genesis.")
+        outcomes += consent_story(root, nodes, genesis, issuer)
+
+        say("11.", "An auditor replays the whole chain from genesis.")
         from ledger.audit import RpcSource, replay
 
         auditor = RpcClient(nodes["cnix"].rpc_url)
@@ -210,7 +346,8 @@ def run_demo(root: Path | None = None, keep: bool = False, as_json: bool = False
         ok = (
             [str(r) for _, r in outcomes[:4]] == expected
             and outcomes[4][1].startswith("REFUSED")
-            and outcomes[5][1] == "OK"
+            and [str(r) for _, r in outcomes[5:9]] == CONSENT_EXPECTED
+            and outcomes[9][1] == "OK"
         )
         if as_json:
             print(

@@ -48,6 +48,25 @@ def _from_descriptions(args: argparse.Namespace, tpl: dict[str, Any], now_ms: in
     return genesis_from_descriptions(descs, settings)
 
 
+def _with_purposes(g: Genesis, given: str | None, template: Any) -> Genesis:
+    """``g`` with the consent purposes of ``--purposes a,b`` (else the template's ``purposes``,
+    else the default, docs/CONSENT.md §3); each through the ledger's identifier check."""
+    from ledger.errors import DecodeError
+
+    if given is None and template is None:
+        return g
+    items = given.split(",") if given is not None else template
+    if not isinstance(items, list) or not all(isinstance(p, str) for p in items):
+        raise ValueError("template purposes: expected a list of identifiers")
+    purposes = tuple(sorted({p.strip() for p in items if p.strip()}))
+    out = replace(g, purposes=purposes)
+    try:
+        Genesis.decode(out.encode())
+    except DecodeError as exc:
+        raise ValueError(f"--purposes: {exc}") from None
+    return out
+
+
 def cmd_genesis_new(args: argparse.Namespace) -> int:
     from cli.member_description import DescriptionError
     from cli.testnet import DEFAULT_TEMPLATE
@@ -65,7 +84,7 @@ def cmd_genesis_new(args: argparse.Namespace) -> int:
     try:
         tpl = read_template(Path(args.template or DEFAULT_TEMPLATE))
         make = _from_keys if args.keys is not None else _from_descriptions
-        g = make(args, tpl, now_ms)
+        g = _with_purposes(make(args, tpl, now_ms), args.purposes, tpl.get("purposes"))
     except (GenesisError, DescriptionError, KeyFileError, ValueError) as exc:
         raise CliError(str(exc)) from None
     write_genesis(out, g)
@@ -144,6 +163,13 @@ def add_genesis_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) 
         "validators) of the template's members",
     )
     p.add_argument("--chain-id", help="chain id (default: the template's)")
+    p.add_argument(
+        "--purposes",
+        metavar="A,B,...",
+        help="the purposes data subjects may grant consent for (docs/CONSENT.md §3; "
+        "default: the template's, else loan-application,account-opening); governance "
+        "changes them later (dvp gov propose add-purpose)",
+    )
     p.add_argument(
         "--time-ms",
         type=number(0, 2**53, integer=True),

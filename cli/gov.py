@@ -2,10 +2,11 @@
 
 A validator member proposes a change (``GovPropose``: add or remove a member, grant or
 withdraw a role or document type, rotate a key, change the validator set or a chain
-parameter, revoke an attestation) by signing it with its member key; the proposal's id
-is that transaction's id and the proposer's own vote counts as yes. Other validator
-members vote with ``dvp gov vote ID --yes|--no``; the change takes effect in the block
-where the yes votes reach the quorum of the validator set (``ledger.state``).
+parameter, revoke an attestation, add or withdraw a consent purpose) by signing it with
+its member key; the proposal's id is that transaction's id and the proposer's own vote
+counts as yes. Other validator members vote with ``dvp gov vote ID --yes|--no``; the
+change takes effect in the block where the yes votes reach the quorum of the validator
+set (``ledger.state``).
 ``dvp gov list`` shows open proposals (``dvp gov show ID...`` the given ones, whatever
 their status) with their votes and the node's reason for where each stands ("rejected at
 block 57: 2 of 4 voted no; cannot reach 3 yes"), from ``getProposals`` (an API key of any
@@ -38,6 +39,7 @@ from cli.common import (
     add_rpc_options,
     client,
     emit,
+    hex32,
     read_key,
     rpc_errors,
 )
@@ -169,13 +171,7 @@ def _key_arg(text: str, what: str) -> bytes:
 
 
 def _hex32(text: str, what: str) -> bytes:
-    try:
-        raw = bytes.fromhex(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise CliError(f"{what}: expected 64 hex characters (or a key file), got {text!r}")
-    return raw
+    return hex32(text, what, " (or a key file)")
 
 
 def _enum_arg(enum: Any, text: str, what: str, allowed: list[str]) -> int:

@@ -25,6 +25,7 @@ from cli.common import (
     add_rpc_options,
     client,
     emit,
+    hex32,
     read_key,
     rpc_errors,
 )
@@ -158,6 +159,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_attest(args: argparse.Namespace) -> int:
     from cli.documents import attest_file
 
+    subject = b""
+    if args.subject is not None:
+        subject = hex32(args.subject, "--subject", " (the subject's key, from dvp subject key)")
+
     def run() -> int:
         valid_until = int((time.time() + args.valid_days * 86400) * 1000) if args.valid_days else 0
         with client(args) as c:
@@ -168,6 +173,7 @@ def cmd_attest(args: argparse.Namespace) -> int:
                 args.doc_type,
                 valid_until_ms=valid_until,
                 wait=args.wait,
+                subject=subject,
             )
         data = {
             "commitment": a.commitment.hex(),
@@ -240,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="dvp: a consortium ledger for cross-border document verification.\n\n"
         "Start a local 4-member consortium:  dvp devnet up --dir devnet\n"
         "Key ceremony (docs/OPERATIONS.md):   dvp org init, dvp genesis new, dvp genesis show\n"
-        "Run one node from its config:        dvp node run --config node.toml",
+        "Run one node from its config:        dvp node run --config node.toml\n"
+        "The applicant's consent and log:     dvp subject new|key|grant|revoke|grants|log",
         epilog=EXIT_STATUSES,
     )
     from cli.version import VersionAction
@@ -378,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--valid-days", type=number(0, 36500), default=0, help="expires after N days (0: never)"
     )
     p.add_argument("--wait", action="store_true", help="return once committed")
+    p.add_argument(
+        "--subject",
+        metavar="PUBKEY",
+        help="bind the document to its data subject's key (from `dvp subject key`): then "
+        "every verification needs the subject's consent (docs/CONSENT.md)",
+    )
     p = add(
         sub,
         "revoke",
@@ -395,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cli.verify_cmd import add_verify_command
 
     add_verify_command(sub, add)
+    from cli.subject import add_subject_commands
+
+    add_subject_commands(sub, add)
     from cli.audit import add_audit_commands
 
     add_audit_commands(sub, add)

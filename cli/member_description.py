@@ -170,20 +170,24 @@ def description_files(paths: Sequence[Path]) -> list[Path]:
 @dataclass(frozen=True)
 class ChainSettings:
     """What the coordinator adds to the descriptions: from a genesis template's
-    ``chain_id``, ``doc_types`` and ``[params]`` (its ``[[members]]`` are not used)."""
+    ``chain_id``, ``doc_types``, ``[params]`` and consent ``purposes`` (its
+    ``[[members]]`` are not used; no ``purposes``: the default, docs/CONSENT.md §3)."""
 
     chain_id: str
     genesis_time_ms: int
     doc_types: tuple[str, ...] = ()
     params: tuple[tuple[str, int], ...] = ()
+    purposes: tuple[str, ...] | None = None
 
     @classmethod
     def from_template(cls, template: dict[str, Any], genesis_time_ms: int) -> ChainSettings:
+        purposes = template.get("purposes")
         return cls(
             str(template["chain_id"]),
             genesis_time_ms,
             tuple(template.get("doc_types", [])),
             tuple(sorted(template.get("params", {}).items())),
+            None if purposes is None else tuple(purposes),
         )
 
 
@@ -235,6 +239,8 @@ def genesis_from_descriptions(
         "doc_types": list(chain.doc_types),
         "params": dict(chain.params),
     }
+    if chain.purposes is not None:
+        doc["purposes"] = list(chain.purposes)
     try:
         return genesis_from_json(doc)
     except GenesisError as exc:

@@ -8,7 +8,7 @@ exit status is the verdict, so a script can branch on it without parsing output
 | code | meaning |
 | --- | --- |
 | 0 | VALID |
-| 1 | the node refused the request (e.g. an unknown API key) |
+| 1 | the node refused the request (an unknown API key), or consent required (``--key``) |
 | 2 | usage error (bad argument, unreadable file, genesis or receipt, malformed code) |
 | 3 | node unreachable |
 | 4 | INVALID: the node's proof (or a receipt's bundle) does not verify to its verdict |
@@ -42,6 +42,7 @@ from cli.common import (
     add_rpc_options,
     client,
     emit,
+    hex32,
     rpc_errors,
 )
 from ledger.verify import DEFAULT_MAX_AGE_MS
@@ -67,7 +68,8 @@ MAX_AGE_LIMIT_S: Final = 86_400.0
 
 EXIT_HELP: Final = f"""exit status:
   {EXIT_OK}  VALID
-  {EXIT_FAIL}  the node refused the request (e.g. an unknown API key)
+  {EXIT_FAIL}  the node refused the request (e.g. an unknown API key), or consent required:
+     the document is bound to its data subject and you hold no live grant (or gave no --key)
   {EXIT_USAGE}  usage error (bad argument, unreadable file or genesis, malformed code;
      a receipt that does not decode or is for another genesis or document)
   {EXIT_UNREACHABLE}  node unreachable
@@ -139,7 +141,8 @@ def _offline(args: argparse.Namespace, max_age_given: bool) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from cli.documents import check_file
+    from cli.common import read_key
+    from cli.documents import ConsentNeeded, check_file
     from ledger.commitment import CodeError
     from ledger.genesis import GenesisError
     from ledger.receipt import ReceiptError, encode
@@ -152,20 +155,39 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise CliError("--offline re-verifies a saved receipt: give --receipt FILE")
     if not args.offline and not args.rpc:
         raise CliError("--rpc URL is required (or --offline --receipt FILE: no node)")
+    grant_id = None if args.grant is None else hex32(args.grant, "--grant")
 
     def run() -> int:
         try:
             if args.offline:
                 return _offline(args, max_age_given)
+            member_key = read_key(args.key, args.passphrase_file) if args.key else None
             with client(args) as c:
                 checked = check_file(
-                    c, Path(args.genesis), Path(args.file), args.code, max_age_ms=max_age_ms
+                    c,
+                    Path(args.genesis),
+                    Path(args.file),
+                    args.code,
+                    max_age_ms=max_age_ms,
+                    member_key=member_key,
+                    grant_id=grant_id,
                 )
+        except ConsentNeeded as exc:
+            if not args.key:
+                raise CliError(
+                    f"consent required ({exc.reason}): this document is bound to its data "
+                    "subject; pass --key MEMBER.json (your organisation's member key) to "
+                    "record an access under the subject's grant to you",
+                    EXIT_FAIL,
+                ) from None
+            raise CliError(f"consent required ({exc.reason}): {exc}", EXIT_FAIL) from None
         except CodeError as exc:
             raise CliError(f"verification code: {exc}") from None
         except GenesisError as exc:
             raise CliError(str(exc)) from None
         extra: dict[str, Any] = {}
+        if checked.access is not None:
+            extra["access"] = checked.access
         if args.receipt:
             try:
                 Path(args.receipt).write_bytes(encode(checked.receipt()))
@@ -174,7 +196,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             except ReceiptError as exc:
                 raise CliError(f"receipt {args.receipt} not saved: {exc}") from None
             extra["receipt"] = args.receipt
-        code = _show(args, checked.result, "", extra)
+        prefix = (
+            f"Access {checked.access[:16]}... recorded on chain under the subject's grant.\n"
+            if checked.access
+            else ""
+        )
+        code = _show(args, checked.result, prefix, extra)
         if args.receipt and not getattr(args, "json", False):
             print(f"receipt saved to {args.receipt}")
         return code
@@ -207,6 +234,18 @@ def add_verify_command(sub: Any, add: Callable[..., argparse.ArgumentParser]) ->
         metavar="FILE",
         help="save what was checked (the bundle, the verdict, this computer's time, the "
         "genesis hash) to FILE; with --offline, re-verify FILE instead (docs/PROOFS.md §12)",
+    )
+    p.add_argument(
+        "--key",
+        metavar="MEMBER.json",
+        help="your organisation's member key: for a document bound to its data subject, "
+        "sign and record the access under the subject's grant to you (docs/CONSENT.md)",
+    )
+    p.add_argument("--passphrase-file", help="for a protected --key file")
+    p.add_argument(
+        "--grant",
+        metavar="ID",
+        help="with --key: the grant to record the access under (default: your first live one)",
     )
     p.add_argument(
         "--offline",

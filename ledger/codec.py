@@ -48,6 +48,7 @@ class Domain(bytes, Enum):
     GENESIS = b"dvp/genesis/v1"
     STATE_KEY = b"dvp/statekey/v1"
     RECORD = b"dvp/record/v1"
+    SUBJECT_QUERY = b"dvp/subject-query/v1"  # a data subject asks for its log
 
 
 def _reject_ext(code: int, data: bytes) -> NoReturn:

@@ -189,7 +189,7 @@ class Prover:
             history,
         )
 
-    def _valset_change(self, height: int) -> ValsetChange:
+    def valset_change(self, height: int) -> ValsetChange:
         change = self._valset_changes.get(height)
         if change is None:
             store = self.ledger.store
@@ -224,7 +224,7 @@ class Prover:
         for h in self.changes:
             if h >= head:
                 break
-            changes.append(self._valset_change(h))
+            changes.append(self.valset_change(h))
         record, proof = self.ledger.tree.get_with_proof(attestation_key(commitment), head)
         attest = revoke = proposal = consent = None
         if record is not None:

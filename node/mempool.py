@@ -358,6 +358,7 @@ class Mempool:
             ws = self._ws
             self._head = head
             ws.parent, ws.height, ws.read_attestation = head, head.height + 1, head.attestation
+            ws.time_ms = head.time_ms  # "now" at admission is the head's (consent windows)
             self._recheck_keys(touched)
         gone, self._dropped = self._dropped, []
         return [tx.tx_id for tx in expired] + gone

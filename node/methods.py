@@ -1,14 +1,15 @@
 """The node's JSON-RPC methods (this module registers them; ``node/rpc`` serves them).
 
 Public contract (docs/RPC.md): ``submitTransaction``, ``submitTransactions``, ``status``,
-``ping`` (a no-op) and the read methods below.
+``ping`` (a no-op) and the read methods below; the consent methods ``submitConsent`` and
+``getSubjectLog`` and the consent gate of the proof look-ups are ``node.methods_consent``.
 Writes are authorised by the transaction's own signature, so submitting needs no API
 key; the mempool answers BUSY (-32003) when full and rule failures are -32004 with a
 stable ``data.code``.
 
 Access (``roles=`` on each method; the OpenRPC ``x-access`` says the same):
-- public: ``submitTransaction(s)``, ``getHeader``, ``getHistoryProof``,
-  ``getConsistencyProof``, ``status``, ``ping``, ``rpc.discover``;
+- public: ``submitTransaction(s)``, ``submitConsent``, ``getSubjectLog``, ``getHeader``,
+  ``getHistoryProof``, ``getConsistencyProof``, ``status``, ``ping``, ``rpc.discover``;
 - any member with an API key: what enumerates the consortium or its blocks --
   ``getMembers``, ``getValidators``, ``getProposals`` (``node.methods_consortium``),
   ``getBlock`` (the auditor's bulk read);
@@ -34,12 +35,14 @@ from ledger.types import (
 from node.health import readiness, status_fields
 from node.logs import get_logger
 from node.mempool import ADMIT_CHUNK, AddResult, AddStatus
+from node.methods_consent import ACCESS_PARAM, add_consent_methods, consented_bundle
 from node.methods_consortium import add_consortium_methods
 from node.methods_verify import add_verify_method
 from node.rpc import (
     Bool,
     Busy,
     CallContext,
+    ConsentRequired,
     CredentialStore,
     Hex,
     Int,
@@ -116,6 +119,28 @@ def _outcome(node: Node, tx: Transaction, result: AddResult) -> dict[str, Any]:
     }
 
 
+async def submit_one(node: Node, t: Transaction, wait: bool, timeout_s: int) -> dict[str, Any]:
+    """Admit one transaction through the mempool (and wait for its commit if asked):
+    ``submitTransaction``'s path, which ``submitConsent`` shares."""
+    result = node.submit(t)
+    if result.status == AddStatus.DUPLICATE or result.status == AddStatus.ADDED:
+        out = _outcome(node, t, result)
+    else:
+        committed = node.committed_height_of(t.tx_id)
+        if committed is not None:  # a resubmission of a committed tx: report it
+            return {"tx_id": t.tx_id.hex(), "status": "committed", "height": committed}
+        out = _outcome(node, t, result)
+    if wait and out["status"] != "committed":
+        height = await node.wait_committed(t.tx_id, timeout_s)
+        if height is None:
+            raise Timeout(
+                f"not committed within {timeout_s} s; it may still commit",
+                {"tx_id": t.tx_id.hex()},
+            )
+        out = {"tx_id": t.tx_id.hex(), "status": "committed", "height": height}
+    return out
+
+
 def build_registry(node: Node) -> MethodRegistry:
     rpc = MethodRegistry(title="dvp node", version="0.1.0")
 
@@ -142,24 +167,7 @@ def build_registry(node: Node) -> MethodRegistry:
     async def submit_transaction(
         ctx: CallContext, tx: bytes, wait: bool, timeout_s: int
     ) -> dict[str, Any]:
-        t = _decode_tx(tx, "tx")
-        result = node.submit(t)
-        if result.status == AddStatus.DUPLICATE or result.status == AddStatus.ADDED:
-            out = _outcome(node, t, result)
-        else:
-            committed = node.committed_height_of(t.tx_id)
-            if committed is not None:  # a resubmission of a committed tx: report it
-                return {"tx_id": t.tx_id.hex(), "status": "committed", "height": committed}
-            out = _outcome(node, t, result)
-        if wait and out["status"] != "committed":
-            height = await node.wait_committed(t.tx_id, timeout_s)
-            if height is None:
-                raise Timeout(
-                    f"not committed within {timeout_s} s; it may still commit",
-                    {"tx_id": t.tx_id.hex()},
-                )
-            out = {"tx_id": t.tx_id.hex(), "status": "committed", "height": height}
-        return out
+        return await submit_one(node, _decode_tx(tx, "tx"), wait, timeout_s)
 
     @rpc.method(
         "submitTransactions",
@@ -292,18 +300,23 @@ def build_registry(node: Node) -> MethodRegistry:
     @rpc.method(
         "getAttestationProof",
         Param("commitment", Hex(32), description="the document commitment, hex"),
+        ACCESS_PARAM,
         roles=PROOF_READERS,
         summary="The proof bundle for a commitment at the newest certified height "
-        "(docs/PROOFS.md): verify it offline with ledger.verify",
+        "(docs/PROOFS.md): verify it offline with ledger.verify. A document bound to a "
+        "data subject needs access (docs/CONSENT.md §4), else -32007",
         result=Result("result", "the proof bundle (docs/PROOFS.md section 11)", BUNDLE),
-        errors=(NotFound, InvalidParams, Pruned),
+        errors=(NotFound, InvalidParams, Pruned, ConsentRequired),
     )
-    async def get_attestation_proof(ctx: CallContext, commitment: bytes) -> dict[str, Any]:
+    async def get_attestation_proof(
+        ctx: CallContext, commitment: bytes, access: bytes | None
+    ) -> dict[str, Any]:
         if node.ledger.height < 1:
             raise NotFound("no certified block yet")
-        return node.prover.bundle(commitment).to_json()
+        return consented_bundle(node, ctx, commitment, access).to_json()
 
     add_verify_method(rpc, node, PROOF_READERS)
+    add_consent_methods(rpc, node, lambda t, wait, timeout_s: submit_one(node, t, wait, timeout_s))
     add_consortium_methods(rpc, node, MEMBERS)
 
     @rpc.method(

@@ -9,7 +9,8 @@ is the verdict (VALID, REVOKED, EXPIRED, NOT_FOUND) or UNVERIFIABLE with reason
 ``state_too_old`` -- never a verdict from a head older than the limit, so a node cut off
 from its peers cannot answer VALID for a document revoked since. Either way it carries
 the head: ``height``, ``block_time_ms``, ``head_age_ms``, ``checked_at_ms``,
-``max_age_ms`` (the shape of ``dvp verify --json``).
+``max_age_ms`` (the shape of ``dvp verify --json``). A document bound to a data subject
+needs ``access`` (``node.methods_consent.require_consent``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ledger.verify import DEFAULT_MAX_AGE_MS, TrustAnchor, VerificationError, verify_bundle
+from node.methods_consent import ACCESS_PARAM, consented_bundle
 from node.rpc import (
     CallContext,
+    ConsentRequired,
     Hex,
     Int,
     InvalidParams,
@@ -46,6 +49,7 @@ def add_verify_method(rpc: MethodRegistry, node: Node, roles: frozenset[str]) ->
     @rpc.method(
         "verifyAttestation",
         Param("commitment", Hex(32), description="the document commitment, hex"),
+        ACCESS_PARAM,
         Param(
             "max_age_ms",
             Int(1, MAX_AGE_LIMIT_MS),
@@ -60,14 +64,14 @@ def add_verify_method(rpc: MethodRegistry, node: Node, roles: frozenset[str]) ->
         result=Result(
             "result", "the verdict, or UNVERIFIABLE/INVALID with reason and message", VERDICT
         ),
-        errors=(NotFound, InvalidParams, Pruned),
+        errors=(NotFound, InvalidParams, Pruned, ConsentRequired),
     )
     async def verify_attestation(
-        ctx: CallContext, commitment: bytes, max_age_ms: int
+        ctx: CallContext, commitment: bytes, access: bytes | None, max_age_ms: int
     ) -> dict[str, Any]:
         if node.ledger.height < 1:
             raise NotFound("no certified block yet")
-        bundle = node.prover.bundle(commitment)
+        bundle = consented_bundle(node, ctx, commitment, access)
         try:
             verdict = verify_bundle(
                 bundle, anchor, now_ms=int(time.time() * 1000), max_age_ms=max_age_ms

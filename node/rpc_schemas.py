@@ -17,6 +17,7 @@ __all__ = [
     "BOOL",
     "BUNDLE",
     "CERTIFIED_HEAD",
+    "CONSENT_REQUIRED",
     "EVIDENCE",
     "HEADER",
     "HEX",
@@ -26,6 +27,7 @@ __all__ = [
     "PROPOSAL",
     "STATUS",
     "STR",
+    "SUBJECT_LOG",
     "SUBMITTED",
     "VERDICT",
     "array",
@@ -119,6 +121,37 @@ BUNDLE: Final = obj(
             access=_INCLUDED_TX,
         )
     ),
+)
+
+#: ``getSubjectLog``: a data subject's proven log (``ledger.subject_log``).
+SUBJECT_LOG: Final = obj(
+    version={"const": 1},
+    chain_id=STR,
+    head=obj(header=HEX, certificate=HEX),
+    valset_changes=array(obj(header=HEX, certificate=HEX, next_validators=HEX)),
+    subjects=array(
+        obj(
+            key=HEX32,
+            record=nullable(HEX),
+            state_proof=_SMT_PROOF,
+            grants=array(
+                obj(
+                    grant_id=HEX32,
+                    record=HEX,
+                    state_proof=_SMT_PROOF,
+                    grant_tx=_INCLUDED_TX,
+                    revoke_tx=nullable(_INCLUDED_TX),
+                    accesses=array(_INCLUDED_TX),
+                )
+            ),
+        )
+    ),
+)
+
+#: The ``data`` of error -32007 (consent required, docs/CONSENT.md §4).
+CONSENT_REQUIRED: Final = obj(
+    reason=STR,
+    grants=array(obj(grant_id=HEX32, grantee=STR, purpose=STR, uses_left=NAT, not_after_ms=NAT)),
 )
 
 _JUDGED_AT: Final = dict(

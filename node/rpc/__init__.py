@@ -20,6 +20,7 @@ Typical use by the node::
 from node.rpc.auth import ApiKey, CredentialStore, Principal, generate_api_key, hash_api_key
 from node.rpc.errors import (
     Busy,
+    ConsentRequired,
     InternalError,
     InvalidParams,
     InvalidRequest,
@@ -43,6 +44,7 @@ __all__ = [
     "Busy",
     "CallContext",
     "Choice",
+    "ConsentRequired",
     "CredentialStore",
     "Dispatcher",
     "Hex",

@@ -27,6 +27,10 @@ code        class                meaning
 -32006      ``Pruned``           the answer needs a block body this node pruned
                                  (``[ledger] retain_blocks``); an archive node has it;
                                  ``data = {"height": h, "bodies_from": f}``
+-32007      ``ConsentRequired``  the document is bound to a data subject and the call
+                                 names no committed access of the caller's
+                                 (docs/CONSENT.md §4); ``data = {"reason": code,
+                                 "grants": [...]}`` (the caller's live grants, if any)
 ==========  ===================  ===========================================================
 
 Rules:
@@ -42,6 +46,7 @@ from typing import Any, ClassVar
 __all__ = [
     "APPLICATION_ERRORS",
     "Busy",
+    "ConsentRequired",
     "InternalError",
     "InvalidParams",
     "InvalidRequest",
@@ -170,6 +175,22 @@ class Pruned(RpcError):
         super().__init__(message, {"height": height, "bodies_from": bodies_from})
 
 
+class ConsentRequired(RpcError):
+    """A document bound to a data subject is served only for a recorded access
+    (docs/CONSENT.md §4): ``reason`` is a stable code (``no_grant``, ``grant_revoked``,
+    ``grant_expired``, ``grant_used_up``, ``grant_not_yet_valid``, ``no_access``,
+    ``access_not_found``, ``access_mismatch``, ``wrong_grantee``), ``grants`` the
+    caller's live grants for the document (how to record an access)."""
+
+    code = -32007
+    title = "consent required"
+    outcome = "consent_required"
+
+    def __init__(self, message: str, reason: str, grants: list[dict[str, Any]]) -> None:
+        self.reason = reason
+        super().__init__(message, {"reason": reason, "grants": grants})
+
+
 # The application codes a method may declare in ``errors=``; listed in OpenRPC.
 APPLICATION_ERRORS: tuple[type[RpcError], ...] = (
     NotFound,
@@ -178,4 +199,5 @@ APPLICATION_ERRORS: tuple[type[RpcError], ...] = (
     Rejected,
     Timeout,
     Pruned,
+    ConsentRequired,
 )

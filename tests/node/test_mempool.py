@@ -227,3 +227,36 @@ def test_blocks_the_mempool_was_not_told_of_drop_what_they_committed(
     assert mp.add(later, lg.head).status == AddStatus.ADDED
     assert mp.tx_ids() == [pending.tx_id, later.tx_id]
     assert mp.add(done, lg.head).code == "replay"
+
+
+def test_admission_judges_consent_windows_at_the_new_heads_time(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    """After a commit the mempool rebases on the new head, and "now" for a grant's window
+    is that head's time (docs/CONSENT.md §4), not the time of the head it was built on."""
+    from ledger.crypto import KeyPair
+    from ledger.transaction import Access, Attest, ConsentGrant
+
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    subject = KeyPair.from_seed(bytes(range(32)))
+    doc = b"\x0b" * 32
+    mp.add(
+        cons.tx("szcredit", Attest("credit-report", doc, 1, 0, b"", subject.public_key)), lg.head
+    )
+    commit_from(lg, cons, mp)
+    start = lg.head.time_ms + 10_000
+    grant = cons.tx(
+        "subject",
+        ConsentGrant("hkbank", (doc,), "loan-application", start, start + 86_400_000, 1),
+        key=subject,
+    )
+    assert mp.add(grant, lg.head).status == AddStatus.ADDED
+    commit_from(lg, cons, mp)
+    access = cons.tx("hkbank", Access(grant.tx_id, doc, "loan-application"))
+    assert mp.add(access, lg.head).code == "grant_not_yet_valid"
+    # A block past the window's start: the mempool's rebased state must be at its time.
+    ex = lg.build([], time_ms=start + 1, proposer=cons.proposer, verified=mp.verified)
+    lg.commit(ex.block, cons.certify(ex.block))
+    mp.committed(ex.block, lg.head)
+    assert mp.add(access, lg.head).status == AddStatus.ADDED

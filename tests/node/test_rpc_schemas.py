@@ -4,7 +4,8 @@ publishes (``rpc.discover``; node/rpc_schemas.py).
 One devnet validator started in-process, with the admin listener; each method of both
 registries is called over real HTTP with valid params, on a chain that holds an
 attestation, one revoked by its issuer, one revoked by a governance vote (a bundle
-with its proposal) and a governance proposal, and its result is
+with its proposal), a governance proposal and a document bound to its data subject with
+a grant and an access (docs/CONSENT.md), and its result is
 validated with ``jsonschema`` against the schema from ``rpc.discover`` itself. The
 table of calls must name every registered method, so a method added without a schema
 (or without a call here) fails this test.
@@ -13,13 +14,17 @@ table of calls must name every registered method, so a method added without a sc
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
+from cli.subject import derive_key
 from ledger.crypto import read_key_file
+from ledger.subject_log import sign_query
+from ledger.transaction import Access, Attest, ConsentGrant, ConsentRevoke
 from ledger.types import GovAction, GovPropose, Revoke, RevokeReason, Transaction
 from node.admin import build_admin_registry
 from node.methods import build_registry
@@ -93,9 +98,33 @@ def test_every_method_answers_what_its_schema_says(tmp_path: Path) -> None:
                 GovAction.REVOKE_ATTESTATION, (voted_out, int(RevokeReason.ISSUED_IN_ERROR)), exp
             ),
         ).signed(ops)
+        # A document bound to its data subject, a grant to hkbank and hkbank's access
+        # (docs/CONSENT.md): the consent methods and the access param.
+        subject, t0 = derive_key(bytes(32), 0), int(time.time() * 1000)
+        bound = hashlib.sha256(b"bound").digest()
+        bank = read_key_file(root / "keys" / "hkbank.member.json")
+        bind = Transaction(
+            "dvp-demo", issuer.public_key, 7, exp,
+            Attest("credit-report", bound, 1, 0, b"", subject.public_key),
+        ).signed(issuer)  # fmt: skip
+        grant = Transaction(
+            "dvp-demo", subject.public_key, 1, exp,
+            ConsentGrant("hkbank", (bound,), "loan-application", t0 - 60_000, t0 + 86_400_000, 5),
+        ).signed(subject)  # fmt: skip
+        access = Transaction(
+            "dvp-demo", bank.public_key, 1, exp, Access(grant.tx_id, bound, "loan-application")
+        ).signed(bank)
+        revoke_grant = Transaction(
+            "dvp-demo", subject.public_key, 2, exp, ConsentRevoke(grant.tx_id)
+        ).signed(subject)
         tx_id = _submit(port, kept)["tx_id"]
-        for tx in (revoked, revoke, proposal, by_vote, gov_revoke):
+        for tx in (revoked, revoke, proposal, by_vote, gov_revoke, bind, grant, access):
             _submit(port, tx)
+        now = int(time.time() * 1000)
+        signed = {
+            "key": subject.public_key.hex(),
+            "signature": sign_query(subject, "dvp-demo", now).hex(),
+        }
         bundle = call(port, "getAttestationProof", {"commitment": voted_out.hex()})["result"]
         assert bundle["proposal"] is not None and bundle["proposal"]["id"] == gov_revoke.tx_id.hex()
         head = node.ledger.height
@@ -116,9 +145,15 @@ def test_every_method_answers_what_its_schema_says(tmp_path: Path) -> None:
             ],
             "getHeader": [{}, {"height": 0}, {"height": head}],
             "getBlock": [{"height": 1}, {"height": head, "include_txs": True}],
-            "getAttestationProof": [{"commitment": c} for c in commitments],
+            "getAttestationProof": [{"commitment": c} for c in commitments]
+            + [{"commitment": bound.hex(), "access": access.tx_id.hex()}],
             "verifyAttestation": [{"commitment": c} for c in commitments]
-            + [{"commitment": commitments[0], "max_age_ms": 1}],
+            + [
+                {"commitment": commitments[0], "max_age_ms": 1},
+                {"commitment": bound.hex(), "access": access.tx_id.hex()},
+            ],
+            "getSubjectLog": [{"keys": [signed], "issued_at_ms": now}],
+            "submitConsent": [{"tx": revoke_grant.encode().hex(), "wait": True}],
             "getTransaction": [{"tx_id": tx_id}],
             "getHistoryProof": [{"height": 0}, {"height": head - 1}],
             "getConsistencyProof": [
