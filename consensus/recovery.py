@@ -301,10 +301,35 @@ class RecoveryMixin(ReplicaBase):
                 self.fetched[height] = item
                 useful = True
         if self.fetch is not None and self.fetch[0] == event.peer:
-            self.fetch = None
-            self.cancel_timer(TimerKind.FETCH, 0)
-            if not useful:
-                self.fetch_attempt += 1
+            if useful:
+                self.fetch = None
+                self.cancel_timer(TimerKind.FETCH, 0)
+            else:
+                # Nothing usable (the peer is behind too, unreachable, or busy): ask the
+                # next peer soon, not after the full fetch timeout -- a replica that waits
+                # 2 s for a block the group committed long ago times out its view alone
+                # (found by the drill that restarts a validator). Not at once either: a
+                # shell that answers "busy" instantly would make that a busy loop.
+                self.set_timer(TimerKind.FETCH, 0, self.fetch_retry_ms())
+
+    def fetch_retry_ms(self) -> int:
+        return max(1, min(self.config.fetch_timeout_ms, self.config.view_timeout_ms // 4))
+
+    def behind(self) -> bool:
+        """Certified proof that the group committed beyond our last commit.
+
+        Either our stable checkpoint is above it (a quorum signed CHECKPOINT there, so at
+        least f + 1 honest members executed that far), or f + 1 members showed us heights
+        more than L above it (an honest member only votes within its own window, so its
+        stable checkpoint is above our last commit). Then our missing progress is our own
+        lag, not the primary's fault: we catch up instead of changing view. It cannot
+        hold for every honest replica at once: the f + 1 honest signers of the highest
+        stable checkpoint executed it, so they are not behind and can still time out.
+        """
+        if self.low > self.committed:
+            return True
+        claim = kth_highest(self.ahead.values(), weak_quorum(self.vset.n)) if self.ahead else None
+        return claim is not None and claim > self.committed + self.config.log_size
 
     def take_fetched(self) -> CertifiedPayload | None:
         """The verified fetched block at committed + 1, if any (else waits or discards)."""

@@ -110,6 +110,7 @@ class Replica(ViewChangeMixin, RecoveryMixin, ProposalMixin, RetransmitMixin):
         self.view, self.in_vc, self.fresh_from = 0, False, 1
         self.new_view_msg = self.my_vc = None
         self.vcs, self.failed_views, self.requested, self.stalls = {}, 0, set(), 0
+        self.views_voted = {}
         self.quorum_seen = False
         self.answered = {}
         self._epoch_checked = (-1, -1, -1)
@@ -166,7 +167,7 @@ class Replica(ViewChangeMixin, RecoveryMixin, ProposalMixin, RetransmitMixin):
         self._epoch_ok_upto = epoch - 1
         self.view, self.in_vc, self.fresh_from = view, False, max(self.low, epoch - 1) + 1
         self.new_view_msg = self.my_vc = None
-        self.vcs, self.ahead = {}, {}
+        self.vcs, self.ahead, self.views_voted = {}, {}, {}
         self.requested.clear()
         self.cancel_kind(TimerKind.VIEW_CHANGE)
         self.cancel_timer(TimerKind.RETRANSMIT, 0)
@@ -259,6 +260,8 @@ class Replica(ViewChangeMixin, RecoveryMixin, ProposalMixin, RetransmitMixin):
             return False
         if view != self.view:
             self.count("wrong_view")
+            if view > self.view:
+                self.note_higher_view(message, view, verified)
             return False
         return self.verify(message, verified)
 
@@ -446,6 +449,8 @@ class Replica(ViewChangeMixin, RecoveryMixin, ProposalMixin, RetransmitMixin):
         if not self.verify(commit, verified):
             return
         self.add_commit(slot, commit)
+        if commit.view > self.view:
+            self.note_higher_view(commit, commit.view, verified=True)
 
     def add_commit(self, slot: Slot, commit: Commit) -> None:
         slot.commits[(commit.view, commit.sender)] = commit
@@ -550,12 +555,19 @@ class Replica(ViewChangeMixin, RecoveryMixin, ProposalMixin, RetransmitMixin):
             self.stalls += 1
             if self.stalls == 1:
                 self.retransmit_votes()
+            elif self.behind():
+                # Lagging, not stalled: the group commits on without us. A view change
+                # now would take us alone into the next view, where we could not vote
+                # again until the others change view too (``consensus.recovery.behind``).
+                self.count("progress_timeouts_behind")
             elif not self.fetch_gap():
                 self.count("progress_timeouts")
                 self.start_view_change(self.view + 1)
         elif kind is TimerKind.CENSOR:
             oldest = next(iter(self.pending_txs.values()), None)
-            if not self.in_vc and oldest is not None and oldest <= key:
+            if self.behind():
+                self.count("censor_timeouts_behind")  # our transactions may be in blocks we lack
+            elif not self.in_vc and oldest is not None and oldest <= key:
                 self.count("censorship_timeouts")
                 first = tuple(itertools.islice(self.pending_txs, 3))
                 self.emit(CensorshipSuspected(self.view + 1, len(self.pending_txs), first))

@@ -123,6 +123,7 @@ class ReplicaBase:
     new_view_msg: NewView | None
     my_vc: ViewChange | None
     vcs: dict[int, dict[bytes, ViewChange]]
+    views_voted: dict[bytes, int]  # member -> highest view above ours it voted in
     failed_views: int
     quorum_seen: bool
     stalls: int
@@ -312,6 +313,7 @@ class ReplicaBase:
             "commits": sum(len(s.commits) for s in self.slots.values()),
             "payloads": sum(len(s.payloads) for s in self.slots.values()),
             "view_changes": sum(len(v) for v in self.vcs.values()),
+            "views_voted": len(self.views_voted),
             "checkpoints": sum(len(v) for v in self.cps.values()) + len(self.own_cps),
             "committed_ids": len(self.committed_ids),
             "certs": len(self.certs),

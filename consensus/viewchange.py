@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from consensus.api import Send, TimerKind
 from consensus.certs import NewViewPlan, check_new_view, check_view_change, select_reproposals
-from consensus.messages import NewView, Proof, ProofKind, ViewChange
+from consensus.messages import Message, NewView, Proof, ProofKind, ViewChange
 from consensus.quorum import kth_highest, weak_quorum
 from consensus.state import ReplicaBase
 
@@ -146,9 +146,34 @@ class ViewChangeMixin(ReplicaBase):
         if self.in_vc:
             self.check_view_change_quorum()
 
+    def note_higher_view(self, message: Message, view: int, verified: bool) -> None:
+        """A member voted (PRE-PREPARE, PREPARE, COMMIT) in a view above ours.
+
+        A replica that missed a view change -- it was down, e.g. a primary restarted
+        after the others replaced it -- would otherwise follow the new view's commit
+        certificates for ever without voting: it has nothing to time out on while it
+        commits. Votes in view w from f + 1 members prove an honest replica is in w,
+        so we join w like on f + 1 VIEW-CHANGEs; the members in w answer our
+        VIEW-CHANGE(w) with their NEW-VIEW. Moving *up* is always safe (a
+        VIEW-CHANGE only promises to leave the lower views); one Byzantine member
+        alone cannot make us move.
+        """
+        sender = message.sender
+        if sender == self.me or self.views_voted.get(sender, -1) >= view:
+            return
+        if not self.is_member(sender) or not self.verify(message, verified):
+            return
+        self.views_voted[sender] = view
+        self.join_higher_views()
+
     def join_higher_views(self) -> None:
-        """f + 1 validators moved past our view: follow them (TOCS'02 §4.5.2)."""
-        best: dict[bytes, int] = {}
+        """f + 1 validators moved past our view: follow them (TOCS'02 §4.5.2).
+
+        Their VIEW-CHANGEs count, and so do their votes in a higher view
+        (``note_higher_view``)."""
+        best: dict[bytes, int] = {
+            s: v for s, v in self.views_voted.items() if v > self.view and s != self.me
+        }
         for view, by_sender in self.vcs.items():
             if view > self.view:
                 for sender in by_sender:

@@ -102,8 +102,9 @@ class CatchUpMixin:
 
     def _on_blocks(self, ev: BlocksFetched) -> None:
         if self.replica is not None:
-            if ev.blocks:
-                self._step_replica(ca.BlocksReceived(ev.peer, ev.blocks))
+            # Every answer, empty or failed too: the replica keeps one fetch outstanding
+            # and must learn that this one brought nothing, to ask another peer.
+            self._step_replica(ca.BlocksReceived(ev.peer, ev.blocks or ()))
             return
         f = self.follow
         if not f.fetching:

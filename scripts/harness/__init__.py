@@ -14,7 +14,8 @@
 
 ``Env`` bundles one cluster with its load and checker; ``open_env`` starts and always
 tears it down; ``poll_until`` waits for a condition with a deadline; ``recover``
-measures how long commits take to resume after a heal.
+measures how long commits take to resume after a heal; ``signs_again`` says whether a
+(restarted) validator's node key signs commit certificates again.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli.rpc_client import RpcCallError
+from cli.rpc_client import RpcCallError, RpcClient
+from ledger.consortium import ValidatorSet
+from ledger.types import CommitCertificate
 from scripts.harness.cluster import Cluster
 from scripts.harness.delay import Topology
 from scripts.harness.load import Load
@@ -111,3 +114,47 @@ def recover(env: Env, since: float, via: str, honest: list[str], timeout_s: floa
         f"no commit through {via} within {timeout_s:.0f} s after the heal; "
         f"heights {env.cluster.heights()}"
     )
+
+
+def signs_again(env: Env, member: str, node_key: bytes, timeout_s: float = 60.0) -> bool:
+    """Whether, within ``timeout_s``, a block committed after the call has a certificate
+    holding ``node_key``'s signature while ``member``'s node runs: the validator votes.
+
+    A certificate holds a quorum of the signatures, so the slowest node's is often not
+    among them: every block since the call counts, not just the newest. Following the
+    chain is not enough: a replica that moved to another view alone follows by block
+    sync without ever voting (docs/RELIABILITY.md, drills)."""
+    url = env.cluster.urls[next(n for n in env.cluster.names if n != member)]
+    c = RpcClient(url, timeout_s=30)
+    sets: dict[int, ValidatorSet] = {}
+
+    def index_at(height: int) -> int | None:
+        if height not in sets:
+            doc = c.call("getValidators", height=height)
+            sets[height] = ValidatorSet.decode(bytes.fromhex(doc["encoded"]))
+        return sets[height].index_of(node_key)
+
+    seen = [int(c.call("status")["height"])]
+
+    def signed() -> bool:
+        top = int(c.call("status")["height"])
+        lo, seen[0] = seen[0], top + 1
+        for start in range(lo, top + 1, 25):
+            heights = range(start, min(start + 25, top + 1))
+            docs = c.batch([("getBlock", {"height": h}) for h in heights])
+            for h, doc in zip(heights, docs, strict=True):
+                if isinstance(doc, Exception) or not doc.get("certificate"):
+                    continue
+                idx = index_at(h)
+                cert = CommitCertificate.decode(bytes.fromhex(doc["certificate"]))
+                if idx is not None and any(i == idx for i, _ in cert.signatures):
+                    return (env.cluster.status(member) or {}).get("view") is not None
+        return False
+
+    try:
+        poll_until(signed, timeout_s, f"a certificate signed by {member}'s node key")
+    except AssertionError:
+        return False
+    finally:
+        c.close()
+    return True

@@ -43,7 +43,7 @@ from ledger.consortium import ValidatorSet
 from ledger.crypto import KeyPair, read_key_file
 from ledger.keyfile import write_seed
 from ledger.types import GovAction
-from scripts.harness import Env, poll_until
+from scripts.harness import Env, poll_until, signs_again
 from scripts.harness.ceremony import dvp
 
 ISSUER = "szcredit"
@@ -343,37 +343,5 @@ class Drills:
         return self.measure(d, window_s)
 
     def signed_by(self, member: str, node_key: bytes, timeout_s: float = 60) -> bool:
-        """Whether, within ``timeout_s``, a committed block's certificate holds
-        ``node_key``'s signature (a certificate holds a quorum of the signatures: the
-        slowest node's is often not among them, so every block since the call counts)
-        while its node's replica runs. Not an assertion: a restarted validator has been
-        seen to move to the next view alone and stay there, following by block sync
-        without voting, while the others commit on (docs/RELIABILITY.md, drills)."""
-        from ledger.types import CommitCertificate
-
-        seen = [self.height()]
-
-        def signed() -> bool:
-            top = self.height()
-            lo, seen[0] = seen[0], top + 1
-            c = self.client()
-            try:
-                for start in range(lo, top + 1, 25):
-                    heights = range(start, min(start + 25, top + 1))
-                    docs = c.batch([("getBlock", {"height": h}) for h in heights])
-                    for h, doc in zip(heights, docs, strict=True):
-                        if isinstance(doc, Exception) or not doc.get("certificate"):
-                            continue
-                        idx = self.validators(h).index_of(node_key)
-                        cert = CommitCertificate.decode(bytes.fromhex(doc["certificate"]))
-                        if idx is not None and any(i == idx for i, _ in cert.signatures):
-                            return (self.env.cluster.status(member) or {}).get("view") is not None
-            finally:
-                c.close()
-            return False
-
-        try:
-            poll_until(signed, timeout_s, f"a certificate signed by {member}'s node key")
-        except AssertionError:
-            return False
-        return True
+        """Whether ``node_key`` signs a certificate within ``timeout_s`` (``signs_again``)."""
+        return signs_again(self.env, member, node_key, timeout_s)

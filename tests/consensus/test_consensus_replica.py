@@ -170,7 +170,9 @@ def test_peer_misbehaviour_is_dropped_and_counted_never_raised() -> None:
         signed(2, PrePrepare(1, 0, block_id, GENESIS_ID, payload)),  # not the primary
         signed(0, PrePrepare(1, 7, block_id, GENESIS_ID, payload)),  # wrong view
         signed(0, PrePrepare(999, 0, block_id, GENESIS_ID, payload)),  # far above
-        signed(2, Prepare(1, 3, block_id, GENESIS_ID)),  # wrong view
+        # wrong view (the same member as above: votes of higher views from f+1
+        # members are evidence to join, see test_votes_of_a_higher_view_...)
+        signed(0, Prepare(1, 3, block_id, GENESIS_ID)),
         signed(2, Commit(10_000, 0, block_id)),  # far above the window
         signed(3, Checkpoint(4, block_id, b"r" * 32)).__class__(
             4, block_id, b"r", KEYS[3], b"\x01" * 64
@@ -303,6 +305,21 @@ def test_f_plus_one_higher_view_changes_make_a_replica_join() -> None:
     assert vc.view == 5 and r3.in_vc
 
 
+def test_votes_of_a_higher_view_from_f_plus_one_members_make_a_replica_join() -> None:
+    """A replica that missed a view change (a primary restarted after the others
+    replaced it) commits their certificates and never times out: votes of the higher
+    view from f+1 members prove an honest replica is there (as in §4.5.2's rule), so it
+    joins; one member alone (possibly Byzantine) does not move it."""
+    r0 = replica(0)
+    payload, block_id = block(1, GENESIS_ID)
+    actions = recv(r0, signed(2, Prepare(1, 1, block_id, GENESIS_ID)))
+    actions += recv(r0, signed(2, Commit(1, 1, block_id)))
+    assert r0.view == 0 and not sent(actions, ViewChange)
+    actions = recv(r0, signed(3, Commit(1, 1, block_id)))
+    (vc,) = sent(actions, ViewChange)
+    assert vc.view == 1 and r0.in_vc and r0.stats["joined_higher_view"] == 1
+
+
 def test_censored_transaction_triggers_a_view_change() -> None:
     r1 = replica(1)
     actions = r1.step(TxsPending((b"victim",)))
@@ -353,6 +370,44 @@ def test_catch_up_from_a_stable_checkpoint_verifies_certificates() -> None:
     for h in range(1, 5):
         r3.step(Applied(h, root))
     assert r3.committed == 4
+
+
+def test_a_replica_behind_a_stable_checkpoint_catches_up_instead_of_changing_view() -> None:
+    """§4.5.2 starts a view change when *requests* wait too long; a replica whose stable
+    checkpoint (§4.3) is above its last commit knows a quorum executed past it: the
+    primary works, the lag is ours. It fetches, asks the next peer soon after an empty
+    answer, and neither its progress nor its censorship timeout takes it alone into
+    the next view (where it could not vote until f + 1 others moved too)."""
+    chain = certified_chain(4)
+    r3 = replica(3)
+    r3.step(TxsPending((b"tx1",)))  # pending work: the timers run
+    root = b"r" * 32
+    actions: list[Action] = []
+    for i in (0, 1, 2):
+        actions = recv(r3, signed(i, Checkpoint(4, chain[-1].certificate.block_id, root)))
+    (request,) = of_type(actions, RequestBlocks)
+    assert r3.low == 4 > r3.committed == 0 and r3.behind()
+    # The peer had nothing yet: retried soon (a quarter view timeout), not after 2 s.
+    actions = r3.step(BlocksReceived(request.peer, ()))
+    assert timer_delay(actions, TimerKind.FETCH) == CONFIG.view_timeout_ms // 4
+    for _ in range(3):
+        actions = r3.step(TimerFired(TimerKind.PROGRESS, 0))
+        assert not sent(actions, ViewChange) and not r3.in_vc
+    assert r3.stats["progress_timeouts_behind"] == 2
+    key = max(k for kind, k in r3.timers if kind is TimerKind.CENSOR)
+    actions = r3.step(TimerFired(TimerKind.CENSOR, key))
+    assert not sent(actions, ViewChange) and r3.stats["censor_timeouts_behind"] == 1
+    actions = r3.step(TimerFired(TimerKind.FETCH, 0))
+    (again,) = of_type(actions, RequestBlocks)
+    assert again.peer != request.peer
+    actions = r3.step(BlocksReceived(again.peer, tuple(chain)))
+    assert [c.height for c in of_type(actions, CommitBlock)] == [1, 2, 3, 4]
+    assert not r3.behind() and r3.view == 0
+    # Caught up and still stalled: now the timeout is the primary's fault.
+    r3.step(TxsPending((b"tx2",)))
+    r3.step(TimerFired(TimerKind.PROGRESS, 0))
+    actions = r3.step(TimerFired(TimerKind.PROGRESS, 0))
+    assert sent(actions, ViewChange) and r3.view == 1
 
 
 def test_config_validation() -> None:

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts.harness import Env, open_env, poll_until, recover
+from ledger.crypto import read_key_file
+from scripts.harness import Env, open_env, poll_until, recover, signs_again
 from scripts.harness.load import Ack
 from scripts.harness.verdict import ChainChecker
 
@@ -56,6 +57,10 @@ def _crash(env: Env, victim: str, sig: int) -> tuple[float, float]:
     t_restart = time.monotonic()
     cl.start([victim], wait_s=60)
     rejoined = recover(env, t_restart, victim, cl.names, timeout_s=60)
+    # Restarted with the same key, it votes again (following by block sync is not
+    # enough: a replica alone in another view follows without ever signing).
+    key = read_key_file(cl.root / "keys" / f"{victim}.node.json").public_key
+    assert signs_again(env, victim, key), f"{victim} signs no certificate after its restart"
     env.verdict().assert_ok()
     return resumed, rejoined
 

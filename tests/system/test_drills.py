@@ -72,6 +72,9 @@ def test_a_validators_consensus_key_is_replaced(drills: Drills) -> None:
     assert d.lost == 0
     _kept_committing(d)
     assert d.details["old_key"] != d.details["new_key"]
+    # It votes again: a certificate committed after its restart holds its new key's
+    # signature (not just following the chain by block sync).
+    assert d.details["new_key_signed"], f"hkbank's new node key signs no certificate: {d.details}"
     # every block since genesis, re-executed by the auditor's replay: the sets the
     # verdict was taught are the ones the governance transactions put in force
     drills.env.load.stop()
