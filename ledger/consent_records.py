@@ -188,7 +188,10 @@ def grant_live_at(
     ``recorded``: the access's index in ``rec.accesses`` when judging one already
     recorded (a verifier, an auditor); None when judging a new one (the rule book),
     which also needs a use left."""
-    if rec.revoked_height and (height, position) > (rec.revoked_height, rec.revoke_position):
+    # At or after the revoking transaction's place (docs/CONSENT.md §5). In a block two
+    # transactions never share a place; in the mempool's overlay every pending one is
+    # at position 0, so ">" would let an access pending after a revocation in.
+    if rec.revoked_height and (height, position) >= (rec.revoked_height, rec.revoke_position):
         return "grant_revoked", f"the subject revoked this grant at block {rec.revoked_height}"
     if time_ms < rec.not_before_ms:
         return "grant_not_yet_valid", f"this grant is valid from {rec.not_before_ms} (UTC ms)"
