@@ -1,0 +1,142 @@
+"""The mempool and the consent rules (docs/CONSENT.md §4): refused at the door with the
+rule's code, pending transactions judged through each other, and a committed block
+re-checking what it touched (node/mempool.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ledger.chain import Ledger
+from ledger.crypto import KeyPair
+from ledger.testchain import CHAIN_ID, GENESIS_TIME_MS, Consortium
+from ledger.types import ChainParams, Transaction
+from node.mempool import AddStatus, Mempool
+
+G = GENESIS_TIME_MS
+DAY_MS = 86_400_000
+C1, C2, C3 = (bytes([0xD0 + i]) * 32 for i in range(1, 4))
+S, T = Consortium.subject("s"), Consortium.subject("t")
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Ledger, Consortium]:
+    cons = Consortium.make(ChainParams(subject_tx_limit=3))
+    lg = Ledger.open(tmp_path / "db", cons.genesis)
+    yield lg, cons  # type: ignore[misc]
+    lg.close()
+
+
+def commit(lg: Ledger, cons: Consortium, txs: list[Transaction]) -> None:
+    ex = lg.build(txs, time_ms=lg.tip.time_ms + 1000, proposer=cons.proposer)
+    assert not ex.rejected, [e.code for _, e in ex.rejected]
+    lg.commit(ex.block, cons.certify(ex.block))
+
+
+def builder_code(lg: Ledger, cons: Consortium, tx: Transaction) -> str:
+    ex = lg.build([tx], time_ms=lg.tip.time_ms + 1000, proposer=cons.proposer)
+    lg.discard_pending(ex.height)
+    assert len(ex.rejected) == 1
+    return ex.rejected[0][1].code
+
+
+def test_each_consent_rule_refuses_at_admission_with_its_code(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    lg, cons = setup
+    commit(lg, cons, [cons.bound_attest(C1, S), cons.bound_attest(C2, S), cons.attest(C3)])
+    live = cons.grant(S, (C1,), max_uses=1)
+    late = cons.grant(S, (C1,), not_before_ms=G + 10 * DAY_MS, not_after_ms=G + 20 * DAY_MS)
+    short = cons.grant(S, (C1,), not_after_ms=G + 2500)
+    commit(lg, cons, [live, late, short])  # G + 2000; S has signed 3 of its 3
+    revoked = cons.grant(T, (C2,))  # not T's: used below for not_bound
+    commit(lg, cons, [cons.access(live.tx_id, C1), cons.bound_attest(b"\x09" * 32, T)])
+    t_grant = cons.grant(T, (b"\x09" * 32,))
+    commit(lg, cons, [t_grant])
+    commit(lg, cons, [cons.revoke_grant(T, t_grant.tx_id)])
+    mp = Mempool(CHAIN_ID)
+    stranger = KeyPair.from_seed(b"\x42" * 32)
+    cases = [
+        (cons.access(short.tx_id, C1), "grant_expired"),
+        (cons.access(late.tx_id, C1), "grant_not_yet_valid"),
+        (cons.access(live.tx_id, C1), "grant_used_up"),
+        (cons.access(t_grant.tx_id, b"\x09" * 32), "grant_revoked"),
+        (cons.access(late.tx_id, C1, member="webank"), "wrong_grantee"),
+        (cons.access(late.tx_id, C2), "not_in_grant"),
+        (cons.access(late.tx_id, C1, purpose="account-opening"), "wrong_purpose"),
+        (cons.access(b"\x77" * 32, C1), "no_grant"),
+        (revoked, "not_bound"),
+        (cons.grant(Consortium.subject("nobody"), (C1,)), "unknown_sender"),
+        (cons.tx("", cons.access(late.tx_id, C1).payload, key=stranger), "unknown_sender"),
+        (cons.grant(cons.member_keys["hkbank"], (C1,)), "not_subject"),
+        (replace(cons.grant(T, (b"\x09" * 32,)), signature=bytes(64)), "bad_signature"),
+        (cons.grant(S, (C2,)), "rate_limited"),
+        (cons.grant(T, (b"\x09" * 32,), purpose="loan"), "unknown_purpose"),
+        (cons.grant(T, (b"\x09" * 32,), not_before_ms=G, not_after_ms=G + 10), "bad_window"),
+        (cons.revoke_grant(T, late.tx_id), "not_grant_subject"),
+        (cons.revoke_grant(T, t_grant.tx_id), "already_revoked"),
+        (cons.bound_attest(b"\x0a" * 32, cons.member_keys["webank"]), "subject_is_member_key"),
+    ]
+    for tx, want in cases:
+        r = mp.add(tx, lg.head)
+        assert (r.status, r.code) == (AddStatus.REJECTED, want), want
+        assert builder_code(lg, cons, tx) == want
+    assert len(mp) == 0
+
+
+def test_a_committed_revocation_drops_the_pending_accesses_it_dooms(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    lg, cons = setup
+    commit(lg, cons, [cons.bound_attest(C1, S), cons.bound_attest(C2, T)])
+    g, other = cons.grant(S, (C1,)), cons.grant(T, (C2,))
+    commit(lg, cons, [g, other])
+    mp = Mempool(CHAIN_ID)
+    doomed, keep = cons.access(g.tx_id, C1), cons.access(other.tx_id, C2)
+    assert mp.add(doomed, lg.head).status == AddStatus.ADDED
+    assert mp.add(keep, lg.head).status == AddStatus.ADDED
+    ex = lg.build(
+        [cons.revoke_grant(S, g.tx_id)], time_ms=lg.tip.time_ms + 1, proposer=cons.proposer
+    )
+    lg.commit(ex.block, cons.certify(ex.block))
+    assert mp.committed(ex.block, lg.head) == [doomed.tx_id]
+    assert mp.tx_ids() == [keep.tx_id]
+    assert mp.add(doomed, lg.head).code == "grant_revoked"
+
+
+def test_pending_transactions_are_judged_through_each_other(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    lg, cons = setup
+    mp = Mempool(CHAIN_ID)
+    # A bound ATTEST, a grant for it and an access under that grant, all pending.
+    attest = cons.bound_attest(C1, S)
+    g = cons.grant(S, (C1,), max_uses=2)
+    first, second, third = (cons.access(g.tx_id, C1) for _ in range(3))
+    for tx in (attest, g, first, second):
+        r = mp.add(tx, lg.head)
+        assert r.status == AddStatus.ADDED, r
+    r = mp.add(third, lg.head)
+    # The head alone has no such grant: the pending ones' own code, not a conflict.
+    assert (r.status, r.code) == (AddStatus.REJECTED, "grant_used_up")
+    ex = lg.build(mp.take(10, 10**6), time_ms=lg.tip.time_ms + 1, proposer=cons.proposer)
+    assert not ex.rejected and len(ex.block.txs) == 4
+    lg.commit(ex.block, cons.certify(ex.block))
+    assert mp.committed(ex.block, lg.head) == [] and len(mp) == 0
+    # One use left, two accesses offered: the second conflicts with the pending first.
+    g2 = cons.grant(S, (C1,), max_uses=1)
+    commit(lg, cons, [g2])
+    a, b = cons.access(g2.tx_id, C1), cons.access(g2.tx_id, C1)
+    assert mp.add(a, lg.head).status == AddStatus.ADDED
+    r = mp.add(b, lg.head)
+    assert (r.status, r.code) == (AddStatus.REJECTED, "conflicts_with_pending")
+    assert "grant_used_up" in r.message
+    # A pending revocation refuses the accesses offered after it.
+    commit(lg, cons, [cons.bound_attest(C2, T)])
+    g3 = cons.grant(T, (C2,))
+    commit(lg, cons, [g3])
+    assert mp.add(cons.revoke_grant(T, g3.tx_id), lg.head).status == AddStatus.ADDED
+    r = mp.add(cons.access(g3.tx_id, C2), lg.head)
+    assert (r.status, r.code) == (AddStatus.REJECTED, "conflicts_with_pending")
