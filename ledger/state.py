@@ -410,7 +410,9 @@ def _execute(
             apply_tx(work, tx, verified)
         except RuleError as err:
             if strict:
-                raise RuleError(err.code, f"tx {tx.tx_id.hex()[:16]}: {err.message}") from None
+                raise RuleError(
+                    err.code, f"tx {tx.tx_id.hex()[:16]}: {err.message}", tx.tx_id
+                ) from None
             rejected.append((tx, err))
             continue
         included.append(tx)
