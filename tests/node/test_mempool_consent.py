@@ -140,3 +140,24 @@ def test_pending_transactions_are_judged_through_each_other(
     assert mp.add(cons.revoke_grant(T, g3.tx_id), lg.head).status == AddStatus.ADDED
     r = mp.add(cons.access(g3.tx_id, C2), lg.head)
     assert (r.status, r.code) == (AddStatus.REJECTED, "conflicts_with_pending")
+
+
+def test_time_passing_dooms_pending_accesses_and_grants(setup: tuple[Ledger, Consortium]) -> None:
+    """Block time is the consent rules' "now": a block that touches none of a pending
+    transaction's records can still end its grant's window."""
+    lg, cons = setup
+    commit(lg, cons, [cons.bound_attest(C1, S), cons.bound_attest(C2, T)])  # G + 1000
+    short = cons.grant(S, (C1,), not_after_ms=G + 3500)
+    commit(lg, cons, [short])  # G + 2000
+    mp = Mempool(CHAIN_ID)
+    access = cons.access(short.tx_id, C1)
+    grant = cons.grant(T, (C2,), not_after_ms=G + 3500)
+    assert mp.add(access, lg.head).status == AddStatus.ADDED
+    assert mp.add(grant, lg.head).status == AddStatus.ADDED
+    for now, left in ((G + 3000, []), (G + 4000, [access.tx_id, grant.tx_id])):
+        ex = lg.build([], time_ms=now, proposer=cons.proposer)
+        lg.commit(ex.block, cons.certify(ex.block))
+        assert sorted(mp.committed(ex.block, lg.head)) == sorted(left)
+    assert len(mp) == 0
+    r = mp.add(cons.access(short.tx_id, C1), lg.head)
+    assert (r.status, r.code) == (AddStatus.REJECTED, "grant_expired")
