@@ -15,6 +15,7 @@ Decoders are strict, like every record's: exact field counts, types, sizes.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from ledger.codec import (
@@ -39,10 +40,14 @@ MAX_SUBJECT_GRANTS = 256
 CONSENT_KEY = state_key("consent", b"")
 
 
+# Cached: the mempool asks for a pending transaction's keys on every add, recheck and
+# removal, and a load of accesses names a few hundred grants over and over.
+@lru_cache(maxsize=65_536)
 def subject_key(key: bytes) -> bytes:
     return state_key("subject", key)
 
 
+@lru_cache(maxsize=65_536)
 def grant_key(grant_id: bytes) -> bytes:
     return state_key("grant", grant_id)
 

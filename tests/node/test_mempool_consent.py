@@ -161,3 +161,31 @@ def test_time_passing_dooms_pending_accesses_and_grants(setup: tuple[Ledger, Con
     assert len(mp) == 0
     r = mp.add(cons.access(short.tx_id, C1), lg.head)
     assert (r.status, r.code) == (AddStatus.REJECTED, "grant_expired")
+
+
+def test_accesses_committed_from_the_pool_leave_the_rest_judged_right(
+    setup: tuple[Ledger, Consortium],
+) -> None:
+    """A block of the pool's own oldest accesses under a grant needs no re-check of the
+    others (``Mempool._settled``); one from elsewhere re-checks them."""
+    lg, cons = setup
+    commit(lg, cons, [cons.bound_attest(C1, S), cons.bound_attest(C2, T)])
+    g, h = cons.grant(S, (C1,), max_uses=3), cons.grant(T, (C2,), max_uses=2)
+    commit(lg, cons, [g, h])
+    mp = Mempool(CHAIN_ID)
+    mine = [cons.access(g.tx_id, C1) for _ in range(3)]
+    for tx in mine:
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    ex = lg.build(mine[:2], time_ms=lg.tip.time_ms + 1, proposer=cons.proposer)
+    lg.commit(ex.block, cons.certify(ex.block))
+    assert mp.committed(ex.block, lg.head) == [] and mp.tx_ids() == [mine[2].tx_id]
+    r = mp.add(cons.access(g.tx_id, C1), lg.head)
+    assert (r.status, r.code) == (AddStatus.REJECTED, "conflicts_with_pending")
+    # Two pending under h; a block elsewhere uses one: only one of ours still fits.
+    ours = [cons.access(h.tx_id, C2) for _ in range(2)]
+    for tx in ours:
+        assert mp.add(tx, lg.head).status == AddStatus.ADDED
+    ex = lg.build([cons.access(h.tx_id, C2)], time_ms=lg.tip.time_ms + 1, proposer=cons.proposer)
+    lg.commit(ex.block, cons.certify(ex.block))
+    assert mp.committed(ex.block, lg.head) == [ours[1].tx_id]
+    assert mp.tx_ids() == [mine[2].tx_id, ours[0].tx_id]
