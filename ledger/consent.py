@@ -29,8 +29,10 @@ from ledger.consent_records import (
     GrantRecord,
     PolicyRecord,
     SubjectRecord,
+    decode_grant,
     grant_key,
     grant_live_at,
+    remember_grant,
     subject_key,
 )
 from ledger.consortium import Member
@@ -54,7 +56,7 @@ def subject_record(ws: WorkingSet, key: bytes) -> SubjectRecord | None:
 
 
 def grant_record(ws: WorkingSet, grant_id: bytes) -> GrantRecord:
-    rec = ws.read_record(grant_key(grant_id), GrantRecord.decode)
+    rec = ws.read_record(grant_key(grant_id), decode_grant)
     if rec is None:
         raise RuleError("no_grant", f"no consent grant {grant_id.hex()[:16]}")
     return rec
@@ -172,7 +174,8 @@ def record_access(ws: WorkingSet, member: Member, sender: bytes, p: Access) -> N
     if refused is not None:
         raise RuleError(*refused)
     entry = AccessEntry(ws.height, ws.position, sender)
-    ws.write_record(grant_key(p.grant_id), grant._replace(accesses=(*grant.accesses, entry)))
+    grant = grant._replace(accesses=(*grant.accesses, entry))
+    remember_grant(ws.write_record(grant_key(p.grant_id), grant), grant)
 
 
 # -- governance of purposes ---------------------------------------------------

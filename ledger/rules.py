@@ -187,11 +187,13 @@ class WorkingSet:
         if self.track_changes:
             self.changes[key] = value
 
-    def write_record(self, key: bytes, rec: _Record) -> None:
-        """Write ``rec`` encoded, keeping it decoded for the next ``read_record``."""
+    def write_record(self, key: bytes, rec: _Record) -> bytes:
+        """Write ``rec`` encoded, keeping it decoded for the next ``read_record``;
+        returns the bytes written."""
         raw = rec.encode()
         self.write(key, raw)
         self.decoded[key] = (raw, rec)
+        return raw
 
     def _own_members(self) -> tuple[dict[str, Member], dict[bytes, str]]:
         if not self.members_dirty:
