@@ -395,21 +395,29 @@ class Mempool:
 
     def _settled(self, block: Block) -> set[bytes]:
         """Keys of ``block`` whose pending transactions are all ACCESSes and whose block
-        transactions were exactly the oldest of them, in order: the overlay holds their
-        effects already (only the recorded places differ, which no rule reads), so the
-        rest need no re-check. Without this, a load of accesses under a few hundred
-        grants re-applied nearly every pending access after every block."""
+        transactions were all among them (in any order: another node's pool orders them
+        otherwise). The overlay holds their effects already: accesses commute (each
+        appends one use; the rules read only how many are recorded, and time, which
+        ``_window_ended`` covers), so the rest need no re-check. Without this, a load of
+        accesses under a few hundred grants re-applied nearly every pending access after
+        every block, each re-encoding its grant record: quadratic in the accesses
+        pending under a grant."""
         in_block: dict[bytes, list[bytes]] = {}
         for tx in block.txs:
             if isinstance(tx.payload, Access):
                 for k in touched_keys(tx) or ():
                     in_block.setdefault(k, []).append(tx.tx_id)
-        return {
-            k
-            for k, ids in in_block.items()
-            if self._by_key.get(k, [])[: len(ids)] == ids
-            and all(isinstance(self._txs[t].payload, Access) for t in self._by_key[k])
-        }
+        settled = set()
+        for k, ids in in_block.items():
+            pending = self._by_key.get(k)
+            if pending is None or len(ids) > len(pending):
+                continue
+            mine = set(pending)
+            if mine.issuperset(ids) and all(
+                isinstance(self._txs[t].payload, Access) for t in pending
+            ):
+                settled.add(k)
+        return settled
 
     def _window_ended(self, time_ms: int) -> list[Transaction]:
         """Pending consent transactions whose grant window ended by ``time_ms``."""
