@@ -175,7 +175,9 @@ def record_access(ws: WorkingSet, member: Member, sender: bytes, p: Access) -> N
         raise RuleError(*refused)
     entry = AccessEntry(ws.height, ws.position, sender)
     grant = grant._replace(accesses=(*grant.accesses, entry))
-    remember_grant(ws.write_record(grant_key(p.grant_id), grant), grant)
+    raw = ws.write_record(grant_key(p.grant_id), grant)
+    if raw is not None:
+        remember_grant(raw, grant)
 
 
 # -- governance of purposes ---------------------------------------------------

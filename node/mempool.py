@@ -305,6 +305,7 @@ class Mempool:
         for k in keys:
             ws.attestations.pop(k, None)
             ws.records.pop(k, None)
+            ws.decoded.pop(k, None)
         if multi:
             order = [tx_id for tx_id in self._txs if tx_id in affected]
         else:
