@@ -13,7 +13,9 @@ Rules:
   scripts/bench_admission.py measures admission, docs/PERFORMANCE.md has the figures.
 - ``committed(block, head)`` after every commit: removes the block's transactions,
   rebases the overlay on ``head`` and re-checks the pending transactions whose outcome
-  the block could change: by commitment for ATTEST/REVOKE; everything when the block
+  the block could change: by the state keys they touch (``ledger.rules.touched_keys``:
+  a commitment, consent records; not the accesses under a grant whose block accesses
+  were all pending here, ``_settled``); everything when the block
   or the pool holds governance, or members, proposals, parameters or validators moved.
   Expired ones go too. Block time is the consent rules' "now" (docs/CONSENT.md §4): the
   overlay takes the new head's time, and a pending ACCESS or CONSENT_GRANT whose grant
