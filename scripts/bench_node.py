@@ -24,10 +24,12 @@ worth pending, rather than queue them; the load process does not retry them).
 transactions are ACCESS events (a verifying member, hkbank, records one use of a data
 subject's grant, the way a bank's verification is recorded), the rest ATTESTs as above.
 Before the timed window the load process binds one document per subject key (a bound
-ATTEST), has each subject grant hkbank 100 uses for a year, and waits for both to
-commit; during the window accesses go round-robin over those grants, so each grant
-record grows to its 100 recorded uses, the largest a grant gets. The JSON line then
-also carries ``attest_tx_per_s`` and ``access_tx_per_s`` (committed in the window).
+ATTEST), has each subject grant hkbank ``--grant-uses`` uses (default 100) for a year,
+and waits for both to commit; during the window accesses go round-robin over those
+grants, so with the default each grant record grows to 100 recorded uses, the largest a
+grant gets (the worst case for the record's size; a grant of a few uses is cheaper).
+The JSON line then also carries ``attest_tx_per_s`` and ``access_tx_per_s`` (committed
+in the window).
 
 ``--compare-consent`` runs the plain load and then the mixed one (``--consent-share``,
 default 0.5) on fresh devnets in one sitting, at the same ``--rate``, and ends with one
@@ -124,6 +126,8 @@ def worker_argv(root: Path, args: Any) -> list[str]:
         str(args.drain),
         "--consent-share",
         str(args.consent_share),
+        "--grant-uses",
+        str(args.grant_uses),
     ]
 
 
@@ -137,8 +141,6 @@ def proc_rss_mb(pid: int) -> float:
 # ----------------------------------------------------------------------------- load process
 
 
-#: Uses per grant of the mixed load: the most a grant may have (ledger.transaction).
-GRANT_USES = 100
 PURPOSE = "loan-application"
 
 
@@ -172,9 +174,11 @@ def _commit_all(entries: list[Any], txs: list[Any], what: str) -> None:
         raise SystemExit(f"load: setup ({what}): {len(want)} transactions not committed in 120 s")
 
 
-def consent_setup(root: Path, entries: list[Any], n_grants: int) -> list[tuple[bytes, bytes]]:
+def consent_setup(
+    root: Path, entries: list[Any], n_grants: int, uses: int
+) -> list[tuple[bytes, bytes]]:
     """Bind one document to each of ``n_grants`` subject keys and have each grant hkbank
-    ``GRANT_USES`` uses for a year; returns (grant id, commitment) pairs, committed."""
+    ``uses`` uses for a year; returns (grant id, commitment) pairs, committed."""
     from ledger.crypto import KeyPair, read_key_file
     from ledger.transaction import ConsentGrant
     from ledger.types import Attest, Transaction
@@ -190,7 +194,7 @@ def consent_setup(root: Path, entries: list[Any], n_grants: int) -> list[tuple[b
         p = Attest("credit-report", c, now_ms, 0, b"", subject.public_key)
         attest = Transaction("dvp-demo", issuer.public_key, 10**9 + i, height + 900, p)
         attests.append(attest.signed(issuer))
-        g = ConsentGrant("hkbank", (c,), PURPOSE, now_ms - 86_400_000, now_ms + year_ms, GRANT_USES)
+        g = ConsentGrant("hkbank", (c,), PURPOSE, now_ms - 86_400_000, now_ms + year_ms, uses)
         tx = Transaction("dvp-demo", subject.public_key, 0, height + 900, g).signed(subject)
         grants.append(tx)
         pairs.append((tx.tx_id, c))
@@ -218,7 +222,8 @@ def worker(args: argparse.Namespace) -> None:
     total = int(args.rate * args.seconds)
     share = args.consent_share
     n_access = sum(1 for i in range(total) if _is_access(i, share))
-    grants = consent_setup(root, entries, -(-n_access // GRANT_USES)) if n_access else []
+    uses = args.grant_uses
+    grants = consent_setup(root, entries, -(-n_access // uses), uses) if n_access else []
     start_height = RpcClient(entries[0].rpc_url).call("status")["height"]
     t0 = time.perf_counter()
     raw: list[tuple[str, str]] = []
@@ -411,6 +416,14 @@ def main() -> int:
         "under subjects' grants (0 to 1; default 0: attestations only)",
     )
     ap.add_argument(
+        "--grant-uses",
+        type=int,
+        default=100,
+        metavar="N",
+        help="uses per grant in the mixed load (1 to 100, default 100: each grant record "
+        "grows to 100 recorded accesses, the largest; fewer uses, more grants)",
+    )
+    ap.add_argument(
         "--compare-consent",
         action="store_true",
         help="run the plain load, then the mixed one (--consent-share, default 0.5), "
@@ -420,6 +433,8 @@ def main() -> int:
     args = ap.parse_args()
     if not 0 <= args.consent_share < 1:
         ap.error("--consent-share must be at least 0 and below 1")
+    if not 1 <= args.grant_uses <= 100:
+        ap.error("--grant-uses must be from 1 to 100")
     if args.worker:
         worker(args)
         return 0
