@@ -4,6 +4,7 @@ The logic is ``ledger.audit``; this module parses arguments, finds the genesis f
 shows a progress bar (rich, on stderr) and turns the report into one verdict line:
 
     N blocks, M transactions verified in S s (R tx/s)        exit 0
+    (then the head, and the consent transactions checked: grants, revocations, accesses)
     FAILED at height H: <check>: <message>                   exit 1
 
 Errors that are not a verdict on the chain are one line on stderr: exit 2 for bad
@@ -237,4 +238,8 @@ def _print_report(args: argparse.Namespace, report: Any, genesis_path: Path) -> 
             f"{report.state_versions} versions"
         )
     print(detail)
+    print(
+        f"consent: {report.grants} grants, {report.grant_revocations} revocations, "
+        f"{report.accesses} accesses checked (each against a live grant)"
+    )
     return EXIT_OK

@@ -44,7 +44,6 @@ from pathlib import Path
 
 from ledger import merkle
 from ledger.audit_report import (
-    _RULE_CHECKS,
     CHECKS,
     AuditFailure,
     AuditProgress,
@@ -54,6 +53,7 @@ from ledger.audit_report import (
     SourcePruned,
     SourceRefused,
     SourceUnavailable,
+    rule_failure,
 )
 from ledger.audit_snapshot import replay_from_snapshot, snapshot_height
 from ledger.audit_sources import (
@@ -98,10 +98,6 @@ __all__ = [
 # --------------------------------------------------------------------------- replay
 
 
-def _rule_failure(height: int, err: RuleError) -> AuditFailure:
-    return AuditFailure(height, _RULE_CHECKS.get(err.code, "rules"), f"{err.code}: {err.message}")
-
-
 def replay(
     source: BlockSource,
     genesis: Genesis,
@@ -126,7 +122,7 @@ def replay(
         # store still holds (ledger/audit_snapshot.py), its state re-hashed first.
         try:
             source.final_check(report, progress)
-            replay_from_snapshot(pruned, genesis, report, t0, progress, _rule_failure)
+            replay_from_snapshot(pruned, genesis, report, t0, progress)
         except AuditFailure as failure:
             report.failure = failure
         report.elapsed_s = time.perf_counter() - t0
@@ -195,9 +191,10 @@ def _replay_into(
                 # by them ("bad_signature") at its place in the block.
                 ex = scratch.commit(block, cert, verified=valid.__contains__)
             except RuleError as err:
-                raise _rule_failure(h, err) from None
+                raise rule_failure(h, err, block, scratch.head.key_index) from None
             source.cross_check(h, ex)
             report.transactions += len(block.txs)
+            report.count_consent(block.txs)
             if first is None:
                 first = header
         history.append(merkle.leaf_hash(header.block_id))

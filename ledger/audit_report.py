@@ -4,16 +4,19 @@ Part of ``ledger.audit`` (the public entry point, which re-exports this module's
 the auditor's rules are in its docstring). This module owns ``CHECKS`` (the checks a
 failure can name, in the order a block meets them), ``AuditFailure`` (the verdict
 against a chain), ``SourceUnavailable``/``SourceRefused`` (no verdict: the source could
-not be read), ``AuditProgress`` and ``AuditReport``.
+not be read), ``AuditProgress`` and ``AuditReport``, and ``rule_failure``: a refused
+transaction as a failure, an ACCESS named by who used which grant (docs/CONSENT.md §7).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.types import Block, CommitCertificate
+from ledger.errors import RuleError
+from ledger.transaction import Access, TxKind
+from ledger.types import Block, CommitCertificate, Transaction
 
 #: The checks a failure can name, in the order a block meets them.
 CHECKS = (
@@ -48,6 +51,36 @@ _RULE_CHECKS = {
     "bad_height": "chain_link",
     "bad_parent": "chain_link",
 }
+
+#: Codes by which the rule book refuses an ACCESS for its grant (docs/CONSENT.md §4):
+#: the grant was not live, or does not cover this access.
+_NOT_LIVE = frozenset({"grant_revoked", "grant_not_yet_valid", "grant_expired", "grant_used_up"})
+_NOT_COVERED = frozenset({"no_grant", "wrong_grantee", "not_in_grant", "wrong_purpose"})
+
+
+def rule_failure(
+    height: int,
+    err: RuleError,
+    block: Block | None = None,
+    key_index: Mapping[bytes, str] | None = None,
+) -> AuditFailure:
+    """The failure for a block that strict execution refused with ``err``. An ACCESS
+    refused for its grant is named: who (the member whose key signed, from
+    ``key_index``), which grant, and why it had no live grant at that block."""
+    check = _RULE_CHECKS.get(err.code, "rules")
+    message = f"{err.code}: {err.message}"
+    tx = None
+    if block is not None and err.tx_id:
+        tx = next((t for t in block.txs if t.tx_id == err.tx_id), None)
+    if tx is not None and isinstance(tx.payload, Access) and err.code in _NOT_LIVE | _NOT_COVERED:
+        who = (key_index or {}).get(tx.sender) or f"key {tx.sender.hex()[:16]}"
+        why = "without a live grant" if err.code in _NOT_LIVE else "outside its grant"
+        message = (
+            f"access by {who} under grant {tx.payload.grant_id.hex()[:16]} {why} "
+            f"at block {height}: {message}"
+        )
+    return AuditFailure(height, check, message)
+
 
 #: A source yields, in height order from 0: (height, block, certificate or None at 0).
 SourceItem = tuple[int, Block, CommitCertificate | None]
@@ -128,6 +161,22 @@ class AuditReport:
     state_versions: int | None = None  # state versions whose roots were verified
     failure: AuditFailure | None = None
     notes: list[str] = field(default_factory=list)
+    # Consent transactions in the verified blocks (docs/CONSENT.md §7): each re-executed
+    # with the rule book, so each access was checked against a live grant.
+    grants: int = 0
+    grant_revocations: int = 0
+    accesses: int = 0
+
+    def count_consent(self, txs: Iterable[Transaction]) -> None:
+        """Count the consent transactions of a verified block."""
+        for tx in txs:
+            kind = tx.kind
+            if kind == TxKind.CONSENT_GRANT:
+                self.grants += 1
+            elif kind == TxKind.CONSENT_REVOKE:
+                self.grant_revocations += 1
+            elif kind == TxKind.ACCESS:
+                self.accesses += 1
 
     @property
     def ok(self) -> bool:
@@ -149,6 +198,11 @@ class AuditReport:
             "state_root": self.state_root.hex(),
             "state_entries": self.state_entries,
             "state_versions": self.state_versions,
+            "consent": {
+                "grants": self.grants,
+                "revocations": self.grant_revocations,
+                "accesses": self.accesses,
+            },
             "failure": None if self.failure is None else self.failure.to_json(),
             "notes": list(self.notes),
         }

@@ -37,7 +37,13 @@ from functools import partial
 from typing import TypeVar
 
 from ledger import merkle
-from ledger.audit_report import AuditFailure, AuditProgress, AuditReport, ProgressFn
+from ledger.audit_report import (
+    AuditFailure,
+    AuditProgress,
+    AuditReport,
+    ProgressFn,
+    rule_failure,
+)
 from ledger.errors import DecodeError, RuleError, StoreError, ValidationError
 from ledger.header_link import LinkFailure, check_link
 from ledger.smt import OverlayReader, SparseMerkleTree
@@ -45,7 +51,6 @@ from ledger.state import SeenTxs, decode_app_meta, genesis_execution, load_state
 from ledger.store import Store
 from ledger.types import BlockHeader, Genesis
 
-_RuleFailure = Callable[[int, RuleError], AuditFailure]
 _T = TypeVar("_T")
 
 
@@ -115,7 +120,6 @@ def replay_from_snapshot(
     report: AuditReport,
     t0: float,
     progress: ProgressFn | None,
-    rule_failure: _RuleFailure,
 ) -> None:
     """Steps 1 and 3 of the module docstring (the caller re-hashed the state tree, step 2,
     first). Raises ``AuditFailure`` at the first finding; fills ``report``."""
@@ -170,7 +174,7 @@ def replay_from_snapshot(
         try:
             ex = validate_block(parent, block, valid.__contains__)
         except RuleError as err:
-            raise rule_failure(h, err) from None
+            raise rule_failure(h, err, block, parent.key_index) from None
         overlay.push(ex.update.new_nodes)
         parent, header = ex.state, block.header
         if header.history_root != history.root(h):
@@ -180,6 +184,7 @@ def replay_from_snapshot(
         history.append(merkle.leaf_hash(header.block_id))
         report.blocks += 1
         report.transactions += len(block.txs)
+        report.count_consent(block.txs)
         if progress is not None:
             progress(
                 AuditProgress(

@@ -29,8 +29,10 @@ from ledger.consent_records import (
     GrantRecord,
     PolicyRecord,
     SubjectRecord,
+    decode_grant,
     grant_key,
     grant_live_at,
+    remember_grant,
     subject_key,
 )
 from ledger.consortium import Member
@@ -50,15 +52,14 @@ if TYPE_CHECKING:
 
 # -- reads --------------------------------------------------------------------
 def subject_record(ws: WorkingSet, key: bytes) -> SubjectRecord | None:
-    raw = ws.read(subject_key(key))
-    return None if raw is None else SubjectRecord.decode(raw)
+    return ws.read_record(subject_key(key), SubjectRecord.decode)
 
 
 def grant_record(ws: WorkingSet, grant_id: bytes) -> GrantRecord:
-    raw = ws.read(grant_key(grant_id))
-    if raw is None:
+    rec = ws.read_record(grant_key(grant_id), decode_grant)
+    if rec is None:
         raise RuleError("no_grant", f"no consent grant {grant_id.hex()[:16]}")
-    return GrantRecord.decode(raw)
+    return rec
 
 
 def policy(ws: WorkingSet) -> PolicyRecord:
@@ -80,9 +81,7 @@ def bind_subject(ws: WorkingSet, subject: bytes, commitment: bytes) -> None:
             f"this subject key is bound to {MAX_SUBJECT_DOCUMENTS} documents already; "
             "use a fresh key per document",
         )
-    ws.write(
-        subject_key(subject), rec._replace(commitments=(*rec.commitments, commitment)).encode()
-    )
+    ws.write_record(subject_key(subject), rec._replace(commitments=(*rec.commitments, commitment)))
 
 
 # -- the subject's own transactions -------------------------------------------
@@ -117,8 +116,8 @@ def apply_subject_tx(
             raise RuleError(
                 "too_many_grants", f"this subject key signed {MAX_SUBJECT_GRANTS} grants already"
             )
-        ws.write(
-            grant_key(tx.tx_id), GrantRecord.granted(tx.sender, p, ws.height, ws.position).encode()
+        ws.write_record(
+            grant_key(tx.tx_id), GrantRecord.granted(tx.sender, p, ws.height, ws.position)
         )
         grants = (*grants, tx.tx_id)
     elif isinstance(p, ConsentRevoke):
@@ -128,12 +127,12 @@ def apply_subject_tx(
         if grant.revoked_height:
             raise RuleError("already_revoked", f"revoked at block {grant.revoked_height}")
         revoked = grant._replace(revoked_height=ws.height, revoke_position=ws.position)
-        ws.write(grant_key(p.grant_id), revoked.encode())
+        ws.write_record(grant_key(p.grant_id), revoked)
     else:  # pragma: no cover - apply_tx routes only the subject kinds here
         raise AssertionError(tx.kind)
-    ws.write(
+    ws.write_record(
         subject_key(tx.sender),
-        rec._replace(grants=grants, window_start_ms=start, window_count=count + 1).encode(),
+        rec._replace(grants=grants, window_start_ms=start, window_count=count + 1),
     )
 
 
@@ -175,7 +174,10 @@ def record_access(ws: WorkingSet, member: Member, sender: bytes, p: Access) -> N
     if refused is not None:
         raise RuleError(*refused)
     entry = AccessEntry(ws.height, ws.position, sender)
-    ws.write(grant_key(p.grant_id), grant._replace(accesses=(*grant.accesses, entry)).encode())
+    grant = grant._replace(accesses=(*grant.accesses, entry))
+    raw = ws.write_record(grant_key(p.grant_id), grant)
+    if raw is not None:
+        remember_grant(raw, grant)
 
 
 # -- governance of purposes ---------------------------------------------------

@@ -32,12 +32,15 @@ class ValidationError(LedgerError, ValueError):
 
 
 class RuleError(LedgerError):
-    """The state machine refuses a transaction or block; ``code`` is stable for clients."""
+    """The state machine refuses a transaction or block; ``code`` is stable for clients.
+    ``tx_id``: the refused transaction, when strict block execution refused a block for
+    one (an auditor names it)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, tx_id: bytes = b"") -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.tx_id = tx_id
 
 
 class StoreError(LedgerError):

@@ -119,6 +119,10 @@ class LedgerState:
     #: store's index), so ``attestation`` need not walk the tree. None for speculative
     #: states, whose own uncommitted blocks the index does not hold.
     never_attested: Callable[[bytes], bool] | None = None
+    #: Consent records the last blocks wrote (state key -> encoded, oldest first, at most
+    #: ``RECENT_RECORDS``): ``read`` answers them without walking the tree. An ACCESS
+    #: reads its grant record in every block that holds one (docs/PERFORMANCE.md).
+    recent: Mapping[bytes, bytes] = field(default_factory=dict)
 
     def validators_at(self, height: int) -> ValidatorSet:
         return self.chain.validators_at(height)
@@ -139,7 +143,8 @@ class LedgerState:
 
     def read(self, key: bytes) -> bytes | None:
         """The encoded record under state key ``key`` (consent records: ledger.consent)."""
-        return self.tree.get(key, self.height)
+        raw = self.recent.get(key)
+        return raw if raw is not None else self.tree.get(key, self.height)
 
     def app_meta(self) -> bytes:
         """What the store keeps per height so a snapshot can be reopened without replay."""
@@ -410,7 +415,9 @@ def _execute(
             apply_tx(work, tx, verified)
         except RuleError as err:
             if strict:
-                raise RuleError(err.code, f"tx {tx.tx_id.hex()[:16]}: {err.message}") from None
+                raise RuleError(
+                    err.code, f"tx {tx.tx_id.hex()[:16]}: {err.message}", tx.tx_id
+                ) from None
             rejected.append((tx, err))
             continue
         included.append(tx)
@@ -478,8 +485,28 @@ def _execute(
         history,
         parent.tree,
         tx_seen,
+        recent=_recent(parent.recent, work),
     )
     return Execution(block, state, update, rejected)
+
+
+#: Consent records a state keeps from the blocks before it (``LedgerState.recent``).
+RECENT_RECORDS = 8192
+
+
+def _recent(old: Mapping[bytes, bytes], work: WorkingSet) -> Mapping[bytes, bytes]:
+    """``old`` updated with the consent records ``work`` wrote (those it keeps decoded),
+    the oldest dropped past ``RECENT_RECORDS``."""
+    written = [(k, v) for k, v in work.changes.items() if v is not None and k in work.decoded]
+    if not written:
+        return old
+    out = dict(old)
+    for k, v in written:
+        out.pop(k, None)
+        out[k] = v
+    if len(out) > RECENT_RECORDS:
+        out = dict(list(out.items())[-RECENT_RECORDS:])
+    return out
 
 
 def validate_block(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from ledger.chain import Ledger
 from ledger.codec import Domain
 from ledger.crypto import KeyPair
+from ledger.transaction import Access, ConsentGrant, ConsentRevoke
 from ledger.types import (
     Attest,
     Block,
@@ -97,6 +98,50 @@ class Consortium:
         valid_until_ms: int = 0,
     ) -> Transaction:
         return self.tx(member, Attest(doc_type, commitment, GENESIS_TIME_MS, valid_until_ms))
+
+    # -- consent (docs/CONSENT.md) ---------------------------------------------
+    @staticmethod
+    def subject(tag: str) -> KeyPair:
+        """A data subject's key for one document (deterministic per ``tag``)."""
+        return _key("subject/" + tag)
+
+    def bound_attest(
+        self, commitment: bytes, subject: KeyPair, doc_type: str = "credit-report"
+    ) -> Transaction:
+        """An ATTEST by szcredit binding ``commitment`` to ``subject``'s key."""
+        payload = Attest(doc_type, commitment, GENESIS_TIME_MS, 0, b"", subject.public_key)
+        return self.tx("szcredit", payload)
+
+    def grant(
+        self,
+        subject: KeyPair,
+        commitments: tuple[bytes, ...],
+        *,
+        grantee: str = "hkbank",
+        purpose: str = "loan-application",
+        not_before_ms: int = GENESIS_TIME_MS,
+        not_after_ms: int = GENESIS_TIME_MS + 86_400_000,
+        max_uses: int = 3,
+        expiry_height: int = 500,
+    ) -> Transaction:
+        """A CONSENT_GRANT signed by ``subject``; its id is the grant id."""
+        payload = ConsentGrant(
+            grantee, tuple(sorted(commitments)), purpose, not_before_ms, not_after_ms, max_uses
+        )
+        return self.tx("", payload, expiry_height, key=subject)
+
+    def revoke_grant(self, subject: KeyPair, grant_id: bytes) -> Transaction:
+        return self.tx("", ConsentRevoke(grant_id), key=subject)
+
+    def access(
+        self,
+        grant_id: bytes,
+        commitment: bytes,
+        member: str = "hkbank",
+        purpose: str = "loan-application",
+    ) -> Transaction:
+        """An ACCESS signed by ``member``'s key."""
+        return self.tx(member, Access(grant_id, commitment, purpose))
 
     def certify(
         self,

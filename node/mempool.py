@@ -13,9 +13,14 @@ Rules:
   scripts/bench_admission.py measures admission, docs/PERFORMANCE.md has the figures.
 - ``committed(block, head)`` after every commit: removes the block's transactions,
   rebases the overlay on ``head`` and re-checks the pending transactions whose outcome
-  the block could change: by commitment for ATTEST/REVOKE; everything when the block
+  the block could change: by the state keys they touch (``ledger.rules.touched_keys``:
+  a commitment, consent records; not the accesses under a grant whose block accesses
+  were all pending here, ``_settled``); everything when the block
   or the pool holds governance, or members, proposals, parameters or validators moved.
-  Expired ones go too. It returns the ids that left without committing (the node tells
+  Expired ones go too. Block time is the consent rules' "now" (docs/CONSENT.md §4): the
+  overlay takes the new head's time, and a pending ACCESS or CONSENT_GRANT whose grant
+  window ends by then is re-checked too (a block need not touch its records to end it).
+  It returns the ids that left without committing (the node tells
   its replica they are no longer pending), including those a ``remove`` made doomed.
 - Deduplicated by tx id; bounded (``max_txs`` and ``max_bytes``): when full, ``add``
   answers BUSY instead of growing, which the RPC turns into a "busy, retry" error.
@@ -34,9 +39,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from ledger.consent import grant_record
 from ledger.errors import RuleError
 from ledger.rules import WorkingSet, apply_tx, touched_keys
 from ledger.state import LedgerState
+from ledger.transaction import Access, ConsentGrant
 from ledger.types import Block, GovPropose, GovVote, Transaction
 
 
@@ -84,6 +91,18 @@ def _is_gov(tx: Transaction) -> bool:
     return isinstance(tx.payload, GovPropose | GovVote)
 
 
+def _window_end(tx: Transaction, ws: WorkingSet) -> int | None:
+    """The first block time at which ``tx``, admitted on ``ws``, is refused by time alone:
+    its grant's window has ended (``bad_window`` for a CONSENT_GRANT from its
+    ``not_after_ms``, ``grant_expired`` for an ACCESS after it)."""
+    p = tx.payload
+    if isinstance(p, ConsentGrant):
+        return p.not_after_ms
+    if isinstance(p, Access):
+        return grant_record(ws, p.grant_id).not_after_ms + 1
+    return None
+
+
 class Mempool:
     """Pending transactions in arrival order, their effects as an overlay over the
     committed head, and a verified-signature cache."""
@@ -111,6 +130,10 @@ class Mempool:
         self._ws: WorkingSet | None = None
         self._by_key: dict[bytes, list[bytes]] = {}
         self._gov: set[bytes] = set()
+        # Pending consent transactions by the block time that may doom them
+        # (``_window_end``), and a bound below all of them (may be low, never high).
+        self._window_ends: dict[bytes, int] = {}
+        self._min_window_end = 1 << 62
         self._dropped: list[bytes] = []  # made doomed by remove(); reported by committed()
         self.stats = {
             "added": 0,
@@ -178,6 +201,10 @@ class Mempool:
             return AddResult(AddStatus.REJECTED, err.code, err.message)
         self._mark_verified(tx_id)
         self._insert(tx)
+        end = _window_end(tx, ws)
+        if end is not None:
+            self._window_ends[tx_id] = end
+            self._min_window_end = min(self._min_window_end, end)
         self.stats["added"] += 1
         return ADDED
 
@@ -280,6 +307,7 @@ class Mempool:
         for k in keys:
             ws.attestations.pop(k, None)
             ws.records.pop(k, None)
+            ws.decoded.pop(k, None)
         if multi:
             order = [tx_id for tx_id in self._txs if tx_id in affected]
         else:
@@ -308,6 +336,7 @@ class Mempool:
                 continue
             out.append(tx)
             self._bytes -= len(tx.encoded)
+            self._window_ends.pop(tx_id, None)
             keys = touched_keys(tx)
             if keys is None:
                 self._gov.discard(tx_id)
@@ -327,17 +356,21 @@ class Mempool:
         the expired; returns the ids that left without committing since the last call."""
         old = self._head
         block_ids = block.tx_ids
+        settled = self._settled(block)
         left = self._forget(block_ids)
         self.stats["committed"] += len(left)
         expired = self._expired(head.height + 1)
         touched: set[bytes] = set()
         governance = False  # the block, or an expired transaction, was governance
-        for tx in (*block.txs, *expired):
+        timed = self._window_ended(head.time_ms)
+        for tx in (*block.txs, *expired, *timed):
             keys = touched_keys(tx)
             if keys is None:
                 governance = True
             else:
                 touched.update(keys)
+        for tx in (*expired, *timed):  # they left or failed: their keys are re-checked
+            settled.difference_update(touched_keys(tx) or ())
         # Blocks went by that committed() was not told of: they may have committed ours.
         skipped = old is None or old.block_id != block.header.prev_block_id
         if (
@@ -359,9 +392,46 @@ class Mempool:
             self._head = head
             ws.parent, ws.height, ws.read_attestation = head, head.height + 1, head.attestation
             ws.time_ms = head.time_ms  # "now" at admission is the head's (consent windows)
-            self._recheck_keys(touched)
+            self._recheck_keys(touched - settled)
         gone, self._dropped = self._dropped, []
         return [tx.tx_id for tx in expired] + gone
+
+    def _settled(self, block: Block) -> set[bytes]:
+        """Keys of ``block`` whose pending transactions are all ACCESSes and whose block
+        transactions were all among them (in any order: another node's pool orders them
+        otherwise). The overlay holds their effects already: accesses commute (each
+        appends one use; the rules read only how many are recorded, and time, which
+        ``_window_ended`` covers), so the rest need no re-check. Without this, a load of
+        accesses under a few hundred grants re-applied nearly every pending access after
+        every block, each re-encoding its grant record: quadratic in the accesses
+        pending under a grant."""
+        in_block: dict[bytes, list[bytes]] = {}
+        for tx in block.txs:
+            # Every kind: a CONSENT_REVOKE of the grant in the block (from another node's
+            # pool) must leave its key unsettled, so the pending accesses are re-checked.
+            for k in touched_keys(tx) or ():
+                in_block.setdefault(k, []).append(tx.tx_id)
+        settled = set()
+        for k, ids in in_block.items():
+            pending = self._by_key.get(k)
+            if pending is None or len(ids) > len(pending):
+                continue
+            mine = set(pending)
+            if mine.issuperset(ids) and all(
+                isinstance(self._txs[t].payload, Access) for t in pending
+            ):
+                settled.add(k)
+        return settled
+
+    def _window_ended(self, time_ms: int) -> list[Transaction]:
+        """Pending consent transactions whose grant window ended by ``time_ms``."""
+        if time_ms < self._min_window_end:
+            return []
+        ended = [self._txs[t] for t, end in self._window_ends.items() if end <= time_ms]
+        self._min_window_end = min(
+            (end for end in self._window_ends.values() if end > time_ms), default=1 << 62
+        )
+        return ended
 
     def _expired(self, next_height: int) -> list[Transaction]:
         if next_height <= self._min_expiry:
