@@ -47,7 +47,7 @@ from ledger.transaction import (
 )
 
 if TYPE_CHECKING:
-    from ledger.rules import WorkingSet
+    from ledger.working_set import WorkingSet
 
 
 # -- reads --------------------------------------------------------------------

@@ -37,7 +37,7 @@ from ledger.records import (
     member_key,
     proposal_key,
 )
-from ledger.rules import WorkingSet, apply_tx, expire_proposals
+from ledger.rules import apply_tx, expire_proposals
 from ledger.smt import KeyExistsError, MemoryNodeStore, SparseMerkleTree, UpdateResult
 from ledger.types import (
     ZERO_HASH,
@@ -50,6 +50,7 @@ from ledger.types import (
     TxKind,
     ValidatorSet,
 )
+from ledger.working_set import WorkingSet
 
 
 class SeenTxs:

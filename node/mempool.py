@@ -41,10 +41,11 @@ from enum import StrEnum
 
 from ledger.consent import grant_record
 from ledger.errors import RuleError
-from ledger.rules import WorkingSet, apply_tx, touched_keys
+from ledger.rules import apply_tx, touched_keys
 from ledger.state import LedgerState
 from ledger.transaction import Access, ConsentGrant
 from ledger.types import Block, GovPropose, GovVote, Transaction
+from ledger.working_set import WorkingSet
 
 
 class AddStatus(StrEnum):

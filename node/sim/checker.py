@@ -30,8 +30,9 @@ from typing import Any
 from consensus.messages import ViewChange, content_key, decode_message, slot_key
 from ledger.chain import Ledger
 from ledger.errors import LedgerError, RuleError
-from ledger.rules import WorkingSet, apply_tx
+from ledger.rules import apply_tx
 from ledger.state import LedgerState, execute
+from ledger.working_set import WorkingSet
 
 
 class NodeChecker:
