@@ -1,7 +1,8 @@
 """The rule book: every transaction rule, once, for block execution and mempool admission.
 
-``apply_tx(ws, tx, verified)`` checks one transaction against a ``WorkingSet`` (``ledger.working_set``: a ledger
-snapshot seen through the writes of the transactions applied before it) and, if the
+``apply_tx(ws, tx, verified)`` checks one transaction against a ``WorkingSet``
+(``ledger.working_set``: a ledger snapshot seen through the writes of the transactions
+applied before it) and, if the
 transaction is valid, applies its effects to that working set; if not it raises
 ``RuleError`` with a stable ``code`` and writes nothing. Block execution
 (``ledger.state.execute``) runs it over the block's transactions; the mempool
