@@ -141,6 +141,13 @@ ACTIONS: dict[str, ActionSpec] = {
         (("COMMITMENT", "64 hex characters"), ("REASON", " | ".join(REASON_NAMES))),
         "dvp gov propose revoke-attestation 3f9a... fraud-suspected",
     ),
+    "activate-version": ActionSpec(
+        GovAction.ACTIVATE_VERSION,
+        "move the consortium to a higher protocol version from a block height on (the "
+        "last step of a rolling upgrade: every node must run a build that supports it)",
+        (("VERSION", "the protocol version"), ("HEIGHT", "the first block to carry it")),
+        "dvp gov propose activate-version 2 12000",
+    ),
 }
 assert {s.action for s in ACTIONS.values()} == set(GovAction), "every ledger action has a CLI"
 

@@ -141,6 +141,7 @@ class GovAction(IntEnum):
     REMOVE_VALIDATOR = 9  # [member_id]
     SET_PARAM = 10  # [name, value]
     REVOKE_ATTESTATION = 11  # [commitment, reason]
+    ACTIVATE_VERSION = 12  # [version, activation_height]
 
 
 # Argument kinds: "id" identifier, "name" display text, "key" 32-byte key,
@@ -157,6 +158,7 @@ GOV_ARGS: dict[GovAction, tuple[str, ...]] = {
     GovAction.REMOVE_VALIDATOR: ("id",),
     GovAction.SET_PARAM: ("id", "int"),
     GovAction.REVOKE_ATTESTATION: ("hash", "reason"),
+    GovAction.ACTIVATE_VERSION: ("int", "int"),
 }
 
 
