@@ -109,7 +109,12 @@ def start_node(root: Path, e: NodeEntry) -> int:
 
 
 def node_status(e: NodeEntry, timeout_s: float = 2.0) -> dict[str, Any] | None:
-    client = RpcClient(e.rpc_url, timeout_s=timeout_s)
+    return status_of(RpcClient(e.rpc_url, timeout_s=timeout_s))
+
+
+def status_of(client: RpcClient) -> dict[str, Any] | None:
+    """``status`` of the node behind ``client`` (closed afterwards); None if it does not
+    answer (not started, stopped, or refused: a TLS certificate it does not trust)."""
     try:
         result: dict[str, Any] = client.call("status")
         return result

@@ -24,7 +24,8 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from cli.common import EXIT_USAGE, CliError
+from cli.common import EXIT_FAIL, EXIT_USAGE, CliError
+from ledger.errors import ProtocolVersionError
 from node.oneline import one_line
 
 EXIT_INTERNAL = 70
@@ -80,6 +81,8 @@ def run_command(command: str, fn: Callable[[], int]) -> int:
         return int(fn())
     except CliError as exc:
         return _fail(command, str(exc), exc.code)
+    except ProtocolVersionError as exc:  # the chain runs a version this build lacks
+        return _fail(command, str(exc), EXIT_FAIL)
     except KeyboardInterrupt:
         return 130
     except UnicodeEncodeError as exc:  # a name (argv) the OS cannot take: a lone surrogate

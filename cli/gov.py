@@ -155,6 +155,13 @@ ACTIONS: dict[str, ActionSpec] = {
         (("PURPOSE", "the purpose"),),
         "dvp gov propose remove-purpose account-opening",
     ),
+    "activate-version": ActionSpec(
+        GovAction.ACTIVATE_VERSION,
+        "move the consortium to a higher protocol version from a block height on (the "
+        "last step of a rolling upgrade: every node must run a build that supports it)",
+        (("VERSION", "the protocol version"), ("HEIGHT", "the first block to carry it")),
+        "dvp gov propose activate-version 2 12000",
+    ),
 }
 assert {s.action for s in ACTIONS.values()} == set(GovAction), "every ledger action has a CLI"
 

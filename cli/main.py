@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         "is already JSON, one object a line on stderr (so no --json). Its stores "
         "are checked before it serves anything. Exit status: 0 stopped by a "
         "signal, 2 config, key, genesis or store unusable, 4 the store is damaged "
-        "(`dvp store resync` rebuilds it from peers)",
+        "(`dvp store resync` rebuilds it from peers), 5 the consortium runs a protocol "
+        "version this build does not support (upgrade the node)",
         "dvp node run --config devnet/nodes/cnix.toml",
         cmd_node_run,
         json_flag=False,

@@ -67,7 +67,7 @@ from ledger.audit_sources import (
 )
 from ledger.audit_state import check_state_tree
 from ledger.chain import Ledger
-from ledger.errors import RuleError, StoreError
+from ledger.errors import ProtocolVersionError, RuleError, StoreError
 from ledger.types import BlockHeader, Genesis, Transaction
 
 __all__ = [
@@ -192,6 +192,8 @@ def _replay_into(
                 ex = scratch.commit(block, cert, verified=valid.__contains__)
             except RuleError as err:
                 raise rule_failure(h, err, block, scratch.head.key_index) from None
+            except ProtocolVersionError as exc:
+                raise AuditFailure(h, "protocol_version", str(exc)) from None
             source.cross_check(h, ex)
             report.transactions += len(block.txs)
             report.count_consent(block.txs)

@@ -26,6 +26,8 @@ CHECKS = (
     "genesis",  # block 0 is not the block the genesis file defines
     "chain_link",  # chain id, height or prev_block_id does not follow the parent
     "certificate",  # no quorum of valid signatures of the validator set in force
+    "protocol_version",  # the header's version is not the one in force at its height,
+    # or this auditor's build does not speak it (upgrade the auditor)
     "signature",  # a transaction signature does not verify
     "rules",  # a transaction or block breaks a rule of PROOFS.md §9
     "tx_root",  # header tx_count / tx_root differ from the transactions
@@ -50,6 +52,7 @@ _RULE_CHECKS = {
     "bad_history_root": "history_root",
     "bad_height": "chain_link",
     "bad_parent": "chain_link",
+    "wrong_version": "protocol_version",
 }
 
 #: Codes by which the rule book refuses an ACCESS for its grant (docs/CONSENT.md §4):

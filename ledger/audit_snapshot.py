@@ -44,7 +44,13 @@ from ledger.audit_report import (
     ProgressFn,
     rule_failure,
 )
-from ledger.errors import DecodeError, RuleError, StoreError, ValidationError
+from ledger.errors import (
+    DecodeError,
+    ProtocolVersionError,
+    RuleError,
+    StoreError,
+    ValidationError,
+)
 from ledger.header_link import LinkFailure, check_link
 from ledger.smt import OverlayReader, SparseMerkleTree
 from ledger.state import SeenTxs, decode_app_meta, genesis_execution, load_state, validate_block
@@ -175,6 +181,8 @@ def replay_from_snapshot(
             ex = validate_block(parent, block, valid.__contains__)
         except RuleError as err:
             raise rule_failure(h, err, block, parent.key_index) from None
+        except ProtocolVersionError as exc:
+            raise AuditFailure(h, "protocol_version", str(exc)) from None
         overlay.push(ex.update.new_nodes)
         parent, header = ex.state, block.header
         if header.history_root != history.root(h):

@@ -31,6 +31,7 @@ from ledger.codec import (
 )
 from ledger.consortium import ValidatorSet
 from ledger.errors import DecodeError, ValidationError
+from ledger.protocol import MAX_VERSION
 from ledger.transaction import Transaction
 from ledger.types_base import (
     MAX_BLOCK_BYTES,
@@ -50,12 +51,15 @@ from ledger.types_base import (
 class BlockHeader:
     """What validators certify. Block id = SHA-256("dvp/block/v1" || 0x00 || encode(header)).
 
+    - ``version``: the protocol version in force at ``height`` (``ChainRecord.version_at``;
+      ``ledger.protocol``). A block of any other version is refused.
     - ``state_root``: root of the state tree *after* applying this block.
     - ``history_root``: RFC 6962 root over the ids of blocks 0..height-1 (size = height).
     - ``validator_set_hash``: the set that certifies this block;
       ``next_validator_set_hash``: the set that certifies the next one.
     """
 
+    version: int
     chain_id: str
     height: int
     prev_block_id: bytes
@@ -70,6 +74,7 @@ class BlockHeader:
 
     def to_wire(self) -> list[Any]:
         return [
+            self.version,
             self.chain_id,
             self.height,
             self.prev_block_id,
@@ -96,22 +101,23 @@ class BlockHeader:
 
     @classmethod
     def from_wire(cls, obj: Any) -> BlockHeader:
-        f = fields(obj, 11, "header")
-        proposer = as_bytes(f[4], "header.proposer", max_size=32)
+        f = fields(obj, 12, "header")
+        proposer = as_bytes(f[5], "header.proposer", max_size=32)
         if len(proposer) not in (0, 32):  # empty only for the genesis block
             raise DecodeError("header.proposer: must be a 32-byte key (empty at genesis)")
         return cls(
-            _ident(f[0], "header.chain_id"),
-            as_int(f[1], "header.height"),
-            as_hash(f[2], "header.prev_block_id"),
-            as_int(f[3], "header.time_ms"),
+            as_int(f[0], "header.version", 1, MAX_VERSION),
+            _ident(f[1], "header.chain_id"),
+            as_int(f[2], "header.height"),
+            as_hash(f[3], "header.prev_block_id"),
+            as_int(f[4], "header.time_ms"),
             proposer,
-            as_int(f[5], "header.tx_count", 0, MAX_BLOCK_TXS),
-            as_hash(f[6], "header.tx_root"),
-            as_hash(f[7], "header.state_root"),
-            as_hash(f[8], "header.validator_set_hash"),
-            as_hash(f[9], "header.next_validator_set_hash"),
-            as_hash(f[10], "header.history_root"),
+            as_int(f[6], "header.tx_count", 0, MAX_BLOCK_TXS),
+            as_hash(f[7], "header.tx_root"),
+            as_hash(f[8], "header.state_root"),
+            as_hash(f[9], "header.validator_set_hash"),
+            as_hash(f[10], "header.next_validator_set_hash"),
+            as_hash(f[11], "header.history_root"),
         )
 
     @classmethod

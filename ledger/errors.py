@@ -8,6 +8,8 @@ Rules:
   (bad signature, wrong chain id, out-of-range field).
 - ``KeyFileError`` is a key file that cannot be used (missing, too open, malformed, a
   wrong passphrase); its message says what to do.
+- ``ProtocolVersionError`` is this build not speaking the consortium's protocol
+  version: the process stops (not a ``LedgerError``).
 - ``RuleError`` is a well-formed, validly signed transaction or block that the
   state machine refuses (not an issuer for that document type, already attested...).
   It carries a stable machine-readable ``code``.
@@ -69,6 +71,13 @@ class BodyPruned(StoreError):
         )
         self.height = height
         self.bodies_from = bodies_from
+
+
+class ProtocolVersionError(Exception):
+    """This build cannot speak the protocol version the consortium runs (or was told a
+    bad rehearsal override). Deliberately not a ``LedgerError``: the callers that treat a
+    ``LedgerError`` as a peer's bad block must let it through, and the node stops with
+    this one line (a node that guessed would fork)."""
 
 
 class KeyFileError(LedgerError, ValueError):

@@ -6,9 +6,9 @@ Every record lives in the sparse Merkle tree (``ledger.smt``) under a 32-byte ke
 
 with namespaces ``"attestation"`` (id = commitment bytes), ``"member"`` (id = member
 id text), ``"proposal"`` (id = proposal tx id bytes) and ``"chain"`` (id = empty bytes:
-the validator set, scheduled validator-set changes, parameters and document types);
-the consent namespaces ``"subject"``, ``"grant"`` and ``"consent"`` are
-``ledger.consent_records``'s (docs/CONSENT.md §2).
+the validator set, scheduled validator-set changes, parameters, document types and the
+protocol version with its scheduled activations); the consent namespaces ``"subject"``,
+``"grant"`` and ``"consent"`` are ``ledger.consent_records``'s (docs/CONSENT.md §2).
 Values are the canonical encodings below. ``attestation_status`` is the one function
 that turns a record into a verifier's verdict; node, CLI and auditor all call it.
 """
@@ -32,6 +32,7 @@ from ledger.codec import (
     tagged_hash,
 )
 from ledger.errors import DecodeError
+from ledger.protocol import GENESIS_VERSION, MAX_VERSION
 from ledger.types import (
     ChainParams,
     GovAction,
@@ -251,7 +252,9 @@ class ChainRecord:
     ``validators`` has been in force since height ``validators_since`` (an *epoch*
     start, which consensus needs; the genesis set's epoch starts at height 1, the first
     height it certifies); ``scheduled`` lists sets that take effect at future
-    heights, ascending.
+    heights, ascending. ``version`` is the protocol version in force (``ledger.protocol``);
+    ``scheduled_versions`` lists ``(activation height, version)`` pairs governance has
+    approved (ACTIVATE_VERSION), ascending in both.
     """
 
     validators: ValidatorSet
@@ -259,6 +262,8 @@ class ChainRecord:
     scheduled: tuple[tuple[int, ValidatorSet], ...]
     params: ChainParams
     doc_types: tuple[str, ...]
+    version: int = GENESIS_VERSION
+    scheduled_versions: tuple[tuple[int, int], ...] = ()
 
     def to_wire(self) -> list[Any]:
         return [
@@ -267,6 +272,8 @@ class ChainRecord:
             [[h, vs.to_wire()] for h, vs in self.scheduled],
             self.params.to_wire(),
             list(self.doc_types),
+            self.version,
+            [[h, v] for h, v in self.scheduled_versions],
         ]
 
     def encode(self) -> bytes:
@@ -274,7 +281,7 @@ class ChainRecord:
 
     @classmethod
     def from_wire(cls, obj: Any) -> ChainRecord:
-        f = fields(obj, 5, "chain_record")
+        f = fields(obj, 7, "chain_record")
         sched = []
         for item in as_list(f[2], "chain.scheduled", 64):
             pair = fields(item, 2, "chain.scheduled[]")
@@ -288,12 +295,26 @@ class ChainRecord:
                 raise DecodeError("chain.doc_types: expected text")
             check_identifier(d, "chain.doc_types[]")
         require_sorted_unique(docs, "chain.doc_types")
+        version = as_int(f[5], "chain.version", 1, MAX_VERSION)
+        versions = []
+        for item in as_list(f[6], "chain.scheduled_versions", 64):
+            pair = fields(item, 2, "chain.scheduled_versions[]")
+            versions.append(
+                (
+                    as_int(pair[0], "chain.scheduled_versions.height"),
+                    as_int(pair[1], "chain.scheduled_versions.version", 1, MAX_VERSION),
+                )
+            )
+        require_sorted_unique([h for h, _ in versions], "chain.scheduled_versions")
+        require_sorted_unique([version] + [v for _, v in versions], "chain.scheduled_versions")
         return cls(
             ValidatorSet.from_wire(f[0]),
             as_int(f[1], "chain.validators_since"),
             tuple(sched),
             ChainParams.from_wire(f[3]),
             tuple(docs),
+            version,
+            tuple(versions),
         )
 
     @classmethod
@@ -312,17 +333,37 @@ class ChainRecord:
                 since, current = eff, vs
         return since, current
 
+    def version_at(self, height: int) -> int:
+        """The protocol version in force at ``height`` (>= the height this record describes)."""
+        version = self.version
+        for eff, v in self.scheduled_versions:
+            if eff <= height:
+                version = v
+        return version
+
+    def latest_version(self) -> int:
+        """The highest version approved, in force or scheduled."""
+        return self.scheduled_versions[-1][1] if self.scheduled_versions else self.version
+
     def settle(self, height: int) -> ChainRecord:
-        """Fold scheduled changes whose height has arrived into ``validators``."""
-        if not self.scheduled or self.scheduled[0][0] > height:
-            return self
-        since, current = self.epoch_at(height)
-        return replace(
-            self,
-            validators=current,
-            validators_since=since,
-            scheduled=tuple((h, v) for h, v in self.scheduled if h > height),
-        )
+        """Fold scheduled changes whose height has arrived into ``validators`` and
+        ``version``."""
+        record = self
+        if self.scheduled and self.scheduled[0][0] <= height:
+            since, current = self.epoch_at(height)
+            record = replace(
+                record,
+                validators=current,
+                validators_since=since,
+                scheduled=tuple((h, v) for h, v in self.scheduled if h > height),
+            )
+        if self.scheduled_versions and self.scheduled_versions[0][0] <= height:
+            record = replace(
+                record,
+                version=self.version_at(height),
+                scheduled_versions=tuple((h, v) for h, v in self.scheduled_versions if h > height),
+            )
+        return record
 
     def latest_validators(self) -> ValidatorSet:
         return self.scheduled[-1][1] if self.scheduled else self.validators

@@ -19,7 +19,9 @@ Rules (docs/PROOFS.md §9 states them for auditors; codes are listed in docs/RPC
 - GOV_PROPOSE: a validator member; ``height <= deadline <= height + 100000``; the action
   is applicable now and would change something (``check_action``: its member, role,
   document type, key, parameter or commitment exist and make sense; a mistyped name gets
-  the nearest known one suggested). GOV_VOTE: an open proposal whose deadline has not
+  the nearest known one suggested). ACTIVATE_VERSION: a version above the latest
+  approved, at a height past the pipeline (``change_delay``) and after any activation
+  already scheduled. GOV_VOTE: an open proposal whose deadline has not
   passed, by a validator member that has not voted.
 - CONSENT_GRANT, CONSENT_REVOKE (signed by a bound subject key, rate-limited) and
   ACCESS (by the grantee, under a live grant): ``ledger.consent``, docs/CONSENT.md §4.
@@ -46,6 +48,7 @@ from ledger.consent import (
 )
 from ledger.consent_records import grant_key, subject_key
 from ledger.errors import RuleError, did_you_mean
+from ledger.protocol import MAX_VERSION
 from ledger.records import (
     AttestationRecord,
     ProposalRecord,
@@ -381,13 +384,43 @@ def check_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> No
         _check_revoke(ws, None, commitment)
     elif action in (GovAction.ADD_PURPOSE, GovAction.REMOVE_PURPOSE):
         check_purpose_action(ws, action, args[0])
+    elif action == GovAction.ACTIVATE_VERSION:
+        _check_activation(ws, *args)
     else:  # pragma: no cover
         raise AssertionError(action)
 
 
-def _schedule(ws: WorkingSet, new_set: ValidatorSet) -> None:
+def change_delay(ws: WorkingSet) -> int:
+    """Blocks between the decision and its effect for validator-set changes and version
+    activations: past every block already in the pipeline."""
     params = ws.chain.params
-    eff = ws.height + max(params.validator_change_delay, params.pipeline_window + 1)
+    return max(params.validator_change_delay, params.pipeline_window + 1)
+
+
+def _check_activation(ws: WorkingSet, version: int, height: int) -> None:
+    # Deliberately nothing about which versions this build implements: the rule must
+    # give every node the same answer; a node that cannot speak an activated version
+    # stops when it arrives (ledger.protocol.check_supported).
+    latest = ws.chain.latest_version()
+    if not latest < version <= MAX_VERSION:
+        raise RuleError(
+            "bad_version",
+            f"version {version} must be above {latest} (the latest approved) and at most "
+            f"{MAX_VERSION}",
+        )
+    earliest = ws.height + change_delay(ws)
+    last = ws.chain.scheduled_versions[-1][0] if ws.chain.scheduled_versions else 0
+    if height < max(earliest, last + 1):
+        raise RuleError(
+            "activation_too_soon",
+            f"activation height {height} must be at least {max(earliest, last + 1)} (decided "
+            f"at {ws.height}; {change_delay(ws)} blocks for the pipeline, after any activation "
+            "already scheduled)",
+        )
+
+
+def _schedule(ws: WorkingSet, new_set: ValidatorSet) -> None:
+    eff = ws.height + change_delay(ws)
     sched = [(h, vs) for h, vs in ws.chain.scheduled if h != eff] + [(eff, new_set)]
     ws.set_chain(replace(ws.chain, scheduled=tuple(sorted(sched, key=lambda x: x[0]))))
 
@@ -439,6 +472,10 @@ def _apply_action(ws: WorkingSet, action: GovAction, args: tuple[Any, ...]) -> N
         _revoke(ws, None, commitment, reason, by_governance=True)
     elif action in (GovAction.ADD_PURPOSE, GovAction.REMOVE_PURPOSE):
         apply_purpose_action(ws, action, args[0])
+    elif action == GovAction.ACTIVATE_VERSION:
+        version, height = args
+        versions = (*ws.chain.scheduled_versions, (height, version))
+        ws.set_chain(replace(ws.chain, scheduled_versions=versions))
     else:  # pragma: no cover
         raise AssertionError(action)
 

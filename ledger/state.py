@@ -14,8 +14,11 @@ Rules (docs/PROOFS.md §Rules states them for auditors):
 - What makes a transaction valid is ``ledger.rules`` (the rule book the mempool's
   admission calls too); this module runs it over a block's transactions in order, then
   expires proposals past their deadline and computes the roots.
-- Validator-set changes take effect max(validator_change_delay, pipeline_window + 1)
-  heights later, never mid-block.
+- Validator-set changes and protocol-version activations take effect
+  max(validator_change_delay, pipeline_window + 1) heights or more later, never
+  mid-block. A header carries the version in force at its height; another version is
+  refused (``wrong_version``), and a version this build does not speak stops it
+  (``ledger.protocol.check_supported``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ledger import merkle
 from ledger.codec import as_hash, as_int, as_list, decode, encode, fields
 from ledger.consent_records import CONSENT_KEY, PolicyRecord
 from ledger.errors import DecodeError, RuleError
+from ledger.protocol import GENESIS_VERSION, check_supported
 from ledger.records import (
     CHAIN_KEY,
     AttestationRecord,
@@ -265,6 +269,7 @@ def execute_genesis(genesis: Genesis, tree: SparseMerkleTree) -> Execution:
     update = tree.update(None, 0, genesis_changes(genesis))
     chain = ChainRecord(genesis.validators, 1, (), genesis.params, genesis.doc_types)
     header = BlockHeader(
+        GENESIS_VERSION,
         genesis.chain_id,
         0,
         ZERO_HASH,
@@ -398,6 +403,8 @@ def _execute(
         raise RuleError(
             "bad_time", f"block time {time_ms} is not after the parent's {parent.time_ms}"
         )
+    version = parent.chain.version_at(height)
+    check_supported(version, height)
     validators = parent.chain.validators_at(height)
     if validators.index_of(proposer) is None:
         raise RuleError("bad_proposer", "the proposer is not a validator at this height")
@@ -448,6 +455,7 @@ def _execute(
         ) from None
     tx_ids = [tx.tx_id for tx in included]
     header = BlockHeader(
+        version=version,
         chain_id=parent.chain_id,
         height=height,
         prev_block_id=parent.block_id,
@@ -521,6 +529,13 @@ def validate_block(
         raise RuleError("bad_height", f"expected height {parent.height + 1}, got {h.height}")
     if h.prev_block_id != parent.block_id:
         raise RuleError("bad_parent", "prev_block_id is not the parent block's id")
+    active = parent.chain.version_at(h.height)
+    if h.version != active:
+        raise RuleError(
+            "wrong_version",
+            f"block {h.height} has protocol version {h.version}; the consortium runs version "
+            f"{active} at that height",
+        )
     ex = execute(
         parent, block.txs, time_ms=h.time_ms, proposer=h.proposer, strict=True, verified=verified
     )

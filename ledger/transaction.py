@@ -158,6 +158,7 @@ class GovAction(IntEnum):
     REVOKE_ATTESTATION = 11  # [commitment, reason]
     ADD_PURPOSE = 12  # [purpose]
     REMOVE_PURPOSE = 13  # [purpose]
+    ACTIVATE_VERSION = 14  # [version, activation_height]
 
 
 # Argument kinds: "id" identifier, "name" display text, "key" 32-byte key,
@@ -176,6 +177,7 @@ GOV_ARGS: dict[GovAction, tuple[str, ...]] = {
     GovAction.REVOKE_ATTESTATION: ("hash", "reason"),
     GovAction.ADD_PURPOSE: ("id",),
     GovAction.REMOVE_PURPOSE: ("id",),
+    GovAction.ACTIVATE_VERSION: ("int", "int"),
 }
 
 

@@ -35,9 +35,10 @@ from consensus.signer import Ed25519Crypto
 from ledger.chain import Ledger
 from ledger.codec import encode
 from ledger.crypto import read_key_file
-from ledger.errors import DecodeError, LedgerError, StoreDamage
+from ledger.errors import DecodeError, LedgerError, ProtocolVersionError, StoreDamage
 from ledger.genesis import read_genesis
 from ledger.keyfile import Passphrase
+from ledger.protocol import check_supported, peer_refusal
 from ledger.prove import Prover
 from ledger.store_format import DAMAGE_HINT, leveldb_reason
 from ledger.types import CommitCertificate, Transaction
@@ -134,6 +135,16 @@ class Node:
                 f"directory from a backup or rebuild it from peers with "
                 f"`dvp store resync --config {config.path}`"
             ) from None
+        head = ledger.head
+        try:
+            # A build that cannot speak the version of the next block stops here, once,
+            # instead of at its first proposal (ledger.protocol).
+            check_supported(head.chain.version_at(head.height + 1), head.height + 1)
+        except ProtocolVersionError:
+            ledger.close()
+            if cdb is not None:
+                cdb.close()
+            raise
         ledger.retain_blocks = config.retain_blocks
         log.info(
             "store checked",
@@ -318,6 +329,11 @@ class Node:
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self.metrics.dropped.labels(reason).inc()
+
+    def peer_version_refusal(self, low: int, high: int) -> str | None:
+        """The p2p hello's check: a peer must speak the version of our next block."""
+        head = self.ledger.head
+        return peer_refusal(low, high, head.chain.version_at(head.height + 1))
 
     async def handle_request(self, peer: bytes, request: bytes) -> bytes:
         if self.joining:

@@ -2,7 +2,9 @@
 
 Adapts the host's pull API (``inbound(channel)`` receive channels) to the node's push
 callback (``Node.deliver``) with one pump task per channel, and maps request errors to
-``TransportError``. ``run`` is started in the node's nursery before anything else.
+``TransportError``. Its hello announces the protocol versions this build speaks; a peer
+is refused if its range misses the version the chain runs (``Node.peer_version_refusal``).
+``run`` is started in the node's nursery before anything else.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ledger.protocol import supported_versions
 from node.transport import CONSENSUS, TXS, TransportError, TransportTimeout
 from p2p import P2PConfig, P2PHost, RequestError, RequestTimeout
 from p2p.runtime import TaskStatus
@@ -32,9 +35,11 @@ class Libp2pTransport:
                 allowlist=None,
                 penalty_strikes=cfg.p2p_penalty_strikes,
                 ban_s=cfg.p2p_ban_s,
+                versions=supported_versions(),
             )
         )
         self.host.set_request_handler(node.handle_request)
+        self.host.set_version_check(node.peer_version_refusal)
 
     def send(self, peer: bytes, channel: str, payload: bytes) -> None:
         self.host.send(peer, channel, payload)

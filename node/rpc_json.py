@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ledger.protocol import supported_versions
 from ledger.records import ProposalRecord, ProposalStatus
 from ledger.types import GOV_ARGS, BlockHeader, GovAction, RevokeReason, Role
 
@@ -44,6 +45,7 @@ def proposal_json(pid: bytes, rec: ProposalRecord, reason: str) -> dict[str, Any
 
 def header_json(h: BlockHeader) -> dict[str, Any]:
     return {
+        "version": h.version,
         "chain_id": h.chain_id,
         "height": h.height,
         "prev_block_id": h.prev_block_id.hex(),
@@ -86,4 +88,9 @@ def node_status(node: Node) -> dict[str, Any]:
         # 0: an archive node; else the lowest height whose block body it still has
         # (``[ledger] retain_blocks``): clients needing older proofs ask an archive node
         "bodies_from": node.ledger.store.bodies_from,
+        # the protocol version of the next block, what this build speaks, and the
+        # activations governance has scheduled ([height, version])
+        "protocol_version": head.chain.version_at(head.height + 1),
+        "protocol_versions_supported": list(supported_versions()),
+        "scheduled_versions": [[h, v] for h, v in head.chain.scheduled_versions],
     }

@@ -65,6 +65,7 @@ def obj(optional: dict[str, Schema] | None = None, /, **required: Schema) -> Sch
 
 #: The fields of a block header (``node.rpc_json.header_json``).
 HEADER: Final = obj(
+    version=NAT,
     chain_id=STR,
     height=NAT,
     prev_block_id=HEX32,
@@ -232,6 +233,9 @@ STATUS: Final = obj(
     evidence=NAT,
     store_error=nullable(STR),
     bodies_from=NAT,
+    protocol_version=NAT,
+    protocol_versions_supported=array(NAT),
+    scheduled_versions=array(array(NAT)),
     head_age_ms=INT,
     ready=BOOL,
     failing=array({"enum": ["started", "synced", "peers", "head_age", "store"]}),

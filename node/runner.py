@@ -28,7 +28,7 @@ from pathlib import Path
 import trio
 
 from ledger.crypto import KeyFileError
-from ledger.errors import StoreDamage, StoreError
+from ledger.errors import ProtocolVersionError, StoreDamage, StoreError
 from ledger.genesis import GenesisError
 from node.config import ConfigError, NodeConfig, load_config
 from node.logs import get_logger, setup_logging
@@ -39,6 +39,9 @@ log = get_logger("runner")
 
 #: ``dvp node run``'s exit status when the start-up check finds the store damaged.
 EXIT_STORE_DAMAGED = 4
+#: ... and when the consortium runs a protocol version this build does not speak (at
+#: start, or when an activation arrives): upgrade the node's software.
+EXIT_UPGRADE_REQUIRED = 5
 
 #: gc.set_threshold values for a running node (see ``_tune_gc``).
 GC_THRESHOLDS = (50_000, 20, 20)
@@ -191,6 +194,8 @@ def _start_error(cfg: NodeConfig, exc: BaseException) -> tuple[str, int] | None:
         return None
     if isinstance(exc, StoreDamage):
         return str(exc), EXIT_STORE_DAMAGED
+    if isinstance(exc, ProtocolVersionError):
+        return f"{cfg.path}: {exc}", EXIT_UPGRADE_REQUIRED
     if isinstance(exc, P2PError):
         return f"{cfg.path}: [p2p] {exc}", 2
     if isinstance(exc, KeyFileError | GenesisError | StoreError):
@@ -239,6 +244,10 @@ def run_node(
     except StoreDamage as exc:
         print(f"dvp node run: {exc}", file=sys.stderr)
         return EXIT_STORE_DAMAGED
+    except ProtocolVersionError as exc:
+        log.error("stopping: this build cannot follow the chain", error=str(exc))
+        print(f"dvp node run: {cfg.path}: {one_line(str(exc))}", file=sys.stderr)
+        return EXIT_UPGRADE_REQUIRED
     except (KeyFileError, GenesisError, StoreError) as exc:
         print(f"dvp node run: {exc}", file=sys.stderr)
         return 2
@@ -246,6 +255,8 @@ def run_node(
         found = _start_error(cfg, exc)
         if found is None:
             return _crashed()
+        if found[1] == EXIT_UPGRADE_REQUIRED:
+            log.error("stopping: this build cannot follow the chain", error=found[0])
         print(f"dvp node run: {one_line(found[0])}", file=sys.stderr)
         return found[1]
     except Exception:

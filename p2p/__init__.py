@@ -13,6 +13,10 @@ Channels (one long-lived outbound stream per peer and protocol, each way):
     ``txs``        /dvp/txs/1         one-way frames (tx batches); overflow -> drop new
     ``sync``       /dvp/sync/1        request/response (catch-up)
 
+Every stream opens with a hello frame carrying the protocol versions its opener speaks
+(``P2PConfig.versions``); the accepting side asks the app's version check and resets the
+stream, logging why once per peer, if the range will not do.
+
 Frames are ``u32 length || payload`` (``p2p/framing.py``), at most ``max_frame_bytes``;
 an oversize frame drops the stream. Each inbound stream is rate-limited per peer
 (frames/s and bytes/s token buckets); the excess is dropped and counted.
@@ -30,6 +34,7 @@ API::
         host.set_request_handler(handler)           # async (peer_key, req) -> resp
         resp = await host.request(peer_key, req, timeout_s=2.0)
             # raises PeerUnavailable / RequestTimeout / RemoteError (RequestError)
+        host.set_version_check(fn)   # (lowest, highest) -> refusal reason or None
         host.set_allowlist(keys)     # at runtime; removed peers are disconnected
         host.connected_peers()       # set of node public keys
         host.queued(peer_key, "txs") # frames waiting in that peer's send queue
@@ -64,7 +69,7 @@ from p2p.config import (
     RequestTimeout,
     parse_peer_address,
 )
-from p2p.host import DeliverFn, P2PHost, open_p2p
+from p2p.host import DeliverFn, P2PHost, VersionCheck, open_p2p
 from p2p.libp2p_glue import peer_id_of
 from p2p.streams import RequestHandler
 
@@ -85,6 +90,7 @@ __all__ = [
     "RequestError",
     "RequestHandler",
     "RequestTimeout",
+    "VersionCheck",
     "open_p2p",
     "parse_peer_address",
     "peer_id_of",

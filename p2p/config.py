@@ -131,6 +131,10 @@ class P2PConfig:
     penalty_strikes: int = 20
     penalty_window_s: float = 10.0
     ban_s: float = 30.0
+    # The protocol versions this node speaks (lowest, highest), sent in the hello that
+    # opens each of its streams; whether a peer's range will do is the app's call
+    # (``P2PHost.set_version_check``).
+    versions: tuple[int, int] = (1, 1)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for anything that cannot work."""
@@ -149,6 +153,9 @@ class P2PConfig:
         for key in self.allowlist or ():
             if len(key) != 32:
                 raise ConfigError("allowlist keys must be 32-byte Ed25519 public keys")
+        low, high = self.versions
+        if not 1 <= low <= high <= 0xFFFF:
+            raise ConfigError(f"versions must be 1 <= lowest <= highest <= 65535: {self.versions}")
         if not 1024 <= self.max_frame_bytes <= 256 * MiB:
             raise ConfigError("max_frame_bytes must be between 1 KiB and 256 MiB")
         for ch in CHANNELS:

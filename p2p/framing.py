@@ -6,6 +6,8 @@ Owns the byte layout of everything the dvp protocols put on a libp2p stream:
     keepalive = a frame with an empty payload (never delivered to the app)
     sync     = frame whose payload is kind:u8 || request id:u64 big-endian || body
                kind 0 = request, 1 = response, 2 = error (body = UTF-8 reason)
+    hello    = the first frame of every stream: "dvp/hello" || lowest:u16 || highest:u16,
+               the protocol versions the opener speaks (never delivered to the app)
 
 Rules:
 - ``FrameDecoder`` never buffers more than one maximal frame plus one read: a length
@@ -35,6 +37,24 @@ RPC_REQUEST = 0
 RPC_RESPONSE = 1
 RPC_ERROR = 2
 MAX_REQUEST_ID = 2**64 - 1
+
+HELLO_MAGIC = b"dvp/hello"
+HELLO_VERSIONS = struct.Struct(">HH")
+
+
+def encode_hello(versions: tuple[int, int]) -> bytes:
+    """The hello payload for the protocol versions ``(lowest, highest)``."""
+    return HELLO_MAGIC + HELLO_VERSIONS.pack(*versions)
+
+
+def decode_hello(payload: bytes) -> tuple[int, int] | None:
+    """``(lowest, highest)`` from a hello payload; None if it is not one."""
+    if len(payload) != len(HELLO_MAGIC) + HELLO_VERSIONS.size or not payload.startswith(
+        HELLO_MAGIC
+    ):
+        return None
+    low, high = HELLO_VERSIONS.unpack_from(payload, len(HELLO_MAGIC))
+    return (low, high) if 1 <= low <= high else None
 
 
 class FrameTooLarge(Exception):

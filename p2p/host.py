@@ -45,7 +45,7 @@ from p2p.config import (
     RequestTimeout,
     parse_peer_address,
 )
-from p2p.framing import RPC_HEADER, RateLimiter, Stats
+from p2p.framing import RPC_HEADER, RateLimiter, Stats, decode_hello
 from p2p.libp2p_glue import (
     ID,
     ConnWatcher,
@@ -74,6 +74,7 @@ CONGESTED_S = 1.0
 REFUSAL_LOG_INTERVAL_S = 30.0
 Inbound = tuple[bytes, bytes]  # (peer key, payload)
 DeliverFn = Callable[[str, bytes, bytes], None]  # (channel, peer key, payload)
+VersionCheck = Callable[[int, int], str | None]  # (lowest, highest) -> refusal or None
 
 
 class P2PHost:
@@ -98,6 +99,8 @@ class P2PHost:
         self._links: dict[bytes, PeerLink] = {}
         self._handler: RequestHandler | None = None
         self._deliver: DeliverFn | None = None
+        self._version_check: VersionCheck | None = None
+        self._version_refused: dict[bytes, str] = {}  # the last refusal logged per peer
         self._ran = False
         self._nursery: trio.Nursery | None = None
         self._sockets = SocketTracker()
@@ -306,6 +309,30 @@ class P2PHost:
         from it is logged and counted (``deliver_errors``), and the frame is lost."""
         self._deliver = deliver
 
+    def set_version_check(self, check: VersionCheck | None) -> None:
+        """``check(lowest, highest)``: why a peer speaking those protocol versions is
+        refused, or None to accept it (None: accept every peer that sends a hello)."""
+        self._version_check = check
+
+    def _check_hello(self, key: bytes, channel: str, payload: bytes) -> str | None:
+        versions = decode_hello(payload)
+        reason: str | None
+        if versions is None:
+            reason = "it sent no protocol hello (a build without protocol versions)"
+        else:
+            check = self._version_check
+            reason = check(*versions) if check is not None else None
+        if reason is None:
+            self._version_refused.pop(key, None)
+            return None
+        if self._version_refused.get(key) != reason:  # once per peer and reason
+            self._version_refused[key] = reason
+            log.warning(
+                f"refused a peer: {reason}",
+                extra=log_fields(peer=key, channel=channel, reason=reason),
+            )
+        return reason
+
     def set_request_handler(self, handler: RequestHandler | None) -> None:
         """``async handler(peer key, request) -> response`` for ``/dvp/sync/1``."""
         self._handler = handler
@@ -381,6 +408,7 @@ class P2PHost:
             stats=self.stats,
             deliver=deliver,
             limiter=limiter,
+            check_hello=partial(self._check_hello, key, channel),
         )
         old = link.inbound.get(channel)
         if old is not None:  # one inbound stream per peer and protocol: newest wins

@@ -27,7 +27,7 @@ from p2p.config import (
     P2PConfig,
     PeerUnavailable,
 )
-from p2p.framing import OutQueue, RateLimiter, Stats
+from p2p.framing import OutQueue, RateLimiter, Stats, encode_hello
 from p2p.libp2p_glue import (
     ID,
     PERMANENT_ADDR_TTL,
@@ -232,6 +232,7 @@ class PeerLink:
                 deliver=deliver,
                 limiter=None,
                 queue=self.queues[ch],
+                hello=encode_hello(cfg.versions),
             )
             self.out[ch] = fs
             self._notify()

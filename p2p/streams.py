@@ -19,6 +19,9 @@ Rules:
 - Errors from libp2p I/O are caught *only* around the I/O calls: a peer can end its own
   stream but cannot raise into the app; a bug of ours in ``deliver`` still propagates.
 - ``deliver`` must bound its own waiting (it runs on the reader task).
+- The opener's first frame is its hello (``framing.encode_hello``: the protocol versions
+  it speaks); an inbound stream hands the first frame to ``check_hello`` and ends
+  (``version_refused``) if that returns a reason. The hello is never delivered.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from p2p.framing import (
     RateLimiter,
     Stats,
     decode_rpc,
+    encode_frame,
     encode_frames,
     encode_rpc,
 )
@@ -78,8 +82,12 @@ class FramedStream:
         deliver: Deliver,
         limiter: RateLimiter | None,
         queue: OutQueue | None = None,
+        hello: bytes | None = None,
+        check_hello: Callable[[bytes], str | None] | None = None,
     ) -> None:
         self.stream = stream
+        self.hello = hello  # written first (streams we open)
+        self.check_hello = check_hello  # applied to the first frame (streams we accept)
         self.peer = peer
         self.channel = channel
         self.direction = direction
@@ -188,6 +196,16 @@ class FramedStream:
         accepted: list[bytes] = []
         limited = 0
         limiter = self.limiter
+        if self.check_hello is not None:
+            first = next((i for i, f in enumerate(frames) if f), None)
+            if first is not None:
+                refusal = self.check_hello(frames[first])
+                self.check_hello = None
+                if refusal is not None:
+                    stats["refused_version"] += 1
+                    self._end("version_refused")
+                    return
+                frames = frames[:first] + frames[first + 1 :]
         for f in frames:
             if not f:
                 stats["keepalives_in"] += 1
@@ -212,6 +230,8 @@ class FramedStream:
     async def _write_loop(self) -> None:
         q = self.queue
         ch = self.channel
+        if self.hello is not None and not await self._write(encode_frame(self.hello), -1):
+            return
         while True:
             while not len(q):
                 q.wakeup = trio.Event()
@@ -225,6 +245,7 @@ class FramedStream:
                 return
 
     async def _write(self, data: bytes, frames: int) -> bool:
+        """``frames``: how many app frames ``data`` holds (0: a keepalive, -1: the hello)."""
         failed: Exception | None = None
         with trio.move_on_after(self.config.write_timeout_s) as slow:
             try:
@@ -249,10 +270,12 @@ class FramedStream:
             self._end("write_error")
             return False
         s = self.stats
-        if frames:
+        if frames > 0:
             s[f"frames_out.{self.channel}"] += frames
             s[f"writes.{self.channel}"] += 1
             s[f"bytes_out.{self.channel}"] += len(data)
+        elif frames < 0:
+            s["hellos_out"] += 1
         else:
             s["keepalives_out"] += 1
         return True

@@ -4,7 +4,8 @@
 Starts four validator processes on 127.0.0.1 (scripts/harness, short consensus timers)
 and the chaos harness's load (signed ATTEST transactions of the issuer szcredit to every
 node, each acknowledged only when a node answers ``committed``), lets it run for
-``--window-s``, then runs the drills one after the other (scripts/harness/drills.py):
+``--window-s``, then runs the drills one after the other (scripts/harness/drills.py and
+drills_nodes.py):
 
 | drill | what changes |
 | --- | --- |
@@ -14,6 +15,13 @@ node, each acknowledged only when a node answers ``committed``), lets it run for
 |  | restarted with its node key), then webank is removed (REMOVE_VALIDATOR) |
 | node-key-rotation | hkbank's consensus key replaced (REMOVE_VALIDATOR, ADD_VALIDATOR with a |
 |  | new node key, node restarted with it) |
+| rolling-upgrade | validators restarted one at a time onto the "new build" (protocol |
+|  | versions 1-2: DVP_PROTOCOL_MAX=2), ACTIVATE_VERSION 2 at a height ~20 s of blocks |
+|  | ahead; one validator left on the old build must stop with its one line (exit 5) |
+|  | and be refused on the old build, then rejoins upgraded |
+| identity-replacement | an observer (of a member with no validator) gets a new p2p |
+|  | identity (ROTATE_KEY of its member key) and a new TLS certificate for its HTTPS |
+|  | RPC; restarted, clients pinning the new certificate reach it, the old one fails |
 
 Per drill it prints committed tx/s (acknowledged commits of the load) in the
 ``--window-s`` before, during the change and in the ``--window-s`` after, the longest
@@ -24,7 +32,7 @@ JSON line: ``<drill>_tx_per_s_before|during|after``, ``<drill>_longest_pause_ms`
 ``<drill>_seconds``, ``acked``, ``lost_transactions``, ``audit_ok``. Exit status 1 if a
 transaction was lost or anything failed.
 
-    python scripts/drills.py                       # all three, load of 4 clients
+    python scripts/drills.py                       # all five, load of 4 clients
     python scripts/drills.py --drills issuer-rotation --window-s 20
 """
 
@@ -32,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -41,9 +50,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.harness import FAST_PARAMS, open_env  # noqa: E402
-from scripts.harness.drills import Drill, Drills  # noqa: E402
+from scripts.harness.drills import Drill  # noqa: E402
+from scripts.harness.drills_nodes import NodeDrills  # noqa: E402
 
-ALL = ["issuer-rotation", "validator-add-remove", "node-key-rotation"]
+ALL = [
+    "issuer-rotation",
+    "validator-add-remove",
+    "node-key-rotation",
+    "rolling-upgrade",
+    "identity-replacement",
+]
 
 
 def main() -> int:
@@ -73,7 +89,7 @@ def main() -> int:
     done: list[Drill] = []
     with open_env(base / "net", netns=False, params=FAST_PARAMS) as env:
         env.load.pause_s = args.pause_s
-        drills = Drills(env, log)
+        drills = NodeDrills(env, log)
         time.sleep(args.window_s)  # the load's steady state before the first drill
         for name in wanted:
             log(f"drill {name}")
@@ -81,13 +97,19 @@ def main() -> int:
                 d = drills.rotate_issuer_key(args.window_s)
             elif name == "validator-add-remove":
                 d = drills.add_and_remove_validator(args.window_s)
-            else:
+            elif name == "node-key-rotation":
                 d = drills.rotate_node_key(args.window_s)
+            elif name == "rolling-upgrade":
+                d = drills.rolling_upgrade(args.window_s)
+            else:
+                d = drills.replace_node_identity(args.window_s)
             log(d.line())
             log(f"  {d.details}")
             done.append(d)
         env.load.stop()
         final = env.verdict(honest=drills.live, wait_s=120)
+        # After a rolling upgrade the auditor runs the new build too.
+        os.environ.update(drills.build_env)
         audit = env.checker.full_audit(drills.live[0])
     print("\n=== drills report ===")
     for d in done:

@@ -125,6 +125,7 @@ class ChainBuilder:
         assert prev_id is not None
         tx_ids = [tx.tx_id for tx in txs]
         header = BlockHeader(
+            1,
             CHAIN_ID,
             height,
             prev_id,

@@ -41,7 +41,7 @@ from node.config import load_config
 from node.config_schema import ConfigFile
 from node.rpc.auth import CredentialStore
 from node.rpc.http import _GET_ROUTES, make_app
-from node.runner import EXIT_STORE_DAMAGED, run_node
+from node.runner import EXIT_STORE_DAMAGED, EXIT_UPGRADE_REQUIRED, run_node
 from tests.node.http_support import in_thread, make_registry, with_server
 from tests.support.rpc_node import call, run_nodes
 
@@ -173,7 +173,7 @@ def test_the_unit_restarts_only_when_a_restart_can_help(tmp_path: Path) -> None:
     bad = tmp_path / "node.toml"
     bad.write_text('[node]\nname = "cnix"\nkey_file = "k"\ngenesis = "g"\ndata_dir = "d"\nx = 1\n')
     assert run_node(bad) == 2
-    assert prevent == {2, EXIT_STORE_DAMAGED}
+    assert prevent == {2, EXIT_STORE_DAMAGED, EXIT_UPGRADE_REQUIRED}
     assert int(one(service, "LimitNOFILE")) >= 4096
 
 

@@ -128,12 +128,14 @@ export async function commitmentOf(fileBytes, code) {
 
 // ------------------------------------------------------------------ §3–§6 objects
 async function decodeHeader(raw, chainId, what) {
-  const f = arr(decodeCanonical(raw, MAX_HEADER), 11, what);
-  const height = uint(f[1], "height");
-  ident(f[0], "chain_id"); bin(f[2], "prev_block_id", 32); bin(f[4], "proposer", ...(height === 0 ? [0, 32] : [32]));
-  const h = { chainId: f[0], height, timeMs: uint(f[3], "time_ms"), txCount: uint(f[5], "tx_count"),
-    txRoot: bin(f[6], "tx_root", 32), stateRoot: bin(f[7], "state_root", 32), valsetHash: bin(f[8], "validator_set_hash", 32),
-    nextValsetHash: bin(f[9], "next_validator_set_hash", 32), historyRoot: bin(f[10], "history_root", 32),
+  const f = arr(decodeCanonical(raw, MAX_HEADER), 12, what);
+  const version = uint(f[0], "version");
+  if (version < 1 || version > 0xffff) throw fail("malformed", `${what} version ${version} is outside 1..65535`);
+  const height = uint(f[2], "height");
+  ident(f[1], "chain_id"); bin(f[3], "prev_block_id", 32); bin(f[5], "proposer", ...(height === 0 ? [0, 32] : [32]));
+  const h = { version, chainId: f[1], height, timeMs: uint(f[4], "time_ms"), txCount: uint(f[6], "tx_count"),
+    txRoot: bin(f[7], "tx_root", 32), stateRoot: bin(f[8], "state_root", 32), valsetHash: bin(f[9], "validator_set_hash", 32),
+    nextValsetHash: bin(f[10], "next_validator_set_hash", 32), historyRoot: bin(f[11], "history_root", 32),
     blockId: await sha256(tagged("dvp/block/v1", raw)) };
   if (h.chainId !== chainId) throw fail("wrong_chain", `${what} is for chain ${h.chainId}`);
   return h;
@@ -204,7 +206,7 @@ const upTo = (x, max, what) => { if (uint(x, what) > max) throw fail("malformed"
 // GOV_PROPOSE arguments per action (ledger/transaction.py GOV_ARGS): "id" identifier,
 // "name" display text, "key"/"hash" 32 bytes, "int" uint, "role" and "reason" known codes.
 const GOV_ARGS = [null, ["id", "name", "key"], ["id"], ["id", "role"], ["id", "role"], ["id", "id"], ["id", "id"],
-  ["id", "key"], ["id", "key"], ["id"], ["id", "int"], ["hash", "reason"], ["id"], ["id"]];
+  ["id", "key"], ["id", "key"], ["id"], ["id", "int"], ["hash", "reason"], ["id"], ["id"], ["int", "int"]];
 const GOV_ARG = {
   id: (x, w) => ident(x, w),
   name: (x, w) => { if (typeof x !== "string" || [...x].length < 1 || [...x].length > 128) throw fail("malformed", `${w} must be 1-128 characters`); },

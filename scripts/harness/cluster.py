@@ -20,6 +20,7 @@ network; callers put it in a ``finally`` (tests: a fixture finalizer).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -77,6 +78,11 @@ class Cluster:
         self._netns = netns
         self._params = params or {}
         self._configs: dict[str, str] = {}  # the own configs of nodes cut off
+        # Environment variables a node's process gets on top of ours (its "build": e.g.
+        # DVP_PROTOCOL_MAX for a rolling-upgrade rehearsal), applied at its next start.
+        self.node_env: dict[str, dict[str, str]] = {}
+        # The certificate to trust for a node whose RPC serves HTTPS (its url https://).
+        self.cafiles: dict[str, Path] = {}
 
     # ------------------------------------------------------------------ set-up
 
@@ -174,6 +180,7 @@ class Cluster:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=str(REPO),
+                env={**os.environ, **self.node_env.get(name, {})},
             )
         devnet.pid_file(self.root, e).write_text(f"{proc.pid}\n")
         self.procs[name] = proc
@@ -244,10 +251,13 @@ class Cluster:
     # ------------------------------------------------------------------ RPC
 
     def client(self, name: str, timeout_s: float = 10.0) -> RpcClient:
-        return RpcClient(self.urls[name], timeout_s=timeout_s)
+        ca = self.cafiles.get(name)
+        return RpcClient(
+            self.urls[name], timeout_s=timeout_s, cafile=None if ca is None else str(ca)
+        )
 
     def status(self, name: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
-        return devnet.node_status(self.entries[name], timeout_s)
+        return devnet.status_of(self.client(name, timeout_s))
 
     def heights(self, names: list[str] | None = None) -> dict[str, int | None]:
         out: dict[str, int | None] = {}

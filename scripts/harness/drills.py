@@ -19,6 +19,8 @@ and ended, and the numbers measured over the load's acknowledgements.
   ADD_VALIDATOR of the same member with a fresh node key, and its node restarted with
   the new key file (the ledger has no one-step action for it: ADD_VALIDATOR refuses a
   member that is still a validator). The set runs with three validators in between.
+- ``rolling_upgrade`` and ``replace_node_identity``: in ``scripts.harness.drills_nodes``
+  (``NodeDrills``, which has every drill).
 
 The chain must commit throughout; ``Drill.longest_pause_s`` is the longest time with
 no acknowledged commit while the change was under way. The verdict (nothing
@@ -95,6 +97,9 @@ class Drills:
             for p in (self.root / "keys").glob("*.member.json")
         }
         self.stopped: list[str] = []  # nodes taken out of the consortium
+        # The environment of the "build" new nodes run (after a rolling upgrade, the
+        # rehearsal's new build: DVP_PROTOCOL_MAX=2).
+        self.build_env: dict[str, str] = {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -184,6 +189,56 @@ class Drills:
         text = re.sub(r'\nkey_file = "[^"]*"', f'\nkey_file = "{key_file}"', text, count=1)
         cfg.write_text(text)
 
+    def add_node(
+        self,
+        name: str,
+        member: str,
+        role: str,
+        *,
+        tell_peers: bool,
+        tls: tuple[Path, Path] | None = None,
+    ) -> NodeEntry:
+        """A new node's config made from the first validator's (its own name, data
+        directory and ports, every node as a peer), registered with the cluster, not
+        started. ``tell_peers``: the other nodes add its address to their peers (read
+        at their next start: a running node dials the peers it resolved when it started,
+        and accepts the newcomer's connections once its key is allowed). ``tls``:
+        (certificate, key) its RPC serves HTTPS with."""
+        cl = self.env.cluster
+        p2p, rpc = free_ports(2)
+        template = cl.entries[cl.names[0]].config
+        peers = "\n".join(f'{e.name} = "127.0.0.1:{e.p2p_port}"' for e in cl.entries.values())
+        text = re.sub(r'\nname = "[^"]*"', f'\nname = "{name}"', template.read_text(), count=1)
+        text = re.sub(r'\ndata_dir = "[^"]*"', f'\ndata_dir = "../data/{name}"', text)
+        text = re.sub(r'(\[p2p\]\nlisten = )"[^"]*"', rf'\1"127.0.0.1:{p2p}"', text)
+        text = re.sub(r'(\[rpc\]\nlisten = )"[^"]*"', rf'\1"127.0.0.1:{rpc}"', text)
+        text = re.sub(r"(\[p2p\.peers\]\n)(?:[^\[]*?)(\n\[rpc\])", rf"\g<1>{peers}\n\2", text)
+        config = template.with_name(f"{name}.toml")
+        config.write_text(text)
+        if tell_peers:
+            for e in list(cl.entries.values()):
+                cfg = e.config.read_text()
+                cfg = cfg.replace("[p2p.peers]\n", f'[p2p.peers]\n{name} = "127.0.0.1:{p2p}"\n')
+                e.config.write_text(cfg)
+        entry = NodeEntry(name, member, role, config, p2p, rpc)
+        cl.entries[name] = entry
+        cl.urls[name] = entry.rpc_url
+        cl.node_env[name] = dict(self.build_env)
+        if tls is not None:
+            self.set_tls(name, *tls)
+        return entry
+
+    def set_tls(self, name: str, cert: Path, key: Path) -> None:
+        """Serve ``name``'s RPC over HTTPS with ``cert``/``key`` from its next start; the
+        cluster's clients trust exactly that certificate (pinned as their CA file)."""
+        cl = self.env.cluster
+        cfg = cl.entries[name].config
+        text = re.sub(r"\ntls_(cert|key) = [^\n]*", "", cfg.read_text())
+        text = text.replace("[rpc]\n", f'[rpc]\ntls_cert = "{cert}"\ntls_key = "{key}"\n', 1)
+        cfg.write_text(text)
+        cl.urls[name] = cl.urls[name].replace("http://", "https://", 1)
+        cl.cafiles[name] = cert
+
     def attest(self, tag: str) -> tuple[Path, str]:
         """``dvp attest`` of a fresh document with the issuer's current key file."""
         doc = self.root / f"drill-{tag}.pdf"
@@ -257,30 +312,8 @@ class Drills:
         d = Drill("validator_add_remove", time.monotonic(), 0.0)
         # The new organisation's node follows the chain as an observer (member key).
         node_key = self.new_key(self.root / "keys" / f"{NEW_VALIDATOR}.node.json")
-        p2p, rpc = free_ports(2)
-        template = cl.entries[cl.names[0]].config
-        peers = "\n".join(f'{e.name} = "127.0.0.1:{e.p2p_port}"' for e in cl.entries.values())
-        text = re.sub(
-            r'\nname = "[^"]*"', f'\nname = "{NEW_VALIDATOR}"', template.read_text(), count=1
-        )
-        text = re.sub(r'\ndata_dir = "[^"]*"', f'\ndata_dir = "../data/{NEW_VALIDATOR}"', text)
-        text = re.sub(r'(\[p2p\]\nlisten = )"[^"]*"', rf'\1"127.0.0.1:{p2p}"', text)
-        text = re.sub(r'(\[rpc\]\nlisten = )"[^"]*"', rf'\1"127.0.0.1:{rpc}"', text)
-        text = re.sub(r"(\[p2p\.peers\]\n)(?:[^\[]*?)(\n\[rpc\])", rf"\g<1>{peers}\n\2", text)
-        config = template.with_name(f"{NEW_VALIDATOR}.toml")
-        config.write_text(text)
-        # The other organisations add its address to their peers (read at their next
-        # start: a running node dials the peers it resolved when it started, and
-        # accepts the newcomer's connections once its key is allowed).
-        for e in list(cl.entries.values()):
-            cfg = e.config.read_text()
-            cfg = cfg.replace(
-                "[p2p.peers]\n", f'[p2p.peers]\n{NEW_VALIDATOR} = "127.0.0.1:{p2p}"\n'
-            )
-            e.config.write_text(cfg)
-        entry = NodeEntry(NEW_VALIDATOR, NEW_VALIDATOR, "validator", config, p2p, rpc)
-        cl.entries[NEW_VALIDATOR] = entry
-        cl.urls[NEW_VALIDATOR] = entry.rpc_url
+        self.add_node(NEW_VALIDATOR, NEW_VALIDATOR, "validator", tell_peers=True)
+        entry = cl.entries[NEW_VALIDATOR]
         self.set_node(
             NEW_VALIDATOR, role="observer", key_file=f"../keys/{NEW_VALIDATOR}.member.json"
         )

@@ -121,6 +121,7 @@ def _increasing(xs: list[Any], what: str) -> None:
 @dataclass(frozen=True)
 class Header:
     raw: bytes
+    version: int
     chain_id: str
     height: int
     time_ms: int
@@ -137,17 +138,21 @@ class Header:
 
 
 def decode_header(raw: bytes) -> Header:
-    f = _arr(decode_canonical(raw, MAX_HEADER), 11, "header")
-    chain_id, height = _ident(f[0], "chain_id"), _uint(f[1], "height")
-    _bin(f[2], "prev_block_id", 32)
-    _bin(f[4], "proposer", *((0, 32) if height == 0 else (32,)))
+    f = _arr(decode_canonical(raw, MAX_HEADER), 12, "header")
+    version = _uint(f[0], "version")
+    if not 1 <= version <= 0xFFFF:
+        raise CheckError(f"header version {version} is outside 1..65535")
+    chain_id, height = _ident(f[1], "chain_id"), _uint(f[2], "height")
+    _bin(f[3], "prev_block_id", 32)
+    _bin(f[5], "proposer", *((0, 32) if height == 0 else (32,)))
     return Header(
         raw,
+        version,
         chain_id,
         height,
-        _uint(f[3], "time_ms"),
-        _uint(f[5], "tx_count"),
-        *(_bin(f[i], "header hash", 32) for i in range(6, 11)),
+        _uint(f[4], "time_ms"),
+        _uint(f[6], "tx_count"),
+        *(_bin(f[i], "header hash", 32) for i in range(7, 12)),
     )
 
 

@@ -51,7 +51,7 @@ def smt_root(pairs: dict[bytes, bytes], depth: int = 0) -> bytes:
 def header0_from_genesis_json(doc: dict[str, Any]) -> tuple[bytes, bytes]:
     """(enc(Header 0), block id 0) from the genesis file, per PROOFS.md §5."""
     chain_id, time_ms, members, validators, doc_types, params, purposes = genesis_from_json(doc)
-    chain_record = [validators, 1, [], params, doc_types]
+    chain_record = [validators, 1, [], params, doc_types, 1, []]
     state = {state_key("chain", b""): enc(chain_record)}
     for m in members:
         state[state_key("member", m[0])] = enc(m)
@@ -60,6 +60,7 @@ def header0_from_genesis_json(doc: dict[str, Any]) -> tuple[bytes, bytes]:
     empty = H(b"")
     header = enc(
         [
+            1,
             chain_id,
             0,
             bytes(32),

@@ -90,6 +90,7 @@ def generate() -> dict[str, Any]:
     )
     tx_ids = [bytes.fromhex(t["tx_id"]) for t in txs]
     header = BlockHeader(
+        1,
         "dvp-demo",
         7,
         b"\x01" * 32,

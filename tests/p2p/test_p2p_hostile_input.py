@@ -11,7 +11,7 @@ import trio
 from libp2p.custom_types import TProtocol
 
 from p2p import CONSENSUS, SYNC, P2PHost, RateLimit, RemoteError
-from p2p.framing import HEADER, RPC_HEADER, encode_frame, encode_frames
+from p2p.framing import HEADER, RPC_HEADER, encode_frame, encode_frames, encode_hello
 from tests.support.p2p import drain, mesh_configs, run_trio, running, wait_until
 
 CONSENSUS_FPS = 200  # frames/s, with the default burst of 1 s
@@ -35,12 +35,12 @@ def test_malformed_oversize_unknown_and_flood_are_dropped_and_counted() -> None:
             assert lib is not None
 
             async def raw(protocol: str, data: bytes, until: Callable[[], bool], what: str) -> None:
-                """Write ``data`` on a fresh stream, keep the stream until A has handled
-                it (``until``), then reset it."""
+                """Write ``data`` on a fresh stream (after the hello every stream opens
+                with), keep the stream until A has handled it (``until``), then reset it."""
                 assert lib is not None
                 stream = await lib.new_stream(a.peer_id, [TProtocol(protocol)])
                 try:
-                    await stream.write(data)
+                    await stream.write(encode_frame(encode_hello((1, 1))) + data)
                     await wait_until(until, 20, lambda: f"{what}: {a.stats}")
                 finally:
                     await stream.reset()

@@ -75,6 +75,7 @@ def transactions(draw: st.DrawFn) -> Transaction:
 
 headers = st.builds(
     BlockHeader,
+    st.integers(1, 0xFFFF),
     idents,
     u64,
     hashes,
@@ -135,6 +136,7 @@ def sample_tx(i: int = 0, chain_id: str = "dvp-test") -> Transaction:
 
 def sample_header(tx_count: int = 0) -> BlockHeader:
     return BlockHeader(
+        1,
         "dvp-test",
         7,
         b"\x01" * 32,

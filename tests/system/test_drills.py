@@ -1,14 +1,17 @@
 """Governance drills under load, scaled down (scripts/drills.py runs them full size).
 
-Four validator processes on 127.0.0.1 serve the tests of this module in order while
-the chaos harness's load keeps attesting through every node. Each drill changes the
-consortium with real governance transactions (scripts/harness/drills.py); after each,
-the verdict must hold (every acknowledged transaction in every live node's chain
-exactly once, no fork, every certificate verifies against the set in force) and the
-chain must have kept committing: the longest time without an acknowledged commit
-during the change stays below ``LIVENESS_BOUND_S``. That bound is a liveness property
-(commits never stopped for long; a stuck consortium fails it), not a speed target: the
-full-size figures are in scripts/drills.py's output.
+Four validator processes on 127.0.0.1 serve the tests of this module in order (the
+last ones build on the earlier ones' consortium: the rolling upgrade leaves the node
+added by the validator drill on the old build, the identity drill uses the member whose
+validator was removed) while the chaos harness's load keeps attesting through every
+node. Each drill changes the consortium with real governance transactions
+(scripts/harness/drills.py, drills_nodes.py); after each, the verdict must hold (every
+acknowledged transaction in every live node's chain exactly once, no fork, every
+certificate verifies against the set in force) and the chain must have kept
+committing: the longest time without an acknowledged commit during the change stays
+below ``LIVENESS_BOUND_S``. That bound is a liveness property (commits never stopped
+for long; a stuck consortium fails it), not a speed target: the full-size figures are
+in scripts/drills.py's output.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from ledger.protocol import REHEARSAL_ENV
 from scripts.harness import open_env
-from scripts.harness.drills import NEW_VALIDATOR, Drill, Drills
+from scripts.harness.drills import NEW_VALIDATOR, Drill
+from scripts.harness.drills_nodes import NodeDrills as Drills
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(400)]
 
@@ -75,10 +80,47 @@ def test_a_validators_consensus_key_is_replaced(drills: Drills) -> None:
     # It votes again: a certificate committed after its restart holds its new key's
     # signature (not just following the chain by block sync).
     assert d.details["new_key_signed"], f"hkbank's new node key signs no certificate: {d.details}"
-    # every block since genesis, re-executed by the auditor's replay: the sets the
-    # verdict was taught are the ones the governance transactions put in force
+
+
+def test_a_rolling_upgrade_activates_version_2(drills: Drills) -> None:
+    d = drills.rolling_upgrade(WINDOW_S, lead_s=15.0)
+    print(f"\n{d.line()}\n{d.details}")
+    assert d.lost == 0
+    _kept_committing(d)
+    det = d.details
+    at = det["activation_height"]
+    assert all(v == [1, 2] for v in det["upgraded_supported"].values()), det
+    versions = det["versions_by_height"]
+    assert versions[at - 1] == 1 and versions[at] == 2 and max(versions) >= at, versions
+    # the node left on the old build stopped by itself, with the one line, and was
+    # refused on the old build; upgraded, it runs version 2
+    assert det["old_build_exit_status"] == 5, det
+    assert "runs protocol version 2" in det["old_build_stop_line"], det
+    assert "protocol version" in det["old_build_refused"], det
+    assert (
+        "speaks protocol versions 1-1, but the consortium runs version 2"
+        in (det["old_build_newcomer_refused"])
+    ), det
+    assert det["protocol_version_now"] == 2
+
+
+def test_an_observers_identity_and_tls_certificate_are_replaced(
+    drills: Drills, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = drills.replace_node_identity(WINDOW_S)
+    print(f"\n{d.line()}\n{d.details}")
+    assert d.lost == 0
+    _kept_committing(d)
+    det = d.details
+    assert det["old_peer_id"] != det["new_peer_id"]
+    assert det["https_new_certificate"] and det["https_old_certificate_refused"], det
+    assert det["peers"], det
+    # every block since genesis, re-executed by the auditor's replay (the last test of
+    # the module): the sets the verdict was taught, and the protocol versions, are the
+    # ones the governance transactions put in force
     drills.env.load.stop()
     v = drills.env.verdict(honest=drills.live)
     v.assert_ok()
+    monkeypatch.setenv(REHEARSAL_ENV, "2")  # the auditor runs the new build too
     audit = drills.env.checker.full_audit(drills.live[0])
     assert audit.ok, audit.failure
