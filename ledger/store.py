@@ -94,10 +94,12 @@ from ledger.store_format import (
     P_BLOCK,
     P_BLOCK_ID,
     P_CERT,
+    P_CHUNK,
     P_HEADER,
     P_NODE,
     P_STALE,
     P_TX,
+    P_TX_TREE,
     TX_KEY_BYTES,
     describe_key,
     h8,
@@ -107,6 +109,7 @@ from ledger.store_format import (
 )
 from ledger.store_import import StoreImport
 from ledger.store_reads import StoreReads
+from ledger.tx_tree import body_records
 from ledger.types import ZERO_HASH, Block, CommitCertificate, TxKind
 
 DEFAULT_BLOCK_CACHE = 8
@@ -349,7 +352,9 @@ class Store(StoreImport, StoreReads):
         if fmt != FORMAT_VERSION:
             raise StoreError(
                 f"{p} uses store format version {fmt}, which this software "
-                f"(format {FORMAT_VERSION}) cannot read"
+                f"(format {FORMAT_VERSION}: block transactions in chunks with their "
+                f"tx tree) cannot read; sync the node into an empty data directory "
+                f"from its peers, or keep the dvp that wrote it"
             )
         stored_chain = (db.get(K_CHAIN) or b"").decode("utf-8", "replace")
         if stored_chain != self._chain_id:
@@ -529,12 +534,12 @@ class Store(StoreImport, StoreReads):
         stale = list(stale_nodes)
         try:
             wb = db.write_batch(sync=True)
-            # Block.encoded is 0x92 || header || txs: store the two parts apart so the
-            # header is cheap to serve and nothing is stored twice.
-            hk, bk = P_HEADER + hb, P_BLOCK + hb
-            header_bytes = header.encoded
-            wb.put(hk, seal(hk, header_bytes))
-            wb.put(bk, seal(bk, block.encoded[1 + len(header_bytes) :]))
+            # The header apart, cheap to serve; the transactions in chunks with the tx
+            # tree above them, so a proof reads one chunk (ledger/tx_tree.py).
+            hk = P_HEADER + hb
+            wb.put(hk, seal(hk, header.encoded))
+            for key, value in body_records(block):
+                wb.put(key, value)
             if certificate is not None:
                 ck = P_CERT + hb
                 wb.put(ck, seal(ck, certificate.encode()))
@@ -647,6 +652,12 @@ class Store(StoreImport, StoreReads):
                 with self._db.write_batch() as wb:
                     for h in range(lo, hi):
                         wb.delete(P_BLOCK + h8(h))
+                    for prefix in (P_CHUNK, P_TX_TREE):  # only blocks of > 16 txs have them
+                        with self._db.iterator(
+                            start=prefix + h8(lo), stop=prefix + h8(hi), include_value=False
+                        ) as it:
+                            for key in it:
+                                wb.delete(key)
                     wb.put(K_BODIES_FROM, h8(hi))
             except KV_ERRORS as exc:
                 raise StoreError(
