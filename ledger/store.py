@@ -118,7 +118,7 @@ DEFAULT_BLOCK_CACHE = 8
 PRUNE_JOURNALS_PER_BATCH = 64
 # Block bodies deleted per write batch by ``prune_bodies``: a node prunes after a commit,
 # so one call must stay short (a 2,000-transaction body is ~400 KB of deletes' worth of
-# compaction later, and the delete itself is one key).
+# compaction later, and the delete itself is 126 keys: its chunks and node record).
 PRUNE_BODIES_PER_BATCH = 256
 
 # Files LevelDB creates before CURRENT exists (LOCK, info log, first manifest, temps).
