@@ -15,7 +15,8 @@
 Disk is the size of the LevelDB directory's files after a full compaction
 (``Store.disk_bytes``). Ends with one JSON line: disk_bytes_per_attestation_archive,
 disk_bytes_per_attestation_pruned, body_bytes_per_attestation (the kept bodies' stored
-bytes before pruning, per attestation: transaction chunks and tx-tree node records), attestations, blocks, retain_blocks.
+bytes before pruning, per attestation: transaction chunks and tx-tree node records),
+attestations, blocks, retain_blocks.
 """
 
 from __future__ import annotations
