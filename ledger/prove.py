@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from ledger import merkle, tx_tree
 from ledger.bundle import CertifiedHeader, IncludedTx, ProofBundle, ProposalProof, ValsetChange
 from ledger.chain import Ledger
-from ledger.errors import StoreError
+from ledger.errors import DecodeError, StoreError
 from ledger.records import AttestationRecord, attestation_key, proposal_key
 from ledger.state import decode_app_meta
-from ledger.types import GovPropose, GovVote, Transaction
+from ledger.types import BlockHeader, GovPropose, GovVote, Transaction
 
 DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -98,9 +98,12 @@ class Prover:
             self._chunks.move_to_end(key)
             return chunk
         header_bytes = store.get_header_bytes(height)
-        header = store.get_header(height)
-        if header_bytes is None or header is None:
+        if header_bytes is None:
             raise KeyError(f"no committed block at height {height}")
+        try:
+            header = BlockHeader.decode(header_bytes)
+        except DecodeError as exc:
+            raise StoreError(f"the header at height {height} does not decode ({exc})") from None
         n, c = header.tx_count, key[1]
         if not 0 <= position < n:
             raise KeyError(f"block {height} has no transaction {position}")
