@@ -147,7 +147,7 @@ class Block:
     def encoded(self) -> bytes:
         # Splice the cached encodings (0x92 = array of 2) instead of re-encoding every
         # transaction: identical bytes to encode(self.to_wire()), a test checks it.
-        parts = [b"\x92", self.header.encoded, _array_header(len(self.txs))]
+        parts = [b"\x92", self.header.encoded, array_header(len(self.txs))]
         parts.extend(tx.encoded for tx in self.txs)
         return b"".join(parts)
 
@@ -157,6 +157,14 @@ class Block:
     @cached_property
     def tx_ids(self) -> list[bytes]:
         return [tx.tx_id for tx in self.txs]
+
+    @cached_property
+    def tx_tree_nodes(self) -> bytes:
+        """The tx-tree nodes the store keeps above the chunks (ledger/tx_tree.py);
+        ``ledger.state.execute`` sets it from the pass that computed the tx root."""
+        from ledger.tx_tree import upper_nodes  # (tx_tree builds on this module)
+
+        return upper_nodes(self.tx_ids)
 
     @classmethod
     def from_wire(cls, obj: Any) -> Block:
@@ -204,7 +212,7 @@ def split_block(data: bytes, max_txs: int = MAX_BLOCK_TXS) -> tuple[int, array]:
         header_end = unpacker.tell()
         n = unpacker.read_array_header()
         start = unpacker.tell()
-        if n > max_txs or data[header_end:start] != _array_header(n):
+        if n > max_txs or data[header_end:start] != array_header(n):
             raise DecodeError("block.txs: not a canonical array within the limit")
         offsets = array("q", [start])
         for _ in range(n):
@@ -235,7 +243,8 @@ def _decode_block_reusing(data: bytes, known: Callable[[bytes], Transaction | No
     return Block(header, tuple(txs))
 
 
-def _array_header(n: int) -> bytes:
+def array_header(n: int) -> bytes:
+    """The canonical msgpack array header of ``n`` items."""
     if n < 16:
         return bytes([0x90 | n])
     if n < 1 << 16:

@@ -7,14 +7,15 @@ set changes. Both are built on first use from the store and extended as blocks c
 
 Look-ups are the bank-facing hot path (``getAttestationProof``), so what is per height
 and shared by every bundle that touches that height is cached: the newest heads with
-their certificates; a committed block's stored bytes with each transaction's offset in
-them and its tx tree (an LRU bounded by bytes, ``block_cache_bytes``: decoding a whole
-2,000-transaction block to serve one transaction cost ~30 ms); the history proofs
-against the current head; and each validator-set change entry (immutable once
-committed). A cached block's transactions are byte slices of the stored canonical
-encoding, which is what ``Transaction.encode()`` returns for them, and its tx tree is
-checked against the header's ``tx_root`` when built, so bundles are byte-identical to
-those built from decoded blocks.
+their certificates; the stored chunks of committed blocks' transactions
+(ledger/tx_tree.py) with their tx-tree proofs (an LRU bounded by bytes,
+``block_cache_bytes``); the history proofs against the current head; and each
+validator-set change entry (immutable once committed). A proof reads one chunk of 16
+transactions and the block's tx-tree node record, never the whole body (recomputing a
+2,000-transaction block's tree cost ~13 ms a look-up), and is checked against the
+header's ``tx_root`` when read. A chunk's transactions are byte slices of the stored
+canonical encoding, which is what ``Transaction.encode()`` returns for them, so bundles
+are byte-identical to those built from decoded blocks.
 
 A bundle carries the ATTEST (and REVOKE) transaction with its inclusion proof, read from
 its block's body. On a node that pruned that body (``[ledger] retain_blocks``) there is
@@ -32,11 +33,10 @@ committed ACCESS to this commitment, or a document bound to no subject, is
 
 from __future__ import annotations
 
-from array import array
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ledger import merkle
+from ledger import merkle, tx_tree
 from ledger.bundle import (
     CertifiedHeader,
     ConsentProof,
@@ -51,35 +51,29 @@ from ledger.errors import DecodeError, StoreError
 from ledger.records import AttestationRecord, attestation_key, proposal_key
 from ledger.state import decode_app_meta
 from ledger.transaction import Access
-from ledger.types import GovPropose, GovVote, Transaction, split_block, tx_id_of
+from ledger.types import BlockHeader, GovPropose, GovVote, Transaction
 
 DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class _StoredBlock:
-    """A committed block as stored: ``raw`` = ``0x92 || header || txs array``."""
+class _Chunk:
+    """One stored chunk of a committed block's transactions, with what its proofs need."""
 
-    raw: bytes
-    header_end: int  # raw[1:header_end] is the canonical header
-    offsets: array  # type: ignore[type-arg]  # tx i is raw[offsets[i]:offsets[i + 1]]
-    levels: tuple[list[bytes], ...]  # the tx tree level by level, leaf hashes first
+    header: bytes  # the block's canonical header
+    txs: list[bytes]  # the chunk's transactions, as stored
+    levels: tuple[list[bytes], ...]  # the chunk's own tx tree, leaf hashes first
+    above: tuple[bytes, ...]  # the proof siblings above the chunk's root
 
-    @property
-    def header(self) -> bytes:
-        return self.raw[1 : self.header_end]
-
-    def tx(self, position: int) -> bytes:
-        return self.raw[self.offsets[position] : self.offsets[position + 1]]
-
-    @property
-    def size(self) -> int:
-        return len(self.offsets) - 1
+    def proof(self, index: int) -> tuple[bytes, ...]:
+        """The tx-tree inclusion proof of the chunk's transaction ``index``."""
+        return (*tx_tree.level_proof(self.levels, index), *self.above)
 
     @property
     def cost(self) -> int:
-        """Approximate bytes held: the block, the offsets, ~70 B per tree hash."""
-        return len(self.raw) + 8 * len(self.offsets) + 70 * sum(map(len, self.levels))
+        """Approximate bytes held: the transactions and ~70 B per hash."""
+        hashes = sum(map(len, self.levels)) + len(self.above)
+        return len(self.header) + sum(map(len, self.txs)) + 70 * hashes
 
 
 class ConsentProofError(ValueError):
@@ -87,40 +81,13 @@ class ConsentProofError(ValueError):
     the document is bound to no subject. The message says which, for the caller."""
 
 
-def _levels(leaf_hashes: list[bytes]) -> tuple[list[bytes], ...]:
-    """A static RFC 6962 tree level by level: adjacent pairs are hashed and an unpaired
-    last node moves up unchanged (the same tree as RFC 9162's split recursion,
-    docs/proofs-merkle.md §2). The last level is the root (none for an empty tree)."""
-    levels = [leaf_hashes]
-    node = merkle.node_hash
-    while len(levels[-1]) > 1:
-        below = levels[-1]
-        up = [node(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
-        if len(below) % 2:
-            up.append(below[-1])
-        levels.append(up)
-    return tuple(levels)
-
-
-def _level_proof(levels: tuple[list[bytes], ...], index: int) -> list[bytes]:
-    """RFC 9162 inclusion proof of leaf ``index`` from ``_levels``: at each level the
-    sibling, if there is one (a carried-up last node has none)."""
-    proof = []
-    for level in levels[:-1]:
-        sibling = index ^ 1
-        if sibling < len(level):
-            proof.append(level[sibling])
-        index >>= 1
-    return proof
-
-
 class Prover:
     def __init__(self, ledger: Ledger, block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES) -> None:
         self.ledger = ledger
         self.history = merkle.MerkleTree()
         self.changes: list[int] = []  # heights whose header announces a new validator set
-        self._blocks: OrderedDict[int, _StoredBlock] = OrderedDict()
-        self._blocks_bytes = 0
+        self._chunks: OrderedDict[tuple[int, int], _Chunk] = OrderedDict()
+        self._chunks_bytes = 0
         self._cap = block_cache_bytes
         self._valset_changes: dict[int, ValsetChange] = {}  # committed: never changes
         self._history_head = -1  # the head the cached history proofs are against
@@ -139,40 +106,54 @@ class Prover:
                 self.changes.append(h)
         return top
 
-    def _block(self, height: int) -> _StoredBlock:
-        """Block ``height`` as stored, split into transactions, with its tx tree (LRU).
-        ``BodyPruned`` if the store pruned its body, even while a copy is cached here:
-        a node answers the same for a height whatever its cache holds."""
-        self.ledger.store.check_body_kept(height)
-        block = self._blocks.get(height)
-        if block is not None:
-            self._blocks.move_to_end(height)
-            return block
-        raw = self.ledger.store.get_block_bytes(height)
-        header = self.ledger.store.get_header(height)
-        if raw is None or header is None:
+    def _chunk(self, height: int, position: int) -> _Chunk:
+        """The chunk of block ``height`` holding transaction ``position`` (LRU), read
+        from the store and checked against the header's ``tx_root`` (the same check a
+        verifier makes). ``BodyPruned`` if the store pruned the body, even while a copy
+        is cached here: a node answers the same for a height whatever its cache holds."""
+        store = self.ledger.store
+        store.check_body_kept(height)
+        key = (height, position >> tx_tree.CHUNK_LEVEL)
+        chunk = self._chunks.get(key)
+        if chunk is not None:
+            self._chunks.move_to_end(key)
+            return chunk
+        header_bytes = store.get_header_bytes(height)
+        if header_bytes is None:
             raise KeyError(f"no committed block at height {height}")
         try:
-            header_end, offsets = split_block(raw)
+            header = BlockHeader.decode(header_bytes)
         except DecodeError as exc:
-            raise StoreError(f"block at height {height} does not split ({exc})") from exc
-        leaf = merkle.leaf_hash
-        levels = _levels(
-            [leaf(tx_id_of(raw[offsets[i] : offsets[i + 1]])) for i in range(len(offsets) - 1)]
-        )
-        root = levels[-1][0] if levels[-1] else merkle.root([])
-        if root != header.tx_root:  # the same check a verifier makes
+            raise StoreError(f"the header at height {height} does not decode ({exc})") from None
+        n, c = header.tx_count, key[1]
+        if not 0 <= position < n:
+            raise KeyError(f"block {height} has no transaction {position}")
+        try:
+            txs = tx_tree.split_chunk(store.get_tx_chunk(height, c))
+        except ValueError as exc:
+            raise StoreError(f"chunk {c} of block {height} does not split ({exc})") from None
+        levels = tx_tree.levels(tx_tree.chunk_leaves(txs))
+        above: list[bytes] = []
+        if n > tx_tree.CHUNK_TXS:
+            upper = store.get_tx_tree_nodes(height)
+            if not tx_tree.upper_size_ok(upper, n):
+                raise StoreError(f"block {height}: the tx-tree node record has the wrong size")
+            recorded, above = tx_tree.upper_proof(upper, n, c)
+            if recorded != levels[-1][0]:
+                raise StoreError(f"block {height}: chunk {c} does not match its tx-tree node")
+        chunk = _Chunk(header_bytes, txs, levels, tuple(above))
+        index = position & (tx_tree.CHUNK_TXS - 1)
+        root = tx_tree.root_from_path(levels[0][index], position, n, list(chunk.proof(index)))
+        if root != header.tx_root:
             raise StoreError(f"block at height {height}: transactions do not match tx_root")
-        block = _StoredBlock(raw, header_end, offsets, levels)
-        self._blocks[height] = block
-        self._blocks_bytes += block.cost
-        while self._blocks_bytes > self._cap and len(self._blocks) > 1:
-            self._blocks_bytes -= self._blocks.popitem(last=False)[1].cost
-        return block
+        self._chunks[key] = chunk
+        self._chunks_bytes += chunk.cost
+        while self._chunks_bytes > self._cap and len(self._chunks) > 1:
+            self._chunks_bytes -= self._chunks.popitem(last=False)[1].cost
+        return chunk
 
     def included(self, height: int, position: int, head: int) -> IncludedTx:
-        block = self._block(height)
-        assert position < block.size
+        chunk = self._chunk(height, position)
         if head != self._history_head:  # proofs against an older head are never reused
             self._history_proofs.clear()
             self._history_head = head
@@ -181,13 +162,8 @@ class Prover:
             history = self._history_proofs[height] = tuple(
                 self.history.inclusion_proof(height, head) if height < head else ()
             )
-        return IncludedTx(
-            block.tx(position),
-            block.header,
-            position,
-            tuple(_level_proof(block.levels, position)),
-            history,
-        )
+        index = position & (tx_tree.CHUNK_TXS - 1)
+        return IncludedTx(chunk.txs[index], chunk.header, position, chunk.proof(index), history)
 
     def valset_change(self, height: int) -> ValsetChange:
         change = self._valset_changes.get(height)

@@ -43,6 +43,7 @@ from ledger.records import (
 )
 from ledger.rules import apply_tx, expire_proposals
 from ledger.smt import KeyExistsError, MemoryNodeStore, SparseMerkleTree, UpdateResult
+from ledger.tx_tree import root_and_upper_nodes
 from ledger.types import (
     ZERO_HASH,
     Attest,
@@ -454,6 +455,7 @@ def _execute(
             refused,
         ) from None
     tx_ids = [tx.tx_id for tx in included]
+    tx_root, tx_tree_nodes = root_and_upper_nodes(tx_ids)  # one pass for both
     header = BlockHeader(
         version=version,
         chain_id=parent.chain_id,
@@ -462,13 +464,14 @@ def _execute(
         time_ms=time_ms,
         proposer=proposer,
         tx_count=len(included),
-        tx_root=merkle.root(tx_ids),
+        tx_root=tx_root,
         state_root=update.root,
         validator_set_hash=validators.hash,
         next_validator_set_hash=work.chain.validators_at(height + 1).hash,
         history_root=parent.history.root(),
     )
     block = Block(header, tuple(included))
+    block.__dict__["tx_tree_nodes"] = tx_tree_nodes  # (a cached_property: the same value)
     history = merkle.MerkleAccumulator(parent.history.size, parent.history.frontier)
     history.append(merkle.leaf_hash(header.block_id))
     seen_here = frozenset(tx_ids)

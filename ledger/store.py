@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -94,10 +95,12 @@ from ledger.store_format import (
     P_BLOCK,
     P_BLOCK_ID,
     P_CERT,
+    P_CHUNK,
     P_HEADER,
     P_NODE,
     P_STALE,
     P_TX,
+    P_TX_TREE,
     TX_KEY_BYTES,
     describe_key,
     h8,
@@ -107,6 +110,7 @@ from ledger.store_format import (
 )
 from ledger.store_import import StoreImport
 from ledger.store_reads import StoreReads
+from ledger.tx_tree import body_records
 from ledger.types import ZERO_HASH, Block, CommitCertificate, TxKind
 
 DEFAULT_BLOCK_CACHE = 8
@@ -115,7 +119,7 @@ DEFAULT_BLOCK_CACHE = 8
 PRUNE_JOURNALS_PER_BATCH = 64
 # Block bodies deleted per write batch by ``prune_bodies``: a node prunes after a commit,
 # so one call must stay short (a 2,000-transaction body is ~400 KB of deletes' worth of
-# compaction later, and the delete itself is one key).
+# compaction later, and the delete itself is 126 keys: its chunks and node record).
 PRUNE_BODIES_PER_BATCH = 256
 
 # Files LevelDB creates before CURRENT exists (LOCK, info log, first manifest, temps).
@@ -136,12 +140,29 @@ _HINT_INIT = "initialise it first (Store.open(..., create=True), e.g. via `dvp i
 # (the default skips it: a hole of lost blocks under the committed height); table index
 # and filter blocks are checksummed at first use (a damaged bloom filter says "absent"
 # of keys that exist). A log torn at its tail by a crash still recovers up to the tear.
+# max_open_files: LevelDB keeps that many table files open (their index and bloom filter
+# in memory) and reopens the others on each read. Its default, 1,000, is a store of ~2
+# GB; at 10,000,000 attestations (2,848 tables, 5.5 GB) random proof look-ups then spent
+# ~89 us per state-node read against ~25 us with every table open (docs/PERFORMANCE.md,
+# "Proofs at scale"). Half the process's file limit, within [500, 20,000], leaves the
+# other half to peers and RPC clients (the systemd unit sets 65,536).
 _DB_OPTIONS: dict[str, Any] = {
     "compression": None,
     "bloom_filter_bits": 10,
     "write_buffer_size": 32 * 1024 * 1024,
     "paranoid_checks": True,
+    "max_open_files": None,  # set below
 }
+
+
+def _max_open_files() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 20_000
+    return max(500, min(20_000, soft // 2))
+
+
+_DB_OPTIONS["max_open_files"] = _max_open_files()
 
 
 class _ClosedDB:
@@ -349,7 +370,9 @@ class Store(StoreImport, StoreReads):
         if fmt != FORMAT_VERSION:
             raise StoreError(
                 f"{p} uses store format version {fmt}, which this software "
-                f"(format {FORMAT_VERSION}) cannot read"
+                f"(format {FORMAT_VERSION}: block transactions in chunks with their "
+                f"tx tree) cannot read; sync the node into an empty data directory "
+                f"from its peers, or keep the dvp that wrote it"
             )
         stored_chain = (db.get(K_CHAIN) or b"").decode("utf-8", "replace")
         if stored_chain != self._chain_id:
@@ -529,12 +552,12 @@ class Store(StoreImport, StoreReads):
         stale = list(stale_nodes)
         try:
             wb = db.write_batch(sync=True)
-            # Block.encoded is 0x92 || header || txs: store the two parts apart so the
-            # header is cheap to serve and nothing is stored twice.
-            hk, bk = P_HEADER + hb, P_BLOCK + hb
-            header_bytes = header.encoded
-            wb.put(hk, seal(hk, header_bytes))
-            wb.put(bk, seal(bk, block.encoded[1 + len(header_bytes) :]))
+            # The header apart, cheap to serve; the transactions in chunks with the tx
+            # tree above them, so a proof reads one chunk (ledger/tx_tree.py).
+            hk = P_HEADER + hb
+            wb.put(hk, seal(hk, header.encoded))
+            for key, value in body_records(block):
+                wb.put(key, value)
             if certificate is not None:
                 ck = P_CERT + hb
                 wb.put(ck, seal(ck, certificate.encode()))
@@ -647,6 +670,12 @@ class Store(StoreImport, StoreReads):
                 with self._db.write_batch() as wb:
                     for h in range(lo, hi):
                         wb.delete(P_BLOCK + h8(h))
+                    for prefix in (P_CHUNK, P_TX_TREE):  # only blocks of > 16 txs have them
+                        with self._db.iterator(
+                            start=prefix + h8(lo), stop=prefix + h8(hi), include_value=False
+                        ) as it:
+                            for key in it:
+                                wb.delete(key)
                     wb.put(K_BODIES_FROM, h8(hi))
             except KV_ERRORS as exc:
                 raise StoreError(

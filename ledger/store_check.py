@@ -18,12 +18,14 @@ Start-up check (``recent = RECENT_BLOCKS``):
   parent's id; its tx count and tx root are its transactions'; the certificate
   verifies against the validator set in force at that height (the chain record stored
   with its parent, back to genesis); the app metadata decodes; the block-id, tx and
-  attested-commitment ("K") indexes point at the block;
+  attested-commitment ("K") indexes point at the block; its transaction chunks follow
+  one another and its tx-tree node record is its transactions' tree (ledger/tx_tree.py);
 - the root record of every retained state version hashes to its header's state root.
 
 Full check (``recent=None``): the same for every height, every node of every retained
 state version re-hashed (``ledger.audit_state``), and no tx or attested-commitment index
-entry that no block explains (their counts equal the transactions and ATTESTs seen).
+entry, transaction chunk or tx-tree node record that no block explains (their counts
+equal the transactions, ATTESTs and chunks seen).
 
 A pruned store (``Store.prune_bodies``, ``[ledger] retain_blocks``) keeps block bodies
 from ``bodies_from`` on, recorded in its metadata: bodies below it are expected to be
@@ -45,7 +47,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ledger import merkle
+from ledger import merkle, tx_tree
 from ledger.audit_report import AuditFailure, AuditProgress, ProgressFn
 from ledger.audit_state import check_state_tree
 from ledger.chain import Ledger
@@ -59,8 +61,10 @@ from ledger.store_format import (
     P_BLOCK,
     P_BLOCK_ID,
     P_CERT,
+    P_CHUNK,
     P_HEADER,
     P_TX,
+    P_TX_TREE,
     h8,
     leveldb_reason,
 )
@@ -147,9 +151,16 @@ def _check(
         report.transactions += header.tx_count
         if h >= store.tx_indexed_from:
             indexed += header.tx_count
+    # "X" chunks and "P" node records the kept bodies explain (block 0's is not read below)
+    genesis = store.get_header(0)
+    assert genesis is not None
+    genesis_txs = genesis.tx_count if store.bodies_from == 0 else 0
+    body_records = [tx_tree.chunk_count(genesis_txs) - 1, int(genesis_txs > tx_tree.CHUNK_TXS)]
     for block in store.iter_blocks(max(lo, store.bodies_from), head):
         assert prev_id is not None
         attests += _check_block(ledger, block, prev_id)
+        body_records[0] += tx_tree.chunk_count(len(block.txs)) - 1
+        body_records[1] += len(block.txs) > tx_tree.CHUNK_TXS
         prev_id = block.block_id
         report.blocks += 1
         report.transactions += len(block.txs)
@@ -168,6 +179,7 @@ def _check(
             )
     if recent is None:
         _check_index_counts(store, head, indexed, attests)
+        _check_body_record_counts(store, head, *body_records)
     report.state_entries, report.state_versions = check_state_tree(
         store, progress, roots_only=recent is not None
     )
@@ -232,6 +244,12 @@ def _check_block(ledger: Ledger, block: Block, prev_id: bytes) -> int:
     tx_ids = block.tx_ids
     if merkle.root(tx_ids) != header.tx_root:
         raise _damage(store, where, "the transactions do not hash to the header's tx root")
+    nodes = tx_tree.upper_nodes(tx_ids)
+    if nodes:  # (a block of one chunk has no node record, and one would be stray)
+        if store.get_tx_tree_nodes(h) != nodes:
+            raise _damage(store, where, "the tx-tree node record is not the transactions' tree")
+    elif store.has_tx_tree_nodes(h):
+        raise _damage(store, where, "a tx-tree node record is stored for a block of one chunk")
     attests = 0
     for pos, tx in enumerate(block.txs):
         if store.tx_location(tx_ids[pos]) != (h, pos):
@@ -283,15 +301,27 @@ def _check_header(ledger: Ledger, h: int, header: BlockHeader, prev_id: bytes) -
         raise _damage(store, where, "the block-id index does not point to this height")
 
 
-def _check_index_counts(store: Store, head: int, txs: int, attests: int) -> None:
-    """After every block's entries were found: no entry that no block explains."""
-    for prefix, what, want in ((P_TX, "tx index", txs), (P_ATTESTED, "attested index", attests)):
-        if prefix == P_ATTESTED and (not store.attestation_indexed or store.bodies_from > 1):
-            continue  # (an ATTEST count needs every body; genesis has no transactions)
+def _check_body_record_counts(store: Store, head: int, chunks: int, nodes: int) -> None:
+    """After every kept body was read: no transaction chunk or tx-tree node record that
+    no kept body explains (a pruned height's would be stray)."""
+    _check_counts(
+        store,
+        f"heights {store.bodies_from}..{head}",
+        [(P_CHUNK, "transaction chunks", chunks), (P_TX_TREE, "tx-tree node records", nodes)],
+    )
+
+
+def _check_counts(store: Store, where: str, wants: list[tuple[bytes, str, int]]) -> None:
+    for prefix, what, want in wants:
         count, _lo, _hi = store.key_span(prefix)
         if count != want:
-            raise _damage(
-                store,
-                f"heights 0..{head}",
-                f"the {what} holds {count} entries, the blocks explain {want}",
-            )
+            raise _damage(store, where, f"{what}: {count} entries, the blocks explain {want}")
+
+
+def _check_index_counts(store: Store, head: int, txs: int, attests: int) -> None:
+    """After every block's entries were found: no entry that no block explains."""
+    wants = [(P_TX, "the tx index", txs)]
+    # (an ATTEST count needs every body; genesis has no transactions)
+    if store.attestation_indexed and store.bodies_from <= 1:
+        wants.append((P_ATTESTED, "the attested index", attests))
+    _check_counts(store, f"heights 0..{head}", wants)

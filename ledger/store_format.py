@@ -9,7 +9,8 @@ height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
 
     key                      value
     "M" "magic"              b"dvp-ledger-store"
-    "M" "format"             format version, 4 bytes big-endian (currently 1)
+    "M" "format"             format version, 4 bytes big-endian (currently 2; version 1
+                             kept a block's transactions in one "B" record, no "X"/"P")
     "M" "chain"              chain id, UTF-8
     "M" "genesis"            genesis hash (32 bytes)
     "M" "height"             last committed height, h8 (absent while empty)
@@ -24,7 +25,16 @@ height; ``seal(x)`` = CRC-32 (4 bytes, big-endian) of key || x, then x)::
     "M" "importing"          b"1" while a state-sync import is filling an empty store
                              (ledger.state_snapshot); absent once the import committed
     "H" h8                   seal(canonical header bytes)
-    "B" h8                   seal(msgpack array of the block's transactions)
+    "B" h8                   seal(msgpack array of the block's first 16 transactions,
+                             or all of them if fewer: chunk 0, ledger/tx_tree.py)
+    "X" h8 c2                seal(msgpack array of transactions 16c .. 16c + 15): chunk
+                             c >= 1 (c2 = c as 2-byte big-endian), only for blocks of
+                             more than 16 transactions; every chunk but the last is full
+    "P" h8                   seal(the block's tx-tree nodes from the chunk roots up to
+                             the root, level by level, 32 bytes each), only for blocks of
+                             more than 16 transactions (one chunk's root is the header's
+                             tx_root): a transaction's inclusion proof reads its chunk
+                             and this record, never the whole body
     "C" h8                   seal(commit certificate bytes)      (no entry at height 0)
     "A" h8                   seal(application metadata blob)
     "I" block_id (32)        h8
@@ -41,12 +51,14 @@ import zlib
 
 from ledger.errors import StoreDamage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAGIC = b"dvp-ledger-store"
 
 P_META = b"M"
 P_HEADER = b"H"
-P_BLOCK = b"B"
+P_BLOCK = b"B"  # chunk 0 of a block's transactions
+P_CHUNK = b"X"  # chunks 1.. of a block's transactions
+P_TX_TREE = b"P"  # a block's tx-tree nodes above the chunks
 P_CERT = b"C"
 P_APP = b"A"
 P_BLOCK_ID = b"I"
@@ -86,6 +98,11 @@ DAMAGE_HINT = "restore the data directory from a backup or re-sync it from peers
 def h8(height: int) -> bytes:
     """A height (or state version) as the 8-byte big-endian key suffix."""
     return height.to_bytes(8, "big")
+
+
+def chunk_key(height: int, chunk: int) -> bytes:
+    """Where chunk ``chunk`` of block ``height``'s transactions is stored."""
+    return P_BLOCK + h8(height) if chunk == 0 else P_CHUNK + h8(height) + chunk.to_bytes(2, "big")
 
 
 def seal(key: bytes, payload: bytes) -> bytes:
@@ -131,6 +148,8 @@ def parse_tx_location(value: bytes) -> tuple[int, int]:
 _KEY_KINDS = {
     P_HEADER: "the header",
     P_BLOCK: "the transactions",
+    P_CHUNK: "the transactions",
+    P_TX_TREE: "the tx-tree nodes",
     P_CERT: "the certificate",
     P_APP: "the app metadata",
     P_STALE: "the stale-node journal",

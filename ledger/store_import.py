@@ -40,7 +40,6 @@ from ledger.store_format import (
     K_PRUNED,
     K_TX_INDEX_FROM,
     P_APP,
-    P_BLOCK,
     P_BLOCK_ID,
     P_CERT,
     P_HEADER,
@@ -53,6 +52,7 @@ from ledger.store_format import (
     tx_location_value,
     unseal,
 )
+from ledger.tx_tree import body_records
 from ledger.types import ZERO_HASH, Block
 
 _IDENTITY = {K_MAGIC, K_FORMAT, K_CHAIN, K_GENESIS}
@@ -175,9 +175,7 @@ class StoreImport:
         self._require_importing()
         puts: list[tuple[bytes, bytes]] = []
         for block in blocks:
-            hb = h8(block.height)
-            bk = P_BLOCK + hb
-            puts.append((bk, seal(bk, block.encoded[1 + len(block.header.encoded) :])))
+            puts.extend(body_records(block))
             for pos, tx_id in enumerate(block.tx_ids):
                 puts.append((P_TX + tx_id[:TX_KEY_BYTES], tx_location_value(block.height, pos)))
         self._batch(puts, "imported block bodies")

@@ -13,6 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
+from ledger.block import array_header
 from ledger.codec import Domain, tagged_hash
 from ledger.errors import BodyPruned, DecodeError, StoreDamage, StoreError
 from ledger.kv import KV_ERRORS
@@ -22,14 +23,18 @@ from ledger.store_format import (
     P_BLOCK,
     P_BLOCK_ID,
     P_CERT,
+    P_CHUNK,
     P_HEADER,
     P_TX,
+    P_TX_TREE,
     TX_KEY_BYTES,
+    chunk_key,
     h8,
     leveldb_reason,
     parse_tx_location,
     unseal,
 )
+from ledger.tx_tree import CHUNK_TXS, chunk_items
 from ledger.types import Block, BlockHeader, CommitCertificate, Transaction
 
 
@@ -53,7 +58,77 @@ class StoreReads:
             raise StoreError("the store is closed")
         if type(height) is not int or not 0 <= height <= self._height:
             return None
-        key = prefix + h8(height)
+        return self._sealed_key(prefix + h8(height), what, height)
+
+    def get_header_bytes(self, height: int) -> bytes | None:
+        """Canonical header bytes of block ``height`` (None outside [0, height])."""
+        return self._sealed(P_HEADER, height, "header")
+
+    def get_block_bytes(self, height: int) -> bytes | None:
+        """Canonical block bytes (``Block.encode()``) of block ``height``;
+        ``BodyPruned`` below ``bodies_from`` (the transactions were pruned)."""
+        header = self._sealed(P_HEADER, height, "header")
+        if header is None:
+            return None
+        self.check_body_kept(height)
+        count, items = self._chunk(height, 0, self._sealed(P_BLOCK, height, "block"))
+        parts, total = [items], count
+        if count == CHUNK_TXS:  # a full first chunk: the others follow under "X"
+            prefix = P_CHUNK + h8(height)
+            try:
+                with self._db.iterator(prefix=prefix, verify_checksums=True) as it:
+                    for key, value in it:
+                        chunk = len(parts)
+                        if count != CHUNK_TXS or key != chunk_key(height, chunk):
+                            raise StoreDamage(
+                                f"the transactions of height {height} are damaged: chunk "
+                                f"{chunk} is missing or a stray one follows"
+                            )
+                        what = f"chunk {chunk} of block at height {height}"
+                        count, items = self._chunk(height, chunk, unseal(key, value, what))
+                        parts.append(items)
+                        total += count
+            except KV_ERRORS as exc:
+                raise StoreDamage(
+                    f"block at height {height}: LevelDB read failed "
+                    f"({leveldb_reason(exc)}); the database is damaged"
+                ) from exc
+        return b"\x92" + header + array_header(total) + b"".join(parts)
+
+    def _chunk(self, height: int, chunk: int, payload: bytes | None) -> tuple[int, bytes]:
+        assert payload is not None
+        try:
+            return chunk_items(payload)
+        except ValueError as exc:
+            raise StoreDamage(
+                f"chunk {chunk} of the transactions at height {height} is damaged ({exc})"
+            ) from None
+
+    def get_tx_chunk(self, height: int, chunk: int) -> bytes:
+        """Chunk ``chunk`` of block ``height``'s stored transactions (a msgpack array,
+        ledger/tx_tree.py); ``BodyPruned`` below ``bodies_from``, ``StoreDamage`` if it
+        is not there. Requires a committed height and a chunk its header's tx count has."""
+        self.check_body_kept(height)
+        if chunk == 0:
+            payload = self._sealed(P_BLOCK, height, "block")
+            assert payload is not None, f"no committed block at height {height}"
+            return payload
+        return self._sealed_key(chunk_key(height, chunk), f"chunk {chunk} of block", height)
+
+    def get_tx_tree_nodes(self, height: int) -> bytes:
+        """Block ``height``'s tx-tree nodes above its chunks (``ledger.tx_tree.upper_nodes``);
+        for a block of more than one chunk only. ``BodyPruned`` below ``bodies_from``."""
+        self.check_body_kept(height)
+        return self._sealed_key(P_TX_TREE + h8(height), "tx-tree nodes of block", height)
+
+    def has_tx_tree_nodes(self, height: int) -> bool:
+        """Is a tx-tree node record stored for block ``height``? (the store check's)"""
+        return self._db.get(P_TX_TREE + h8(height)) is not None
+
+    def _sealed_key(self, key: bytes, what: str, height: int) -> bytes:
+        """The sealed value at ``key`` of committed ``height``: missing is damage."""
+        if self._closed:
+            raise StoreError("the store is closed")
         try:
             value = self._db.get(key, verify_checksums=True)
         except KV_ERRORS as exc:
@@ -67,20 +142,6 @@ class StoreReads:
                 f"at height {self._height}; the database is damaged"
             )
         return unseal(key, value, f"{what} at height {height}")
-
-    def get_header_bytes(self, height: int) -> bytes | None:
-        """Canonical header bytes of block ``height`` (None outside [0, height])."""
-        return self._sealed(P_HEADER, height, "header")
-
-    def get_block_bytes(self, height: int) -> bytes | None:
-        """Canonical block bytes (``Block.encode()``) of block ``height``;
-        ``BodyPruned`` below ``bodies_from`` (the transactions were pruned)."""
-        header = self._sealed(P_HEADER, height, "header")
-        if header is None:
-            return None
-        self.check_body_kept(height)
-        txs = self._sealed(P_BLOCK, height, "block")
-        return b"\x92" + header + txs  # type: ignore[operator]
 
     def check_body_kept(self, height: int) -> None:
         """``BodyPruned`` if block ``height``'s body was pruned from this store."""

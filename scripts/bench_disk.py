@@ -15,7 +15,8 @@
 Disk is the size of the LevelDB directory's files after a full compaction
 (``Store.disk_bytes``). Ends with one JSON line: disk_bytes_per_attestation_archive,
 disk_bytes_per_attestation_pruned, body_bytes_per_attestation (the kept bodies' stored
-bytes before pruning, per attestation), attestations, blocks, retain_blocks.
+bytes before pruning, per attestation: transaction chunks and tx-tree node records),
+attestations, blocks, retain_blocks.
 """
 
 from __future__ import annotations
@@ -32,17 +33,19 @@ sys.path.insert(0, str(ROOT))
 
 from ledger.chain import Ledger  # noqa: E402
 from ledger.store_check import check_ledger  # noqa: E402
-from ledger.store_format import P_BLOCK  # noqa: E402
+from ledger.store_format import P_BLOCK, P_CHUNK, P_TX_TREE  # noqa: E402
 from ledger.testchain import Consortium  # noqa: E402
 from ledger.types import ChainParams  # noqa: E402
 from scripts.bench_audit import build_chain  # noqa: E402
 
 
 def _body_bytes(lg: Ledger) -> int:
+    """Keys and values of the bodies: the transaction chunks and tx-tree node records."""
     total = 0
-    with lg.store._db.iterator(prefix=P_BLOCK) as it:  # the bench may look inside
-        for key, value in it:
-            total += len(key) + len(value)
+    for prefix in (P_BLOCK, P_CHUNK, P_TX_TREE):
+        with lg.store._db.iterator(prefix=prefix) as it:  # the bench may look inside
+            for key, value in it:
+                total += len(key) + len(value)
     return total
 
 

@@ -150,8 +150,11 @@ def chain_consortium(block_txs: int, revoked: int) -> Any:
     return Consortium.make(ChainParams(max_block_txs=max(block_txs, revoked)))
 
 
-def build_chain(datadir: Path, args: argparse.Namespace) -> tuple[Any, list[bytes], list[bytes]]:
-    """The node's data directory; returns (consortium, attested, revoked commitments)."""
+def build_chain(
+    datadir: Path, args: argparse.Namespace, progress: int = 0
+) -> tuple[Any, list[bytes], list[bytes]]:
+    """The node's data directory; returns (consortium, attested, revoked commitments).
+    ``progress``: print the build rate every so many blocks."""
     import bench_audit
 
     from ledger.chain import Ledger
@@ -159,7 +162,7 @@ def build_chain(datadir: Path, args: argparse.Namespace) -> tuple[Any, list[byte
 
     cons = chain_consortium(args.block_txs, args.revoked)
     bench_audit.build_chain(
-        cons, datadir / "ledger", args.attestations, args.block_txs, args.workers
+        cons, datadir / "ledger", args.attestations, args.block_txs, args.workers, progress
     )
     attested = [bench_audit.commitment_of(i) for i in range(args.attestations)]
     revoked = random.Random(1).sample(attested, min(args.revoked, len(attested)))

@@ -300,15 +300,3 @@ def test_prover_serves_the_stored_bytes(chain: Any) -> None:
                 assert list(inc.history_proof) == expected
     for c in C[:10]:
         assert cached.bundle(c) == tiny.bundle(c) == Prover(lg).bundle(c)
-
-
-@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 9, 16, 17, 31, 33, 70])
-def test_level_proofs_are_rfc9162_proofs(size: int) -> None:
-    from ledger import merkle
-    from ledger.prove import _level_proof, _levels
-
-    leaves = [bytes([i]) * (i % 5 + 1) for i in range(size)]
-    levels = _levels([merkle.leaf_hash(d) for d in leaves])
-    assert levels[-1] == [merkle.root(leaves)]
-    for i in range(size):
-        assert _level_proof(levels, i) == merkle.inclusion_proof(leaves, i)

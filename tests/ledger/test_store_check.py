@@ -176,7 +176,7 @@ def test_index_entries_missing_or_stray(chain: Chain, copy: Path) -> None:
     # An entry no block explains: only the full check counts them.
     _edit(copy, lambda db: db.put(P_TX + b"\x07" * TX_KEY_BYTES, bytes([1, 0]), sync=True))
     _check(chain, copy, 3)
-    _damaged(chain, copy, None, f"heights 0..{chain.height}", "the tx index holds")
+    _damaged(chain, copy, None, f"heights 0..{chain.height}", "the tx index: ")
 
 
 def test_a_record_missing_below_the_window(chain: Chain, copy: Path) -> None:

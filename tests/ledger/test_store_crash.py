@@ -95,9 +95,19 @@ def check_store(store: Store, verified: Verified, ctx: str) -> None:
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> bytes:
+    """One line, read a byte at a time from the pipe itself: a buffered ``readline``
+    could take the writer's next "committed" lines into a buffer that ``communicate``
+    (which reads the file descriptors) never sees, and lose those acks."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
-    return proc.stdout.readline() if ready else b""
+    fd = proc.stdout.fileno()
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], timeout_s)
+        byte = os.read(fd, 1) if ready else b""
+        if not byte:
+            return b""
+        line += byte
+    return line
 
 
 @pytest.mark.timeout(900)  # a hang bound, not a speed requirement
