@@ -18,6 +18,7 @@ import msgpack
 from ledger import crypto
 from ledger.codec import (
     Domain,
+    array_header,
     as_bytes,
     as_hash,
     as_int,
@@ -33,6 +34,7 @@ from ledger.consortium import ValidatorSet
 from ledger.errors import DecodeError, ValidationError
 from ledger.protocol import MAX_VERSION
 from ledger.transaction import Transaction
+from ledger.tx_tree import upper_nodes
 from ledger.types_base import (
     MAX_BLOCK_BYTES,
     MAX_BLOCK_TXS,
@@ -162,8 +164,6 @@ class Block:
     def tx_tree_nodes(self) -> bytes:
         """The tx-tree nodes the store keeps above the chunks (ledger/tx_tree.py);
         ``ledger.state.execute`` sets it from the pass that computed the tx root."""
-        from ledger.tx_tree import upper_nodes  # (tx_tree builds on this module)
-
         return upper_nodes(self.tx_ids)
 
     @classmethod
@@ -241,15 +241,6 @@ def _decode_block_reusing(data: bytes, known: Callable[[bytes], Transaction | No
     if header.tx_count != len(txs):
         raise DecodeError("block: header.tx_count does not match the transactions")
     return Block(header, tuple(txs))
-
-
-def array_header(n: int) -> bytes:
-    """The canonical msgpack array header of ``n`` items."""
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
 
 
 # ---------------------------------------------------------------------------

@@ -196,3 +196,12 @@ def require_sorted_unique(items: Sequence[Any], name: str) -> None:
     for a, b in zip(items, items[1:], strict=False):
         if not a < b:
             raise DecodeError(f"{name}: items must be strictly increasing (sorted, no duplicates)")
+
+
+def array_header(n: int) -> bytes:
+    """The canonical msgpack array header of ``n`` items."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")

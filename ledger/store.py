@@ -556,7 +556,9 @@ class Store(StoreImport, StoreReads):
             # tree above them, so a proof reads one chunk (ledger/tx_tree.py).
             hk = P_HEADER + hb
             wb.put(hk, seal(hk, header.encoded))
-            for key, value in body_records(block):
+            for key, value in body_records(
+                block.height, [tx.encoded for tx in block.txs], block.tx_tree_nodes
+            ):
                 wb.put(key, value)
             if certificate is not None:
                 ck = P_CERT + hb

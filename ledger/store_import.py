@@ -175,7 +175,9 @@ class StoreImport:
         self._require_importing()
         puts: list[tuple[bytes, bytes]] = []
         for block in blocks:
-            puts.extend(body_records(block))
+            puts.extend(
+                body_records(block.height, [tx.encoded for tx in block.txs], block.tx_tree_nodes)
+            )
             for pos, tx_id in enumerate(block.tx_ids):
                 puts.append((P_TX + tx_id[:TX_KEY_BYTES], tx_location_value(block.height, pos)))
         self._batch(puts, "imported block bodies")

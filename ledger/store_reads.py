@@ -13,8 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
-from ledger.block import array_header
-from ledger.codec import Domain, tagged_hash
+from ledger.codec import Domain, array_header, tagged_hash
 from ledger.errors import BodyPruned, DecodeError, StoreDamage, StoreError
 from ledger.kv import KV_ERRORS
 from ledger.store_format import (

@@ -23,9 +23,9 @@ from __future__ import annotations
 import msgpack
 
 from ledger import merkle
-from ledger.block import array_header
+from ledger.codec import array_header
 from ledger.store_format import P_TX_TREE, chunk_key, h8, seal
-from ledger.types import Block, tx_id_of
+from ledger.types_base import tx_id_of
 
 CHUNK_LEVEL = 4
 CHUNK_TXS = 1 << CHUNK_LEVEL  # transactions per stored chunk (a power of two)
@@ -172,15 +172,14 @@ def chunk_leaves(txs: list[bytes]) -> list[bytes]:
     return [leaf(tx_id_of(t)) for t in txs]
 
 
-def body_records(block: Block) -> list[tuple[bytes, bytes]]:
-    """The (key, sealed value) records that store ``block``'s transactions: its chunks
-    and, past one chunk, its node record (ledger/store_format.py)."""
-    h = block.height
+def body_records(h: int, txs: list[bytes], upper: bytes) -> list[tuple[bytes, bytes]]:
+    """The (key, sealed value) records that store block ``h``'s transactions (their
+    encodings ``txs``): its chunks and, past one chunk, its node record ``upper``
+    (``upper_nodes``; ledger/store_format.py)."""
     out = []
-    for c, payload in enumerate(chunk_payloads([tx.encoded for tx in block.txs])):
+    for c, payload in enumerate(chunk_payloads(txs)):
         key = chunk_key(h, c)
         out.append((key, seal(key, payload)))
-    upper = block.tx_tree_nodes
     if upper:
         key = P_TX_TREE + h8(h)
         out.append((key, seal(key, upper)))
