@@ -106,6 +106,15 @@ class Prover:
                 self.changes.append(h)
         return top
 
+    def drop_caches(self) -> None:
+        """Forget the cached chunks, history proofs and state-tree nodes, so the next
+        bundle costs what one for data not served lately does (the common case in a
+        large store; ``scripts/bench_scale.py`` measures both)."""
+        self._chunks.clear()
+        self._chunks_bytes = 0
+        self._history_proofs.clear()
+        self.ledger.tree.clear_cache()
+
     def _chunk(self, height: int, position: int) -> _Chunk:
         """The chunk of block ``height`` holding transaction ``position`` (LRU), read
         from the store and checked against the header's ``tx_root`` (the same check a
