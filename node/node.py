@@ -181,8 +181,8 @@ class Node:
         self.max_head_age_ms = config.max_head_age_ms
         self.store_problem: str | None = None
         self.rpc_ports: dict[str, int] = {}
-        peers = self.peer_addresses()
-        self.transport = transport_factory(self, peers)
+        self._peers = self.peer_addresses()
+        self.transport = transport_factory(self, dict(self._peers))
         self.transport.set_allowlist(self.core.allowed_keys())
         self.metrics.watch(
             "dvp_consensus_events",
@@ -229,7 +229,7 @@ class Node:
         ledger.retain_blocks = self.config.retain_blocks
         self.core = self._make_core(ledger, self.cdb)
         self.prover = Prover(ledger)
-        self.transport.set_allowlist(self.core.allowed_keys())
+        self.set_allowlist(self.core.allowed_keys())
         log.info(
             "joined by state sync",
             height=report.info.height,
@@ -294,8 +294,19 @@ class Node:
     def client_limit(self) -> int:
         return self.core.client_limit()
 
-    def peer_addresses(self) -> dict[bytes, str]:
-        """Configured peers by node key (validators) or member key (observers)."""
+    def set_allowlist(self, keys: set[bytes]) -> None:
+        """Who may connect, and the configured peers' keys resolved again: a validator's
+        node key rotation (governance) changes the key its configured address answers
+        to, and the new key must be dialled, not just admitted."""
+        peers = self.peer_addresses(warn=False)
+        if peers != self._peers:
+            self._peers = peers
+            self.transport.set_peers(dict(peers))
+        self.transport.set_allowlist(keys)
+
+    def peer_addresses(self, warn: bool = True) -> dict[bytes, str]:
+        """Configured peers by node key (validators) or member key (observers); ``warn``
+        logs each configured peer that is not a member."""
         tip = self.ledger.tip
         by_member = {v.member_id: v.node_key for v in tip.validators_at(tip.height + 1).validators}
         out: dict[bytes, str] = {}
@@ -304,7 +315,8 @@ class Node:
             if key is None and member_id in tip.members:
                 key = tip.members[member_id].key
             if key is None:
-                log.warning("config names a peer that is not a member", peer=member_id)
+                if warn:
+                    log.warning("config names a peer that is not a member", peer=member_id)
                 continue
             if key != self.key.public_key:
                 out[key] = str(addr)
@@ -463,7 +475,7 @@ class Node:
                     self._drop(e.reason)  # type: ignore[union-attr]
                 transport.penalize(e.peer, e.reason)  # type: ignore[union-attr]
             elif kind is SetAllowlist:
-                transport.set_allowlist(e.keys)  # type: ignore[union-attr]
+                self.set_allowlist(e.keys)  # type: ignore[union-attr]
             elif kind is Fetch:
                 self._spawn(self._fetch, e)
             elif kind is AskHeights:

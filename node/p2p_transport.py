@@ -61,6 +61,9 @@ class Libp2pTransport:
     def set_allowlist(self, keys: set[bytes]) -> None:
         self.host.set_allowlist(keys)
 
+    def set_peers(self, peers: dict[bytes, str]) -> None:
+        self.host.set_peers(peers)
+
     def penalize(self, peer: bytes, reason: str) -> None:
         self.host.penalize(peer, reason)
 

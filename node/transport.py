@@ -53,6 +53,11 @@ class Transport(Protocol):
 
     def set_allowlist(self, keys: set[bytes]) -> None: ...
 
+    def set_peers(self, peers: dict[bytes, str]) -> None:
+        """The configured peers' addresses by key, as resolved from the chain anew (a
+        node key rotated): peers new here are dialled."""
+        ...
+
     def penalize(self, peer: bytes, reason: str) -> None:
         """Count an offence by ``peer`` (it sent something an honest node never sends);
         enough of them in a short time disconnect and refuse it for a while."""
@@ -135,6 +140,9 @@ class MemoryTransport:
 
     def set_allowlist(self, keys: set[bytes]) -> None:
         self.allow = set(keys)
+
+    def set_peers(self, peers: dict[bytes, str]) -> None:
+        pass  # every endpoint on the hub reaches every other: there is nothing to dial
 
     def penalize(self, peer: bytes, reason: str) -> None:
         self.offences[(peer, reason)] = self.offences.get((peer, reason), 0) + 1

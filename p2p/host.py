@@ -17,7 +17,7 @@ Rules:
 - Every task runs under ``run()``'s nursery (links) or libp2p's (inbound stream
   handlers, which live inside ``run()`` too); cancelling ``run`` stops everything, closes
   every connection within ``shutdown_grace_s`` and closes any socket libp2p left open.
-- ``send``/``broadcast``/``set_allowlist`` never block; ``request`` is bounded by its
+- ``send``/``broadcast``/``set_allowlist``/``set_peers`` never block; ``request`` is bounded by its
   timeout. A payload over ``max_frame_bytes`` is a caller bug (``ValueError``).
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -154,6 +154,22 @@ class P2PHost:
         allow.discard(self.public_key)
         self._wanted = set(allow)
         self._apply_allowlist(allow - set(self._banned))
+
+    def set_peers(self, peers: Mapping[bytes, str]) -> None:
+        """The configured peers' addresses by node key, anew: the app resolves its
+        configured peers' keys from the chain, so a node-key rotation changes them. Keys
+        new here are dialled once allowed (``set_allowlist``), and a link up already
+        because that peer dialled us starts dialling it too."""
+        parsed = {
+            bytes(k): parse_peer_address(a) for k, a in peers.items() if bytes(k) != self.public_key
+        }
+        self._peers = parsed
+        for key, addr in parsed.items():
+            link = self._links.get(key)
+            if link is not None:
+                link.learn_address(addr)
+            elif key in self._allow:
+                self._add_link(key, addr)
 
     def _apply_allowlist(self, allow: set[bytes]) -> None:
         removed = self._allow - allow

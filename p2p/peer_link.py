@@ -87,6 +87,7 @@ class PeerLink:
         self.ever_connected = False
         self.started = False
         self.scope = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
         self._changed = trio.Event()
 
     def _notify(self) -> None:
@@ -129,10 +130,22 @@ class PeerLink:
         self.started = True
         with self.scope:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 if self.addr is not None:
                     nursery.start_soon(self._dial_loop)
                 for ch in CHANNELS:
                     nursery.start_soon(self._keep_stream, ch)
+
+    def learn_address(self, addr: multiaddr.Multiaddr) -> None:
+        """Start dialling ``addr``: a peer that dialled us under a key the configured
+        peers did not resolve to yet (its node key rotated) is now one of them. A link
+        that dials already keeps its address (configured addresses do not change while
+        the node runs)."""
+        if self.addr is not None:
+            return
+        self.addr = addr
+        if self._nursery is not None:
+            self._nursery.start_soon(self._dial_loop)
 
     async def sync_stream(self) -> FramedStream:
         """The live outbound sync stream; waits for it, ``PeerUnavailable`` when down."""

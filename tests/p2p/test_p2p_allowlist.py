@@ -101,3 +101,26 @@ def test_removing_a_peer_from_the_allowlist_drops_it() -> None:
             assert await a.request(c.public_key, b"back", 10) == b"back"
 
     run_trio(scenario)
+
+
+def test_a_peer_whose_key_rotated_is_dialled_under_its_new_key() -> None:
+    """A node resolves its configured peers' keys from the chain; after a peer's node
+    key rotates, ``set_peers`` and ``set_allowlist`` with the new key make it dial the
+    same address under that key (the peer here never dials, so only A's dial connects)."""
+
+    async def scenario() -> None:
+        pa, pb = free_port(), free_port()
+        old_b, new_b = key_of(1), key_of(5)
+        a = P2PHost(P2PConfig(seed=seed_of(0), listen_port=pa, peers={old_b: f"127.0.0.1:{pb}"}))
+        # B now runs under its new key, and dials nobody.
+        b = P2PHost(P2PConfig(seed=seed_of(5), listen_port=pb, peers={}, allowlist={a.public_key}))
+        async with running(a, b):
+            await wait_until(lambda: a.stats["dial_failures"] >= 1, 10, "old key's dial fails")
+            assert a.connected_peers() == set()
+            a.set_peers({new_b: f"127.0.0.1:{pb}"})
+            a.set_allowlist({new_b})
+            await wait_until(lambda: a.connected_peers() == {new_b}, 10, "new key dialled")
+            a.send(new_b, CONSENSUS, b"to the new key")
+            assert await drain(b, CONSENSUS, 1, 10) == [(a.public_key, b"to the new key")]
+
+    run_trio(scenario)
