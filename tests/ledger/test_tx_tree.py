@@ -8,6 +8,7 @@ more than a chunk, several) is built once; tests that change a store use a copy.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,24 @@ def test_prover_proofs_equal_recomputed_ones(chain: Chain, data: st.DataObject) 
                 assert inc.tx == block.txs[pos].encode()
                 assert inc.header == block.header.encoded
                 assert list(inc.tx_proof) == merkle.inclusion_proof(block.tx_ids, pos)
+
+
+def test_bundles_after_dropping_the_caches_are_the_same(chain: Chain) -> None:
+    """``Prover.drop_caches`` (what bench_scale's uncached proofs use) changes costs,
+    never answers: every bundle built again from the store alone is byte-identical."""
+    with _open(chain, chain.path) as lg:
+        prover = Prover(lg)
+        attests = [b.txs[0].payload for b in chain.blocks.values() if b.txs]
+        commitments = [p.commitment for p in attests if isinstance(p, Attest)]
+        assert len(commitments) == len(attests)
+        absent = bytes(32)
+        before = [json.dumps(prover.bundle(c).to_json()) for c in [*commitments, absent]]
+        after = []
+        for c in [*commitments, absent]:
+            prover.drop_caches()
+            after.append(json.dumps(prover.bundle(c).to_json()))
+        assert after == before
+        assert len(set(before)) == len(before)
 
 
 def _big(chain: Chain) -> int:
