@@ -105,10 +105,11 @@ def host_check(verify: float, verify_after: float) -> str:
     )
 
 
-def worker_argv(root: Path, args: Any) -> list[str]:
+def worker_argv(root: Path, args: Any, consent_share: float = 0.0) -> list[str]:
     """The load process's command line (``--worker``: pre-signed ATTEST batches to every
-    validator of the devnet at ``root``, at ``args.rate`` for ``args.seconds``)."""
-    return [
+    validator of the devnet at ``root``, at ``args.rate`` for ``args.seconds``); with a
+    ``consent_share`` that share of the load is ACCESS events (``args.grant_uses``)."""
+    argv = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--worker",
@@ -124,11 +125,10 @@ def worker_argv(root: Path, args: Any) -> list[str]:
         str(args.warmup),
         "--drain",
         str(args.drain),
-        "--consent-share",
-        str(args.consent_share),
-        "--grant-uses",
-        str(args.grant_uses),
     ]
+    if consent_share:
+        argv += ["--consent-share", str(consent_share), "--grant-uses", str(args.grant_uses)]
+    return argv
 
 
 def proc_rss_mb(pid: int) -> float:
@@ -568,8 +568,7 @@ def run_load(args: argparse.Namespace, share: float) -> dict[str, Any]:
                     raise SystemExit(
                         f"the bound is not active in node {e.name}: see {devnet.log_file(root, e)}"
                     )
-        argv = worker_argv(root, args)
-        argv[argv.index("--consent-share") + 1] = str(share)
+        argv = worker_argv(root, args, share)
         cpu0 = {n: proc_cpu_s(p) for n, p in pids.items() if p}
         t0 = time.monotonic()
         out = subprocess.run(
