@@ -182,7 +182,7 @@ class Node:
         self.store_problem: str | None = None
         self.rpc_ports: dict[str, int] = {}
         self._peers = self.peer_addresses()
-        self.transport = transport_factory(self, dict(self._peers))
+        self.transport = transport_factory(self, self._peers)
         self.transport.set_allowlist(self.core.allowed_keys())
         self.metrics.watch(
             "dvp_consensus_events",
@@ -301,7 +301,7 @@ class Node:
         peers = self.peer_addresses(warn=False)
         if peers != self._peers:
             self._peers = peers
-            self.transport.set_peers(dict(peers))
+            self.transport.set_peers(peers)
         self.transport.set_allowlist(keys)
 
     def peer_addresses(self, warn: bool = True) -> dict[bytes, str]:

@@ -17,8 +17,9 @@ Rules:
 - Every task runs under ``run()``'s nursery (links) or libp2p's (inbound stream
   handlers, which live inside ``run()`` too); cancelling ``run`` stops everything, closes
   every connection within ``shutdown_grace_s`` and closes any socket libp2p left open.
-- ``send``/``broadcast``/``set_allowlist``/``set_peers`` never block; ``request`` is bounded by its
-  timeout. A payload over ``max_frame_bytes`` is a caller bug (``ValueError``).
+- ``send``/``broadcast``/``set_allowlist``/``set_peers`` never block; ``request`` is
+  bounded by its timeout. A payload over ``max_frame_bytes`` is a caller bug
+  (``ValueError``).
 """
 
 from __future__ import annotations
@@ -88,11 +89,7 @@ class P2PHost:
         self.stats = Stats()
         self.lib: IHost | None = None
         self.listen_addrs: list[multiaddr.Multiaddr] = []
-        self._peers = {
-            bytes(k): parse_peer_address(a)
-            for k, a in config.peers.items()
-            if bytes(k) != self.public_key
-        }
+        self._peers = self._parse_peers(config.peers)
         self._pids: dict[bytes, ID] = {}
         self._allow: set[bytes] = set()
         self._key_of: dict[ID, bytes] = {}
@@ -160,16 +157,18 @@ class P2PHost:
         configured peers' keys from the chain, so a node-key rotation changes them. Keys
         new here are dialled once allowed (``set_allowlist``), and a link up already
         because that peer dialled us starts dialling it too."""
-        parsed = {
-            bytes(k): parse_peer_address(a) for k, a in peers.items() if bytes(k) != self.public_key
-        }
-        self._peers = parsed
-        for key, addr in parsed.items():
+        self._peers = self._parse_peers(peers)
+        for key, addr in self._peers.items():
             link = self._links.get(key)
             if link is not None:
                 link.learn_address(addr)
             elif key in self._allow:
                 self._add_link(key, addr)
+
+    def _parse_peers(self, peers: Mapping[bytes, str]) -> dict[bytes, multiaddr.Multiaddr]:
+        return {
+            bytes(k): parse_peer_address(a) for k, a in peers.items() if bytes(k) != self.public_key
+        }
 
     def _apply_allowlist(self, allow: set[bytes]) -> None:
         removed = self._allow - allow
